@@ -1,0 +1,3 @@
+from harmosearch.cli import main
+
+main()

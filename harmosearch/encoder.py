@@ -1,0 +1,414 @@
+"""Model loading and the two forward passes harmosearch needs.
+
+Images -> one L2-normalised global vector and a dense map (patch tokens projected into the
+joint space exactly as the class token is: `ln_post`, then `proj`), in one forward pass.
+Texts -> one global vector per text, and per-token vectors (`ln_final`, `text_projection`)
+that lexemes pool over their token span: HarmoCLIP's text token space.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from harmosearch.config import Config, EncoderConfig
+from harmosearch.errors import ConfigError, ModelLoadError
+from harmosearch.lexemes import ParsedText, parse
+
+PACKAGE_DIR = Path(__file__).parent
+BUNDLED_DIR = PACKAGE_DIR / "bundled"
+CHECKPOINT_META = "harmosearch.json"
+RANDOM_TAG = "random"
+HINT = (
+    "pretrained weights cannot be fetched offline: point at local weights with "
+    "--model local-dir:PATH (an open_clip folder) or --model NAME:/path/to/weights.pt"
+)
+
+
+@dataclass(frozen=True)
+class EncoderIdentity:
+    """What a stored vector depends on; indexes refuse queries from a different identity."""
+
+    spec: str
+    weights: str  # fingerprint of the loaded parameters
+    config_hash: str  # of the encoder settings that change vectors
+    embed_dim: int
+    image_size: int
+    grid: tuple[int, int]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EncoderIdentity:
+        return cls(**{**data, "grid": tuple(data["grid"])})
+
+    def mismatch(self, other: EncoderIdentity) -> str | None:
+        """None when vectors from both are comparable, else what differs."""
+        for name in ("weights", "config_hash", "embed_dim", "image_size"):
+            if getattr(self, name) != getattr(other, name):
+                return f"{name} differs ({getattr(self, name)} vs {getattr(other, name)})"
+        return None
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A resolved --model spec: an open_clip name plus weights, or a local open_clip folder."""
+
+    spec: str
+    name: str  # open_clip model name, or "local-dir:PATH" / "hf-hub:ID"
+    pretrained: str | None  # tag or weights file, for plain names
+
+
+def register_model_configs() -> None:
+    """Make harmosearch's tiny architectures known to open_clip (idempotent)."""
+    import open_clip
+
+    if "harmo-tiny-vit" not in open_clip.list_models():
+        open_clip.add_model_config(PACKAGE_DIR / "model_configs")
+
+
+def bundled_models() -> list[str]:
+    if not BUNDLED_DIR.is_dir():
+        return []
+    return sorted(p.name for p in BUNDLED_DIR.iterdir() if (p / "open_clip_config.json").is_file())
+
+
+def resolve_spec(spec: str) -> ModelSource:
+    """Forms: harmo-tiny (bundled), NAME:TAG, NAME:/weights.pt, NAME:random, hf-hub:ID,
+    local-dir:PATH, or a path to a harmosearch checkpoint / open_clip folder."""
+    spec = spec.strip()
+    if not spec:
+        raise ModelLoadError("empty model spec; try --model harmo-tiny")
+    if spec.startswith(("hf-hub:", "local-dir:")):
+        if spec.startswith("local-dir:"):
+            folder = Path(spec.removeprefix("local-dir:")).expanduser()
+            if not (folder / "open_clip_config.json").is_file():
+                raise ModelLoadError(f"model {spec!r}: {folder} holds no open_clip_config.json")
+            return ModelSource(spec, f"local-dir:{folder}", None)
+        return ModelSource(spec, spec, None)
+    bundled = BUNDLED_DIR / spec
+    if (bundled / "open_clip_config.json").is_file():
+        return ModelSource(spec, f"local-dir:{bundled}", None)
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        if not (path / "open_clip_config.json").is_file():
+            raise ModelLoadError(f"model {spec!r}: folder holds no open_clip_config.json")
+        return ModelSource(spec, f"local-dir:{path}", None)
+    if spec == "harmo-tiny":
+        raise ModelLoadError(
+            "the bundled model harmo-tiny is missing from this installation; reinstall "
+            "harmosearch or rebuild it with the command in the README (benchmarks/make_bundled.sh)"
+        )
+    name, sep, tag = spec.partition(":")
+    if not sep or not tag:
+        raise ModelLoadError(
+            f"model {spec!r} names no weights; use NAME:TAG (e.g. ViT-B-16:openai), "
+            f"NAME:/path/to/weights.pt, NAME:random, local-dir:PATH or harmo-tiny"
+        )
+    return ModelSource(spec, name, tag)
+
+
+def _load_open_clip(source: ModelSource) -> tuple[Any, dict[str, Any]]:
+    import open_clip
+    import torch
+
+    register_model_configs()
+    kwargs: dict[str, Any] = {}
+    if source.pretrained == RANDOM_TAG:
+        torch.manual_seed(0)  # random weights are for tests and training starts: reproducible
+    elif source.pretrained is not None:
+        kwargs["pretrained"] = source.pretrained
+    if source.name.startswith("hf-hub:") or (source.pretrained not in (None, RANDOM_TAG)):
+        os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "10")
+    # open_clip and huggingface_hub log their own multi-line failures; ours is the one line.
+    logging.disable(logging.CRITICAL)
+    try:
+        model = open_clip.create_model(source.name, **kwargs)
+    except Exception as exc:  # open_clip raises RuntimeError/ValueError/OSError variously
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if len(reason) > 200:
+            reason = reason[:200] + "..."
+        raise ModelLoadError(f"could not load model {source.spec!r}: {reason}; {HINT}") from None
+    finally:
+        logging.disable(logging.NOTSET)
+    meta: dict[str, Any] = {}
+    if source.name.startswith("local-dir:"):
+        meta_file = Path(source.name.removeprefix("local-dir:")) / CHECKPOINT_META
+        if meta_file.is_file():
+            meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    return model, meta
+
+
+def weights_fingerprint(model: Any) -> str:
+    """A cheap hash of a strided sample of every parameter: tells different weights apart."""
+    import torch
+
+    digest = hashlib.sha256()
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            flat = tensor.detach().flatten()
+            step = max(1, flat.numel() // 64)
+            digest.update(name.encode())
+            digest.update(flat[::step][:64].float().cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def encoder_settings_hash(config: EncoderConfig) -> str:
+    """Only the settings that change stored vectors."""
+    relevant = {"dense_mode": config.dense_mode, "resize": config.resize}
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def vision_forward(model: Any, pixels: Any, dense_mode: str = "value") -> tuple[Any, Any]:
+    """One pass of the image tower: (global [B, D], dense [B, D, gh, gw]), both unnormalised.
+
+    dense_mode "plain" projects the last block's patch tokens as they are; "value" recomputes
+    the last block with its attention replaced by the value path (CLIPSelf / FineCLIP), which
+    keeps each patch about its own location instead of mixing in global context.
+    """
+    import torch.nn.functional as F
+
+    visual = model.visual
+    blocks = getattr(getattr(visual, "transformer", None), "resblocks", None)
+    if blocks is None or not hasattr(visual, "_embeds") or getattr(visual, "attn_pool", None) is not None:
+        raise ModelLoadError(
+            f"{type(visual).__name__} image towers have no patch tokens harmosearch can pool; "
+            "use an open_clip ViT model"
+        )
+    if not getattr(visual.transformer, "batch_first", True):
+        raise ModelLoadError("open_clip ViTs with batch_first=False are not supported")
+    x = visual._embeds(pixels)
+    for block in blocks[:-1]:
+        x = block(x)
+    last = blocks[-1]
+    full = last(x)
+    pooled, tokens = visual._pool(full)
+    if dense_mode == "value":
+        attn = last.attn
+        width = x.shape[-1]
+        v_weight = attn.in_proj_weight[2 * width:]
+        v_bias = attn.in_proj_bias[2 * width:] if attn.in_proj_bias is not None else None
+        values = attn.out_proj(F.linear(last.ln_1(x), v_weight, v_bias))
+        y = x + last.ls_1(values)
+        y = y + last.ls_2(last.mlp(last.ln_2(y)))
+        _, tokens = visual._pool(y)
+    elif dense_mode != "plain":
+        raise ConfigError(f"unknown dense_mode {dense_mode!r}")
+    if visual.proj is not None:
+        pooled = pooled @ visual.proj
+        tokens = tokens @ visual.proj
+    batch, grid_h, grid_w = pixels.shape[0], *visual.grid_size
+    dense = tokens.reshape(batch, grid_h, grid_w, -1).permute(0, 3, 1, 2)
+    return pooled, dense
+
+
+def text_forward(model: Any, tokens: Any) -> tuple[Any, Any]:
+    """The text tower with every token kept: (global [N, D], per-token [N, T, D]), unnormalised."""
+    from open_clip.transformer import text_global_pool
+
+    tower = getattr(model, "text", None)
+    if tower is not None:  # CustomTextCLIP
+        if getattr(tower, "cls_emb", None) is not None:
+            raise ModelLoadError("text towers with a class token (CoCa) are not supported")
+        x, attn_mask = tower._embeds(tokens)
+        x = tower.ln_final(tower.transformer(x, attn_mask=attn_mask))
+        pool_type, eos_id, projection = tower.pool_type, getattr(tower, "eos_id", None), tower.text_projection
+    else:
+        cast = model.transformer.get_cast_dtype()
+        x = model.token_embedding(tokens).to(cast) + model.positional_embedding.to(cast)
+        x = model.ln_final(model.transformer(x, attn_mask=model.attn_mask))
+        pool_type, eos_id, projection = model.text_pool_type, getattr(model, "text_eos_id", None), model.text_projection
+    pooled = text_global_pool(x, tokens, pool_type, eos_token_id=eos_id)
+    if projection is not None:
+        if hasattr(projection, "weight"):
+            pooled, x = projection(pooled), projection(x)
+        else:
+            pooled, x = pooled @ projection, x @ projection
+    return pooled, x
+
+
+def pool_spans(token_vectors: Any, spans: list[tuple[int, int]]) -> Any:
+    """Mean of the L2-normalised token vectors inside each span: [T, D] -> [L, D], normalised."""
+    import torch
+    import torch.nn.functional as F
+
+    if not spans:
+        return token_vectors.new_zeros((0, token_vectors.shape[-1]))
+    normed = F.normalize(token_vectors.float(), dim=-1)
+    pooled = torch.stack([normed[lo:hi].mean(0) for lo, hi in spans])
+    return F.normalize(pooled, dim=-1)
+
+
+@dataclass
+class TextEncoding:
+    text: str
+    parsed: ParsedText
+    global_vector: Any  # [D], normalised
+    lexeme_vectors: Any  # [L, D], normalised, one row per parsed.lexemes
+
+
+class Encoder:
+    """A loaded model with its transform, tokenizer and identity."""
+
+    def __init__(self, model: Any, tokenizer: Any, config: EncoderConfig, spec: str, device: Any) -> None:
+        import open_clip
+        from open_clip.transform import image_transform
+
+        self.model = model.to(device).eval()
+        self.tokenizer = tokenizer
+        self.config = config
+        self.device = device
+        self.context_length = int(getattr(tokenizer, "context_length", None) or 77)
+        pre = open_clip.get_model_preprocess_cfg(model)
+        size = pre.get("size", model.visual.image_size)
+        self.image_size = int(size[0] if isinstance(size, tuple | list) else size)
+        self.transform = image_transform(
+            self.image_size, is_train=False, mean=pre.get("mean"), std=pre.get("std"), resize_mode=config.resize
+        )
+        grid = tuple(int(g) for g in getattr(model.visual, "grid_size", (0, 0)))
+        embed_dim = int(model.visual.output_dim)
+        self.identity = EncoderIdentity(
+            spec=spec,
+            weights=weights_fingerprint(model),
+            config_hash=encoder_settings_hash(config),
+            embed_dim=embed_dim,
+            image_size=self.image_size,
+            grid=grid,  # type: ignore[arg-type]
+        )
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        return self.identity.grid
+
+    def image_tensor(self, image: Any) -> Any:
+        """A PIL image -> a preprocessed [3, S, S] tensor."""
+        return self.transform(image.convert("RGB"))
+
+    def encode_pixels(self, pixels: Any) -> tuple[Any, Any]:
+        """[B, 3, S, S] -> (global [B, D] normalised, dense [B, D, gh, gw] float32 on CPU)."""
+        import torch
+        import torch.nn.functional as F
+
+        from harmosearch.device import autocast
+
+        with torch.inference_mode(), autocast(self.device, self.config.precision):
+            pooled, dense = vision_forward(self.model, pixels.to(self.device), self.config.dense_mode)
+        return F.normalize(pooled.float(), dim=-1).cpu(), dense.float().cpu()
+
+    def tokenize(self, texts: list[str]) -> Any:
+        return self.tokenizer(texts)
+
+    def parse(self, text: str) -> ParsedText:
+        return parse(text, self.tokenizer, self.context_length, self.config.parser)
+
+    def encode_texts(self, texts: list[str]) -> Any:
+        """[N, D] normalised global text vectors (the EOT feature)."""
+        import torch
+
+        vectors = []
+        for start in range(0, len(texts), self.config.batch_size):
+            tokens = self.tokenize(texts[start:start + self.config.batch_size])
+            vectors.append(self._text(tokens)[0])
+        if not vectors:
+            return torch.zeros((0, self.identity.embed_dim))
+        return torch.cat(vectors)
+
+    def _text(self, tokens: Any) -> tuple[Any, Any]:
+        import torch
+        import torch.nn.functional as F
+
+        from harmosearch.device import autocast
+
+        with torch.inference_mode(), autocast(self.device, self.config.precision):
+            pooled, per_token = text_forward(self.model, tokens.to(self.device))
+        return F.normalize(pooled.float(), dim=-1).cpu(), per_token.float().cpu()
+
+    def encode_queries(self, texts: list[str]) -> list[TextEncoding]:
+        """Global vector and lexeme vectors for each text, in the configured lexeme mode."""
+        parsed = [self.parse(t) for t in texts]
+        if not texts:
+            return []
+        tokens = self.tokenize(texts)
+        pooled, per_token = self._text(tokens)
+        if self.config.lexeme_mode == "prompt":
+            prompts = [self.config.lexeme_prompt.format(lex.text) for p in parsed for lex in p.lexemes]
+            flat = self.encode_texts(prompts)
+            out, offset = [], 0
+            for text, p, g in zip(texts, parsed, pooled, strict=True):
+                count = len(p.lexemes)
+                out.append(TextEncoding(text, p, g, flat[offset:offset + count]))
+                offset += count
+            return out
+        return [
+            TextEncoding(text, p, g, pool_spans(tok, [lex.tokens for lex in p.lexemes]))
+            for text, p, g, tok in zip(texts, parsed, pooled, per_token, strict=True)
+        ]
+
+
+def load_encoder(config: Config | EncoderConfig | None = None, device: str | None = None) -> Encoder:
+    """Load the model named by config.encoder.model, offline-safe, with one-line errors."""
+    import open_clip
+
+    from harmosearch.device import resolve_device
+
+    enc = config.encoder if isinstance(config, Config) else (config or EncoderConfig())
+    source = resolve_spec(enc.model)
+    model, meta = _load_open_clip(source)
+    if meta.get("config", {}).get("encoder"):
+        # A harmosearch checkpoint carries the dense/lexeme settings it was trained for;
+        # the user's explicit choices still win because they arrive as `enc`.
+        trained = meta["config"]["encoder"]
+        defaults = EncoderConfig()
+        updates = {
+            k: trained[k]
+            for k in ("dense_mode", "lexeme_mode", "resize")
+            if k in trained and getattr(enc, k) == getattr(defaults, k)
+        }
+        if updates:
+            from dataclasses import replace
+
+            enc = replace(enc, **updates)
+    try:
+        tokenizer = open_clip.get_tokenizer(source.name)
+    except Exception as exc:
+        raise ModelLoadError(f"could not load the tokenizer of {source.spec!r}: {exc}; {HINT}") from None
+    return Encoder(model, tokenizer, enc, source.spec, resolve_device(device or enc.device))
+
+
+def write_model_bundle(
+    model: Any, model_name: str, out_dir: Path, config: Config, extra: dict[str, Any] | None = None,
+    half: bool = False,
+) -> Path:
+    """Save `model` as an open_clip local-dir folder plus harmosearch.json (resolved config),
+    so `--model local-dir:OUT` or `--model OUT` loads it. Files are written then renamed."""
+    import open_clip
+    import torch
+    from safetensors.torch import save_file
+
+    register_model_configs()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model_cfg = open_clip.get_model_config(model_name)
+    if model_cfg is None:
+        raise ModelLoadError(f"no open_clip config for {model_name!r}; cannot write a loadable bundle")
+    pre = dict(open_clip.get_model_preprocess_cfg(model))
+    open_clip_cfg = {"model_cfg": model_cfg, "preprocess_cfg": pre}
+    dtype = torch.float16 if half else torch.float32
+    state = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
+             for k, v in model.state_dict().items()}
+    meta = {"model_name": model_name, "config": config.to_dict(), **(extra or {})}
+    for name, write in (
+        ("open_clip_model.safetensors", lambda p: save_file(state, str(p))),
+        ("open_clip_config.json", lambda p: p.write_text(json.dumps(open_clip_cfg, indent=2, default=list))),
+        (CHECKPOINT_META, lambda p: p.write_text(json.dumps(meta, indent=2, default=list))),
+    ):
+        tmp = out_dir / (name + ".tmp")
+        write(tmp)
+        tmp.replace(out_dir / name)
+    return out_dir

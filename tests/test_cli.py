@@ -1,0 +1,66 @@
+import json
+import subprocess
+import sys
+import time
+
+HEAVY = ("torch", "open_clip", "faiss", "pyarrow")
+
+
+def run(*args, **kwargs):
+    return subprocess.run(
+        [sys.executable, "-m", "harmosearch", *args], capture_output=True, text=True, timeout=120, **kwargs
+    )
+
+
+def test_help_does_not_import_heavy_modules():
+    probe = (
+        "import sys, runpy\n"
+        "sys.argv = ['harmosearch'] + sys.argv[1:]\n"
+        "try:\n    runpy.run_module('harmosearch', run_name='__main__')\n"
+        "except SystemExit:\n    pass\n"
+        f"print('LOADED', sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
+    )
+    for args in (["--help"], ["synth", "--help"]):
+        started = time.perf_counter()
+        result = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True, timeout=60)
+        elapsed = time.perf_counter() - started
+        assert "Usage" in result.stdout
+        assert "LOADED []" in result.stdout, result.stdout[-300:]
+        assert elapsed < 5  # generous: the point is "no torch import", which alone takes seconds
+
+
+def test_library_errors_are_one_line_with_exit_code_2(tmp_path):
+    result = run("synth", str(tmp_path / "s"), "--n", "-3")
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: synth.n must not be negative"
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_config_file_is_reported(tmp_path):
+    result = run("--config", str(tmp_path / "nope.toml"), "synth", str(tmp_path / "s"))
+    assert result.returncode == 2
+    assert "config file not found" in result.stderr
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    result = run("--debug", "synth", str(tmp_path / "s"), "--n", "-3")
+    assert result.returncode != 0
+    assert "Traceback" in result.stderr
+
+
+def test_usage_errors_exit_2(tmp_path):
+    result = run("synth")
+    assert result.returncode == 2
+    result = run("no-such-command")
+    assert result.returncode == 2
+
+
+def test_synth_command_writes_scenes_and_config_file_applies(tmp_path):
+    toml = tmp_path / "c.toml"
+    toml.write_text("[synth]\nn = 3\nsize = 96\n")
+    result = run("--config", str(toml), "synth", str(tmp_path / "s"), "--seed", "5")
+    assert result.returncode == 0, result.stderr
+    data = json.loads((tmp_path / "s" / "annotations.json").read_text())
+    assert len(data["images"]) == 3
+    assert data["images"][0]["width"] == 96
+    assert data["info"]["seed"] == 5
