@@ -381,8 +381,22 @@ def load_encoder(config: Config | EncoderConfig | None = None, device: str | Non
     return Encoder(model, tokenizer, enc, source.spec, resolve_device(device or enc.device))
 
 
+def model_config_of(source: ModelSource) -> dict[str, Any]:
+    """The open_clip architecture config behind a resolved spec (to write loadable bundles)."""
+    import open_clip
+
+    register_model_configs()
+    if source.name.startswith("local-dir:"):
+        folder = Path(source.name.removeprefix("local-dir:"))
+        return json.loads((folder / "open_clip_config.json").read_text(encoding="utf-8"))["model_cfg"]
+    cfg = open_clip.get_model_config(source.name)
+    if cfg is None:
+        raise ModelLoadError(f"no open_clip config for {source.spec!r}; cannot write a loadable checkpoint")
+    return cfg
+
+
 def write_model_bundle(
-    model: Any, model_name: str, out_dir: Path, config: Config, extra: dict[str, Any] | None = None,
+    model: Any, model_cfg: dict[str, Any], out_dir: Path, config: Config, extra: dict[str, Any] | None = None,
     half: bool = False,
 ) -> Path:
     """Save `model` as an open_clip local-dir folder plus harmosearch.json (resolved config),
@@ -391,18 +405,14 @@ def write_model_bundle(
     import torch
     from safetensors.torch import save_file
 
-    register_model_configs()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    model_cfg = open_clip.get_model_config(model_name)
-    if model_cfg is None:
-        raise ModelLoadError(f"no open_clip config for {model_name!r}; cannot write a loadable bundle")
     pre = dict(open_clip.get_model_preprocess_cfg(model))
     open_clip_cfg = {"model_cfg": model_cfg, "preprocess_cfg": pre}
     dtype = torch.float16 if half else torch.float32
     state = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
              for k, v in model.state_dict().items()}
-    meta = {"model_name": model_name, "config": config.to_dict(), **(extra or {})}
+    meta = {"config": config.to_dict(), **(extra or {})}
     for name, write in (
         ("open_clip_model.safetensors", lambda p: save_file(state, str(p))),
         ("open_clip_config.json", lambda p: p.write_text(json.dumps(open_clip_cfg, indent=2, default=list))),

@@ -8,6 +8,7 @@ from PIL import Image
 from harmosearch.config import Config, EncoderConfig, RegionConfig, load_config
 from harmosearch.encoder import (
     load_encoder,
+    model_config_of,
     pool_spans,
     resolve_spec,
     text_forward,
@@ -213,7 +214,8 @@ def test_unloadable_models_give_one_line_errors(spec, message):
 
 def test_bundle_round_trip_keeps_vectors_and_config(test_encoder, tmp_path):
     config = load_config(overrides={"encoder.dense_mode": "plain", "encoder.model": "harmo-test-vit:random"})
-    write_model_bundle(test_encoder.model, "harmo-test-vit", tmp_path / "ckpt", config, {"step": 3})
+    model_cfg = model_config_of(resolve_spec("harmo-test-vit:random"))
+    write_model_bundle(test_encoder.model, model_cfg, tmp_path / "ckpt", config, {"step": 3})
     assert resolve_spec(str(tmp_path / "ckpt")).name == f"local-dir:{tmp_path / 'ckpt'}"
     loaded = load_encoder(EncoderConfig(model=f"local-dir:{tmp_path / 'ckpt'}"))
     assert loaded.config.dense_mode == "plain"  # carried by the checkpoint

@@ -1,0 +1,278 @@
+"""Training samples: an image, one caption, and the caption's lexemes linked to boxes.
+
+Three sources, one sample shape:
+- harmosearch scene folders (`annotations.json` from `harmosearch synth`, or any folder in that
+  COCO-style format with `phrase` per annotation and `captions`);
+- COCO (instances + captions JSON): lexemes linked to boxes through category names and synonyms;
+- Flickr30k Entities (Sentences/*.txt with [/EN#id/type phrase] markup, Annotations/*.xml).
+Links are (words of a phrase, box); a caption's parsed lexeme takes the link that shares its
+head word and the most words with it (ties: the largest box, or none with match = "skip").
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import xml.etree.ElementTree as ET
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harmosearch.errors import DataError
+from harmosearch.lexemes import ParsedText
+
+# COCO category -> words a caption may use for it (the category's own words are always in).
+COCO_SYNONYMS: dict[str, tuple[str, ...]] = {
+    "person": ("man", "men", "woman", "women", "people", "boy", "boys", "girl", "girls", "child", "children",
+               "kid", "kids", "player", "guy", "lady", "person", "persons", "skier", "surfer", "skateboarder"),
+    "bicycle": ("bike", "bikes", "bicycles"),
+    "car": ("cars",),
+    "motorcycle": ("motorbike", "motorcycles"),
+    "airplane": ("plane", "airplanes", "planes", "jet", "aircraft"),
+    "bus": ("buses",),
+    "train": ("trains",),
+    "truck": ("trucks",),
+    "boat": ("boats", "ship"),
+    "dog": ("dogs", "puppy"),
+    "cat": ("cats", "kitten"),
+    "horse": ("horses",),
+    "sheep": ("lamb",),
+    "cow": ("cows", "cattle"),
+    "tv": ("television", "tvs"),
+    "couch": ("sofa",),
+    "cell phone": ("phone", "cellphone"),
+    "dining table": ("table",),
+    "potted plant": ("plant", "plants"),
+    "sports ball": ("ball",),
+    "laptop": ("computer", "laptops"),
+    "donut": ("donuts", "doughnut"),
+}
+
+
+@dataclass(frozen=True)
+class Link:
+    words: frozenset[str]
+    box: tuple[float, float, float, float]  # x0, y0, x1, y1 in pixels
+
+
+@dataclass(frozen=True)
+class Sample:
+    image: Path
+    captions: tuple[str, ...]
+    links: tuple[Link, ...]  # for Flickr30k Entities, links of every caption together
+    size: tuple[int, int]  # width, height
+
+
+def xywh_to_xyxy(bbox: list[float]) -> tuple[float, float, float, float]:
+    x, y, w, h = (float(v) for v in bbox)
+    return (x, y, x + w, y + h)
+
+
+def link_lexemes(parsed: ParsedText, links: tuple[Link, ...], match: str = "largest") -> list[tuple[int, Link]]:
+    """(lexeme index, link) for every lexeme of `parsed` that a link describes."""
+    pairs = []
+    for i, lexeme in enumerate(parsed.lexemes):
+        words = parsed.words[lexeme.words[0]:lexeme.words[1]]
+        head, wordset = words[-1], set(words)
+        scored = [(len(wordset & link.words), link) for link in links if head in link.words]
+        if not scored:
+            continue
+        best = max(score for score, _ in scored)
+        tied = [link for score, link in scored if score == best]
+        if len(tied) > 1 and match == "skip":
+            continue
+        pairs.append((i, max(tied, key=lambda lk: (lk.box[2] - lk.box[0]) * (lk.box[3] - lk.box[1]))))
+    return pairs
+
+
+def load_scene_folder(root: Path) -> list[Sample]:
+    """A folder with annotations.json in harmosearch's COCO-style format (images under images/)."""
+    path = Path(root) / "annotations.json"
+    if not path.is_file():
+        raise DataError(f"{root} has no annotations.json (make one with: harmosearch synth {root})")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DataError(f"cannot read {path}: {exc}") from None
+    captions = defaultdict(list)
+    for c in data.get("captions", []):
+        captions[c["image_id"]].append(c["caption"])
+    links = defaultdict(list)
+    for a in data.get("annotations", []):
+        phrase = a.get("phrase")
+        if phrase:
+            links[a["image_id"]].append(Link(frozenset(phrase.lower().split()), xywh_to_xyxy(a["bbox"])))
+    images_dir = Path(root) / "images"
+    samples = []
+    for im in data["images"]:
+        if not captions[im["id"]]:
+            continue
+        file = images_dir / im["file_name"]
+        if not file.is_file():
+            file = Path(root) / im["file_name"]
+        samples.append(Sample(file, tuple(captions[im["id"]]), tuple(links[im["id"]]), (im["width"], im["height"])))
+    if not samples:
+        raise DataError(f"{path} holds no images with captions")
+    return samples
+
+
+def load_coco(images_dir: Path, instances: Path, captions: Path) -> list[Sample]:
+    """COCO instances + captions files; lexemes link to instances through category words."""
+    try:
+        inst = json.loads(Path(instances).read_text(encoding="utf-8"))
+        caps = json.loads(Path(captions).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DataError(f"cannot read COCO annotations: {exc}") from None
+    names = {c["id"]: c["name"] for c in inst["categories"]}
+    by_image_caps = defaultdict(list)
+    for c in caps["annotations"]:
+        by_image_caps[c["image_id"]].append(c["caption"].strip())
+    by_image_links = defaultdict(list)
+    for a in inst["annotations"]:
+        if a.get("iscrowd"):
+            continue
+        name = names[a["category_id"]]
+        words = frozenset(name.split()) | frozenset(COCO_SYNONYMS.get(name, ())) | {name.split()[-1] + "s"}
+        by_image_links[a["image_id"]].append(Link(words, xywh_to_xyxy(a["bbox"])))
+    samples = []
+    for im in inst["images"]:
+        if by_image_caps[im["id"]]:
+            samples.append(Sample(
+                Path(images_dir) / im["file_name"], tuple(by_image_caps[im["id"]]),
+                tuple(by_image_links[im["id"]]), (im["width"], im["height"]),
+            ))
+    if not samples:
+        raise DataError(f"no COCO images with captions in {instances} and {captions}")
+    return samples
+
+
+ENTITY = re.compile(r"\[/EN#(\d+)/[^ ]+ ([^\]]+)\]")
+
+
+def load_flickr30k_entities(root: Path, image_ids: list[str] | None = None) -> list[Sample]:
+    """Flickr30k Entities: ROOT/Sentences/ID.txt, ROOT/Annotations/ID.xml, images in ROOT/images
+    (or ROOT/flickr30k-images)."""
+    root = Path(root)
+    sentences_dir, boxes_dir = root / "Sentences", root / "Annotations"
+    if not sentences_dir.is_dir() or not boxes_dir.is_dir():
+        raise DataError(f"{root} needs Sentences/ and Annotations/ (Flickr30k Entities layout)")
+    images_dir = next((d for d in (root / "images", root / "flickr30k-images") if d.is_dir()), root / "images")
+    ids = image_ids or sorted(p.stem for p in sentences_dir.glob("*.txt"))
+    samples = []
+    for image_id in ids:
+        xml_file = boxes_dir / f"{image_id}.xml"
+        if not xml_file.is_file():
+            continue
+        tree = ET.parse(xml_file).getroot()
+        width = int(tree.findtext("size/width", "0"))
+        height = int(tree.findtext("size/height", "0"))
+        boxes = defaultdict(list)
+        for obj in tree.iter("object"):
+            box = obj.find("bndbox")
+            if box is None:
+                continue
+            xyxy = tuple(float(box.findtext(k, "0")) for k in ("xmin", "ymin", "xmax", "ymax"))
+            for name in obj.iter("name"):
+                boxes[name.text].append(xyxy)
+        captions, links = [], []
+        for line in (sentences_dir / f"{image_id}.txt").read_text(encoding="utf-8").splitlines():
+            if not line.strip():
+                continue
+            for entity, phrase in ENTITY.findall(line):
+                for xyxy in boxes.get(entity, [])[:1]:
+                    links.append(Link(frozenset(phrase.lower().split()), xyxy))  # type: ignore[arg-type]
+            captions.append(ENTITY.sub(lambda m: m.group(2), line).strip())
+        samples.append(Sample(images_dir / f"{image_id}.jpg", tuple(captions), tuple(links), (width, height)))
+    if not samples:
+        raise DataError(f"no Flickr30k Entities samples found under {root}")
+    return samples
+
+
+def load_dataset(path: Path) -> list[Sample]:
+    """Pick the loader by what the folder holds."""
+    path = Path(path)
+    if (path / "annotations.json").is_file():
+        return load_scene_folder(path)
+    if (path / "Sentences").is_dir():
+        return load_flickr30k_entities(path)
+    annotations = path / "annotations"
+    for split in ("train2017", "val2017", "train2014", "val2014"):
+        inst, caps = annotations / f"instances_{split}.json", annotations / f"captions_{split}.json"
+        if inst.is_file() and caps.is_file():
+            return load_coco(path / split, inst, caps)
+    raise DataError(
+        f"{path} is not a training set harmosearch knows: expected annotations.json (harmosearch synth), "
+        "Sentences/ + Annotations/ (Flickr30k Entities) or annotations/instances_*.json + captions_*.json (COCO)"
+    )
+
+
+class TrainingSet:
+    """Yields model-ready tensors: pixels, caption tokens, and up to `max_links` (token span,
+    grid box) pairs per sample, padded. The caption is drawn per (epoch, index) from a seed."""
+
+    def __init__(self, samples: list[Sample], transform: Any, tokenizer: Any, context_length: int,
+                 grid: tuple[int, int], image_size: int, resize: str, seed: int, parser: str = "rules",
+                 match: str = "largest", max_links: int = 6) -> None:
+        self.samples = samples
+        self.transform = transform
+        self.tokenizer = tokenizer
+        self.context_length = context_length
+        self.grid = grid
+        self.image_size = image_size
+        self.resize = resize
+        self.seed = seed
+        self.parser = parser
+        self.match = match
+        self.max_links = max_links
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        import numpy as np
+        import torch
+        from PIL import Image
+
+        from harmosearch.lexemes import parse
+        from harmosearch.regions import to_grid
+
+        sample = self.samples[index]
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        caption = sample.captions[int(rng.integers(len(sample.captions)))]
+        with Image.open(sample.image) as image:
+            width, height = image.size
+            pixels = self.transform(image.convert("RGB"))
+        parsed = parse(caption, self.tokenizer, self.context_length, self.parser)
+        pairs = link_lexemes(parsed, sample.links, self.match)[: self.max_links]
+        spans = torch.zeros((self.max_links, 2), dtype=torch.long)
+        boxes = torch.zeros((self.max_links, 4), dtype=torch.float32)
+        crop_boxes = torch.zeros((self.max_links, 4), dtype=torch.float32)
+        valid = torch.zeros(self.max_links, dtype=torch.bool)
+        lexeme_ids = torch.full((self.max_links,), -1, dtype=torch.long)
+        for slot, (i, link) in enumerate(pairs):
+            lexeme = parsed.lexemes[i]
+            spans[slot] = torch.tensor(lexeme.tokens)
+            pixel_box = torch.tensor([link.box], dtype=torch.float32)
+            boxes[slot] = to_grid(pixel_box, width, height, self.grid, self.image_size, self.resize)[0]
+            crop_boxes[slot] = boxes[slot] * torch.tensor(
+                [self.image_size / self.grid[1], self.image_size / self.grid[0]] * 2
+            )
+            valid[slot] = True
+            lexeme_ids[slot] = _text_id(lexeme.text)
+        return {
+            "pixels": pixels,
+            "tokens": self.tokenizer([caption])[0],
+            "spans": spans,
+            "boxes": boxes,  # grid units
+            "crop_boxes": crop_boxes,  # pixels of the model input
+            "valid": valid,
+            "lexeme_ids": lexeme_ids,  # equal ids = textually identical lexemes
+        }
+
+
+def _text_id(text: str) -> int:
+    import zlib
+
+    return zlib.crc32(text.encode("utf-8"))

@@ -1,0 +1,103 @@
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from harmosearch.config import SynthConfig, load_config
+from harmosearch.encoder import load_encoder
+from harmosearch.lexemes import parse
+from harmosearch.synth import generate
+from harmosearch.train.data import Link, link_lexemes, load_dataset
+from harmosearch.train.loop import train
+
+
+@pytest.fixture(scope="module")
+def train_scenes(tmp_path_factory):
+    out = tmp_path_factory.mktemp("train_scenes")
+    generate(out, SynthConfig(n=32, seed=21, size=96))
+    return out
+
+
+def tiny_config(**extra):
+    overrides = {
+        "encoder.model": "harmo-test-vit:random", "encoder.device": "cpu", "train.batch_size": 8,
+        "train.workers": 0, "train.lr": 2e-3, "train.warmup_steps": 2, "train.precision": "fp32",
+    }
+    return load_config(overrides={**overrides, **extra})
+
+
+def test_lexemes_link_to_the_box_of_their_object():
+    parsed = parse("a small red circle to the left of a blue circle on a striped background")
+    links = (Link(frozenset({"red", "circle"}), (0, 0, 10, 10)), Link(frozenset({"blue", "circle"}), (20, 0, 30, 10)))
+    pairs = link_lexemes(parsed, links)
+    assert [(parsed.lexemes[i].text, link.box) for i, link in pairs] == [
+        ("small red circle", (0, 0, 10, 10)),
+        ("blue circle", (20, 0, 30, 10)),
+    ]
+
+
+def test_ties_take_the_largest_box_or_are_skipped():
+    parsed = parse("a dog on the grass")
+    links = (Link(frozenset({"dog"}), (0, 0, 10, 10)), Link(frozenset({"dog"}), (0, 0, 50, 50)))
+    assert link_lexemes(parsed, links)[0][1].box == (0, 0, 50, 50)
+    assert link_lexemes(parsed, links, match="skip") == []
+
+
+def test_training_set_yields_linked_spans(train_scenes):
+    config = tiny_config()
+    encoder = load_encoder(config)
+    from harmosearch.train.data import TrainingSet
+
+    ds = TrainingSet(load_dataset(train_scenes), encoder.transform, encoder.tokenizer, 32, encoder.grid, 32,
+                     "squash", seed=0)
+    item = ds[0]
+    assert item["pixels"].shape == (3, 32, 32)
+    assert item["valid"].any()
+    for (lo, hi), box, ok in zip(item["spans"], item["boxes"], item["valid"], strict=True):
+        if ok:
+            assert 1 <= lo < hi and (box[2:] > box[:2]).all() and (box <= 4).all()
+
+
+def test_loss_decreases_over_a_few_steps(train_scenes, tmp_path):
+    config = tiny_config(**{"train.epochs": 6, "train.checkpoint_every": 1000})
+    history = []
+    train(config, train_scenes, tmp_path / "run", on_step=lambda m: history.append(m["total"]))
+    assert len(history) == 24
+    assert sum(history[-4:]) / 4 < sum(history[:4]) / 4
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(1, 25))
+    assert {"gc", "lrc", "gr", "total", "lr", "samples_per_s"} <= set(rows[0])
+    assert (tmp_path / "run" / "loss_curve.png").stat().st_size > 1000
+    # The final folder is a model the encoder loads, carrying the resolved training config.
+    encoder = load_encoder(load_config(overrides={"encoder.model": str(tmp_path / "run" / "final")}))
+    assert encoder.identity.embed_dim == 32
+    meta = json.loads((tmp_path / "run" / "final" / "harmosearch.json").read_text())
+    assert meta["config"]["train"]["batch_size"] == 8 and meta["step"] == 24
+
+
+class Interrupt(Exception):
+    pass
+
+
+@pytest.mark.parametrize("losses", ["gc,lrc,gr", "gc,gr"])
+def test_resume_gives_the_same_weights_as_an_unbroken_run(train_scenes, tmp_path, losses):
+    extra = {"train.epochs": 3, "train.checkpoint_every": 5, "train.losses": losses}
+    if losses == "gc,gr":
+        extra["train.gr_variant"] = "crop"
+    train(tiny_config(**extra), train_scenes, tmp_path / "whole")
+
+    def stop_at_7(metrics):
+        if metrics["step"] == 7:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train(tiny_config(**extra), train_scenes, tmp_path / "broken", on_step=stop_at_7)
+    result = train(tiny_config(**extra), train_scenes, tmp_path / "broken")
+    assert result.resumed_from == 5 and result.steps == 12
+    whole = load_file(tmp_path / "whole" / "final" / "open_clip_model.safetensors")
+    resumed = load_file(tmp_path / "broken" / "final" / "open_clip_model.safetensors")
+    for name, tensor in whole.items():
+        assert torch.equal(tensor, resumed[name]), name
+    steps = [json.loads(line)["step"] for line in (tmp_path / "broken" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 13))
