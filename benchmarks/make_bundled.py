@@ -42,17 +42,30 @@ def main() -> None:
         generate(data, SynthConfig(n=args.scenes, seed=1000), workers=2)
     print(f"scenes ready in {time.perf_counter() - started:.0f} s")
     config = load_config(overrides=TRAIN)
-    result = train(config, data, args.work / "run",
-                   on_step=lambda m: m["step"] % 25 == 0 and print(
-                       f"step {m['step']}/{m['total_steps']} total {m['total']:.3f} "
-                       f"{m['samples_per_s']:.0f} samples/s", flush=True))
+    result = train(
+        config,
+        data,
+        args.work / "run",
+        on_step=lambda m: (
+            m["step"] % 25 == 0
+            and print(
+                f"step {m['step']}/{m['total_steps']} total {m['total']:.3f} {m['samples_per_s']:.0f} samples/s",
+                flush=True,
+            )
+        ),
+    )
     print(f"trained {result.steps} steps in {time.perf_counter() - started:.0f} s")
     encoder = load_encoder(load_config(overrides={"encoder.model": str(result.final)}))
     target = BUNDLED_DIR / "harmo-tiny"
     shutil.rmtree(target, ignore_errors=True)
-    write_model_bundle(encoder.model, model_config_of(resolve_spec(str(result.final))), target, config,
-                       {"step": result.steps, "base_model": TRAIN["encoder.model"],
-                        "reproduce": "python benchmarks/make_bundled.py"}, half=True)
+    write_model_bundle(
+        encoder.model,
+        model_config_of(resolve_spec(str(result.final))),
+        target,
+        config,
+        {"step": result.steps, "base_model": TRAIN["encoder.model"], "reproduce": "python benchmarks/make_bundled.py"},
+        half=True,
+    )
     size = sum(p.stat().st_size for p in target.iterdir()) / 1e6
     print(f"wrote {target} ({size:.1f} MB) in {time.perf_counter() - started:.0f} s total")
 

@@ -92,8 +92,222 @@ def synth(
     )
 
 
+@app.command()
+@interruptible
+def index(
+    ctx: typer.Context,
+    photos: Annotated[Path, typer.Argument(help="Folder of photos, searched recursively.")],
+    index_path: Annotated[
+        Path | None, typer.Option("--index", help="Index folder (default: indexes/<folder name>).")
+    ] = None,
+    model: Annotated[str | None, typer.Option("--model", help="Model spec (default: harmo-tiny).")] = None,
+    global_only: Annotated[
+        bool,
+        typer.Option("--global-only", help="Store only the whole-image region (plain CLIP search, smallest index)."),
+    ] = False,
+    boxes: Annotated[
+        Path | None, typer.Option("--boxes", help="JSON of path -> [[x0, y0, x1, y1], ...] or COCO annotations.")
+    ] = None,
+    index_type: Annotated[
+        str | None, typer.Option("--index-type", help="FAISS index_factory string (default: by size).")
+    ] = None,
+    include_hidden: Annotated[
+        bool, typer.Option("--include-hidden", help="Also index hidden files and folders.")
+    ] = False,
+    rebuild: Annotated[
+        bool, typer.Option("--rebuild", help="Re-encode everything (e.g. after changing model).")
+    ] = False,
+    device: Annotated[str | None, typer.Option("--device", help="auto, cpu or cuda.")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size")] = None,
+    workers: Annotated[int | None, typer.Option("--workers", help="Decoding processes.")] = None,
+) -> None:
+    """Index a photo folder: one global vector and many region vectors per image; re-runs update."""
+    overrides: dict[str, Any] = {
+        "encoder.model": model,
+        "encoder.device": device,
+        "encoder.batch_size": batch_size,
+        "index.index_type": index_type,
+        "index.workers": workers,
+        "index.include_hidden": include_hidden or None,
+        "index.global_only": global_only or None,
+    }
+    if global_only:
+        overrides["regions.max_regions"] = 1
+        overrides["regions.scales"] = "1.0"
+    config = resolve(ctx, **overrides)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TaskProgressColumn,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    from harmosearch.indexing import build_index, default_index_path
+
+    target = index_path or default_index_path(photos)
+    started = {}
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=err, transient=True) as bar:
+        tasks: dict[str, Any] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            import time
+
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total, rate="")
+                started[stage] = time.perf_counter()
+            rate = done / max(time.perf_counter() - started[stage], 1e-9)
+            bar.update(
+                tasks[stage], completed=done, total=total, rate=f"{rate:.1f} images/s" if stage == "encoding" else ""
+            )
+
+        report = build_index(photos, target, config, boxes_file=boxes, rebuild=rebuild, progress=progress)
+    for path, reason in report.skipped:
+        err.print(f"skipped {path}: {reason}", highlight=False, markup=False)
+    if not report.committed:
+        out.print(f"{target}: up to date, nothing to encode ({report.images} images, {report.regions} regions)")
+        return
+    out.print(
+        f"{target}: {report.images} images, {report.regions} regions "
+        f"(added {report.added}, changed {report.changed}, renamed {report.renamed}, removed {report.removed}, "
+        f"unchanged {report.unchanged}; encoded {report.encoded} at {report.images_per_s:.1f} images/s"
+        + (f", {report.resumed} taken from an interrupted run" if report.resumed else "")
+        + f"; skipped {len(report.skipped)})"
+    )
+
+
+@app.command()
+def query(
+    ctx: typer.Context,
+    text: Annotated[str, typer.Argument(help='What to look for, e.g. "red umbrella near bench".')] = "",
+    index_path: Annotated[
+        Path | None, typer.Option("--index", help="Index folder (default: the newest under indexes/).")
+    ] = None,
+    k: Annotated[int | None, typer.Option("-k", "--top", help="Number of results (default: 10).")] = None,
+    alpha: Annotated[
+        float | None, typer.Option("--alpha", help="Weight of the global score in [0, 1] (default: 0.5).")
+    ] = None,
+    global_only: Annotated[bool, typer.Option("--global-only", help="Plain CLIP ranking, no regions.")] = False,
+    image: Annotated[Path | None, typer.Option("--image", help="Use an image file as (part of) the query.")] = None,
+    negatives: Annotated[
+        list[str] | None, typer.Option("--not", help="Push down images showing this (repeatable).")
+    ] = None,
+    min_score: Annotated[float | None, typer.Option("--min-score", help="Drop results scoring below this.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")] = False,
+    save_annotated: Annotated[
+        Path | None, typer.Option("--save-annotated", help="Write annotated results and a contact sheet here.")
+    ] = None,
+    device: Annotated[str | None, typer.Option("--device", help="auto, cpu or cuda.")] = None,
+) -> None:
+    """Search an index: lexemes are matched to regions and fused with the global score."""
+    import json
+
+    config = resolve(ctx, **{"search.k": k, "search.alpha": alpha, "search.min_score": min_score})
+    from harmosearch.search import open_index
+
+    idx = open_index(index_path, config, device=device)
+    response = idx.search(text, global_only=global_only, image=image, negatives=tuple(negatives or ()))
+    for warning in response.warnings:
+        err.print(f"warning: {warning}", highlight=False)
+    if as_json:
+        print(json.dumps(response.to_dict(), ensure_ascii=False))
+    else:
+        _print_results(response, idx.path)
+    if save_annotated is not None:
+        from harmosearch.annotate import save_annotated as save
+
+        written = save(response, save_annotated)
+        err.print(f"wrote {len(written)} annotated images to {save_annotated}")
+
+
+def _print_results(response: Any, index_path: Path) -> None:
+    from rich.table import Table
+
+    title = f"{response.query!r} in {index_path}"
+    if response.lexemes:
+        title += "  lexemes: " + ", ".join(response.lexemes)
+    table = Table(title=title, title_justify="left")
+    table.add_column("#", justify="right")
+    table.add_column("path", overflow="fold")
+    table.add_column("score", justify="right")
+    table.add_column("global", justify="right")
+    for lexeme in response.lexemes:
+        table.add_column(f"{lexeme} (score, box)")
+    for r in response.results:
+        cells = [f"{m.score:.3f} [{m.box[0]:.0f}, {m.box[1]:.0f}, {m.box[2]:.0f}, {m.box[3]:.0f}]" for m in r.lexemes]
+        table.add_row(str(r.rank), r.path, f"{r.score:.3f}", f"{r.global_score:.3f}", *cells)
+    if not response.results:
+        out.print(f"no results for {response.query!r}")
+        return
+    out.print(table)
+
+
+@app.command()
+def info(
+    index_path: Annotated[
+        Path | None, typer.Argument(help="Index folder (default: the newest under indexes/).")
+    ] = None,
+    verify: Annotated[bool, typer.Option("--verify", help="Check checksums and row alignment of every file.")] = False,
+) -> None:
+    """Show what an index holds: counts, model, configuration, size on disk."""
+    import json
+
+    from rich.table import Table
+
+    from harmosearch.indexing import default_index_root
+    from harmosearch.search import latest_index
+    from harmosearch.store import read_manifest, size_on_disk
+    from harmosearch.store import verify as verify_index
+
+    path = index_path or latest_index(default_index_root())
+    manifest = read_manifest(path)
+    table = Table(title=f"index {path}", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    enc = manifest["encoder"]
+    rows = [
+        ("photos", manifest["photos_root"]),
+        ("images", str(manifest["counts"]["images"])),
+        ("regions", str(manifest["counts"]["regions"])),
+        (
+            "model",
+            f"{enc['spec']} (weights {enc['weights']}, dim {enc['embed_dim']}, "
+            f"{enc['image_size']} px, grid {enc['grid']})",
+        ),
+        ("faiss", f"global {manifest['index_types']['global']}, regions {manifest['index_types']['regions']}"),
+        ("created", manifest["created"]),
+        ("updated", manifest["updated"]),
+        ("generation", str(manifest["generation"])),
+        ("size on disk", f"{size_on_disk(path) / 1e6:.2f} MB"),
+        (
+            "last update",
+            ", ".join(f"{k} {v}" for k, v in manifest.get("last_update", {}).items() if not isinstance(v, list)),
+        ),
+        ("config", json.dumps(manifest["config"], default=list)),
+    ]
+    for key, value in rows:
+        table.add_row(key, value)
+    out.print(table)
+    if verify:
+        problems = verify_index(path)
+        if problems:
+            for problem in problems:
+                err.print(f"[bold red]problem:[/] {problem}", highlight=False)
+            raise typer.Exit(2)
+        out.print("verify: every file matches its checksum and all tables are row-aligned")
+
+
 def _weights(text: str | None) -> dict[str, float]:
-    """"lrc=0.5,gr=2" or "0.5,2" (w_lrc, w_gr) -> {"train.w_lrc": 0.5, "train.w_gr": 2.0}."""
+    """ "lrc=0.5,gr=2" or "0.5,2" (w_lrc, w_gr) -> {"train.w_lrc": 0.5, "train.w_gr": 2.0}."""
     if not text:
         return {}
     parts = [p.strip() for p in text.split(",") if p.strip()]
@@ -115,8 +329,12 @@ def _weights(text: str | None) -> dict[str, float]:
 @interruptible
 def train(
     ctx: typer.Context,
-    data: Annotated[Path, typer.Option("--data", help="Training set: synth folder, COCO root or Flickr30k Entities root.")],
-    out_dir: Annotated[Path, typer.Option("--out", help="Run folder: checkpoints/, final/, metrics.jsonl, loss_curve.png.")],
+    data: Annotated[
+        Path, typer.Option("--data", help="Training set: synth folder, COCO root or Flickr30k Entities root.")
+    ],
+    out_dir: Annotated[
+        Path, typer.Option("--out", help="Run folder: checkpoints/, final/, metrics.jsonl, loss_curve.png.")
+    ],
     model: Annotated[str | None, typer.Option("--model", help="Starting model spec (default: harmo-tiny).")] = None,
     losses: Annotated[str | None, typer.Option("--losses", help="Loss terms to use, e.g. gc,lrc,gr.")] = None,
     weights: Annotated[str | None, typer.Option("--weights", help="Term weights: lrc=1,gr=1.")] = None,
@@ -132,25 +350,42 @@ def train(
     fresh: Annotated[bool, typer.Option("--fresh", help="Ignore checkpoints in --out and start over.")] = False,
 ) -> None:
     """Fine-tune an open_clip model with HarmoCLIP's losses (GC + LRC + GR); resumes from --out."""
-    config = resolve(ctx, **{
-        "encoder.model": model, "encoder.device": device, "train.losses": losses, "train.gr_variant": gr_variant,
-        "train.epochs": epochs, "train.max_steps": max_steps, "train.batch_size": batch_size, "train.lr": lr,
-        "train.seed": seed, "train.checkpoint_every": checkpoint_every, "train.workers": workers,
-        **_weights(weights),
-    })
+    config = resolve(
+        ctx,
+        **{
+            "encoder.model": model,
+            "encoder.device": device,
+            "train.losses": losses,
+            "train.gr_variant": gr_variant,
+            "train.epochs": epochs,
+            "train.max_steps": max_steps,
+            "train.batch_size": batch_size,
+            "train.lr": lr,
+            "train.seed": seed,
+            "train.checkpoint_every": checkpoint_every,
+            "train.workers": workers,
+            **_weights(weights),
+        },
+    )
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from harmosearch.train.loop import train as run_training
 
-    columns = (TextColumn("training"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-               TextColumn("{task.fields[terms]}"))
+    columns = (
+        TextColumn("training"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[terms]}"),
+    )
     with Progress(*columns, console=err) as bar:
         task = bar.add_task("train", total=None, terms="")
 
         def on_step(m: dict[str, Any]) -> None:
             terms = "  ".join(f"{k} {m[k]:.3f}" for k in ("total", "gc", "lrc", "gr") if k in m)
-            bar.update(task, completed=m["step"], total=m["total_steps"],
-                       terms=f"{terms}  {m['samples_per_s']:.0f} samples/s")
+            bar.update(
+                task, completed=m["step"], total=m["total_steps"], terms=f"{terms}  {m['samples_per_s']:.0f} samples/s"
+            )
 
         result = run_training(config, data, out_dir, on_step=on_step, resume=not fresh)
     if result.resumed_from:

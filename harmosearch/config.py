@@ -104,6 +104,10 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def to_json(self) -> dict[str, Any]:
+        """to_dict() as it reads back from JSON (tuples become lists), for comparisons with manifests."""
+        return json.loads(json.dumps(self.to_dict(), default=list))
+
     def digest(self) -> str:
         """A short stable hash of the resolved values."""
         blob = json.dumps(self.to_dict(), sort_keys=True, default=list).encode()

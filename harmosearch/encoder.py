@@ -192,8 +192,8 @@ def vision_forward(model: Any, pixels: Any, dense_mode: str = "value") -> tuple[
     if dense_mode == "value":
         attn = last.attn
         width = x.shape[-1]
-        v_weight = attn.in_proj_weight[2 * width:]
-        v_bias = attn.in_proj_bias[2 * width:] if attn.in_proj_bias is not None else None
+        v_weight = attn.in_proj_weight[2 * width :]
+        v_bias = attn.in_proj_bias[2 * width :] if attn.in_proj_bias is not None else None
         values = attn.out_proj(F.linear(last.ln_1(x), v_weight, v_bias))
         y = x + last.ls_1(values)
         y = y + last.ls_2(last.mlp(last.ln_2(y)))
@@ -313,7 +313,7 @@ class Encoder:
 
         vectors = []
         for start in range(0, len(texts), self.config.batch_size):
-            tokens = self.tokenize(texts[start:start + self.config.batch_size])
+            tokens = self.tokenize(texts[start : start + self.config.batch_size])
             vectors.append(self._text(tokens)[0])
         if not vectors:
             return torch.zeros((0, self.identity.embed_dim))
@@ -342,7 +342,7 @@ class Encoder:
             out, offset = [], 0
             for text, p, g in zip(texts, parsed, pooled, strict=True):
                 count = len(p.lexemes)
-                out.append(TextEncoding(text, p, g, flat[offset:offset + count]))
+                out.append(TextEncoding(text, p, g, flat[offset : offset + count]))
                 offset += count
             return out
         return [
@@ -396,7 +396,11 @@ def model_config_of(source: ModelSource) -> dict[str, Any]:
 
 
 def write_model_bundle(
-    model: Any, model_cfg: dict[str, Any], out_dir: Path, config: Config, extra: dict[str, Any] | None = None,
+    model: Any,
+    model_cfg: dict[str, Any],
+    out_dir: Path,
+    config: Config,
+    extra: dict[str, Any] | None = None,
     half: bool = False,
 ) -> Path:
     """Save `model` as an open_clip local-dir folder plus harmosearch.json (resolved config),
@@ -410,8 +414,10 @@ def write_model_bundle(
     pre = dict(open_clip.get_model_preprocess_cfg(model))
     open_clip_cfg = {"model_cfg": model_cfg, "preprocess_cfg": pre}
     dtype = torch.float16 if half else torch.float32
-    state = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
-             for k, v in model.state_dict().items()}
+    state = {
+        k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
+        for k, v in model.state_dict().items()
+    }
     meta = {"config": config.to_dict(), **(extra or {})}
     for name, write in (
         ("open_clip_model.safetensors", lambda p: save_file(state, str(p))),

@@ -18,9 +18,7 @@ DETERMINERS = frozenset(
     "a an the this that these those some any each every either neither no another other my your his "
     "her its our their whose which what".split()
 )
-CONJUNCTIONS = frozenset(
-    "and or but nor yet so plus versus vs while whereas as than then also".split()
-)
+CONJUNCTIONS = frozenset("and or but nor yet so plus versus vs while whereas as than then also".split())
 PREPOSITIONS = frozenset(
     "near on in at of to from by with without within into onto upon over under above below beneath "
     "underneath behind beside besides between among amid around across along against toward towards "
@@ -41,9 +39,7 @@ VERBS = frozenset(
     "jumped carries carry carried shows show showed contains contain contained covered filled made "
     "seen shown placed parked drawn painted surrounded".split()
 )
-ADVERBS = frozenset(
-    "very really quite just only not too also almost nearly slightly together each other".split()
-)
+ADVERBS = frozenset("very really quite just only not too also almost nearly slightly together each other".split())
 NUMBERS = frozenset(
     "zero one two three four five six seven eight nine ten eleven twelve several many few lots lot "
     "couple dozen both all".split()

@@ -20,7 +20,9 @@ def _ranked(scores: np.ndarray) -> np.ndarray:
     return np.argsort(-scores, axis=1, kind="stable")
 
 
-def recall_text_to_image(scores: np.ndarray, caption_image: Sequence[int], ks: Sequence[int] = (1, 5, 10)) -> dict[int, float]:
+def recall_text_to_image(
+    scores: np.ndarray, caption_image: Sequence[int], ks: Sequence[int] = (1, 5, 10)
+) -> dict[int, float]:
     """scores [captions, images]; caption_image[c] = index of caption c's image."""
     scores = np.asarray(scores, dtype=np.float64)
     truth = np.asarray(caption_image)
@@ -31,7 +33,9 @@ def recall_text_to_image(scores: np.ndarray, caption_image: Sequence[int], ks: S
     return {k: float(np.mean(position < k)) for k in ks}
 
 
-def recall_image_to_text(scores: np.ndarray, caption_image: Sequence[int], ks: Sequence[int] = (1, 5, 10)) -> dict[int, float]:
+def recall_image_to_text(
+    scores: np.ndarray, caption_image: Sequence[int], ks: Sequence[int] = (1, 5, 10)
+) -> dict[int, float]:
     """scores [captions, images] (the same matrix as above, read by column)."""
     scores = np.asarray(scores, dtype=np.float64).T
     truth = np.asarray(caption_image)

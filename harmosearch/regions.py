@@ -90,8 +90,12 @@ def pool(dense: Any, grid_boxes: list[Any]) -> list[Any]:
     if sum(counts) == 0:
         return [dense.new_zeros((0, dense.shape[1])) for _ in grid_boxes]
     pooled = roi_align(
-        dense.float(), [b.float() for b in grid_boxes], output_size=1, spatial_scale=1.0,
-        sampling_ratio=2, aligned=True,
+        dense.float(),
+        [b.float() for b in grid_boxes],
+        output_size=1,
+        spatial_scale=1.0,
+        sampling_ratio=2,
+        aligned=True,
     ).flatten(1)
     return list(torch.split(F.normalize(pooled, dim=-1), counts))
 

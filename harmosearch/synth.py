@@ -36,7 +36,12 @@ SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star", "cross", "rin
 SIZES: dict[str, tuple[float, float]] = {"small": (0.17, 0.22), "large": (0.29, 0.36)}
 # Muted mid-tones, so every object colour (white and black included) stands out.
 BACKGROUND_TONES: tuple[tuple[int, int, int], ...] = (
-    (128, 128, 128), (165, 150, 120), (95, 112, 130), (118, 138, 108), (148, 120, 138), (98, 132, 140),
+    (128, 128, 128),
+    (165, 150, 120),
+    (95, 112, 130),
+    (118, 138, 108),
+    (148, 120, 138),
+    (98, 132, 140),
 )
 BACKGROUNDS: dict[str, str] = {  # kind -> the adjective captions use
     "solid": "plain",
@@ -107,10 +112,7 @@ def sample_scene(seed: int, index: int, config: SynthConfig) -> Scene:
             cx = float(rng.uniform(margin, size - margin))
             cy = float(rng.uniform(margin, size - margin))
             gap = 4.0
-            if all(
-                abs(cx - o.cx) > half + o.half + gap or abs(cy - o.cy) > half + o.half + gap
-                for o in objects
-            ):
+            if all(abs(cx - o.cx) > half + o.half + gap or abs(cy - o.cy) > half + o.half + gap for o in objects):
                 jitter = rng.integers(-12, 13, size=3)
                 rgb = tuple(int(np.clip(v + j, 0, 255)) for v, j in zip(COLOURS[colour], jitter, strict=True))
                 objects.append(SceneObject(colour, shape, size_name, cx, cy, half, rgb))  # type: ignore[arg-type]
@@ -160,14 +162,17 @@ def _background(scene: Scene, side: int) -> np.ndarray:
         weight = np.zeros_like(xx)
     elif kind == "gradient":
         angle = rng.uniform(0, 2 * math.pi)
-        weight = (xx * math.cos(angle) + yy * math.sin(angle))
+        weight = xx * math.cos(angle) + yy * math.sin(angle)
         weight = (weight - weight.min()) / max(float(np.ptp(weight)), 1e-6)
     elif kind == "noise":
         coarse = rng.random((side // 16 + 1, side // 16 + 1)).astype(np.float32)
-        weight = np.asarray(
-            Image.fromarray((coarse * 255).astype(np.uint8)).resize((side, side), Image.BILINEAR),
-            dtype=np.float32,
-        ) / 255
+        weight = (
+            np.asarray(
+                Image.fromarray((coarse * 255).astype(np.uint8)).resize((side, side), Image.BILINEAR),
+                dtype=np.float32,
+            )
+            / 255
+        )
         weight = weight * 0.8 + rng.random((side, side)).astype(np.float32) * 0.2
     elif kind == "stripes":
         period = rng.uniform(0.06, 0.14)
@@ -195,9 +200,7 @@ def render(scene: Scene) -> tuple[Image.Image, list[np.ndarray]]:
     masks = []
     for obj in scene.objects:
         mask = Image.new("L", (side, side), 0)
-        _draw_shape(
-            ImageDraw.Draw(mask), obj.shape, obj.cx * SUPERSAMPLE, obj.cy * SUPERSAMPLE, obj.half * SUPERSAMPLE
-        )
+        _draw_shape(ImageDraw.Draw(mask), obj.shape, obj.cx * SUPERSAMPLE, obj.cy * SUPERSAMPLE, obj.half * SUPERSAMPLE)
         canvas.paste(Image.new("RGB", (side, side), obj.rgb), (0, 0), mask)
         small = mask.resize((scene.size, scene.size), Image.BOX)
         masks.append(np.asarray(small) > 0)
@@ -283,17 +286,19 @@ def _scene_record(args: tuple[int, int, SynthConfig, str]) -> dict[str, Any]:
     for k, (obj, mask) in enumerate(zip(scene.objects, masks, strict=True)):
         ys, xs = np.nonzero(mask)
         x0, y0, x1, y1 = int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
-        anns.append({
-            "local": k,
-            "bbox": [x0, y0, x1 - x0, y1 - y0],
-            "area": int(mask.sum()),
-            "category_id": CATEGORY_IDS[obj.phrase],
-            "phrase": obj.phrase,
-            "colour": obj.colour,
-            "shape": obj.shape,
-            "size": obj.size,
-            "iscrowd": 0,
-        })
+        anns.append(
+            {
+                "local": k,
+                "bbox": [x0, y0, x1 - x0, y1 - y0],
+                "area": int(mask.sum()),
+                "category_id": CATEGORY_IDS[obj.phrase],
+                "phrase": obj.phrase,
+                "colour": obj.colour,
+                "shape": obj.shape,
+                "size": obj.size,
+                "iscrowd": 0,
+            }
+        )
     relations = [
         {"subject": i, "relation": relation(a, b), "object": j}
         for i, a in enumerate(scene.objects)
@@ -342,8 +347,13 @@ def generate(
                 progress(1)
 
     data: dict[str, Any] = {
-        "info": {"generator": "harmosearch synth", "version": 1, "seed": config.seed, "n": config.n,
-                 "size": config.size},
+        "info": {
+            "generator": "harmosearch synth",
+            "version": 1,
+            "seed": config.seed,
+            "n": config.n,
+            "size": config.size,
+        },
         "images": [],
         "annotations": [],
         "categories": categories(),
@@ -360,12 +370,14 @@ def generate(
         for caption in record["captions"]:
             data["captions"].append({"id": len(data["captions"]), "image_id": image_id, "caption": caption})
         for rel in record["relations"]:
-            data["relations"].append({
-                "image_id": image_id,
-                "subject": first_id + rel["subject"],
-                "relation": rel["relation"],
-                "object": first_id + rel["object"],
-            })
+            data["relations"].append(
+                {
+                    "image_id": image_id,
+                    "subject": first_id + rel["subject"],
+                    "relation": rel["relation"],
+                    "object": first_id + rel["object"],
+                }
+            )
     tmp = out / "annotations.json.tmp"
     tmp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
     tmp.replace(out / "annotations.json")

@@ -12,7 +12,7 @@ def test_defaults_are_frozen():
 
 def test_toml_then_flags_override_in_order(tmp_path):
     toml = tmp_path / "h.toml"
-    toml.write_text('[search]\nalpha = 0.2\nk = 7\n[regions]\nscales = [1.0, 0.5]\n')
+    toml.write_text("[search]\nalpha = 0.2\nk = 7\n[regions]\nscales = [1.0, 0.5]\n")
     config = load_config(toml, {"search.k": 3, "search.alpha": None})
     assert config.search.k == 3  # flag beats file
     assert config.search.alpha == 0.2  # None means "flag not given": the file's value stays

@@ -36,7 +36,7 @@ def test_batch_equals_singles(test_encoder):
     x = images(4)
     g, dense = test_encoder.encode_pixels(x)
     for i in range(4):
-        gi, di = test_encoder.encode_pixels(x[i:i + 1])
+        gi, di = test_encoder.encode_pixels(x[i : i + 1])
         assert torch.allclose(gi[0], g[i], atol=1e-5)
         assert torch.allclose(di[0], dense[i], atol=1e-5)
 
@@ -48,7 +48,9 @@ def test_plain_dense_map_matches_open_clip_tokens(test_encoder):
         pooled, dense = vision_forward(model, x, "plain")
         reference_global = model.encode_image(x)
         out = model.visual.forward_intermediates(
-            x, indices=[len(model.visual.transformer.resblocks) - 1], normalize_intermediates=True,
+            x,
+            indices=[len(model.visual.transformer.resblocks) - 1],
+            normalize_intermediates=True,
             output_fmt="NLC",
         )
         tokens = out["image_intermediates"][0] @ model.visual.proj
@@ -95,8 +97,10 @@ def bilinear(dense, y, x):
         x1 = x0 + 1
     ly, lx = y - y0, x - x0
     return (
-        dense[:, y0, x0] * (1 - ly) * (1 - lx) + dense[:, y0, x1] * (1 - ly) * lx
-        + dense[:, y1, x0] * ly * (1 - lx) + dense[:, y1, x1] * ly * lx
+        dense[:, y0, x0] * (1 - ly) * (1 - lx)
+        + dense[:, y0, x1] * (1 - ly) * lx
+        + dense[:, y1, x0] * ly * (1 - lx)
+        + dense[:, y1, x1] * ly * lx
     )
 
 

@@ -69,8 +69,12 @@ def test_gr_crop_variant_is_one_minus_cosine_and_stops_teacher_gradient():
 
 def test_total_is_the_weighted_sum_of_enabled_terms():
     out = {
-        "image": unit(4, 8, seed=1), "text": unit(4, 8, seed=2), "regions": unit(5, 8, seed=3),
-        "lexemes": unit(5, 8, seed=4), "lexeme_ids": torch.arange(5), "owner": torch.tensor([0, 1, 1, 2, 3]),
+        "image": unit(4, 8, seed=1),
+        "text": unit(4, 8, seed=2),
+        "regions": unit(5, 8, seed=3),
+        "lexemes": unit(5, 8, seed=4),
+        "lexeme_ids": torch.arange(5),
+        "owner": torch.tensor([0, 1, 1, 2, 3]),
         "scale": torch.tensor(10.0),
     }
     terms = HarmoLoss(("gc", "lrc", "gr"), w_lrc=0.5, w_gr=2.0)(out)

@@ -12,7 +12,8 @@ from harmosearch.synth import BACKGROUNDS, COLOURS, SHAPES, categories, generate
 def digest_tree(root):
     return {
         str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*")) if p.is_file()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
     }
 
 
@@ -77,8 +78,8 @@ def test_scenes_cover_the_vocabulary_and_swap_attributes(tmp_path):
         by_image.setdefault(a["image_id"], set()).add((a["colour"], a["shape"]))
     swaps = 0
     for objs in by_image.values():
-        for (c1, s1) in objs:
-            for (c2, s2) in objs:
+        for c1, s1 in objs:
+            for c2, s2 in objs:
                 if c1 != c2 and s1 != s2 and any({(c1, s2), (c2, s1)} <= o for o in by_image.values()):
                     swaps += 1
     assert swaps > 0

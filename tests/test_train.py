@@ -21,8 +21,13 @@ def train_scenes(tmp_path_factory):
 
 def tiny_config(**extra):
     overrides = {
-        "encoder.model": "harmo-test-vit:random", "encoder.device": "cpu", "train.batch_size": 8,
-        "train.workers": 0, "train.lr": 2e-3, "train.warmup_steps": 2, "train.precision": "fp32",
+        "encoder.model": "harmo-test-vit:random",
+        "encoder.device": "cpu",
+        "train.batch_size": 8,
+        "train.workers": 0,
+        "train.lr": 2e-3,
+        "train.warmup_steps": 2,
+        "train.precision": "fp32",
     }
     return load_config(overrides={**overrides, **extra})
 
@@ -49,8 +54,9 @@ def test_training_set_yields_linked_spans(train_scenes):
     encoder = load_encoder(config)
     from harmosearch.train.data import TrainingSet
 
-    ds = TrainingSet(load_dataset(train_scenes), encoder.transform, encoder.tokenizer, 32, encoder.grid, 32,
-                     "squash", seed=0)
+    ds = TrainingSet(
+        load_dataset(train_scenes), encoder.transform, encoder.tokenizer, 32, encoder.grid, 32, "squash", seed=0
+    )
     item = ds[0]
     assert item["pixels"].shape == (3, 32, 32)
     assert item["valid"].any()

@@ -24,8 +24,29 @@ from harmosearch.lexemes import ParsedText
 
 # COCO category -> words a caption may use for it (the category's own words are always in).
 COCO_SYNONYMS: dict[str, tuple[str, ...]] = {
-    "person": ("man", "men", "woman", "women", "people", "boy", "boys", "girl", "girls", "child", "children",
-               "kid", "kids", "player", "guy", "lady", "person", "persons", "skier", "surfer", "skateboarder"),
+    "person": (
+        "man",
+        "men",
+        "woman",
+        "women",
+        "people",
+        "boy",
+        "boys",
+        "girl",
+        "girls",
+        "child",
+        "children",
+        "kid",
+        "kids",
+        "player",
+        "guy",
+        "lady",
+        "person",
+        "persons",
+        "skier",
+        "surfer",
+        "skateboarder",
+    ),
     "bicycle": ("bike", "bikes", "bicycles"),
     "car": ("cars",),
     "motorcycle": ("motorbike", "motorcycles"),
@@ -73,7 +94,7 @@ def link_lexemes(parsed: ParsedText, links: tuple[Link, ...], match: str = "larg
     """(lexeme index, link) for every lexeme of `parsed` that a link describes."""
     pairs = []
     for i, lexeme in enumerate(parsed.lexemes):
-        words = parsed.words[lexeme.words[0]:lexeme.words[1]]
+        words = parsed.words[lexeme.words[0] : lexeme.words[1]]
         head, wordset = words[-1], set(words)
         scored = [(len(wordset & link.words), link) for link in links if head in link.words]
         if not scored:
@@ -138,10 +159,14 @@ def load_coco(images_dir: Path, instances: Path, captions: Path) -> list[Sample]
     samples = []
     for im in inst["images"]:
         if by_image_caps[im["id"]]:
-            samples.append(Sample(
-                Path(images_dir) / im["file_name"], tuple(by_image_caps[im["id"]]),
-                tuple(by_image_links[im["id"]]), (im["width"], im["height"]),
-            ))
+            samples.append(
+                Sample(
+                    Path(images_dir) / im["file_name"],
+                    tuple(by_image_caps[im["id"]]),
+                    tuple(by_image_links[im["id"]]),
+                    (im["width"], im["height"]),
+                )
+            )
     if not samples:
         raise DataError(f"no COCO images with captions in {instances} and {captions}")
     return samples
@@ -211,9 +236,20 @@ class TrainingSet:
     """Yields model-ready tensors: pixels, caption tokens, and up to `max_links` (token span,
     grid box) pairs per sample, padded. The caption is drawn per (epoch, index) from a seed."""
 
-    def __init__(self, samples: list[Sample], transform: Any, tokenizer: Any, context_length: int,
-                 grid: tuple[int, int], image_size: int, resize: str, seed: int, parser: str = "rules",
-                 match: str = "largest", max_links: int = 6) -> None:
+    def __init__(
+        self,
+        samples: list[Sample],
+        transform: Any,
+        tokenizer: Any,
+        context_length: int,
+        grid: tuple[int, int],
+        image_size: int,
+        resize: str,
+        seed: int,
+        parser: str = "rules",
+        match: str = "largest",
+        max_links: int = 6,
+    ) -> None:
         self.samples = samples
         self.transform = transform
         self.tokenizer = tokenizer

@@ -87,7 +87,9 @@ def forward_batch(model: Any, batch: dict[str, Any], dense_mode: str, need_crops
         crop_boxes = [batch["crop_boxes"][b][valid[b]] for b in range(len(valid))]
         with torch.no_grad():
             crops = roi_align(pixels, crop_boxes, output_size=size, spatial_scale=1.0, sampling_ratio=2, aligned=True)
-            out["crops"] = F.normalize(vision_forward(model, crops, dense_mode)[0].float(), dim=-1) if len(crops) else crops
+            out["crops"] = (
+                F.normalize(vision_forward(model, crops, dense_mode)[0].float(), dim=-1) if len(crops) else crops
+            )
     return out
 
 
@@ -95,7 +97,7 @@ def _batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
     import torch
 
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch)).tolist()
-    return [order[i:i + batch_size] for i in range(0, n - batch_size + 1, batch_size)]
+    return [order[i : i + batch_size] for i in range(0, n - batch_size + 1, batch_size)]
 
 
 def latest_checkpoint(out: Path) -> Path | None:
@@ -142,10 +144,20 @@ def train(
     import open_clip
 
     pre = open_clip.get_model_preprocess_cfg(model)
-    transform = image_transform(image_size, is_train=False, mean=pre.get("mean"), std=pre.get("std"),
-                                resize_mode=ec.resize)
-    dataset = TrainingSet(samples, transform, tokenizer, int(tokenizer.context_length), tuple(model.visual.grid_size),
-                          image_size, ec.resize, tc.seed, ec.parser)
+    transform = image_transform(
+        image_size, is_train=False, mean=pre.get("mean"), std=pre.get("std"), resize_mode=ec.resize
+    )
+    dataset = TrainingSet(
+        samples,
+        transform,
+        tokenizer,
+        int(tokenizer.context_length),
+        tuple(model.visual.grid_size),
+        image_size,
+        ec.resize,
+        tc.seed,
+        ec.parser,
+    )
     steps_per_epoch = len(samples) // tc.batch_size
     total = steps_per_epoch * tc.epochs
     if tc.max_steps is not None:
@@ -153,7 +165,9 @@ def train(
     loss_fn = HarmoLoss(tc.losses, tc.w_lrc, tc.w_gr, tc.gr_variant)
     optimizer = torch.optim.AdamW(param_groups(model, tc.weight_decay), lr=tc.lr, betas=(0.9, 0.98), eps=1e-6)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, tc.warmup_steps, total))
-    dtype = autocast_dtype(device, tc.precision if tc.precision != "auto" else ("bf16" if device.type == "cpu" else "fp16"))
+    dtype = autocast_dtype(
+        device, tc.precision if tc.precision != "auto" else ("bf16" if device.type == "cpu" else "fp16")
+    )
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     step = 0
     if checkpoint:
@@ -176,8 +190,15 @@ def train(
         tmp = out / "checkpoints" / f".{tag}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         write_model_bundle(model, model_cfg, tmp, config, {"step": step, "base_model": ec.model})
-        torch.save({"optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
-                    "scaler": scaler.state_dict(), "step": step}, tmp / TRAINER_STATE)
+        torch.save(
+            {
+                "optimizer": optimizer.state_dict(),
+                "schedule": schedule.state_dict(),
+                "scaler": scaler.state_dict(),
+                "step": step,
+            },
+            tmp / TRAINER_STATE,
+        )
         shutil.rmtree(target, ignore_errors=True)
         tmp.rename(target)
         pointer = out / "checkpoints" / "latest"
@@ -212,8 +233,13 @@ def train(
             step += 1
             elapsed = time.perf_counter() - started
             last = {k: float(v.detach()) for k, v in terms.items()}
-            record = {"step": step, "epoch": epoch, "lr": schedule.get_last_lr()[0],
-                      "samples_per_s": tc.batch_size / max(elapsed, 1e-9), **last}
+            record = {
+                "step": step,
+                "epoch": epoch,
+                "lr": schedule.get_last_lr()[0],
+                "samples_per_s": tc.batch_size / max(elapsed, 1e-9),
+                **last,
+            }
             started = time.perf_counter()
             with metrics_file.open("a") as f:
                 f.write(json.dumps(record) + "\n")

@@ -1,0 +1,406 @@
+"""The index directory: the only module that knows file formats.
+
+    manifest.json            schema version, encoder identity, resolved config, counts, times,
+                             the data files of the current generation with their SHA-256;
+                             written last, by an atomic rename
+    images.gN.parquet        row i = global FAISS id i: path, size, mtime_ns, sha256, width, height
+    regions.gN.parquet       row j = region FAISS id j: image_id, box (pixels and normalised), scale
+    global.gN.npy            float16 global vectors (exact rescoring, incremental reuse)
+    regions.gN.npy           float16 region vectors
+    global.gN.faiss          FAISS index over the global vectors
+    regions.gN.faiss         FAISS index over the region vectors
+    index.lock               held by the one writer
+
+Every update writes a new generation N beside the old one and then swaps the manifest, so a
+reader sees the old index or the new one, never a torn one. The previous generation is kept
+until the next update, for readers that loaded its manifest a moment before the swap.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harmosearch.errors import IndexStoreError
+
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+LOCK = "index.lock"
+STAGING = ".staging"
+IMAGE_COLUMNS = ("path", "size", "mtime_ns", "sha256", "width", "height")
+REGION_COLUMNS = ("image_id", "x0", "y0", "x1", "y1", "nx0", "ny0", "nx1", "ny1", "scale")
+
+
+def now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_atomic(path: Path, write: Any) -> None:
+    """write(tmp_path) then fsync and rename over `path`."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    write(tmp)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+@dataclass
+class IndexData:
+    """One generation's contents, in memory."""
+
+    images: dict[str, np.ndarray]  # column -> array, one row per image
+    regions: dict[str, np.ndarray]  # column -> array, one row per region, sorted by image_id
+    global_vectors: np.ndarray  # [n_images, D] float
+    region_vectors: np.ndarray  # [n_regions, D] float
+
+    @property
+    def n_images(self) -> int:
+        return len(self.images["path"])
+
+    @property
+    def n_regions(self) -> int:
+        return len(self.regions["image_id"])
+
+
+def choose_index_type(n: int, requested: str, exact_below: int) -> str:
+    """index_factory string: exact below the threshold, then IVF with SQ8 codes and exact
+    refinement (about 4 x fewer bytes than Flat at recall@10 >= 0.95)."""
+    if requested != "auto":
+        return requested
+    if n < exact_below:
+        return "Flat"
+    nlist = int(4 * np.sqrt(n))
+    return f"IVF{nlist},SQ8"
+
+
+def build_faiss(vectors: np.ndarray, index_type: str) -> Any:
+    import faiss
+
+    from harmosearch.device import faiss_to_cpu, faiss_to_gpu
+
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    dim = vectors.shape[1]
+    try:
+        index = faiss.index_factory(dim, index_type, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as exc:
+        raise IndexStoreError(f"bad --index-type {index_type!r}: {str(exc).splitlines()[0]}") from None
+    if not index.is_trained:
+        lists = faiss.extract_index_ivf(index).nlist if "IVF" in index_type else 1
+        if len(vectors) < lists:
+            raise IndexStoreError(
+                f"index type {index_type!r} needs at least {lists} vectors to train, there are {len(vectors)}; "
+                "use Flat or fewer IVF lists"
+            )
+        trainer = faiss_to_gpu(index)
+        trainer.train(vectors)
+        index = faiss_to_cpu(trainer)
+    if len(vectors):
+        index.add(vectors)
+    return index
+
+
+class IndexLock:
+    """An exclusive, non-blocking writer lock (released by the OS if the process dies)."""
+
+    def __init__(self, root: Path) -> None:
+        self.path = Path(root) / LOCK
+        self.handle: Any = None
+
+    def __enter__(self) -> IndexLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.handle = open(self.path, "a+")
+        try:
+            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.handle.seek(0)
+            holder = self.handle.read().strip() or "another process"
+            self.handle.close()
+            raise IndexStoreError(f"index {self.path.parent} is locked by {holder}; wait for it to finish") from None
+        self.handle.seek(0)
+        self.handle.truncate()
+        self.handle.write(f"harmosearch pid {os.getpid()}")
+        self.handle.flush()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        fcntl.flock(self.handle, fcntl.LOCK_UN)
+        self.handle.close()
+
+
+def read_manifest(root: Path) -> dict[str, Any]:
+    path = Path(root) / MANIFEST
+    if not path.is_file():
+        if Path(root).is_dir():
+            raise IndexStoreError(
+                f"{root} is not a harmosearch index (no {MANIFEST}); build one with harmosearch index"
+            )
+        raise IndexStoreError(f"no index at {root}; build one with: harmosearch index PHOTOS_DIR")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise IndexStoreError(f"{path} is unreadable ({exc}); run harmosearch info --verify") from None
+    version = manifest.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise IndexStoreError(
+            f"index {root} has schema version {version}, this harmosearch reads {SCHEMA_VERSION}; "
+            "rebuild it with harmosearch index --rebuild"
+        )
+    return manifest
+
+
+def _parquet_write(path: Path, columns: dict[str, np.ndarray], names: tuple[str, ...]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table({name: pa.array(columns[name]) for name in names})
+    pq.write_table(table, path)
+
+
+def _parquet_read(path: Path) -> dict[str, np.ndarray]:
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    return {name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names}
+
+
+def write_generation(
+    root: Path,
+    data: IndexData,
+    identity: dict[str, Any],
+    config: dict[str, Any],
+    index_type: str,
+    photos_root: Path,
+    previous: dict[str, Any] | None,
+    stats: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Write generation N+1 and swap the manifest to it; drop generations older than N."""
+    import faiss
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    generation = (previous or {}).get("generation", 0) + 1
+    files = {
+        "images": f"images.g{generation}.parquet",
+        "regions": f"regions.g{generation}.parquet",
+        "global_vectors": f"global.g{generation}.npy",
+        "region_vectors": f"regions.g{generation}.npy",
+        "global_index": f"global.g{generation}.faiss",
+        "region_index": f"regions.g{generation}.faiss",
+    }
+    global_type = choose_index_type(data.n_images, index_type, config["index"]["exact_below"])
+    region_type = choose_index_type(data.n_regions, index_type, config["index"]["exact_below"])
+    dim = int(identity["embed_dim"])
+    writers = {
+        "images": lambda p: _parquet_write(p, data.images, IMAGE_COLUMNS),
+        "regions": lambda p: _parquet_write(p, data.regions, REGION_COLUMNS),
+        "global_vectors": lambda p: _save_npy(p, data.global_vectors, dim),
+        "region_vectors": lambda p: _save_npy(p, data.region_vectors, dim),
+        "global_index": lambda p: faiss.write_index(
+            build_faiss(data.global_vectors.reshape(-1, dim), global_type), str(p)
+        ),
+        "region_index": lambda p: faiss.write_index(
+            build_faiss(data.region_vectors.reshape(-1, dim), region_type), str(p)
+        ),
+    }
+    checksums = {}
+    for key, name in files.items():
+        write_atomic(root / name, writers[key])
+        checksums[name] = {"sha256": sha256_file(root / name), "bytes": (root / name).stat().st_size}
+    created = (previous or {}).get("created", now())
+    manifest = {
+        "schema_version": SCHEMA_VERSION,
+        "generation": generation,
+        "created": created,
+        "updated": now(),
+        "photos_root": str(Path(photos_root).resolve()),
+        "encoder": identity,
+        "config": config,
+        "index_types": {"global": global_type, "regions": region_type},
+        "counts": {"images": data.n_images, "regions": data.n_regions},
+        "files": files,
+        "checksums": checksums,
+        "last_update": stats or {},
+    }
+    write_atomic(
+        root / MANIFEST, lambda p: p.write_text(json.dumps(manifest, indent=2, default=list), encoding="utf-8")
+    )
+    keep = {name for name in files.values()} | {name for name in (previous or {}).get("files", {}).values()}
+    for path in root.glob("*.g*.*"):
+        if path.name not in keep:
+            path.unlink(missing_ok=True)
+    return manifest
+
+
+def _save_npy(path: Path, vectors: np.ndarray, dim: int) -> None:
+    with open(path, "wb") as f:
+        np.save(f, np.asarray(vectors, dtype=np.float16).reshape(-1, dim))
+
+
+class IndexReader:
+    """A consistent view of one generation: tables, vectors (memory-mapped) and FAISS indexes."""
+
+    def __init__(self, root: Path, load_indexes: bool = True) -> None:
+        import faiss
+
+        self.root = Path(root)
+        self.manifest = read_manifest(self.root)
+        files = self.manifest["files"]
+        try:
+            self.images = _parquet_read(self.root / files["images"])
+            self.regions = _parquet_read(self.root / files["regions"])
+            self.global_vectors = np.load(self.root / files["global_vectors"], mmap_mode="r")
+            self.region_vectors = np.load(self.root / files["region_vectors"], mmap_mode="r")
+            self.global_index = faiss.read_index(str(self.root / files["global_index"])) if load_indexes else None
+            self.region_index = faiss.read_index(str(self.root / files["region_index"])) if load_indexes else None
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise IndexStoreError(
+                f"index {self.root} is damaged ({str(exc).splitlines()[0]}); run harmosearch info --verify"
+            ) from None
+        counts = np.bincount(self.regions["image_id"].astype(np.int64), minlength=self.n_images)
+        self.region_start = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+
+    @property
+    def n_images(self) -> int:
+        return len(self.images["path"])
+
+    @property
+    def n_regions(self) -> int:
+        return len(self.regions["image_id"])
+
+    def data(self) -> IndexData:
+        return IndexData(
+            {k: np.asarray(v) for k, v in self.images.items()},
+            {k: np.asarray(v) for k, v in self.regions.items()},
+            np.asarray(self.global_vectors, dtype=np.float32),
+            np.asarray(self.region_vectors, dtype=np.float32),
+        )
+
+    def regions_of(self, image_id: int) -> slice:
+        return slice(int(self.region_start[image_id]), int(self.region_start[image_id + 1]))
+
+
+def verify(root: Path) -> list[str]:
+    """Problems found in an index (empty when it is sound)."""
+    problems: list[str] = []
+    try:
+        manifest = read_manifest(root)
+    except IndexStoreError as exc:
+        return [str(exc)]
+    for name, expected in manifest.get("checksums", {}).items():
+        path = Path(root) / name
+        if not path.is_file():
+            problems.append(f"{name}: missing")
+        elif path.stat().st_size != expected["bytes"]:
+            problems.append(f"{name}: size {path.stat().st_size} bytes, manifest says {expected['bytes']}")
+        elif sha256_file(path) != expected["sha256"]:
+            problems.append(f"{name}: checksum mismatch (the file changed after it was written)")
+    if problems:
+        return problems
+    try:
+        reader = IndexReader(root)
+    except IndexStoreError as exc:
+        return [str(exc)]
+    counts = manifest["counts"]
+    checks = [
+        (
+            reader.n_images == counts["images"],
+            f"images table has {reader.n_images} rows, manifest says {counts['images']}",
+        ),
+        (
+            reader.n_regions == counts["regions"],
+            f"regions table has {reader.n_regions} rows, manifest says {counts['regions']}",
+        ),
+        (len(reader.global_vectors) == reader.n_images, "global vectors and images table differ in length"),
+        (len(reader.region_vectors) == reader.n_regions, "region vectors and regions table differ in length"),
+        (reader.global_index.ntotal == reader.n_images, "global FAISS index and images table differ in length"),
+        (reader.region_index.ntotal == reader.n_regions, "region FAISS index and regions table differ in length"),
+        (bool(np.all(np.diff(reader.regions["image_id"]) >= 0)), "regions are not grouped by image"),
+        (
+            reader.n_regions == 0 or int(reader.regions["image_id"].max()) < reader.n_images,
+            "a region points past the images table",
+        ),
+    ]
+    problems += [message for ok, message in checks if not ok]
+    return problems
+
+
+def size_on_disk(root: Path) -> int:
+    return sum(p.stat().st_size for p in Path(root).rglob("*") if p.is_file())
+
+
+@contextlib.contextmanager
+def staging(root: Path) -> Iterator[Path]:
+    """Folder for encoded-but-not-yet-committed chunks; survives crashes, removed after a commit."""
+    path = Path(root) / STAGING
+    path.mkdir(parents=True, exist_ok=True)
+    yield path
+
+
+def clear_staging(root: Path) -> None:
+    shutil.rmtree(Path(root) / STAGING, ignore_errors=True)
+
+
+def save_chunk(folder: Path, number: int, records: list[dict[str, Any]]) -> None:
+    """Encoded images (sha256, sizes, global vector, region boxes/scales/vectors) as one npz."""
+    if not records:
+        return
+    arrays: dict[str, np.ndarray] = {
+        "sha256": np.array([r["sha256"] for r in records]),
+        "width": np.array([r["width"] for r in records], dtype=np.int64),
+        "height": np.array([r["height"] for r in records], dtype=np.int64),
+        "global": np.stack([r["global"] for r in records]).astype(np.float16),
+        "counts": np.array([len(r["boxes"]) for r in records], dtype=np.int64),
+        "boxes": np.concatenate([r["boxes"] for r in records]).astype(np.float32),
+        "scales": np.concatenate([r["scales"] for r in records]).astype(np.float32),
+        "vectors": np.concatenate([r["vectors"] for r in records]).astype(np.float16),
+    }
+    write_atomic(folder / f"chunk_{number:06d}.npz", lambda p: _savez(p, arrays))
+
+
+def _savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def load_chunks(folder: Path) -> dict[str, dict[str, Any]]:
+    """sha256 -> encoded record, from every complete chunk in the staging folder."""
+    found: dict[str, dict[str, Any]] = {}
+    if not folder.is_dir():
+        return found
+    for path in sorted(folder.glob("chunk_*.npz")):
+        try:
+            with np.load(path) as z:
+                offsets = np.concatenate([[0], np.cumsum(z["counts"])])
+                for i, sha in enumerate(z["sha256"]):
+                    lo, hi = offsets[i], offsets[i + 1]
+                    found[str(sha)] = {
+                        "sha256": str(sha),
+                        "width": int(z["width"][i]),
+                        "height": int(z["height"][i]),
+                        "global": z["global"][i].astype(np.float32),
+                        "boxes": z["boxes"][lo:hi],
+                        "scales": z["scales"][lo:hi],
+                        "vectors": z["vectors"][lo:hi].astype(np.float32),
+                    }
+        except (OSError, ValueError, KeyError):
+            path.unlink(missing_ok=True)  # a chunk torn by a crash: its images are encoded again
+    return found
