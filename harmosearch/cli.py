@@ -26,8 +26,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console()
-err = Console(stderr=True)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 @dataclass(frozen=True)
@@ -290,7 +290,7 @@ def info(
         ("size on disk", f"{size_on_disk(path) / 1e6:.2f} MB"),
         (
             "last update",
-            ", ".join(f"{k} {v}" for k, v in manifest.get("last_update", {}).items() if not isinstance(v, list)),
+            ", ".join(f"{k} {v}" for k, v in manifest.get("last_update", {}).items() if isinstance(v, int)),
         ),
         ("config", json.dumps(manifest["config"], default=list)),
     ]

@@ -1,0 +1,215 @@
+"""End to end with a tiny random model on synthetic scenes: build, change files, update."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from harmosearch.config import load_config
+from harmosearch.errors import DataError, IndexStoreError
+from harmosearch.indexing import build_index, load_user_boxes, scan
+from harmosearch.search import Index, latest_index
+from harmosearch.store import IndexLock, IndexReader, read_manifest, verify
+
+from .conftest import TEST_MODEL
+
+# Batch size 1: an image's vectors then do not depend on which other images share its batch, so
+# an incremental build can be compared with a fresh one exactly (batching itself is tested in
+# test_encoder against single images).
+CONFIG = load_config(
+    overrides={
+        "encoder.model": TEST_MODEL,
+        "encoder.device": "cpu",
+        "index.workers": 0,
+        "regions.max_regions": 12,
+        "encoder.batch_size": 1,
+    }
+)
+
+
+@pytest.fixture()
+def photos(scenes, tmp_path):
+    target = tmp_path / "photos"
+    shutil.copytree(scenes / "images", target)
+    return target
+
+
+def table_rows(reader):
+    """Images with their regions and vectors, keyed by path: independent of row order."""
+    rows = {}
+    for i, path in enumerate(reader.images["path"]):
+        sl = reader.regions_of(i)
+        boxes = np.stack([reader.regions[c][sl] for c in ("x0", "y0", "x1", "y1")], 1)
+        rows[str(path)] = (
+            str(reader.images["sha256"][i]),
+            np.asarray(reader.global_vectors[i], np.float32),
+            boxes,
+            np.asarray(reader.region_vectors[sl], np.float32),
+        )
+    return rows
+
+
+def assert_same_index(a, b):
+    ra, rb = table_rows(IndexReader(a)), table_rows(IndexReader(b))
+    assert ra.keys() == rb.keys()
+    for path in ra:
+        assert ra[path][0] == rb[path][0]
+        np.testing.assert_allclose(ra[path][1], rb[path][1], atol=2e-3)
+        np.testing.assert_allclose(ra[path][2], rb[path][2], atol=1e-4)
+        np.testing.assert_allclose(ra[path][3], rb[path][3], atol=2e-3)
+
+
+def test_index_layout_is_row_aligned_and_readable_by_pyarrow(photos, tmp_path, test_encoder):
+    report = build_index(photos, tmp_path / "idx", CONFIG, encoder=test_encoder)
+    assert report.committed and report.images == 12 and report.encoded == 12
+    manifest = read_manifest(tmp_path / "idx")
+    assert manifest["counts"] == {"images": 12, "regions": report.regions}
+    assert manifest["encoder"]["spec"] == TEST_MODEL and manifest["config"]["regions"]["max_regions"] == 12
+    images = pq.read_table(tmp_path / "idx" / manifest["files"]["images"]).to_pandas()
+    regions = pq.read_table(tmp_path / "idx" / manifest["files"]["regions"]).to_pandas()
+    assert list(images.columns) == ["path", "size", "mtime_ns", "sha256", "width", "height"]
+    assert list(images["path"]) == sorted(images["path"])
+    assert regions["image_id"].is_monotonic_increasing and regions["image_id"].max() == 11
+    assert (regions["x1"] > regions["x0"]).all() and (regions["nx1"] <= 1.0001).all()
+    assert verify(tmp_path / "idx") == []
+    reader = IndexReader(tmp_path / "idx")
+    assert reader.global_index.ntotal == 12 and reader.region_index.ntotal == len(regions)
+
+
+def test_unchanged_folder_encodes_nothing(photos, tmp_path, test_encoder):
+    build_index(photos, tmp_path / "idx", CONFIG, encoder=test_encoder)
+    again = build_index(photos, tmp_path / "idx", CONFIG, encoder=test_encoder)
+    assert not again.committed and again.encoded == 0 and again.unchanged == 12
+    assert read_manifest(tmp_path / "idx")["generation"] == 1
+
+
+def test_add_modify_delete_rename_equals_a_fresh_build(photos, tmp_path, scenes, test_encoder):
+    build_index(photos, tmp_path / "idx", CONFIG, encoder=test_encoder)
+    (photos / "000000.png").unlink()  # delete
+    (photos / "000001.png").rename(photos / "renamed.png")  # rename
+    shutil.copy(photos / "000005.png", photos / "copy_of_5.png")  # add (a copy of indexed content)
+    from PIL import Image
+
+    Image.new("RGB", (50, 40), (200, 10, 10)).save(photos / "brand_new.png")  # add, new content
+    edited = Image.open(photos / "000002.png").transpose(Image.FLIP_LEFT_RIGHT)
+    edited.save(photos / "000002.png")  # modify
+    os.utime(photos / "000003.png")  # touched only
+    report = build_index(photos, tmp_path / "idx", CONFIG, encoder=test_encoder)
+    assert report.encoded == 2  # brand_new and the edited file; the rest reuse vectors
+    assert (report.removed, report.renamed, report.added, report.changed) == (1, 1, 2, 1)
+    assert report.images == 13
+    build_index(photos, tmp_path / "fresh", CONFIG, encoder=test_encoder)
+    assert_same_index(tmp_path / "idx", tmp_path / "fresh")
+    assert verify(tmp_path / "idx") == []
+
+
+def test_unreadable_files_are_skipped_with_a_reason(photos, tmp_path, test_encoder):
+    (photos / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    (photos / "notes.jpg").write_text("hello")
+    (photos / ".hidden.png").write_bytes((photos / "000004.png").read_bytes())
+    report = build_index(photos, tmp_path / "idx", CONFIG, encoder=test_encoder)
+    reasons = dict(report.skipped)
+    assert set(reasons) == {"broken.png", "notes.jpg"}
+    assert all("cannot decode" in r for r in reasons.values())
+    assert report.images == 12  # the hidden file is not indexed unless asked
+
+
+def test_user_boxes_are_kept_first(photos, tmp_path, test_encoder):
+    sidecar = tmp_path / "boxes.json"
+    sidecar.write_text(json.dumps({"000005.png": [[10, 20, 60, 90]]}))
+    build_index(photos, tmp_path / "idx", CONFIG, encoder=test_encoder, boxes_file=sidecar)
+    reader = IndexReader(tmp_path / "idx")
+    row = list(reader.images["path"]).index("000005.png")
+    sl = reader.regions_of(row)
+    assert reader.regions["scale"][sl][0] == -1
+    assert [reader.regions[c][sl][0] for c in ("x0", "y0", "x1", "y1")] == [10, 20, 60, 90]
+    with pytest.raises(DataError, match="x1 > x0"):
+        bad = tmp_path / "bad.json"
+        bad.write_text(json.dumps({"a.png": [[5, 5, 1, 1]]}))
+        load_user_boxes(bad)
+
+
+def test_another_model_is_refused_until_rebuild(photos, tmp_path, test_encoder):
+    build_index(photos, tmp_path / "idx", CONFIG, encoder=test_encoder)
+    other = load_config(
+        overrides={
+            "encoder.model": TEST_MODEL,
+            "encoder.dense_mode": "plain",
+            "index.workers": 0,
+            "regions.max_regions": 12,
+        }
+    )
+    with pytest.raises(IndexStoreError, match="--rebuild"):
+        build_index(photos, tmp_path / "idx", other)
+    report = build_index(photos, tmp_path / "idx", other, rebuild=True)
+    assert report.encoded == 12
+
+
+def test_second_writer_gets_a_clear_error(tmp_path):
+    with IndexLock(tmp_path / "idx"), pytest.raises(IndexStoreError, match="is locked"):
+        IndexLock(tmp_path / "idx").__enter__()
+
+
+def test_search_through_the_real_encoder_and_latest_index(photos, tmp_path, test_encoder, monkeypatch):
+    monkeypatch.setenv("HARMOSEARCH_INDEXES", str(tmp_path / "indexes"))
+    build_index(photos, tmp_path / "indexes" / "a", CONFIG, encoder=test_encoder)
+    build_index(photos, tmp_path / "indexes" / "b", CONFIG, encoder=test_encoder)
+    assert latest_index(tmp_path / "indexes") == tmp_path / "indexes" / "b"
+    index = Index(tmp_path / "indexes" / "a", encoder=test_encoder)
+    response = index.search("red circle near a blue star", k=20)
+    assert len(response.results) == 12 and response.lexemes == ["red circle", "blue star"]
+    for r in response.results:
+        assert len(r.lexemes) == 2 and all(0 <= m.box[0] < m.box[2] <= r.width for m in r.lexemes)
+    image_query = index.search(image=photos / "000007.png", k=1)
+    assert image_query.results[0].path == "000007.png"
+
+
+def test_scan_skips_hidden_folders_and_other_extensions(tmp_path):
+    (tmp_path / ".cache").mkdir()
+    (tmp_path / ".cache" / "a.png").write_bytes(b"x")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "b.JPG").write_bytes(b"x")
+    (tmp_path / "c.txt").write_text("x")
+    entries, _ = scan(tmp_path)
+    assert [e.path for e in entries] == ["sub/b.JPG"]
+    assert [e.path for e in scan(tmp_path, include_hidden=True)[0]] == [".cache/a.png", "sub/b.JPG"]
+
+
+def run_cli(*args, env=None):
+    return subprocess.run(
+        [sys.executable, "-m", "harmosearch", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_cli_index_query_json_annotated_and_info(photos, tmp_path):
+    env = {"HARMOSEARCH_INDEXES": str(tmp_path / "indexes")}
+    result = run_cli("index", str(photos), "--model", TEST_MODEL, "--workers", "0", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "12 images" in result.stdout
+    result = run_cli("index", str(photos), "--model", TEST_MODEL, env=env)
+    assert "up to date, nothing to encode" in result.stdout
+    result = run_cli(
+        "query", "red circle near bench", "-k", "3", "--json", "--save-annotated", str(tmp_path / "ann"), env=env
+    )
+    assert result.returncode == 0, result.stderr
+    payload = json.loads(result.stdout)
+    assert payload["query"] == "red circle near bench" and payload["lexemes"] == ["red circle", "bench"]
+    assert [r["rank"] for r in payload["results"]] == [1, 2, 3]
+    first = payload["results"][0]
+    assert set(first) == {"rank", "path", "score", "global_score", "lexemes"}
+    assert [m["text"] for m in first["lexemes"]] == ["red circle", "bench"] and len(first["lexemes"][0]["box"]) == 4
+    written = sorted(p.name for p in (tmp_path / "ann").iterdir())
+    assert "contact_sheet.png" in written and len(written) == 4
+    result = run_cli("info", "--verify", env=env)
+    assert result.returncode == 0 and "row-aligned" in result.stdout and "12" in result.stdout
+    result = run_cli("query", "red circle", "--index", str(tmp_path / "nowhere"), env=env)
+    assert result.returncode == 2 and "no index at" in result.stderr and "Traceback" not in result.stderr

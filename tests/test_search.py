@@ -1,0 +1,185 @@
+"""Ranking logic on hand-made vectors: the right answers are known by construction."""
+
+import numpy as np
+import pytest
+from fakes import DIM, FakeEncoder, concept, unit
+
+from harmosearch.config import Config, SearchConfig, load_config
+from harmosearch.errors import IndexStoreError, QueryError
+from harmosearch.fusion import fuse, penalty
+from harmosearch.search import Index
+from harmosearch.store import IndexData, write_generation
+
+# Each image: objects (phrase, box). A region per object with that phrase's vector, plus the
+# whole image with the normalised sum.
+SCENES = [
+    [("red circle", (10, 10, 50, 50))],
+    [("blue star", (60, 60, 100, 100)), ("red circle", (0, 0, 20, 20))],
+    [("blue star", (5, 5, 40, 40))],
+    [("green ring", (30, 30, 90, 90)), ("yellow square", (100, 0, 140, 40))],
+    [("yellow square", (0, 60, 40, 100))],
+]
+
+
+def make_data(scenes, noise=0.0, seed=0):
+    rng = np.random.default_rng(seed)
+    images = {"path": [], "size": [], "mtime_ns": [], "sha256": [], "width": [], "height": []}
+    regions = {k: [] for k in ("image_id", "x0", "y0", "x1", "y1", "nx0", "ny0", "nx1", "ny1", "scale")}
+    gvecs, rvecs = [], []
+    for i, objects in enumerate(scenes):
+        for key, value in zip(images, (f"img{i:03d}.png", 1, 1, f"h{i}", 160, 120), strict=True):
+            images[key].append(value)
+        vectors = [unit(concept(p) + noise * rng.standard_normal(DIM)) for p, _ in objects]
+        g = unit(np.sum(vectors, axis=0))
+        gvecs.append(g)
+        for (_, box), v in [*zip(objects, vectors, strict=True), ((None, (0, 0, 160, 120)), g)]:
+            regions["image_id"].append(i)
+            for key, value in zip(("x0", "y0", "x1", "y1"), box, strict=True):
+                regions[key].append(float(value))
+            regions["nx0"].append(box[0] / 160)
+            regions["ny0"].append(box[1] / 120)
+            regions["nx1"].append(box[2] / 160)
+            regions["ny1"].append(box[3] / 120)
+            regions["scale"].append(0.5)
+            rvecs.append(v)
+    return IndexData(
+        {k: np.asarray(v, dtype=object if k in ("path", "sha256") else np.int64) for k, v in images.items()},
+        {k: np.asarray(v, dtype=np.int32 if k == "image_id" else np.float32) for k, v in regions.items()},
+        np.stack(gvecs) if gvecs else np.zeros((0, DIM), np.float32),
+        np.stack(rvecs) if rvecs else np.zeros((0, DIM), np.float32),
+    )
+
+
+def open_fake(tmp_path, scenes=SCENES, index_type="Flat", search=None, noise=0.0):
+    encoder = FakeEncoder()
+    config = load_config(overrides={"index.index_type": index_type})
+    write_generation(
+        tmp_path / "idx",
+        make_data(scenes, noise),
+        encoder.identity.to_dict(),
+        config.to_dict(),
+        index_type,
+        tmp_path,
+        None,
+    )
+    run_config = Config(search=search or SearchConfig())
+    return Index(tmp_path / "idx", run_config, encoder=encoder)
+
+
+def test_single_lexeme_finds_its_images_and_the_right_box(tmp_path):
+    index = open_fake(tmp_path)
+    response = index.search("a red circle", k=3)
+    assert response.lexemes == ["red circle"]
+    top2 = {r.path for r in response.results[:2]}
+    assert top2 == {"img000.png", "img001.png"}
+    boxes = {r.path: r.lexemes[0].box for r in response.results[:2]}
+    assert boxes == {"img000.png": (10, 10, 50, 50), "img001.png": (0, 0, 20, 20)}
+
+
+def test_two_lexemes_prefer_the_image_holding_both(tmp_path):
+    index = open_fake(tmp_path)
+    response = index.search("red circle near a blue star", k=5)
+    assert response.results[0].path == "img001.png"
+    matches = {m.text: m.box for m in response.results[0].lexemes}
+    assert matches == {"red circle": (0, 0, 20, 20), "blue star": (60, 60, 100, 100)}
+
+
+def test_negatives_push_images_down(tmp_path):
+    index = open_fake(tmp_path)
+    plain = [r.path for r in index.search("red circle", k=2).results]
+    assert set(plain) == {"img000.png", "img001.png"}
+    without_stars = [r.path for r in index.search("red circle", k=2, negatives=("blue star",)).results]
+    assert without_stars[0] == "img000.png"
+    scores = {r.path: r.score for r in index.search("red circle", k=5, negatives=("blue star",)).results}
+    plain_scores = {r.path: r.score for r in index.search("red circle", k=5).results}
+    assert scores["img001.png"] < plain_scores["img001.png"] - 0.2
+
+
+def test_k_larger_than_the_collection_and_faiss_padding(tmp_path):
+    index = open_fake(tmp_path, search=SearchConfig(region_candidates=1000, global_candidates=1000))
+    response = index.search("green ring", k=50)
+    assert len(response.results) == len(SCENES)  # FAISS returned -1 for the missing slots
+    assert [r.rank for r in response.results] == list(range(1, len(SCENES) + 1))
+    assert response.results[0].path == "img003.png"
+
+
+def test_empty_index_returns_nothing(tmp_path):
+    index = open_fake(tmp_path, scenes=[])
+    assert index.search("red circle").results == []
+
+
+def test_min_score_and_bad_options(tmp_path):
+    index = open_fake(tmp_path)
+    strict = index.search("red circle", k=10, min_score=0.9)
+    assert "img000.png" in {r.path for r in strict.results}
+    assert len(strict.results) < 5 and all(r.score >= 0.9 for r in strict.results)
+    with pytest.raises(QueryError, match="k must be"):
+        index.search("red circle", k=0)
+    with pytest.raises(QueryError, match="alpha"):
+        index.search("red circle", alpha=1.5)
+    with pytest.raises(QueryError, match="empty query"):
+        index.search("   ")
+
+
+def test_global_only_ignores_regions(tmp_path):
+    index = open_fake(tmp_path)
+    response = index.search("red circle", global_only=True, k=5)
+    assert response.lexemes == []
+    assert all(r.score == pytest.approx(r.global_score) for r in response.results)
+
+
+def test_other_encoder_is_refused(tmp_path):
+    open_fake(tmp_path)
+    other = FakeEncoder()
+    object.__setattr__(other, "identity", other.identity.__class__("other", "w2", "x", DIM, 32, (4, 4)))
+    with pytest.raises(IndexStoreError, match="built with model 'fake'"):
+        Index(tmp_path / "idx", encoder=other)
+
+
+def reference_scores(data, encoding, alpha):
+    """Every image scored by the formula in harmosearch.fusion, with plain loops."""
+    g = encoding.global_vector.numpy()
+    lexemes = encoding.lexeme_vectors.numpy()
+    scores = []
+    for i in range(len(data.images["path"])):
+        global_score = float(data.global_vectors[i] @ g)
+        best = []
+        for lex in lexemes:
+            rows = [j for j in range(len(data.regions["image_id"])) if data.regions["image_id"][j] == i]
+            best.append(max(float(data.region_vectors[j] @ lex) for j in rows))
+        fused = global_score if not best else alpha * global_score + (1 - alpha) * sum(best) / len(best)
+        scores.append(fused)
+    return np.array(scores)
+
+
+@pytest.mark.parametrize("index_type", ["Flat", "HNSW16", "IVF4,Flat"])
+def test_ranking_equals_the_slow_reference(tmp_path, index_type):
+    rng = np.random.default_rng(3)
+    phrases = ["red circle", "blue star", "green ring", "yellow square", "white cross", "black triangle"]
+    scenes = [
+        [
+            (str(p), (0, 0, 10 + k, 10 + k))
+            for k, p in enumerate(rng.choice(phrases, size=rng.integers(1, 4), replace=False))
+        ]
+        for _ in range(120)
+    ]
+    search = SearchConfig(region_candidates=1000, global_candidates=1000, nprobe=4)
+    index = open_fake(tmp_path, scenes=scenes, index_type=index_type, search=search, noise=0.6)
+    data = make_data(scenes, 0.6)
+    for query in ("red circle", "blue star and a green ring", "white cross above black triangle"):
+        encoding = FakeEncoder().encode_queries([query])[0]
+        expected = reference_scores(data, encoding, 0.3)
+        got = index.search(query, k=10, alpha=0.3)
+        assert len(got.results) == 10
+        for r in got.results:  # exact rescoring: every returned score is the reference score
+            assert r.score == pytest.approx(expected[r.image_id], abs=2e-3)  # fp16 storage
+        if index_type == "Flat":
+            assert [r.image_id for r in got.results] == list(np.argsort(-expected, kind="stable")[:10])
+
+
+def test_fusion_formula():
+    g = np.array([0.5, 0.2])
+    lex = np.array([[0.4, 0.6], [0.9, 0.9]])
+    assert fuse(g, lex, 0.25) == pytest.approx([0.25 * 0.5 + 0.75 * 0.5, 0.25 * 0.2 + 0.75 * 0.9])
+    assert fuse(g, np.zeros((2, 0)), 0.25) == pytest.approx(g)
+    assert penalty(np.array([[0.1, 0.3]]), np.array([[0.5, 0.1]]), 0.5) == pytest.approx([0.3])
