@@ -306,6 +306,78 @@ def info(
         out.print("verify: every file matches its checksum and all tables are row-aligned")
 
 
+@app.command()
+@interruptible
+def bench(
+    ctx: typer.Context,
+    dataset: Annotated[str, typer.Option("--dataset", help="flickr30k, mscoco, synthetic or a folder.")] = "synthetic",
+    task: Annotated[list[str] | None, typer.Option("--task", help="retrieval, boxcls, grounding (repeatable).")] = None,
+    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Where the dataset's files are.")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="Model spec (default: harmo-tiny).")] = None,
+    mode: Annotated[str, typer.Option("--mode", help="Retrieval ranking: global, fused or both.")] = "both",
+    n: Annotated[int, typer.Option("--n", help="Scenes for --dataset synthetic.")] = 500,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    save_scores: Annotated[Path | None, typer.Option("--save-scores", help="Write score matrices (.npy) here.")] = None,
+    device: Annotated[str | None, typer.Option("--device", help="auto, cpu or cuda.")] = None,
+) -> None:
+    """Benchmark a model: recall@1/5/10 both ways, box classification, phrase grounding."""
+    import json
+
+    if mode not in ("global", "fused", "both"):
+        raise typer.BadParameter("use global, fused or both", param_hint="--mode")
+    tasks = tuple(task or ["retrieval", "boxcls", "grounding"])
+    if dataset in ("flickr30k",) and task is None:
+        tasks = ("retrieval",)
+    config = resolve(ctx, **{"encoder.model": model, "encoder.device": device})
+    from rich.progress import Progress
+
+    from harmosearch.bench import run_bench
+
+    with Progress(console=err, transient=True) as bar:
+        ids: dict[str, Any] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in ids:
+                ids[stage] = bar.add_task(stage, total=total)
+            bar.update(ids[stage], completed=done)
+
+        result = run_bench(config, dataset, tasks, data_dir, mode, n, progress=progress, save_scores=save_scores)
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return
+    _print_bench(result)
+
+
+def _print_bench(result: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    model = result["model"]["spec"]
+    for task, numbers in result["tasks"].items():
+        table = Table(title=f"{task} on {numbers['dataset']} with {model}", title_justify="left")
+        if task == "retrieval":
+            table.add_column("ranking")
+            keys = ["t2i_R@1", "t2i_R@5", "t2i_R@10", "i2t_R@1", "i2t_R@5", "i2t_R@10"]
+            for key in keys:
+                table.add_column(key.replace("t2i_", "t→i ").replace("i2t_", "i→t "), justify="right")
+            for mode, values in numbers["modes"].items():
+                table.add_row(mode, *(f"{100 * values[k]:.1f}" for k in keys))
+        elif task == "boxcls":
+            for column in ("Top-1", "Top-5", "Top-1 per class", "Top-5 per class", "boxes"):
+                table.add_column(column, justify="right")
+            table.add_row(
+                *(f"{100 * numbers[k]:.1f}" for k in ("top1", "top5", "top1_per_class", "top5_per_class")),
+                str(numbers["boxes"]),
+            )
+        else:
+            for column in ("accuracy (IoU ≥ 0.5)", "proposal ceiling", "phrases"):
+                table.add_column(column, justify="right")
+            table.add_row(
+                f"{100 * numbers['accuracy']:.1f}", f"{100 * numbers['proposal_ceiling']:.1f}", str(numbers["phrases"])
+            )
+        out.print(table)
+    out.print(f"total {result['seconds']:.1f} s")
+
+
 def _weights(text: str | None) -> dict[str, float]:
     """ "lrc=0.5,gr=2" or "0.5,2" (w_lrc, w_gr) -> {"train.w_lrc": 0.5, "train.w_gr": 2.0}."""
     if not text:

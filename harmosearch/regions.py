@@ -14,6 +14,7 @@ from typing import Any
 from harmosearch.config import RegionConfig
 
 USER_BOX = -1.0  # the `scale` recorded for user-supplied boxes; the whole image is 1.0
+SEGMENT = 0.0  # the `scale` recorded for boxes around dense-map segments
 
 
 @dataclass
@@ -53,6 +54,65 @@ def _starts(length: float, side: float, stride: float) -> list[float]:
     count = math.ceil((length - side) / stride) + 1
     step = (length - side) / (count - 1)  # spread evenly so the last window touches the edge
     return [i * step for i in range(count)]
+
+
+def segment_boxes(dense: Any, thresholds: tuple[float, ...], max_fraction: float = 0.7) -> Any:
+    """Boxes (grid units) around connected groups of similar patches of one dense map [D, gh, gw].
+
+    Neighbouring patches whose projected vectors have cosine >= t are joined (union-find); each
+    group of two or more patches, smaller than max_fraction of the grid, gives its bounding box.
+    Several thresholds give a coarse-to-fine set. Window proposals cut objects at fixed sizes;
+    these follow what the model sees, so small objects get a tight box too.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    _, gh, gw = dense.shape
+    unit = F.normalize(dense.float(), dim=0)
+    right = (unit[:, :, :-1] * unit[:, :, 1:]).sum(0)  # [gh, gw-1]
+    down = (unit[:, :-1, :] * unit[:, 1:, :]).sum(0)  # [gh-1, gw]
+    found: set[tuple[int, int, int, int]] = set()
+    for t in thresholds:
+        parent = list(range(gh * gw))
+
+        def root(i: int) -> int:
+            while parent[i] != i:
+                parent[i] = parent[parent[i]]
+                i = parent[i]
+            return i
+
+        for y, x in (right >= t).nonzero().tolist():
+            parent[root(y * gw + x)] = root(y * gw + x + 1)
+        for y, x in (down >= t).nonzero().tolist():
+            parent[root(y * gw + x)] = root((y + 1) * gw + x)
+        groups: dict[int, list[int]] = {}
+        for i in range(gh * gw):
+            groups.setdefault(root(i), []).append(i)
+        for cells in groups.values():
+            if len(cells) < 2 or len(cells) > max_fraction * gh * gw:
+                continue
+            ys, xs = [c // gw for c in cells], [c % gw for c in cells]
+            found.add((min(xs), min(ys), max(xs) + 1, max(ys) + 1))
+    return torch.tensor(sorted(found), dtype=torch.float32).reshape(-1, 4)
+
+
+def from_grid(boxes: Any, width: int, height: int, grid: tuple[int, int], image_size: int, resize: str) -> Any:
+    """The inverse of to_grid: grid-unit boxes -> pixels of the original image."""
+    import torch
+
+    grid_h, grid_w = grid
+    boxes = boxes.float()
+    if resize == "squash":
+        sx, sy, ox, oy = width / grid_w, height / grid_h, 0.0, 0.0
+    else:
+        scale = image_size / min(width, height)
+        sx = sy = image_size / grid_w / scale
+        ox = (width * scale - image_size) / 2 / scale
+        oy = (height * scale - image_size) / 2 / scale
+    out = torch.stack([boxes[:, 0] * sx + ox, boxes[:, 1] * sy + oy, boxes[:, 2] * sx + ox, boxes[:, 3] * sy + oy], 1)
+    out[:, 0::2] = out[:, 0::2].clamp(0, width)
+    out[:, 1::2] = out[:, 1::2].clamp(0, height)
+    return out
 
 
 def to_grid(boxes: Any, width: int, height: int, grid: tuple[int, int], image_size: int, resize: str) -> Any:
@@ -109,8 +169,16 @@ def select(boxes: Any, scales: Any, vectors: Any, global_vector: Any, config: Re
     if len(boxes) == 0:
         return Regions(boxes, scales, vectors)
     distinct = 1.0 - vectors @ global_vector
-    priority = distinct + (scales == USER_BOX).float() * 10 + (scales >= 1.0).float() * 5
-    keep = nms(boxes, priority, config.nms_iou)
+    priority = (
+        distinct + (scales == USER_BOX).float() * 10 + (scales >= 1.0).float() * 5 + (scales == SEGMENT).float() * 2
+    )
+    # Rank by priority rounded to 1e-3, ties in proposal order, so that float noise from batching
+    # rarely changes which regions are kept; NMS then sees distinct, rank-ordered scores.
+    rounded = torch.round(priority.double() * 1000)
+    order = sorted(range(len(boxes)), key=lambda i: (-float(rounded[i]), i))
+    ranks = torch.empty(len(boxes), dtype=torch.float32)
+    ranks[torch.tensor(order)] = torch.arange(len(boxes), 0, -1, dtype=torch.float32)
+    keep = nms(boxes, ranks, config.nms_iou)
     chosen: list[int] = []
     for i in keep.tolist():
         if len(chosen) >= config.max_regions:
@@ -140,6 +208,11 @@ def image_regions(
     proposals = []
     for i, (width, height) in enumerate(sizes):
         boxes, scales = window_boxes(width, height, config.scales, config.overlap)
+        if config.segments:
+            grid_boxes = segment_boxes(dense[i], config.segments)
+            segments = from_grid(grid_boxes, width, height, grid, image_size, resize)
+            boxes = torch.cat([segments, boxes])
+            scales = torch.cat([torch.full((len(segments),), SEGMENT), scales])
         if user_boxes and user_boxes[i] is not None and len(user_boxes[i]):
             extra = torch.as_tensor(user_boxes[i], dtype=torch.float32).reshape(-1, 4)
             boxes = torch.cat([extra, boxes])
