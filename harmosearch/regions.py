@@ -74,26 +74,27 @@ def segment_boxes(dense: Any, thresholds: tuple[float, ...], max_fraction: float
     found: set[tuple[int, int, int, int]] = set()
     for t in thresholds:
         parent = list(range(gh * gw))
-
-        def root(i: int) -> int:
-            while parent[i] != i:
-                parent[i] = parent[parent[i]]
-                i = parent[i]
-            return i
-
         for y, x in (right >= t).nonzero().tolist():
-            parent[root(y * gw + x)] = root(y * gw + x + 1)
+            parent[_root(parent, y * gw + x)] = _root(parent, y * gw + x + 1)
         for y, x in (down >= t).nonzero().tolist():
-            parent[root(y * gw + x)] = root((y + 1) * gw + x)
+            parent[_root(parent, y * gw + x)] = _root(parent, (y + 1) * gw + x)
         groups: dict[int, list[int]] = {}
         for i in range(gh * gw):
-            groups.setdefault(root(i), []).append(i)
+            groups.setdefault(_root(parent, i), []).append(i)
         for cells in groups.values():
             if len(cells) < 2 or len(cells) > max_fraction * gh * gw:
                 continue
             ys, xs = [c // gw for c in cells], [c % gw for c in cells]
             found.add((min(xs), min(ys), max(xs) + 1, max(ys) + 1))
     return torch.tensor(sorted(found), dtype=torch.float32).reshape(-1, 4)
+
+
+def _root(parent: list[int], i: int) -> int:
+    """Union-find root with path halving."""
+    while parent[i] != i:
+        parent[i] = parent[parent[i]]
+        i = parent[i]
+    return i
 
 
 def from_grid(boxes: Any, width: int, height: int, grid: tuple[int, int], image_size: int, resize: str) -> Any:
