@@ -241,9 +241,9 @@ def _print_results(response: Any, index_path: Path) -> None:
     table.add_column("score", justify="right")
     table.add_column("global", justify="right")
     for lexeme in response.lexemes:
-        table.add_column(f"{lexeme} (score, box)")
+        table.add_column(f"{lexeme}: score (box)")
     for r in response.results:
-        cells = [f"{m.score:.3f} [{m.box[0]:.0f}, {m.box[1]:.0f}, {m.box[2]:.0f}, {m.box[3]:.0f}]" for m in r.lexemes]
+        cells = [f"{m.score:.3f} ({m.box[0]:.0f},{m.box[1]:.0f},{m.box[2]:.0f},{m.box[3]:.0f})" for m in r.lexemes]
         table.add_row(str(r.rank), r.path, f"{r.score:.3f}", f"{r.global_score:.3f}", *cells)
     if not response.results:
         out.print(f"no results for {response.query!r}")
@@ -376,6 +376,38 @@ def _print_bench(result: dict[str, Any]) -> None:
             )
         out.print(table)
     out.print(f"total {result['seconds']:.1f} s")
+
+
+@app.command()
+@interruptible
+def demo(
+    ctx: typer.Context,
+    folder: Annotated[Path, typer.Argument(help="Where to put scenes/, index/ and results/.")] = Path("samples/demo"),
+    n: Annotated[int, typer.Option("--n", help="Number of scenes to draw.")] = 120,
+    model: Annotated[str | None, typer.Option("--model", help="Model spec (default: harmo-tiny).")] = None,
+) -> None:
+    """Draw synthetic scenes, index them with the bundled model, run compositional queries."""
+    config = resolve(ctx, **{"encoder.model": model})
+    from rich.progress import Progress
+
+    from harmosearch.demo import run_demo, slug
+
+    with Progress(console=err, transient=True) as bar:
+        ids: dict[str, Any] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in ids:
+                ids[stage] = bar.add_task(stage, total=total)
+            bar.update(ids[stage], completed=done)
+
+        responses, report = run_demo(folder, config, n, progress=progress)
+    out.print(
+        f"indexed {report.images} scenes ({report.regions} regions) with {config.encoder.model} into {folder / 'index'}"
+    )
+    for response in responses:
+        _print_results(response, folder / "index")
+        out.print(f"annotated: {folder / 'results' / slug(response.query) / 'contact_sheet.png'}\n")
+    out.print(f'try your own: harmosearch query "red circle above a blue star" --index {folder / "index"}')
 
 
 def _weights(text: str | None) -> dict[str, float]:
