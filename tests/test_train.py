@@ -107,3 +107,58 @@ def test_resume_gives_the_same_weights_as_an_unbroken_run(train_scenes, tmp_path
         assert torch.equal(tensor, resumed[name]), name
     steps = [json.loads(line)["step"] for line in (tmp_path / "broken" / "metrics.jsonl").read_text().splitlines()]
     assert steps == list(range(1, 13))
+
+
+def test_coco_training_set_links_category_words(tmp_path):
+    from PIL import Image
+
+    (tmp_path / "annotations").mkdir()
+    (tmp_path / "train2017").mkdir()
+    Image.new("RGB", (64, 48)).save(tmp_path / "train2017" / "a.jpg")
+    instances = {
+        "images": [{"id": 1, "file_name": "a.jpg", "width": 64, "height": 48}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "bbox": [0, 0, 10, 10], "category_id": 1, "iscrowd": 0},
+            {"id": 2, "image_id": 1, "bbox": [10, 10, 30, 30], "category_id": 18, "iscrowd": 0},
+        ],
+        "categories": [{"id": 1, "name": "person"}, {"id": 18, "name": "dog"}],
+    }
+    captions = {"annotations": [{"id": 5, "image_id": 1, "caption": "A woman walking two dogs."}]}
+    (tmp_path / "annotations" / "instances_train2017.json").write_text(json.dumps(instances))
+    (tmp_path / "annotations" / "captions_train2017.json").write_text(json.dumps(captions))
+    [sample] = load_dataset(tmp_path)
+    parsed = parse(sample.captions[0])
+    pairs = {parsed.lexemes[i].text: link.box for i, link in link_lexemes(parsed, sample.links)}
+    assert pairs == {"woman": (0.0, 0.0, 10.0, 10.0), "dogs": (10.0, 10.0, 40.0, 40.0)}
+
+
+def test_flickr30k_entities_training_set(tmp_path):
+    (tmp_path / "Sentences").mkdir()
+    (tmp_path / "Annotations").mkdir()
+    (tmp_path / "Sentences" / "36979.txt").write_text(
+        "[/EN#1/people A man] in [/EN#2/clothing a blue shirt] holds [/EN#3/other a red kite] .\n"
+    )
+    (tmp_path / "Annotations" / "36979.xml").write_text(
+        "<annotation><size><width>500</width><height>375</height></size>"
+        "<object><name>1</name><bndbox><xmin>10</xmin><ymin>20</ymin><xmax>110</xmax><ymax>300</ymax></bndbox></object>"
+        "<object><name>2</name><bndbox><xmin>30</xmin><ymin>60</ymin><xmax>100</xmax><ymax>150</ymax></bndbox></object>"
+        "<object><name>3</name><bndbox><xmin>300</xmin><ymin>10</ymin><xmax>400</xmax><ymax>90</ymax></bndbox></object>"
+        "</annotation>"
+    )
+    [sample] = load_dataset(tmp_path)
+    assert sample.captions == ("A man in a blue shirt holds a red kite .",)
+    assert sample.size == (500, 375)
+    parsed = parse(sample.captions[0])
+    pairs = {parsed.lexemes[i].text: link.box for i, link in link_lexemes(parsed, sample.links)}
+    assert pairs == {
+        "man": (10.0, 20.0, 110.0, 300.0),
+        "blue shirt": (30.0, 60.0, 100.0, 150.0),
+        "red kite": (300.0, 10.0, 400.0, 90.0),
+    }
+
+
+def test_unknown_training_folder_is_a_clear_error(tmp_path):
+    from harmosearch.errors import DataError
+
+    with pytest.raises(DataError, match="not a training set harmosearch knows"):
+        load_dataset(tmp_path)

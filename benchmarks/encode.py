@@ -1,0 +1,126 @@
+"""Encoding and indexing throughput, as ratios measured in one run on the same images.
+
+    python benchmarks/encode.py [--model harmo-tiny] [--n 256] [--batch 64]
+
+Prints images/s for (a) global only, (b) global + regions (dense map, proposals, RoIAlign,
+selection), (c) a crop-per-region baseline that runs the image tower once per region, and
+(d) end-to-end `build_index` (decode, encode, store) against the raw model forward.
+Goals: (b)/(a) time ratio <= 1.15, (d)/(raw) throughput ratio >= 0.85.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import append_result, best_of
+
+from harmosearch.config import SynthConfig, load_config
+from harmosearch.encoder import load_encoder, vision_forward
+from harmosearch.indexing import build_index, open_image
+from harmosearch.regions import image_regions, window_boxes
+from harmosearch.synth import generate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="harmo-tiny")
+    parser.add_argument("--n", type=int, default=256)
+    parser.add_argument("--batch", type=int, default=64)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="harmosearch-encode-"))
+    try:
+        generate(work / "scenes", SynthConfig(n=args.n, seed=777), workers=2)
+        config = load_config(
+            overrides={"encoder.model": args.model, "encoder.batch_size": args.batch, "encoder.device": "cpu"}
+        )
+        encoder = load_encoder(config)
+        paths = sorted((work / "scenes" / "images").glob("*.png"))
+        images = [open_image(p) for p in paths]
+        pixels = torch.stack([encoder.image_tensor(im) for im in images])
+        sizes = [im.size for im in images]
+        batches = list(torch.split(pixels, args.batch))
+
+        def raw_forward() -> None:
+            with torch.inference_mode():
+                for b in batches:
+                    encoder.model.encode_image(b)
+
+        def global_only() -> None:
+            with torch.inference_mode():
+                for b in batches:
+                    vision_forward(encoder.model, b, "plain")
+
+        def with_regions() -> None:
+            offset = 0
+            for b in batches:
+                g, dense = encoder.encode_pixels(b)
+                image_regions(
+                    dense,
+                    g,
+                    sizes[offset : offset + len(b)],
+                    encoder.grid,
+                    encoder.image_size,
+                    encoder.config.resize,
+                    config.regions,
+                )
+                offset += len(b)
+
+        crop_images = images[: max(4, args.n // 16)]
+
+        def crop_per_region() -> None:
+            with torch.inference_mode():
+                for im in crop_images:
+                    boxes, _ = window_boxes(im.width, im.height, config.regions.scales, config.regions.overlap)
+                    crops = [encoder.image_tensor(im.crop(tuple(int(v) for v in box))) for box in boxes.tolist()]
+                    encoder.model.encode_image(torch.stack(crops))
+
+        def end_to_end() -> None:
+            shutil.rmtree(work / "index", ignore_errors=True)
+            build_index(work / "scenes" / "images", work / "index", config, encoder=encoder)
+
+        with_regions()  # warm up
+        t_raw = best_of(raw_forward)
+        t_global = best_of(global_only)
+        t_regions = best_of(with_regions)
+        t_crop = best_of(crop_per_region, repeat=1) * len(images) / len(crop_images)
+        t_e2e = best_of(end_to_end, repeat=2)
+        n = len(images)
+        rows = {
+            "raw model forward (encode_image)": n / t_raw,
+            "global only": n / t_global,
+            "global + regions": n / t_regions,
+            "crop per region (baseline)": n / t_crop,
+            "end-to-end build_index": n / t_e2e,
+        }
+        for name, rate in rows.items():
+            print(f"{name:36s} {rate:8.1f} images/s")
+        regions_ratio = t_regions / t_global
+        e2e_ratio = (n / t_e2e) / (n / t_raw)
+        print(f"time ratio global+regions / global-only: {regions_ratio:.3f}  (goal <= 1.15)")
+        print(f"crop-per-region is {t_crop / t_regions:.1f}x slower than one pass with regions")
+        print(f"end-to-end indexing / raw forward throughput: {e2e_ratio:.3f}  (goal >= 0.85)")
+        path = append_result(
+            "encode",
+            {
+                "model": args.model,
+                "images": n,
+                "batch": args.batch,
+                "images_per_s": rows,
+                "regions_over_global_time": regions_ratio,
+                "end_to_end_over_raw": e2e_ratio,
+            },
+        )
+        print(f"appended to {path}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
