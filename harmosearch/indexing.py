@@ -89,7 +89,8 @@ def scan(root: Path, include_hidden: bool = False) -> tuple[list[FileEntry], lis
             try:
                 relative.encode("utf-8")
             except UnicodeEncodeError:
-                skipped.append((relative.encode("utf-8", "replace").decode(), "file name is not valid UTF-8"))
+                shown = relative.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+                skipped.append((shown, "file name is not valid UTF-8"))
                 continue
             try:
                 stat = absolute.stat()

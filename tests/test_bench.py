@@ -69,9 +69,9 @@ def test_coco_instances(tmp_path):
 
 
 def test_missing_data_names_the_files(tmp_path):
-    with pytest.raises(DataError, match="flickr30k_test_karpathy.txt"):
+    with pytest.raises(DataError, match=r"flickr30k_test_karpathy\.txt"):
         load_bench_set("flickr30k", tmp_path)
-    with pytest.raises(DataError, match="coco_test_karpathy.json"):
+    with pytest.raises(DataError, match=r"coco_test_karpathy\.json"):
         load_bench_set("mscoco", tmp_path)
     with pytest.raises(DataError, match="unknown dataset"):
         load_bench_set("imagenet", None)

@@ -1,0 +1,261 @@
+"""Hostile files, hostile queries, interruptions: the index stays valid and errors stay one line."""
+
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from harmosearch.config import load_config
+from harmosearch.errors import HarmosearchError, QueryError
+from harmosearch.indexing import build_index, open_image
+from harmosearch.search import Index
+from harmosearch.store import IndexReader, read_manifest, verify
+
+from .conftest import TEST_MODEL
+from .test_indexing import assert_same_index
+
+CONFIG = load_config(
+    overrides={
+        "encoder.model": TEST_MODEL,
+        "encoder.device": "cpu",
+        "index.workers": 0,
+        "regions.max_regions": 8,
+        "encoder.batch_size": 1,
+    }
+)
+
+
+def make_corpus(root):
+    """Every kind of file a real photo folder throws at an indexer; returns expected outcomes."""
+    root.mkdir(parents=True, exist_ok=True)
+    good = Image.new("RGB", (64, 48), (10, 200, 30))
+    good.save(root / "good.jpg")
+    (root / "zero.png").write_bytes(b"")
+    good.save(root / "full.png")
+    (root / "truncated.png").write_bytes((root / "full.png").read_bytes()[:60])
+    (root / "full.png").unlink()
+    good.save(root / "full.jpg")
+    (root / "truncated.jpg").write_bytes((root / "full.jpg").read_bytes()[:200])
+    (root / "full.jpg").unlink()
+    good.save(root / "really_png.jpg", format="PNG")  # wrong extension, valid image
+    (root / "text.jpg").write_text("this is not an image")
+    Image.new("CMYK", (40, 40), (0, 255, 255, 0)).save(root / "cmyk.jpg")
+    Image.fromarray(np.arange(40 * 30, dtype=np.uint16).reshape(30, 40) * 50).save(root / "sixteen.png")
+    rotated = Image.new("RGB", (80, 40), (255, 0, 0))
+    exif = rotated.getexif()
+    exif[0x0112] = 6  # rotate 90 degrees when shown
+    rotated.save(root / "exif_rotated.jpg", exif=exif)
+    Image.new("P", (30, 30), 3).save(root / "palette.png")
+    Image.new("RGBA", (30, 30), (255, 0, 0, 80)).save(root / "alpha.png")
+    Image.new("1", (30, 30), 1).save(root / "bilevel.png")
+    Image.new("L", (20000, 6000)).save(root / "huge.png")  # 120 MP: above the pixel limit
+    (root / "loop").mkdir()
+    os.symlink(root / "loop", root / "loop" / "again")  # a folder symlink loop
+    os.symlink(root / "missing.jpg", root / "dangling.jpg")
+    long_name = "x" * 240 + ".png"
+    good.save(root / long_name)
+    non_utf8 = os.fsencode(str(root)) + b"/caf\xe9.png"
+    with open(non_utf8, "wb") as f:
+        f.write((root / "good.jpg").read_bytes())
+    indexed = {
+        "good.jpg",
+        "really_png.jpg",
+        "cmyk.jpg",
+        "sixteen.png",
+        "exif_rotated.jpg",
+        "palette.png",
+        "alpha.png",
+        "bilevel.png",
+        long_name,
+    }
+    skipped = {"zero.png", "truncated.png", "truncated.jpg", "text.jpg", "huge.png", "dangling.jpg", "caf\ufffd.png"}
+    return indexed, skipped
+
+
+def test_fuzz_corpus_is_indexed_or_skipped_with_reasons(tmp_path, test_encoder):
+    indexed, skipped = make_corpus(tmp_path / "photos")
+    report = build_index(tmp_path / "photos", tmp_path / "idx", CONFIG, encoder=test_encoder)
+    reasons = dict(report.skipped)
+    assert set(reasons) == skipped
+    assert all(reason and "\n" not in reason for reason in reasons.values())
+    assert "pixel limit" in reasons["huge.png"] and "not valid UTF-8" in reasons["caf\ufffd.png"]
+    reader = IndexReader(tmp_path / "idx")
+    assert set(map(str, reader.images["path"])) == indexed
+    sizes = {
+        str(p): (int(w), int(h))
+        for p, w, h in zip(reader.images["path"], reader.images["width"], reader.images["height"], strict=True)
+    }
+    assert sizes["exif_rotated.jpg"] == (40, 80)  # EXIF orientation respected
+    assert verify(tmp_path / "idx") == []
+
+
+def test_decoded_modes_are_rgb(tmp_path):
+    indexed, _ = make_corpus(tmp_path)
+    for name in indexed:
+        assert open_image(tmp_path / name).mode == "RGB"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their permissions")
+def test_unreadable_files_are_skipped(tmp_path, test_encoder):
+    (tmp_path / "photos").mkdir()
+    Image.new("RGB", (20, 20)).save(tmp_path / "photos" / "locked.png")
+    os.chmod(tmp_path / "photos" / "locked.png", 0)
+    report = build_index(tmp_path / "photos", tmp_path / "idx", CONFIG, encoder=test_encoder)
+    assert dict(report.skipped)["locked.png"] == "permission denied"
+
+
+@pytest.fixture(scope="module")
+def query_index(tmp_path_factory, scenes, test_encoder):
+    root = tmp_path_factory.mktemp("q")
+    build_index(scenes / "images", root / "idx", CONFIG, encoder=test_encoder)
+    return Index(root / "idx", encoder=test_encoder)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=st.text(max_size=300), k=st.integers(-3, 30), alpha=st.floats(-1, 2, allow_nan=False))
+def test_hostile_queries_give_results_or_one_line_errors(query_index, text, k, alpha):
+    try:
+        response = query_index.search(text, k=k, alpha=alpha)
+    except QueryError as exc:
+        assert "\n" not in str(exc)
+        assert not text.strip() or k < 1 or not 0 <= alpha <= 1
+        return
+    assert k >= 1 and 0 <= alpha <= 1 and text.strip()
+    assert len(response.results) <= k
+
+
+@pytest.mark.parametrize("text", ["🐶🎈", "красный круг", "赤い丸", "the of and", "x" * 10_000, "a" * 77 * 3])
+def test_odd_but_valid_queries(query_index, text):
+    response = query_index.search(text, k=3)
+    assert len(response.results) == 3
+    if len(text) > 1000:
+        assert any("truncated" in w for w in response.warnings)
+
+
+def test_old_schema_and_damaged_files_are_reported(tmp_path, scenes, test_encoder):
+    build_index(scenes / "images", tmp_path / "idx", CONFIG, encoder=test_encoder)
+    manifest = read_manifest(tmp_path / "idx")
+    victim = tmp_path / "idx" / manifest["files"]["region_vectors"]
+    victim.write_bytes(victim.read_bytes()[:-8] + b"12345678")
+    problems = verify(tmp_path / "idx")
+    assert problems and "checksum mismatch" in problems[0]
+    text = (tmp_path / "idx" / "manifest.json").read_text().replace('"schema_version": 1', '"schema_version": 0')
+    (tmp_path / "idx" / "manifest.json").write_text(text)
+    with pytest.raises(HarmosearchError, match="schema version 0"):
+        Index(tmp_path / "idx", encoder=test_encoder)
+
+
+def run_index(photos, index, *extra, env=None):
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "harmosearch",
+            "--config",
+            str(index.parent / "c.toml"),
+            "index",
+            str(photos),
+            "--index",
+            str(index),
+            "--model",
+            TEST_MODEL,
+            "--workers",
+            "0",
+            "--batch-size",
+            "1",
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+
+
+@pytest.mark.slow
+def test_kill_9_at_random_points_never_loses_the_index(tmp_path, scenes):
+    photos = tmp_path / "photos"
+    shutil.copytree(scenes / "images", photos)
+    (tmp_path / "c.toml").write_text("[regions]\nmax_regions = 8\n")
+    reference = tmp_path / "reference"
+    assert run_index(photos, reference).wait(timeout=300) == 0
+    start = time.perf_counter()
+    assert run_index(photos, tmp_path / "timing").wait(timeout=300) == 0
+    duration = time.perf_counter() - start
+    rng = random.Random(0)
+    index = tmp_path / "idx"
+    states = set()
+    for attempt in range(20):
+        if attempt == 10:  # second half: kill updates of an existing index
+            for name in ("000000.png", "000001.png"):
+                (photos / name).rename(photos / f"moved_{attempt}_{name}")
+            Image.new("RGB", (50, 50), (attempt * 10, 0, 0)).save(photos / f"new_{attempt}.png")
+        process = run_index(photos, index)
+        time.sleep(rng.uniform(0.2, duration * 1.1))
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        if (index / "manifest.json").exists():
+            assert verify(index) == [], f"torn index after kill {attempt}"
+            states.add(read_manifest(index)["generation"])
+    final = run_index(photos, index)
+    assert final.wait(timeout=300) == 0, final.stderr.read()
+    assert verify(index) == []
+    fresh = tmp_path / "fresh"
+    assert run_index(photos, fresh).wait(timeout=300) == 0
+    assert_same_index(index, fresh)
+
+
+def test_ctrl_c_exits_cleanly_with_a_message(tmp_path, scenes):
+    photos = tmp_path / "photos"
+    shutil.copytree(scenes / "images", photos)
+    (tmp_path / "c.toml").write_text("")
+    process = run_index(photos, tmp_path / "idx")
+    time.sleep(4)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    if process.returncode == 0:
+        pytest.skip("indexing finished before the interrupt arrived")
+    assert process.returncode == 130
+    assert "interrupted" in stderr and "Traceback" not in stderr
+
+
+def test_concurrent_query_sees_old_or_new_index(tmp_path, scenes, test_encoder):
+    photos = tmp_path / "photos"
+    shutil.copytree(scenes / "images", photos)
+    build_index(photos, tmp_path / "idx", CONFIG, encoder=test_encoder)
+    before = Index(tmp_path / "idx", encoder=test_encoder)
+    Image.new("RGB", (40, 40), (0, 0, 255)).save(photos / "added.png")
+    build_index(photos, tmp_path / "idx", CONFIG, encoder=test_encoder)
+    # The index opened before the update keeps serving its own generation, whole.
+    assert before.n_images == 12 and len(before.search("blue", k=20).results) == 12
+    after = Index(tmp_path / "idx", encoder=test_encoder)
+    assert after.n_images == 13
+
+
+def test_full_disk_leaves_the_previous_index(tmp_path, scenes, test_encoder, monkeypatch):
+    photos = tmp_path / "photos"
+    shutil.copytree(scenes / "images", photos)
+    build_index(photos, tmp_path / "idx", CONFIG, encoder=test_encoder)
+    Image.new("RGB", (40, 40)).save(photos / "added.png")
+    import harmosearch.store as store
+
+    def no_space(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(store, "_save_npy", no_space)
+    with pytest.raises(OSError, match="No space"):
+        build_index(photos, tmp_path / "idx", CONFIG, encoder=test_encoder)
+    monkeypatch.undo()
+    assert verify(tmp_path / "idx") == []
+    assert read_manifest(tmp_path / "idx")["counts"]["images"] == 12
+    report = build_index(photos, tmp_path / "idx", CONFIG, encoder=test_encoder)
+    assert report.images == 13 and report.resumed == 1  # the staged encoding was kept
