@@ -134,6 +134,18 @@ def index(
     if global_only:
         overrides["regions.max_regions"] = 1
         overrides["regions.scales"] = "1.0"
+        overrides["regions.segments"] = ""
+    from harmosearch.indexing import build_index, default_index_path
+
+    target = index_path or default_index_path(photos)
+    if model is None and not rebuild and (target / "manifest.json").is_file():
+        # Updating an index: keep the model (and region settings) it was built with.
+        from harmosearch.store import read_manifest
+
+        built = read_manifest(target)["config"]
+        overrides["encoder.model"] = built["encoder"]["model"]
+        for key, value in built["regions"].items():
+            overrides.setdefault(f"regions.{key}", value)
     config = resolve(ctx, **overrides)
     from rich.progress import (
         BarColumn,
@@ -144,9 +156,6 @@ def index(
         TimeRemainingColumn,
     )
 
-    from harmosearch.indexing import build_index, default_index_path
-
-    target = index_path or default_index_path(photos)
     started = {}
     columns = (
         TextColumn("{task.description}"),
