@@ -208,7 +208,7 @@ def build_index(
         clear_staging,
         load_chunks,
         save_chunk,
-        staging,
+        staging_dir,
         write_generation,
     )
 
@@ -309,21 +309,12 @@ def build_index(
             report.seconds = time.perf_counter() - started
             return report
 
-        with staging(index) as stage:
-            encoded = load_chunks(stage)
-            pending = [(e, s) for e, s in to_encode if s not in encoded]
-            report.resumed = len(to_encode) - len(pending)
-            failed = _encode(
-                pending,
-                encoder,
-                config,
-                user_boxes,
-                stage,
-                len(list(stage.glob("chunk_*.npz"))),
-                encoded,
-                progress,
-                save_chunk,
-            )
+        stage = staging_dir(index)
+        encoded = load_chunks(stage)
+        pending = [(e, s) for e, s in to_encode if s not in encoded]
+        report.resumed = len(to_encode) - len(pending)
+        first_chunk = len(list(stage.glob("chunk_*.npz")))
+        failed = _encode(pending, encoder, config, user_boxes, stage, first_chunk, encoded, progress, save_chunk)
         skipped += failed
         bad = {path for path, _ in failed}
         plan = [(e, s, r) for e, s, r in plan if e.path not in bad]
@@ -333,7 +324,6 @@ def build_index(
         stats = {
             key: getattr(report, key) for key in ("added", "changed", "removed", "renamed", "unchanged", "encoded")
         }
-        manifest_extra = {"boxes_digest": boxes_digest, "boxed_paths": sorted(user_boxes)}
         write_generation(
             index,
             data,
@@ -342,23 +332,13 @@ def build_index(
             config.index.index_type,
             photos,
             previous,
-            {**stats, "skipped": len(skipped), **manifest_extra},
+            {**stats, "skipped": len(skipped)},
+            {"boxes_digest": boxes_digest, "boxed_paths": sorted(user_boxes)},
         )
-        _patch_manifest(index, manifest_extra)
         clear_staging(index)
         report.committed = True
     report.seconds = time.perf_counter() - started
     return report
-
-
-def _patch_manifest(index: Path, extra: dict[str, Any]) -> None:
-    from harmosearch.store import MANIFEST, write_atomic
-
-    manifest = json.loads((index / MANIFEST).read_text(encoding="utf-8"))
-    manifest.update(extra)
-    write_atomic(
-        index / MANIFEST, lambda p: p.write_text(json.dumps(manifest, indent=2, default=list), encoding="utf-8")
-    )
 
 
 def _encode(

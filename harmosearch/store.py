@@ -18,14 +18,12 @@ until the next update, for readers that loaded its manifest a moment before the 
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import fcntl
 import hashlib
 import json
 import os
 import shutil
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -191,8 +189,10 @@ def write_generation(
     photos_root: Path,
     previous: dict[str, Any] | None,
     stats: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Write generation N+1 and swap the manifest to it; drop generations older than N."""
+    """Write generation N+1 and swap the manifest to it; drop generations older than N.
+    `extra` keys are stored in the manifest beside the standard ones."""
     import faiss
 
     root = Path(root)
@@ -239,6 +239,7 @@ def write_generation(
         "files": files,
         "checksums": checksums,
         "last_update": stats or {},
+        **(extra or {}),
     }
     write_atomic(
         root / MANIFEST, lambda p: p.write_text(json.dumps(manifest, indent=2, default=list), encoding="utf-8")
@@ -347,12 +348,11 @@ def size_on_disk(root: Path) -> int:
     return sum(p.stat().st_size for p in Path(root).rglob("*") if p.is_file())
 
 
-@contextlib.contextmanager
-def staging(root: Path) -> Iterator[Path]:
+def staging_dir(root: Path) -> Path:
     """Folder for encoded-but-not-yet-committed chunks; survives crashes, removed after a commit."""
     path = Path(root) / STAGING
     path.mkdir(parents=True, exist_ok=True)
-    yield path
+    return path
 
 
 def clear_staging(root: Path) -> None:
