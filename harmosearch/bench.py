@@ -26,6 +26,7 @@ from harmosearch.config import Config, SynthConfig
 from harmosearch.errors import DataError
 from harmosearch.fusion import fuse
 from harmosearch.metrics import box_iou, recall_image_to_text, recall_text_to_image, topk_accuracy
+from harmosearch.search import choose_box
 
 PROMPTS = ("a photo of a {}.", "a {}.", "a picture of a {}.", "an image of a {}.", "a photo of the {}.")
 SYNTHETIC_SEED = 424242  # never used for training data
@@ -402,7 +403,10 @@ def run_bench(
             hits = []
             for (image_id, box, _), phrase in zip(bench.boxes, bench.phrases, strict=True):
                 lo, hi = cache.region_start[image_id], cache.region_start[image_id + 1]
-                best = lo + int(np.argmax(cache.region_vectors[lo:hi] @ vectors[phrase]))
+                boxes = cache.region_boxes[lo:hi]
+                areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+                scores = cache.region_vectors[lo:hi] @ vectors[phrase]
+                best = lo + choose_box(scores, areas, config.search.box_margin)
                 hits.append(float(box_iou(np.array([box]), cache.region_boxes[best : best + 1])[0, 0]) >= 0.5)
             ceiling = [
                 bool(

@@ -6,9 +6,10 @@ need them, so `harmosearch --help` answers at once.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -51,6 +52,22 @@ def resolve(ctx: typer.Context, **overrides: Any) -> Config:
     """Defaults < --config TOML < flags given on this command line (None = not given)."""
     state: State = ctx.obj
     return load_config(state.config_file, overrides)
+
+
+@contextlib.contextmanager
+def stage_progress() -> Iterator[Callable[[str, int, int], None]]:
+    """A progress(stage, done, total) callback drawing one rich bar per stage on stderr."""
+    from rich.progress import Progress
+
+    with Progress(console=err, transient=True) as bar:
+        ids: dict[str, Any] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in ids:
+                ids[stage] = bar.add_task(stage, total=total)
+            bar.update(ids[stage], completed=done)
+
+        yield progress
 
 
 def interruptible(func: Callable[..., None]) -> Callable[..., None]:
@@ -338,18 +355,9 @@ def bench(
     if dataset in ("flickr30k",) and task is None:
         tasks = ("retrieval",)
     config = resolve(ctx, **{"encoder.model": model, "encoder.device": device})
-    from rich.progress import Progress
-
     from harmosearch.bench import run_bench
 
-    with Progress(console=err, transient=True) as bar:
-        ids: dict[str, Any] = {}
-
-        def progress(stage: str, done: int, total: int) -> None:
-            if stage not in ids:
-                ids[stage] = bar.add_task(stage, total=total)
-            bar.update(ids[stage], completed=done)
-
+    with stage_progress() as progress:
         result = run_bench(config, dataset, tasks, data_dir, mode, n, progress=progress, save_scores=save_scores)
     if as_json:
         print(json.dumps(result, indent=2))
@@ -397,18 +405,9 @@ def demo(
 ) -> None:
     """Draw synthetic scenes, index them with the bundled model, run compositional queries."""
     config = resolve(ctx, **{"encoder.model": model})
-    from rich.progress import Progress
-
     from harmosearch.demo import run_demo, slug
 
-    with Progress(console=err, transient=True) as bar:
-        ids: dict[str, Any] = {}
-
-        def progress(stage: str, done: int, total: int) -> None:
-            if stage not in ids:
-                ids[stage] = bar.add_task(stage, total=total)
-            bar.update(ids[stage], completed=done)
-
+    with stage_progress() as progress:
         responses, report = run_demo(folder, config, n, progress=progress)
     out.print(
         f"indexed {report.images} scenes ({report.regions} regions) with {config.encoder.model} into {folder / 'index'}"

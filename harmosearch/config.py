@@ -60,6 +60,7 @@ class SearchConfig:
     alpha: float = 0.5  # fused = alpha * global + (1 - alpha) * mean over lexemes of the best region
     region_candidates: int = 200  # regions fetched per lexeme before exact rescoring
     global_candidates: int = 100
+    box_margin: float = 0.05  # the box shown is the largest region scoring within this of the best
     nprobe: int = 16
     ef_search: int = 64
     min_score: float | None = None
@@ -229,6 +230,7 @@ def validate(config: Config) -> None:
         (0 <= sea.alpha <= 1, "search.alpha must lie in [0, 1]"),
         (sea.k >= 1, "search.k must be at least 1"),
         (sea.region_candidates >= 1, "search.region_candidates must be at least 1"),
+        (sea.box_margin >= 0, "search.box_margin must not be negative"),
         (syn.n >= 0, "synth.n must not be negative"),
         (syn.size >= 64, "synth.size must be at least 64 pixels"),
         (

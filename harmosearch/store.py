@@ -61,14 +61,11 @@ def write_atomic(path: Path, write: Any) -> None:
     os.replace(tmp, path)
 
 
-@dataclass
-class IndexData:
-    """One generation's contents, in memory."""
+class _Rows:
+    """Row counts of anything holding `images` and `regions` column mappings."""
 
-    images: dict[str, np.ndarray]  # column -> array, one row per image
-    regions: dict[str, np.ndarray]  # column -> array, one row per region, sorted by image_id
-    global_vectors: np.ndarray  # [n_images, D] float
-    region_vectors: np.ndarray  # [n_regions, D] float
+    images: Any
+    regions: Any
 
     @property
     def n_images(self) -> int:
@@ -77,6 +74,16 @@ class IndexData:
     @property
     def n_regions(self) -> int:
         return len(self.regions["image_id"])
+
+
+@dataclass
+class IndexData(_Rows):
+    """One generation's contents, in memory."""
+
+    images: dict[str, np.ndarray]  # column -> array, one row per image
+    regions: dict[str, np.ndarray]  # column -> array, one row per region, sorted by image_id
+    global_vectors: np.ndarray  # [n_images, D] float
+    region_vectors: np.ndarray  # [n_regions, D] float
 
 
 def choose_index_type(n: int, requested: str, exact_below: int) -> str:
@@ -256,7 +263,7 @@ def _save_npy(path: Path, vectors: np.ndarray, dim: int) -> None:
         np.save(f, np.asarray(vectors, dtype=np.float16).reshape(-1, dim))
 
 
-class IndexReader:
+class IndexReader(_Rows):
     """A consistent view of one generation: tables, vectors (memory-mapped) and FAISS indexes."""
 
     def __init__(self, root: Path, load_indexes: bool = True) -> None:
@@ -278,14 +285,6 @@ class IndexReader:
             ) from None
         counts = np.bincount(self.regions["image_id"].astype(np.int64), minlength=self.n_images)
         self.region_start = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-
-    @property
-    def n_images(self) -> int:
-        return len(self.images["path"])
-
-    @property
-    def n_regions(self) -> int:
-        return len(self.regions["image_id"])
 
     def data(self) -> IndexData:
         return IndexData(

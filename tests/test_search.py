@@ -2,13 +2,14 @@
 
 import numpy as np
 import pytest
-from fakes import DIM, FakeEncoder, concept, unit
 
 from harmosearch.config import Config, SearchConfig, load_config
 from harmosearch.errors import IndexStoreError, QueryError
 from harmosearch.fusion import fuse, penalty
 from harmosearch.search import Index
 from harmosearch.store import IndexData, write_generation
+
+from .fakes import DIM, FakeEncoder, concept, unit
 
 # Each image: objects (phrase, box). A region per object with that phrase's vector, plus the
 # whole image with the normalised sum.
@@ -30,7 +31,7 @@ def make_data(scenes, noise=0.0, seed=0):
         for key, value in zip(images, (f"img{i:03d}.png", 1, 1, f"h{i}", 160, 120), strict=True):
             images[key].append(value)
         vectors = [unit(concept(p) + noise * rng.standard_normal(DIM)) for p, _ in objects]
-        g = unit(np.sum(vectors, axis=0))
+        g = unit(np.sum(vectors, axis=0) + 0.5 * concept("background"))  # the whole image is more than its objects
         gvecs.append(g)
         for (_, box), v in [*zip(objects, vectors, strict=True), ((None, (0, 0, 160, 120)), g)]:
             regions["image_id"].append(i)
@@ -62,7 +63,7 @@ def open_fake(tmp_path, scenes=SCENES, index_type="Flat", search=None, noise=0.0
         tmp_path,
         None,
     )
-    run_config = Config(search=search or SearchConfig())
+    run_config = Config(search=search or SearchConfig(box_margin=0.0))  # exact boxes: the best region
     return Index(tmp_path / "idx", run_config, encoder=encoder)
 
 
@@ -183,3 +184,13 @@ def test_fusion_formula():
     assert fuse(g, lex, 0.25) == pytest.approx([0.25 * 0.5 + 0.75 * 0.5, 0.25 * 0.2 + 0.75 * 0.9])
     assert fuse(g, np.zeros((2, 0)), 0.25) == pytest.approx(g)
     assert penalty(np.array([[0.1, 0.3]]), np.array([[0.5, 0.1]]), 0.5) == pytest.approx([0.3])
+
+
+def test_choose_box_prefers_the_largest_near_best_region():
+    from harmosearch.search import choose_box
+
+    scores = np.array([0.80, 0.78, 0.60, 0.79])
+    areas = np.array([100.0, 400.0, 900.0, 200.0])
+    assert choose_box(scores, areas, 0.0) == 0  # margin 0: the best-scoring box
+    assert choose_box(scores, areas, 0.05) == 1  # 0.78 is within 0.05 and the largest of those
+    assert choose_box(scores, areas, 0.5) == 2
