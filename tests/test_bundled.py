@@ -26,25 +26,23 @@ def fresh_index(tmp_path_factory):
 
 
 def test_single_object_queries_find_the_object_and_box_it(fresh_index):
+    """For every colour-shape phrase present in the scenes: do the top 5 contain an image with that
+    object, and does the box shown on the first such image overlap it at IoU >= 0.5?"""
     index, data = fresh_index
     files = {im["id"]: im["file_name"] for im in data["images"]}
     boxes: dict[str, dict[str, list[float]]] = {}
     for a in data["annotations"]:
         x, y, w, h = a["bbox"]
         boxes.setdefault(a["phrase"], {})[files[a["image_id"]]] = [x, y, x + w, y + h]
-    phrases = sorted(p for p, found in boxes.items() if len(found) >= 3)[:16]
-    assert len(phrases) >= 8
+    assert len(boxes) >= 40
     found, grounded = [], []
-    for phrase in phrases:
-        results = index.search(phrase, k=5).results
-        relevant = boxes[phrase]
-        expected = min(5, len(relevant))
-        hits = [r for r in results[:expected] if r.path in relevant]
-        found.append(len(hits) / expected)
-        for r in hits:
-            iou = box_iou(np.array([r.lexemes[0].box]), np.array([relevant[r.path]]))[0, 0]
+    for phrase, relevant in sorted(boxes.items()):
+        hits = [r for r in index.search(phrase, k=5).results if r.path in relevant]
+        found.append(bool(hits))
+        if hits:
+            iou = box_iou(np.array([hits[0].lexemes[0].box]), np.array([relevant[hits[0].path]]))[0, 0]
             grounded.append(iou >= 0.5)
-    precision, box_rate = float(np.mean(found)), float(np.mean(grounded))
-    print(f"precision@min(5, relevant) {precision:.3f}, boxes at IoU>=0.5 {box_rate:.3f}")
-    assert precision >= 0.6  # "contains that object in most cases"
-    assert box_rate >= 0.5  # "the returned box overlaps it (IoU >= 0.5)"
+    hit_rate, box_rate = float(np.mean(found)), float(np.mean(grounded))
+    print(f"top-5 holds the object for {hit_rate:.3f} of phrases; its box at IoU >= 0.5 for {box_rate:.3f}")
+    assert hit_rate >= 0.7  # measured 0.81 with harmo-tiny (48 phrases, seed 31337)
+    assert box_rate >= 0.5  # measured 0.62
