@@ -308,7 +308,7 @@ def phrase_vectors(encoder: Any, phrases: list[str], templates: tuple[str, ...] 
                 parsed = encoder.parse(text)
                 target = encoder.parse(phrase).words
                 span = _find_words(parsed, target)
-                pooled.append(pool_spans(tok, [span])[0])
+                pooled.append(pool_spans(tok, [span], encoder.config.lexeme_pool)[0])
             vec = sum(pooled) / len(pooled)
         out.append(F.normalize(vec.float(), dim=0).numpy())
     return np.stack(out).astype(np.float32)

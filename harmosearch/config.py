@@ -30,6 +30,7 @@ class EncoderConfig:
     dense_mode: str = "value"  # value (CLIPSelf/FineCLIP value path) | plain (last block as is)
     resize: str = "squash"  # squash (whole photo, aspect not kept) | shortest (centre crop, as CLIP)
     lexeme_mode: str = "token"  # token (text token space) | prompt (lexeme as its own prompt)
+    lexeme_pool: str = "last"  # token mode: last (the span's final token) | mean (of the span's tokens)
     lexeme_prompt: str = "a photo of a {}"
     parser: str = "auto"  # auto (spaCy when installed) | rules | spacy
     batch_size: int = 32
@@ -216,6 +217,7 @@ def validate(config: Config) -> None:
     checks = [
         (enc.dense_mode in ("value", "plain"), "encoder.dense_mode must be value or plain"),
         (enc.lexeme_mode in ("token", "prompt"), "encoder.lexeme_mode must be token or prompt"),
+        (enc.lexeme_pool in ("mean", "last"), "encoder.lexeme_pool must be mean or last"),
         (enc.parser in ("auto", "rules", "spacy"), "encoder.parser must be auto, rules or spacy"),
         (enc.resize in ("squash", "shortest"), "encoder.resize must be squash or shortest"),
         (

@@ -233,14 +233,18 @@ def text_forward(model: Any, tokens: Any) -> tuple[Any, Any]:
     return pooled, x
 
 
-def pool_spans(token_vectors: Any, spans: list[tuple[int, int]]) -> Any:
-    """Mean of the L2-normalised token vectors inside each span: [T, D] -> [L, D], normalised."""
+def pool_spans(token_vectors: Any, spans: list[tuple[int, int]], pool: str = "mean") -> Any:
+    """Lexeme vectors from per-token vectors [T, D] -> [L, D], L2-normalised: the mean of the
+    span's normalised token vectors, or ("last") the span's final token, which under the text
+    tower's causal attention is the only one that has read the whole lexeme."""
     import torch
     import torch.nn.functional as F
 
     if not spans:
         return token_vectors.new_zeros((0, token_vectors.shape[-1]))
     normed = F.normalize(token_vectors.float(), dim=-1)
+    if pool == "last":
+        return torch.stack([normed[hi - 1] for _, hi in spans])
     pooled = torch.stack([normed[lo:hi].mean(0) for lo, hi in spans])
     return F.normalize(pooled, dim=-1)
 
@@ -346,7 +350,7 @@ class Encoder:
                 offset += count
             return out
         return [
-            TextEncoding(text, p, g, pool_spans(tok, [lex.tokens for lex in p.lexemes]))
+            TextEncoding(text, p, g, pool_spans(tok, [lex.tokens for lex in p.lexemes], self.config.lexeme_pool))
             for text, p, g, tok in zip(texts, parsed, pooled, per_token, strict=True)
         ]
 
@@ -367,7 +371,7 @@ def load_encoder(config: Config | EncoderConfig | None = None, device: str | Non
         defaults = EncoderConfig()
         updates = {
             k: trained[k]
-            for k in ("dense_mode", "lexeme_mode", "resize")
+            for k in ("dense_mode", "lexeme_mode", "lexeme_pool", "resize")
             if k in trained and getattr(enc, k) == getattr(defaults, k)
         }
         if updates:

@@ -181,8 +181,8 @@ def test_lexeme_vectors_pool_their_token_span(test_encoder):
     with torch.no_grad():
         _, per_token = text_forward(test_encoder.model, test_encoder.tokenize([enc.text]))
     lo, hi = enc.parsed.lexemes[1].tokens
-    expected = F.normalize(F.normalize(per_token[0, lo:hi], dim=-1).mean(0), dim=0)
-    assert torch.allclose(enc.lexeme_vectors[1], expected, atol=1e-5)
+    assert test_encoder.config.lexeme_pool == "last"  # the default: the span's final token
+    assert torch.allclose(enc.lexeme_vectors[1], F.normalize(per_token[0, hi - 1], dim=0), atol=1e-5)
     assert pool_spans(per_token[0], []).shape == (0, per_token.shape[-1])
 
 
@@ -229,3 +229,39 @@ def test_bundle_round_trip_keeps_vectors_and_config(test_encoder, tmp_path):
         expected = vision_forward(test_encoder.model, x, "plain")[1]
     assert torch.allclose(loaded.encode_pixels(x)[1], expected, atol=1e-5)
     assert Config().encoder.dense_mode == "value"
+
+
+def test_last_token_pooling_takes_the_span_end():
+    tokens = torch.randn(6, 8, generator=torch.Generator().manual_seed(9))
+    last = pool_spans(tokens, [(1, 4), (4, 5)], "last")
+    assert torch.allclose(last[0], F.normalize(tokens[3], dim=0)) and torch.allclose(
+        last[1], F.normalize(tokens[4], dim=0)
+    )
+    mean = pool_spans(tokens, [(1, 4)], "mean")[0]
+    assert torch.allclose(mean, F.normalize(F.normalize(tokens[1:4], dim=-1).mean(0), dim=0))
+
+
+def test_training_forward_pools_lexemes_like_the_encoder(test_encoder):
+    """The loop's vectorised span pooling equals pool_spans for both pooling modes."""
+    from harmosearch.train.loop import forward_batch
+
+    texts = ["a small red circle near a blue star", "one green ring"]
+    tokens = test_encoder.tokenize(texts)
+    spans = torch.tensor([[[2, 5], [7, 9]], [[2, 4], [0, 0]]])
+    batch = {
+        "pixels": images(2, seed=6),
+        "tokens": tokens,
+        "spans": spans,
+        "boxes": torch.tensor([[[0.0, 0, 2, 2], [1, 1, 3, 3]], [[0, 0, 4, 4], [0, 0, 0, 0]]]),
+        "crop_boxes": torch.zeros(2, 2, 4),
+        "valid": torch.tensor([[True, True], [True, False]]),
+        "lexeme_ids": torch.tensor([[1, 2], [3, -1]]),
+    }
+    with torch.no_grad():
+        _, per_token = text_forward(test_encoder.model, tokens)
+        for pool in ("mean", "last"):
+            out = forward_batch(test_encoder.model, batch, "value", False, pool)
+            expected = torch.cat(
+                [pool_spans(per_token[0], [(2, 5), (7, 9)], pool), pool_spans(per_token[1], [(2, 4)], pool)]
+            )
+            assert torch.allclose(out["lexemes"], expected, atol=1e-5)

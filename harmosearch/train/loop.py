@@ -52,7 +52,9 @@ def param_groups(model: Any, weight_decay: float) -> list[dict[str, Any]]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def forward_batch(model: Any, batch: dict[str, Any], dense_mode: str, need_crops: bool) -> dict[str, Any]:
+def forward_batch(
+    model: Any, batch: dict[str, Any], dense_mode: str, need_crops: bool, lexeme_pool: str = "mean"
+) -> dict[str, Any]:
     """Everything the losses need from one batch, in one pass of each tower."""
     import torch
     import torch.nn.functional as F
@@ -69,7 +71,8 @@ def forward_batch(model: Any, batch: dict[str, Any], dense_mode: str, need_crops
     normed = F.normalize(per_token.float(), dim=-1)
     positions = torch.arange(normed.shape[1], device=normed.device)
     spans = batch["spans"]
-    inside = (positions[None, None, :] >= spans[..., :1]) & (positions[None, None, :] < spans[..., 1:])
+    start = spans[..., 1:] - 1 if lexeme_pool == "last" else spans[..., :1]
+    inside = (positions[None, None, :] >= start) & (positions[None, None, :] < spans[..., 1:])
     counts = inside.sum(-1, keepdim=True).clamp(min=1)
     lexemes = torch.einsum("bkt,btd->bkd", inside.float(), normed) / counts
     owner = torch.nonzero(valid)[:, 0]
@@ -219,7 +222,9 @@ def train(
         for batch in loader:
             batch = {k: v.to(device) for k, v in batch.items()}
             with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                outputs = forward_batch(model, batch, ec.dense_mode, "gr" in tc.losses and tc.gr_variant == "crop")
+                outputs = forward_batch(
+                    model, batch, ec.dense_mode, "gr" in tc.losses and tc.gr_variant == "crop", ec.lexeme_pool
+                )
             terms = loss_fn(outputs)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(terms["total"]).backward()
