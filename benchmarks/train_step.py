@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import append_result
 
 from harmosearch.config import SynthConfig
-from harmosearch.encoder import _load_open_clip, resolve_spec
+from harmosearch.encoder import load_model, resolve_spec
 from harmosearch.synth import generate
 from harmosearch.train.data import TrainingSet, load_dataset
 from harmosearch.train.loop import forward_batch, param_groups
@@ -27,7 +27,7 @@ from harmosearch.train.losses import HarmoLoss
 
 
 def step_time(losses: tuple[str, ...], batches: list[dict], variant: str = "caption") -> float:
-    model, _ = _load_open_clip(resolve_spec("harmo-tiny-vit:random"))
+    model, _ = load_model(resolve_spec("harmo-tiny-vit:random"))
     model.train()
     loss_fn = HarmoLoss(losses, gr_variant=variant)
     optimizer = torch.optim.AdamW(param_groups(model, 0.1), lr=1e-4)

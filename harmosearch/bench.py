@@ -302,7 +302,7 @@ def phrase_vectors(encoder: Any, phrases: list[str], templates: tuple[str, ...] 
             vec = encoder.encode_texts(texts).mean(0)
         else:
             tokens = encoder.tokenize(texts)
-            _, per_token = encoder._text(tokens)
+            _, per_token = encoder.encode_tokens(tokens)
             pooled = []
             for text, tok in zip(texts, per_token, strict=True):
                 parsed = encoder.parse(text)

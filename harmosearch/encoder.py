@@ -114,7 +114,7 @@ def resolve_spec(spec: str) -> ModelSource:
     return ModelSource(spec, name, tag)
 
 
-def _load_open_clip(source: ModelSource) -> tuple[Any, dict[str, Any]]:
+def load_model(source: ModelSource) -> tuple[Any, dict[str, Any]]:
     import open_clip
     import torch
 
@@ -318,12 +318,12 @@ class Encoder:
         vectors = []
         for start in range(0, len(texts), self.config.batch_size):
             tokens = self.tokenize(texts[start : start + self.config.batch_size])
-            vectors.append(self._text(tokens)[0])
+            vectors.append(self.encode_tokens(tokens)[0])
         if not vectors:
             return torch.zeros((0, self.identity.embed_dim))
         return torch.cat(vectors)
 
-    def _text(self, tokens: Any) -> tuple[Any, Any]:
+    def encode_tokens(self, tokens: Any) -> tuple[Any, Any]:
         import torch
         import torch.nn.functional as F
 
@@ -339,7 +339,7 @@ class Encoder:
         if not texts:
             return []
         tokens = self.tokenize(texts)
-        pooled, per_token = self._text(tokens)
+        pooled, per_token = self.encode_tokens(tokens)
         if self.config.lexeme_mode == "prompt":
             prompts = [self.config.lexeme_prompt.format(lex.text) for p in parsed for lex in p.lexemes]
             flat = self.encode_texts(prompts)
@@ -363,7 +363,7 @@ def load_encoder(config: Config | EncoderConfig | None = None, device: str | Non
 
     enc = config.encoder if isinstance(config, Config) else (config or EncoderConfig())
     source = resolve_spec(enc.model)
-    model, meta = _load_open_clip(source)
+    model, meta = load_model(source)
     if meta.get("config", {}).get("encoder"):
         # A harmosearch checkpoint carries the dense/lexeme settings it was trained for;
         # the user's explicit choices still win because they arrive as `enc`.

@@ -180,7 +180,7 @@ def test_lexeme_vectors_pool_their_token_span(test_encoder):
     assert enc.parsed.lexeme_texts == ["small red circle", "blue star"]
     with torch.no_grad():
         _, per_token = text_forward(test_encoder.model, test_encoder.tokenize([enc.text]))
-    lo, hi = enc.parsed.lexemes[1].tokens
+    _, hi = enc.parsed.lexemes[1].tokens
     assert test_encoder.config.lexeme_pool == "last"  # the default: the span's final token
     assert torch.allclose(enc.lexeme_vectors[1], F.normalize(per_token[0, hi - 1], dim=0), atol=1e-5)
     assert pool_spans(per_token[0], []).shape == (0, per_token.shape[-1])

@@ -124,7 +124,7 @@ def train(
     from open_clip.transform import image_transform
 
     from harmosearch.device import autocast_dtype, resolve_device
-    from harmosearch.encoder import _load_open_clip, model_config_of, resolve_spec, write_model_bundle
+    from harmosearch.encoder import load_model, model_config_of, resolve_spec, write_model_bundle
     from harmosearch.train.data import TrainingSet, load_dataset
     from harmosearch.train.losses import HarmoLoss
 
@@ -138,7 +138,7 @@ def train(
     checkpoint = latest_checkpoint(out) if resume else None
     source = resolve_spec(str(checkpoint) if checkpoint else ec.model)
     base_source = resolve_spec(ec.model)
-    model, _ = _load_open_clip(source)
+    model, _ = load_model(source)
     model_cfg = model_config_of(base_source if not checkpoint else source)
     model = model.to(device).train()
     tokenizer = get_tokenizer(source.name)
