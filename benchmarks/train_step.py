@@ -35,7 +35,7 @@ def step_time(losses: tuple[str, ...], batches: list[dict], variant: str = "capt
     for batch in batches:
         start = time.perf_counter()
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            out = forward_batch(model, batch, "value", "gr" in losses and variant == "crop")
+            out = forward_batch(model, batch, "value", "gr" in losses and variant == "crop", "last")
         terms = loss_fn(out)
         optimizer.zero_grad()
         terms["total"].backward()

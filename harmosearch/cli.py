@@ -109,6 +109,15 @@ def synth(
     )
 
 
+def absolute_model_path(spec: str | None) -> str | None:
+    """Model specs naming a local folder are stored absolute, so the index works from any folder."""
+    if spec is None:
+        return None
+    prefix = "local-dir:" if spec.startswith("local-dir:") else ""
+    path = Path(spec.removeprefix(prefix)).expanduser()
+    return f"{prefix}{path.resolve()}" if path.exists() else spec
+
+
 @app.command()
 @interruptible
 def index(
@@ -140,7 +149,7 @@ def index(
 ) -> None:
     """Index a photo folder: one global vector and many region vectors per image; re-runs update."""
     overrides: dict[str, Any] = {
-        "encoder.model": model,
+        "encoder.model": absolute_model_path(model),
         "encoder.device": device,
         "encoder.batch_size": batch_size,
         "index.index_type": index_type,
@@ -451,6 +460,13 @@ def train(
     losses: Annotated[str | None, typer.Option("--losses", help="Loss terms to use, e.g. gc,lrc,gr.")] = None,
     weights: Annotated[str | None, typer.Option("--weights", help="Term weights: lrc=1,gr=1.")] = None,
     gr_variant: Annotated[str | None, typer.Option("--gr-variant", help="GR variant: caption or crop.")] = None,
+    lexeme_source: Annotated[
+        str | None, typer.Option("--lexeme-source", help="caption (its lexemes linked to boxes) or annotations.")
+    ] = None,
+    lexeme_mode: Annotated[
+        str | None, typer.Option("--lexeme-mode", help="token (text token space) or prompt (own prompt).")
+    ] = None,
+    match: Annotated[str | None, typer.Option("--match", help="When boxes tie for a lexeme: largest or skip.")] = None,
     epochs: Annotated[int | None, typer.Option("--epochs")] = None,
     max_steps: Annotated[int | None, typer.Option("--max-steps", help="Stop after this many steps.")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size")] = None,
@@ -469,6 +485,9 @@ def train(
             "encoder.device": device,
             "train.losses": losses,
             "train.gr_variant": gr_variant,
+            "train.lexeme_source": lexeme_source,
+            "train.match": match,
+            "encoder.lexeme_mode": lexeme_mode,
             "train.epochs": epochs,
             "train.max_steps": max_steps,
             "train.batch_size": batch_size,

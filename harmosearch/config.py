@@ -82,6 +82,8 @@ class TrainConfig:
     w_lrc: float = 1.0
     w_gr: float = 1.0
     gr_variant: str = "caption"  # caption (a) | crop (b)
+    lexeme_source: str = "caption"  # caption (its parsed lexemes linked to boxes) | annotations (every phrase)
+    match: str = "largest"  # several boxes fit a lexeme equally: largest | skip
     epochs: int = 1
     max_steps: int | None = None
     batch_size: int = 64
@@ -244,6 +246,8 @@ def validate(config: Config) -> None:
             "train.losses must be a non-empty subset of gc, lrc, gr",
         ),
         (tr.gr_variant in ("caption", "crop"), "train.gr_variant must be caption or crop"),
+        (tr.lexeme_source in ("caption", "annotations"), "train.lexeme_source must be caption or annotations"),
+        (tr.match in ("largest", "skip"), "train.match must be largest or skip"),
         (tr.batch_size >= 2, "train.batch_size must be at least 2 (contrastive losses need negatives)"),
     ]
     for ok, message in checks:

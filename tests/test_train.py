@@ -162,3 +162,45 @@ def test_unknown_training_folder_is_a_clear_error(tmp_path):
 
     with pytest.raises(DataError, match="not a training set harmosearch knows"):
         load_dataset(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("source", "mode"), [("annotations", "token"), ("caption", "prompt"), ("annotations", "prompt")]
+)
+def test_lexeme_source_and_mode_options_train(train_scenes, tmp_path, source, mode):
+    config = tiny_config(
+        **{
+            "train.max_steps": 2,
+            "train.lexeme_source": source,
+            "encoder.lexeme_mode": mode,
+            "train.checkpoint_every": 1000,
+        }
+    )
+    encoder = load_encoder(config)
+    from harmosearch.train.data import TrainingSet
+
+    ds = TrainingSet(
+        load_dataset(train_scenes),
+        encoder.transform,
+        encoder.tokenizer,
+        32,
+        encoder.grid,
+        32,
+        "squash",
+        seed=0,
+        lexeme_source=source,
+        lexeme_mode=mode,
+    )
+    item = ds[3]
+    assert "lexeme_tokens" in item
+    n = int(item["valid"].sum())
+    if source == "annotations":
+        data = json.loads((train_scenes / "annotations.json").read_text())
+        assert n == sum(1 for a in data["annotations"] if a["image_id"] == 3)  # every object supervised
+    for slot in range(n):
+        lo, hi = item["spans"][slot].tolist()
+        words = encoder.tokenizer.decode(item["lexeme_tokens"][slot][lo:hi].tolist()).strip()
+        assert words and words in encoder.tokenizer.decode(item["lexeme_tokens"][slot].tolist())
+    history = []
+    train(config, train_scenes, tmp_path / "run", on_step=lambda m: history.append(m["lrc"]))
+    assert len(history) == 2 and all(v > 0 for v in history)

@@ -75,6 +75,7 @@ COCO_SYNONYMS: dict[str, tuple[str, ...]] = {
 class Link:
     words: frozenset[str]
     box: tuple[float, float, float, float]  # x0, y0, x1, y1 in pixels
+    text: str = ""  # the phrase as annotated (lexeme source "annotations")
 
 
 @dataclass(frozen=True)
@@ -123,7 +124,8 @@ def load_scene_folder(root: Path) -> list[Sample]:
     for a in data.get("annotations", []):
         phrase = a.get("phrase")
         if phrase:
-            links[a["image_id"]].append(Link(frozenset(phrase.lower().split()), xywh_to_xyxy(a["bbox"])))
+            words = frozenset(phrase.lower().split())
+            links[a["image_id"]].append(Link(words, xywh_to_xyxy(a["bbox"]), phrase.lower()))
     images_dir = Path(root) / "images"
     samples = []
     for im in data["images"]:
@@ -155,7 +157,7 @@ def load_coco(images_dir: Path, instances: Path, captions: Path) -> list[Sample]
             continue
         name = names[a["category_id"]]
         words = frozenset(name.split()) | frozenset(COCO_SYNONYMS.get(name, ())) | {name.split()[-1] + "s"}
-        by_image_links[a["image_id"]].append(Link(words, xywh_to_xyxy(a["bbox"])))
+        by_image_links[a["image_id"]].append(Link(words, xywh_to_xyxy(a["bbox"]), name))
     samples = []
     for im in inst["images"]:
         if by_image_caps[im["id"]]:
@@ -206,7 +208,7 @@ def load_flickr30k_entities(root: Path, image_ids: list[str] | None = None) -> l
                 continue
             for entity, phrase in ENTITY.findall(line):
                 for xyxy in boxes.get(entity, [])[:1]:
-                    links.append(Link(frozenset(phrase.lower().split()), xyxy))  # type: ignore[arg-type]
+                    links.append(Link(frozenset(phrase.lower().split()), xyxy, phrase.lower()))  # type: ignore[arg-type]
             captions.append(ENTITY.sub(lambda m: m.group(2), line).strip())
         samples.append(Sample(images_dir / f"{image_id}.jpg", tuple(captions), tuple(links), (width, height)))
     if not samples:
@@ -233,8 +235,13 @@ def load_dataset(path: Path) -> list[Sample]:
 
 
 class TrainingSet:
-    """Yields model-ready tensors: pixels, caption tokens, and up to `max_links` (token span,
-    grid box) pairs per sample, padded. The caption is drawn per (epoch, index) from a seed."""
+    """Yields model-ready tensors: pixels, caption tokens, and up to `max_links` lexeme-box pairs
+    per sample, padded. The caption is drawn per (epoch, index) from a seed.
+
+    lexeme_source "caption": the caption's parsed lexemes that a link describes; their vectors
+    come from the caption's own tokens (span in `spans`). "annotations": every annotated phrase,
+    embedded inside `prompt` ("a photo of a red circle"). lexeme_mode "prompt" embeds each lexeme
+    as its own prompt (EOT feature); both of the latter ship per-slot `lexeme_tokens`."""
 
     def __init__(
         self,
@@ -249,6 +256,9 @@ class TrainingSet:
         parser: str = "rules",
         match: str = "largest",
         max_links: int = 6,
+        lexeme_source: str = "caption",
+        lexeme_mode: str = "token",
+        prompt: str = "a photo of a {}",
     ) -> None:
         self.samples = samples
         self.transform = transform
@@ -261,10 +271,25 @@ class TrainingSet:
         self.parser = parser
         self.match = match
         self.max_links = max_links
+        self.lexeme_source = lexeme_source
+        self.lexeme_mode = lexeme_mode
+        self.prompt = prompt
         self.epoch = 0
 
     def __len__(self) -> int:
         return len(self.samples)
+
+    def _pairs(self, caption: str, links: tuple[Link, ...]) -> list[tuple[str, tuple[int, int], Link]]:
+        """(lexeme text, token span in the caption or -1s, link) for each supervised lexeme."""
+        from harmosearch.lexemes import parse
+
+        if self.lexeme_source == "annotations":
+            return [(link.text or " ".join(sorted(link.words)), (-1, -1), link) for link in links[: self.max_links]]
+        parsed = parse(caption, self.tokenizer, self.context_length, self.parser)
+        return [
+            (parsed.lexemes[i].text, parsed.lexemes[i].tokens, link)
+            for i, link in link_lexemes(parsed, links, self.match)[: self.max_links]
+        ]
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         import numpy as np
@@ -280,32 +305,49 @@ class TrainingSet:
         with Image.open(sample.image) as image:
             width, height = image.size
             pixels = self.transform(image.convert("RGB"))
-        parsed = parse(caption, self.tokenizer, self.context_length, self.parser)
-        pairs = link_lexemes(parsed, sample.links, self.match)[: self.max_links]
-        spans = torch.zeros((self.max_links, 2), dtype=torch.long)
-        boxes = torch.zeros((self.max_links, 4), dtype=torch.float32)
-        crop_boxes = torch.zeros((self.max_links, 4), dtype=torch.float32)
-        valid = torch.zeros(self.max_links, dtype=torch.bool)
-        lexeme_ids = torch.full((self.max_links,), -1, dtype=torch.long)
-        for slot, (i, link) in enumerate(pairs):
-            lexeme = parsed.lexemes[i]
-            spans[slot] = torch.tensor(lexeme.tokens)
+        pairs = self._pairs(caption, sample.links)
+        own_prompts = self.lexeme_source == "annotations" or self.lexeme_mode == "prompt"
+        k = self.max_links
+        spans = torch.zeros((k, 2), dtype=torch.long)
+        boxes = torch.zeros((k, 4), dtype=torch.float32)
+        crop_boxes = torch.zeros((k, 4), dtype=torch.float32)
+        valid = torch.zeros(k, dtype=torch.bool)
+        lexeme_ids = torch.full((k,), -1, dtype=torch.long)
+        lexeme_tokens = torch.zeros((k, self.context_length), dtype=torch.long)
+        scale = torch.tensor([self.image_size / self.grid[1], self.image_size / self.grid[0]] * 2)
+        for slot, (text, span, link) in enumerate(pairs):
+            if own_prompts:
+                prompt = self.prompt.format(text)
+                lexeme_tokens[slot] = self.tokenizer([prompt])[0]
+                target = parse(text, self.tokenizer, self.context_length, "rules").words
+                span = _span_of(parse(prompt, self.tokenizer, self.context_length, "rules"), target)
+            spans[slot] = torch.tensor(span)
             pixel_box = torch.tensor([link.box], dtype=torch.float32)
             boxes[slot] = to_grid(pixel_box, width, height, self.grid, self.image_size, self.resize)[0]
-            crop_boxes[slot] = boxes[slot] * torch.tensor(
-                [self.image_size / self.grid[1], self.image_size / self.grid[0]] * 2
-            )
+            crop_boxes[slot] = boxes[slot] * scale
             valid[slot] = True
-            lexeme_ids[slot] = _text_id(lexeme.text)
-        return {
+            lexeme_ids[slot] = _text_id(text)
+        item = {
             "pixels": pixels,
             "tokens": self.tokenizer([caption])[0],
-            "spans": spans,
+            "spans": spans,  # token spans: in the caption, or in lexeme_tokens when those are given
             "boxes": boxes,  # grid units
             "crop_boxes": crop_boxes,  # pixels of the model input
             "valid": valid,
             "lexeme_ids": lexeme_ids,  # equal ids = textually identical lexemes
         }
+        if own_prompts:
+            item["lexeme_tokens"] = lexeme_tokens
+        return item
+
+
+def _span_of(parsed: ParsedText, words: tuple[str, ...]) -> tuple[int, int]:
+    """Token span of `words` inside a parsed prompt (the last occurrence)."""
+    n = len(words)
+    for i in range(len(parsed.words) - n, -1, -1):
+        if tuple(parsed.words[i : i + n]) == tuple(words):
+            return (parsed.word_tokens[i][0], parsed.word_tokens[i + n - 1][1])
+    raise DataError(f"lexeme {' '.join(words)!r} not found in its prompt")
 
 
 def _text_id(text: str) -> int:

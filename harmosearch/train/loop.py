@@ -53,7 +53,12 @@ def param_groups(model: Any, weight_decay: float) -> list[dict[str, Any]]:
 
 
 def forward_batch(
-    model: Any, batch: dict[str, Any], dense_mode: str, need_crops: bool, lexeme_pool: str = "mean"
+    model: Any,
+    batch: dict[str, Any],
+    dense_mode: str,
+    need_crops: bool,
+    lexeme_pool: str = "mean",
+    lexeme_mode: str = "token",
 ) -> dict[str, Any]:
     """Everything the losses need from one batch, in one pass of each tower."""
     import torch
@@ -68,19 +73,21 @@ def forward_batch(
     text_pooled, per_token = text_forward(model, tokens)
     boxes = [batch["boxes"][b][valid[b]] for b in range(len(valid))]
     regions = torch.cat(pool(dense.float(), boxes))
-    normed = F.normalize(per_token.float(), dim=-1)
-    positions = torch.arange(normed.shape[1], device=normed.device)
     spans = batch["spans"]
-    start = spans[..., 1:] - 1 if lexeme_pool == "last" else spans[..., :1]
-    inside = (positions[None, None, :] >= start) & (positions[None, None, :] < spans[..., 1:])
-    counts = inside.sum(-1, keepdim=True).clamp(min=1)
-    lexemes = torch.einsum("bkt,btd->bkd", inside.float(), normed) / counts
+    if "lexeme_tokens" in batch:  # every lexeme embedded from its own prompt
+        prompt_pooled, prompt_tokens = text_forward(model, batch["lexeme_tokens"][valid])
+        if lexeme_mode == "prompt":
+            lexemes = prompt_pooled.float()
+        else:
+            lexemes = _pool_token_spans(prompt_tokens, spans[valid][:, None], lexeme_pool)[:, 0]
+    else:
+        lexemes = _pool_token_spans(per_token, spans, lexeme_pool)[valid]
     owner = torch.nonzero(valid)[:, 0]
     out = {
         "image": F.normalize(pooled.float(), dim=-1),
         "text": F.normalize(text_pooled.float(), dim=-1),
         "regions": regions.float(),
-        "lexemes": F.normalize(lexemes[valid].float(), dim=-1),
+        "lexemes": F.normalize(lexemes.float(), dim=-1),
         "lexeme_ids": batch["lexeme_ids"][valid],
         "owner": owner,
         "scale": model.logit_scale.exp().clamp(max=100).float(),
@@ -94,6 +101,19 @@ def forward_batch(
                 F.normalize(vision_forward(model, crops, dense_mode)[0].float(), dim=-1) if len(crops) else crops
             )
     return out
+
+
+def _pool_token_spans(per_token: Any, spans: Any, pool: str) -> Any:
+    """Batched pool_spans: per_token [B, T, D], spans [B, K, 2] -> [B, K, D] (not renormalised)."""
+    import torch
+    import torch.nn.functional as F
+
+    normed = F.normalize(per_token.float(), dim=-1)
+    positions = torch.arange(normed.shape[1], device=normed.device)
+    start = spans[..., 1:] - 1 if pool == "last" else spans[..., :1]
+    inside = (positions[None, None, :] >= start) & (positions[None, None, :] < spans[..., 1:])
+    counts = inside.sum(-1, keepdim=True).clamp(min=1)
+    return torch.einsum("bkt,btd->bkd", inside.float(), normed) / counts
 
 
 def _batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
@@ -160,6 +180,10 @@ def train(
         ec.resize,
         tc.seed,
         ec.parser,
+        tc.match,
+        lexeme_source=tc.lexeme_source,
+        lexeme_mode=ec.lexeme_mode,
+        prompt=ec.lexeme_prompt,
     )
     steps_per_epoch = len(samples) // tc.batch_size
     total = steps_per_epoch * tc.epochs
@@ -223,7 +247,12 @@ def train(
             batch = {k: v.to(device) for k, v in batch.items()}
             with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
                 outputs = forward_batch(
-                    model, batch, ec.dense_mode, "gr" in tc.losses and tc.gr_variant == "crop", ec.lexeme_pool
+                    model,
+                    batch,
+                    ec.dense_mode,
+                    "gr" in tc.losses and tc.gr_variant == "crop",
+                    ec.lexeme_pool,
+                    ec.lexeme_mode,
                 )
             terms = loss_fn(outputs)
             optimizer.zero_grad(set_to_none=True)
