@@ -46,3 +46,17 @@ def test_single_object_queries_find_the_object_and_box_it(fresh_index):
     print(f"top-5 holds the object for {hit_rate:.3f} of phrases; its box at IoU >= 0.5 for {box_rate:.3f}")
     assert hit_rate >= 0.7  # measured 0.81 with harmo-tiny (48 phrases, seed 31337)
     assert box_rate >= 0.5  # measured 0.62
+
+
+def test_bench_runs_end_to_end_on_the_bundled_model(tmp_path, monkeypatch):
+    from harmosearch.bench import run_bench
+
+    monkeypatch.setenv("HARMOSEARCH_CACHE", str(tmp_path))
+    config = load_config(overrides={"encoder.model": "harmo-tiny", "encoder.device": "cpu"})
+    result = run_bench(config, "synthetic", ("retrieval", "boxcls", "grounding"), n=40)
+    tasks = result["tasks"]
+    assert tasks["retrieval"]["captions"] == 200 and tasks["boxcls"]["classes"] == 48
+    # Far above chance (1/40 for R@1, 1/48 for box classification) on unseen scenes.
+    assert tasks["retrieval"]["modes"]["global"]["t2i_R@1"] > 0.2
+    assert tasks["boxcls"]["top1"] > 0.5
+    assert tasks["grounding"]["accuracy"] > 0.3

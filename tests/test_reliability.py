@@ -259,3 +259,51 @@ def test_full_disk_leaves_the_previous_index(tmp_path, scenes, test_encoder, mon
     assert read_manifest(tmp_path / "idx")["counts"]["images"] == 12
     report = build_index(photos, tmp_path / "idx", CONFIG, encoder=test_encoder)
     assert report.images == 13 and report.resumed == 1  # the staged encoding was kept
+
+
+@pytest.mark.slow
+def test_kill_9_during_training_then_resume_matches_an_unbroken_run(tmp_path, scenes):
+    import torch
+    from safetensors.torch import load_file
+
+    (tmp_path / "fp32.toml").write_text('[train]\nprecision = "fp32"\n')
+    args = [
+        "--config",
+        str(tmp_path / "fp32.toml"),
+        "train",
+        "--data",
+        str(scenes),
+        "--model",
+        TEST_MODEL,
+        "--batch-size",
+        "4",
+        "--epochs",
+        "2",
+        "--checkpoint-every",
+        "1",
+        "--workers",
+        "0",
+        "--lr",
+        "0.002",
+    ]
+
+    def start(out):
+        return subprocess.Popen(
+            [sys.executable, "-m", "harmosearch", *args, "--out", str(out)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    assert start(tmp_path / "whole").wait(timeout=300) == 0
+    rng = random.Random(1)
+    for _ in range(3):
+        process = start(tmp_path / "broken")
+        time.sleep(rng.uniform(3.0, 8.0))
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    final = start(tmp_path / "broken")
+    assert final.wait(timeout=300) == 0, final.stderr.read()
+    whole = load_file(tmp_path / "whole" / "final" / "open_clip_model.safetensors")
+    resumed = load_file(tmp_path / "broken" / "final" / "open_clip_model.safetensors")
+    assert all(torch.equal(whole[k], resumed[k]) for k in whole)
