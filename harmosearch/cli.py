@@ -531,6 +531,9 @@ def main(argv: list[str] | None = None) -> None:
     command = typer.main.get_command(app)
     try:
         command.main(args=args, prog_name="harmosearch", standalone_mode=True)
+    except KeyboardInterrupt:  # before a command started (argument parsing, imports)
+        err.print("interrupted")
+        sys.exit(130)
     except HarmosearchError as exc:
         if "--debug" in args:
             raise

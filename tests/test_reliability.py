@@ -219,7 +219,10 @@ def test_ctrl_c_exits_cleanly_with_a_message(tmp_path, scenes):
     shutil.copytree(scenes / "images", photos)
     (tmp_path / "c.toml").write_text("")
     process = run_index(photos, tmp_path / "idx")
-    time.sleep(4)
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "idx" / "index.lock").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)  # wait until the command itself runs, past interpreter start-up
+    time.sleep(0.5)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
     if process.returncode == 0:
