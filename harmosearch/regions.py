@@ -162,34 +162,36 @@ def pool(dense: Any, grid_boxes: list[Any]) -> list[Any]:
 
 
 def select(boxes: Any, scales: Any, vectors: Any, global_vector: Any, config: RegionConfig) -> Regions:
-    """Keep at most config.max_regions regions: user boxes and the full image first, then the
-    windows that differ most from the global vector, after box NMS and near-duplicate removal."""
+    """Keep at most config.max_regions regions: user boxes and the full image first, then segment
+    boxes, then the windows that differ most from the global vector, after box NMS and
+    near-duplicate removal."""
+    import numpy as np
     import torch
     from torchvision.ops import nms
 
-    if len(boxes) == 0:
+    n = len(boxes)
+    if n == 0:
         return Regions(boxes, scales, vectors)
-    distinct = 1.0 - vectors @ global_vector
-    priority = (
-        distinct + (scales == USER_BOX).float() * 10 + (scales >= 1.0).float() * 5 + (scales == SEGMENT).float() * 2
-    )
+    sc = scales.numpy()
+    # Products in torch: numpy's BLAS threads stall on small matrices when the cores are busy.
+    distinct = (1.0 - vectors @ global_vector).numpy()
+    priority = distinct + (sc == USER_BOX) * 10 + (sc >= 1.0) * 5 + (sc == SEGMENT) * 2
     # Rank by priority rounded to 1e-3, ties in proposal order, so that float noise from batching
     # rarely changes which regions are kept; NMS then sees distinct, rank-ordered scores.
-    rounded = torch.round(priority.double() * 1000)
-    order = sorted(range(len(boxes)), key=lambda i: (-float(rounded[i]), i))
-    ranks = torch.empty(len(boxes), dtype=torch.float32)
-    ranks[torch.tensor(order)] = torch.arange(len(boxes), 0, -1, dtype=torch.float32)
-    keep = nms(boxes, ranks, config.nms_iou)
-    chosen: list[int] = []
-    for i in keep.tolist():
+    order = np.lexsort((np.arange(n), -np.round(priority.astype(np.float64) * 1000)))
+    ranks = np.empty(n, dtype=np.float32)
+    ranks[order] = np.arange(n, 0, -1, dtype=np.float32)
+    kept = nms(boxes, torch.from_numpy(ranks), config.nms_iou)
+    keep = kept.numpy()
+    sims = (vectors[kept] @ vectors[kept].T).numpy()
+    chosen: list[int] = []  # positions in keep
+    for position, row in enumerate(keep):
         if len(chosen) >= config.max_regions:
             break
-        if chosen and scales[i] != USER_BOX:
-            sims = vectors[chosen] @ vectors[i]
-            if float(sims.max()) > config.dedup_cosine:
-                continue
-        chosen.append(i)
-    index = torch.tensor(sorted(chosen), dtype=torch.long)
+        if chosen and sc[row] != USER_BOX and sims[position, chosen].max() > config.dedup_cosine:
+            continue
+        chosen.append(position)
+    index = torch.from_numpy(np.sort(keep[chosen]))
     return Regions(boxes[index], scales[index], vectors[index])
 
 
