@@ -115,8 +115,13 @@ def build_faiss(vectors: np.ndarray, index_type: str) -> Any:
                 f"index type {index_type!r} needs at least {lists} vectors to train, there are {len(vectors)}; "
                 "use Flat or fewer IVF lists"
             )
+        # k-means needs a few dozen points per list, not all of them: train on a fixed sample.
+        sample, cap = vectors, max(64 * lists, 100_000)
+        if len(vectors) > cap:
+            rows = np.random.default_rng(0).choice(len(vectors), size=cap, replace=False)
+            sample = vectors[np.sort(rows)]
         trainer = faiss_to_gpu(index)
-        trainer.train(vectors)
+        trainer.train(sample)
         index = faiss_to_cpu(trainer)
     if len(vectors):
         index.add(vectors)
