@@ -294,6 +294,7 @@ def phrase_vectors(encoder: Any, phrases: list[str], templates: tuple[str, ...] 
     import torch.nn.functional as F
 
     from harmosearch.encoder import pool_spans
+    from harmosearch.lexemes import span_of
 
     out = []
     for phrase in phrases:
@@ -307,19 +308,11 @@ def phrase_vectors(encoder: Any, phrases: list[str], templates: tuple[str, ...] 
             for text, tok in zip(texts, per_token, strict=True):
                 parsed = encoder.parse(text)
                 target = encoder.parse(phrase).words
-                span = _find_words(parsed, target)
+                span = span_of(parsed, target)
                 pooled.append(pool_spans(tok, [span], encoder.config.lexeme_pool)[0])
             vec = sum(pooled) / len(pooled)
         out.append(F.normalize(vec.float(), dim=0).numpy())
     return np.stack(out).astype(np.float32)
-
-
-def _find_words(parsed: Any, words: tuple[str, ...]) -> tuple[int, int]:
-    n = len(words)
-    for i in range(len(parsed.words) - n + 1):
-        if tuple(parsed.words[i : i + n]) == tuple(words):
-            return (parsed.word_tokens[i][0], parsed.word_tokens[i + n - 1][1])
-    raise DataError(f"phrase {' '.join(words)!r} not found in its prompt")
 
 
 def run_bench(

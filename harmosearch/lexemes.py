@@ -12,7 +12,7 @@ import functools
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from harmosearch.errors import ConfigError
+from harmosearch.errors import ConfigError, DataError
 
 DETERMINERS = frozenset(
     "a an the this that these those some any each every either neither no another other my your his "
@@ -198,3 +198,13 @@ def parse(
         if hi > lo:
             lexemes.append(Lexeme(" ".join(words[lo:hi]), (lo, hi), (spans[lo][0], spans[hi - 1][1])))
     return ParsedText(cleaned, tuple(words), tuple(spans), tuple(lexemes), truncated)
+
+
+def span_of(parsed: ParsedText, words: tuple[str, ...]) -> tuple[int, int]:
+    """Token span of `words` inside a parsed text (their last occurrence), e.g. of a class name
+    inside its prompt "a photo of a {}"."""
+    n = len(words)
+    for i in range(len(parsed.words) - n, -1, -1):
+        if tuple(parsed.words[i : i + n]) == tuple(words):
+            return (parsed.word_tokens[i][0], parsed.word_tokens[i + n - 1][1])
+    raise DataError(f"{' '.join(words)!r} not found in {parsed.text!r}")

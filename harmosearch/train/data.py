@@ -296,7 +296,7 @@ class TrainingSet:
         import torch
         from PIL import Image
 
-        from harmosearch.lexemes import parse
+        from harmosearch.lexemes import parse, span_of
         from harmosearch.regions import to_grid
 
         sample = self.samples[index]
@@ -320,7 +320,7 @@ class TrainingSet:
                 prompt = self.prompt.format(text)
                 lexeme_tokens[slot] = self.tokenizer([prompt])[0]
                 target = parse(text, self.tokenizer, self.context_length, "rules").words
-                span = _span_of(parse(prompt, self.tokenizer, self.context_length, "rules"), target)
+                span = span_of(parse(prompt, self.tokenizer, self.context_length, "rules"), target)
             spans[slot] = torch.tensor(span)
             pixel_box = torch.tensor([link.box], dtype=torch.float32)
             boxes[slot] = to_grid(pixel_box, width, height, self.grid, self.image_size, self.resize)[0]
@@ -339,15 +339,6 @@ class TrainingSet:
         if own_prompts:
             item["lexeme_tokens"] = lexeme_tokens
         return item
-
-
-def _span_of(parsed: ParsedText, words: tuple[str, ...]) -> tuple[int, int]:
-    """Token span of `words` inside a parsed prompt (the last occurrence)."""
-    n = len(words)
-    for i in range(len(parsed.words) - n, -1, -1):
-        if tuple(parsed.words[i : i + n]) == tuple(words):
-            return (parsed.word_tokens[i][0], parsed.word_tokens[i + n - 1][1])
-    raise DataError(f"lexeme {' '.join(words)!r} not found in its prompt")
 
 
 def _text_id(text: str) -> int:
