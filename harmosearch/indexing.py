@@ -104,12 +104,6 @@ def scan(root: Path, include_hidden: bool = False) -> tuple[list[FileEntry], lis
     return entries, skipped
 
 
-def sha256_of(path: Path) -> str:
-    from harmosearch.store import sha256_file
-
-    return sha256_file(path)
-
-
 def open_image(path: Path) -> Any:
     """Decode to RGB with EXIF orientation applied; one-line DataError on any failure."""
     from PIL import Image, ImageOps
@@ -208,6 +202,7 @@ def build_index(
         clear_staging,
         load_chunks,
         save_chunk,
+        sha256_file,
         staging_dir,
         write_generation,
     )
@@ -248,12 +243,13 @@ def build_index(
             old_by_hash = {str(h): i for i, h in enumerate(old.images["sha256"])}
             if previous.get("boxes_digest") != boxes_digest:
                 # Images whose user boxes changed are encoded again.
-                for name in set(user_boxes) | set(previous.get("boxed_paths", [])):
+                boxed = set(user_boxes) | set(previous.get("boxed_paths", []))
+                for name in boxed:
                     old_by_path.pop(name, None)
-                    old_by_hash = {h: i for h, i in old_by_hash.items() if str(old.images["path"][i]) != name}
+                old_by_hash = {h: i for h, i in old_by_hash.items() if str(old.images["path"][i]) not in boxed}
         plan: list[tuple[FileEntry, str, int | None]] = []  # entry, sha256, old row to reuse
         to_encode: list[tuple[FileEntry, str]] = []
-        seen_old: set[int] = set()
+        current = {e.path for e in entries}
         for n, entry in enumerate(entries):
             if progress:
                 progress("checking", n, len(entries))
@@ -264,21 +260,19 @@ def build_index(
                 and int(old.images["mtime_ns"][row]) == entry.mtime_ns
             ):
                 plan.append((entry, str(old.images["sha256"][row]), row))
-                seen_old.add(row)
                 report.unchanged += 1
                 continue
             try:
-                sha = sha256_of(entry.absolute)
+                sha = sha256_file(entry.absolute)
             except OSError as exc:
                 skipped.append((entry.path, f"cannot read: {exc.strerror}"))
                 continue
             reuse = old_by_hash.get(sha)
             if reuse is not None:
                 plan.append((entry, sha, reuse))
-                seen_old.add(reuse)
                 if entry.path == str(old.images["path"][reuse]):
                     report.unchanged += 1  # touched, same content
-                elif str(old.images["path"][reuse]) not in {e.path for e in entries}:
+                elif str(old.images["path"][reuse]) not in current:
                     report.renamed += 1
                 else:
                     report.added += 1  # a copy of an indexed image
@@ -290,7 +284,6 @@ def build_index(
             else:
                 report.added += 1
         if old is not None:
-            current = {e.path for e in entries}
             report.removed = sum(1 for p in old.images["path"] if str(p) not in current) - report.renamed
             report.removed = max(report.removed, 0)
 

@@ -9,7 +9,7 @@ distorts their scores. See `fusion` for the formula.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -104,16 +104,7 @@ class Index:
         # Encoder settings come from the index (they decide what the vectors mean); search
         # settings from the caller.
         self.config = (
-            built
-            if config is None
-            else Config(
-                encoder=built.encoder,
-                regions=built.regions,
-                index=built.index,
-                search=config.search,
-                synth=config.synth,
-                train=config.train,
-            )
+            built if config is None else replace(built, search=config.search, synth=config.synth, train=config.train)
         )
         if encoder is None:
             from harmosearch.encoder import load_encoder
