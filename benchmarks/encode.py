@@ -2,10 +2,11 @@
 
     python benchmarks/encode.py [--model harmo-tiny] [--n 256] [--batch 64]
 
-Prints images/s for (a) global only, (b) global + regions (dense map, proposals, RoIAlign,
-selection), (c) a crop-per-region baseline that runs the image tower once per region, and
-(d) end-to-end `build_index` (decode, encode, store) against the raw model forward.
-Goals: (b)/(a) time ratio <= 1.15, (d)/(raw) throughput ratio >= 0.85.
+Prints images/s for (a) global only: open_clip's own `encode_image`, the raw model forward;
+(b) global + regions: harmosearch's forward (global vector and value-path dense map), proposals,
+RoIAlign and selection; (c) a crop-per-region baseline that runs the image tower once per
+region; (d) end-to-end `build_index` (find, hash, decode, encode, regions, store).
+Goals: (b)/(a) time ratio <= 1.15, (d)/(a) throughput ratio >= 0.85.
 """
 
 from __future__ import annotations
@@ -47,15 +48,15 @@ def main() -> None:
         sizes = [im.size for im in images]
         batches = list(torch.split(pixels, args.batch))
 
-        def raw_forward() -> None:
+        def global_only() -> None:
             with torch.inference_mode():
                 for b in batches:
                     encoder.model.encode_image(b)
 
-        def global_only() -> None:
+        def global_and_dense() -> None:
             with torch.inference_mode():
                 for b in batches:
-                    vision_forward(encoder.model, b, "plain")
+                    vision_forward(encoder.model, b, encoder.config.dense_mode)
 
         def with_regions() -> None:
             offset = 0
@@ -86,26 +87,26 @@ def main() -> None:
             build_index(work / "scenes" / "images", work / "index", config, encoder=encoder)
 
         with_regions()  # warm up
-        t_raw = best_of(raw_forward)
         t_global = best_of(global_only)
+        t_dense = best_of(global_and_dense)
         t_regions = best_of(with_regions)
         t_crop = best_of(crop_per_region, repeat=1) * len(images) / len(crop_images)
         t_e2e = best_of(end_to_end, repeat=2)
         n = len(images)
         rows = {
-            "raw model forward (encode_image)": n / t_raw,
-            "global only": n / t_global,
+            "global only (open_clip encode_image)": n / t_global,
+            "global + dense map (one forward)": n / t_dense,
             "global + regions": n / t_regions,
             "crop per region (baseline)": n / t_crop,
             "end-to-end build_index": n / t_e2e,
         }
         for name, rate in rows.items():
-            print(f"{name:36s} {rate:8.1f} images/s")
+            print(f"{name:38s} {rate:8.1f} images/s")
         regions_ratio = t_regions / t_global
-        e2e_ratio = (n / t_e2e) / (n / t_raw)
+        e2e_ratio = t_global / t_e2e
         print(f"time ratio global+regions / global-only: {regions_ratio:.3f}  (goal <= 1.15)")
         print(f"crop-per-region is {t_crop / t_regions:.1f}x slower than one pass with regions")
-        print(f"end-to-end indexing / raw forward throughput: {e2e_ratio:.3f}  (goal >= 0.85)")
+        print(f"end-to-end indexing / global-only forward throughput: {e2e_ratio:.3f}  (goal >= 0.85)")
         path = append_result(
             "encode",
             {

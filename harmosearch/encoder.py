@@ -171,8 +171,12 @@ def vision_forward(model: Any, pixels: Any, dense_mode: str = "value") -> tuple[
     dense_mode "plain" projects the last block's patch tokens as they are; "value" recomputes
     the last block with its attention replaced by the value path (CLIPSelf / FineCLIP), which
     keeps each patch about its own location instead of mixing in global context.
+
+    In value mode the patch tokens of the ordinary last block are never used, so for class-token
+    ViTs the last block runs its attention for the class token's query only and shares the
+    value projection with the value path: global + dense cost about one forward, not 1.2.
     """
-    import torch.nn.functional as F
+    import torch
 
     visual = model.visual
     blocks = getattr(getattr(visual, "transformer", None), "resblocks", None)
@@ -183,29 +187,69 @@ def vision_forward(model: Any, pixels: Any, dense_mode: str = "value") -> tuple[
         )
     if not getattr(visual.transformer, "batch_first", True):
         raise ModelLoadError("open_clip ViTs with batch_first=False are not supported")
+    if dense_mode not in ("value", "plain"):
+        raise ConfigError(f"unknown dense_mode {dense_mode!r}")
     x = visual._embeds(pixels)
     for block in blocks[:-1]:
         x = block(x)
     last = blocks[-1]
-    full = last(x)
-    pooled, tokens = visual._pool(full)
-    if dense_mode == "value":
-        attn = last.attn
-        width = x.shape[-1]
-        v_weight = attn.in_proj_weight[2 * width :]
-        v_bias = attn.in_proj_bias[2 * width :] if attn.in_proj_bias is not None else None
-        values = attn.out_proj(F.linear(last.ln_1(x), v_weight, v_bias))
-        y = x + last.ls_1(values)
-        y = y + last.ls_2(last.mlp(last.ln_2(y)))
-        _, tokens = visual._pool(y)
-    elif dense_mode != "plain":
-        raise ConfigError(f"unknown dense_mode {dense_mode!r}")
+    if dense_mode == "value" and _class_token_shortcut(visual, last):
+        cls, patches = _last_block_value_path(last, x)
+        pooled, tokens = visual._pool(torch.cat([cls, patches], dim=1))
+    else:
+        pooled, tokens = visual._pool(last(x))
+        if dense_mode == "value":
+            _, patches = _last_block_value_path(last, x, class_query=False)
+            _, tokens = visual._pool(patches)
     if visual.proj is not None:
         pooled = pooled @ visual.proj
         tokens = tokens @ visual.proj
     batch, grid_h, grid_w = pixels.shape[0], *visual.grid_size
     dense = tokens.reshape(batch, grid_h, grid_w, -1).permute(0, 3, 1, 2)
     return pooled, dense
+
+
+def _class_token_shortcut(visual: Any, last: Any) -> bool:
+    """True when the global vector is the class token after the last block (open_clip's default
+    ViT), so only the class token needs the full attention of that block."""
+    import torch
+
+    return (
+        getattr(visual, "pool_type", None) == "tok"
+        and not getattr(visual, "final_ln_after_pool", False)
+        and isinstance(getattr(last, "attn", None), torch.nn.MultiheadAttention)
+        and not hasattr(last, "ln_1_kv")
+    )
+
+
+def _last_block_value_path(last: Any, x: Any, class_query: bool = True) -> tuple[Any, Any]:
+    """The last block's outputs: (class token [B, 1, W] with full attention, or None when
+    class_query is False; every token [B, N, W] through the value path, where attention is
+    replaced by each token's own value). The two share ln_1 and the value projection."""
+    import torch.nn.functional as F
+
+    attn = last.attn
+    width = x.shape[-1]
+    weight, bias = attn.in_proj_weight, attn.in_proj_bias
+    h = last.ln_1(x)
+    if not class_query:
+        values = F.linear(h, weight[2 * width :], None if bias is None else bias[2 * width :])
+        y = x + last.ls_1(attn.out_proj(values))
+        return None, y + last.ls_2(last.mlp(last.ln_2(y)))
+    keys_values = F.linear(h, weight[width:], None if bias is None else bias[width:])
+    keys, values = keys_values.split(width, dim=-1)
+    query = F.linear(h[:, :1], weight[:width], None if bias is None else bias[:width])
+    batch, heads = x.shape[0], attn.num_heads
+
+    def split_heads(t: Any) -> Any:
+        return t.reshape(batch, t.shape[1], heads, width // heads).transpose(1, 2)
+
+    attended = F.scaled_dot_product_attention(split_heads(query), split_heads(keys), split_heads(values))
+    cls = x[:, :1] + last.ls_1(attn.out_proj(attended.transpose(1, 2).reshape(batch, 1, width)))
+    cls = cls + last.ls_2(last.mlp(last.ln_2(cls)))
+    patches = x[:, 1:] + last.ls_1(attn.out_proj(values[:, 1:]))
+    patches = patches + last.ls_2(last.mlp(last.ln_2(patches)))
+    return cls, patches
 
 
 def text_forward(model: Any, tokens: Any) -> tuple[Any, Any]:
@@ -293,6 +337,26 @@ class Encoder:
     def image_tensor(self, image: Any) -> Any:
         """A PIL image -> a preprocessed [3, S, S] tensor."""
         return self.transform(image.convert("RGB"))
+
+    def split_transform(self) -> tuple[Any, Any] | None:
+        """The transform in two halves for fast batched preprocessing: (PIL geometry: resize and
+        crop, to RGB; the final ToTensor + Normalize as (mean, std)), or None when the transform
+        does not end that way. `pixels_from_uint8` finishes a stacked batch of the first half."""
+        from torchvision.transforms import Compose, Normalize, ToTensor
+
+        steps = list(getattr(self.transform, "transforms", []))
+        if len(steps) < 2 or not isinstance(steps[-2], ToTensor) or not isinstance(steps[-1], Normalize):
+            return None
+        return Compose(steps[:-2]), (tuple(steps[-1].mean), tuple(steps[-1].std))
+
+    def pixels_from_uint8(self, images: Any, mean: tuple[float, ...], std: tuple[float, ...]) -> Any:
+        """uint8 [B, S, S, 3] -> float [B, 3, S, S]: ToTensor and Normalize for a whole batch."""
+        import torch
+
+        pixels = images.permute(0, 3, 1, 2).float().div_(255.0)
+        mean_t = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+        std_t = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+        return pixels.sub_(mean_t).div_(std_t)
 
     def encode_pixels(self, pixels: Any) -> tuple[Any, Any]:
         """[B, 3, S, S] -> (global [B, D] normalised, dense [B, D, gh, gw] float32 on CPU)."""

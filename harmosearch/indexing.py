@@ -106,6 +106,19 @@ def scan(root: Path, include_hidden: bool = False) -> tuple[list[FileEntry], lis
 
 def open_image(path: Path) -> Any:
     """Decode to RGB with EXIF orientation applied; one-line DataError on any failure."""
+    return decode_image(path)[0]
+
+
+EXIF_ORIENTATION = 0x0112
+
+
+def decode_image(path: Path, min_side: int | None = None) -> tuple[Any, int, int]:
+    """(RGB image with EXIF orientation applied, full width, full height).
+
+    With min_side, JPEGs are decoded at the smallest DCT scale that keeps both sides at least
+    min_side pixels (Pillow's draft mode), which is several times faster for camera photos;
+    the size returned is still the full, oriented size, the frame boxes are given in.
+    """
     from PIL import Image, ImageOps
 
     Image.MAX_IMAGE_PIXELS = MAX_PIXELS
@@ -113,8 +126,13 @@ def open_image(path: Path) -> Any:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as image:
-                if image.width * image.height > MAX_PIXELS:
-                    raise DataError(f"image is {image.width}x{image.height}, above the {MAX_PIXELS:,}-pixel limit")
+                width, height = image.size
+                if width * height > MAX_PIXELS:
+                    raise DataError(f"image is {width}x{height}, above the {MAX_PIXELS:,}-pixel limit")
+                if image.getexif().get(EXIF_ORIENTATION) in (5, 6, 7, 8):
+                    width, height = height, width
+                if min_side and image.format == "JPEG":
+                    image.draft("RGB", (min_side, min_side))
                 image.load()
                 image = ImageOps.exif_transpose(image)
                 if image.mode in ("I;16", "I;16B", "I;16L", "I"):
@@ -124,7 +142,7 @@ def open_image(path: Path) -> Any:
                     image = image.convert("RGBA")
                     canvas = Image.new("RGBA", image.size, (255, 255, 255, 255))
                     image = Image.alpha_composite(canvas, image)
-                return image.convert("RGB")
+                return image.convert("RGB"), width, height
     except DataError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -134,26 +152,55 @@ def open_image(path: Path) -> Any:
         raise DataError(f"cannot decode image: {reason}") from None
 
 
-class _Decoded:
-    """Dataset for the DataLoader: decoding and resizing happen in worker processes."""
+@dataclass
+class _Batch:
+    """What a DataLoader worker hands over: one stacked tensor for the good images of a batch."""
 
-    def __init__(self, paths: list[Path], transform: Any) -> None:
+    positions: list[int]  # into the pending list
+    pixels: Any  # uint8 [B, S, S, 3] when `raw`, else float [B, 3, S, S]; None when nothing decoded
+    raw: bool
+    sizes: list[tuple[int, int]]
+    failed: list[tuple[int, str]]
+
+
+class _Decoded:
+    """Dataset for the DataLoader: decoding and resizing happen in worker processes. With a
+    split transform the workers return uint8 pixels and the batch is normalised in one step."""
+
+    def __init__(self, paths: list[Path], transform: Any, split: tuple[Any, Any] | None, min_side: int) -> None:
         self.paths = paths
         self.transform = transform
+        self.geometry = split[0] if split else None
+        self.min_side = min_side
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int) -> tuple[int, Any, int, int, str]:
         try:
-            image = open_image(self.paths[i])
+            image, width, height = decode_image(self.paths[i], self.min_side)
         except DataError as exc:
             return i, None, 0, 0, str(exc)
-        return i, self.transform(image), image.width, image.height, ""
+        if self.geometry is not None:
+            return i, np.asarray(self.geometry(image), dtype=np.uint8), width, height, ""
+        return i, self.transform(image), width, height, ""
 
 
-def _collate(items: list[tuple[int, Any, int, int, str]]) -> list[tuple[int, Any, int, int, str]]:
-    return items
+def _collate(items: list[tuple[int, Any, int, int, str]]) -> _Batch:
+    import torch
+
+    good = [item for item in items if not item[4]]
+    pixels = None
+    if good:
+        arrays = [px for _, px, _, _, _ in good]
+        pixels = torch.from_numpy(np.stack(arrays)) if isinstance(arrays[0], np.ndarray) else torch.stack(arrays)
+    return _Batch(
+        positions=[i for i, *_ in good],
+        pixels=pixels,
+        raw=bool(good) and isinstance(good[0][1], np.ndarray),
+        sizes=[(w, h) for _, _, w, h, _ in good],
+        failed=[(i, err) for i, _, _, _, err in items if err],
+    )
 
 
 def load_user_boxes(path: Path | None) -> dict[str, list[list[float]]]:
@@ -353,7 +400,8 @@ def _encode(
     failed: list[tuple[str, str]] = []
     if not pending:
         return failed
-    dataset = _Decoded([e.absolute for e, _ in pending], encoder.transform)
+    split = encoder.split_transform()
+    dataset = _Decoded([e.absolute for e, _ in pending], encoder.transform, split, encoder.image_size)
     workers = min(config.index.workers, max(0, len(pending) // config.encoder.batch_size))
     loader = torch.utils.data.DataLoader(
         dataset,
@@ -363,25 +411,23 @@ def _encode(
     )
     buffer: list[dict[str, Any]] = []
     done = 0
-    for items in loader:
-        good = [(i, px, w, h) for i, px, w, h, err in items if not err]
-        failed += [(pending[i][0].path, err) for i, _, _, _, err in items if err]
-        if good:
-            pixels = torch.stack([px for _, px, _, _ in good])
+    for batch in loader:
+        failed += [(pending[i][0].path, err) for i, err in batch.failed]
+        if batch.positions:
+            pixels = encoder.pixels_from_uint8(batch.pixels, *split[1]) if batch.raw else batch.pixels
             global_vectors, dense = encoder.encode_pixels(pixels)
-            sizes = [(w, h) for _, _, w, h in good]
-            boxes = [user_boxes.get(pending[i][0].path) for i, _, _, _ in good]
+            boxes = [user_boxes.get(pending[i][0].path) for i in batch.positions]
             regions = image_regions(
                 dense,
                 global_vectors,
-                sizes,
+                batch.sizes,
                 encoder.grid,
                 encoder.image_size,
                 encoder.config.resize,
                 config.regions,
                 boxes,
             )
-            for (i, _, w, h), g, reg in zip(good, global_vectors, regions, strict=True):
+            for i, (w, h), g, reg in zip(batch.positions, batch.sizes, global_vectors, regions, strict=True):
                 record = {
                     "sha256": pending[i][1],
                     "width": w,
@@ -393,7 +439,7 @@ def _encode(
                 }
                 encoded[record["sha256"]] = record
                 buffer.append(record)
-        done += len(items)
+        done += len(batch.positions) + len(batch.failed)
         if progress:
             progress("encoding", done, len(pending))
         if len(buffer) >= CHUNK:

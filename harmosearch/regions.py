@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from harmosearch.config import RegionConfig
@@ -56,45 +57,59 @@ def _starts(length: float, side: float, stride: float) -> list[float]:
     return [i * step for i in range(count)]
 
 
-def segment_boxes(dense: Any, thresholds: tuple[float, ...], max_fraction: float = 0.7) -> Any:
-    """Boxes (grid units) around connected groups of similar patches of one dense map [D, gh, gw].
+def segment_boxes(dense: Any, thresholds: tuple[float, ...], max_fraction: float = 0.7) -> list[Any]:
+    """Boxes (grid units) around connected groups of similar patches, for a batch of dense maps
+    [B, D, gh, gw]; one [N_i, 4] tensor per image, rows sorted and distinct.
 
-    Neighbouring patches whose projected vectors have cosine >= t are joined (union-find); each
-    group of two or more patches, smaller than max_fraction of the grid, gives its bounding box.
-    Several thresholds give a coarse-to-fine set. Window proposals cut objects at fixed sizes;
-    these follow what the model sees, so small objects get a tight box too.
+    Neighbouring patches whose projected vectors have cosine >= t are joined; each group of two
+    or more patches, smaller than max_fraction of the grid, gives its bounding box. Several
+    thresholds give a coarse-to-fine set. Window proposals cut objects at fixed sizes; these
+    follow what the model sees, so small objects get a tight box too.
+
+    Components are labelled for all images and thresholds at once: every patch repeatedly takes
+    the smallest label among the neighbours it is joined to, then jumps to its label's label,
+    until nothing changes.
     """
     import torch
     import torch.nn.functional as F
 
-    _, gh, gw = dense.shape
-    unit = F.normalize(dense.float(), dim=0)
-    right = (unit[:, :, :-1] * unit[:, :, 1:]).sum(0)  # [gh, gw-1]
-    down = (unit[:, :-1, :] * unit[:, 1:, :]).sum(0)  # [gh-1, gw]
-    found: set[tuple[int, int, int, int]] = set()
-    for t in thresholds:
-        parent = list(range(gh * gw))
-        for y, x in (right >= t).nonzero().tolist():
-            parent[_root(parent, y * gw + x)] = _root(parent, y * gw + x + 1)
-        for y, x in (down >= t).nonzero().tolist():
-            parent[_root(parent, y * gw + x)] = _root(parent, (y + 1) * gw + x)
-        groups: dict[int, list[int]] = {}
-        for i in range(gh * gw):
-            groups.setdefault(_root(parent, i), []).append(i)
-        for cells in groups.values():
-            if len(cells) < 2 or len(cells) > max_fraction * gh * gw:
-                continue
-            ys, xs = [c // gw for c in cells], [c % gw for c in cells]
-            found.add((min(xs), min(ys), max(xs) + 1, max(ys) + 1))
-    return torch.tensor(sorted(found), dtype=torch.float32).reshape(-1, 4)
-
-
-def _root(parent: list[int], i: int) -> int:
-    """Union-find root with path halving."""
-    while parent[i] != i:
-        parent[i] = parent[parent[i]]
-        i = parent[i]
-    return i
+    batch, _, gh, gw = dense.shape
+    cells, levels = gh * gw, len(thresholds)
+    if batch == 0 or levels == 0:
+        return [torch.zeros((0, 4)) for _ in range(batch)]
+    unit = F.normalize(dense.float(), dim=1)
+    limits = torch.tensor(thresholds, dtype=torch.float32).view(1, -1, 1, 1)
+    right = (unit[:, :, :, :-1] * unit[:, :, :, 1:]).sum(1).unsqueeze(1) >= limits  # [B, T, gh, gw-1]
+    down = (unit[:, :, :-1, :] * unit[:, :, 1:, :]).sum(1).unsqueeze(1) >= limits  # [B, T, gh-1, gw]
+    big = cells  # larger than any label
+    labels = torch.arange(cells).view(1, 1, gh, gw).expand(batch, levels, gh, gw).contiguous()
+    for _ in range(cells):
+        best = labels.clone()
+        best[..., :-1] = torch.minimum(best[..., :-1], torch.where(right, labels[..., 1:], big))
+        best[..., 1:] = torch.minimum(best[..., 1:], torch.where(right, labels[..., :-1], big))
+        best[..., :-1, :] = torch.minimum(best[..., :-1, :], torch.where(down, labels[..., 1:, :], big))
+        best[..., 1:, :] = torch.minimum(best[..., 1:, :], torch.where(down, labels[..., :-1, :], big))
+        flat = best.view(batch, levels, cells)
+        flat = torch.gather(flat, 2, flat)  # jump to the label's own label
+        if torch.equal(flat.view_as(labels), labels):
+            break
+        labels = flat.view_as(labels)
+    # One key per (image, threshold, component); bounding boxes by scatter min/max.
+    key = (torch.arange(batch * levels).view(batch, levels, 1) * cells + labels.view(batch, levels, cells)).flatten()
+    ys = torch.arange(gh).repeat_interleave(gw).repeat(batch * levels)
+    xs = torch.arange(gw).repeat(gh).repeat(batch * levels)
+    slots = batch * levels * cells
+    count = torch.bincount(key, minlength=slots)
+    x0 = torch.full((slots,), big).scatter_reduce(0, key, xs, "amin")
+    y0 = torch.full((slots,), big).scatter_reduce(0, key, ys, "amin")
+    x1 = torch.full((slots,), -1).scatter_reduce(0, key, xs, "amax") + 1
+    y1 = torch.full((slots,), -1).scatter_reduce(0, key, ys, "amax") + 1
+    valid = (count >= 2) & (count <= max_fraction * cells)
+    image = torch.arange(slots) // (levels * cells)
+    rows = torch.stack([image, x0, y0, x1, y1], 1)[valid]
+    rows = torch.unique(rows, dim=0)  # sorted: by image, then box
+    per_image = torch.bincount(rows[:, 0], minlength=batch).tolist()
+    return [b.float() for b in torch.split(rows[:, 1:], per_image)]
 
 
 def from_grid(boxes: Any, width: int, height: int, grid: tuple[int, int], image_size: int, resize: str) -> Any:
@@ -161,38 +176,80 @@ def pool(dense: Any, grid_boxes: list[Any]) -> list[Any]:
     return list(torch.split(F.normalize(pooled, dim=-1), counts))
 
 
-def select(boxes: Any, scales: Any, vectors: Any, global_vector: Any, config: RegionConfig) -> Regions:
-    """Keep at most config.max_regions regions: user boxes and the full image first, then segment
-    boxes, then the windows that differ most from the global vector, after box NMS and
-    near-duplicate removal."""
-    import numpy as np
-    import torch
-    from torchvision.ops import nms
+def select(
+    proposals: list[tuple[Any, Any]], vectors: list[Any], global_vectors: Any, config: RegionConfig
+) -> list[Regions]:
+    """Keep at most config.max_regions regions per image: user boxes and the full image first,
+    then segment boxes, then the windows that differ most from the global vector, after box NMS
+    and near-duplicate removal. Works on the whole batch at once, padded to the longest list.
 
-    n = len(boxes)
-    if n == 0:
-        return Regions(boxes, scales, vectors)
-    sc = scales.numpy()
-    # Products in torch: numpy's BLAS threads stall on small matrices when the cores are busy.
-    distinct = (1.0 - vectors @ global_vector).numpy()
-    priority = distinct + (sc == USER_BOX) * 10 + (sc >= 1.0) * 5 + (sc == SEGMENT) * 2
+    Both filters are greedy in rank order: a region is dropped when it is too close (IoU above
+    nms_iou; then, among the survivors, cosine above dedup_cosine) to a region kept before it.
+    The loops run over rank positions, not over images.
+    """
+    import torch
+
+    batch = len(proposals)
+    counts = [len(boxes) for boxes, _ in proposals]
+    width = max(counts, default=0)
+    if width == 0:
+        return [Regions(boxes, scales, vecs) for (boxes, scales), vecs in zip(proposals, vectors, strict=True)]
+    dim = global_vectors.shape[1]
+    valid = torch.arange(width).view(1, -1) < torch.tensor(counts).view(-1, 1)
+    boxes = torch.zeros((batch, width, 4))
+    scales = torch.zeros((batch, width))
+    vecs = torch.zeros((batch, width, dim))
+    boxes[valid] = torch.cat([b for b, _ in proposals]).float()
+    scales[valid] = torch.cat([s for _, s in proposals]).float()
+    vecs[valid] = torch.cat(vectors).float()
+    distinct = 1.0 - torch.bmm(vecs, global_vectors.float().unsqueeze(2)).squeeze(2)
+    priority = distinct + (scales == USER_BOX) * 10.0 + (scales >= 1.0) * 5.0 + (scales == SEGMENT) * 2.0
     # Rank by priority rounded to 1e-3, ties in proposal order, so that float noise from batching
-    # rarely changes which regions are kept; NMS then sees distinct, rank-ordered scores.
-    order = np.lexsort((np.arange(n), -np.round(priority.astype(np.float64) * 1000)))
-    ranks = np.empty(n, dtype=np.float32)
-    ranks[order] = np.arange(n, 0, -1, dtype=np.float32)
-    kept = nms(boxes, torch.from_numpy(ranks), config.nms_iou)
-    keep = kept.numpy()
-    sims = (vectors[kept] @ vectors[kept].T).numpy()
-    chosen: list[int] = []  # positions in keep
-    for position, row in enumerate(keep):
-        if len(chosen) >= config.max_regions:
-            break
-        if chosen and sc[row] != USER_BOX and sims[position, chosen].max() > config.dedup_cosine:
-            continue
-        chosen.append(position)
-    index = torch.from_numpy(np.sort(keep[chosen]))
-    return Regions(boxes[index], scales[index], vectors[index])
+    # rarely changes which regions are kept.
+    key = torch.where(valid, -torch.round(priority.double() * 1000), torch.inf)
+    order = torch.sort(key, dim=1, stable=True).indices
+    take = order.unsqueeze(2)
+    boxes = boxes.gather(1, take.expand(-1, -1, 4))
+    scales = scales.gather(1, order)
+    vecs = vecs.gather(1, take.expand(-1, -1, dim))
+    valid = valid.gather(1, order)
+    overlap = _pairwise_iou(boxes) > config.nms_iou
+    similar = torch.bmm(vecs, vecs.transpose(1, 2)) > config.dedup_cosine
+    similar &= (scales != USER_BOX).unsqueeze(1)  # user boxes are never dropped as duplicates
+    chosen = _greedy(valid, overlap)
+    chosen = _greedy(chosen, similar)
+    chosen &= torch.cumsum(chosen, dim=1) <= config.max_regions
+    out = []
+    for b in range(batch):
+        index = torch.sort(order[b][chosen[b]]).values  # back to proposal order
+        (pboxes, pscales), pvecs = proposals[b], vectors[b]
+        out.append(Regions(pboxes[index], pscales[index], pvecs[index]))
+    return out
+
+
+def _greedy(alive: Any, close: Any) -> Any:
+    """Greedy suppression in rank order, for a batch: [B, N] candidates and [B, N, N] "j is too
+    close to i" -> [B, N] survivors, where a candidate survives unless it is close to an earlier
+    survivor. Only the positions that can suppress anything are visited."""
+    import torch
+
+    close = torch.triu(close, diagonal=1) & alive.unsqueeze(2) & alive.unsqueeze(1)
+    alive = alive.clone()
+    for i in torch.nonzero(close.any(dim=2).any(dim=0)).flatten().tolist():
+        alive[:, i + 1 :] &= ~(alive[:, i : i + 1] & close[:, i, i + 1 :])
+    return alive
+
+
+def _pairwise_iou(boxes: Any) -> Any:
+    """IoU of every pair of boxes within each image: [B, N, 4] -> [B, N, N] (torchvision's formula)."""
+    import torch
+
+    area = (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
+    low = torch.maximum(boxes[:, :, None, :2], boxes[:, None, :, :2])
+    high = torch.minimum(boxes[:, :, None, 2:], boxes[:, None, :, 2:])
+    size = (high - low).clamp(min=0)
+    inter = size[..., 0] * size[..., 1]
+    return inter / (area[:, :, None] + area[:, None, :] - inter)
 
 
 def image_regions(
@@ -208,24 +265,41 @@ def image_regions(
     """Proposals (+ user boxes) for a batch of images, pooled from their dense maps and selected."""
     import torch
 
-    proposals = []
+    segments = segment_boxes(dense, config.segments) if config.segments else None
+    proposals, grid_boxes = [], []
     for i, (width, height) in enumerate(sizes):
-        boxes, scales = window_boxes(width, height, config.scales, config.overlap)
-        if config.segments:
-            grid_boxes = segment_boxes(dense[i], config.segments)
-            segments = from_grid(grid_boxes, width, height, grid, image_size, resize)
-            boxes = torch.cat([segments, boxes])
-            scales = torch.cat([torch.full((len(segments),), SEGMENT), scales])
+        pixel_parts, grid_parts, scale_parts = [], [], []
         if user_boxes and user_boxes[i] is not None and len(user_boxes[i]):
             extra = torch.as_tensor(user_boxes[i], dtype=torch.float32).reshape(-1, 4)
-            boxes = torch.cat([extra, boxes])
-            scales = torch.cat([torch.full((len(extra),), USER_BOX), scales])
-        proposals.append((boxes, scales))
-    grid_boxes = [
-        to_grid(boxes, w, h, grid, image_size, resize) for (boxes, _), (w, h) in zip(proposals, sizes, strict=True)
-    ]
-    vectors = pool(dense, grid_boxes)
-    return [
-        select(boxes, scales, vecs, g, config)
-        for (boxes, scales), vecs, g in zip(proposals, vectors, global_vectors, strict=True)
-    ]
+            pixel_parts.append(extra)
+            grid_parts.append(to_grid(extra, width, height, grid, image_size, resize))
+            scale_parts.append(torch.full((len(extra),), USER_BOX))
+        if segments is not None:
+            pixel_parts.append(from_grid(segments[i], width, height, grid, image_size, resize))
+            grid_parts.append(segments[i])
+            scale_parts.append(torch.full((len(segments[i]),), SEGMENT))
+        windows, window_scales, window_grid = _windows(
+            width, height, config.scales, config.overlap, grid, image_size, resize
+        )
+        pixel_parts.append(windows)
+        grid_parts.append(window_grid)
+        scale_parts.append(window_scales)
+        proposals.append((torch.cat(pixel_parts), torch.cat(scale_parts)))
+        grid_boxes.append(torch.cat(grid_parts))
+    return select(proposals, pool(dense, grid_boxes), global_vectors, config)
+
+
+@lru_cache(maxsize=64)
+def _windows(
+    width: int,
+    height: int,
+    scales: tuple[float, ...],
+    overlap: float,
+    grid: tuple[int, int],
+    image_size: int,
+    resize: str,
+) -> tuple[Any, Any, Any]:
+    """Window proposals of one image size in pixels and in grid units (photo folders repeat a
+    few sizes, so these are computed once per size). Callers must not modify them."""
+    boxes, scales_out = window_boxes(width, height, scales, overlap)
+    return boxes, scales_out, to_grid(boxes, width, height, grid, image_size, resize)

@@ -265,3 +265,94 @@ def test_training_forward_pools_lexemes_like_the_encoder(test_encoder):
                 [pool_spans(per_token[0], [(2, 5), (7, 9)], pool), pool_spans(per_token[1], [(2, 4)], pool)]
             )
             assert torch.allclose(out["lexemes"], expected, atol=1e-5)
+
+
+def test_class_token_shortcut_equals_the_full_last_block(test_encoder, monkeypatch):
+    """The value-mode forward that attends for the class token only equals running the whole
+    last block (open_clip's way) and the value path separately."""
+    import harmosearch.encoder as encoder_module
+
+    model, x = test_encoder.model, images(3, seed=5)
+    with torch.no_grad():
+        fast = vision_forward(model, x, "value")
+        monkeypatch.setattr(encoder_module, "_class_token_shortcut", lambda visual, last: False)
+        slow = vision_forward(model, x, "value")
+    assert torch.allclose(fast[0], slow[0], atol=1e-5)
+    assert torch.allclose(fast[1], slow[1], atol=1e-5)
+
+
+def test_class_token_shortcut_has_the_same_gradients(test_encoder, monkeypatch):
+    """Training runs through the same forward, so its gradients must match the full block's."""
+    import copy
+
+    import harmosearch.encoder as encoder_module
+
+    x = images(2, seed=6)
+    grads = []
+    for shortcut in (True, False):
+        model = copy.deepcopy(test_encoder.model).train()
+        if not shortcut:
+            monkeypatch.setattr(encoder_module, "_class_token_shortcut", lambda visual, last: False)
+        pooled, dense = vision_forward(model, x, "value")
+        (pooled.square().sum() + dense.sin().sum()).backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.visual.parameters() if p.grad is not None]))
+    assert torch.allclose(grads[0], grads[1], atol=1e-4)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_batched_segment_boxes_equal_union_find_reference(seed):
+    from harmosearch.regions import segment_boxes
+
+    from .references import segment_boxes_one_by_one
+
+    g = torch.Generator().manual_seed(seed)
+    # Smooth random maps (a few random vectors, upsampled) give large, irregular segments.
+    coarse = torch.randn(5, 16, 3, 4, generator=g)
+    dense = F.interpolate(coarse, size=(9, 11), mode="bilinear", align_corners=False)
+    dense += 0.3 * torch.randn(dense.shape, generator=g)
+    thresholds = (0.3, 0.6, 0.9)
+    fast = segment_boxes(dense, thresholds)
+    assert len(fast) == 5
+    for i in range(5):
+        expected = segment_boxes_one_by_one(dense[i], thresholds)
+        assert torch.equal(fast[i], expected)
+    assert sum(len(b) for b in fast) > 10  # the maps really have segments
+
+
+def test_segment_boxes_follow_a_snake_shaped_segment():
+    """A long, winding segment needs many propagation rounds: its box is still the whole snake."""
+    from harmosearch.regions import segment_boxes
+
+    dense = torch.zeros(1, 2, 7, 7)
+    dense[0, 1] = 1.0  # background: one direction
+    snake = [(0, x) for x in range(7)] + [(1, 6)] + [(2, x) for x in range(7)] + [(3, 0)] + [(4, x) for x in range(7)]
+    for y, x in snake:
+        dense[0, :, y, x] = torch.tensor([1.0, 0.0])
+    dense[0, :, 6, 3] = torch.tensor([1.0, 0.0])  # a lone patch: no box
+    boxes = segment_boxes(dense, (0.9,), max_fraction=0.9)[0]
+    # The snake; the background between its turns (rows 1 and 3) and below it (rows 5-6).
+    expected = [[0.0, 0.0, 7.0, 5.0], [0.0, 1.0, 6.0, 2.0], [0.0, 5.0, 7.0, 7.0], [1.0, 3.0, 7.0, 4.0]]
+    assert torch.equal(boxes, torch.tensor(expected))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_batched_selection_equals_one_by_one_reference(test_encoder, seed):
+    from harmosearch.regions import image_regions
+
+    from .references import select_one_by_one
+
+    g, dense = test_encoder.encode_pixels(images(4, seed=10 + seed))
+    # A loose duplicate threshold and a tight cap make both greedy filters and the cap matter.
+    config = RegionConfig(max_regions=12, nms_iou=0.5, dedup_cosine=0.9)
+    sizes = [(64, 48), (50, 50), (80, 40), (33, 70)]
+    user = [torch.tensor([[3.0, 4.0, 20.0, 30.0], [4.0, 4.0, 21.0, 30.0]]), None, None, None]
+    fast = image_regions(dense, g, sizes, test_encoder.grid, 32, "squash", config, user)
+    loose = RegionConfig(max_regions=10_000, nms_iou=1.0, dedup_cosine=1.1)
+    everything = image_regions(dense, g, sizes, test_encoder.grid, 32, "squash", loose, user)
+    for i in range(4):
+        all_boxes, all_scales, all_vectors = everything[i].boxes, everything[i].scales, everything[i].vectors
+        rows = select_one_by_one(all_boxes, all_scales, all_vectors, g[i], config)
+        assert torch.equal(fast[i].boxes, all_boxes[rows])
+        assert torch.equal(fast[i].scales, all_scales[rows])
+        assert torch.allclose(fast[i].vectors, all_vectors[rows])
+    assert any(len(r.boxes) == 12 for r in fast)

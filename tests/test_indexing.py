@@ -213,3 +213,45 @@ def test_cli_index_query_json_annotated_and_info(photos, tmp_path):
     assert result.returncode == 0 and "row-aligned" in result.stdout and "12" in result.stdout
     result = run_cli("query", "red circle", "--index", str(tmp_path / "nowhere"), env=env)
     assert result.returncode == 2 and "no index at" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("resize", ["squash", "shortest"])
+def test_batched_uint8_preprocessing_equals_the_open_clip_transform(resize):
+    """Workers hand over resized uint8 pixels; ToTensor + Normalize then run once per batch."""
+    import torch
+    from PIL import Image
+
+    from harmosearch.encoder import load_encoder
+
+    encoder = load_encoder(
+        load_config(overrides={"encoder.model": TEST_MODEL, "encoder.device": "cpu", "encoder.resize": resize})
+    )
+    split = encoder.split_transform()
+    assert split is not None
+    geometry, (mean, std) = split
+    rng = np.random.default_rng(0)
+    pictures = [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for w, h in [(50, 40), (33, 90)]]
+    stacked = torch.from_numpy(np.stack([np.asarray(geometry(p)) for p in pictures]))
+    fast = encoder.pixels_from_uint8(stacked, mean, std)
+    slow = torch.stack([encoder.transform(p) for p in pictures])
+    assert torch.allclose(fast, slow, atol=1e-6)
+
+
+def test_jpeg_draft_decoding_keeps_the_full_oriented_size(tmp_path):
+    from PIL import Image
+
+    from harmosearch.indexing import decode_image
+
+    rng = np.random.default_rng(1)
+    smooth = rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)
+    picture = Image.fromarray(smooth).resize((800, 600), Image.BILINEAR)
+    exif = picture.getexif()
+    exif[0x0112] = 6  # shown rotated by 90 degrees
+    picture.save(tmp_path / "photo.jpg", quality=95, exif=exif)
+    full, width, height = decode_image(tmp_path / "photo.jpg")
+    small, small_width, small_height = decode_image(tmp_path / "photo.jpg", min_side=112)
+    assert (width, height) == (small_width, small_height) == full.size == (600, 800)
+    assert min(small.size) >= 112 and small.width < full.width  # decoded at a reduced scale
+    # The same picture either way: compare after bringing both to the small size.
+    reference = np.asarray(full.resize(small.size, Image.BILINEAR), dtype=np.float32)
+    assert np.abs(np.asarray(small, dtype=np.float32) - reference).mean() < 4.0
