@@ -23,6 +23,17 @@ def best_of(fn: Callable[[], Any], repeat: int = 3) -> float:
     return min(times)
 
 
+def interleaved(fns: list[Callable[[], Any]], rounds: int = 3) -> list[float]:
+    """The fastest time of each function over `rounds` rounds that run them in turn."""
+    best = [float("inf")] * len(fns)
+    for _ in range(rounds):
+        for i, fn in enumerate(fns):
+            start = time.perf_counter()
+            fn()
+            best[i] = min(best[i], time.perf_counter() - start)
+    return best
+
+
 def machine() -> dict[str, Any]:
     import torch
 

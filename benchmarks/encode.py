@@ -18,9 +18,10 @@ import tempfile
 from pathlib import Path
 
 import torch
+from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import append_result, best_of
+from _common import append_result, best_of, interleaved
 
 from harmosearch.config import SynthConfig, load_config
 from harmosearch.encoder import load_encoder, vision_forward
@@ -34,15 +35,29 @@ def main() -> None:
     parser.add_argument("--model", default="harmo-tiny")
     parser.add_argument("--n", type=int, default=256)
     parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument(
+        "--format", choices=["png", "jpg"], default="png", help="store the scenes as PNG or as JPEG (like photos)"
+    )
+    parser.add_argument("--encode-in", choices=["auto", "main", "workers"], default="auto")
+    parser.add_argument("--rounds", type=int, default=4)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="harmosearch-encode-"))
     try:
         generate(work / "scenes", SynthConfig(n=args.n, seed=777), workers=2)
+        if args.format == "jpg":
+            for png in sorted((work / "scenes" / "images").glob("*.png")):
+                Image.open(png).convert("RGB").save(png.with_suffix(".jpg"), quality=90)
+                png.unlink()
         config = load_config(
-            overrides={"encoder.model": args.model, "encoder.batch_size": args.batch, "encoder.device": "cpu"}
+            overrides={
+                "encoder.model": args.model,
+                "encoder.batch_size": args.batch,
+                "encoder.device": "cpu",
+                "index.encode_in": args.encode_in,
+            }
         )
         encoder = load_encoder(config)
-        paths = sorted((work / "scenes" / "images").glob("*.png"))
+        paths = sorted((work / "scenes" / "images").glob(f"*.{args.format}"))
         images = [open_image(p) for p in paths]
         pixels = torch.stack([encoder.image_tensor(im) for im in images])
         sizes = [im.size for im in images]
@@ -87,11 +102,12 @@ def main() -> None:
             build_index(work / "scenes" / "images", work / "index", config, encoder=encoder)
 
         with_regions()  # warm up
-        t_global = best_of(global_only)
-        t_dense = best_of(global_and_dense)
-        t_regions = best_of(with_regions)
+        # Rounds alternate between the variants, so a noisy spell on a shared machine hits all of
+        # them alike; each variant keeps its fastest round.
+        t_global, t_dense, t_regions, t_e2e = interleaved(
+            [global_only, global_and_dense, with_regions, end_to_end], rounds=args.rounds
+        )
         t_crop = best_of(crop_per_region, repeat=1) * len(images) / len(crop_images)
-        t_e2e = best_of(end_to_end, repeat=2)
         n = len(images)
         rows = {
             "global only (open_clip encode_image)": n / t_global,
@@ -112,6 +128,8 @@ def main() -> None:
             {
                 "model": args.model,
                 "images": n,
+                "format": args.format,
+                "encode_in": args.encode_in,
                 "batch": args.batch,
                 "images_per_s": rows,
                 "regions_over_global_time": regions_ratio,

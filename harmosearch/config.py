@@ -53,6 +53,7 @@ class IndexConfig:
     include_hidden: bool = False
     workers: int = 2
     global_only: bool = False
+    encode_in: str = "auto"  # auto | main | workers: where images are encoded (auto: workers on CPU)
 
 
 @dataclass(frozen=True)
@@ -222,6 +223,7 @@ def validate(config: Config) -> None:
         (enc.lexeme_pool in ("mean", "last"), "encoder.lexeme_pool must be mean or last"),
         (enc.parser in ("auto", "rules", "spacy"), "encoder.parser must be auto, rules or spacy"),
         (enc.resize in ("squash", "shortest"), "encoder.resize must be squash or shortest"),
+        (config.index.encode_in in ("auto", "main", "workers"), "index.encode_in must be auto, main or workers"),
         (
             enc.precision in ("auto", "fp32", "fp16", "bf16"),
             "encoder.precision must be auto, fp32, fp16 or bf16",

@@ -8,6 +8,7 @@ resumes without encoding them again; the index itself changes only by the final 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -154,53 +155,112 @@ def decode_image(path: Path, min_side: int | None = None) -> tuple[Any, int, int
 
 @dataclass
 class _Batch:
-    """What a DataLoader worker hands over: one stacked tensor for the good images of a batch."""
+    """One batch of pending images: decoded pixels, and once encoded, their records."""
 
-    positions: list[int]  # into the pending list
-    pixels: Any  # uint8 [B, S, S, 3] when `raw`, else float [B, 3, S, S]; None when nothing decoded
-    raw: bool
+    positions: list[int]  # into the pending list, for the images that decoded
     sizes: list[tuple[int, int]]
     failed: list[tuple[int, str]]
+    pixels: Any = None  # uint8 [B, S, S, 3] or float [B, 3, S, S]; dropped once encoded
+    records: list[dict[str, Any]] | None = None  # width, height, global, boxes, scales, vectors
 
 
-class _Decoded:
-    """Dataset for the DataLoader: decoding and resizing happen in worker processes. With a
-    split transform the workers return uint8 pixels and the batch is normalised in one step."""
+class _BatchJob:
+    """Dataset of batches for the DataLoader. Workers always decode and resize; on CPU they can
+    also encode (`encoder` set), each with one thread, which uses the cores better than one
+    process with a thread per core that the decoders keep interrupting."""
 
-    def __init__(self, paths: list[Path], transform: Any, split: tuple[Any, Any] | None, min_side: int) -> None:
+    def __init__(
+        self,
+        paths: list[Path],
+        batches: list[list[int]],
+        encoder: Any,
+        user_boxes: list[Any],
+        regions: Any,
+        encode_here: bool,
+    ) -> None:
         self.paths = paths
-        self.transform = transform
-        self.geometry = split[0] if split else None
-        self.min_side = min_side
+        self.batches = batches
+        self.encoder = encoder
+        self.user_boxes = user_boxes
+        self.regions = regions
+        self.encode_here = encode_here
+        self.split = encoder.split_transform()
 
     def __len__(self) -> int:
-        return len(self.paths)
+        return len(self.batches)
 
-    def __getitem__(self, i: int) -> tuple[int, Any, int, int, str]:
-        try:
-            image, width, height = decode_image(self.paths[i], self.min_side)
-        except DataError as exc:
-            return i, None, 0, 0, str(exc)
-        if self.geometry is not None:
-            return i, np.asarray(self.geometry(image), dtype=np.uint8), width, height, ""
-        return i, self.transform(image), width, height, ""
+    def __getitem__(self, b: int) -> _Batch:
+        import torch
+
+        positions, sizes, failed, arrays = [], [], [], []
+        for i in self.batches[b]:
+            try:
+                image, width, height = decode_image(self.paths[i], self.encoder.image_size)
+            except DataError as exc:
+                failed.append((i, str(exc)))
+                continue
+            if self.split is not None:
+                arrays.append(np.asarray(self.split[0](image), dtype=np.uint8))
+            else:
+                arrays.append(self.encoder.transform(image))
+            positions.append(i)
+            sizes.append((width, height))
+        batch = _Batch(positions, sizes, failed)
+        if arrays:
+            if self.split is not None:
+                batch.pixels = self.encoder.pixels_from_uint8(torch.from_numpy(np.stack(arrays)), *self.split[1])
+            else:
+                batch.pixels = torch.stack(arrays)
+        return self.encode(batch) if self.encode_here else batch
+
+    def encode(self, batch: _Batch) -> _Batch:
+        """Global vectors and selected regions for the decoded images of a batch."""
+        from harmosearch.regions import image_regions
+
+        batch.records = []
+        if batch.pixels is None:
+            return batch
+        encoder = self.encoder
+        global_vectors, dense = encoder.encode_pixels(batch.pixels)
+        regions = image_regions(
+            dense,
+            global_vectors,
+            batch.sizes,
+            encoder.grid,
+            encoder.image_size,
+            encoder.config.resize,
+            self.regions,
+            [self.user_boxes[i] for i in batch.positions],
+        )
+        for (w, h), g, reg in zip(batch.sizes, global_vectors, regions, strict=True):
+            batch.records.append(
+                {
+                    "width": w,
+                    "height": h,
+                    "global": g.numpy(),
+                    "boxes": reg.boxes.numpy(),
+                    "scales": reg.scales.numpy(),
+                    "vectors": reg.vectors.numpy(),
+                }
+            )
+        batch.pixels = None
+        return batch
 
 
-def _collate(items: list[tuple[int, Any, int, int, str]]) -> _Batch:
-    import torch
+def _decoder_priority(_: int) -> None:
+    """Workers that only decode yield the cores to the model's threads in the main process and
+    use what it leaves idle (e.g. while regions are selected)."""
+    with contextlib.suppress(OSError):
+        os.nice(10)
 
-    good = [item for item in items if not item[4]]
-    pixels = None
-    if good:
-        arrays = [px for _, px, _, _, _ in good]
-        pixels = torch.from_numpy(np.stack(arrays)) if isinstance(arrays[0], np.ndarray) else torch.stack(arrays)
-    return _Batch(
-        positions=[i for i, *_ in good],
-        pixels=pixels,
-        raw=bool(good) and isinstance(good[0][1], np.ndarray),
-        sizes=[(w, h) for _, _, w, h, _ in good],
-        failed=[(i, err) for i, _, _, _, err in items if err],
-    )
+
+def encode_in_workers(config: Config, device: Any, batches: int) -> bool:
+    """Where images are encoded: in the worker processes (CPU, two or more workers and batches)
+    or in the main process (GPU, or nothing to share out). index.encode_in forces either."""
+    choice = config.index.encode_in
+    if choice != "auto":
+        return choice == "workers" and config.index.workers > 0
+    return str(device) == "cpu" and config.index.workers >= 2 and batches >= 2
 
 
 def load_user_boxes(path: Path | None) -> dict[str, list[list[float]]]:
@@ -395,50 +455,37 @@ def _encode(
     """Encode `pending` in batches, staging every CHUNK images; returns (path, reason) failures."""
     import torch
 
-    from harmosearch.regions import image_regions
-
     failed: list[tuple[str, str]] = []
     if not pending:
         return failed
-    split = encoder.split_transform()
-    dataset = _Decoded([e.absolute for e, _ in pending], encoder.transform, split, encoder.image_size)
-    workers = min(config.index.workers, max(0, len(pending) // config.encoder.batch_size))
+    size = config.encoder.batch_size
+    batches = [list(range(start, min(start + size, len(pending)))) for start in range(0, len(pending), size)]
+    in_workers = encode_in_workers(config, encoder.device, len(batches))
+    job = _BatchJob(
+        [e.absolute for e, _ in pending],
+        batches,
+        encoder,
+        [user_boxes.get(e.path) for e, _ in pending],
+        config.regions,
+        encode_here=in_workers,
+    )
+    workers = min(config.index.workers, len(batches)) if len(batches) > 1 else 0
     loader = torch.utils.data.DataLoader(
-        dataset,
-        batch_size=config.encoder.batch_size,
+        job,
+        batch_size=None,
         num_workers=workers,
-        collate_fn=_collate,
+        worker_init_fn=None if in_workers else _decoder_priority,
     )
     buffer: list[dict[str, Any]] = []
     done = 0
     for batch in loader:
         failed += [(pending[i][0].path, err) for i, err in batch.failed]
-        if batch.positions:
-            pixels = encoder.pixels_from_uint8(batch.pixels, *split[1]) if batch.raw else batch.pixels
-            global_vectors, dense = encoder.encode_pixels(pixels)
-            boxes = [user_boxes.get(pending[i][0].path) for i in batch.positions]
-            regions = image_regions(
-                dense,
-                global_vectors,
-                batch.sizes,
-                encoder.grid,
-                encoder.image_size,
-                encoder.config.resize,
-                config.regions,
-                boxes,
-            )
-            for i, (w, h), g, reg in zip(batch.positions, batch.sizes, global_vectors, regions, strict=True):
-                record = {
-                    "sha256": pending[i][1],
-                    "width": w,
-                    "height": h,
-                    "global": g.numpy(),
-                    "boxes": reg.boxes.numpy(),
-                    "scales": reg.scales.numpy(),
-                    "vectors": reg.vectors.numpy(),
-                }
-                encoded[record["sha256"]] = record
-                buffer.append(record)
+        if batch.records is None:
+            batch = job.encode(batch)
+        for i, record in zip(batch.positions, batch.records or [], strict=True):
+            record["sha256"] = pending[i][1]
+            encoded[record["sha256"]] = record
+            buffer.append(record)
         done += len(batch.positions) + len(batch.failed)
         if progress:
             progress("encoding", done, len(pending))

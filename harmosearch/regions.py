@@ -66,9 +66,8 @@ def segment_boxes(dense: Any, thresholds: tuple[float, ...], max_fraction: float
     thresholds give a coarse-to-fine set. Window proposals cut objects at fixed sizes; these
     follow what the model sees, so small objects get a tight box too.
 
-    Components are labelled for all images and thresholds at once: every patch repeatedly takes
-    the smallest label among the neighbours it is joined to, then jumps to its label's label,
-    until nothing changes.
+    Components are labelled for all images and thresholds at once by min-label propagation with
+    hooking and pointer jumping, until no joined neighbours disagree.
     """
     import torch
     import torch.nn.functional as F
@@ -84,16 +83,21 @@ def segment_boxes(dense: Any, thresholds: tuple[float, ...], max_fraction: float
     big = cells  # larger than any label
     labels = torch.arange(cells).view(1, 1, gh, gw).expand(batch, levels, gh, gw).contiguous()
     for _ in range(cells):
+        # Each patch looks at the labels of the neighbours it is joined to...
         best = labels.clone()
         best[..., :-1] = torch.minimum(best[..., :-1], torch.where(right, labels[..., 1:], big))
         best[..., 1:] = torch.minimum(best[..., 1:], torch.where(right, labels[..., :-1], big))
         best[..., :-1, :] = torch.minimum(best[..., :-1, :], torch.where(down, labels[..., 1:, :], big))
         best[..., 1:, :] = torch.minimum(best[..., 1:, :], torch.where(down, labels[..., :-1, :], big))
-        flat = best.view(batch, levels, cells)
-        flat = torch.gather(flat, 2, flat)  # jump to the label's own label
-        if torch.equal(flat.view_as(labels), labels):
+        flat, best = labels.view(batch, levels, cells), best.view(batch, levels, cells)
+        if torch.equal(best, flat):
             break
-        labels = flat.view_as(labels)
+        # ...hooks its label onto the smallest one seen by any patch with that label, and every
+        # patch then jumps to its label's label (twice), so labels spread far in each round.
+        hooked = flat.scatter_reduce(2, flat, best, "amin")
+        flat = torch.gather(hooked, 2, flat)
+        flat = torch.gather(flat, 2, flat)
+        labels = torch.gather(flat, 2, flat).view_as(labels)
     # One key per (image, threshold, component); bounding boxes by scatter min/max.
     key = (torch.arange(batch * levels).view(batch, levels, 1) * cells + labels.view(batch, levels, cells)).flatten()
     ys = torch.arange(gh).repeat_interleave(gw).repeat(batch * levels)
@@ -112,22 +116,26 @@ def segment_boxes(dense: Any, thresholds: tuple[float, ...], max_fraction: float
     return [b.float() for b in torch.split(rows[:, 1:], per_image)]
 
 
-def from_grid(boxes: Any, width: int, height: int, grid: tuple[int, int], image_size: int, resize: str) -> Any:
-    """The inverse of to_grid: grid-unit boxes -> pixels of the original image."""
+def from_grid(boxes: Any, width: Any, height: Any, grid: tuple[int, int], image_size: int, resize: str) -> Any:
+    """The inverse of to_grid: grid-unit boxes -> pixels of the original image. width and height
+    are one image's size, or tensors [N] giving each box's image size."""
     import torch
 
     grid_h, grid_w = grid
     boxes = boxes.float()
+    w = torch.as_tensor(width, dtype=torch.float32).reshape(-1)
+    h = torch.as_tensor(height, dtype=torch.float32).reshape(-1)
     if resize == "squash":
-        sx, sy, ox, oy = width / grid_w, height / grid_h, 0.0, 0.0
+        sx, sy = w / grid_w, h / grid_h
+        ox = oy = torch.zeros_like(w)
     else:
-        scale = image_size / min(width, height)
+        scale = image_size / torch.minimum(w, h)
         sx = sy = image_size / grid_w / scale
-        ox = (width * scale - image_size) / 2 / scale
-        oy = (height * scale - image_size) / 2 / scale
+        ox = (w * scale - image_size) / 2 / scale
+        oy = (h * scale - image_size) / 2 / scale
     out = torch.stack([boxes[:, 0] * sx + ox, boxes[:, 1] * sy + oy, boxes[:, 2] * sx + ox, boxes[:, 3] * sy + oy], 1)
-    out[:, 0::2] = out[:, 0::2].clamp(0, width)
-    out[:, 1::2] = out[:, 1::2].clamp(0, height)
+    out[:, 0::2] = torch.minimum(out[:, 0::2].clamp(min=0), w.unsqueeze(1))
+    out[:, 1::2] = torch.minimum(out[:, 1::2].clamp(min=0), h.unsqueeze(1))
     return out
 
 
@@ -266,6 +274,13 @@ def image_regions(
     import torch
 
     segments = segment_boxes(dense, config.segments) if config.segments else None
+    segment_pixels = None
+    if segments is not None:  # to pixels for the whole batch at once
+        counts = torch.tensor([len(b) for b in segments])
+        widths = torch.tensor([w for w, _ in sizes], dtype=torch.float32).repeat_interleave(counts)
+        heights = torch.tensor([h for _, h in sizes], dtype=torch.float32).repeat_interleave(counts)
+        flat = from_grid(torch.cat(segments), widths, heights, grid, image_size, resize)
+        segment_pixels = torch.split(flat, counts.tolist())
     proposals, grid_boxes = [], []
     for i, (width, height) in enumerate(sizes):
         pixel_parts, grid_parts, scale_parts = [], [], []
@@ -274,8 +289,8 @@ def image_regions(
             pixel_parts.append(extra)
             grid_parts.append(to_grid(extra, width, height, grid, image_size, resize))
             scale_parts.append(torch.full((len(extra),), USER_BOX))
-        if segments is not None:
-            pixel_parts.append(from_grid(segments[i], width, height, grid, image_size, resize))
+        if segments is not None and segment_pixels is not None:
+            pixel_parts.append(segment_pixels[i])
             grid_parts.append(segments[i])
             scale_parts.append(torch.full((len(segments[i]),), SEGMENT))
         windows, window_scales, window_grid = _windows(

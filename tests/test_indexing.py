@@ -255,3 +255,31 @@ def test_jpeg_draft_decoding_keeps_the_full_oriented_size(tmp_path):
     # The same picture either way: compare after bringing both to the small size.
     reference = np.asarray(full.resize(small.size, Image.BILINEAR), dtype=np.float32)
     assert np.abs(np.asarray(small, dtype=np.float32) - reference).mean() < 4.0
+
+
+def test_encoding_in_worker_processes_equals_encoding_in_the_main_process(photos, tmp_path, test_encoder, monkeypatch):
+    """On CPU the workers may run the model themselves (one thread each); the index is the same."""
+    from dataclasses import replace
+
+    from harmosearch import indexing
+    from harmosearch.indexing import encode_in_workers
+
+    main_pid, encode = os.getpid(), indexing._BatchJob.encode
+
+    def encode_elsewhere(self, batch):
+        if self.encode_here and os.getpid() == main_pid:
+            raise AssertionError("the main process encoded a batch meant for the workers")
+        return encode(self, batch)
+
+    monkeypatch.setattr(indexing._BatchJob, "encode", encode_elsewhere)
+
+    base = replace(CONFIG, index=replace(CONFIG.index, workers=2))
+    in_main = replace(base, index=replace(base.index, encode_in="main"))
+    in_workers = replace(base, index=replace(base.index, encode_in="workers"))
+    assert encode_in_workers(replace(base, index=replace(base.index, encode_in="auto")), "cpu", 12)
+    assert not encode_in_workers(replace(base, index=replace(base.index, encode_in="auto")), "cuda", 12)
+    assert not encode_in_workers(in_main, "cpu", 12)
+    a = build_index(photos, tmp_path / "a", in_main, encoder=test_encoder)
+    b = build_index(photos, tmp_path / "b", in_workers, encoder=test_encoder)
+    assert a.encoded == b.encoded == 12
+    assert_same_index(tmp_path / "a", tmp_path / "b")
