@@ -3,7 +3,9 @@
     python benchmarks/search.py [--sizes 10000,100000,1000000] [--dim 512] [--queries 200]
 
 For every size: numpy brute force (a matrix-vector scan, as rclip searches), FAISS Flat for one
-query and for a batch of 3 lexemes in one call, HNSW32, IVF + Flat, IVF + SQ8 and Flat fp16;
+query and for a batch of 3 lexemes in one call, harmosearch's single-query search of the same Flat
+index (one BLAS product over FAISS's storage), HNSW32, IVF + Flat, IVF + SQ8 and SQfp16 (the
+exact index harmosearch picks by default, lossless for its float16 vectors);
 p50/p95 latency per query, recall@10 against exact search, bytes per stored vector. Then the
 end-to-end latency of a warm `Index.search` (text encoding, search, fusion, metadata) over an
 index holding the largest number of regions. Results are appended to benchmarks/results/search.jsonl
@@ -24,6 +26,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import RESULTS, append_result
+
+from harmosearch.store import search_vectors
 
 
 def clustered(n: int, dim: int, rng: np.random.Generator, clusters: int = 2000) -> np.ndarray:
@@ -62,7 +66,8 @@ def index_bytes(index) -> int:
 
 
 def run_size(n: int, dim: int, n_queries: int, rng: np.random.Generator, hnsw_max: int) -> list[dict]:
-    data = clustered(n, dim, rng)
+    # harmosearch stores float16 vectors; every method searches the same float16-exact values.
+    data = clustered(n, dim, rng).astype(np.float16).astype(np.float32)
     queries = queries_near(data, n_queries, rng)
     flat = faiss.IndexFlatIP(dim)
     flat.add(data)
@@ -95,9 +100,21 @@ def run_size(n: int, dim: int, n_queries: int, rng: np.random.Generator, hnsw_ma
             "bytes_per_vector": index_bytes(flat) / n,
         }
     )
+    # harmosearch's search of a Flat index: one query is one BLAS matrix-vector product.
+    lat = latencies(lambda q: search_vectors(flat, q[None], 10), queries)
+    _, found = search_vectors(flat, queries, 10)
+    rows.append(
+        {
+            "method": "harmosearch Flat (BLAS scan)",
+            "latencies": lat,
+            "recall@10": recall(found, truth),
+            "bytes_per_vector": index_bytes(flat) / n,
+        }
+    )
     nlist = max(16, int(4 * np.sqrt(n)))
     train = data[rng.choice(n, size=min(n, 60 * nlist), replace=False)]
     specs = [(f"IVF{nlist},Flat", {"nprobe": 16}), (f"IVF{nlist},SQ8", {"nprobe": 16}), ("SQfp16", {})]
+    # SQfp16 is harmosearch's auto exact index: lossless for float16 vectors.
     if n <= hnsw_max:
         specs.insert(0, ("HNSW32", {"efSearch": 64}))
     for spec, params in specs:
@@ -240,6 +257,13 @@ def main() -> None:
                 f"n={n:>8} {row['method']:34s} p50 {row['p50_ms']:8.3f} ms  p95 {row['p95_ms']:8.3f} ms  "
                 f"recall@10 {row['recall@10']:.3f}  {row['bytes_per_vector']:7.1f} B/vector"
             )
+    for n in dict.fromkeys(r["n"] for r in rows):
+        p50 = {r["method"]: r["p50_ms"] for r in rows if r["n"] == n}
+        scan = p50["numpy scan"]
+        print(
+            f"n={n:>8} exact search / numpy scan (goal <= 1): SQfp16 (auto) {p50['faiss SQfp16'] / scan:.2f}, "
+            f"Flat {p50['harmosearch Flat (BLAS scan)'] / scan:.2f}; plain faiss Flat {p50['faiss Flat'] / scan:.2f}"
+        )
     e2e = end_to_end(args.e2e_regions, args.model, rng) if args.e2e_regions else None
     if e2e:
         print(

@@ -233,13 +233,16 @@ class Index:
         return SearchResponse(text, lexeme_texts, results, warnings)
 
     def _candidates(self, g: np.ndarray, lexemes: np.ndarray, k: int, s: SearchConfig) -> np.ndarray:
+        from harmosearch.store import search_vectors
+
         found: list[np.ndarray] = []
         if self.reader.n_images:
-            _, ids = self.reader.global_index.search(g[None], min(self.reader.n_images, max(k, s.global_candidates)))
+            wanted = min(self.reader.n_images, max(k, s.global_candidates))
+            _, ids = search_vectors(self.reader.global_index, g[None], wanted)
             found.append(ids[0][ids[0] >= 0])
         if len(lexemes) and self.reader.n_regions:
             # One batched call for all lexemes; FAISS pads with -1 when asked for more than it holds.
-            _, ids = self.reader.region_index.search(lexemes, min(self.reader.n_regions, s.region_candidates))
+            _, ids = search_vectors(self.reader.region_index, lexemes, min(self.reader.n_regions, s.region_candidates))
             rows = ids[ids >= 0]
             found.append(np.asarray(self.reader.regions["image_id"])[rows])
         if not found:

