@@ -145,7 +145,9 @@ def index(
     ] = False,
     device: Annotated[str | None, typer.Option("--device", help="auto, cpu or cuda.")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size")] = None,
-    workers: Annotated[int | None, typer.Option("--workers", help="Decoding processes.")] = None,
+    workers: Annotated[
+        int | None, typer.Option("--workers", help="Worker processes: they decode, and on CPU also encode.")
+    ] = None,
 ) -> None:
     """Index a photo folder: one global vector and many region vectors per image; re-runs update."""
     overrides: dict[str, Any] = {

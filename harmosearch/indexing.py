@@ -166,8 +166,8 @@ class _Batch:
 
 class _BatchJob:
     """Dataset of batches for the DataLoader. Workers always decode and resize; on CPU they can
-    also encode (`encoder` set), each with one thread, which uses the cores better than one
-    process with a thread per core that the decoders keep interrupting."""
+    also encode (`encode_here`), each with its share of the cores, which uses them better than
+    one process with a thread per core that the decoders keep interrupting."""
 
     def __init__(
         self,
@@ -245,6 +245,19 @@ class _BatchJob:
             )
         batch.pixels = None
         return batch
+
+
+class _EncoderThreads:
+    """worker_init_fn for workers that encode: the cores are shared out among them (the
+    DataLoader would leave each worker a single thread)."""
+
+    def __init__(self, workers: int) -> None:
+        self.threads = max(1, len(os.sched_getaffinity(0)) // max(workers, 1))
+
+    def __call__(self, _: int) -> None:
+        import torch
+
+        torch.set_num_threads(self.threads)
 
 
 def _decoder_priority(_: int) -> None:
@@ -474,7 +487,7 @@ def _encode(
         job,
         batch_size=None,
         num_workers=workers,
-        worker_init_fn=None if in_workers else _decoder_priority,
+        worker_init_fn=_EncoderThreads(workers) if in_workers else _decoder_priority,
     )
     buffer: list[dict[str, Any]] = []
     done = 0
