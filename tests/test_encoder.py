@@ -356,3 +356,22 @@ def test_batched_selection_equals_one_by_one_reference(test_encoder, seed):
         assert torch.equal(fast[i].scales, all_scales[rows])
         assert torch.allclose(fast[i].vectors, all_vectors[rows])
     assert any(len(r.boxes) == 12 for r in fast)
+
+
+@pytest.mark.parametrize("resize", ["squash", "shortest"])
+def test_from_grid_inverts_to_grid_per_box_and_per_batch(resize):
+    from harmosearch.regions import from_grid
+
+    sizes = [(640, 480), (300, 500), (224, 224)]
+    pixel_boxes = torch.tensor([[100.0, 120.0, 400.0, 360.0], [50.0, 150.0, 250.0, 350.0], [0.0, 0.0, 112.0, 200.0]])
+    grid_boxes = torch.stack(
+        [to_grid(b[None], w, h, (14, 14), 224, resize)[0] for b, (w, h) in zip(pixel_boxes, sizes, strict=True)]
+    )
+    widths = torch.tensor([float(w) for w, _ in sizes])
+    heights = torch.tensor([float(h) for _, h in sizes])
+    batched = from_grid(grid_boxes, widths, heights, (14, 14), 224, resize)
+    for i, (w, h) in enumerate(sizes):
+        one = from_grid(grid_boxes[i : i + 1], w, h, (14, 14), 224, resize)[0]
+        assert torch.allclose(batched[i], one)
+    # Every box lies inside the model's view (also after a shortest-side crop): it comes back.
+    assert torch.allclose(batched, pixel_boxes, atol=1e-3)
