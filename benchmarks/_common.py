@@ -23,15 +23,24 @@ def best_of(fn: Callable[[], Any], repeat: int = 3) -> float:
     return min(times)
 
 
-def interleaved(fns: list[Callable[[], Any]], rounds: int = 3) -> list[float]:
-    """The fastest time of each function over `rounds` rounds that run them in turn."""
-    best = [float("inf")] * len(fns)
+def interleaved(fns: list[Callable[[], Any]], rounds: int = 3) -> list[list[float]]:
+    """Times of each function over `rounds` rounds that run them in turn: [function][round]."""
+    times: list[list[float]] = [[] for _ in fns]
     for _ in range(rounds):
         for i, fn in enumerate(fns):
             start = time.perf_counter()
             fn()
-            best[i] = min(best[i], time.perf_counter() - start)
-    return best
+            times[i].append(time.perf_counter() - start)
+    return times
+
+
+def paired_ratio(numerator: list[float], denominator: list[float]) -> float:
+    """Median over rounds of the ratio of two functions timed in the same round: a slow spell
+    on a shared machine slows both sides of a pair, so the ratio holds steadier than one of
+    best times."""
+    import statistics
+
+    return statistics.median(a / b for a, b in zip(numerator, denominator, strict=True))
 
 
 def machine() -> dict[str, Any]:

@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import append_result, best_of, interleaved
+from _common import append_result, best_of, interleaved, paired_ratio
 
 from harmosearch.config import SynthConfig, load_config
 from harmosearch.encoder import load_encoder, vision_forward
@@ -39,7 +39,7 @@ def main() -> None:
         "--format", choices=["png", "jpg"], default="png", help="store the scenes as PNG or as JPEG (like photos)"
     )
     parser.add_argument("--encode-in", choices=["auto", "main", "workers"], default="auto")
-    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="harmosearch-encode-"))
     try:
@@ -104,9 +104,8 @@ def main() -> None:
         with_regions()  # warm up
         # Rounds alternate between the variants, so a noisy spell on a shared machine hits all of
         # them alike; each variant keeps its fastest round.
-        t_global, t_dense, t_regions, t_e2e = interleaved(
-            [global_only, global_and_dense, with_regions, end_to_end], rounds=args.rounds
-        )
+        rounds = interleaved([global_only, global_and_dense, with_regions, end_to_end], rounds=args.rounds)
+        t_global, t_dense, t_regions, t_e2e = (min(times) for times in rounds)
         t_crop = best_of(crop_per_region, repeat=1) * len(images) / len(crop_images)
         n = len(images)
         rows = {
@@ -118,8 +117,9 @@ def main() -> None:
         }
         for name, rate in rows.items():
             print(f"{name:38s} {rate:8.1f} images/s")
-        regions_ratio = t_regions / t_global
-        e2e_ratio = t_global / t_e2e
+        # Ratios: the median over rounds of each round's pair (see paired_ratio).
+        regions_ratio = paired_ratio(rounds[2], rounds[0])
+        e2e_ratio = paired_ratio(rounds[0], rounds[3])
         print(f"time ratio global+regions / global-only: {regions_ratio:.3f}  (goal <= 1.15)")
         print(f"crop-per-region is {t_crop / t_regions:.1f}x slower than one pass with regions")
         print(f"end-to-end indexing / global-only forward throughput: {e2e_ratio:.3f}  (goal >= 0.85)")
@@ -132,6 +132,8 @@ def main() -> None:
                 "encode_in": args.encode_in,
                 "batch": args.batch,
                 "images_per_s": rows,
+                "rounds": args.rounds,
+                "seconds_per_round": rounds,
                 "regions_over_global_time": regions_ratio,
                 "end_to_end_over_raw": e2e_ratio,
             },
