@@ -87,3 +87,51 @@ def test_fuzz_never_raises_and_spans_index_the_right_tokens(text):
         # The span holds exactly the tokens of the lexeme's words.
         if not parsed.truncated:
             assert tok.decode(ids[lo:hi]).strip() == lexeme.text
+
+
+class _Token:
+    def __init__(self, text, idx, pos):
+        self.text, self.idx, self.pos_ = text, idx, pos
+
+
+class _FakeSpacy:
+    """Stands in for a spaCy pipeline (no model can be downloaded here): noun chunks are the
+    given phrases, tagged word by word, found in the text."""
+
+    def __init__(self, chunks):
+        self.chunks = chunks
+
+    def __call__(self, text):
+        doc, cursor = type("Doc", (), {})(), 0
+        doc.noun_chunks = []
+        for words, tags in self.chunks:
+            chunk = []
+            for word, tag in zip(words.split(), tags.split(), strict=True):
+                cursor = text.index(word, cursor)
+                chunk.append(_Token(word, cursor, tag))
+                cursor += len(word)
+            doc.noun_chunks.append(chunk)
+        return doc
+
+
+def test_spacy_noun_chunks_map_onto_tokenizer_spans(monkeypatch):
+    from harmosearch import lexemes
+
+    fake = _FakeSpacy([("the big red umbrella", "DET ADJ ADJ NOUN"), ("a wooden bench", "DET ADJ NOUN")])
+    monkeypatch.setattr(lexemes, "_spacy_pipeline", lambda: fake)
+    text = "the big red umbrella near a wooden bench"
+    spacy_parse = lexemes.parse(text, parser="spacy")
+    auto_parse = lexemes.parse(text, parser="auto")  # spaCy is "installed": auto uses it
+    rules_parse = lexemes.parse(text, parser="rules")
+    assert [lx.text for lx in spacy_parse.lexemes] == ["big red umbrella", "wooden bench"]
+    assert spacy_parse.lexemes == auto_parse.lexemes
+    # The determiners are dropped, so the spans are exactly the rule parser's for the same words.
+    assert [lx.tokens for lx in spacy_parse.lexemes] == [lx.tokens for lx in rules_parse.lexemes]
+
+
+def test_spacy_chunk_of_only_function_words_gives_no_lexeme(monkeypatch):
+    from harmosearch import lexemes
+
+    monkeypatch.setattr(lexemes, "_spacy_pipeline", lambda: _FakeSpacy([("it", "PRON"), ("a dog", "DET NOUN")]))
+    parsed = lexemes.parse("it chased a dog", parser="spacy")
+    assert [lx.text for lx in parsed.lexemes] == ["dog"]
