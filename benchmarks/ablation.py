@@ -31,6 +31,7 @@ VARIANTS = {  # name -> (losses, dense_mode)
     "GC + GR": ("gc,gr", "value"),
     "GC + LRC + GR (HarmoCLIP)": ("gc,lrc,gr", "value"),
     "GC + LRC + GR, plain last block": ("gc,lrc,gr", "plain"),
+    "GC + LRC + GR + TIGHT (loose-box negatives)": ("gc,lrc,gr,tight", "value"),
 }
 
 

@@ -439,8 +439,8 @@ def _weights(text: str | None) -> dict[str, float]:
         key, sep, value = part.partition("=")
         if not sep:
             key, value = ("lrc", "gr")[i] if i < 2 else "?", part
-        if key not in ("lrc", "gr"):
-            raise typer.BadParameter(f"unknown weight {key!r}; use lrc=W,gr=W", param_hint="--weights")
+        if key not in ("lrc", "gr", "tight"):
+            raise typer.BadParameter(f"unknown weight {key!r}; use lrc=W,gr=W,tight=W", param_hint="--weights")
         try:
             named[f"train.w_{key}"] = float(value)
         except ValueError:
@@ -459,7 +459,7 @@ def train(
         Path, typer.Option("--out", help="Run folder: checkpoints/, final/, metrics.jsonl, loss_curve.png.")
     ],
     model: Annotated[str | None, typer.Option("--model", help="Starting model spec (default: harmo-tiny).")] = None,
-    losses: Annotated[str | None, typer.Option("--losses", help="Loss terms to use, e.g. gc,lrc,gr.")] = None,
+    losses: Annotated[str | None, typer.Option("--losses", help="Loss terms: gc, lrc, gr, tight.")] = None,
     weights: Annotated[str | None, typer.Option("--weights", help="Term weights: lrc=1,gr=1.")] = None,
     gr_variant: Annotated[str | None, typer.Option("--gr-variant", help="GR variant: caption or crop.")] = None,
     lexeme_source: Annotated[

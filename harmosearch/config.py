@@ -82,6 +82,8 @@ class TrainConfig:
     losses: tuple[str, ...] = ("gc", "lrc", "gr")
     w_lrc: float = 1.0
     w_gr: float = 1.0
+    w_tight: float = 1.0
+    loose_factor: float = 2.0  # TIGHT's loose box: the object's box grown this many times (side)
     gr_variant: str = "caption"  # caption (a) | crop (b)
     lexeme_source: str = "caption"  # caption (its parsed lexemes linked to boxes) | annotations (every phrase)
     match: str = "largest"  # several boxes fit a lexeme equally: largest | skip
@@ -244,8 +246,8 @@ def validate(config: Config) -> None:
             "synth objects must satisfy 1 <= min_objects <= max_objects <= 4",
         ),
         (
-            bool(tr.losses) and set(tr.losses) <= {"gc", "lrc", "gr"},
-            "train.losses must be a non-empty subset of gc, lrc, gr",
+            bool(tr.losses) and set(tr.losses) <= {"gc", "lrc", "gr", "tight"},
+            "train.losses must be a non-empty subset of gc, lrc, gr, tight",
         ),
         (tr.gr_variant in ("caption", "crop"), "train.gr_variant must be caption or crop"),
         (tr.lexeme_source in ("caption", "annotations"), "train.lexeme_source must be caption or annotations"),

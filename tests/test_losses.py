@@ -82,3 +82,34 @@ def test_total_is_the_weighted_sum_of_enabled_terms():
     assert float(terms["total"]) == pytest.approx(float(terms["gc"] + 0.5 * terms["lrc"] + 2.0 * terms["gr"]))
     only_gc = HarmoLoss(("gc",))(out)
     assert set(only_gc) == {"gc", "total"}
+
+
+def test_tightness_is_a_two_way_softmax_of_tight_against_loose():
+    from harmosearch.train.losses import RegionTightness
+
+    regions, loose, lexemes = unit(4, 8, seed=5), unit(4, 8, seed=6), unit(4, 8, seed=7)
+    scale = torch.tensor(20.0)
+    got = RegionTightness()(regions, loose, lexemes, scale)["tight"]
+    expected = 0.0
+    for i in range(4):
+        row = [float(scale * regions[i] @ lexemes[i]), float(scale * loose[i] @ lexemes[i])]
+        expected += nll(row, 0, [True, True]) / 4
+    assert float(got) == pytest.approx(expected, rel=1e-5)
+    empty = RegionTightness()(regions[:0], loose[:0], lexemes[:0], scale)["tight"]
+    assert float(empty) == 0.0
+
+
+def test_tightness_joins_the_total_with_its_weight():
+    out = {
+        "image": unit(4, 8, seed=1),
+        "text": unit(4, 8, seed=2),
+        "regions": unit(5, 8, seed=3),
+        "loose": unit(5, 8, seed=8),
+        "lexemes": unit(5, 8, seed=4),
+        "lexeme_ids": torch.arange(5),
+        "owner": torch.tensor([0, 1, 1, 2, 3]),
+        "scale": torch.tensor(10.0),
+    }
+    terms = HarmoLoss(("gc", "lrc", "tight"), w_tight=0.25)(out)
+    assert set(terms) == {"gc", "lrc", "tight", "total"}
+    assert float(terms["total"]) == pytest.approx(float(terms["gc"] + terms["lrc"] + 0.25 * terms["tight"]))

@@ -204,3 +204,21 @@ def test_lexeme_source_and_mode_options_train(train_scenes, tmp_path, source, mo
     history = []
     train(config, train_scenes, tmp_path / "run", on_step=lambda m: history.append(m["lrc"]))
     assert len(history) == 2 and all(v > 0 for v in history)
+
+
+def test_loose_boxes_grow_about_the_centre_and_stay_inside_the_grid():
+    from harmosearch.train.data import loose_box
+
+    grid = (14, 14)
+    assert loose_box(torch.tensor([5.0, 5.0, 7.0, 9.0]), 2.0, grid).tolist() == [4.0, 3.0, 8.0, 11.0]
+    # Near the edge the grown box is shifted inside, keeping its size.
+    assert loose_box(torch.tensor([0.0, 12.0, 2.0, 14.0]), 2.0, grid).tolist() == [0.0, 10.0, 4.0, 14.0]
+    # Larger than the grid: the whole grid.
+    assert loose_box(torch.tensor([1.0, 1.0, 12.0, 13.0]), 2.0, grid).tolist() == [0.0, 0.0, 14.0, 14.0]
+
+
+def test_training_with_the_tightness_term(train_scenes, tmp_path):
+    config = tiny_config(**{"train.max_steps": 3, "train.losses": "gc,lrc,gr,tight", "train.checkpoint_every": 1000})
+    history = []
+    train(config, train_scenes, tmp_path / "run", on_step=lambda m: history.append(m))
+    assert len(history) == 3 and all(m["tight"] > 0 for m in history)

@@ -259,6 +259,7 @@ class TrainingSet:
         lexeme_source: str = "caption",
         lexeme_mode: str = "token",
         prompt: str = "a photo of a {}",
+        loose_factor: float = 2.0,
     ) -> None:
         self.samples = samples
         self.transform = transform
@@ -274,6 +275,7 @@ class TrainingSet:
         self.lexeme_source = lexeme_source
         self.lexeme_mode = lexeme_mode
         self.prompt = prompt
+        self.loose_factor = loose_factor
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -310,6 +312,7 @@ class TrainingSet:
         k = self.max_links
         spans = torch.zeros((k, 2), dtype=torch.long)
         boxes = torch.zeros((k, 4), dtype=torch.float32)
+        loose_boxes = torch.zeros((k, 4), dtype=torch.float32)
         crop_boxes = torch.zeros((k, 4), dtype=torch.float32)
         valid = torch.zeros(k, dtype=torch.bool)
         lexeme_ids = torch.full((k,), -1, dtype=torch.long)
@@ -325,6 +328,7 @@ class TrainingSet:
             pixel_box = torch.tensor([link.box], dtype=torch.float32)
             boxes[slot] = to_grid(pixel_box, width, height, self.grid, self.image_size, self.resize)[0]
             crop_boxes[slot] = boxes[slot] * scale
+            loose_boxes[slot] = loose_box(boxes[slot], self.loose_factor, self.grid)
             valid[slot] = True
             lexeme_ids[slot] = _text_id(text)
         item = {
@@ -332,6 +336,7 @@ class TrainingSet:
             "tokens": self.tokenizer([caption])[0],
             "spans": spans,  # token spans: in the caption, or in lexeme_tokens when those are given
             "boxes": boxes,  # grid units
+            "loose_boxes": loose_boxes,  # grid units: each box grown loose_factor times, inside the grid
             "crop_boxes": crop_boxes,  # pixels of the model input
             "valid": valid,
             "lexeme_ids": lexeme_ids,  # equal ids = textually identical lexemes
@@ -339,6 +344,20 @@ class TrainingSet:
         if own_prompts:
             item["lexeme_tokens"] = lexeme_tokens
         return item
+
+
+def loose_box(box: Any, factor: float, grid: tuple[int, int]) -> Any:
+    """The box (x0, y0, x1, y1) grown `factor` times in width and height about its centre, then
+    shifted (not shrunk) to lie inside the grid where it fits."""
+    import torch
+
+    grid_h, grid_w = grid
+    x0, y0, x1, y1 = (float(v) for v in box)
+    w, h = min((x1 - x0) * factor, grid_w), min((y1 - y0) * factor, grid_h)
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    left = min(max(cx - w / 2, 0.0), grid_w - w)
+    top = min(max(cy - h / 2, 0.0), grid_h - h)
+    return torch.tensor([left, top, left + w, top + h])
 
 
 def _text_id(text: str) -> int:

@@ -59,6 +59,7 @@ def forward_batch(
     need_crops: bool,
     lexeme_pool: str = "mean",
     lexeme_mode: str = "token",
+    need_loose: bool = False,
 ) -> dict[str, Any]:
     """Everything the losses need from one batch, in one pass of each tower."""
     import torch
@@ -92,6 +93,9 @@ def forward_batch(
         "owner": owner,
         "scale": model.logit_scale.exp().clamp(max=100).float(),
     }
+    if need_loose:
+        loose = [batch["loose_boxes"][b][valid[b]] for b in range(len(valid))]
+        out["loose"] = torch.cat(pool(dense.float(), loose)).float()
     if need_crops:
         size = pixels.shape[-1]
         crop_boxes = [batch["crop_boxes"][b][valid[b]] for b in range(len(valid))]
@@ -184,12 +188,13 @@ def train(
         lexeme_source=tc.lexeme_source,
         lexeme_mode=ec.lexeme_mode,
         prompt=ec.lexeme_prompt,
+        loose_factor=tc.loose_factor,
     )
     steps_per_epoch = len(samples) // tc.batch_size
     total = steps_per_epoch * tc.epochs
     if tc.max_steps is not None:
         total = min(total, tc.max_steps) if tc.max_steps > 0 else total
-    loss_fn = HarmoLoss(tc.losses, tc.w_lrc, tc.w_gr, tc.gr_variant)
+    loss_fn = HarmoLoss(tc.losses, tc.w_lrc, tc.w_gr, tc.gr_variant, tc.w_tight)
     optimizer = torch.optim.AdamW(param_groups(model, tc.weight_decay), lr=tc.lr, betas=(0.9, 0.98), eps=1e-6)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, tc.warmup_steps, total))
     dtype = autocast_dtype(
@@ -253,6 +258,7 @@ def train(
                     "gr" in tc.losses and tc.gr_variant == "crop",
                     ec.lexeme_pool,
                     ec.lexeme_mode,
+                    "tight" in tc.losses,
                 )
             terms = loss_fn(outputs)
             optimizer.zero_grad(set_to_none=True)
@@ -312,7 +318,7 @@ def plot_losses(metrics: Path, png: Path) -> None:
     if not rows:
         return
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
-    for key in ("total", "gc", "lrc", "gr"):
+    for key in ("total", "gc", "lrc", "gr", "tight"):
         if key in rows[0]:
             ax.plot([r["step"] for r in rows], [r[key] for r in rows], label=key, linewidth=1.2)
     ax.set_xlabel("step")

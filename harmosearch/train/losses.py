@@ -6,6 +6,9 @@ Inputs are L2-normalised vectors; `scale` is the model's logit_scale.exp().
   other pair in the batch is a negative, except lexemes textually identical to the positive.
 - GR: (a) "caption": each region against its own image's caption, other captions negative;
   (b) "crop": 1 - cosine between a region and the global vector of the image cropped to its box.
+- TIGHT (harmosearch's addition, off by default): each lexeme must score its object's box above a
+  loose box around it (the box grown `train.loose_factor` times), a two-way softmax. At search
+  time the best of many proposals wins, and loose windows otherwise score nearly as well.
 """
 
 from __future__ import annotations
@@ -68,16 +71,38 @@ class GlobalRegionAlignment(nn.Module):
         return {"gr": (1 - (regions * crops.detach()).sum(-1)).mean()}
 
 
-class HarmoLoss(nn.Module):
-    """Total = GC + w_lrc * LRC + w_gr * GR over the enabled terms; returns every term and the total."""
+class RegionTightness(nn.Module):
+    def forward(
+        self, regions: torch.Tensor, loose: torch.Tensor, lexemes: torch.Tensor, scale: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """regions, loose, lexemes: [M, D], row i = a lexeme, its object's box, a loose box around
+        it. Mean of -log softmax([tight, loose])[tight] = softplus(scale * (loose - tight))."""
+        if len(regions) == 0:
+            return {"tight": regions.sum() * 0 + loose.sum() * 0}
+        tight_scores = (regions * lexemes).sum(-1)
+        loose_scores = (loose * lexemes).sum(-1)
+        return {"tight": F.softplus(scale * (loose_scores - tight_scores)).mean()}
 
-    def __init__(self, losses: tuple[str, ...], w_lrc: float = 1.0, w_gr: float = 1.0, gr_variant: str = "caption"):
+
+class HarmoLoss(nn.Module):
+    """Total = GC + w_lrc * LRC + w_gr * GR (+ w_tight * TIGHT) over the enabled terms; returns
+    every term and the total."""
+
+    def __init__(
+        self,
+        losses: tuple[str, ...],
+        w_lrc: float = 1.0,
+        w_gr: float = 1.0,
+        gr_variant: str = "caption",
+        w_tight: float = 1.0,
+    ):
         super().__init__()
         self.enabled = tuple(losses)
-        self.weights = {"gc": 1.0, "lrc": w_lrc, "gr": w_gr}
+        self.weights = {"gc": 1.0, "lrc": w_lrc, "gr": w_gr, "tight": w_tight}
         self.gc = GlobalContrastive()
         self.lrc = LexemeRegionContrastive()
         self.gr = GlobalRegionAlignment(gr_variant)
+        self.tight = RegionTightness()
 
     def forward(self, out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         scale = out["scale"]
@@ -88,5 +113,7 @@ class HarmoLoss(nn.Module):
             terms |= self.lrc(out["regions"], out["lexemes"], out["lexeme_ids"], scale)
         if "gr" in self.enabled:
             terms |= self.gr(out["regions"], out["owner"], out["text"], out.get("crops"), scale)
+        if "tight" in self.enabled:
+            terms |= self.tight(out["regions"], out["loose"], out["lexemes"], scale)
         terms["total"] = sum(self.weights[k] * v for k, v in terms.items())
         return terms
