@@ -44,8 +44,8 @@ def test_single_object_queries_find_the_object_and_box_it(fresh_index):
             grounded.append(iou >= 0.5)
     hit_rate, box_rate = float(np.mean(found)), float(np.mean(grounded))
     print(f"top-5 holds the object for {hit_rate:.3f} of phrases; its box at IoU >= 0.5 for {box_rate:.3f}")
-    assert hit_rate >= 0.7  # measured 0.833 with harmo-tiny (48 phrases, seed 31337)
-    assert box_rate >= 0.5  # measured 0.525
+    assert hit_rate >= 0.7  # measured 0.729 with harmo-tiny (48 phrases, seed 31337)
+    assert box_rate >= 0.5  # measured 0.600
 
 
 def test_bench_runs_end_to_end_on_the_bundled_model(tmp_path, monkeypatch):
