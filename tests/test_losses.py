@@ -67,16 +67,22 @@ def test_gr_crop_variant_is_one_minus_cosine_and_stops_teacher_gradient():
     assert crops.grad is None and regions.grad is not None
 
 
-def test_total_is_the_weighted_sum_of_enabled_terms():
-    out = {
+def model_outputs():
+    """What forward_batch hands the losses, for 4 images and 5 linked regions."""
+    return {
         "image": unit(4, 8, seed=1),
         "text": unit(4, 8, seed=2),
         "regions": unit(5, 8, seed=3),
+        "loose": unit(5, 8, seed=8),
         "lexemes": unit(5, 8, seed=4),
         "lexeme_ids": torch.arange(5),
         "owner": torch.tensor([0, 1, 1, 2, 3]),
         "scale": torch.tensor(10.0),
     }
+
+
+def test_total_is_the_weighted_sum_of_enabled_terms():
+    out = model_outputs()
     terms = HarmoLoss(("gc", "lrc", "gr"), w_lrc=0.5, w_gr=2.0)(out)
     assert set(terms) == {"gc", "lrc", "gr", "total"}
     assert float(terms["total"]) == pytest.approx(float(terms["gc"] + 0.5 * terms["lrc"] + 2.0 * terms["gr"]))
@@ -100,16 +106,7 @@ def test_tightness_is_a_two_way_softmax_of_tight_against_loose():
 
 
 def test_tightness_joins_the_total_with_its_weight():
-    out = {
-        "image": unit(4, 8, seed=1),
-        "text": unit(4, 8, seed=2),
-        "regions": unit(5, 8, seed=3),
-        "loose": unit(5, 8, seed=8),
-        "lexemes": unit(5, 8, seed=4),
-        "lexeme_ids": torch.arange(5),
-        "owner": torch.tensor([0, 1, 1, 2, 3]),
-        "scale": torch.tensor(10.0),
-    }
+    out = model_outputs()
     terms = HarmoLoss(("gc", "lrc", "tight"), w_tight=0.25)(out)
     assert set(terms) == {"gc", "lrc", "tight", "total"}
     assert float(terms["total"]) == pytest.approx(float(terms["gc"] + terms["lrc"] + 0.25 * terms["tight"]))
