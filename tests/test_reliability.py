@@ -179,6 +179,9 @@ def run_index(photos, index, *extra, env=None):
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, **(env or {})},
+        # A shell starts background jobs with SIGINT ignored, and Python then keeps ignoring it:
+        # give the command the default disposition so that it sees Ctrl-C wherever the tests run.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
@@ -217,14 +220,14 @@ def test_kill_9_at_random_points_never_loses_the_index(tmp_path, scenes):
 
 def test_ctrl_c_exits_cleanly_with_a_message(tmp_path):
     # Enough images (run_index encodes one per batch) that indexing still runs when the interrupt arrives.
-    generate(tmp_path / "many", SynthConfig(n=400, seed=99, size=64), workers=2)
+    generate(tmp_path / "many", SynthConfig(n=1500, seed=99, size=48), workers=2)
     photos = tmp_path / "many" / "images"
     (tmp_path / "c.toml").write_text("")
     process = run_index(photos, tmp_path / "idx")
     deadline = time.monotonic() + 120
     while not (tmp_path / "idx" / "index.lock").exists() and time.monotonic() < deadline:
-        time.sleep(0.05)  # wait until the command itself runs, past interpreter start-up
-    time.sleep(0.5)
+        time.sleep(0.02)  # wait until the command itself runs, past interpreter start-up
+    time.sleep(0.2)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, "indexing finished before the interrupt arrived"
