@@ -224,32 +224,37 @@ def _class_token_shortcut(visual: Any, last: Any) -> bool:
 
 def _last_block_value_path(last: Any, x: Any, class_query: bool = True) -> tuple[Any, Any]:
     """The last block's outputs: (class token [B, 1, W] with full attention, or None when
-    class_query is False; every token [B, N, W] through the value path, where attention is
-    replaced by each token's own value). The two share ln_1 and the value projection."""
+    class_query is False; the value path, where attention is replaced by each token's own value,
+    for the patch tokens [B, N-1, W], or for every token [B, N, W] when class_query is False).
+    The two share ln_1 and the value projection."""
     import torch.nn.functional as F
 
     attn = last.attn
     width = x.shape[-1]
     weight, bias = attn.in_proj_weight, attn.in_proj_bias
+
+    def project(t: Any, lo: int, hi: int) -> Any:  # rows lo:hi of the packed q/k/v projection
+        return F.linear(t, weight[lo:hi], None if bias is None else bias[lo:hi])
+
+    def mlp_residual(t: Any) -> Any:
+        return t + last.ls_2(last.mlp(last.ln_2(t)))
+
     h = last.ln_1(x)
-    if not class_query:
-        values = F.linear(h, weight[2 * width :], None if bias is None else bias[2 * width :])
-        y = x + last.ls_1(attn.out_proj(values))
-        return None, y + last.ls_2(last.mlp(last.ln_2(y)))
-    keys_values = F.linear(h, weight[width:], None if bias is None else bias[width:])
-    keys, values = keys_values.split(width, dim=-1)
-    query = F.linear(h[:, :1], weight[:width], None if bias is None else bias[:width])
-    batch, heads = x.shape[0], attn.num_heads
+    cls = None
+    if class_query:
+        keys, values = project(h, width, 3 * width).split(width, dim=-1)
+        query = project(h[:, :1], 0, width)
+        batch, heads = x.shape[0], attn.num_heads
 
-    def split_heads(t: Any) -> Any:
-        return t.reshape(batch, t.shape[1], heads, width // heads).transpose(1, 2)
+        def split_heads(t: Any) -> Any:
+            return t.reshape(batch, t.shape[1], heads, width // heads).transpose(1, 2)
 
-    attended = F.scaled_dot_product_attention(split_heads(query), split_heads(keys), split_heads(values))
-    cls = x[:, :1] + last.ls_1(attn.out_proj(attended.transpose(1, 2).reshape(batch, 1, width)))
-    cls = cls + last.ls_2(last.mlp(last.ln_2(cls)))
-    patches = x[:, 1:] + last.ls_1(attn.out_proj(values[:, 1:]))
-    patches = patches + last.ls_2(last.mlp(last.ln_2(patches)))
-    return cls, patches
+        attended = F.scaled_dot_product_attention(split_heads(query), split_heads(keys), split_heads(values))
+        cls = mlp_residual(x[:, :1] + last.ls_1(attn.out_proj(attended.transpose(1, 2).reshape(batch, 1, width))))
+        x, values = x[:, 1:], values[:, 1:]
+    else:
+        values = project(h, 2 * width, 3 * width)
+    return cls, mlp_residual(x + last.ls_1(attn.out_proj(values)))
 
 
 def text_forward(model: Any, tokens: Any) -> tuple[Any, Any]:

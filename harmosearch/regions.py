@@ -274,7 +274,7 @@ def image_regions(
     import torch
 
     segments = segment_boxes(dense, config.segments) if config.segments else None
-    segment_pixels = None
+    segment_pixels: tuple[Any, ...] = ()
     if segments is not None:  # to pixels for the whole batch at once
         counts = torch.tensor([len(b) for b in segments])
         widths = torch.tensor([w for w, _ in sizes], dtype=torch.float32).repeat_interleave(counts)
@@ -289,7 +289,7 @@ def image_regions(
             pixel_parts.append(extra)
             grid_parts.append(to_grid(extra, width, height, grid, image_size, resize))
             scale_parts.append(torch.full((len(extra),), USER_BOX))
-        if segments is not None and segment_pixels is not None:
+        if segments is not None:
             pixel_parts.append(segment_pixels[i])
             grid_parts.append(segments[i])
             scale_parts.append(torch.full((len(segments[i]),), SEGMENT))
