@@ -5,9 +5,10 @@
 Every variant starts from the same random harmo-tiny-vit weights (seed 0) and trains for the
 same number of steps on the same synthetic scenes (seed 1000, the bundled model's training set,
 drawn if missing), then is scored on 500 held-out scenes (seed 424242): box classification
-Top-1 (ground-truth boxes, prompt-ensembled class names) and text-to-image R@1 (global ranking,
-as in the paper; the fused ranking is reported beside it). Results are appended to
-benchmarks/results/ablation.jsonl and printed as a Markdown table.
+Top-1 (ground-truth boxes, prompt-ensembled class names), text-to-image R@1 (global ranking,
+as in the paper; the fused ranking is reported beside it) and phrase search (every colour-shape
+phrase as a query: the share of the top 5 holding it, and whether the box shown is on it).
+Results are appended to benchmarks/results/ablation.jsonl and printed as a Markdown table.
 """
 
 from __future__ import annotations
@@ -25,13 +26,14 @@ from harmosearch.config import SynthConfig, load_config
 from harmosearch.synth import generate
 from harmosearch.train.loop import train
 
-VARIANTS = {  # name -> (losses, dense_mode)
-    "GC only": ("gc", "value"),
-    "GC + LRC": ("gc,lrc", "value"),
-    "GC + GR": ("gc,gr", "value"),
-    "GC + LRC + GR (HarmoCLIP)": ("gc,lrc,gr", "value"),
-    "GC + LRC + GR, plain last block": ("gc,lrc,gr", "plain"),
-    "GC + LRC + GR + TIGHT (loose-box negatives)": ("gc,lrc,gr,tight", "value"),
+VARIANTS = {  # name -> (losses, dense_mode, TIGHT's off-object boxes)
+    "GC only": ("gc", "value", ""),
+    "GC + LRC": ("gc,lrc", "value", ""),
+    "GC + GR": ("gc,gr", "value", ""),
+    "GC + LRC + GR (HarmoCLIP)": ("gc,lrc,gr", "value", ""),
+    "GC + LRC + GR, plain last block": ("gc,lrc,gr", "plain", ""),
+    "GC + LRC + GR + TIGHT (loose boxes)": ("gc,lrc,gr,tight", "value", "loose"),
+    "GC + LRC + GR + TIGHT (loose, part and shifted boxes)": ("gc,lrc,gr,tight", "value", "loose,part,shift"),
 }
 
 
@@ -50,7 +52,7 @@ def main() -> None:
     rows = {}
     chosen = [v.strip() for v in args.variants.split(";")] if args.variants else list(VARIANTS)
     for name in chosen:
-        losses, dense_mode = VARIANTS[name]
+        losses, dense_mode, distractors = VARIANTS[name]
         started = time.perf_counter()
         config = load_config(
             overrides={
@@ -64,15 +66,17 @@ def main() -> None:
                 "train.warmup_steps": 50,
                 "train.seed": args.seed,
                 "train.checkpoint_every": 10_000,
+                **({"train.distractors": distractors} if distractors else {}),
             }
         )
-        run = args.work / f"{losses.replace(',', '-')}-{dense_mode}"
+        run = args.work / "-".join(part.replace(",", "-") for part in (losses, dense_mode, distractors) if part)
         result = train(config, args.scenes, run, resume=False)
         train_s = time.perf_counter() - started
         eval_config = load_config(overrides={"encoder.model": str(result.final)})
-        scores = run_bench(eval_config, "synthetic", ("boxcls", "retrieval"), n=args.eval_n, mode="both")
+        scores = run_bench(eval_config, "synthetic", ("boxcls", "retrieval", "search"), n=args.eval_n, mode="both")
         box = scores["tasks"]["boxcls"]
         ret = scores["tasks"]["retrieval"]["modes"]
+        search = scores["tasks"]["search"]
         rows[name] = {
             "losses": losses,
             "dense_mode": dense_mode,
@@ -81,18 +85,22 @@ def main() -> None:
             "t2i_R@1": ret["global"]["t2i_R@1"],
             "i2t_R@1": ret["global"]["i2t_R@1"],
             "t2i_R@1_fused": ret["fused"]["t2i_R@1"],
+            "search_P@5": search["P@5"],
+            "search_box@0.5": search["box@0.5"],
             "train_seconds": round(train_s, 1),
         }
         print(name, rows[name], flush=True)
     print()
     print(
-        "| variant | box cls Top-1 | box cls Top-1 per class | text→image R@1 | image→text R@1 | text→image R@1 fused |"
+        "| variant | box cls Top-1 | box cls Top-1 per class | text→image R@1 | image→text R@1 "
+        "| text→image R@1 fused | phrase search P@5 | its box IoU ≥ 0.5 |"
     )
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for name, r in rows.items():
         print(
             f"| {name} | {100 * r['boxcls_top1']:.1f} | {100 * r['boxcls_top1_per_class']:.1f} | "
-            f"{100 * r['t2i_R@1']:.1f} | {100 * r['i2t_R@1']:.1f} | {100 * r['t2i_R@1_fused']:.1f} |"
+            f"{100 * r['t2i_R@1']:.1f} | {100 * r['i2t_R@1']:.1f} | {100 * r['t2i_R@1_fused']:.1f} | "
+            f"{100 * r['search_P@5']:.1f} | {100 * r['search_box@0.5']:.1f} |"
         )
     if "GC only" in rows and "GC + LRC + GR (HarmoCLIP)" in rows:
         base, full = rows["GC only"], rows["GC + LRC + GR (HarmoCLIP)"]

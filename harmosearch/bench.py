@@ -1,4 +1,4 @@
-"""`harmosearch bench`: retrieval recall@K, box classification and phrase grounding.
+"""`harmosearch bench`: retrieval recall@K, box classification, phrase grounding and phrase search.
 
 Datasets are read from local files in the formats LAION's CLIP_benchmark uses (Flickr30k and
 MSCOCO Karpathy test splits), from COCO val2017 instances (boxcls, grounding), from harmosearch
@@ -315,6 +315,42 @@ def phrase_vectors(encoder: Any, phrases: list[str], templates: tuple[str, ...] 
     return np.stack(out).astype(np.float32)
 
 
+def phrase_search(
+    encoder: Any, bench: BenchSet, cache: ImageCache, alpha: float, box_margin: float, k: int = 5
+) -> dict[str, Any]:
+    """Every annotated phrase as a query, ranked the way `harmosearch query PHRASE` ranks (fused
+    global and best-region scores, the box picked by choose_box). Per phrase: the share of the
+    top k that hold its object (P@k), whether any does (hit@k), and whether the box shown on the
+    first that does overlaps the object at IoU >= 0.5 (box@0.5). Means over phrases."""
+    owners: dict[str, dict[int, list[tuple[float, float, float, float]]]] = defaultdict(lambda: defaultdict(list))
+    for (image_id, box, _), phrase in zip(bench.boxes, bench.phrases, strict=True):
+        owners[phrase][image_id].append(box)
+    phrases = sorted(owners)
+    encodings = encoder.encode_queries(phrases)
+    global_scores = np.stack([e.global_vector.numpy() for e in encodings]).astype(np.float32) @ cache.global_vectors.T
+    precision, hits, boxed = [], [], []
+    for phrase, encoding, row in zip(phrases, encodings, global_scores, strict=True):
+        lexemes = encoding.lexeme_vectors.numpy().astype(np.float32)
+        fused = fuse(row, best_region_scores(lexemes, cache).T, alpha)
+        top = np.lexsort((np.arange(len(fused)), -fused))[:k]
+        relevant = [int(i) for i in top if int(i) in owners[phrase]]
+        precision.append(len(relevant) / k)
+        hits.append(bool(relevant))
+        if relevant and len(lexemes):
+            image = relevant[0]
+            lo, hi = cache.region_start[image], cache.region_start[image + 1]
+            boxes = cache.region_boxes[lo:hi]
+            areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+            shown = boxes[choose_box(cache.region_vectors[lo:hi] @ lexemes[0], areas, box_margin)]
+            boxed.append(float(box_iou(np.array(owners[phrase][image]), shown[None]).max()) >= 0.5)
+    return {
+        f"P@{k}": float(np.mean(precision)),
+        f"hit@{k}": float(np.mean(hits)),
+        "box@0.5": float(np.mean(boxed)) if boxed else 0.0,
+        "phrases": len(phrases),
+    }
+
+
 def run_bench(
     config: Config,
     dataset: str,
@@ -415,8 +451,14 @@ def run_bench(
                 "proposal_ceiling": float(np.mean(ceiling)),
                 "phrases": len(hits),
             }
+        elif task == "search":
+            if not bench.boxes:
+                raise DataError(f"{bench.name} has no boxes; search needs phrase-box annotations")
+            result["tasks"]["search"] = phrase_search(
+                encoder, bench, cache, config.search.alpha, config.search.box_margin
+            )
         else:
-            raise DataError(f"unknown task {task!r}: use retrieval, boxcls or grounding")
+            raise DataError(f"unknown task {task!r}: use retrieval, boxcls, grounding or search")
         result["tasks"][task]["dataset"] = bench.name
         result["tasks"][task]["seconds"] = round(time.perf_counter() - t0, 2)
         result["tasks"][task]["image_encoding_seconds"] = round(cache.seconds, 2)

@@ -348,7 +348,9 @@ def info(
 def bench(
     ctx: typer.Context,
     dataset: Annotated[str, typer.Option("--dataset", help="flickr30k, mscoco, synthetic or a folder.")] = "synthetic",
-    task: Annotated[list[str] | None, typer.Option("--task", help="retrieval, boxcls, grounding (repeatable).")] = None,
+    task: Annotated[
+        list[str] | None, typer.Option("--task", help="retrieval, boxcls, grounding, search (repeatable).")
+    ] = None,
     data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Where the dataset's files are.")] = None,
     model: Annotated[str | None, typer.Option("--model", help="Model spec (default: harmo-tiny).")] = None,
     mode: Annotated[str, typer.Option("--mode", help="Retrieval ranking: global, fused or both.")] = "both",
@@ -357,12 +359,12 @@ def bench(
     save_scores: Annotated[Path | None, typer.Option("--save-scores", help="Write score matrices (.npy) here.")] = None,
     device: Annotated[str | None, typer.Option("--device", help="auto, cpu or cuda.")] = None,
 ) -> None:
-    """Benchmark a model: recall@1/5/10 both ways, box classification, phrase grounding."""
+    """Benchmark a model: recall@1/5/10 both ways, box classification, phrase grounding, phrase search."""
     import json
 
     if mode not in ("global", "fused", "both"):
         raise typer.BadParameter("use global, fused or both", param_hint="--mode")
-    tasks = tuple(task or ["retrieval", "boxcls", "grounding"])
+    tasks = tuple(task or ["retrieval", "boxcls", "grounding", "search"])
     if dataset in ("flickr30k",) and task is None:
         tasks = ("retrieval",)
     config = resolve(ctx, **{"encoder.model": model, "encoder.device": device})
@@ -396,6 +398,10 @@ def _print_bench(result: dict[str, Any]) -> None:
                 *(f"{100 * numbers[k]:.1f}" for k in ("top1", "top5", "top1_per_class", "top5_per_class")),
                 str(numbers["boxes"]),
             )
+        elif task == "search":
+            for column in ("P@5", "hit@5", "box IoU ≥ 0.5", "phrases"):
+                table.add_column(column, justify="right")
+            table.add_row(*(f"{100 * numbers[k]:.1f}" for k in ("P@5", "hit@5", "box@0.5")), str(numbers["phrases"]))
         else:
             for column in ("accuracy (IoU ≥ 0.5)", "proposal ceiling", "phrases"):
                 table.add_column(column, justify="right")

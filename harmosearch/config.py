@@ -84,6 +84,10 @@ class TrainConfig:
     w_gr: float = 1.0
     w_tight: float = 1.0
     loose_factor: float = 2.0  # TIGHT's loose box: the object's box grown this many times (side)
+    # TIGHT's off-object boxes, drawn around every linked object: loose (the box grown
+    # loose_factor times), part (a random box inside it, 35-65% of each side), shift (the box
+    # moved by 50-90% of its size, so it covers part object, part background).
+    distractors: tuple[str, ...] = ("loose", "part", "shift")
     gr_variant: str = "caption"  # caption (a) | crop (b)
     lexeme_source: str = "caption"  # caption (its parsed lexemes linked to boxes) | annotations (every phrase)
     match: str = "largest"  # several boxes fit a lexeme equally: largest | skip
@@ -97,6 +101,9 @@ class TrainConfig:
     seed: int = 0
     checkpoint_every: int = 200
     workers: int = 2
+    # Keep the decoded, resized training images in shared memory when they fit in this many MB
+    # (the first epoch fills it; 0: decode every epoch).
+    pixel_cache_mb: int = 4096
     precision: str = "auto"  # auto (bf16 autocast on CPU, fp16 on GPU) | fp32 | bf16 | fp16
 
 
@@ -249,9 +256,14 @@ def validate(config: Config) -> None:
             bool(tr.losses) and set(tr.losses) <= {"gc", "lrc", "gr", "tight"},
             "train.losses must be a non-empty subset of gc, lrc, gr, tight",
         ),
+        (
+            bool(tr.distractors) and set(tr.distractors) <= {"loose", "part", "shift"},
+            "train.distractors must be a non-empty subset of loose, part, shift",
+        ),
         (tr.gr_variant in ("caption", "crop"), "train.gr_variant must be caption or crop"),
         (tr.lexeme_source in ("caption", "annotations"), "train.lexeme_source must be caption or annotations"),
         (tr.match in ("largest", "skip"), "train.match must be largest or skip"),
+        (tr.pixel_cache_mb >= 0, "train.pixel_cache_mb must not be negative"),
         (tr.batch_size >= 2, "train.batch_size must be at least 2 (contrastive losses need negatives)"),
     ]
     for ok, message in checks:

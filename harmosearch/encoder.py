@@ -282,6 +282,28 @@ def text_forward(model: Any, tokens: Any) -> tuple[Any, Any]:
     return pooled, x
 
 
+def split_transform(transform: Any) -> tuple[Any, Any] | None:
+    """An image transform in two halves for fast batched preprocessing: (PIL geometry: resize
+    and crop, to RGB; the final ToTensor + Normalize as (mean, std)), or None when the transform
+    does not end that way. `pixels_from_uint8` finishes a stacked batch of the first half."""
+    from torchvision.transforms import Compose, Normalize, ToTensor
+
+    steps = list(getattr(transform, "transforms", []))
+    if len(steps) < 2 or not isinstance(steps[-2], ToTensor) or not isinstance(steps[-1], Normalize):
+        return None
+    return Compose(steps[:-2]), (tuple(steps[-1].mean), tuple(steps[-1].std))
+
+
+def pixels_from_uint8(images: Any, mean: tuple[float, ...], std: tuple[float, ...]) -> Any:
+    """uint8 [B, S, S, 3] -> float [B, 3, S, S]: ToTensor and Normalize for a whole batch."""
+    import torch
+
+    pixels = images.permute(0, 3, 1, 2).float().div_(255.0)
+    mean_t = torch.tensor(mean, dtype=torch.float32, device=pixels.device).view(1, -1, 1, 1)
+    std_t = torch.tensor(std, dtype=torch.float32, device=pixels.device).view(1, -1, 1, 1)
+    return pixels.sub_(mean_t).div_(std_t)
+
+
 def pool_spans(token_vectors: Any, spans: list[tuple[int, int]], pool: str = "mean") -> Any:
     """Lexeme vectors from per-token vectors [T, D] -> [L, D], L2-normalised: the mean of the
     span's normalised token vectors, or ("last") the span's final token, which under the text
@@ -344,24 +366,12 @@ class Encoder:
         return self.transform(image.convert("RGB"))
 
     def split_transform(self) -> tuple[Any, Any] | None:
-        """The transform in two halves for fast batched preprocessing: (PIL geometry: resize and
-        crop, to RGB; the final ToTensor + Normalize as (mean, std)), or None when the transform
-        does not end that way. `pixels_from_uint8` finishes a stacked batch of the first half."""
-        from torchvision.transforms import Compose, Normalize, ToTensor
-
-        steps = list(getattr(self.transform, "transforms", []))
-        if len(steps) < 2 or not isinstance(steps[-2], ToTensor) or not isinstance(steps[-1], Normalize):
-            return None
-        return Compose(steps[:-2]), (tuple(steps[-1].mean), tuple(steps[-1].std))
+        """See the module function split_transform."""
+        return split_transform(self.transform)
 
     def pixels_from_uint8(self, images: Any, mean: tuple[float, ...], std: tuple[float, ...]) -> Any:
-        """uint8 [B, S, S, 3] -> float [B, 3, S, S]: ToTensor and Normalize for a whole batch."""
-        import torch
-
-        pixels = images.permute(0, 3, 1, 2).float().div_(255.0)
-        mean_t = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
-        std_t = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
-        return pixels.sub_(mean_t).div_(std_t)
+        """See the module function pixels_from_uint8."""
+        return pixels_from_uint8(images, mean, std)
 
     def encode_pixels(self, pixels: Any) -> tuple[Any, Any]:
         """[B, 3, S, S] -> (global [B, D] normalised, dense [B, D, gh, gw] float32 on CPU)."""

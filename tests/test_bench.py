@@ -12,6 +12,7 @@ from harmosearch.bench import (
     load_coco_instances,
     load_flickr30k,
     load_mscoco,
+    phrase_search,
     run_bench,
 )
 from harmosearch.config import load_config
@@ -91,10 +92,98 @@ def test_best_region_scores_equals_loops():
             assert got[li, i] == pytest.approx(expected, abs=1e-5)
 
 
+class _Queries:
+    """Stands in for the encoder: each phrase has fixed global and lexeme vectors."""
+
+    def __init__(self, vectors):
+        self.vectors = vectors
+
+    def encode_queries(self, texts):
+        from types import SimpleNamespace
+
+        import torch
+
+        return [
+            SimpleNamespace(
+                global_vector=torch.tensor(self.vectors[t][0]), lexeme_vectors=torch.tensor(self.vectors[t][1])
+            )
+            for t in texts
+        ]
+
+
+def slow_phrase_search(vectors, bench, cache, alpha, margin, k):
+    """phrase_search written out: score every image by hand, sort, inspect the top k."""
+    from harmosearch.metrics import box_iou
+
+    phrases = sorted(set(bench.phrases))
+    precision, hits, boxed = [], [], []
+    for phrase in phrases:
+        g, lexemes = vectors[phrase]
+        holders = {i for (i, _, _), p in zip(bench.boxes, bench.phrases, strict=True) if p == phrase}
+        scored = []
+        for image in range(len(bench.images)):
+            rows = range(cache.region_start[image], cache.region_start[image + 1])
+            best = [max((float(cache.region_vectors[r] @ lex) for r in rows), default=-1.0) for lex in lexemes]
+            scored.append(
+                (-(alpha * float(cache.global_vectors[image] @ g) + (1 - alpha) * sum(best) / len(best)), image)
+            )
+        top = [image for _, image in sorted(scored)[:k]]
+        relevant = [i for i in top if i in holders]
+        precision.append(len(relevant) / k)
+        hits.append(bool(relevant))
+        if relevant:
+            rows = list(range(cache.region_start[relevant[0]], cache.region_start[relevant[0] + 1]))
+            scores = [float(cache.region_vectors[r] @ lexemes[0]) for r in rows]
+            sides = cache.region_boxes[:, 2:] - cache.region_boxes[:, :2]
+            near = [r for r, s in zip(rows, scores, strict=True) if s >= max(scores) - margin]
+            shown = max(near, key=lambda r: sides[r][0] * sides[r][1])
+            truth = [
+                b for (i, b, _), p in zip(bench.boxes, bench.phrases, strict=True) if i == relevant[0] and p == phrase
+            ]
+            boxed.append(max(box_iou(np.array([b]), cache.region_boxes[shown][None])[0, 0] for b in truth) >= 0.5)
+    return {"P@3": np.mean(precision), "hit@3": np.mean(hits), "box@0.5": np.mean(boxed), "phrases": len(phrases)}
+
+
+def test_phrase_search_equals_a_written_out_ranking():
+    from harmosearch.bench import BenchSet
+
+    rng = np.random.default_rng(3)
+    n_images, dim = 9, 6
+    counts = rng.integers(0, 5, size=n_images)
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    corners = rng.uniform(0, 60, size=(starts[-1], 2))
+    region_boxes = np.concatenate([corners, corners + rng.uniform(5, 40, size=(starts[-1], 2))], 1).astype(np.float32)
+
+    def unit(*shape):
+        x = rng.standard_normal(shape)
+        return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
+
+    cache = ImageCache(unit(n_images, dim), unit(starts[-1], dim), region_boxes, starts, np.zeros((0, dim)), 0.0)
+    bench = BenchSet("t", None, [f"{i}.png" for i in range(n_images)])
+    phrases = ["red circle", "blue star", "green ring"]
+    for i in range(n_images):
+        for phrase in rng.choice(phrases, size=2, replace=False):
+            if (
+                cache.region_start[i + 1] > cache.region_start[i] and rng.random() < 0.8
+            ):  # sometimes a real region's box
+                box = tuple(float(v) for v in region_boxes[rng.integers(starts[i], starts[i + 1])])
+            else:
+                box = (10.0, 10.0, 40.0, 50.0)
+            bench.boxes.append((i, box, phrases.index(phrase)))
+            bench.phrases.append(str(phrase))
+    vectors = {p: (unit(dim), unit(1 + (j == 2), dim)) for j, p in enumerate(phrases)}  # one phrase has 2 lexemes
+    for alpha, margin in ((0.5, 0.0), (0.2, 0.3), (1.0, 0.05)):
+        got = phrase_search(_Queries(vectors), bench, cache, alpha, margin, k=3)
+        expected = slow_phrase_search(vectors, bench, cache, alpha, margin, k=3)
+        assert got == pytest.approx(expected)
+    assert 0 < expected["P@3"] < 1  # the case is not trivial
+
+
 def test_bench_end_to_end_on_synthetic_scenes_with_cache(scenes, tmp_path, monkeypatch):
     monkeypatch.setenv("HARMOSEARCH_CACHE", str(tmp_path / "cache"))
     config = load_config(overrides={"encoder.model": TEST_MODEL, "encoder.device": "cpu"})
-    result = run_bench(config, str(scenes), ("retrieval", "boxcls", "grounding"), save_scores=tmp_path / "s.npy")
+    tasks = ("retrieval", "boxcls", "grounding", "search")
+    result = run_bench(config, str(scenes), tasks, save_scores=tmp_path / "s.npy")
     retrieval = result["tasks"]["retrieval"]
     assert set(retrieval["modes"]) == {"global", "fused"}
     assert retrieval["images"] == 12 and retrieval["captions"] == 60
@@ -102,6 +191,8 @@ def test_bench_end_to_end_on_synthetic_scenes_with_cache(scenes, tmp_path, monke
         assert all(0.0 <= v <= 1.0 for v in values.values()) and values["t2i_R@10"] >= values["t2i_R@1"]
     assert 0 <= result["tasks"]["boxcls"]["top1"] <= result["tasks"]["boxcls"]["top5"] <= 1
     assert 0 <= result["tasks"]["grounding"]["accuracy"] <= result["tasks"]["grounding"]["proposal_ceiling"] <= 1
+    search = result["tasks"]["search"]
+    assert 0 <= search["P@5"] <= search["hit@5"] <= 1 and search["phrases"] >= 10
     assert result["model"]["spec"] == TEST_MODEL and result["config"]["search"]["alpha"] == 0.5
     matrix = np.load(tmp_path / "s.global.npy")
     mapping = json.loads((tmp_path / "s.json").read_text())

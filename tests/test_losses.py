@@ -73,7 +73,7 @@ def model_outputs():
         "image": unit(4, 8, seed=1),
         "text": unit(4, 8, seed=2),
         "regions": unit(5, 8, seed=3),
-        "loose": unit(5, 8, seed=8),
+        "distractors": unit(5, 2, 8, seed=8),
         "lexemes": unit(5, 8, seed=4),
         "lexeme_ids": torch.arange(5),
         "owner": torch.tensor([0, 1, 1, 2, 3]),
@@ -90,18 +90,24 @@ def test_total_is_the_weighted_sum_of_enabled_terms():
     assert set(only_gc) == {"gc", "total"}
 
 
-def test_tightness_is_a_two_way_softmax_of_tight_against_loose():
+def test_tightness_scores_each_lexemes_box_against_every_off_object_box_of_the_batch():
     from harmosearch.train.losses import RegionTightness
 
-    regions, loose, lexemes = unit(4, 8, seed=5), unit(4, 8, seed=6), unit(4, 8, seed=7)
+    regions, lexemes = unit(4, 8, seed=5), unit(4, 8, seed=7)
+    distractors = unit(4, 3, 8, seed=6)  # 3 off-object boxes per object
     scale = torch.tensor(20.0)
-    got = RegionTightness()(regions, loose, lexemes, scale)["tight"]
+    got = RegionTightness()(regions, distractors, lexemes, scale)["tight"]
     expected = 0.0
     for i in range(4):
-        row = [float(scale * regions[i] @ lexemes[i]), float(scale * loose[i] @ lexemes[i])]
-        expected += nll(row, 0, [True, True]) / 4
+        row = [float(scale * regions[i] @ lexemes[i])]
+        row += [float(scale * distractors[j, k] @ lexemes[i]) for j in range(4) for k in range(3)]
+        expected += nll(row, 0, [True] * len(row)) / 4
     assert float(got) == pytest.approx(expected, rel=1e-5)
-    empty = RegionTightness()(regions[:0], loose[:0], lexemes[:0], scale)["tight"]
+    # A lexeme whose own box already beats every off-object box by far costs almost nothing.
+    basis = torch.eye(4, 8)
+    easy = RegionTightness()(basis, -basis[:, None, :].repeat(1, 3, 1), basis, scale)["tight"]
+    assert float(easy) < 1e-6
+    empty = RegionTightness()(regions[:0], distractors[:0], lexemes[:0], scale)["tight"]
     assert float(empty) == 0.0
 
 

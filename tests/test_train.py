@@ -65,6 +65,45 @@ def test_training_set_yields_linked_spans(train_scenes):
             assert 1 <= lo < hi and (box[2:] > box[:2]).all() and (box <= 4).all()
 
 
+def test_pixel_cache_is_filled_by_workers_and_then_replaces_decoding(train_scenes, tmp_path):
+    import shutil
+
+    from harmosearch.encoder import pixels_from_uint8, split_transform
+    from harmosearch.train.data import PixelCache, TrainingSet
+
+    encoder = load_encoder(tiny_config())
+    scenes = tmp_path / "scenes"
+    shutil.copytree(train_scenes, scenes)
+    samples = load_dataset(scenes)
+    split = split_transform(encoder.transform)
+    cache = PixelCache(len(samples), 32)
+    args = (samples, encoder.transform, encoder.tokenizer, 32, encoder.grid, 32, "squash")
+    cached = TrainingSet(*args, seed=0, split=split, cache=cache)
+    plain = TrainingSet(*args, seed=0)
+    loader = torch.utils.data.DataLoader(cached, batch_size=8, num_workers=2)
+    first = list(loader)
+    assert bool(cache.filled.all())  # written by the worker processes, seen here
+    # The uint8 half plus the batched finish is the full transform.
+    finished = pixels_from_uint8(first[0]["pixels"], *split[1])
+    reference = torch.stack([plain[i]["pixels"] for i in range(8)])
+    assert torch.allclose(finished, reference, atol=1e-6)
+    shutil.rmtree(scenes / "images")  # from now on only the cache can supply pixels
+    again = list(torch.utils.data.DataLoader(cached, batch_size=8, num_workers=2))
+    for a, b in zip(first, again, strict=True):
+        for key in a:
+            assert torch.equal(a[key], b[key]), key
+
+
+def test_training_with_the_pixel_cache_equals_decoding_every_epoch(train_scenes, tmp_path):
+    extra = {"train.epochs": 3, "train.checkpoint_every": 1000}
+    train(tiny_config(**extra, **{"train.workers": 2}), train_scenes, tmp_path / "cached")
+    train(tiny_config(**extra, **{"train.pixel_cache_mb": 0}), train_scenes, tmp_path / "decoded")
+    cached = load_file(tmp_path / "cached" / "final" / "open_clip_model.safetensors")
+    decoded = load_file(tmp_path / "decoded" / "final" / "open_clip_model.safetensors")
+    for name, tensor in cached.items():
+        assert torch.equal(tensor, decoded[name]), name
+
+
 def test_loss_decreases_over_a_few_steps(train_scenes, tmp_path):
     config = tiny_config(**{"train.epochs": 6, "train.checkpoint_every": 1000})
     history = []
@@ -215,6 +254,38 @@ def test_loose_boxes_grow_about_the_centre_and_stay_inside_the_grid():
     assert loose_box(torch.tensor([0.0, 12.0, 2.0, 14.0]), 2.0, grid).tolist() == [0.0, 10.0, 4.0, 14.0]
     # Larger than the grid: the whole grid.
     assert loose_box(torch.tensor([1.0, 1.0, 12.0, 13.0]), 2.0, grid).tolist() == [0.0, 0.0, 14.0, 14.0]
+
+
+def test_part_and_shifted_boxes_stay_off_the_object():
+    import numpy as np
+
+    from harmosearch.metrics import box_iou
+    from harmosearch.train.data import distractor_boxes, part_box, shifted_box
+
+    grid, rng = (14, 14), np.random.default_rng(0)
+    for _ in range(200):
+        x0, y0 = rng.uniform(0, 10, size=2)
+        box = torch.tensor([x0, y0, x0 + rng.uniform(1, 14 - x0), y0 + rng.uniform(1, 14 - y0)])
+        w, h = float(box[2] - box[0]), float(box[3] - box[1])
+        part = part_box(box, rng)
+        assert part[0] >= box[0] - 1e-5 and part[1] >= box[1] - 1e-5
+        assert part[2] <= box[2] + 1e-5 and part[3] <= box[3] + 1e-5
+        pw, ph = float(part[2] - part[0]), float(part[3] - part[1])
+        assert 0.35 * w - 1e-5 <= pw <= 0.65 * w + 1e-5 and 0.35 * h - 1e-5 <= ph <= 0.65 * h + 1e-5
+        moved = shifted_box(box, rng, grid)
+        assert moved[0] >= 0 and moved[1] >= 0 and moved[2] <= 14 + 1e-5 and moved[3] <= 14 + 1e-5
+        assert float(moved[2] - moved[0]) == pytest.approx(w, abs=1e-4)
+        assert float(moved[3] - moved[1]) == pytest.approx(h, abs=1e-4)
+        if w <= 7 and h <= 7:  # room to move half a side either way: at most a third overlaps
+            assert box_iou(moved[None].numpy(), box[None].numpy())[0, 0] <= 1 / 3 + 1e-5
+    both = distractor_boxes(box, ("shift", "loose"), 2.0, grid, np.random.default_rng(1))
+    assert both.shape == (2, 4) and both[1].tolist() == loose_box_of(box, grid)
+
+
+def loose_box_of(box, grid):
+    from harmosearch.train.data import loose_box
+
+    return loose_box(box, 2.0, grid).tolist()
 
 
 def test_training_with_the_tightness_term(train_scenes, tmp_path):

@@ -12,6 +12,7 @@ head word and the most words with it (ties: the largest box, or none with match 
 from __future__ import annotations
 
 import json
+import math
 import re
 import xml.etree.ElementTree as ET
 from collections import defaultdict
@@ -234,14 +235,49 @@ def load_dataset(path: Path) -> list[Sample]:
     )
 
 
+class PixelCache:
+    """Every sample's resized uint8 pixels [S, S, 3], kept in shared memory: the DataLoader
+    workers of the first epoch decode and fill it, later epochs read it back. The values are the
+    ones decoding gives, so a run with the cache equals one without it."""
+
+    def __init__(self, n: int, size: int) -> None:
+        import torch
+
+        self.pixels = torch.zeros((n, size, size, 3), dtype=torch.uint8).share_memory_()
+        self.sizes = torch.zeros((n, 2), dtype=torch.int32).share_memory_()  # the original width, height
+        self.filled = torch.zeros(n, dtype=torch.bool).share_memory_()
+
+    @staticmethod
+    def nbytes(n: int, size: int) -> int:
+        return n * size * size * 3
+
+    def get(self, index: int) -> tuple[Any, tuple[int, int]] | None:
+        if not bool(self.filled[index]):
+            return None
+        width, height = (int(v) for v in self.sizes[index])
+        return self.pixels[index].clone(), (width, height)
+
+    def put(self, index: int, pixels: Any, size: tuple[int, int]) -> None:
+        if tuple(pixels.shape) == tuple(self.pixels.shape[1:]):
+            self.pixels[index] = pixels
+            self.sizes[index, 0], self.sizes[index, 1] = size
+            self.filled[index] = True
+
+
 class TrainingSet:
     """Yields model-ready tensors: pixels, caption tokens, and up to `max_links` lexeme-box pairs
     per sample, padded. The caption is drawn per (epoch, index) from a seed.
 
+    With `split` (see encoder.split_transform) the pixels are the uint8 [S, S, 3] output of the
+    transform's geometry half, to be finished per batch by encoder.pixels_from_uint8, and may come
+    from a shared `cache`; without it they are the full transform's float [3, S, S].
+
     lexeme_source "caption": the caption's parsed lexemes that a link describes; their vectors
     come from the caption's own tokens (span in `spans`). "annotations": every annotated phrase,
     embedded inside `prompt` ("a photo of a red circle"). lexeme_mode "prompt" embeds each lexeme
-    as its own prompt (EOT feature); both of the latter ship per-slot `lexeme_tokens`."""
+    as its own prompt (EOT feature); both of the latter ship per-slot `lexeme_tokens`.
+    `distractors` names the off-object boxes drawn around each linked box for TIGHT (none: the
+    item has no `distractor_boxes`)."""
 
     def __init__(
         self,
@@ -260,6 +296,9 @@ class TrainingSet:
         lexeme_mode: str = "token",
         prompt: str = "a photo of a {}",
         loose_factor: float = 2.0,
+        distractors: tuple[str, ...] = (),
+        split: Any = None,
+        cache: PixelCache | None = None,
     ) -> None:
         self.samples = samples
         self.transform = transform
@@ -276,6 +315,9 @@ class TrainingSet:
         self.lexeme_mode = lexeme_mode
         self.prompt = prompt
         self.loose_factor = loose_factor
+        self.distractors = tuple(distractors)
+        self.split = split
+        self.cache = cache
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -304,15 +346,24 @@ class TrainingSet:
         sample = self.samples[index]
         rng = np.random.default_rng([self.seed, self.epoch, index])
         caption = sample.captions[int(rng.integers(len(sample.captions)))]
-        with Image.open(sample.image) as image:
-            width, height = image.size
-            pixels = self.transform(image.convert("RGB"))
+        cached = self.cache.get(index) if self.cache is not None else None
+        if cached is not None:
+            pixels, (width, height) = cached
+        else:
+            with Image.open(sample.image) as image:
+                width, height = image.size
+                if self.split is None:
+                    pixels = self.transform(image.convert("RGB"))
+                else:
+                    pixels = torch.from_numpy(np.asarray(self.split[0](image.convert("RGB")), dtype=np.uint8).copy())
+                    if self.cache is not None:
+                        self.cache.put(index, pixels, (width, height))
         pairs = self._pairs(caption, sample.links)
         own_prompts = self.lexeme_source == "annotations" or self.lexeme_mode == "prompt"
         k = self.max_links
         spans = torch.zeros((k, 2), dtype=torch.long)
         boxes = torch.zeros((k, 4), dtype=torch.float32)
-        loose_boxes = torch.zeros((k, 4), dtype=torch.float32)
+        off_boxes = torch.zeros((k, len(self.distractors), 4), dtype=torch.float32)
         crop_boxes = torch.zeros((k, 4), dtype=torch.float32)
         valid = torch.zeros(k, dtype=torch.bool)
         lexeme_ids = torch.full((k,), -1, dtype=torch.long)
@@ -328,7 +379,8 @@ class TrainingSet:
             pixel_box = torch.tensor([link.box], dtype=torch.float32)
             boxes[slot] = to_grid(pixel_box, width, height, self.grid, self.image_size, self.resize)[0]
             crop_boxes[slot] = boxes[slot] * scale
-            loose_boxes[slot] = loose_box(boxes[slot], self.loose_factor, self.grid)
+            if self.distractors:
+                off_boxes[slot] = distractor_boxes(boxes[slot], self.distractors, self.loose_factor, self.grid, rng)
             valid[slot] = True
             lexeme_ids[slot] = _text_id(text)
         item = {
@@ -336,13 +388,14 @@ class TrainingSet:
             "tokens": self.tokenizer([caption])[0],
             "spans": spans,  # token spans: in the caption, or in lexeme_tokens when those are given
             "boxes": boxes,  # grid units
-            "loose_boxes": loose_boxes,  # grid units: each box grown loose_factor times, inside the grid
             "crop_boxes": crop_boxes,  # pixels of the model input
             "valid": valid,
             "lexeme_ids": lexeme_ids,  # equal ids = textually identical lexemes
         }
         if own_prompts:
             item["lexeme_tokens"] = lexeme_tokens
+        if self.distractors:
+            item["distractor_boxes"] = off_boxes  # grid units, [slots, kinds, 4]
         return item
 
 
@@ -358,6 +411,48 @@ def loose_box(box: Any, factor: float, grid: tuple[int, int]) -> Any:
     left = min(max(cx - w / 2, 0.0), grid_w - w)
     top = min(max(cy - h / 2, 0.0), grid_h - h)
     return torch.tensor([left, top, left + w, top + h])
+
+
+def part_box(box: Any, rng: Any) -> Any:
+    """A random box inside `box`, each side 35-65% of the box's."""
+    import torch
+
+    x0, y0, x1, y1 = (float(v) for v in box)
+    w, h = (x1 - x0) * rng.uniform(0.35, 0.65), (y1 - y0) * rng.uniform(0.35, 0.65)
+    left, top = x0 + rng.uniform(0, x1 - x0 - w), y0 + rng.uniform(0, y1 - y0 - h)
+    return torch.tensor([left, top, left + w, top + h])
+
+
+def shifted_box(box: Any, rng: Any, grid: tuple[int, int]) -> Any:
+    """`box` moved by 50-90% of its size along a random direction, then kept inside the grid
+    (where the grid edge stops it, it moves the other way)."""
+    import torch
+
+    grid_h, grid_w = grid
+    x0, y0, x1, y1 = (float(v) for v in box)
+    w, h = x1 - x0, y1 - y0
+    angle = rng.uniform(0, 2 * math.pi)
+    dx, dy = math.cos(angle), math.sin(angle)
+    reach = rng.uniform(0.5, 0.9) / max(abs(dx), abs(dy))  # on the square, so one side moves 50-90%
+    moved = []
+    for low, side, step, limit in ((x0, w, dx * w * reach, grid_w), (y0, h, dy * h * reach, grid_h)):
+        start = low + step
+        if start < 0 or start + side > limit:
+            start = low - step
+        moved.append(min(max(start, 0.0), max(limit - side, 0.0)))
+    return torch.tensor([moved[0], moved[1], moved[0] + w, moved[1] + h])
+
+
+def distractor_boxes(box: Any, kinds: tuple[str, ...], loose_factor: float, grid: tuple[int, int], rng: Any) -> Any:
+    """The off-object boxes of `kinds` (loose, part, shift) for one box, [len(kinds), 4]."""
+    import torch
+
+    made = {
+        "loose": lambda: loose_box(box, loose_factor, grid),
+        "part": lambda: part_box(box, rng),
+        "shift": lambda: shifted_box(box, rng, grid),
+    }
+    return torch.stack([made[kind]() for kind in kinds])
 
 
 def _text_id(text: str) -> int:

@@ -59,7 +59,7 @@ def forward_batch(
     need_crops: bool,
     lexeme_pool: str = "mean",
     lexeme_mode: str = "token",
-    need_loose: bool = False,
+    need_distractors: bool = False,
 ) -> dict[str, Any]:
     """Everything the losses need from one batch, in one pass of each tower."""
     import torch
@@ -73,7 +73,14 @@ def forward_batch(
     pooled, dense = vision_forward(model, pixels, dense_mode)
     text_pooled, per_token = text_forward(model, tokens)
     boxes = [batch["boxes"][b][valid[b]] for b in range(len(valid))]
-    regions = torch.cat(pool(dense.float(), boxes))
+    kinds = batch["distractor_boxes"].shape[2] if need_distractors else 0
+    if kinds:  # one RoIAlign over each image's object boxes followed by their off-object boxes
+        off = [batch["distractor_boxes"][b][valid[b]].reshape(-1, 4) for b in range(len(valid))]
+        pooled_per_image = pool(dense.float(), [torch.cat(pair) for pair in zip(boxes, off, strict=True)])
+        regions = torch.cat([p[: len(b)] for p, b in zip(pooled_per_image, boxes, strict=True)])
+        distractors = torch.cat([p[len(b) :] for p, b in zip(pooled_per_image, boxes, strict=True)])
+    else:
+        regions = torch.cat(pool(dense.float(), boxes))
     spans = batch["spans"]
     if "lexeme_tokens" in batch:  # every lexeme embedded from its own prompt
         prompt_pooled, prompt_tokens = text_forward(model, batch["lexeme_tokens"][valid])
@@ -93,9 +100,8 @@ def forward_batch(
         "owner": owner,
         "scale": model.logit_scale.exp().clamp(max=100).float(),
     }
-    if need_loose:
-        loose = [batch["loose_boxes"][b][valid[b]] for b in range(len(valid))]
-        out["loose"] = torch.cat(pool(dense.float(), loose)).float()
+    if kinds:
+        out["distractors"] = distractors.float().reshape(len(regions), kinds, -1)  # [M, kinds, D]
     if need_crops:
         size = pixels.shape[-1]
         crop_boxes = [batch["crop_boxes"][b][valid[b]] for b in range(len(valid))]
@@ -148,8 +154,15 @@ def train(
     from open_clip.transform import image_transform
 
     from harmosearch.device import autocast_dtype, resolve_device
-    from harmosearch.encoder import load_model, model_config_of, resolve_spec, write_model_bundle
-    from harmosearch.train.data import TrainingSet, load_dataset
+    from harmosearch.encoder import (
+        load_model,
+        model_config_of,
+        pixels_from_uint8,
+        resolve_spec,
+        split_transform,
+        write_model_bundle,
+    )
+    from harmosearch.train.data import PixelCache, TrainingSet, load_dataset
     from harmosearch.train.losses import HarmoLoss
 
     tc, ec = config.train, config.encoder
@@ -174,6 +187,9 @@ def train(
     transform = image_transform(
         image_size, is_train=False, mean=pre.get("mean"), std=pre.get("std"), resize_mode=ec.resize
     )
+    split = split_transform(transform)
+    fits = PixelCache.nbytes(len(samples), image_size) <= tc.pixel_cache_mb * 2**20
+    cache = PixelCache(len(samples), image_size) if split is not None and fits else None
     dataset = TrainingSet(
         samples,
         transform,
@@ -189,6 +205,9 @@ def train(
         lexeme_mode=ec.lexeme_mode,
         prompt=ec.lexeme_prompt,
         loose_factor=tc.loose_factor,
+        distractors=tc.distractors if "tight" in tc.losses else (),
+        split=split,
+        cache=cache,
     )
     steps_per_epoch = len(samples) // tc.batch_size
     total = steps_per_epoch * tc.epochs
@@ -250,6 +269,8 @@ def train(
         started = time.perf_counter()
         for batch in loader:
             batch = {k: v.to(device) for k, v in batch.items()}
+            if split is not None:
+                batch["pixels"] = pixels_from_uint8(batch["pixels"], *split[1])
             with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
                 outputs = forward_batch(
                     model,

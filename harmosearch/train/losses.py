@@ -6,9 +6,11 @@ Inputs are L2-normalised vectors; `scale` is the model's logit_scale.exp().
   other pair in the batch is a negative, except lexemes textually identical to the positive.
 - GR: (a) "caption": each region against its own image's caption, other captions negative;
   (b) "crop": 1 - cosine between a region and the global vector of the image cropped to its box.
-- TIGHT (harmosearch's addition, off by default): each lexeme must score its object's box above a
-  loose box around it (the box grown `train.loose_factor` times), a two-way softmax. At search
-  time the best of many proposals wins, and loose windows otherwise score nearly as well.
+- TIGHT (harmosearch's addition, off by default): each lexeme must score its object's box above
+  every off-object box of the batch (`train.distractors`: loose boxes around objects, parts of
+  them, boxes shifted half off them), one softmax per lexeme. At search time the best of many
+  proposals in each image wins, so a part of a red cross must not outscore a whole red circle
+  for "red circle", nor a loose window the box on the object.
 """
 
 from __future__ import annotations
@@ -73,15 +75,18 @@ class GlobalRegionAlignment(nn.Module):
 
 class RegionTightness(nn.Module):
     def forward(
-        self, regions: torch.Tensor, loose: torch.Tensor, lexemes: torch.Tensor, scale: torch.Tensor
+        self, regions: torch.Tensor, distractors: torch.Tensor, lexemes: torch.Tensor, scale: torch.Tensor
     ) -> dict[str, torch.Tensor]:
-        """regions, loose, lexemes: [M, D], row i = a lexeme, its object's box, a loose box around
-        it. Mean of -log softmax([tight, loose])[tight] = softplus(scale * (loose - tight))."""
+        """regions, lexemes [M, D]: row i = a lexeme and its object's box; distractors [M, K, D]:
+        the K off-object boxes drawn around each object. For lexeme i the candidates are its own
+        box and all M*K off-object boxes; the loss is the mean of -log softmax(...)[own box]."""
         if len(regions) == 0:
-            return {"tight": regions.sum() * 0 + loose.sum() * 0}
-        tight_scores = (regions * lexemes).sum(-1)
-        loose_scores = (loose * lexemes).sum(-1)
-        return {"tight": F.softplus(scale * (loose_scores - tight_scores)).mean()}
+            return {"tight": regions.sum() * 0 + distractors.sum() * 0}
+        own = scale * (regions * lexemes).sum(-1, keepdim=True)  # [M, 1]
+        off = scale * lexemes @ distractors.reshape(-1, distractors.shape[-1]).T  # [M, M*K]
+        logits = torch.cat([own, off], dim=1)
+        target = torch.zeros(len(regions), dtype=torch.long, device=regions.device)
+        return {"tight": F.cross_entropy(logits, target)}
 
 
 class HarmoLoss(nn.Module):
@@ -114,6 +119,6 @@ class HarmoLoss(nn.Module):
         if "gr" in self.enabled:
             terms |= self.gr(out["regions"], out["owner"], out["text"], out.get("crops"), scale)
         if "tight" in self.enabled:
-            terms |= self.tight(out["regions"], out["loose"], out["lexemes"], scale)
+            terms |= self.tight(out["regions"], out["distractors"], out["lexemes"], scale)
         terms["total"] = sum(self.weights[k] * v for k, v in terms.items())
         return terms
