@@ -40,8 +40,8 @@ class EncoderConfig:
 class RegionConfig:
     scales: tuple[float, ...] = (1.0, 0.5, 0.33, 0.25)  # window side as a fraction of the short side
     overlap: float = 0.5  # fraction of a window shared with its neighbour
-    segments: tuple[float, ...] = (0.5, 0.7, 0.85)  # cosine thresholds for dense-map segment boxes; () = off
-    max_regions: int = 48
+    segments: tuple[float, ...] = (0.3, 0.5, 0.7)  # cosine thresholds for dense-map segment boxes; () = off
+    max_regions: int = 96
     nms_iou: float = 0.7  # boxes overlapping more than this with a kept box are dropped
     dedup_cosine: float = 0.98  # region vectors this similar to a kept one are dropped
 
