@@ -47,8 +47,10 @@ def test_single_object_queries_find_the_object_and_box_it(fresh_index, tmp_path,
     print(
         f"P@5 {p5:.3f}; top-5 holds the object for {hit_rate:.3f} of phrases; its box at IoU >= 0.5 for {box_rate:.3f}"
     )
-    assert hit_rate >= 0.7  # measured 0.729 with harmo-tiny (48 phrases, seed 31337)
-    assert box_rate >= 0.5  # measured 0.600
+    # Measured with harmo-tiny (48 phrases, seed 31337): P@5 0.413, hit 0.938, box 0.756.
+    assert hit_rate >= 0.85
+    assert box_rate >= 0.65
+    assert p5 >= 0.35  # of five results, about two hold the object (each phrase is in ~4 of 80 scenes)
     # `harmosearch bench --task search` ranks the same way from its own cache of the vectors.
     from harmosearch.bench import run_bench
 
