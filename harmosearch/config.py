@@ -85,8 +85,8 @@ class TrainConfig:
     w_tight: float = 1.0
     loose_factor: float = 2.0  # TIGHT's loose box: the object's box grown this many times (side)
     # TIGHT's off-object boxes, drawn around every linked object: loose (the box grown
-    # loose_factor times), part (a random box inside it: sides 20-90%, area at most 45%),
-    # shift (the box moved by 50-90% of its size, so it covers part object, part background).
+    # loose_factor times), part (a random box inside it, 35-65% of each side), shift (the box
+    # moved by 50-90% of its size, so it covers part object, part background).
     distractors: tuple[str, ...] = ("loose", "part", "shift")
     gr_variant: str = "caption"  # caption (a) | crop (b)
     lexeme_source: str = "caption"  # caption (its parsed lexemes linked to boxes) | annotations (every phrase)

@@ -414,16 +414,11 @@ def loose_box(box: Any, factor: float, grid: tuple[int, int]) -> Any:
 
 
 def part_box(box: Any, rng: Any) -> Any:
-    """A random box inside `box`: each side 20-90% of the box's, its area at most 45% (so its IoU
-    with the box is below 0.5); thin slices, like a window on one side of a ring, are included."""
+    """A random box inside `box`, each side 35-65% of the box's."""
     import torch
 
     x0, y0, x1, y1 = (float(v) for v in box)
-    w_frac = rng.uniform(0.2, 0.9)
-    h_frac = rng.uniform(0.2, min(0.9, 0.45 / w_frac))
-    if rng.random() < 0.5:  # either side may be the long one
-        w_frac, h_frac = h_frac, w_frac
-    w, h = (x1 - x0) * w_frac, (y1 - y0) * h_frac
+    w, h = (x1 - x0) * rng.uniform(0.35, 0.65), (y1 - y0) * rng.uniform(0.35, 0.65)
     left, top = x0 + rng.uniform(0, x1 - x0 - w), y0 + rng.uniform(0, y1 - y0 - h)
     return torch.tensor([left, top, left + w, top + h])
 
