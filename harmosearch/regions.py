@@ -221,11 +221,9 @@ def select(
     scales = scales.gather(1, order)
     vecs = vecs.gather(1, take.expand(-1, -1, dim))
     valid = valid.gather(1, order)
-    overlap = _pairwise_iou(boxes) > config.nms_iou
     similar = torch.bmm(vecs, vecs.transpose(1, 2)) > config.dedup_cosine
     similar &= (scales != USER_BOX).unsqueeze(1)  # user boxes are never dropped as duplicates
-    chosen = _greedy(valid, overlap)
-    chosen = _greedy(chosen, similar)
+    chosen = _greedy(_nms_in_rank_order(boxes, valid, config.nms_iou), similar)
     chosen &= torch.cumsum(chosen, dim=1) <= config.max_regions
     out = []
     for b in range(batch):
@@ -248,16 +246,21 @@ def _greedy(alive: Any, close: Any) -> Any:
     return alive
 
 
-def _pairwise_iou(boxes: Any) -> Any:
-    """IoU of every pair of boxes within each image: [B, N, 4] -> [B, N, N] (torchvision's formula)."""
+def _nms_in_rank_order(boxes: Any, valid: Any, iou: float) -> Any:
+    """Greedy box NMS of each image's ranked boxes [B, N, 4] -> [B, N] survivors: a box is dropped
+    when its IoU with a box kept before it exceeds `iou`. torchvision's batched_nms does the work
+    (per image, in C++); scores that fall with the rank position make it visit boxes in our order."""
     import torch
+    from torchvision.ops import batched_nms
 
-    area = (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
-    low = torch.maximum(boxes[:, :, None, :2], boxes[:, None, :, :2])
-    high = torch.minimum(boxes[:, :, None, 2:], boxes[:, None, :, 2:])
-    size = (high - low).clamp(min=0)
-    inter = size[..., 0] * size[..., 1]
-    return inter / (area[:, :, None] + area[:, None, :] - inter)
+    image, position = torch.nonzero(valid, as_tuple=True)
+    chosen = torch.zeros_like(valid)
+    if len(image) == 0:
+        return chosen
+    scores = (valid.shape[1] - position).float()  # distinct and exact in float32
+    keep = batched_nms(boxes[image, position].float(), scores, image, iou)
+    chosen[image[keep], position[keep]] = True
+    return chosen
 
 
 def image_regions(
