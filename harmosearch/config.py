@@ -38,7 +38,7 @@ class EncoderConfig:
 
 @dataclass(frozen=True)
 class RegionConfig:
-    scales: tuple[float, ...] = (1.0, 0.5, 0.33, 0.25, 0.2)  # window side / the short side
+    scales: tuple[float, ...] = (1.0, 0.5, 0.33, 0.25)  # window side as a fraction of the short side
     overlap: float = 0.5  # fraction of a window shared with its neighbour
     segments: tuple[float, ...] = (0.3, 0.5, 0.7)  # cosine thresholds for dense-map segment boxes; () = off
     max_regions: int = 96
