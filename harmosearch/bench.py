@@ -257,34 +257,49 @@ def best_region_scores(lexemes: np.ndarray, cache: ImageCache, chunk: int = 512)
     return out
 
 
-def text_scores(
-    encoder: Any, captions: list[str], cache: ImageCache, mode: str, alpha: float, progress: Progress | None = None
-) -> dict[str, np.ndarray]:
-    """Caption x image score matrices for the requested modes (global, fused)."""
+def encode_texts(
+    encoder: Any, texts: list[str], dim: int, progress: Progress | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Texts embedded as queries are: (global vectors [T, D], every text's lexeme vectors [L, D],
+    the text each lexeme belongs to [L])."""
     g_rows, lex_rows, owners = [], [], []
     batch = 256
-    for start in range(0, len(captions), batch):
-        for n, enc in enumerate(encoder.encode_queries(captions[start : start + batch])):
+    for start in range(0, len(texts), batch):
+        for n, enc in enumerate(encoder.encode_queries(texts[start : start + batch])):
             g_rows.append(enc.global_vector.numpy())
             vectors = enc.lexeme_vectors.numpy()
             lex_rows.append(vectors)
             owners += [start + n] * len(vectors)
         if progress:
-            progress("encoding captions", min(start + batch, len(captions)), len(captions))
-    text_global = np.stack(g_rows).astype(np.float32) if g_rows else np.zeros((0, cache.global_vectors.shape[1]))
+            progress("encoding captions", min(start + batch, len(texts)), len(texts))
+    text_global = np.stack(g_rows).astype(np.float32) if g_rows else np.zeros((0, dim), np.float32)
+    lexemes = np.concatenate(lex_rows).astype(np.float32) if owners else np.zeros((0, dim), np.float32)
+    return text_global, lexemes, np.asarray(owners, dtype=np.int64)
+
+
+def fused_scores(
+    global_scores: np.ndarray, lexemes: np.ndarray, owners: np.ndarray, cache: ImageCache, alpha: float
+) -> np.ndarray:
+    """Text x image fused scores, as `harmosearch query` fuses: global_scores [T, I], lexeme
+    vectors [L, D] and the text each belongs to [L]."""
+    best = best_region_scores(lexemes, cache)
+    fused = np.empty_like(global_scores)
+    for c in range(len(global_scores)):
+        fused[c] = fuse(global_scores[c], best[owners == c].T, alpha)  # best rows: [m, I]
+    return fused
+
+
+def text_scores(
+    encoder: Any, captions: list[str], cache: ImageCache, mode: str, alpha: float, progress: Progress | None = None
+) -> dict[str, np.ndarray]:
+    """Caption x image score matrices for the requested modes (global, fused)."""
+    text_global, lexemes, owners = encode_texts(encoder, captions, cache.global_vectors.shape[1], progress)
     global_scores = text_global @ cache.global_vectors.T
     out = {}
     if mode in ("global", "both"):
         out["global"] = global_scores
     if mode in ("fused", "both"):
-        lexemes = np.concatenate(lex_rows).astype(np.float32) if owners else np.zeros((0, text_global.shape[1]))
-        best = best_region_scores(lexemes, cache)
-        owners_arr = np.asarray(owners)
-        fused = np.empty_like(global_scores)
-        for c in range(len(captions)):
-            rows = best[owners_arr == c]  # [m, I]
-            fused[c] = fuse(global_scores[c], rows.T, alpha)
-        out["fused"] = fused
+        out["fused"] = fused_scores(global_scores, lexemes, owners, cache, alpha)
     return out
 
 
@@ -315,6 +330,14 @@ def phrase_vectors(encoder: Any, phrases: list[str], templates: tuple[str, ...] 
     return np.stack(out).astype(np.float32)
 
 
+def shown_box(cache: ImageCache, image: int, vector: np.ndarray, box_margin: float) -> np.ndarray:
+    """The box `harmosearch query` would show on `image` for a lexeme vector (see choose_box)."""
+    lo, hi = cache.region_start[image], cache.region_start[image + 1]
+    boxes = cache.region_boxes[lo:hi]
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    return boxes[choose_box(cache.region_vectors[lo:hi] @ vector, areas, box_margin)]
+
+
 def phrase_search(
     encoder: Any, bench: BenchSet, cache: ImageCache, alpha: float, box_margin: float, k: int = 5
 ) -> dict[str, Any]:
@@ -326,22 +349,18 @@ def phrase_search(
     for (image_id, box, _), phrase in zip(bench.boxes, bench.phrases, strict=True):
         owners[phrase][image_id].append(box)
     phrases = sorted(owners)
-    encodings = encoder.encode_queries(phrases)
-    global_scores = np.stack([e.global_vector.numpy() for e in encodings]).astype(np.float32) @ cache.global_vectors.T
+    text_global, lexemes, lexeme_owner = encode_texts(encoder, phrases, cache.global_vectors.shape[1])
+    fused = fused_scores(text_global @ cache.global_vectors.T, lexemes, lexeme_owner, cache, alpha)
     precision, hits, boxed = [], [], []
-    for phrase, encoding, row in zip(phrases, encodings, global_scores, strict=True):
-        lexemes = encoding.lexeme_vectors.numpy().astype(np.float32)
-        fused = fuse(row, best_region_scores(lexemes, cache).T, alpha)
-        top = np.lexsort((np.arange(len(fused)), -fused))[:k]
+    for p, (phrase, row) in enumerate(zip(phrases, fused, strict=True)):
+        top = np.lexsort((np.arange(len(row)), -row))[:k]
         relevant = [int(i) for i in top if int(i) in owners[phrase]]
         precision.append(len(relevant) / k)
         hits.append(bool(relevant))
-        if relevant and len(lexemes):
+        own = np.flatnonzero(lexeme_owner == p)
+        if relevant and len(own):
             image = relevant[0]
-            lo, hi = cache.region_start[image], cache.region_start[image + 1]
-            boxes = cache.region_boxes[lo:hi]
-            areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-            shown = boxes[choose_box(cache.region_vectors[lo:hi] @ lexemes[0], areas, box_margin)]
+            shown = shown_box(cache, image, lexemes[own[0]], box_margin)
             boxed.append(float(box_iou(np.array(owners[phrase][image]), shown[None]).max()) >= 0.5)
     return {
         f"P@{k}": float(np.mean(precision)),
@@ -431,12 +450,8 @@ def run_bench(
             vectors = dict(zip(phrases, phrase_vectors(encoder, phrases), strict=True))
             hits = []
             for (image_id, box, _), phrase in zip(bench.boxes, bench.phrases, strict=True):
-                lo, hi = cache.region_start[image_id], cache.region_start[image_id + 1]
-                boxes = cache.region_boxes[lo:hi]
-                areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-                scores = cache.region_vectors[lo:hi] @ vectors[phrase]
-                best = lo + choose_box(scores, areas, config.search.box_margin)
-                hits.append(float(box_iou(np.array([box]), cache.region_boxes[best : best + 1])[0, 0]) >= 0.5)
+                shown = shown_box(cache, image_id, vectors[phrase], config.search.box_margin)
+                hits.append(float(box_iou(np.array([box]), shown[None])[0, 0]) >= 0.5)
             ceiling = [
                 bool(
                     (
