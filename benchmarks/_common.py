@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
-import platform
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -43,25 +42,18 @@ def paired_ratio(numerator: list[float], denominator: list[float]) -> float:
     return statistics.median(a / b for a, b in zip(numerator, denominator, strict=True))
 
 
-def machine() -> dict[str, Any]:
-    import torch
-
-    return {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "processor": platform.processor(),
-        "cpus": os.cpu_count(),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-    }
-
-
 def append_result(name: str, payload: dict[str, Any]) -> Path:
     """Append one JSON line to benchmarks/results/NAME.jsonl."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.jsonl"
-    record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "machine": machine(), **payload}
+    from harmosearch.bench import machine_info
+
+    record = {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "command": " ".join(["python", *sys.argv]),
+        "machine": machine_info(),
+        **payload,
+    }
     with path.open("a") as f:
         f.write(json.dumps(record, default=str) + "\n")
     return path

@@ -25,7 +25,8 @@ from _common import append_result, best_of, interleaved, paired_ratio
 
 from harmosearch.config import SynthConfig, load_config
 from harmosearch.encoder import load_encoder, vision_forward
-from harmosearch.indexing import build_index, open_image
+from harmosearch.indexing import build_index
+from harmosearch.media.decode import open_image
 from harmosearch.regions import image_regions, window_boxes
 from harmosearch.synth import generate
 

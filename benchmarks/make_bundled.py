@@ -11,8 +11,12 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import append_result
 
 from harmosearch.config import SynthConfig, load_config
 from harmosearch.encoder import BUNDLED_DIR, load_encoder, model_config_of, resolve_spec, write_model_bundle
@@ -40,7 +44,8 @@ def main() -> None:
     data = args.work / "scenes"
     if not (data / "annotations.json").is_file():
         generate(data, SynthConfig(n=args.scenes, seed=1000), workers=2)
-    print(f"scenes ready in {time.perf_counter() - started:.0f} s")
+    scenes_s = time.perf_counter() - started
+    print(f"scenes ready in {scenes_s:.0f} s")
     config = load_config(overrides=TRAIN)
     result = train(
         config,
@@ -54,7 +59,8 @@ def main() -> None:
             )
         ),
     )
-    print(f"trained {result.steps} steps in {time.perf_counter() - started:.0f} s")
+    trained_s = time.perf_counter() - started - scenes_s
+    print(f"trained {result.steps} steps in {trained_s:.0f} s")
     encoder = load_encoder(load_config(overrides={"encoder.model": str(result.final)}))
     target = BUNDLED_DIR / "harmo-tiny"
     shutil.rmtree(target, ignore_errors=True)
@@ -67,7 +73,22 @@ def main() -> None:
         half=True,
     )
     size = sum(p.stat().st_size for p in target.iterdir()) / 1e6
-    print(f"wrote {target} ({size:.1f} MB) in {time.perf_counter() - started:.0f} s total")
+    total_s = time.perf_counter() - started
+    print(f"wrote {target} ({size:.1f} MB) in {total_s:.0f} s total")
+    bundled = load_encoder(load_config(overrides={"encoder.model": "harmo-tiny"}))
+    path = append_result(
+        "make_bundled",
+        {
+            "scenes": args.scenes,
+            "steps": result.steps,
+            "last_losses": result.last,
+            "seconds": {"scenes": scenes_s, "training": trained_s, "total": total_s},
+            "megabytes": size,
+            "model": bundled.identity.to_dict(),
+            "config": config.to_json(),
+        },
+    )
+    print(f"appended to {path}")
 
 
 if __name__ == "__main__":

@@ -18,32 +18,40 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import append_result
 
-from harmosearch.config import SynthConfig
+from harmosearch.config import SynthConfig, load_config
+from harmosearch.device import resolve_device
 from harmosearch.encoder import load_model, resolve_spec
 from harmosearch.synth import generate
-from harmosearch.train.data import TrainingSet, load_dataset
-from harmosearch.train.loop import forward_batch, param_groups
-from harmosearch.train.losses import HarmoLoss
+from harmosearch.train.data import load_dataset
+from harmosearch.train.loop import make_trainer, training_set
+
+MODEL = "harmo-tiny-vit:random"
 
 
-def step_time(losses: tuple[str, ...], batches: list[dict], variant: str = "caption") -> float:
-    model, _ = load_model(resolve_spec("harmo-tiny-vit:random"))
+def step_time(losses: tuple[str, ...], samples: list, batch: int, steps: int, variant: str = "caption") -> float:
+    """The median time of `harmosearch train`'s own step (Trainer.step: autocast, the loss terms,
+    the grad scaler, clipping, AdamW, the schedule and the logit-scale clamp), the first excluded."""
+    config = load_config(
+        overrides={
+            "encoder.model": MODEL,
+            "encoder.device": "cpu",
+            "train.losses": ",".join(losses),
+            "train.gr_variant": variant,
+            "train.batch_size": batch,
+        }
+    )
+    model, _ = load_model(resolve_spec(MODEL))
     model.train()
-    loss_fn = HarmoLoss(losses, gr_variant=variant)
-    optimizer = torch.optim.AdamW(param_groups(model, 0.1), lr=1e-4)
+    dataset, normalise = training_set(samples, model, config)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch, num_workers=0)
+    batches = list(loader)[:steps]
+    trainer = make_trainer(model, config, steps, resolve_device("cpu"), normalise)
     times = []
-    for batch in batches:
+    for b in batches:
         start = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            out = forward_batch(
-                model, batch, "value", "gr" in losses and variant == "crop", "last", need_distractors="tight" in losses
-            )
-        terms = loss_fn(out)
-        optimizer.zero_grad()
-        terms["total"].backward()
-        optimizer.step()
+        trainer.step(b)
         times.append(time.perf_counter() - start)
-    return sorted(times[1:])[len(times[1:]) // 2]  # median, first step excluded
+    return sorted(times[1:])[len(times[1:]) // 2]
 
 
 def main() -> None:
@@ -53,26 +61,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         generate(Path(tmp), SynthConfig(n=args.batch * args.steps, seed=99), workers=2)
-        from open_clip import get_tokenizer
-        from open_clip.transform import image_transform
-
-        from harmosearch.encoder import register_model_configs
-
-        register_model_configs()
-        tokenizer = get_tokenizer("harmo-tiny-vit")
-        ds = TrainingSet(
-            load_dataset(Path(tmp)),
-            image_transform(112, is_train=False),
-            tokenizer,
-            32,
-            (14, 14),
-            112,
-            "squash",
-            seed=0,
-            distractors=("loose", "part", "shift"),
-        )
-        loader = torch.utils.data.DataLoader(ds, batch_size=args.batch)
-        batches = list(loader)
+        samples = load_dataset(Path(tmp))
         rows = {}
         for name, losses, variant in (
             ("GC only", ("gc",), "caption"),
@@ -81,7 +70,7 @@ def main() -> None:
             ("GC+LRC+GR(b)", ("gc", "lrc", "gr"), "crop"),
             ("GC+LRC+GR+TIGHT", ("gc", "lrc", "gr", "tight"), "caption"),
         ):
-            rows[name] = step_time(losses, batches, variant)
+            rows[name] = step_time(losses, samples, args.batch, args.steps, variant)
             print(f"{name:14s} {rows[name] * 1000:8.1f} ms/step  ({args.batch / rows[name]:.0f} samples/s)")
         ratio = rows["GC+LRC+GR(a)"] / rows["GC only"]
         tight_ratio = rows["GC+LRC+GR+TIGHT"] / rows["GC only"]

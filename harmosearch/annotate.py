@@ -7,6 +7,8 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
+from harmosearch.errors import DataError
+
 PALETTE = ((255, 64, 64), (64, 160, 255), (255, 200, 0), (0, 200, 120), (200, 90, 255), (255, 130, 40))
 THUMB = 256
 
@@ -20,7 +22,7 @@ def _font(size: int) -> Any:
 
 def draw_result(result: Any, image: Image.Image | None = None) -> Image.Image:
     """The result's image with one coloured, labelled box per lexeme (upscaled when small)."""
-    from harmosearch.indexing import open_image
+    from harmosearch.media.decode import open_image
 
     image = image or open_image(result.absolute)
     scale = max(1.0, 384 / max(image.size))
@@ -44,7 +46,12 @@ def draw_result(result: Any, image: Image.Image | None = None) -> Image.Image:
 def save_annotated(response: Any, out_dir: Path) -> list[Path]:
     """Write NN_name.png per result plus contact_sheet.png; returns the written paths."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DataError(f"--save-annotated {out_dir} is a file; give a folder to write the pictures into")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(f"cannot create {out_dir}: {exc.strerror}") from None
     written, thumbs = [], []
     for result in response.results:
         picture = draw_result(result)

@@ -1,110 +1,210 @@
-"""Configuration: a tree of frozen dataclasses with defaults.
+"""Configuration: a tree of frozen dataclasses with defaults, each field validating itself.
 
-Precedence, lowest to highest: the defaults below, a TOML file (`--config FILE`), CLI flags.
-The resolved tree is written into every index manifest, checkpoint and bench result.
+Precedence, lowest to highest: the defaults below, environment variables (`ENVIRONMENT`), a
+TOML file (`--config FILE`), then flags. Every field's type says what it accepts: `Literal`
+choices, and `Annotated` bounds (`Range`, `NonEmpty`), checked whenever a section is built, so
+`Config()`, `dataclasses.replace(...)`, a TOML file and a flag all pass the same checks.
+
+A Config remembers which keys the user gave (`given`), so stored settings (an index's model
+and regions, a checkpoint's dense and lexeme settings) are overridden only by keys the user
+actually set, even when the value set equals the default. The resolved tree is written into
+every index manifest, checkpoint and bench result.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
+import math
+import os
 import tomllib
 import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, ClassVar, Literal
 
 from harmosearch.errors import ConfigError
 
 DEFAULT_MODEL = "harmo-tiny"
+# Environment variables and the config keys they set (between the defaults and a TOML file).
+ENVIRONMENT = {"HARMOSEARCH_INDEXES": "paths.indexes", "HARMOSEARCH_CACHE": "paths.cache"}
 
 
 @dataclass(frozen=True)
-class EncoderConfig:
+class Range:
+    """Bounds of a number: low <= x (low < x when low_open), x <= high."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+
+    def check(self, value: float, where: str) -> None:
+        if not math.isfinite(value):
+            raise ConfigError(f"{where} must be a finite number, got {value!r}")
+        if self.high is not None and self.low is not None:
+            if value > self.high or value < self.low or (self.low_open and value == self.low):
+                left = "(" if self.low_open else "["
+                raise ConfigError(f"{where} must lie in {left}{_num(self.low)}, {_num(self.high)}]")
+        elif self.low is not None and (value < self.low or (self.low_open and value == self.low)):
+            if self.low == 0 and not self.low_open:
+                raise ConfigError(f"{where} must not be negative")
+            raise ConfigError(f"{where} must be {'above' if self.low_open else 'at least'} {_num(self.low)}")
+
+
+@dataclass(frozen=True)
+class NonEmpty:
+    """A tuple that must hold at least one item."""
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+Positive = Annotated[int, Range(1)]
+NonNegative = Annotated[int, Range(0)]
+Fraction = Annotated[float, Range(0, 1)]
+Device = str  # auto | cpu | cuda | cuda:N, checked when the device is resolved
+Precision = Literal["auto", "fp32", "fp16", "bf16"]
+
+
+class Section:
+    """Base of the config sections: on construction every field is coerced to its type and checked."""
+
+    SECTION: ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        hints = _hints(type(self))
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            if not dataclasses.is_dataclass(value):
+                object.__setattr__(self, f.name, _coerce(value, hints[f.name], f"{self.SECTION}.{f.name}"))
+        self.check()
+
+    def check(self) -> None:
+        """Rules that tie several fields together."""
+
+
+@dataclass(frozen=True)
+class EncoderConfig(Section):
+    SECTION: ClassVar[str] = "encoder"
     model: str = DEFAULT_MODEL
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    precision: str = "auto"  # auto (fp16 on GPU, fp32 on CPU) | fp32 | fp16 | bf16
-    dense_mode: str = "value"  # value (CLIPSelf/FineCLIP value path) | plain (last block as is)
-    resize: str = "squash"  # squash (whole photo, aspect not kept) | shortest (centre crop, as CLIP)
-    lexeme_mode: str = "token"  # token (text token space) | prompt (lexeme as its own prompt)
-    lexeme_pool: str = "last"  # token mode: last (the span's final token) | mean (of the span's tokens)
+    device: Device = "auto"
+    precision: Precision = "auto"  # auto: fp16 on GPU, fp32 on CPU
+    dense_mode: Literal["value", "plain"] = "value"  # value: CLIPSelf/FineCLIP value path; plain: last block as is
+    resize: Literal["squash", "shortest"] = "squash"  # squash: whole photo; shortest: centre crop, as CLIP
+    lexeme_mode: Literal["token", "prompt"] = "token"  # token: text token space; prompt: lexeme as its own prompt
+    lexeme_pool: Literal["last", "mean"] = "last"  # token mode: the span's final token, or the mean of its tokens
     lexeme_prompt: str = "a photo of a {}"
-    parser: str = "auto"  # auto (spaCy when installed) | rules | spacy
-    batch_size: int = 32
+    parser: Literal["auto", "rules", "spacy"] = "auto"  # auto: spaCy when installed
+    batch_size: Positive = 32
 
 
 @dataclass(frozen=True)
-class RegionConfig:
-    scales: tuple[float, ...] = (1.0, 0.5, 0.33, 0.25)  # window side as a fraction of the short side
-    overlap: float = 0.5  # fraction of a window shared with its neighbour
-    segments: tuple[float, ...] = (0.3, 0.5, 0.7)  # cosine thresholds for dense-map segment boxes; () = off
-    max_regions: int = 96
-    nms_iou: float = 0.7  # boxes overlapping more than this with a kept box are dropped
-    dedup_cosine: float = 0.98  # region vectors this similar to a kept one are dropped
+class RegionConfig(Section):
+    SECTION: ClassVar[str] = "regions"
+    # Window side as a fraction of the short side; 1.0 is the whole image.
+    scales: Annotated[tuple[Annotated[float, Range(0, 1, low_open=True)], ...], NonEmpty()] = (1.0, 0.5, 0.33, 0.25)
+    overlap: Annotated[float, Range(0, 0.95)] = 0.5  # fraction of a window shared with its neighbour
+    segments: tuple[Fraction, ...] = (0.3, 0.5, 0.7)  # cosine thresholds for dense-map segment boxes; () = off
+    max_regions: Positive = 96
+    nms_iou: Annotated[float, Range(0, 1, low_open=True)] = 0.7  # boxes overlapping a kept box more are dropped
+    # Region vectors this similar to a kept one are dropped (above 1: never).
+    dedup_cosine: Annotated[float, Range(-1)] = 0.98
+
+
+# Regions of a global-only index: the whole image alone (plain CLIP search, the smallest index).
+GLOBAL_ONLY_REGIONS = {"regions.scales": (1.0,), "regions.segments": (), "regions.max_regions": 1}
 
 
 @dataclass(frozen=True)
-class IndexConfig:
+class IndexConfig(Section):
+    SECTION: ClassVar[str] = "index"
     index_type: str = "auto"  # auto | any faiss index_factory string
-    exact_below: int = 200_000  # vectors; above this "auto" picks an approximate index
+    exact_below: Positive = 200_000  # vectors; above this "auto" picks an approximate index
     include_hidden: bool = False
-    workers: int = 2
-    global_only: bool = False
-    encode_in: str = "auto"  # auto | main | workers: where images are encoded (auto: workers on CPU)
+    workers: NonNegative = 2
+    encode_in: Literal["auto", "main", "workers"] = "auto"  # where images are encoded (auto: workers on CPU)
 
 
 @dataclass(frozen=True)
-class SearchConfig:
-    k: int = 10
-    alpha: float = 0.5  # fused = alpha * global + (1 - alpha) * mean over lexemes of the best region
-    region_candidates: int = 200  # regions fetched per lexeme before exact rescoring
-    global_candidates: int = 100
-    box_margin: float = 0.05  # the box shown is the largest region scoring within this of the best
-    nprobe: int = 16
-    ef_search: int = 64
-    min_score: float | None = None
+class SearchConfig(Section):
+    SECTION: ClassVar[str] = "search"
+    k: Positive = 10
+    alpha: Fraction = 0.5  # fused = alpha * global + (1 - alpha) * mean over lexemes of the best region
+    region_candidates: Positive = 200  # regions fetched per lexeme before exact rescoring
+    global_candidates: Positive = 100
+    box_margin: Annotated[float, Range(0)] = 0.05  # the box shown: the largest region within this of the best
+    nprobe: Positive = 16
+    ef_search: Positive = 64
+    min_score: Annotated[float, Range()] | None = None
 
 
 @dataclass(frozen=True)
-class SynthConfig:
-    n: int = 100
-    seed: int = 0
-    size: int = 224
-    min_objects: int = 1
-    max_objects: int = 4
+class SynthConfig(Section):
+    SECTION: ClassVar[str] = "synth"
+    n: NonNegative = 100
+    seed: NonNegative = 0
+    size: Annotated[int, Range(32, 4096)] = 224
+    min_objects: Annotated[int, Range(1, 4)] = 1
+    max_objects: Annotated[int, Range(1, 4)] = 4
+
+    def check(self) -> None:
+        if self.min_objects > self.max_objects:
+            raise ConfigError("synth objects must satisfy 1 <= min_objects <= max_objects <= 4")
+
+
+Loss = Literal["gc", "lrc", "gr", "tight"]
+Distractor = Literal["loose", "part", "shift"]
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    losses: tuple[str, ...] = ("gc", "lrc", "gr")
-    w_lrc: float = 1.0
-    w_gr: float = 1.0
-    w_tight: float = 1.0
-    loose_factor: float = 2.0  # TIGHT's loose box: the object's box grown this many times (side)
+class TrainConfig(Section):
+    SECTION: ClassVar[str] = "train"
+    losses: Annotated[tuple[Loss, ...], NonEmpty()] = ("gc", "lrc", "gr")
+    w_lrc: Annotated[float, Range(0)] = 1.0
+    w_gr: Annotated[float, Range(0)] = 1.0
+    w_tight: Annotated[float, Range(0)] = 1.0
+    loose_factor: Annotated[float, Range(1)] = 2.0  # TIGHT's loose box: the object's box grown this many times
     # TIGHT's off-object boxes, drawn around every linked object: loose (the box grown
     # loose_factor times), part (a random box inside it, 35-65% of each side), shift (the box
     # moved by 50-90% of its size, so it covers part object, part background).
-    distractors: tuple[str, ...] = ("loose", "part", "shift")
-    gr_variant: str = "caption"  # caption (a) | crop (b)
-    lexeme_source: str = "caption"  # caption (its parsed lexemes linked to boxes) | annotations (every phrase)
-    match: str = "largest"  # several boxes fit a lexeme equally: largest | skip
-    epochs: int = 1
-    max_steps: int | None = None
-    batch_size: int = 64
-    lr: float = 5e-4
-    weight_decay: float = 0.1
-    warmup_steps: int = 50
-    grad_clip: float = 1.0
-    seed: int = 0
-    checkpoint_every: int = 200
-    workers: int = 2
+    distractors: Annotated[tuple[Distractor, ...], NonEmpty()] = ("loose", "part", "shift")
+    gr_variant: Literal["caption", "crop"] = "caption"
+    lexeme_source: Literal["caption", "annotations"] = "caption"  # caption: its lexemes linked to boxes
+    match: Literal["largest", "skip"] = "largest"  # several boxes fit a lexeme equally
+    epochs: Positive = 1
+    max_steps: Annotated[int, Range(0)] | None = None
+    batch_size: Annotated[int, Range(2)] = 64  # contrastive losses need negatives
+    lr: Annotated[float, Range(0, low_open=True)] = 5e-4
+    weight_decay: Annotated[float, Range(0)] = 0.1
+    warmup_steps: NonNegative = 50
+    grad_clip: Annotated[float, Range(0, low_open=True)] = 1.0
+    seed: NonNegative = 0
+    checkpoint_every: Positive = 200
+    workers: NonNegative = 2
     # Keep the decoded, resized training images in shared memory when they fit in this many MB
     # (the first epoch fills it; 0: decode every epoch).
-    pixel_cache_mb: int = 4096
-    precision: str = "auto"  # auto (bf16 autocast on CPU, fp16 on GPU) | fp32 | bf16 | fp16
+    pixel_cache_mb: NonNegative = 4096
+    precision: Precision = "auto"  # auto: bf16 autocast on CPU, fp16 on GPU
+
+
+@dataclass(frozen=True)
+class PathsConfig(Section):
+    SECTION: ClassVar[str] = "paths"
+    indexes: str = "indexes"  # where `index` puts new indexes and `query` looks for the newest
+    cache: str = "~/.cache/harmosearch"  # bench datasets and embeddings
+
+    @property
+    def indexes_dir(self) -> Path:
+        return Path(self.indexes).expanduser()
+
+    @property
+    def cache_dir(self) -> Path:
+        return Path(self.cache).expanduser()
 
 
 @dataclass(frozen=True)
@@ -115,9 +215,13 @@ class Config:
     search: SearchConfig = field(default_factory=SearchConfig)
     synth: SynthConfig = field(default_factory=SynthConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    # Dotted keys the user gave (environment, TOML file, flags); not part of the values.
+    given: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        sections = (f.name for f in dataclasses.fields(self) if f.name != "given")
+        return {name: dataclasses.asdict(getattr(self, name)) for name in sections}
 
     def to_json(self) -> dict[str, Any]:
         """to_dict() as it reads back from JSON (tuples become lists), for comparisons with manifests."""
@@ -128,15 +232,49 @@ class Config:
         blob = json.dumps(self.to_dict(), sort_keys=True, default=list).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 
+    def user_keys(self) -> frozenset[str]:
+        """Keys the user set: given explicitly, or holding a value other than the default."""
+        mine, defaults = _flatten(self.to_json()), _flatten(Config().to_json())
+        return self.given | {key for key, value in mine.items() if value != defaults[key]}
+
+    def over(self, stored: Mapping[str, Any], keys: tuple[str, ...]) -> Config:
+        """Stored settings (a manifest's or checkpoint's `config`) for `keys` (dotted keys, or whole
+        sections such as "regions"), except where the user set a key: the user's value wins."""
+        mine = self.user_keys()
+        flat = _flatten(dict(stored))
+        taken = {
+            key: value
+            for key, value in flat.items()
+            if any(key == k or key.startswith(k + ".") for k in keys) and key not in mine and key in _known_keys()
+        }
+        return _merge_into(self, taken) if taken else self
+
+    def with_values(self, values: Mapping[str, Any]) -> Config:
+        """A copy with dotted keys set, recorded as given by the user."""
+        return _merge_into(self, values, given=True)
+
 
 def _coerce(value: Any, hint: Any, where: str) -> Any:
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
+    """`value` converted to `hint` (a str from a flag or TOML, a list for a tuple), or ConfigError."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Annotated:
+        value = _coerce(value, args[0], where)
+        for rule in hint.__metadata__:
+            if isinstance(rule, Range):
+                rule.check(value, where)
+            elif isinstance(rule, NonEmpty) and not value:
+                raise ConfigError(f"{where} must not be empty")
+        return value
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
         return _coerce(value, inner[0], where)
+    if origin is Literal:
+        if value not in args:
+            choices = ", ".join(str(a) for a in args)
+            raise ConfigError(f"{where} must be one of {choices}, got {value!r}")
+        return value
     if origin is tuple:
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
@@ -153,11 +291,13 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         if isinstance(value, bool):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
         try:
-            number = hint(value)
-        except (TypeError, ValueError):
+            number = float(value)
+        except (TypeError, ValueError, OverflowError):
             raise ConfigError(f"{where}: expected a number, got {value!r}") from None
-        if hint is int and isinstance(value, float) and not value.is_integer():
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        if hint is int:
+            if not math.isfinite(number) or not number.is_integer():
+                raise ConfigError(f"{where}: expected an integer, got {value!r}")
+            return int(number)
         return number
     if hint is str:
         if not isinstance(value, str):
@@ -166,22 +306,25 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     return value
 
 
-def _merge(node: Any, updates: Mapping[str, Any], where: str) -> Any:
-    hints = typing.get_type_hints(type(node))
-    changes: dict[str, Any] = {}
-    for key, value in updates.items():
-        path = f"{where}.{key}" if where else key
-        if key not in hints:
-            known = ", ".join(sorted(hints))
-            raise ConfigError(f"unknown config key {path!r} (known here: {known})")
-        current = getattr(node, key)
-        if dataclasses.is_dataclass(current):
-            if not isinstance(value, Mapping):
-                raise ConfigError(f"{path} must be a table")
-            changes[key] = _merge(current, value, path)
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls, include_extras=True)
+
+
+@functools.cache
+def _known_keys() -> frozenset[str]:
+    return frozenset(_flatten(Config().to_json()))
+
+
+def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat |= _flatten(value, dotted + ".")
         else:
-            changes[key] = _coerce(value, hints[key], path)
-    return dataclasses.replace(node, **changes)
+            flat[dotted] = value
+    return flat
 
 
 def nest(flat: Mapping[str, Any]) -> dict[str, Any]:
@@ -198,74 +341,82 @@ def nest(flat: Mapping[str, Any]) -> dict[str, Any]:
     return tree
 
 
+def _merge(node: Any, updates: Mapping[str, Any], where: str, strict: bool = True) -> Any:
+    hints = _hints(type(node))
+    names = {f.name for f in dataclasses.fields(node)} - {"given"}
+    changes: dict[str, Any] = {}
+    for key, value in updates.items():
+        path = f"{where}.{key}" if where else key
+        if key not in names:
+            if not strict:
+                continue
+            raise ConfigError(f"unknown config key {path!r} (known here: {', '.join(sorted(names))})")
+        current = getattr(node, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{path} must be a table")
+            changes[key] = _merge(current, value, path, strict)
+        else:
+            changes[key] = _coerce(value, hints[key], path)
+    return dataclasses.replace(node, **changes)
+
+
+def _merge_into(config: Config, values: Mapping[str, Any], given: bool = False) -> Config:
+    merged = _merge(config, nest(values), "")
+    if given:
+        merged = dataclasses.replace(merged, given=config.given | {k for k, v in values.items() if v is not None})
+    return merged
+
+
 def load_config(
     path: Path | None = None,
     overrides: Mapping[str, Any] | None = None,
     base: Config | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> Config:
-    """Defaults (or `base`), then the TOML file, then dotted overrides such as {"search.k": 5}."""
+    """Defaults (or `base`), the environment (ENVIRONMENT), the TOML file, then dotted overrides
+    such as {"search.k": 5} (None: not given). Every key set on the way is recorded as given."""
     config = base or Config()
+    environ = os.environ if environ is None else environ
+    from_env = {key: environ[name] for name, key in ENVIRONMENT.items() if environ.get(name)}
+    if from_env:
+        config = config.with_values(from_env)
     if path is not None:
         try:
             data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ConfigError(f"config file not found: {path}") from None
+        except IsADirectoryError:
+            raise ConfigError(f"config file {path} is a folder") from None
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
         config = _merge(config, data, "")
+        config = dataclasses.replace(config, given=config.given | frozenset(_flatten(data)))
     if overrides:
-        config = _merge(config, nest(overrides), "")
-    validate(config)
+        config = config.with_values(overrides)
     return config
 
 
 def config_from_dict(data: Mapping[str, Any]) -> Config:
-    """Rebuild a Config written by `Config.to_dict` (manifests, checkpoints)."""
-    return _merge(Config(), data, "")
+    """Rebuild a Config written by `Config.to_dict` (manifests, checkpoints); keys that older or
+    newer versions wrote and this one does not know are ignored."""
+    return _merge(Config(), data, "", strict=False)
 
 
-def validate(config: Config) -> None:
-    enc, reg, sea, syn, tr = config.encoder, config.regions, config.search, config.synth, config.train
-    checks = [
-        (enc.dense_mode in ("value", "plain"), "encoder.dense_mode must be value or plain"),
-        (enc.lexeme_mode in ("token", "prompt"), "encoder.lexeme_mode must be token or prompt"),
-        (enc.lexeme_pool in ("mean", "last"), "encoder.lexeme_pool must be mean or last"),
-        (enc.parser in ("auto", "rules", "spacy"), "encoder.parser must be auto, rules or spacy"),
-        (enc.resize in ("squash", "shortest"), "encoder.resize must be squash or shortest"),
-        (config.index.encode_in in ("auto", "main", "workers"), "index.encode_in must be auto, main or workers"),
-        (
-            enc.precision in ("auto", "fp32", "fp16", "bf16"),
-            "encoder.precision must be auto, fp32, fp16 or bf16",
-        ),
-        (enc.batch_size >= 1, "encoder.batch_size must be at least 1"),
-        (bool(reg.scales) and all(0 < s <= 1 for s in reg.scales), "regions.scales must lie in (0, 1]"),
-        (0 <= reg.overlap < 1, "regions.overlap must lie in [0, 1)"),
-        (reg.max_regions >= 1, "regions.max_regions must be at least 1"),
-        (0 < reg.nms_iou <= 1, "regions.nms_iou must lie in (0, 1]"),
-        (0 <= sea.alpha <= 1, "search.alpha must lie in [0, 1]"),
-        (sea.k >= 1, "search.k must be at least 1"),
-        (sea.region_candidates >= 1, "search.region_candidates must be at least 1"),
-        (sea.box_margin >= 0, "search.box_margin must not be negative"),
-        (syn.n >= 0, "synth.n must not be negative"),
-        (syn.size >= 64, "synth.size must be at least 64 pixels"),
-        (
-            1 <= syn.min_objects <= syn.max_objects <= 4,
-            "synth objects must satisfy 1 <= min_objects <= max_objects <= 4",
-        ),
-        (
-            bool(tr.losses) and set(tr.losses) <= {"gc", "lrc", "gr", "tight"},
-            "train.losses must be a non-empty subset of gc, lrc, gr, tight",
-        ),
-        (
-            bool(tr.distractors) and set(tr.distractors) <= {"loose", "part", "shift"},
-            "train.distractors must be a non-empty subset of loose, part, shift",
-        ),
-        (tr.gr_variant in ("caption", "crop"), "train.gr_variant must be caption or crop"),
-        (tr.lexeme_source in ("caption", "annotations"), "train.lexeme_source must be caption or annotations"),
-        (tr.match in ("largest", "skip"), "train.match must be largest or skip"),
-        (tr.pixel_cache_mb >= 0, "train.pixel_cache_mb must not be negative"),
-        (tr.batch_size >= 2, "train.batch_size must be at least 2 (contrastive losses need negatives)"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise ConfigError(message)
+def parse_weights(text: str | None) -> dict[str, float]:
+    """Loss weights as given on the command line: "lrc=0.5,gr=2,tight=1" or "0.5,2" (w_lrc, w_gr)
+    -> {"train.w_lrc": 0.5, "train.w_gr": 2.0, ...}."""
+    if not text:
+        return {}
+    named: dict[str, float] = {}
+    for i, part in enumerate(p.strip() for p in text.split(",") if p.strip()):
+        key, sep, value = part.partition("=")
+        if not sep:
+            key, value = ("lrc", "gr")[i] if i < 2 else "?", part
+        key = key.strip()
+        if key not in ("lrc", "gr", "tight"):
+            raise ConfigError(f"unknown loss weight {key!r} in {text!r}; use lrc=W,gr=W,tight=W")
+        named[f"train.w_{key}"] = _coerce(value.strip(), Annotated[float, Range(0)], f"weight {key}")
+    return named

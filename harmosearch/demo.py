@@ -41,14 +41,17 @@ def run_demo(
     folder = Path(folder)
     scenes = folder / "scenes"
     if not (scenes / "annotations.json").is_file():
-        generate(
-            scenes,
-            replace(config.synth, n=n, seed=DEMO_SEED),
-            workers=2,
-            progress=(lambda k: progress("drawing scenes", k, n)) if progress else None,
-        )
+        drawn = 0
+
+        def advance(k: int) -> None:
+            nonlocal drawn
+            drawn += k
+            if progress:
+                progress("drawing scenes", drawn, n)
+
+        generate(scenes, replace(config.synth, n=n, seed=DEMO_SEED), workers=2, progress=advance)
     encoder = load_encoder(config)
-    report = build_index(scenes / "images", folder / "index", config, encoder=encoder, progress=progress)
+    report = build_index(scenes / "images", folder / "index", config, encoder=encoder, rebuild=True, progress=progress)
     index = Index(folder / "index", config, encoder=encoder)
     responses = []
     for query in queries:

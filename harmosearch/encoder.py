@@ -10,12 +10,22 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from harmosearch.clip_adapter import (
+    BlockParts,
+    TextParts,
+    VisionParts,
+    architecture_config,
+    create_model,
+    eval_transform,
+    image_size_of,
+    preprocess_config,
+    tokenizer_for,
+    vision_parts,
+)
 from harmosearch.config import Config, EncoderConfig
 from harmosearch.errors import ConfigError, ModelLoadError
 from harmosearch.lexemes import ParsedText, parse
@@ -65,14 +75,6 @@ class ModelSource:
     pretrained: str | None  # tag or weights file, for plain names
 
 
-def register_model_configs() -> None:
-    """Make harmosearch's tiny architectures known to open_clip (idempotent)."""
-    import open_clip
-
-    if "harmo-tiny-vit" not in open_clip.list_models():
-        open_clip.add_model_config(PACKAGE_DIR / "model_configs")
-
-
 def bundled_models() -> list[str]:
     if not BUNDLED_DIR.is_dir():
         return []
@@ -103,7 +105,7 @@ def resolve_spec(spec: str) -> ModelSource:
     if spec == "harmo-tiny":
         raise ModelLoadError(
             "the bundled model harmo-tiny is missing from this installation; reinstall "
-            "harmosearch or rebuild it with the command in the README (benchmarks/make_bundled.sh)"
+            "harmosearch or rebuild it with: python benchmarks/make_bundled.py"
         )
     name, sep, tag = spec.partition(":")
     if not sep or not tag:
@@ -115,34 +117,43 @@ def resolve_spec(spec: str) -> ModelSource:
 
 
 def load_model(source: ModelSource) -> tuple[Any, dict[str, Any]]:
-    import open_clip
+    """The open_clip model behind a resolved spec, and the harmosearch.json beside a checkpoint's weights."""
     import torch
 
-    register_model_configs()
-    kwargs: dict[str, Any] = {}
-    if source.pretrained == RANDOM_TAG:
-        torch.manual_seed(0)  # random weights are for tests and training starts: reproducible
-    elif source.pretrained is not None:
-        kwargs["pretrained"] = source.pretrained
-    if source.name.startswith("hf-hub:") or (source.pretrained not in (None, RANDOM_TAG)):
-        os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "10")
-    # open_clip and huggingface_hub log their own multi-line failures; ours is the one line.
-    logging.disable(logging.CRITICAL)
+    pretrained = None if source.pretrained == RANDOM_TAG else source.pretrained
     try:
-        model = open_clip.create_model(source.name, **kwargs)
+        if source.pretrained == RANDOM_TAG:
+            # Random weights are for tests and training starts: reproducible, without touching
+            # the caller's random state.
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)
+                model = create_model(source.name, None)
+        else:
+            model = create_model(source.name, pretrained)
     except Exception as exc:  # open_clip raises RuntimeError/ValueError/OSError variously
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if len(reason) > 200:
             reason = reason[:200] + "..."
         raise ModelLoadError(f"could not load model {source.spec!r}: {reason}; {HINT}") from None
-    finally:
-        logging.disable(logging.NOTSET)
     meta: dict[str, Any] = {}
     if source.name.startswith("local-dir:"):
         meta_file = Path(source.name.removeprefix("local-dir:")) / CHECKPOINT_META
         if meta_file.is_file():
-            meta = json.loads(meta_file.read_text(encoding="utf-8"))
+            try:
+                meta = json.loads(meta_file.read_text(encoding="utf-8"))
+            except (OSError, json.JSONDecodeError) as exc:
+                raise ModelLoadError(f"model {source.spec!r}: cannot read {meta_file}: {exc}") from None
     return model, meta
+
+
+def canonical_spec(spec: str) -> str:
+    """A spec naming a local folder, made absolute, so an index or checkpoint that stores it
+    works from any working directory; other specs are returned unchanged."""
+    prefix = "local-dir:" if spec.startswith("local-dir:") else ""
+    path = Path(spec.removeprefix(prefix)).expanduser()
+    if spec in bundled_models() or not path.exists():
+        return spec
+    return f"{prefix}{path.resolve()}"
 
 
 def weights_fingerprint(model: Any) -> str:
@@ -165,7 +176,7 @@ def encoder_settings_hash(config: EncoderConfig) -> str:
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def vision_forward(model: Any, pixels: Any, dense_mode: str = "value") -> tuple[Any, Any]:
+def vision_forward(model: Any, pixels: Any, dense_mode: str) -> tuple[Any, Any]:
     """One pass of the image tower: (global [B, D], dense [B, D, gh, gw]), both unnormalised.
 
     dense_mode "plain" projects the last block's patch tokens as they are; "value" recomputes
@@ -178,102 +189,69 @@ def vision_forward(model: Any, pixels: Any, dense_mode: str = "value") -> tuple[
     """
     import torch
 
-    visual = model.visual
-    blocks = getattr(getattr(visual, "transformer", None), "resblocks", None)
-    if blocks is None or not hasattr(visual, "_embeds") or getattr(visual, "attn_pool", None) is not None:
-        raise ModelLoadError(
-            f"{type(visual).__name__} image towers have no patch tokens harmosearch can pool; "
-            "use an open_clip ViT model"
-        )
-    if not getattr(visual.transformer, "batch_first", True):
-        raise ModelLoadError("open_clip ViTs with batch_first=False are not supported")
     if dense_mode not in ("value", "plain"):
         raise ConfigError(f"unknown dense_mode {dense_mode!r}")
-    x = visual._embeds(pixels)
-    for block in blocks[:-1]:
+    parts = vision_parts(model)
+    x = parts.embed(pixels)
+    for block in parts.blocks[:-1]:
         x = block(x)
-    last = blocks[-1]
-    if dense_mode == "value" and _class_token_shortcut(visual, last):
+    last = BlockParts(parts.blocks[-1])
+    if dense_mode == "value" and _class_token_shortcut(parts, last):
         cls, patches = _last_block_value_path(last, x)
-        pooled, tokens = visual._pool(torch.cat([cls, patches], dim=1))
+        pooled, tokens = parts.pool(torch.cat([cls, patches], dim=1))
     else:
-        pooled, tokens = visual._pool(last(x))
+        pooled, tokens = parts.pool(last.block(x))
         if dense_mode == "value":
             _, patches = _last_block_value_path(last, x, class_query=False)
-            _, tokens = visual._pool(patches)
-    if visual.proj is not None:
-        pooled = pooled @ visual.proj
-        tokens = tokens @ visual.proj
-    batch, grid_h, grid_w = pixels.shape[0], *visual.grid_size
-    dense = tokens.reshape(batch, grid_h, grid_w, -1).permute(0, 3, 1, 2)
+            _, tokens = parts.pool(patches)
+    if parts.proj is not None:
+        pooled = pooled @ parts.proj
+        tokens = tokens @ parts.proj
+    grid_h, grid_w = parts.grid
+    dense = tokens.reshape(pixels.shape[0], grid_h, grid_w, -1).permute(0, 3, 1, 2)
     return pooled, dense
 
 
-def _class_token_shortcut(visual: Any, last: Any) -> bool:
-    """True when the global vector is the class token after the last block (open_clip's default
-    ViT), so only the class token needs the full attention of that block."""
-    import torch
-
-    return (
-        getattr(visual, "pool_type", None) == "tok"
-        and not getattr(visual, "final_ln_after_pool", False)
-        and isinstance(getattr(last, "attn", None), torch.nn.MultiheadAttention)
-        and not hasattr(last, "ln_1_kv")
-    )
+def _class_token_shortcut(parts: VisionParts, last: BlockParts) -> bool:
+    """True when only the class token needs the last block's full attention."""
+    return parts.global_is_class_token and last.is_standard
 
 
-def _last_block_value_path(last: Any, x: Any, class_query: bool = True) -> tuple[Any, Any]:
+def _last_block_value_path(last: BlockParts, x: Any, class_query: bool = True) -> tuple[Any, Any]:
     """The last block's outputs: (class token [B, 1, W] with full attention, or None when
     class_query is False; the value path, where attention is replaced by each token's own value,
     for the patch tokens [B, N-1, W], or for every token [B, N, W] when class_query is False).
     The two share ln_1 and the value projection."""
     import torch.nn.functional as F
 
-    attn = last.attn
     width = x.shape[-1]
-    weight, bias = attn.in_proj_weight, attn.in_proj_bias
+    weight, bias = last.qkv_weight()
 
     def project(t: Any, lo: int, hi: int) -> Any:  # rows lo:hi of the packed q/k/v projection
         return F.linear(t, weight[lo:hi], None if bias is None else bias[lo:hi])
 
-    def mlp_residual(t: Any) -> Any:
-        return t + last.ls_2(last.mlp(last.ln_2(t)))
-
-    h = last.ln_1(x)
+    h = last.norm_in(x)
     cls = None
     if class_query:
         keys, values = project(h, width, 3 * width).split(width, dim=-1)
         query = project(h[:, :1], 0, width)
-        batch, heads = x.shape[0], attn.num_heads
+        batch, heads = x.shape[0], last.heads
 
         def split_heads(t: Any) -> Any:
             return t.reshape(batch, t.shape[1], heads, width // heads).transpose(1, 2)
 
         attended = F.scaled_dot_product_attention(split_heads(query), split_heads(keys), split_heads(values))
-        cls = mlp_residual(x[:, :1] + last.ls_1(attn.out_proj(attended.transpose(1, 2).reshape(batch, 1, width))))
+        cls = last.mlp_residual(x[:, :1] + last.attention_out(attended.transpose(1, 2).reshape(batch, 1, width)))
         x, values = x[:, 1:], values[:, 1:]
     else:
         values = project(h, 2 * width, 3 * width)
-    return cls, mlp_residual(x + last.ls_1(attn.out_proj(values)))
+    return cls, last.mlp_residual(x + last.attention_out(values))
 
 
 def text_forward(model: Any, tokens: Any) -> tuple[Any, Any]:
     """The text tower with every token kept: (global [N, D], per-token [N, T, D]), unnormalised."""
-    from open_clip.transformer import text_global_pool
-
-    tower = getattr(model, "text", None)
-    if tower is not None:  # CustomTextCLIP
-        if getattr(tower, "cls_emb", None) is not None:
-            raise ModelLoadError("text towers with a class token (CoCa) are not supported")
-        x, attn_mask = tower._embeds(tokens)
-        x = tower.ln_final(tower.transformer(x, attn_mask=attn_mask))
-        pool_type, eos_id, projection = tower.pool_type, getattr(tower, "eos_id", None), tower.text_projection
-    else:
-        cast = model.transformer.get_cast_dtype()
-        x = model.token_embedding(tokens).to(cast) + model.positional_embedding.to(cast)
-        x = model.ln_final(model.transformer(x, attn_mask=model.attn_mask))
-        pool_type, eos_id, projection = model.text_pool_type, getattr(model, "text_eos_id", None), model.text_projection
-    pooled = text_global_pool(x, tokens, pool_type, eos_token_id=eos_id)
+    x, text, pool_type, eos_id, projection = TextParts(model).tokens(tokens)
+    pooled = TextParts.global_pool(x, text, pool_type, eos_id)
     if projection is not None:
         if hasattr(projection, "weight"):
             pooled, x = projection(pooled), projection(x)
@@ -304,7 +282,7 @@ def pixels_from_uint8(images: Any, mean: tuple[float, ...], std: tuple[float, ..
     return pixels.sub_(mean_t).div_(std_t)
 
 
-def pool_spans(token_vectors: Any, spans: list[tuple[int, int]], pool: str = "mean") -> Any:
+def pool_spans(token_vectors: Any, spans: list[tuple[int, int]], pool: str) -> Any:
     """Lexeme vectors from per-token vectors [T, D] -> [L, D], L2-normalised: the mean of the
     span's normalised token vectors, or ("last") the span's final token, which under the text
     tower's causal attention is the only one that has read the whole lexeme."""
@@ -332,20 +310,13 @@ class Encoder:
     """A loaded model with its transform, tokenizer and identity."""
 
     def __init__(self, model: Any, tokenizer: Any, config: EncoderConfig, spec: str, device: Any) -> None:
-        import open_clip
-        from open_clip.transform import image_transform
-
         self.model = model.to(device).eval()
         self.tokenizer = tokenizer
         self.config = config
         self.device = device
         self.context_length = int(getattr(tokenizer, "context_length", None) or 77)
-        pre = open_clip.get_model_preprocess_cfg(model)
-        size = pre.get("size", model.visual.image_size)
-        self.image_size = int(size[0] if isinstance(size, tuple | list) else size)
-        self.transform = image_transform(
-            self.image_size, is_train=False, mean=pre.get("mean"), std=pre.get("std"), resize_mode=config.resize
-        )
+        self.image_size = image_size_of(model)
+        self.transform = eval_transform(model, config.resize)
         grid = tuple(int(g) for g in getattr(model.visual, "grid_size", (0, 0)))
         embed_dim = int(model.visual.output_dim)
         self.identity = EncoderIdentity(
@@ -364,14 +335,6 @@ class Encoder:
     def image_tensor(self, image: Any) -> Any:
         """A PIL image -> a preprocessed [3, S, S] tensor."""
         return self.transform(image.convert("RGB"))
-
-    def split_transform(self) -> tuple[Any, Any] | None:
-        """See the module function split_transform."""
-        return split_transform(self.transform)
-
-    def pixels_from_uint8(self, images: Any, mean: tuple[float, ...], std: tuple[float, ...]) -> Any:
-        """See the module function pixels_from_uint8."""
-        return pixels_from_uint8(images, mean, std)
 
     def encode_pixels(self, pixels: Any) -> tuple[Any, Any]:
         """[B, 3, S, S] -> (global [B, D] normalised, dense [B, D, gh, gw] float32 on CPU)."""
@@ -434,45 +397,34 @@ class Encoder:
         ]
 
 
+# Encoder settings a harmosearch checkpoint carries: it was trained for them, so they apply
+# unless the user set them.
+TRAINED_SETTINGS = ("encoder.dense_mode", "encoder.lexeme_mode", "encoder.lexeme_pool", "encoder.resize")
+
+
 def load_encoder(config: Config | EncoderConfig | None = None, device: str | None = None) -> Encoder:
     """Load the model named by config.encoder.model, offline-safe, with one-line errors."""
-    import open_clip
-
     from harmosearch.device import resolve_device
 
-    enc = config.encoder if isinstance(config, Config) else (config or EncoderConfig())
-    source = resolve_spec(enc.model)
+    if not isinstance(config, Config):
+        config = Config(encoder=config or EncoderConfig())
+    source = resolve_spec(config.encoder.model)
     model, meta = load_model(source)
-    if meta.get("config", {}).get("encoder"):
-        # A harmosearch checkpoint carries the dense/lexeme settings it was trained for;
-        # the user's explicit choices still win because they arrive as `enc`.
-        trained = meta["config"]["encoder"]
-        defaults = EncoderConfig()
-        updates = {
-            k: trained[k]
-            for k in ("dense_mode", "lexeme_mode", "lexeme_pool", "resize")
-            if k in trained and getattr(enc, k) == getattr(defaults, k)
-        }
-        if updates:
-            from dataclasses import replace
-
-            enc = replace(enc, **updates)
+    if meta.get("config"):
+        config = config.over(meta["config"], TRAINED_SETTINGS)
     try:
-        tokenizer = open_clip.get_tokenizer(source.name)
+        tokenizer = tokenizer_for(source.name)
     except Exception as exc:
         raise ModelLoadError(f"could not load the tokenizer of {source.spec!r}: {exc}; {HINT}") from None
-    return Encoder(model, tokenizer, enc, source.spec, resolve_device(device or enc.device))
+    return Encoder(model, tokenizer, config.encoder, source.spec, resolve_device(device or config.encoder.device))
 
 
 def model_config_of(source: ModelSource) -> dict[str, Any]:
     """The open_clip architecture config behind a resolved spec (to write loadable bundles)."""
-    import open_clip
-
-    register_model_configs()
     if source.name.startswith("local-dir:"):
         folder = Path(source.name.removeprefix("local-dir:"))
         return json.loads((folder / "open_clip_config.json").read_text(encoding="utf-8"))["model_cfg"]
-    cfg = open_clip.get_model_config(source.name)
+    cfg = architecture_config(source.name)
     if cfg is None:
         raise ModelLoadError(f"no open_clip config for {source.spec!r}; cannot write a loadable checkpoint")
     return cfg
@@ -488,13 +440,12 @@ def write_model_bundle(
 ) -> Path:
     """Save `model` as an open_clip local-dir folder plus harmosearch.json (resolved config),
     so `--model local-dir:OUT` or `--model OUT` loads it. Files are written then renamed."""
-    import open_clip
     import torch
     from safetensors.torch import save_file
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    pre = dict(open_clip.get_model_preprocess_cfg(model))
+    pre = preprocess_config(model)
     open_clip_cfg = {"model_cfg": model_cfg, "preprocess_cfg": pre}
     dtype = torch.float16 if half else torch.float32
     state = {

@@ -3,7 +3,7 @@
 Candidates come from both FAISS indexes (the top regions of every lexeme, searched in one
 batched call, and the top images of the global query); each candidate is then rescored
 exactly from the stored vectors, so an approximate index can miss candidates but never
-distorts their scores. See `fusion` for the formula.
+distorts their scores. See `fusion` for the formula and `scoring` for the region step.
 """
 
 from __future__ import annotations
@@ -15,11 +15,15 @@ from typing import Any
 
 import numpy as np
 
-from harmosearch.config import Config, SearchConfig
-from harmosearch.errors import IndexStoreError, QueryError
+from harmosearch.config import Config, SearchConfig, load_config
+from harmosearch.errors import ConfigError, IndexStoreError, QueryError
 from harmosearch.fusion import fuse, penalty
+from harmosearch.scoring import RegionTable, best_regions
 
 MAX_QUERY_CHARS = 1000
+# What a search takes from the caller's configuration; the rest (the encoder and region
+# settings the vectors were made with) comes from the index.
+CALLER_SECTIONS = ("search", "paths", "synth", "train")
 
 
 @dataclass(frozen=True)
@@ -64,19 +68,25 @@ class SearchResponse:
         return {"query": self.query, "lexemes": self.lexemes, "results": [r.to_dict() for r in self.results]}
 
 
-def choose_box(scores: np.ndarray, areas: np.ndarray, margin: float) -> int:
-    """Which region's box to show for a lexeme: the largest one scoring within `margin` of the
-    best. The mean-pooled score favours small windows inside an object; its best-scoring box
-    alone is often a part of it (measured on synthetic scenes: grounding 46.9% -> 54.5% at 0.05)."""
-    near = np.flatnonzero(scores >= scores.max() - margin)
-    return int(near[np.argmax(areas[near])])
+@dataclass
+class _Query:
+    """A query in vectors: the global vector, each lexeme's vector, and each --not phrase's."""
+
+    text: str
+    global_vector: np.ndarray  # [D]
+    lexeme_texts: list[str]
+    lexeme_vectors: np.ndarray  # [L, D]
+    negative_global: np.ndarray  # [N, D]
+    negative_regions: np.ndarray  # [N, D]
+    warnings: list[str]
 
 
 def latest_index(root: Path) -> Path:
     """The most recently updated index under `root` (the default for `query` without --index)."""
     from harmosearch.store import MANIFEST
 
-    manifests = sorted(Path(root).glob(f"*/{MANIFEST}"), key=lambda p: p.stat().st_mtime) if Path(root).is_dir() else []
+    root = Path(root)
+    manifests = sorted(root.glob(f"*/{MANIFEST}"), key=lambda p: p.stat().st_mtime) if root.is_dir() else []
     if not manifests:
         raise IndexStoreError(f"no index found under {root}/; build one with: harmosearch index PHOTOS_DIR")
     return manifests[-1].parent
@@ -94,31 +104,28 @@ class Index:
         self, path: Path, config: Config | None = None, encoder: Any = None, device: str | None = None
     ) -> None:
         from harmosearch.config import config_from_dict
-        from harmosearch.encoder import EncoderIdentity
+        from harmosearch.encoder import EncoderIdentity, load_encoder
         from harmosearch.store import IndexReader
 
         self.path = Path(path)
         self.reader = IndexReader(self.path)
         manifest = self.reader.manifest
-        built = config_from_dict(manifest["config"])
-        # Encoder settings come from the index (they decide what the vectors mean); search
-        # settings from the caller.
-        self.config = (
-            built if config is None else replace(built, search=config.search, synth=config.synth, train=config.train)
+        caller = config or load_config()
+        self.config = replace(
+            config_from_dict(manifest["config"]), **{name: getattr(caller, name) for name in CALLER_SECTIONS}
         )
-        if encoder is None:
-            from harmosearch.encoder import load_encoder
-
-            encoder = load_encoder(self.config.encoder, device=device)
+        self.encoder = encoder or load_encoder(self.config, device=device)
         built_with = EncoderIdentity.from_dict(manifest["encoder"])
-        differs = built_with.mismatch(encoder.identity)
+        differs = built_with.mismatch(self.encoder.identity)
         if differs:
             raise IndexStoreError(
                 f"index {self.path} was built with model {built_with.spec!r} and cannot be searched with "
-                f"{encoder.identity.spec!r} ({differs}); query with --model {built_with.spec} or rebuild the index"
+                f"{self.encoder.identity.spec!r} ({differs}); query with --model {built_with.spec} or rebuild the index"
             )
-        self.encoder = encoder
         self.photos_root = Path(manifest["photos_root"])
+        r = self.reader.regions
+        boxes = np.stack([r[c] for c in ("x0", "y0", "x1", "y1")], axis=1).astype(np.float32).reshape(-1, 4)
+        self.regions = RegionTable(self.reader.region_vectors, boxes, self.reader.region_start)
         self._tune()
 
     def _tune(self) -> None:
@@ -148,14 +155,38 @@ class Index:
         settings: SearchConfig | None = None,
     ) -> SearchResponse:
         """Rank the indexed images for a text (and/or an image) query."""
-        s = settings or self.config.search
-        k = s.k if k is None else k
-        alpha = s.alpha if alpha is None else alpha
-        min_score = s.min_score if min_score is None else min_score
-        if k < 1:
-            raise QueryError(f"k must be at least 1, got {k}")
-        if not 0.0 <= alpha <= 1.0:
-            raise QueryError(f"alpha must lie in [0, 1], got {alpha}")
+        s = _settings(settings or self.config.search, k, alpha, min_score)
+        query = self._encode(text, image, negatives, global_only)
+        if not self.photos_root.is_dir():
+            query.warnings.append(
+                f"the photo folder {self.photos_root} no longer exists; if it moved, run: "
+                f"harmosearch index NEW_PLACE --index {self.path}"
+            )
+        candidates = self._candidates(query, s)
+        if len(candidates) == 0:
+            return SearchResponse(query.text, query.lexeme_texts, [], query.warnings)
+        global_scores = self.reader.global_vectors[candidates].astype(np.float32) @ query.global_vector
+        lexeme_scores, lexeme_rows = best_regions(self.regions, candidates, query.lexeme_vectors, s.box_margin)
+        fused = fuse(global_scores, lexeme_scores, s.alpha) - self._penalty(candidates, query, s.alpha)
+        order = np.lexsort((candidates, -fused))  # best first; ties by image id
+        if s.min_score is not None:
+            order = order[fused[order] >= s.min_score]
+        results = [
+            self._result(
+                rank,
+                int(candidates[p]),
+                float(fused[p]),
+                float(global_scores[p]),
+                query,
+                lexeme_scores[p],
+                lexeme_rows[p],
+            )
+            for rank, p in enumerate(order[: s.k], start=1)
+        ]
+        return SearchResponse(query.text, query.lexeme_texts, results, query.warnings)
+
+    def _encode(self, text: str, image: Path | None, negatives: tuple[str, ...], global_only: bool) -> _Query:
+        """The query text (cut to MAX_QUERY_CHARS), the --not phrases and the query image, in vectors."""
         warnings: list[str] = []
         text = text or ""
         if len(text) > MAX_QUERY_CHARS:
@@ -163,10 +194,10 @@ class Index:
             text = text[:MAX_QUERY_CHARS]
         if not text.strip() and image is None:
             raise QueryError("empty query; give some text or --image PATH")
-        queries = ([text] if text.strip() else []) + [n for n in negatives if n.strip()]
-        encodings = self.encoder.encode_queries(queries) if queries else []
-        positive = encodings[0] if text.strip() else None
-        negative = encodings[1:] if text.strip() else encodings
+        has_text = bool(text.strip())
+        negatives = tuple(n for n in negatives if n.strip())
+        encodings = self.encoder.encode_queries(([text] if has_text else []) + list(negatives))
+        positive, negative = (encodings[0], encodings[1:]) if has_text else (None, encodings)
         vectors = []
         if positive is not None:
             vectors.append(positive.global_vector.numpy())
@@ -174,110 +205,87 @@ class Index:
                 warnings.append("query longer than the model's context; its tail was ignored")
         if image is not None:
             vectors.append(self._image_vector(image))
-        g = np.mean(vectors, axis=0)
-        g = (g / max(float(np.linalg.norm(g)), 1e-12)).astype(np.float32)
-        lexeme_texts = [] if positive is None or global_only else positive.parsed.lexeme_texts
-        lexeme_vectors = (
-            np.zeros((0, len(g)), np.float32)
-            if not lexeme_texts
-            else positive.lexeme_vectors.numpy().astype(np.float32)
+        g = _unit(np.mean(vectors, axis=0))
+        dim = len(g)
+        use_lexemes = positive is not None and not global_only and len(positive.parsed.lexemes) > 0
+        lexeme_texts = positive.parsed.lexeme_texts if use_lexemes else []
+        lexemes = positive.lexeme_vectors.numpy().astype(np.float32) if use_lexemes else np.zeros((0, dim), np.float32)
+        # A --not phrase's region vector: the mean of its lexemes, or its global vector without any.
+        neg_regions = [
+            n.lexeme_vectors.numpy().mean(0) if len(n.lexeme_vectors) else n.global_vector.numpy() for n in negative
+        ]
+        return _Query(
+            text,
+            g,
+            lexeme_texts,
+            lexemes,
+            np.stack([n.global_vector.numpy() for n in negative]).astype(np.float32)
+            if negative
+            else np.zeros((0, dim)),
+            np.stack([_unit(v) for v in neg_regions]) if negative else np.zeros((0, dim), np.float32),
+            warnings,
         )
-        candidates = self._candidates(g, lexeme_vectors, k, s)
-        if self.n_images == 0 or len(candidates) == 0:
-            return SearchResponse(text, lexeme_texts, [], warnings)
-        global_scores = self.reader.global_vectors[candidates].astype(np.float32) @ g
-        lexeme_scores, lexeme_rows = self.best_regions(candidates, lexeme_vectors, s.box_margin)
-        fused = fuse(global_scores, lexeme_scores, alpha)
-        if negative:
-            neg_global = np.stack(
-                [self.reader.global_vectors[candidates].astype(np.float32) @ n.global_vector.numpy() for n in negative],
-                1,
-            )
-            neg_vectors = np.stack(
-                [
-                    n.lexeme_vectors.numpy().mean(0) if len(n.lexeme_vectors) else n.global_vector.numpy()
-                    for n in negative
-                ]
-            )
-            neg_vectors /= np.linalg.norm(neg_vectors, axis=1, keepdims=True)
-            neg_region, _ = self.best_regions(candidates, neg_vectors.astype(np.float32))
-            fused = fused - penalty(neg_global, neg_region, alpha)
-        order = np.lexsort((candidates, -fused))  # best first; ties by image id
-        results = []
-        for position in order:
-            if min_score is not None and fused[position] < min_score:
-                continue
-            image_id = int(candidates[position])
-            matches = tuple(
-                LexemeMatch(
-                    lexeme_texts[j], float(lexeme_scores[position, j]), self._box(int(lexeme_rows[position, j]))
-                )
-                for j in range(len(lexeme_texts))
-            )
-            path = str(self.reader.images["path"][image_id])
-            results.append(
-                Result(
-                    rank=len(results) + 1,
-                    image_id=image_id,
-                    path=path,
-                    absolute=self.photos_root / path,
-                    score=float(fused[position]),
-                    global_score=float(global_scores[position]),
-                    lexemes=matches,
-                    width=int(self.reader.images["width"][image_id]),
-                    height=int(self.reader.images["height"][image_id]),
-                )
-            )
-            if len(results) == k:
-                break
-        return SearchResponse(text, lexeme_texts, results, warnings)
 
-    def _candidates(self, g: np.ndarray, lexemes: np.ndarray, k: int, s: SearchConfig) -> np.ndarray:
+    def _candidates(self, query: _Query, s: SearchConfig) -> np.ndarray:
+        """Images among the top global matches or holding one of each lexeme's top regions."""
         from harmosearch.store import search_vectors
 
         found: list[np.ndarray] = []
         if self.reader.n_images:
-            wanted = min(self.reader.n_images, max(k, s.global_candidates))
-            _, ids = search_vectors(self.reader.global_index, g[None], wanted)
+            wanted = min(self.reader.n_images, max(s.k, s.global_candidates))
+            _, ids = search_vectors(self.reader.global_index, query.global_vector[None], wanted)
             found.append(ids[0][ids[0] >= 0])
-        if len(lexemes) and self.reader.n_regions:
+        if len(query.lexeme_vectors) and self.reader.n_regions:
             # One batched call for all lexemes; FAISS pads with -1 when asked for more than it holds.
-            _, ids = search_vectors(self.reader.region_index, lexemes, min(self.reader.n_regions, s.region_candidates))
-            rows = ids[ids >= 0]
-            found.append(np.asarray(self.reader.regions["image_id"])[rows])
+            wanted = min(self.reader.n_regions, s.region_candidates)
+            _, ids = search_vectors(self.reader.region_index, query.lexeme_vectors, wanted)
+            found.append(np.asarray(self.reader.regions["image_id"])[ids[ids >= 0]])
         if not found:
             return np.zeros(0, dtype=np.int64)
         return np.unique(np.concatenate(found).astype(np.int64))
 
-    def best_regions(
-        self, candidates: np.ndarray, lexemes: np.ndarray, box_margin: float = 0.0
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """For each candidate image and lexeme: the best region score, and the row of the region
-        whose box to show (see choose_box)."""
-        scores = np.full((len(candidates), len(lexemes)), -1.0, dtype=np.float32)
-        rows = np.full((len(candidates), len(lexemes)), -1, dtype=np.int64)
-        if len(lexemes) == 0:
-            return scores, rows
-        starts = self.reader.region_start
-        for i, image_id in enumerate(candidates):
-            lo, hi = int(starts[image_id]), int(starts[image_id + 1])
-            if hi == lo:
-                continue
-            sims = self.reader.region_vectors[lo:hi].astype(np.float32) @ lexemes.T  # [regions, lexemes]
-            scores[i] = sims.max(axis=0)
-            r = self.reader.regions
-            areas = (r["x1"][lo:hi] - r["x0"][lo:hi]) * (r["y1"][lo:hi] - r["y0"][lo:hi])
-            rows[i] = [lo + choose_box(sims[:, j], areas, box_margin) for j in range(len(lexemes))]
-        return scores, rows
+    def _penalty(self, candidates: np.ndarray, query: _Query, alpha: float) -> np.ndarray | float:
+        if len(query.negative_global) == 0:
+            return 0.0
+        neg_global = self.reader.global_vectors[candidates].astype(np.float32) @ query.negative_global.T
+        neg_region, _ = best_regions(self.regions, candidates, query.negative_regions, 0.0)
+        return penalty(neg_global, neg_region, alpha)
+
+    def _result(
+        self,
+        rank: int,
+        image_id: int,
+        score: float,
+        global_score: float,
+        query: _Query,
+        lexeme_scores: np.ndarray,
+        lexeme_rows: np.ndarray,
+    ) -> Result:
+        path = str(self.reader.images["path"][image_id])
+        matches = tuple(
+            LexemeMatch(text, float(lexeme_scores[j]), self._box(int(lexeme_rows[j])))
+            for j, text in enumerate(query.lexeme_texts)
+        )
+        return Result(
+            rank=rank,
+            image_id=image_id,
+            path=path,
+            absolute=self.photos_root / path,
+            score=score,
+            global_score=global_score,
+            lexemes=matches,
+            width=int(self.reader.images["width"][image_id]),
+            height=int(self.reader.images["height"][image_id]),
+        )
 
     def _box(self, row: int) -> tuple[float, float, float, float]:
         if row < 0:
             return (0.0, 0.0, 0.0, 0.0)
-        r = self.reader.regions
-        return (float(r["x0"][row]), float(r["y0"][row]), float(r["x1"][row]), float(r["y1"][row]))
+        x0, y0, x1, y1 = (float(v) for v in self.regions.boxes[row])
+        return (x0, y0, x1, y1)
 
     def _image_vector(self, path: Path) -> np.ndarray:
-        from harmosearch.indexing import open_image
+        from harmosearch.media.decode import open_image
 
         if not Path(path).is_file():
             raise QueryError(f"query image not found: {path}")
@@ -289,8 +297,25 @@ class Index:
         return global_vector[0].numpy()
 
 
-def open_index(path: str | os.PathLike[str] | None = None, config: Config | None = None, **kwargs: Any) -> Index:
-    """Open an index for searching; without a path, the most recently updated one."""
-    from harmosearch.indexing import default_index_root
+def _settings(base: SearchConfig, k: int | None, alpha: float | None, min_score: float | None) -> SearchConfig:
+    """The search settings with the per-call options on top, checked like the config file."""
+    try:
+        return replace(
+            base,
+            k=base.k if k is None else k,
+            alpha=base.alpha if alpha is None else alpha,
+            min_score=base.min_score if min_score is None else min_score,
+        )
+    except ConfigError as exc:
+        raise QueryError(str(exc).removeprefix("search.")) from None
 
-    return Index(Path(path) if path is not None else latest_index(default_index_root()), config, **kwargs)
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return (v / max(float(np.linalg.norm(v)), 1e-12)).astype(np.float32)
+
+
+def open_index(path: str | os.PathLike[str] | None = None, config: Config | None = None, **kwargs: Any) -> Index:
+    """Open an index for searching; without a path, the most recently updated one under
+    config.paths.indexes."""
+    config = config or load_config()
+    return Index(Path(path) if path is not None else latest_index(config.paths.indexes_dir), config, **kwargs)

@@ -300,32 +300,33 @@ class IndexReader(_Rows):
     """A consistent view of one generation: tables, vectors (memory-mapped) and FAISS indexes."""
 
     def __init__(self, root: Path, load_indexes: bool = True) -> None:
-        import faiss
-
         self.root = Path(root)
-        self.manifest = read_manifest(self.root)
-        files = self.manifest["files"]
-        try:
-            self.images = _parquet_read(self.root / files["images"])
-            self.regions = _parquet_read(self.root / files["regions"])
-            self.global_vectors = np.load(self.root / files["global_vectors"], mmap_mode="r")
-            self.region_vectors = np.load(self.root / files["region_vectors"], mmap_mode="r")
-            self.global_index = faiss.read_index(str(self.root / files["global_index"])) if load_indexes else None
-            self.region_index = faiss.read_index(str(self.root / files["region_index"])) if load_indexes else None
-        except (OSError, ValueError, RuntimeError) as exc:
-            raise IndexStoreError(
-                f"index {self.root} is damaged ({str(exc).splitlines()[0]}); run harmosearch info --verify"
-            ) from None
+        for _ in range(3):
+            self.manifest = read_manifest(self.root)
+            try:
+                self._load(self.manifest["files"], load_indexes)
+                break
+            except (OSError, ValueError, RuntimeError) as exc:
+                # Two updates committed while this reader was between the manifest and its files
+                # (each update removes the generation before its previous one): read the new one.
+                if read_manifest(self.root)["generation"] == self.manifest["generation"]:
+                    raise IndexStoreError(
+                        f"index {self.root} is damaged ({str(exc).splitlines()[0]}); run harmosearch info --verify"
+                    ) from None
+        else:
+            raise IndexStoreError(f"index {self.root} kept changing while it was opened; try again")
         counts = np.bincount(self.regions["image_id"].astype(np.int64), minlength=self.n_images)
         self.region_start = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
 
-    def data(self) -> IndexData:
-        return IndexData(
-            {k: np.asarray(v) for k, v in self.images.items()},
-            {k: np.asarray(v) for k, v in self.regions.items()},
-            np.asarray(self.global_vectors, dtype=np.float32),
-            np.asarray(self.region_vectors, dtype=np.float32),
-        )
+    def _load(self, files: dict[str, str], load_indexes: bool) -> None:
+        import faiss
+
+        self.images = _parquet_read(self.root / files["images"])
+        self.regions = _parquet_read(self.root / files["regions"])
+        self.global_vectors = np.load(self.root / files["global_vectors"], mmap_mode="r")
+        self.region_vectors = np.load(self.root / files["region_vectors"], mmap_mode="r")
+        self.global_index = faiss.read_index(str(self.root / files["global_index"])) if load_indexes else None
+        self.region_index = faiss.read_index(str(self.root / files["region_index"])) if load_indexes else None
 
     def regions_of(self, image_id: int) -> slice:
         return slice(int(self.region_start[image_id]), int(self.region_start[image_id + 1]))
@@ -391,19 +392,20 @@ def clear_staging(root: Path) -> None:
     shutil.rmtree(Path(root) / STAGING, ignore_errors=True)
 
 
-def save_chunk(folder: Path, number: int, records: list[dict[str, Any]]) -> None:
-    """Encoded images (sha256, sizes, global vector, region boxes/scales/vectors) as one npz."""
+def save_chunk(folder: Path, number: int, records: list[tuple[str, Any]]) -> None:
+    """Encoded images, as (sha256, pipeline.Encoded) pairs, written as one npz."""
     if not records:
         return
+    items = [item for _, item in records]
     arrays: dict[str, np.ndarray] = {
-        "sha256": np.array([r["sha256"] for r in records]),
-        "width": np.array([r["width"] for r in records], dtype=np.int64),
-        "height": np.array([r["height"] for r in records], dtype=np.int64),
-        "global": np.stack([r["global"] for r in records]).astype(np.float16),
-        "counts": np.array([len(r["boxes"]) for r in records], dtype=np.int64),
-        "boxes": np.concatenate([r["boxes"] for r in records]).astype(np.float32),
-        "scales": np.concatenate([r["scales"] for r in records]).astype(np.float32),
-        "vectors": np.concatenate([r["vectors"] for r in records]).astype(np.float16),
+        "sha256": np.array([sha for sha, _ in records]),
+        "width": np.array([r.width for r in items], dtype=np.int64),
+        "height": np.array([r.height for r in items], dtype=np.int64),
+        "global": np.stack([r.global_vector for r in items]).astype(np.float16),
+        "counts": np.array([len(r.boxes) for r in items], dtype=np.int64),
+        "boxes": np.concatenate([r.boxes for r in items]).astype(np.float32),
+        "scales": np.concatenate([r.scales for r in items]).astype(np.float32),
+        "vectors": np.concatenate([r.vectors for r in items]).astype(np.float16),
     }
     write_atomic(folder / f"chunk_{number:06d}.npz", lambda p: _savez(p, arrays))
 
@@ -413,9 +415,11 @@ def _savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
         np.savez(f, **arrays)
 
 
-def load_chunks(folder: Path) -> dict[str, dict[str, Any]]:
-    """sha256 -> encoded record, from every complete chunk in the staging folder."""
-    found: dict[str, dict[str, Any]] = {}
+def load_chunks(folder: Path) -> dict[str, Any]:
+    """sha256 -> pipeline.Encoded, from every complete chunk in the staging folder."""
+    from harmosearch.pipeline import Encoded
+
+    found: dict[str, Any] = {}
     if not folder.is_dir():
         return found
     for path in sorted(folder.glob("chunk_*.npz")):
@@ -424,15 +428,40 @@ def load_chunks(folder: Path) -> dict[str, dict[str, Any]]:
                 offsets = np.concatenate([[0], np.cumsum(z["counts"])])
                 for i, sha in enumerate(z["sha256"]):
                     lo, hi = offsets[i], offsets[i + 1]
-                    found[str(sha)] = {
-                        "sha256": str(sha),
-                        "width": int(z["width"][i]),
-                        "height": int(z["height"][i]),
-                        "global": z["global"][i].astype(np.float32),
-                        "boxes": z["boxes"][lo:hi],
-                        "scales": z["scales"][lo:hi],
-                        "vectors": z["vectors"][lo:hi].astype(np.float32),
-                    }
+                    found[str(sha)] = Encoded(
+                        int(z["width"][i]),
+                        int(z["height"][i]),
+                        z["global"][i].astype(np.float32),
+                        z["boxes"][lo:hi],
+                        z["scales"][lo:hi],
+                        z["vectors"][lo:hi].astype(np.float32),
+                    )
         except (OSError, ValueError, KeyError):
             path.unlink(missing_ok=True)  # a chunk torn by a crash: its images are encoded again
     return found
+
+
+def describe(root: Path) -> dict[str, Any]:
+    """What `harmosearch info` shows of an index: counts, model, FAISS types, times, sizes, config."""
+    manifest = read_manifest(root)
+    enc = manifest["encoder"]
+    photos = Path(manifest["photos_root"])
+    return {
+        "index": str(root),
+        "photos": str(photos),
+        "photos_found": photos.is_dir(),
+        "images": manifest["counts"]["images"],
+        "regions": manifest["counts"]["regions"],
+        "model": enc["spec"],
+        "weights": enc["weights"],
+        "embed_dim": enc["embed_dim"],
+        "image_size": enc["image_size"],
+        "grid": list(enc["grid"]),
+        "faiss": dict(manifest["index_types"]),
+        "created": manifest["created"],
+        "updated": manifest["updated"],
+        "generation": manifest["generation"],
+        "bytes": size_on_disk(root),
+        "last_update": {k: v for k, v in manifest.get("last_update", {}).items() if isinstance(v, int)},
+        "config": manifest["config"],
+    }

@@ -5,18 +5,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from harmosearch.bench import (
-    ImageCache,
-    best_region_scores,
-    load_bench_set,
-    load_coco_instances,
-    load_flickr30k,
-    load_mscoco,
-    phrase_search,
-    run_bench,
-)
-from harmosearch.config import load_config
+from harmosearch.bench import run_bench
+from harmosearch.bench.datasets import BenchSet, load_bench_set, load_coco_instances, load_flickr30k, load_mscoco
+from harmosearch.bench.tasks import Run, search
+from harmosearch.bench.vectors import ImageVectors
+from harmosearch.config import Config, SearchConfig, load_config
 from harmosearch.errors import DataError
+from harmosearch.scoring import RegionTable
 
 from .conftest import TEST_MODEL
 
@@ -71,25 +66,11 @@ def test_coco_instances(tmp_path):
 
 def test_missing_data_names_the_files(tmp_path):
     with pytest.raises(DataError, match=r"flickr30k_test_karpathy\.txt"):
-        load_bench_set("flickr30k", tmp_path)
+        load_bench_set("flickr30k", tmp_path, tmp_path)
     with pytest.raises(DataError, match=r"coco_test_karpathy\.json"):
-        load_bench_set("mscoco", tmp_path)
+        load_bench_set("mscoco", tmp_path, tmp_path)
     with pytest.raises(DataError, match="unknown dataset"):
-        load_bench_set("imagenet", None)
-
-
-def test_best_region_scores_equals_loops():
-    rng = np.random.default_rng(0)
-    region_vectors = rng.standard_normal((9, 4)).astype(np.float32)
-    starts = np.array([0, 3, 3, 9])  # image 1 has no regions
-    cache = ImageCache(np.zeros((3, 4), np.float32), region_vectors, np.zeros((9, 4)), starts, np.zeros((0, 4)), 0.0)
-    lexemes = rng.standard_normal((2, 4)).astype(np.float32)
-    got = best_region_scores(lexemes, cache)
-    for li, lex in enumerate(lexemes):
-        for i in range(3):
-            rows = region_vectors[starts[i] : starts[i + 1]]
-            expected = max(float(r @ lex) for r in rows) if len(rows) else -1.0
-            assert got[li, i] == pytest.approx(expected, abs=1e-5)
+        load_bench_set("imagenet", None, tmp_path)
 
 
 class _Queries:
@@ -111,7 +92,7 @@ class _Queries:
         ]
 
 
-def slow_phrase_search(vectors, bench, cache, alpha, margin, k):
+def slow_phrase_search(vectors, bench, images, alpha, margin, k):
     """phrase_search written out: score every image by hand, sort, inspect the top k."""
     from harmosearch.metrics import box_iou
 
@@ -121,32 +102,31 @@ def slow_phrase_search(vectors, bench, cache, alpha, margin, k):
         g, lexemes = vectors[phrase]
         holders = {i for (i, _, _), p in zip(bench.boxes, bench.phrases, strict=True) if p == phrase}
         scored = []
+        table = images.regions
         for image in range(len(bench.images)):
-            rows = range(cache.region_start[image], cache.region_start[image + 1])
-            best = [max((float(cache.region_vectors[r] @ lex) for r in rows), default=-1.0) for lex in lexemes]
+            rows = range(table.start[image], table.start[image + 1])
+            best = [max((float(table.vectors[r] @ lex) for r in rows), default=-1.0) for lex in lexemes]
             scored.append(
-                (-(alpha * float(cache.global_vectors[image] @ g) + (1 - alpha) * sum(best) / len(best)), image)
+                (-(alpha * float(images.global_vectors[image] @ g) + (1 - alpha) * sum(best) / len(best)), image)
             )
         top = [image for _, image in sorted(scored)[:k]]
         relevant = [i for i in top if i in holders]
         precision.append(len(relevant) / k)
         hits.append(bool(relevant))
         if relevant:
-            rows = list(range(cache.region_start[relevant[0]], cache.region_start[relevant[0] + 1]))
-            scores = [float(cache.region_vectors[r] @ lexemes[0]) for r in rows]
-            sides = cache.region_boxes[:, 2:] - cache.region_boxes[:, :2]
+            rows = list(range(table.start[relevant[0]], table.start[relevant[0] + 1]))
+            scores = [float(table.vectors[r] @ lexemes[0]) for r in rows]
+            sides = table.boxes[:, 2:] - table.boxes[:, :2]
             near = [r for r, s in zip(rows, scores, strict=True) if s >= max(scores) - margin]
             shown = max(near, key=lambda r: sides[r][0] * sides[r][1])
             truth = [
                 b for (i, b, _), p in zip(bench.boxes, bench.phrases, strict=True) if i == relevant[0] and p == phrase
             ]
-            boxed.append(max(box_iou(np.array([b]), cache.region_boxes[shown][None])[0, 0] for b in truth) >= 0.5)
+            boxed.append(max(box_iou(np.array([b]), table.boxes[shown][None])[0, 0] for b in truth) >= 0.5)
     return {"P@3": np.mean(precision), "hit@3": np.mean(hits), "box@0.5": np.mean(boxed), "phrases": len(phrases)}
 
 
 def test_phrase_search_equals_a_written_out_ranking():
-    from harmosearch.bench import BenchSet
-
     rng = np.random.default_rng(3)
     n_images, dim = 9, 6
     counts = rng.integers(0, 5, size=n_images)
@@ -158,14 +138,12 @@ def test_phrase_search_equals_a_written_out_ranking():
         x = rng.standard_normal(shape)
         return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
 
-    cache = ImageCache(unit(n_images, dim), unit(starts[-1], dim), region_boxes, starts, np.zeros((0, dim)), 0.0)
+    images = ImageVectors(unit(n_images, dim), RegionTable(unit(starts[-1], dim), region_boxes, starts), None, 0.0)
     bench = BenchSet("t", None, [f"{i}.png" for i in range(n_images)])
     phrases = ["red circle", "blue star", "green ring"]
     for i in range(n_images):
         for phrase in rng.choice(phrases, size=2, replace=False):
-            if (
-                cache.region_start[i + 1] > cache.region_start[i] and rng.random() < 0.8
-            ):  # sometimes a real region's box
+            if starts[i + 1] > starts[i] and rng.random() < 0.8:  # sometimes a real region's box
                 box = tuple(float(v) for v in region_boxes[rng.integers(starts[i], starts[i + 1])])
             else:
                 box = (10.0, 10.0, 40.0, 50.0)
@@ -173,8 +151,9 @@ def test_phrase_search_equals_a_written_out_ranking():
             bench.phrases.append(str(phrase))
     vectors = {p: (unit(dim), unit(1 + (j == 2), dim)) for j, p in enumerate(phrases)}  # one phrase has 2 lexemes
     for alpha, margin in ((0.5, 0.0), (0.2, 0.3), (1.0, 0.05)):
-        got = phrase_search(_Queries(vectors), bench, cache, alpha, margin, k=3)
-        expected = slow_phrase_search(vectors, bench, cache, alpha, margin, k=3)
+        config = Config(search=SearchConfig(alpha=alpha, box_margin=margin))
+        got = search(Run(_Queries(vectors), config, bench, images), k=3)
+        expected = slow_phrase_search(vectors, bench, images, alpha, margin, k=3)
         assert got == pytest.approx(expected)
     assert 0 < expected["P@3"] < 1  # the case is not trivial
 
@@ -191,8 +170,8 @@ def test_bench_end_to_end_on_synthetic_scenes_with_cache(scenes, tmp_path, monke
         assert all(0.0 <= v <= 1.0 for v in values.values()) and values["t2i_R@10"] >= values["t2i_R@1"]
     assert 0 <= result["tasks"]["boxcls"]["top1"] <= result["tasks"]["boxcls"]["top5"] <= 1
     assert 0 <= result["tasks"]["grounding"]["accuracy"] <= result["tasks"]["grounding"]["proposal_ceiling"] <= 1
-    search = result["tasks"]["search"]
-    assert 0 <= search["P@5"] <= search["hit@5"] <= 1 and search["phrases"] >= 10
+    phrases = result["tasks"]["search"]
+    assert 0 <= phrases["P@5"] <= phrases["hit@5"] <= 1 and phrases["phrases"] >= 10
     assert result["model"]["spec"] == TEST_MODEL and result["config"]["search"]["alpha"] == 0.5
     matrix = np.load(tmp_path / "s.global.npy")
     mapping = json.loads((tmp_path / "s.json").read_text())
@@ -205,3 +184,27 @@ def test_bench_end_to_end_on_synthetic_scenes_with_cache(scenes, tmp_path, monke
     again = run_bench(config, str(scenes), ("boxcls",))
     assert again["tasks"]["boxcls"] == {**again["tasks"]["boxcls"], "top1": result["tasks"]["boxcls"]["top1"]}
     assert again["tasks"]["boxcls"]["image_encoding_seconds"] == result["tasks"]["boxcls"]["image_encoding_seconds"]
+
+
+def test_bench_vectors_are_the_indexed_vectors(scenes, tmp_path, monkeypatch, test_encoder):
+    """The bench encodes images through the indexing pipeline: the same regions and vectors as
+    `harmosearch index` stores (up to the index's float16 storage)."""
+    from harmosearch.bench.datasets import load_scene_folder
+    from harmosearch.bench.vectors import encode_images
+    from harmosearch.indexing import build_index
+    from harmosearch.store import IndexReader
+
+    monkeypatch.setenv("HARMOSEARCH_CACHE", str(tmp_path / "cache"))
+    config = load_config(overrides={"encoder.model": TEST_MODEL, "encoder.device": "cpu", "index.workers": 0})
+    bench = load_scene_folder(scenes)
+    images = encode_images(test_encoder, config, bench)
+    build_index(scenes / "images", tmp_path / "index", config, encoder=test_encoder)
+    reader = IndexReader(tmp_path / "index")
+    by_name = {str(p): i for i, p in enumerate(reader.images["path"])}
+    for b, path in enumerate(bench.images):
+        i = by_name[path.name]
+        np.testing.assert_allclose(images.global_vectors[b], reader.global_vectors[i], atol=2e-3)
+        rows, mine = reader.regions_of(i), images.regions.rows_of(b)
+        boxes = np.stack([reader.regions[c][rows] for c in ("x0", "y0", "x1", "y1")], 1)
+        np.testing.assert_allclose(images.regions.boxes[mine], boxes, atol=1e-4)
+        np.testing.assert_allclose(images.regions.vectors[mine], reader.region_vectors[rows], atol=2e-3)

@@ -52,3 +52,49 @@ def test_bad_toml_is_a_config_error(tmp_path):
         load_config(bad)
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "missing.toml")
+
+
+def test_sections_check_themselves_when_built_directly():
+    from harmosearch.config import EncoderConfig, SearchConfig
+
+    with pytest.raises(ConfigError, match=r"encoder\.dense_mode must be one of value, plain"):
+        EncoderConfig(dense_mode="magic")
+    with pytest.raises(ConfigError, match=r"search\.alpha must be a finite number"):
+        SearchConfig(alpha=float("nan"))
+    with pytest.raises(ConfigError, match=r"search.alpha must lie in \[0, 1\]"):
+        SearchConfig(alpha=2)
+    assert SearchConfig(alpha=1).alpha == 1.0 and isinstance(SearchConfig(alpha=1).alpha, float)
+
+
+def test_environment_sits_between_defaults_and_the_file(tmp_path):
+    env = {"HARMOSEARCH_INDEXES": "/data/idx", "HARMOSEARCH_CACHE": "/data/cache"}
+    config = load_config(environ=env)
+    assert config.paths.indexes == "/data/idx" and config.paths.cache_dir.as_posix() == "/data/cache"
+    toml = tmp_path / "c.toml"
+    toml.write_text('[paths]\nindexes = "/elsewhere"\n')
+    assert load_config(toml, environ=env).paths.indexes == "/elsewhere"
+    assert load_config(environ={}).paths.indexes == "indexes"
+
+
+def test_user_keys_include_values_equal_to_the_default():
+    """A key set on the command line or in a file counts as the user's even when it holds the
+    default value, so stored settings never silently replace it."""
+    stored = {"encoder": {"dense_mode": "plain", "model": "stored-model"}, "regions": {"max_regions": 5}}
+    keys = ("encoder.model", "encoder.dense_mode", "regions")
+    kept = load_config(overrides={"encoder.dense_mode": "value"}).over(stored, keys)
+    assert kept.encoder.dense_mode == "value"  # set by the user, though equal to the default
+    assert kept.encoder.model == "stored-model" and kept.regions.max_regions == 5
+    assert Config().over(stored, keys).encoder.dense_mode == "plain"
+    assert load_config(overrides={"regions.max_regions": 96}).over(stored, keys).regions.max_regions == 96
+    assert Config().over({"index": {"global_only": True}}, ("index",)) == Config()  # keys of older versions
+
+
+def test_loss_weights_parse_named_or_by_position():
+    from harmosearch.config import parse_weights
+
+    assert parse_weights("lrc=0.5, tight=2") == {"train.w_lrc": 0.5, "train.w_tight": 2.0}
+    assert parse_weights("0.5,2") == {"train.w_lrc": 0.5, "train.w_gr": 2.0}
+    with pytest.raises(ConfigError, match="unknown loss weight 'xyz'"):
+        parse_weights("xyz=1")
+    with pytest.raises(ConfigError, match="weight lrc: expected a number"):
+        parse_weights("lrc=lots")

@@ -183,7 +183,7 @@ def test_lexeme_vectors_pool_their_token_span(test_encoder):
     _, hi = enc.parsed.lexemes[1].tokens
     assert test_encoder.config.lexeme_pool == "last"  # the default: the span's final token
     assert torch.allclose(enc.lexeme_vectors[1], F.normalize(per_token[0, hi - 1], dim=0), atol=1e-5)
-    assert pool_spans(per_token[0], []).shape == (0, per_token.shape[-1])
+    assert pool_spans(per_token[0], [], "last").shape == (0, per_token.shape[-1])
 
 
 def test_prompt_lexeme_mode_encodes_each_lexeme_as_a_prompt():
@@ -194,9 +194,22 @@ def test_prompt_lexeme_mode_encodes_each_lexeme_as_a_prompt():
     assert torch.allclose(enc.lexeme_vectors, expected, atol=1e-5)
 
 
-def test_image_tensor_follows_the_resize_mode(test_encoder):
-    wide = Image.new("RGB", (80, 40), (255, 0, 0))
-    assert test_encoder.image_tensor(wide).shape == (3, 32, 32)
+@pytest.mark.parametrize("resize", ["squash", "shortest"])
+def test_image_tensor_follows_the_resize_mode(resize):
+    """A wide picture, green in its left quarter and red elsewhere: "squash" keeps the whole
+    width (the left quarter of the input is green), "shortest" crops the centre (no green)."""
+    encoder = load_encoder(EncoderConfig(model="harmo-test-vit:random", device="cpu", resize=resize))
+    wide = Image.new("RGB", (160, 40), (255, 0, 0))
+    wide.paste((0, 255, 0), (0, 0, 40, 40))
+    pixels = encoder.image_tensor(wide)
+    assert pixels.shape == (3, 32, 32)
+    green_over_red = pixels[1] - pixels[0]  # positive where green, negative where red (normalised)
+    left_quarter, rest = green_over_red[:, :6], green_over_red[:, 10:]
+    assert (rest < 0).all()
+    if resize == "squash":
+        assert (left_quarter > 0).all()
+    else:
+        assert (green_over_red < 0).all()
 
 
 @pytest.mark.parametrize(

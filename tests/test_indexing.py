@@ -150,6 +150,35 @@ def test_another_model_is_refused_until_rebuild(photos, tmp_path, test_encoder):
     assert report.encoded == 12
 
 
+def test_python_updates_keep_the_index_model_regions_and_type(photos, tmp_path, test_encoder):
+    """What the CLI does on an update, the Python API does too: without a model or region
+    settings of its own, build_index keeps the ones the index was built with."""
+    built = load_config(
+        overrides={
+            "encoder.model": TEST_MODEL,
+            "encoder.device": "cpu",
+            "index.workers": 0,
+            "index.index_type": "Flat",
+            "regions.max_regions": 5,
+            "regions.scales": "1.0,0.5",
+        }
+    )
+    build_index(photos, tmp_path / "idx", built)
+    (photos / "000000.png").unlink()
+    report = build_index(photos, tmp_path / "idx", load_config(overrides={"index.workers": 0}))
+    assert report.committed and report.removed == 1 and report.model == TEST_MODEL
+    manifest = read_manifest(tmp_path / "idx")
+    assert manifest["config"]["regions"]["max_regions"] == 5 and manifest["index_types"]["regions"] == "Flat"
+    with pytest.raises(IndexStoreError, match="other region settings"):
+        build_index(photos, tmp_path / "idx", load_config(overrides={"regions.max_regions": 96}))
+
+
+def test_index_path_that_is_a_file_is_refused(photos, tmp_path):
+    (tmp_path / "taken").write_text("")
+    with pytest.raises(IndexStoreError, match="is a file"):
+        build_index(photos, tmp_path / "taken", CONFIG)
+
+
 def test_second_writer_gets_a_clear_error(tmp_path):
     with IndexLock(tmp_path / "idx"), pytest.raises(IndexStoreError, match="is locked"):
         IndexLock(tmp_path / "idx").__enter__()
@@ -226,13 +255,15 @@ def test_batched_uint8_preprocessing_equals_the_open_clip_transform(resize):
     encoder = load_encoder(
         load_config(overrides={"encoder.model": TEST_MODEL, "encoder.device": "cpu", "encoder.resize": resize})
     )
-    split = encoder.split_transform()
+    from harmosearch.encoder import pixels_from_uint8, split_transform
+
+    split = split_transform(encoder.transform)
     assert split is not None
     geometry, (mean, std) = split
     rng = np.random.default_rng(0)
     pictures = [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for w, h in [(50, 40), (33, 90)]]
     stacked = torch.from_numpy(np.stack([np.asarray(geometry(p)) for p in pictures]))
-    fast = encoder.pixels_from_uint8(stacked, mean, std)
+    fast = pixels_from_uint8(stacked, mean, std)
     slow = torch.stack([encoder.transform(p) for p in pictures])
     assert torch.allclose(fast, slow, atol=1e-6)
 
@@ -240,7 +271,7 @@ def test_batched_uint8_preprocessing_equals_the_open_clip_transform(resize):
 def test_jpeg_draft_decoding_keeps_the_full_oriented_size(tmp_path):
     from PIL import Image
 
-    from harmosearch.indexing import decode_image
+    from harmosearch.media.decode import decode_image
 
     rng = np.random.default_rng(1)
     smooth = rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)
@@ -261,24 +292,24 @@ def test_encoding_in_worker_processes_equals_encoding_in_the_main_process(photos
     """On CPU the workers may run the model themselves (one thread each); the index is the same."""
     from dataclasses import replace
 
-    from harmosearch import indexing
-    from harmosearch.indexing import encode_in_workers
+    from harmosearch import pipeline
+    from harmosearch.pipeline import encode_in_workers
 
-    main_pid, encode = os.getpid(), indexing._BatchJob.encode
+    main_pid, encode = os.getpid(), pipeline._BatchJob.encode
 
     def encode_elsewhere(self, batch):
         if self.encode_here and os.getpid() == main_pid:
             raise AssertionError("the main process encoded a batch meant for the workers")
         return encode(self, batch)
 
-    monkeypatch.setattr(indexing._BatchJob, "encode", encode_elsewhere)
+    monkeypatch.setattr(pipeline._BatchJob, "encode", encode_elsewhere)
 
     base = replace(CONFIG, index=replace(CONFIG.index, workers=2))
     in_main = replace(base, index=replace(base.index, encode_in="main"))
     in_workers = replace(base, index=replace(base.index, encode_in="workers"))
-    assert encode_in_workers(replace(base, index=replace(base.index, encode_in="auto")), "cpu", 12)
-    assert not encode_in_workers(replace(base, index=replace(base.index, encode_in="auto")), "cuda", 12)
-    assert not encode_in_workers(in_main, "cpu", 12)
+    assert encode_in_workers(replace(base.index, encode_in="auto"), "cpu", 12)
+    assert not encode_in_workers(replace(base.index, encode_in="auto"), "cuda", 12)
+    assert not encode_in_workers(in_main.index, "cpu", 12)
     a = build_index(photos, tmp_path / "a", in_main, encoder=test_encoder)
     b = build_index(photos, tmp_path / "b", in_workers, encoder=test_encoder)
     assert a.encoded == b.encoded == 12

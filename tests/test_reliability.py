@@ -1,5 +1,6 @@
 """Hostile files, hostile queries, interruptions: the index stays valid and errors stay one line."""
 
+import json
 import os
 import random
 import shutil
@@ -16,7 +17,8 @@ from PIL import Image
 
 from harmosearch.config import SynthConfig, load_config
 from harmosearch.errors import HarmosearchError, QueryError
-from harmosearch.indexing import build_index, open_image
+from harmosearch.indexing import build_index
+from harmosearch.media.decode import open_image
 from harmosearch.search import Index
 from harmosearch.store import IndexReader, read_manifest, verify
 from harmosearch.synth import generate
@@ -235,16 +237,47 @@ def test_ctrl_c_exits_cleanly_with_a_message(tmp_path):
 
 
 def test_concurrent_query_sees_old_or_new_index(tmp_path, scenes, test_encoder):
+    """Readers open and search the index in a thread while updates add and remove images in
+    another: every reader sees one whole generation (12 or 13 images, as many results as its
+    index holds), never a torn one."""
+    import threading
+
     photos = tmp_path / "photos"
     shutil.copytree(scenes / "images", photos)
     build_index(photos, tmp_path / "idx", CONFIG, encoder=test_encoder)
     before = Index(tmp_path / "idx", encoder=test_encoder)
-    Image.new("RGB", (40, 40), (0, 0, 255)).save(photos / "added.png")
-    build_index(photos, tmp_path / "idx", CONFIG, encoder=test_encoder)
-    # The index opened before the update keeps serving its own generation, whole.
+    seen: list[tuple[int, int]] = []
+    failures: list[BaseException] = []
+    writing = threading.Event()
+    done = threading.Event()
+
+    def read() -> None:
+        while not done.is_set():
+            try:
+                index = Index(tmp_path / "idx", encoder=test_encoder)
+                seen.append((index.n_images, len(index.search("blue", k=20).results)))
+            except BaseException as exc:  # surfaced below, in the test's own thread
+                failures.append(exc)
+                return
+            if writing.is_set():
+                continue
+            time.sleep(0.001)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    writing.set()
+    for _ in range(3):
+        Image.new("RGB", (40, 40), (0, 0, 255)).save(photos / "added.png")
+        build_index(photos, tmp_path / "idx", CONFIG, encoder=test_encoder)
+        (photos / "added.png").unlink()
+        build_index(photos, tmp_path / "idx", CONFIG, encoder=test_encoder)
+    done.set()
+    reader.join(timeout=60)
+    assert not failures, failures[0]
+    assert len(seen) >= 6, "the reader never overlapped the updates"
+    assert set(seen) <= {(12, 12), (13, 13)}
+    # The index opened before the updates keeps serving its own generation, whole.
     assert before.n_images == 12 and len(before.search("blue", k=20).results) == 12
-    after = Index(tmp_path / "idx", encoder=test_encoder)
-    assert after.n_images == 13
 
 
 def test_full_disk_leaves_the_previous_index(tmp_path, scenes, test_encoder, monkeypatch):
@@ -302,14 +335,29 @@ def test_kill_9_during_training_then_resume_matches_an_unbroken_run(tmp_path, sc
         )
 
     assert start(tmp_path / "whole").wait(timeout=300) == 0
-    rng = random.Random(1)
-    for _ in range(3):
+    total = 6  # 12 scenes, batches of 4, 2 epochs
+    metrics = tmp_path / "broken" / "metrics.jsonl"
+    landed = []
+    for target in (1, 3, 5):  # kill once step `target` is logged, while the run is still going
         process = start(tmp_path / "broken")
-        time.sleep(rng.uniform(3.0, 8.0))
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and process.poll() is None:
+            if metrics.exists() and len(metrics.read_text().splitlines()) >= target:
+                break
+            time.sleep(0.005)
+        assert process.poll() is None, "the run ended before the kill"
         process.send_signal(signal.SIGKILL)
         process.wait()
+        steps = [json.loads(line)["step"] for line in metrics.read_text().splitlines() if line.strip()]
+        landed.append(max(steps))
+        assert not (tmp_path / "broken" / "final").exists()
+    assert landed == sorted(landed) and all(
+        target <= step < total for target, step in zip((1, 3, 5), landed, strict=True)
+    )
     final = start(tmp_path / "broken")
-    assert final.wait(timeout=300) == 0, final.stderr.read()
+    stdout, stderr = final.communicate(timeout=300)
+    assert final.returncode == 0, stderr
+    assert "resumed from step" in stdout
     whole = load_file(tmp_path / "whole" / "final" / "open_clip_model.safetensors")
     resumed = load_file(tmp_path / "broken" / "final" / "open_clip_model.safetensors")
     assert all(torch.equal(whole[k], resumed[k]) for k in whole)

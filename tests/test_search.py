@@ -186,16 +186,6 @@ def test_fusion_formula():
     assert penalty(np.array([[0.1, 0.3]]), np.array([[0.5, 0.1]]), 0.5) == pytest.approx([0.3])
 
 
-def test_choose_box_prefers_the_largest_near_best_region():
-    from harmosearch.search import choose_box
-
-    scores = np.array([0.80, 0.78, 0.60, 0.79])
-    areas = np.array([100.0, 400.0, 900.0, 200.0])
-    assert choose_box(scores, areas, 0.0) == 0  # margin 0: the best-scoring box
-    assert choose_box(scores, areas, 0.05) == 1  # 0.78 is within 0.05 and the largest of those
-    assert choose_box(scores, areas, 0.5) == 2
-
-
 def test_exact_search_equals_faiss_flat_including_ties_and_padding():
     import faiss
 

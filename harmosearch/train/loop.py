@@ -13,7 +13,7 @@ import math
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,6 @@ TRAINER_STATE = "trainer.pt"
 
 @dataclass
 class TrainResult:
-    out: Path
     final: Path
     steps: int
     resumed_from: int
@@ -57,7 +56,7 @@ def forward_batch(
     batch: dict[str, Any],
     dense_mode: str,
     need_crops: bool,
-    lexeme_pool: str = "mean",
+    lexeme_pool: str,
     lexeme_mode: str = "token",
     need_distractors: bool = False,
 ) -> dict[str, Any]:
@@ -141,55 +140,100 @@ def latest_checkpoint(out: Path) -> Path | None:
     return path if (path / TRAINER_STATE).is_file() else None
 
 
-def train(
-    config: Config,
-    data: Path,
-    out: Path,
-    on_step: Callable[[dict[str, Any]], None] | None = None,
-    resume: bool = True,
-) -> TrainResult:
-    """Fine-tune config.encoder.model on `data` with config.train; write checkpoints under `out`."""
-    import torch
-    from open_clip import get_tokenizer
-    from open_clip.transform import image_transform
+@dataclass
+class Trainer:
+    """The model and everything one optimisation step needs: `step(batch)` is the training step
+    `harmosearch train` runs (and `benchmarks/train_step.py` times)."""
 
-    from harmosearch.device import autocast_dtype, resolve_device
-    from harmosearch.encoder import (
-        load_model,
-        model_config_of,
-        pixels_from_uint8,
-        resolve_spec,
-        split_transform,
-        write_model_bundle,
-    )
-    from harmosearch.train.data import PixelCache, TrainingSet, load_dataset
+    model: Any
+    config: Config
+    loss_fn: Any
+    optimizer: Any
+    schedule: Any
+    scaler: Any
+    device: Any
+    dtype: Any  # autocast dtype, or None for fp32
+    normalise: Any = None  # (mean, std) when batches carry uint8 pixels
+
+    def step(self, batch: dict[str, Any]) -> dict[str, float]:
+        """Forward under autocast, the loss terms, backward (scaled for fp16), gradient clipping,
+        the optimizer and schedule steps, and the logit scale clamped as CLIP clamps it."""
+        import torch
+
+        from harmosearch.encoder import pixels_from_uint8
+
+        tc, ec = self.config.train, self.config.encoder
+        batch = {k: v.to(self.device) for k, v in batch.items()}
+        if self.normalise is not None:
+            batch["pixels"] = pixels_from_uint8(batch["pixels"], *self.normalise)
+        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
+            outputs = forward_batch(
+                self.model,
+                batch,
+                ec.dense_mode,
+                "gr" in tc.losses and tc.gr_variant == "crop",
+                ec.lexeme_pool,
+                ec.lexeme_mode,
+                "tight" in tc.losses,
+            )
+        terms = self.loss_fn(outputs)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(terms["total"]).backward()
+        self.scaler.unscale_(self.optimizer)
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.schedule.step()
+        with torch.no_grad():
+            self.model.logit_scale.clamp_(0, math.log(100))
+        return {k: float(v.detach()) for k, v in terms.items()}
+
+    def state(self, step: int) -> dict[str, Any]:
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "step": step,
+        }
+
+    def restore(self, state: dict[str, Any]) -> int:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.scaler.load_state_dict(state["scaler"])
+        return int(state["step"])
+
+
+def make_trainer(model: Any, config: Config, total_steps: int, device: Any, normalise: Any = None) -> Trainer:
+    """AdamW with open_clip's betas and weight-decay groups, warmup + cosine, the loss terms of
+    config.train, and autocast (bf16 on CPU, fp16 with a grad scaler on GPU, unless set)."""
+    import torch
+
+    from harmosearch.device import autocast_dtype
     from harmosearch.train.losses import HarmoLoss
 
-    tc, ec = config.train, config.encoder
-    out = Path(out)
-    torch.manual_seed(tc.seed)
-    samples = load_dataset(Path(data))
-    if len(samples) < tc.batch_size:
-        raise DataError(f"{data} has {len(samples)} samples, fewer than one batch of {tc.batch_size}")
-    device = resolve_device(ec.device)
-    checkpoint = latest_checkpoint(out) if resume else None
-    source = resolve_spec(str(checkpoint) if checkpoint else ec.model)
-    base_source = resolve_spec(ec.model)
-    model, _ = load_model(source)
-    model_cfg = model_config_of(base_source if not checkpoint else source)
-    model = model.to(device).train()
-    tokenizer = get_tokenizer(source.name)
-    image_size = model.visual.image_size
-    image_size = int(image_size[0] if isinstance(image_size, tuple | list) else image_size)
-    import open_clip
+    tc = config.train
+    optimizer = torch.optim.AdamW(param_groups(model, tc.weight_decay), lr=tc.lr, betas=(0.9, 0.98), eps=1e-6)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, tc.warmup_steps, total_steps))
+    precision = tc.precision if tc.precision != "auto" else ("bf16" if device.type == "cpu" else "fp16")
+    dtype = autocast_dtype(device, precision)
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    loss_fn = HarmoLoss(tc.losses, tc.w_lrc, tc.w_gr, tc.gr_variant, tc.w_tight)
+    return Trainer(model, config, loss_fn, optimizer, schedule, scaler, device, dtype, normalise)
 
-    pre = open_clip.get_model_preprocess_cfg(model)
-    transform = image_transform(
-        image_size, is_train=False, mean=pre.get("mean"), std=pre.get("std"), resize_mode=ec.resize
-    )
+
+def training_set(samples: list[Any], model: Any, config: Config) -> tuple[Any, Any]:
+    """The dataset of `samples` for `model`, and the (mean, std) its uint8 batches are finished
+    with (None when its items are already normalised)."""
+    from harmosearch.clip_adapter import eval_transform, image_size_of, tokenizer_for
+    from harmosearch.encoder import split_transform
+    from harmosearch.train.data import PixelCache, TrainingSet
+
+    tc, ec = config.train, config.encoder
+    image_size = image_size_of(model)
+    transform = eval_transform(model, ec.resize)
     split = split_transform(transform)
     fits = PixelCache.nbytes(len(samples), image_size) <= tc.pixel_cache_mb * 2**20
-    cache = PixelCache(len(samples), image_size) if split is not None and fits else None
+    tokenizer = tokenizer_for(resolve_name(ec.model))
     dataset = TrainingSet(
         samples,
         transform,
@@ -207,138 +251,182 @@ def train(
         loose_factor=tc.loose_factor,
         distractors=tc.distractors if "tight" in tc.losses else (),
         split=split,
-        cache=cache,
+        cache=PixelCache(len(samples), image_size) if split is not None and fits else None,
     )
-    steps_per_epoch = len(samples) // tc.batch_size
-    total = steps_per_epoch * tc.epochs
-    if tc.max_steps is not None:
-        total = min(total, tc.max_steps) if tc.max_steps > 0 else total
-    loss_fn = HarmoLoss(tc.losses, tc.w_lrc, tc.w_gr, tc.gr_variant, tc.w_tight)
-    optimizer = torch.optim.AdamW(param_groups(model, tc.weight_decay), lr=tc.lr, betas=(0.9, 0.98), eps=1e-6)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, tc.warmup_steps, total))
-    dtype = autocast_dtype(
-        device, tc.precision if tc.precision != "auto" else ("bf16" if device.type == "cpu" else "fp16")
+    return dataset, split[1] if split is not None else None
+
+
+def resolve_name(spec: str) -> str:
+    from harmosearch.encoder import resolve_spec
+
+    return resolve_spec(spec).name
+
+
+def total_steps(n_samples: int, tc: Any) -> tuple[int, int]:
+    """(steps per epoch, total steps): full batches only; max_steps caps the total (0: no cap)."""
+    per_epoch = n_samples // tc.batch_size
+    total = per_epoch * tc.epochs
+    if tc.max_steps:
+        total = min(total, tc.max_steps)
+    return per_epoch, total
+
+
+def training_data(data: Path, config: Config) -> list[Any]:
+    """The samples of a training set, checked to fill at least one batch."""
+    from harmosearch.train.data import load_dataset
+
+    samples = load_dataset(Path(data))
+    if len(samples) < config.train.batch_size:
+        raise DataError(f"{data} has {len(samples)} samples, fewer than one batch of {config.train.batch_size}")
+    return samples
+
+
+def train(
+    config: Config,
+    data: Path,
+    out: Path,
+    on_step: Callable[[dict[str, Any]], None] | None = None,
+    resume: bool = True,
+    samples: list[Any] | None = None,
+) -> TrainResult:
+    """Fine-tune config.encoder.model on `data` (or its already loaded `samples`) with
+    config.train; write checkpoints under `out`."""
+    import torch
+
+    from harmosearch.device import resolve_device
+    from harmosearch.encoder import canonical_spec
+
+    out = Path(out)
+    config = replace(config, encoder=replace(config.encoder, model=canonical_spec(config.encoder.model)))
+    samples = samples if samples is not None else training_data(data, config)
+    device = resolve_device(config.encoder.device)
+    # Seeded for reproducible runs, inside a fork of the random state so the caller's is untouched.
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(config.train.seed)
+        return _run(config, samples, out, device, on_step, resume)
+
+
+def _run(
+    config: Config,
+    samples: list[Any],
+    out: Path,
+    device: Any,
+    on_step: Callable[[dict[str, Any]], None] | None,
+    resume: bool,
+) -> TrainResult:
+    import torch
+
+    from harmosearch.encoder import load_model, model_config_of, resolve_spec
+
+    tc = config.train
+    checkpoint = latest_checkpoint(out) if resume else None
+    source = resolve_spec(str(checkpoint) if checkpoint else config.encoder.model)
+    model, _ = load_model(source)
+    model_cfg = model_config_of(source if checkpoint else resolve_spec(config.encoder.model))
+    model = model.to(device).train()
+    dataset, normalise = training_set(samples, model, config)
+    per_epoch, total = total_steps(len(samples), tc)
+    trainer = make_trainer(model, config, total, device, normalise)
+    step = (
+        trainer.restore(torch.load(checkpoint / TRAINER_STATE, map_location=device, weights_only=False))
+        if checkpoint
+        else 0
     )
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-    step = 0
-    if checkpoint:
-        state = torch.load(checkpoint / TRAINER_STATE, map_location=device, weights_only=False)
-        optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["schedule"])
-        scaler.load_state_dict(state["scaler"])
-        step = int(state["step"])
-    resumed_from = step
-    out.mkdir(parents=True, exist_ok=True)
-    metrics_file = out / "metrics.jsonl"
-    if step == 0 and metrics_file.exists():
-        metrics_file.unlink()
-    else:
-        _truncate_metrics(metrics_file, step)
-    (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2, default=list))
-
-    def save(tag: str) -> Path:
-        target = out / "checkpoints" / tag
-        tmp = out / "checkpoints" / f".{tag}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        write_model_bundle(model, model_cfg, tmp, config, {"step": step, "base_model": ec.model})
-        torch.save(
-            {
-                "optimizer": optimizer.state_dict(),
-                "schedule": schedule.state_dict(),
-                "scaler": scaler.state_dict(),
-                "step": step,
-            },
-            tmp / TRAINER_STATE,
-        )
-        shutil.rmtree(target, ignore_errors=True)
-        tmp.rename(target)
-        pointer = out / "checkpoints" / "latest"
-        pointer.with_suffix(".tmp").write_text(tag)
-        pointer.with_suffix(".tmp").replace(pointer)
-        for old in sorted((out / "checkpoints").glob("step_*"))[:-2]:
-            shutil.rmtree(old, ignore_errors=True)
-        return target
-
+    log = _MetricsLog(out, step, config)
     last: dict[str, float] = {}
-    loader_kwargs: dict[str, Any] = {"num_workers": tc.workers, "persistent_workers": False}
     while step < total:
-        epoch, position = divmod(step, steps_per_epoch)
+        epoch, position = divmod(step, per_epoch)
         dataset.epoch = epoch
         batches = _batches(len(samples), tc.batch_size, tc.seed, epoch)[position:]
-        loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, **loader_kwargs)
+        loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, num_workers=tc.workers)
         started = time.perf_counter()
         for batch in loader:
-            batch = {k: v.to(device) for k, v in batch.items()}
-            if split is not None:
-                batch["pixels"] = pixels_from_uint8(batch["pixels"], *split[1])
-            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                outputs = forward_batch(
-                    model,
-                    batch,
-                    ec.dense_mode,
-                    "gr" in tc.losses and tc.gr_variant == "crop",
-                    ec.lexeme_pool,
-                    ec.lexeme_mode,
-                    "tight" in tc.losses,
-                )
-            terms = loss_fn(outputs)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(terms["total"]).backward()
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            schedule.step()
-            with torch.no_grad():
-                model.logit_scale.clamp_(0, math.log(100))
+            last = trainer.step(batch)
             step += 1
-            elapsed = time.perf_counter() - started
-            last = {k: float(v.detach()) for k, v in terms.items()}
-            record = {
-                "step": step,
-                "epoch": epoch,
-                "lr": schedule.get_last_lr()[0],
-                "samples_per_s": tc.batch_size / max(elapsed, 1e-9),
-                **last,
-            }
+            record = log.write(step, epoch, trainer, last, time.perf_counter() - started)
             started = time.perf_counter()
-            with metrics_file.open("a") as f:
-                f.write(json.dumps(record) + "\n")
             if on_step:
                 on_step({**record, "total_steps": total})
             if step % tc.checkpoint_every == 0 and step < total:
-                save(f"step_{step:06d}")
+                _save_checkpoint(out, f"step_{step:06d}", trainer, model_cfg, step)
             if step >= total:
                 break
-    final = save(f"step_{step:06d}")
-    final_dir = out / "final"
-    tmp = out / ".final.tmp"
+    final = _publish_final(out, _save_checkpoint(out, f"step_{step:06d}", trainer, model_cfg, step))
+    plot_losses(log.path, out / "loss_curve.png")
+    return TrainResult(final, step, log.resumed_from, last)
+
+
+class _MetricsLog:
+    """OUT/metrics.jsonl, one line per step; a resumed run drops lines past its checkpoint."""
+
+    def __init__(self, out: Path, step: int, config: Config) -> None:
+        out.mkdir(parents=True, exist_ok=True)
+        self.path = out / "metrics.jsonl"
+        self.resumed_from = step
+        if step == 0:
+            self.path.unlink(missing_ok=True)
+        elif self.path.exists():
+            kept = [line for line in self.path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+            self.path.write_text("".join(line + "\n" for line in kept))
+        (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2, default=list))
+
+    def write(self, step: int, epoch: int, trainer: Trainer, terms: dict[str, float], seconds: float) -> dict[str, Any]:
+        record = {
+            "step": step,
+            "epoch": epoch,
+            "lr": trainer.schedule.get_last_lr()[0],
+            "samples_per_s": trainer.config.train.batch_size / max(seconds, 1e-9),
+            **terms,
+        }
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        return record
+
+
+def _save_checkpoint(out: Path, tag: str, trainer: Trainer, model_cfg: dict[str, Any], step: int) -> Path:
+    """OUT/checkpoints/TAG (a loadable model folder plus trainer.pt), written beside and renamed;
+    the `latest` pointer moves to it; only the two newest step checkpoints are kept."""
+    import torch
+
+    from harmosearch.encoder import write_model_bundle
+
+    folder = out / "checkpoints"
+    target, tmp = folder / tag, folder / f".{tag}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(final, tmp, ignore=shutil.ignore_patterns(TRAINER_STATE))
-    shutil.rmtree(final_dir, ignore_errors=True)
-    tmp.rename(final_dir)
-    plot_losses(metrics_file, out / "loss_curve.png")
-    return TrainResult(out, final_dir, step, resumed_from, last)
+    base = trainer.config.encoder.model
+    write_model_bundle(trainer.model, model_cfg, tmp, trainer.config, {"step": step, "base_model": base})
+    torch.save(trainer.state(step), tmp / TRAINER_STATE)
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
+    pointer = folder / "latest"
+    pointer.with_suffix(".tmp").write_text(tag)
+    pointer.with_suffix(".tmp").replace(pointer)
+    for old in sorted(folder.glob("step_*"))[:-2]:
+        shutil.rmtree(old, ignore_errors=True)
+    return target
 
 
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop log lines past the resumed step (written after the checkpoint, before a crash)."""
-    if not path.exists():
-        return
-    kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-    path.write_text("".join(line + "\n" for line in kept))
+def _publish_final(out: Path, checkpoint: Path) -> Path:
+    """OUT/final: the last checkpoint without its optimizer state."""
+    final, tmp = out / "final", out / ".final.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(checkpoint, tmp, ignore=shutil.ignore_patterns(TRAINER_STATE))
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+    return final
 
 
 def plot_losses(metrics: Path, png: Path) -> None:
-    import matplotlib
+    """The loss terms over the steps, as a PNG (matplotlib's object API: no global backend)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = [json.loads(line) for line in metrics.read_text().splitlines() if line]
+    rows = [json.loads(line) for line in metrics.read_text().splitlines() if line] if metrics.exists() else []
     if not rows:
         return
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+    fig = Figure(figsize=(7, 4), dpi=110)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
     for key in ("total", "gc", "lrc", "gr", "tight"):
         if key in rows[0]:
             ax.plot([r["step"] for r in rows], [r[key] for r in rows], label=key, linewidth=1.2)
@@ -349,4 +437,3 @@ def plot_losses(metrics: Path, png: Path) -> None:
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(png)
-    plt.close(fig)

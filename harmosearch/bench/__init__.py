@@ -1,0 +1,107 @@
+"""`harmosearch bench`: retrieval recall@K, box classification, phrase grounding and phrase search.
+
+    result = run_bench(config, "synthetic", split="test")     # every task the dataset supports
+    append_record(Path("benchmarks/results/bench.jsonl"), result, "harmosearch bench ...")
+
+Rooms: `datasets` reads the benchmark sets, `vectors` encodes them (images through the indexing
+pipeline), `tasks` scores them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+from harmosearch.bench.datasets import load_bench_set
+from harmosearch.bench.tasks import MODES, TASKS, Run
+from harmosearch.bench.vectors import Progress, encode_images
+from harmosearch.config import Config
+from harmosearch.errors import DataError
+
+
+def default_tasks(dataset: str) -> tuple[str, ...]:
+    """Flickr30k has captions only; the others have boxes too."""
+    return ("retrieval",) if dataset == "flickr30k" else tuple(TASKS)
+
+
+def run_bench(
+    config: Config,
+    dataset: str,
+    tasks: tuple[str, ...] | None = None,
+    data_dir: Path | None = None,
+    mode: str = "both",
+    n: int = 500,
+    encoder: Any = None,
+    progress: Progress | None = None,
+    save_scores: Path | None = None,
+    split: str = "test",
+) -> dict[str, Any]:
+    """Run `tasks` (default: default_tasks(dataset)) and return every figure with the model
+    identity, the resolved config and the machine."""
+    started = time.perf_counter()
+    tasks = tuple(tasks or default_tasks(dataset))
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown:
+        raise DataError(f"unknown task {unknown[0]!r}: use {', '.join(TASKS)}")
+    if mode not in MODES:
+        raise DataError(f"unknown mode {mode!r}: use {', '.join(MODES)}")
+    if encoder is None:
+        from harmosearch.encoder import load_encoder
+
+        encoder = load_encoder(config)
+    result: dict[str, Any] = {
+        "dataset": dataset,
+        "split": split if dataset == "synthetic" else None,
+        "tasks": {},
+        "model": encoder.identity.to_dict(),
+        "config": config.to_json(),
+        "machine": machine_info(),
+    }
+    for task in tasks:
+        bench = load_bench_set(dataset, data_dir, config.paths.cache_dir, n, task, split)
+        missing = [p for p in bench.images if not p.is_file()]
+        if missing:
+            raise DataError(f"{len(missing)} images of {bench.name} are missing, e.g. {missing[0]}")
+        t0 = time.perf_counter()
+        images = encode_images(encoder, config, bench, progress)
+        figures = TASKS[task](Run(encoder, config, bench, images, mode, save_scores, progress))
+        result["tasks"][task] = {
+            **figures,
+            "dataset": bench.name,
+            "seconds": round(time.perf_counter() - t0, 2),
+            "image_encoding_seconds": round(images.seconds, 2),
+        }
+    result["seconds"] = round(time.perf_counter() - started, 2)
+    return result
+
+
+def append_record(path: Path, result: dict[str, Any], command: str) -> Path:
+    """Append one bench result, with the command that made it, as a JSON line (the raw record
+    behind a published figure)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "command": command, **result}
+    with path.open("a", encoding="utf-8") as f:
+        f.write(json.dumps(record, default=str) + "\n")
+    return path
+
+
+def machine_info() -> dict[str, Any]:
+    import torch
+
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "processor": platform.processor(),
+        "cpus": os.cpu_count(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+
+
+__all__ = ["append_record", "default_tasks", "machine_info", "run_bench"]

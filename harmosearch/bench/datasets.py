@@ -1,0 +1,167 @@
+"""Benchmark datasets, read from local files.
+
+Flickr30k and MSCOCO in the Karpathy test splits as LAION's CLIP_benchmark ships them, COCO
+val2017 instances (boxcls, grounding), harmosearch synthetic scenes, or any folder with a
+harmosearch `annotations.json`.
+
+Synthetic scenes come in two sets that training never sees: `val`, the 500 scenes every
+setting of harmosearch was chosen on, and `test`, scenes of another seed that no choice looks
+at; the README reports the test set.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harmosearch.config import SynthConfig
+from harmosearch.errors import DataError
+
+# Seeds of the synthetic benchmark sets (training scenes use seed 1000, the demo 2026).
+SYNTHETIC_SEEDS = {"val": 424242, "test": 8_675_309}
+
+
+@dataclass
+class BenchSet:
+    name: str
+    root: Path
+    images: list[Path]
+    captions: list[str] = field(default_factory=list)
+    caption_image: list[int] = field(default_factory=list)
+    boxes: list[tuple[int, tuple[float, float, float, float], int]] = field(default_factory=list)  # image, xyxy, class
+    classes: list[str] = field(default_factory=list)
+    phrases: list[str] = field(default_factory=list)  # grounding phrase of each box (default: its class)
+
+    def digest(self) -> str:
+        h = hashlib.sha256(self.name.encode())
+        for p in self.images:
+            h.update(str(p).encode())
+        h.update(json.dumps([self.captions, self.boxes], default=list).encode())
+        return h.hexdigest()[:16]
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"cannot read {path}: {exc}") from None
+
+
+def _first_dir(root: Path, names: tuple[str, ...]) -> Path:
+    for name in names:
+        if (root / name).is_dir():
+            return root / name
+    return root
+
+
+def load_flickr30k(root: Path) -> BenchSet:
+    """CLIP_benchmark's Flickr30k test: flickr30k_test_karpathy.txt (CSV image,caption) + images."""
+    ann = root / "flickr30k_test_karpathy.txt"
+    if not ann.is_file():
+        raise DataError(
+            f"Flickr30k test split not found: expected {ann} (CSV 'image,caption', the Karpathy 1K test split "
+            "as CLIP_benchmark ships it) and the images in flickr30k-images/; get them from the Flickr30k "
+            "site and CLIP_benchmark's annotation files, then pass --data-dir"
+        )
+    images_dir = _first_dir(root, ("flickr30k-images", "Images", "images"))
+    index: dict[str, int] = {}
+    bench = BenchSet("flickr30k", root, [])
+    with ann.open(encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            name = row["image"]
+            if name not in index:
+                index[name] = len(bench.images)
+                bench.images.append(images_dir / name)
+            bench.captions.append(row["caption"].strip())
+            bench.caption_image.append(index[name])
+    return bench
+
+
+def load_mscoco(root: Path) -> BenchSet:
+    """CLIP_benchmark's MSCOCO 5K test: coco_test_karpathy.json ([{image, caption: [..]}]) + images."""
+    ann = root / "coco_test_karpathy.json"
+    if not ann.is_file():
+        raise DataError(
+            f"MSCOCO test split not found: expected {ann} (the Karpathy 5K test split as CLIP_benchmark "
+            "ships it, entries {'image': 'val2014/...jpg', 'caption': [...]}) and the images under the same "
+            "folder; get them from cocodataset.org and CLIP_benchmark, then pass --data-dir"
+        )
+    bench = BenchSet("mscoco", root, [])
+    for i, entry in enumerate(_read_json(ann)):
+        bench.images.append(root / entry["image"])
+        captions = entry["caption"] if isinstance(entry["caption"], list) else [entry["caption"]]
+        for caption in captions:
+            bench.captions.append(caption.strip())
+            bench.caption_image.append(i)
+    return bench
+
+
+def load_coco_instances(root: Path) -> BenchSet:
+    """COCO val2017 instances (boxcls, grounding): annotations/instances_val2017.json + val2017/."""
+    ann = root / "annotations" / "instances_val2017.json"
+    if not ann.is_file():
+        raise DataError(f"COCO val2017 instances not found: expected {ann} and images in {root / 'val2017'}")
+    data = _read_json(ann)
+    return _from_coco_style(data, root / "val2017", "coco-val2017", root)
+
+
+def _from_coco_style(data: dict[str, Any], images_dir: Path, name: str, root: Path) -> BenchSet:
+    cats = sorted(data["categories"], key=lambda c: c["id"])
+    class_index = {c["id"]: i for i, c in enumerate(cats)}
+    bench = BenchSet(name, root, [], classes=[c["name"] for c in cats])
+    image_index = {}
+    for im in data["images"]:
+        image_index[im["id"]] = len(bench.images)
+        bench.images.append(images_dir / im["file_name"])
+    for a in data.get("annotations", []):
+        if a.get("iscrowd"):
+            continue
+        x, y, w, h = a["bbox"]
+        bench.boxes.append((image_index[a["image_id"]], (x, y, x + w, y + h), class_index[a["category_id"]]))
+        bench.phrases.append(a.get("phrase") or bench.classes[class_index[a["category_id"]]])
+    for c in data.get("captions", []):
+        bench.captions.append(c["caption"])
+        bench.caption_image.append(image_index[c["image_id"]])
+    return bench
+
+
+def load_scene_folder(root: Path) -> BenchSet:
+    ann = root / "annotations.json"
+    if not ann.is_file():
+        raise DataError(f"{root} has no annotations.json (harmosearch's COCO-style format; see harmosearch synth)")
+    data = _read_json(ann)
+    return _from_coco_style(data, root / "images", root.name, root)
+
+
+def load_bench_set(
+    dataset: str, data_dir: Path | None, cache: Path, n: int = 500, task: str = "retrieval", split: str = "test"
+) -> BenchSet:
+    """The named dataset (flickr30k, mscoco, synthetic) or a scene folder; synthetic scenes of
+    `split` (val or test) are drawn into the cache on first use."""
+    if dataset == "synthetic":
+        if split not in SYNTHETIC_SEEDS:
+            raise DataError(f"unknown split {split!r}: use {' or '.join(SYNTHETIC_SEEDS)}")
+        if n < 1:
+            raise DataError(f"--n must be at least 1 scene, got {n}")
+        seed = SYNTHETIC_SEEDS[split]
+        root = data_dir or cache / "bench" / f"synthetic-{seed}-{n}"
+        if not (root / "annotations.json").is_file():
+            from harmosearch.synth import generate
+
+            generate(root, SynthConfig(n=n, seed=seed), workers=2)
+        bench = load_scene_folder(root)
+        bench.name = f"synthetic {split} (seed {seed}, {len(bench.images)} scenes)"
+        return bench
+    if dataset in ("flickr30k", "mscoco"):
+        root = data_dir or cache / "datasets" / dataset
+        if dataset == "mscoco" and task != "retrieval":
+            return load_coco_instances(root)
+        return load_flickr30k(root) if dataset == "flickr30k" else load_mscoco(root)
+    path = Path(dataset)
+    if path.is_dir():
+        return load_scene_folder(path)
+    raise DataError(f"unknown dataset {dataset!r}: use flickr30k, mscoco, synthetic or a folder with annotations.json")

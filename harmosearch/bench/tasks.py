@@ -1,0 +1,143 @@
+"""The benchmark tasks. Each takes a `Run` (the encoder, the settings, the dataset and its image
+vectors) and returns a dict of figures; `TASKS` names them for `harmosearch bench --task`."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harmosearch.bench.datasets import BenchSet
+from harmosearch.bench.vectors import ImageVectors, Progress, encode_texts, fused_scores, phrase_vectors
+from harmosearch.config import Config
+from harmosearch.errors import DataError
+from harmosearch.metrics import box_iou, recall_image_to_text, recall_text_to_image, topk_accuracy
+from harmosearch.scoring import best_regions
+
+MODES = ("global", "fused", "both")
+
+
+@dataclass
+class Run:
+    encoder: Any
+    config: Config
+    bench: BenchSet
+    images: ImageVectors
+    mode: str = "both"  # retrieval rankings: global, fused or both
+    save_scores: Path | None = None
+    progress: Progress | None = None
+
+
+def retrieval(run: Run) -> dict[str, Any]:
+    """Recall@1/5/10 text->image and image->text, for the global and/or the fused ranking."""
+    bench = run.bench
+    if not bench.captions:
+        raise DataError(f"{bench.name} has no captions; retrieval needs them")
+    dim = run.images.global_vectors.shape[1]
+    text_global, lexemes, owners = encode_texts(run.encoder, bench.captions, dim, run.progress)
+    global_scores = text_global @ run.images.global_vectors.T
+    scores = {}
+    if run.mode in ("global", "both"):
+        scores["global"] = global_scores
+    if run.mode in ("fused", "both"):
+        s = run.config.search
+        scores["fused"] = fused_scores(global_scores, lexemes, owners, run.images, s.alpha, s.box_margin)[0]
+    modes = {}
+    for name, matrix in scores.items():
+        t2i = recall_text_to_image(matrix, bench.caption_image)
+        i2t = recall_image_to_text(matrix, bench.caption_image)
+        modes[name] = {**{f"t2i_R@{k}": v for k, v in t2i.items()}, **{f"i2t_R@{k}": v for k, v in i2t.items()}}
+    if run.save_scores is not None:
+        _save_scores(run.save_scores, scores, bench)
+    return {"modes": modes, "images": len(bench.images), "captions": len(bench.captions)}
+
+
+def _save_scores(save: Path, scores: dict[str, np.ndarray], bench: BenchSet) -> None:
+    for name, matrix in scores.items():
+        np.save(save.with_name(f"{save.stem}.{name}.npy"), matrix.astype(np.float32))
+    mapping = {
+        "caption_image": bench.caption_image,
+        "captions": bench.captions,
+        "images": [str(p) for p in bench.images],
+        "rows": "captions",
+        "columns": "images",
+    }
+    save.with_suffix(".json").write_text(json.dumps(mapping))
+
+
+def boxcls(run: Run) -> dict[str, Any]:
+    """Ground-truth boxes pooled from the dense map, classified against prompt-ensembled class names."""
+    bench = run.bench
+    _need_boxes(bench, "boxcls")
+    classes = phrase_vectors(run.encoder, bench.classes)
+    labels = [c for _, _, c in bench.boxes]
+    scores = run.images.gt_vectors @ classes.T
+    return {**topk_accuracy(scores, labels, (1, 5)), "boxes": len(labels), "classes": len(bench.classes)}
+
+
+def grounding(run: Run) -> dict[str, Any]:
+    """Is the box shown for each annotated phrase, on its own image, at IoU >= 0.5 with the
+    phrase's box; and does any proposal reach it (the proposal ceiling)."""
+    bench, regions = run.bench, run.images.regions
+    _need_boxes(bench, "grounding")
+    phrases = sorted(set(bench.phrases))
+    column = {p: j for j, p in enumerate(phrases)}
+    images = np.array([i for i, _, _ in bench.boxes], dtype=np.int64)
+    _, rows = best_regions(regions, images, phrase_vectors(run.encoder, phrases), run.config.search.box_margin)
+    hits, ceiling = [], []
+    for n, ((image, box, _), phrase) in enumerate(zip(bench.boxes, bench.phrases, strict=True)):
+        shown = regions.boxes[rows[n, column[phrase]]]
+        hits.append(float(box_iou(np.array([box]), shown[None])[0, 0]) >= 0.5)
+        ceiling.append(bool((box_iou(np.array([box]), regions.boxes[regions.rows_of(image)]) >= 0.5).any()))
+    return {"accuracy": float(np.mean(hits)), "proposal_ceiling": float(np.mean(ceiling)), "phrases": len(hits)}
+
+
+def search(run: Run, k: int = 5) -> dict[str, Any]:
+    """Every annotated phrase as a query, ranked the way `harmosearch query PHRASE` ranks (fused
+    global and best-region scores, the box chosen the same way). Per phrase: the share of the
+    top k that hold its object (P@k), whether any does (hit@k), and whether the box shown on the
+    first that does overlaps the object at IoU >= 0.5 (box@0.5). Means over phrases."""
+    bench, images, s = run.bench, run.images, run.config.search
+    _need_boxes(bench, "search")
+    owners: dict[str, dict[int, list[tuple[float, float, float, float]]]] = defaultdict(lambda: defaultdict(list))
+    for (image_id, box, _), phrase in zip(bench.boxes, bench.phrases, strict=True):
+        owners[phrase][image_id].append(box)
+    phrases = sorted(owners)
+    text_global, lexemes, lexeme_owner = encode_texts(run.encoder, phrases, images.global_vectors.shape[1])
+    fused, rows = fused_scores(
+        text_global @ images.global_vectors.T, lexemes, lexeme_owner, images, s.alpha, s.box_margin
+    )
+    precision, hits, boxed = [], [], []
+    for p, (phrase, row) in enumerate(zip(phrases, fused, strict=True)):
+        top = np.lexsort((np.arange(len(row)), -row))[:k]
+        relevant = [int(i) for i in top if int(i) in owners[phrase]]
+        precision.append(len(relevant) / k)
+        hits.append(bool(relevant))
+        own = np.flatnonzero(lexeme_owner == p)
+        if relevant and len(own):
+            shown = images.regions.boxes[rows[relevant[0], own[0]]]
+            boxed.append(float(box_iou(np.array(owners[phrase][relevant[0]]), shown[None]).max()) >= 0.5)
+    return {
+        f"P@{k}": float(np.mean(precision)),
+        f"hit@{k}": float(np.mean(hits)),
+        "box@0.5": float(np.mean(boxed)) if boxed else 0.0,
+        "phrases": len(phrases),
+    }
+
+
+def _need_boxes(bench: BenchSet, task: str) -> None:
+    if not bench.boxes:
+        raise DataError(f"{bench.name} has no boxes; {task} needs phrase-box annotations")
+
+
+TASKS: dict[str, Callable[[Run], dict[str, Any]]] = {
+    "retrieval": retrieval,
+    "boxcls": boxcls,
+    "grounding": grounding,
+    "search": search,
+}

@@ -1,0 +1,154 @@
+"""The vectors a benchmark scores: images through the same pipeline as indexing, texts as
+queries are encoded, and fused caption x image scores as `harmosearch query` fuses them.
+
+Image vectors are cached on disk per (model, region settings, dataset), so a second task or
+mode does not encode again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harmosearch.bench.datasets import BenchSet
+from harmosearch.config import Config
+from harmosearch.errors import DataError
+from harmosearch.fusion import fuse
+from harmosearch.scoring import RegionTable, best_regions
+
+PROMPTS = ("a photo of a {}.", "a {}.", "a picture of a {}.", "an image of a {}.", "a photo of the {}.")
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class ImageVectors:
+    global_vectors: np.ndarray  # [I, D]
+    regions: RegionTable  # the indexing proposals of every image
+    gt_vectors: np.ndarray  # [B, D], the dataset's annotated boxes pooled from the dense map
+    seconds: float
+
+
+def encode_images(encoder: Any, config: Config, bench: BenchSet, progress: Progress | None = None) -> ImageVectors:
+    """Global, proposal-region and ground-truth-box vectors of every image, made by the indexing
+    pipeline (`pipeline.encode_files`); cached under config.paths.cache."""
+    from harmosearch.pipeline import encode_files
+
+    key = hashlib.sha256(
+        json.dumps([encoder.identity.to_dict(), config.to_json()["regions"], bench.digest()]).encode()
+    ).hexdigest()[:20]
+    cache_file = config.paths.cache_dir / "bench" / f"images-{key}.npz"
+    if cache_file.is_file():
+        return _load(cache_file)
+    started = time.perf_counter()
+    probes: list[list[tuple[float, float, float, float]]] = [[] for _ in bench.images]
+    owners: dict[int, list[int]] = defaultdict(list)
+    for j, (image_id, box, _) in enumerate(bench.boxes):
+        probes[image_id].append(box)
+        owners[image_id].append(j)
+    dim = encoder.identity.embed_dim
+    encoded: list[Any] = [None] * len(bench.images)
+    gt = np.zeros((len(bench.boxes), dim), np.float32)
+    for position, outcome in encode_files(bench.images, encoder, config, None, probes, progress):
+        if isinstance(outcome, str):
+            raise DataError(f"{bench.images[position]}: {outcome}")
+        encoded[position] = outcome
+        if owners.get(position):
+            gt[owners[position]] = outcome.probes
+    counts = [len(e.vectors) for e in encoded]
+    result = ImageVectors(
+        np.stack([e.global_vector for e in encoded]).astype(np.float32),
+        RegionTable(
+            np.concatenate([e.vectors for e in encoded]).astype(np.float32).reshape(-1, dim),
+            np.concatenate([e.boxes for e in encoded]).astype(np.float32).reshape(-1, 4),
+            np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+        ),
+        gt,
+        time.perf_counter() - started,
+    )
+    _save(cache_file, result)
+    return result
+
+
+def _save(path: Path, v: ImageVectors) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    arrays = {"g": v.global_vectors, "rv": v.regions.vectors, "rb": v.regions.boxes, "rs": v.regions.start}
+    np.savez(tmp, **arrays, gt=v.gt_vectors, seconds=v.seconds)
+    tmp.replace(path)
+
+
+def _load(path: Path) -> ImageVectors:
+    with np.load(path) as z:
+        return ImageVectors(z["g"], RegionTable(z["rv"], z["rb"], z["rs"]), z["gt"], float(z["seconds"]))
+
+
+def encode_texts(
+    encoder: Any, texts: list[str], dim: int, progress: Progress | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Texts embedded as queries are: (global vectors [T, D], every text's lexeme vectors [L, D],
+    the text each lexeme belongs to [L])."""
+    g_rows, lex_rows, owners = [], [], []
+    batch = 256
+    for start in range(0, len(texts), batch):
+        for n, enc in enumerate(encoder.encode_queries(texts[start : start + batch])):
+            g_rows.append(enc.global_vector.numpy())
+            vectors = enc.lexeme_vectors.numpy()
+            lex_rows.append(vectors)
+            owners += [start + n] * len(vectors)
+        if progress:
+            progress("encoding captions", min(start + batch, len(texts)), len(texts))
+    text_global = np.stack(g_rows).astype(np.float32) if g_rows else np.zeros((0, dim), np.float32)
+    lexemes = np.concatenate(lex_rows).astype(np.float32) if owners else np.zeros((0, dim), np.float32)
+    return text_global, lexemes, np.asarray(owners, dtype=np.int64)
+
+
+def fused_scores(
+    global_scores: np.ndarray,
+    lexemes: np.ndarray,
+    owners: np.ndarray,
+    images: ImageVectors,
+    alpha: float,
+    box_margin: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Text x image fused scores as `harmosearch query` fuses them, from global_scores [T, I],
+    lexeme vectors [L, D] and the text each belongs to [L]; also the region row shown for each
+    lexeme on each image [I, L]."""
+    every = np.arange(images.regions.n_images)
+    best, rows = best_regions(images.regions, every, lexemes, box_margin)  # [I, L]
+    fused = np.empty_like(global_scores)
+    for t in range(len(global_scores)):
+        fused[t] = fuse(global_scores[t], best[:, owners == t], alpha)
+    return fused, rows
+
+
+def phrase_vectors(encoder: Any, phrases: list[str], templates: tuple[str, ...] = PROMPTS) -> np.ndarray:
+    """A prompt-ensembled vector per phrase, embedded the way queries embed lexemes: in token
+    space the phrase's own tokens inside each prompt are pooled; in prompt mode the EOT feature."""
+    import torch.nn.functional as F
+
+    from harmosearch.encoder import pool_spans
+    from harmosearch.lexemes import span_of
+
+    out = []
+    for phrase in phrases:
+        texts = [t.format(phrase) for t in templates]
+        if encoder.config.lexeme_mode == "prompt":
+            vec = encoder.encode_texts(texts).mean(0)
+        else:
+            _, per_token = encoder.encode_tokens(encoder.tokenize(texts))
+            target = encoder.parse(phrase).words
+            pooled = [
+                pool_spans(tok, [span_of(encoder.parse(text), target)], encoder.config.lexeme_pool)[0]
+                for text, tok in zip(texts, per_token, strict=True)
+            ]
+            vec = sum(pooled) / len(pooled)
+        out.append(F.normalize(vec.float(), dim=0).numpy())
+    return np.stack(out).astype(np.float32)

@@ -1,0 +1,181 @@
+"""Every use of open_clip's internals, in one place.
+
+harmosearch needs the patch tokens of the image tower and the per-token outputs of the text
+tower, which open_clip's public `encode_image` / `encode_text` do not return, and it recomputes
+the last vision block for the value-path dense map. The private pieces this takes (`_embeds`,
+`_pool`, the blocks' attention weights, the text tower's embedding step) are reached only
+through this module; `tests/test_clip_adapter.py` checks that they still add up to open_clip's
+public forward, so an open_clip release that changes them fails loudly there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harmosearch.errors import ModelLoadError
+
+MODEL_CONFIGS = Path(__file__).parent / "model_configs"
+
+
+def register_model_configs() -> None:
+    """Make harmosearch's tiny architectures known to open_clip (idempotent)."""
+    import open_clip
+
+    if "harmo-tiny-vit" not in open_clip.list_models():
+        open_clip.add_model_config(MODEL_CONFIGS)
+
+
+def create_model(name: str, pretrained: str | None) -> Any:
+    import open_clip
+
+    register_model_configs()
+    return open_clip.create_model(name, **({"pretrained": pretrained} if pretrained else {}))
+
+
+def architecture_config(name: str) -> dict[str, Any] | None:
+    import open_clip
+
+    register_model_configs()
+    return open_clip.get_model_config(name)
+
+
+def tokenizer_for(name: str) -> Any:
+    import open_clip
+
+    register_model_configs()
+    return open_clip.get_tokenizer(name)
+
+
+def preprocess_config(model: Any) -> dict[str, Any]:
+    import open_clip
+
+    return dict(open_clip.get_model_preprocess_cfg(model))
+
+
+def image_size_of(model: Any) -> int:
+    size = preprocess_config(model).get("size", model.visual.image_size)
+    return int(size[0] if isinstance(size, tuple | list) else size)
+
+
+def eval_transform(model: Any, resize: str) -> Any:
+    """open_clip's inference transform for `model` with harmosearch's resize mode."""
+    from open_clip.transform import image_transform
+
+    pre = preprocess_config(model)
+    return image_transform(
+        image_size_of(model), is_train=False, mean=pre.get("mean"), std=pre.get("std"), resize_mode=resize
+    )
+
+
+def clip_loss() -> Any:
+    from open_clip.loss import ClipLoss
+
+    return ClipLoss()
+
+
+@dataclass(frozen=True)
+class VisionParts:
+    """A class-token ViT image tower taken apart: embed -> blocks -> pool (ln_post) -> proj."""
+
+    tower: Any
+    blocks: Any  # the residual attention blocks, in order
+
+    def embed(self, pixels: Any) -> Any:
+        """Patch embedding, class token, positions and ln_pre: [B, 1 + gh*gw, width]."""
+        return self.tower._embeds(pixels)
+
+    def pool(self, tokens: Any) -> tuple[Any, Any]:
+        """ln_post and the tower's global pooling: (global [B, width], patch tokens [B, gh*gw, width])."""
+        return self.tower._pool(tokens)
+
+    @property
+    def proj(self) -> Any:
+        return self.tower.proj
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        return tuple(int(g) for g in self.tower.grid_size)  # type: ignore[return-value]
+
+    @property
+    def global_is_class_token(self) -> bool:
+        """The global vector is the class token after the last block, normalised by ln_post
+        (open_clip's default ViT): then only the class token needs the last block's full attention."""
+        return getattr(self.tower, "pool_type", None) == "tok" and not getattr(self.tower, "final_ln_after_pool", False)
+
+
+def vision_parts(model: Any) -> VisionParts:
+    visual = model.visual
+    blocks = getattr(getattr(visual, "transformer", None), "resblocks", None)
+    if blocks is None or not hasattr(visual, "_embeds") or getattr(visual, "attn_pool", None) is not None:
+        raise ModelLoadError(
+            f"{type(visual).__name__} image towers have no patch tokens harmosearch can pool; "
+            "use an open_clip ViT model"
+        )
+    if not getattr(visual.transformer, "batch_first", True):
+        raise ModelLoadError("open_clip ViTs with batch_first=False are not supported")
+    return VisionParts(visual, blocks)
+
+
+@dataclass(frozen=True)
+class BlockParts:
+    """One residual attention block's pieces, for recomputing it with another attention."""
+
+    block: Any
+
+    @property
+    def is_standard(self) -> bool:
+        """A plain pre-norm block with torch's MultiheadAttention (packed q/k/v projection)."""
+        import torch
+
+        return isinstance(getattr(self.block, "attn", None), torch.nn.MultiheadAttention) and not hasattr(
+            self.block, "ln_1_kv"
+        )
+
+    @property
+    def heads(self) -> int:
+        return int(self.block.attn.num_heads)
+
+    def qkv_weight(self) -> tuple[Any, Any]:
+        """The packed [3 * width, width] projection and its bias (None without one)."""
+        return self.block.attn.in_proj_weight, self.block.attn.in_proj_bias
+
+    def norm_in(self, x: Any) -> Any:
+        return self.block.ln_1(x)
+
+    def attention_out(self, x: Any) -> Any:
+        """The attention's output projection, then the block's layer scale."""
+        return self.block.ls_1(self.block.attn.out_proj(x))
+
+    def mlp_residual(self, x: Any) -> Any:
+        return x + self.block.ls_2(self.block.mlp(self.block.ln_2(x)))
+
+
+@dataclass(frozen=True)
+class TextParts:
+    """A text tower taken apart: per-token features after ln_final, the global pooling, and
+    the projection into the joint space."""
+
+    model: Any
+
+    def tokens(self, text: Any) -> tuple[Any, Any, str, int | None, Any]:
+        """(per-token features [N, T, width] after ln_final, the tokens, pool type, EOS id, projection)."""
+        tower = getattr(self.model, "text", None)
+        if tower is not None:  # CustomTextCLIP
+            if getattr(tower, "cls_emb", None) is not None:
+                raise ModelLoadError("text towers with a class token (CoCa) are not supported")
+            x, attn_mask = tower._embeds(text)
+            x = tower.ln_final(tower.transformer(x, attn_mask=attn_mask))
+            return x, text, tower.pool_type, getattr(tower, "eos_id", None), tower.text_projection
+        model = self.model
+        cast = model.transformer.get_cast_dtype()
+        x = model.token_embedding(text).to(cast) + model.positional_embedding.to(cast)
+        x = model.ln_final(model.transformer(x, attn_mask=model.attn_mask))
+        return x, text, model.text_pool_type, getattr(model, "text_eos_id", None), model.text_projection
+
+    @staticmethod
+    def global_pool(x: Any, text: Any, pool_type: str, eos_id: int | None) -> Any:
+        from open_clip.transformer import text_global_pool
+
+        return text_global_pool(x, text, pool_type, eos_token_id=eos_id)

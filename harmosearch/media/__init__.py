@@ -1,0 +1,1 @@
+"""Files -> images: finding photos under a folder and decoding them."""

@@ -1,0 +1,212 @@
+"""The one path from image files to vectors, shared by indexing and the benchmarks.
+
+Files are decoded and resized in DataLoader worker processes (JPEGs in draft mode), batched as
+uint8 and normalised once per batch; each batch goes through one forward pass of the image
+tower, giving global vectors and dense maps, from which region proposals are pooled and
+selected. On the CPU the workers can encode their own batches too, each with its share of the
+cores, which uses them better than one process whose threads the decoders keep interrupting.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harmosearch.config import Config, IndexConfig, RegionConfig
+from harmosearch.errors import DataError
+from harmosearch.media.decode import decode_image
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class Encoded:
+    """One image's vectors: the global vector, the selected regions, and the probe boxes'
+    vectors (boxes pooled as given, without selection: the benchmarks' ground-truth boxes)."""
+
+    width: int
+    height: int
+    global_vector: np.ndarray  # [D]
+    boxes: np.ndarray  # [N, 4] pixels
+    scales: np.ndarray  # [N]
+    vectors: np.ndarray  # [N, D]
+    probes: np.ndarray | None = None  # [P, D]
+
+
+@dataclass
+class _Batch:
+    """One batch of images: decoded pixels, and once encoded, their vectors."""
+
+    positions: list[int]  # into the job's paths, for the images that decoded
+    sizes: list[tuple[int, int]]
+    failed: list[tuple[int, str]]
+    pixels: Any = None  # uint8 [B, S, S, 3] or float [B, 3, S, S]; dropped once encoded
+    encoded: list[Encoded] | None = None
+
+
+class _BatchJob:
+    """Dataset of batches for the DataLoader. Workers always decode and resize; with
+    `encode_here` they also encode."""
+
+    def __init__(
+        self,
+        paths: Sequence[Path],
+        batches: list[list[int]],
+        encoder: Any,
+        regions: RegionConfig,
+        user_boxes: Sequence[Any] | None,
+        probe_boxes: Sequence[Any] | None,
+        encode_here: bool,
+    ) -> None:
+        from harmosearch.encoder import split_transform
+
+        self.paths = paths
+        self.batches = batches
+        self.encoder = encoder
+        self.regions = regions
+        self.user_boxes = user_boxes
+        self.probe_boxes = probe_boxes
+        self.encode_here = encode_here
+        self.split = split_transform(encoder.transform)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, b: int) -> _Batch:
+        import torch
+
+        from harmosearch.encoder import pixels_from_uint8
+
+        positions, sizes, failed, arrays = [], [], [], []
+        for i in self.batches[b]:
+            try:
+                image, width, height = decode_image(self.paths[i], self.encoder.image_size)
+            except DataError as exc:
+                failed.append((i, str(exc)))
+                continue
+            if self.split is not None:
+                arrays.append(np.asarray(self.split[0](image), dtype=np.uint8))
+            else:
+                arrays.append(self.encoder.transform(image))
+            positions.append(i)
+            sizes.append((width, height))
+        batch = _Batch(positions, sizes, failed)
+        if arrays:
+            if self.split is not None:
+                batch.pixels = pixels_from_uint8(torch.from_numpy(np.stack(arrays)), *self.split[1])
+            else:
+                batch.pixels = torch.stack(arrays)
+        return self.encode(batch) if self.encode_here else batch
+
+    def encode(self, batch: _Batch) -> _Batch:
+        """Global vectors, selected regions and probe vectors for the decoded images of a batch."""
+        from harmosearch.regions import image_regions
+
+        batch.encoded = []
+        if batch.pixels is None:
+            return batch
+        encoder = self.encoder
+        global_vectors, dense = encoder.encode_pixels(batch.pixels)
+        user = [self.user_boxes[i] for i in batch.positions] if self.user_boxes is not None else None
+        regions = image_regions(
+            dense,
+            global_vectors,
+            batch.sizes,
+            encoder.grid,
+            encoder.image_size,
+            encoder.config.resize,
+            self.regions,
+            user,
+        )
+        probes = self._probes(dense, batch)
+        for (w, h), g, reg, probe in zip(batch.sizes, global_vectors, regions, probes, strict=True):
+            batch.encoded.append(
+                Encoded(w, h, g.numpy(), reg.boxes.numpy(), reg.scales.numpy(), reg.vectors.numpy(), probe)
+            )
+        batch.pixels = None
+        return batch
+
+    def _probes(self, dense: Any, batch: _Batch) -> list[np.ndarray | None]:
+        import torch
+
+        from harmosearch.regions import pool, to_grid
+
+        if self.probe_boxes is None:
+            return [None] * len(batch.positions)
+        encoder, grids = self.encoder, []
+        for i, (w, h) in zip(batch.positions, batch.sizes, strict=True):
+            boxes = torch.as_tensor(np.asarray(self.probe_boxes[i], dtype=np.float32)).reshape(-1, 4)
+            grids.append(to_grid(boxes, w, h, encoder.grid, encoder.image_size, encoder.config.resize))
+        return [p.numpy() for p in pool(dense, grids)]
+
+
+class _EncoderThreads:
+    """worker_init_fn for workers that encode: the cores are shared out among them (the
+    DataLoader would leave each worker a single thread)."""
+
+    def __init__(self, workers: int) -> None:
+        self.threads = max(1, len(os.sched_getaffinity(0)) // max(workers, 1))
+
+    def __call__(self, _: int) -> None:
+        import torch
+
+        torch.set_num_threads(self.threads)
+
+
+def _decoder_priority(_: int) -> None:
+    """Workers that only decode yield the cores to the model's threads in the main process and
+    use what it leaves idle (e.g. while regions are selected)."""
+    with contextlib.suppress(OSError):
+        os.nice(10)
+
+
+def encode_in_workers(config: IndexConfig, device: Any, batches: int) -> bool:
+    """Where images are encoded: in the worker processes (CPU, two or more workers and batches)
+    or in the main process (GPU, or nothing to share out). index.encode_in forces either."""
+    if config.encode_in != "auto":
+        return config.encode_in == "workers" and config.workers > 0
+    return str(device) == "cpu" and config.workers >= 2 and batches >= 2
+
+
+def encode_files(
+    paths: Sequence[Path],
+    encoder: Any,
+    config: Config,
+    user_boxes: Sequence[Any] | None = None,
+    probe_boxes: Sequence[Any] | None = None,
+    progress: Progress | None = None,
+) -> Iterator[tuple[int, Encoded | str]]:
+    """Encode image files in batches of config.encoder.batch_size, with config.regions and the
+    workers of config.index; yields (position in `paths`,
+    its Encoded vectors, or the one-line reason it could not be decoded), batch by batch.
+    user_boxes[i] are extra region proposals kept first; probe_boxes[i] are pooled as given."""
+    import torch
+
+    if not paths:
+        return
+    size = config.encoder.batch_size
+    batches = [list(range(start, min(start + size, len(paths)))) for start in range(0, len(paths), size)]
+    in_workers = encode_in_workers(config.index, encoder.device, len(batches))
+    job = _BatchJob(paths, batches, encoder, config.regions, user_boxes, probe_boxes, encode_here=in_workers)
+    workers = min(config.index.workers, len(batches)) if len(batches) > 1 else 0
+    loader = torch.utils.data.DataLoader(
+        job,
+        batch_size=None,
+        num_workers=workers,
+        worker_init_fn=_EncoderThreads(workers) if in_workers else _decoder_priority,
+    )
+    done = 0
+    for batch in loader:
+        if batch.encoded is None:
+            batch = job.encode(batch)
+        yield from batch.failed
+        yield from zip(batch.positions, batch.encoded or [], strict=True)
+        done += len(batch.positions) + len(batch.failed)
+        if progress:
+            progress("encoding", done, len(paths))

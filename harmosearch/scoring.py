@@ -1,0 +1,115 @@
+"""Lexemes against the regions of images: each image's best region score and the box to show.
+
+One implementation serves `harmosearch query` (the candidate images of one query) and
+`harmosearch bench` (every image against thousands of lexemes): regions of the requested images
+are scored in blocks, and per (image, lexeme) the best score and the chosen row come from
+segment reductions, without a Python loop over images.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+BLOCK_ROWS = 65_536  # region rows scored at once
+BLOCK_LEXEMES = 512
+
+
+@dataclass(frozen=True)
+class RegionTable:
+    """Region vectors grouped by image: rows start[i]:start[i + 1] belong to image i."""
+
+    vectors: np.ndarray  # [R, D], float16 or float32, L2-normalised
+    boxes: np.ndarray  # [R, 4] pixels
+    start: np.ndarray  # [I + 1]
+
+    @property
+    def n_images(self) -> int:
+        return len(self.start) - 1
+
+    def rows_of(self, image: int) -> slice:
+        return slice(int(self.start[image]), int(self.start[image + 1]))
+
+
+def best_regions(
+    table: RegionTable, images: np.ndarray, lexemes: np.ndarray, box_margin: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """For each image in `images` [C] and lexeme vector [L, D]: the best region score [C, L]
+    (-1 for an image without regions) and the row of the region whose box to show [C, L] (-1
+    without regions): the largest region scoring within `box_margin` of the best, the first on
+    ties. The mean-pooled score favours small windows inside an object, so the best-scoring box
+    alone is often a part of it (measured on synthetic scenes: grounding 46.9% -> 54.5% at 0.05)."""
+    images = np.asarray(images, dtype=np.int64)
+    lexemes = np.asarray(lexemes, dtype=np.float32).reshape(-1, table.vectors.shape[1])
+    scores = np.full((len(images), len(lexemes)), -1.0, dtype=np.float32)
+    chosen = np.full((len(images), len(lexemes)), -1, dtype=np.int64)
+    if len(images) == 0 or len(lexemes) == 0:
+        return scores, chosen
+    counts = table.start[images + 1] - table.start[images]
+    areas = (table.boxes[:, 2] - table.boxes[:, 0]) * (table.boxes[:, 3] - table.boxes[:, 1])
+    for block in _image_blocks(counts):
+        rows, offsets = _rows_of(table, images[block], counts[block])
+        if len(rows) == 0:
+            continue
+        vectors = np.asarray(table.vectors[rows], dtype=np.float32)
+        nonempty = block[counts[block] > 0]
+        for lo in range(0, len(lexemes), BLOCK_LEXEMES):
+            part = slice(lo, lo + BLOCK_LEXEMES)
+            best, pick = _reduce(vectors @ lexemes[part].T, offsets, areas[rows], box_margin)
+            scores[nonempty, part] = best
+            chosen[nonempty, part] = rows[pick]
+    return scores, chosen
+
+
+def _image_blocks(counts: np.ndarray) -> list[np.ndarray]:
+    """Consecutive groups of image positions holding at most about BLOCK_ROWS regions."""
+    ends = np.cumsum(counts)
+    group = ends // BLOCK_ROWS
+    return [np.flatnonzero(group == g) for g in np.unique(group)]
+
+
+def _rows_of(table: RegionTable, images: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The region rows of `images`, concatenated, and where each non-empty image's rows begin."""
+    total = int(counts.sum())
+    starts = table.start[images]
+    offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    rows = np.repeat(starts - offsets, counts) + np.arange(total)
+    return rows, offsets[counts > 0]
+
+
+def _reduce(sims: np.ndarray, offsets: np.ndarray, areas: np.ndarray, margin: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per segment (an image's rows) and column (a lexeme): the best score, and the position of
+    the largest-area row within `margin` of it (the first on ties)."""
+    best = np.maximum.reduceat(sims, offsets, axis=0)
+    sizes = np.diff(np.append(offsets, len(sims)))
+    near = sims >= np.repeat(best, sizes, axis=0) - margin
+    masked = np.where(near, areas[:, None], -np.inf)
+    largest = np.maximum.reduceat(masked, offsets, axis=0)
+    position = np.arange(len(sims))[:, None]
+    first = np.where(masked == np.repeat(largest, sizes, axis=0), position, len(sims))
+    return best, np.minimum.reduceat(first, offsets, axis=0)
+
+
+def top_regions(table: RegionTable, images: np.ndarray, lexemes: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each lexeme's k best regions in each image: scores [C, L, k] (best first, -inf where an
+    image has fewer than k regions) and their rows [C, L, k] (-1 there)."""
+    images = np.asarray(images, dtype=np.int64)
+    lexemes = np.asarray(lexemes, dtype=np.float32).reshape(-1, table.vectors.shape[1])
+    counts = table.start[images + 1] - table.start[images]
+    width = int(counts.max(initial=0))
+    scores = np.full((len(images), len(lexemes), k), -np.inf, dtype=np.float32)
+    rows = np.full((len(images), len(lexemes), k), -1, dtype=np.int64)
+    if width == 0 or len(lexemes) == 0 or k < 1:
+        return scores, rows
+    padded = table.start[images][:, None] + np.arange(width)[None, :]  # [C, W]
+    valid = np.arange(width)[None, :] < counts[:, None]
+    padded = np.where(valid, padded, 0)
+    sims = np.einsum("cwd,ld->clw", np.asarray(table.vectors[padded], dtype=np.float32), lexemes)
+    sims = np.where(valid[:, None, :], sims, -np.inf)
+    take = min(k, width)
+    order = np.argsort(-sims, axis=2, kind="stable")[:, :, :take]
+    scores[:, :, :take] = np.take_along_axis(sims, order, axis=2)
+    picked = np.take_along_axis(np.broadcast_to(padded[:, None, :], sims.shape), order, axis=2)
+    rows[:, :, :take] = np.where(np.isfinite(scores[:, :, :take]), picked, -1)
+    return scores, rows

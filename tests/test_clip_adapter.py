@@ -1,0 +1,71 @@
+"""The open_clip internals harmosearch relies on still add up to open_clip's public forward.
+
+If an open_clip release renames or changes `_embeds`, `_pool`, the blocks' attention weights or
+the text tower's steps, these tests fail here, before any vector silently changes.
+"""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from harmosearch.clip_adapter import BlockParts, TextParts, vision_parts
+from harmosearch.errors import ModelLoadError
+
+
+def pixels(n=2, size=32, seed=0):
+    return torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+def test_vision_parts_compose_to_encode_image(test_encoder):
+    model = test_encoder.model
+    parts = vision_parts(model)
+    x = pixels()
+    with torch.no_grad():
+        h = parts.embed(x)
+        for block in parts.blocks:
+            h = block(h)
+        pooled, tokens = parts.pool(h)
+        reference = model.encode_image(x)
+    assert torch.allclose(pooled @ parts.proj, reference, atol=1e-5)
+    assert tokens.shape[1] == parts.grid[0] * parts.grid[1]
+    assert parts.global_is_class_token
+
+
+def test_block_parts_recompute_the_block(test_encoder):
+    """The packed q/k/v weights, head count, output projection, layer scales and MLP, put back
+    together by hand, give the block's own output."""
+    parts = vision_parts(test_encoder.model)
+    block = BlockParts(parts.blocks[-1])
+    assert block.is_standard
+    x = torch.randn(2, 5, parts.blocks[-1].attn.embed_dim, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        weight, bias = block.qkv_weight()
+        q, k, v = F.linear(block.norm_in(x), weight, bias).chunk(3, dim=-1)
+        heads, width = block.heads, x.shape[-1]
+
+        def split(t):
+            return t.reshape(2, 5, heads, width // heads).transpose(1, 2)
+
+        attended = F.scaled_dot_product_attention(split(q), split(k), split(v)).transpose(1, 2).reshape(2, 5, width)
+        by_hand = block.mlp_residual(x + block.attention_out(attended))
+        assert torch.allclose(by_hand, parts.blocks[-1](x), atol=1e-5)
+
+
+def test_text_parts_compose_to_encode_text(test_encoder):
+    model = test_encoder.model
+    tokens = test_encoder.tokenize(["a red circle next to a blue star", "one green ring"])
+    with torch.no_grad():
+        x, text, pool_type, eos_id, projection = TextParts(model).tokens(tokens)
+        pooled = TextParts.global_pool(x, text, pool_type, eos_id) @ projection
+        reference = model.encode_text(tokens)
+    assert torch.allclose(pooled, reference, atol=1e-5)
+
+
+def test_towers_without_patch_tokens_are_refused():
+    class NoTokens(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.visual = torch.nn.Linear(2, 2)
+
+    with pytest.raises(ModelLoadError, match="open_clip ViT"):
+        vision_parts(NoTokens())

@@ -1,0 +1,103 @@
+"""The one region-scoring path against a plain loop over images and regions."""
+
+import numpy as np
+import pytest
+
+from harmosearch import scoring
+from harmosearch.scoring import RegionTable, best_regions
+
+
+def slow_best_regions(table, images, lexemes, margin):
+    scores = np.full((len(images), len(lexemes)), -1.0)
+    rows = np.full((len(images), len(lexemes)), -1)
+    for c, image in enumerate(images):
+        lo, hi = int(table.start[image]), int(table.start[image + 1])
+        for j, lexeme in enumerate(lexemes):
+            if hi == lo:
+                continue
+            sims = [float(np.asarray(table.vectors[r], np.float32) @ lexeme) for r in range(lo, hi)]
+            best = max(sims)
+            scores[c, j] = best
+            near = [r for r, s in zip(range(lo, hi), sims, strict=True) if s >= best - margin]
+            areas = [(table.boxes[r, 2] - table.boxes[r, 0]) * (table.boxes[r, 3] - table.boxes[r, 1]) for r in near]
+            rows[c, j] = near[int(np.argmax(areas))]
+    return scores, rows
+
+
+def random_table(rng, n_images=30, dim=8):
+    counts = rng.integers(0, 7, size=n_images)
+    counts[3] = 0
+    start = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    vectors = rng.standard_normal((start[-1], dim)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    corner = rng.uniform(0, 50, (start[-1], 2))
+    boxes = np.concatenate([corner, corner + rng.integers(1, 4, (start[-1], 2)) * 10.0], 1).astype(np.float32)
+    return RegionTable(vectors.astype(np.float16), boxes, start)
+
+
+@pytest.mark.parametrize("margin", [0.0, 0.1, 0.5])
+@pytest.mark.parametrize("block_rows", [5, 65_536])
+def test_best_regions_equal_the_loop(margin, block_rows, monkeypatch):
+    monkeypatch.setattr(scoring, "BLOCK_ROWS", block_rows)  # many small blocks, or one
+    monkeypatch.setattr(scoring, "BLOCK_LEXEMES", 2)
+    rng = np.random.default_rng(4)
+    table = random_table(rng)
+    images = np.array([5, 3, 0, 17, 5, 29, 12])  # a subset, out of order, with a repeat and an empty image
+    lexemes = rng.standard_normal((5, 8)).astype(np.float32)
+    got_scores, got_rows = best_regions(table, images, lexemes, margin)
+    want_scores, want_rows = slow_best_regions(table, images, lexemes, margin)
+    np.testing.assert_allclose(got_scores, want_scores, atol=1e-5)
+    np.testing.assert_array_equal(got_rows, want_rows)
+    assert (got_rows[1] == -1).all() and (got_scores[1] == -1).all()  # image 3 has no regions
+    every = np.arange(table.n_images)
+    np.testing.assert_array_equal(
+        best_regions(table, every, lexemes, margin)[1], slow_best_regions(table, every, lexemes, margin)[1]
+    )
+
+
+def test_ties_in_area_take_the_first_row():
+    table = RegionTable(
+        np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]], np.float32),
+        np.array([[0, 0, 10, 10], [5, 5, 15, 15], [0, 0, 50, 50]], np.float32),
+        np.array([0, 3]),
+    )
+    _, rows = best_regions(table, np.array([0]), np.array([[1.0, 0.0]], np.float32), 0.0)
+    assert rows[0, 0] == 0
+
+
+def test_the_box_shown_is_the_largest_near_the_best():
+    """Four regions of one image, scored 0.80, 0.78, 0.60 and 0.79 by a lexeme along axis 0."""
+    scores = np.array([0.80, 0.78, 0.60, 0.79], np.float32)
+    vectors = np.stack([scores, np.sqrt(1 - scores**2)], 1).astype(np.float32)
+    sides = np.sqrt([100.0, 400.0, 900.0, 200.0])
+    boxes = np.stack([np.zeros(4), np.zeros(4), sides, sides], 1).astype(np.float32)
+    table = RegionTable(vectors, boxes, np.array([0, 4]))
+    lexeme = np.array([[1.0, 0.0]], np.float32)
+    assert best_regions(table, np.array([0]), lexeme, 0.0)[1][0, 0] == 0  # margin 0: the best-scoring box
+    assert best_regions(table, np.array([0]), lexeme, 0.05)[1][0, 0] == 1  # 0.78 is near and the largest
+    assert best_regions(table, np.array([0]), lexeme, 0.5)[1][0, 0] == 2
+
+
+def test_no_images_or_no_lexemes():
+    table = random_table(np.random.default_rng(0))
+    assert best_regions(table, np.array([], dtype=np.int64), np.ones((2, 8), np.float32), 0.0)[0].shape == (0, 2)
+    assert best_regions(table, np.array([1, 2]), np.zeros((0, 8), np.float32), 0.0)[1].shape == (2, 0)
+
+
+def test_top_regions_equal_a_sort_per_image():
+    from harmosearch.scoring import top_regions
+
+    rng = np.random.default_rng(7)
+    table = random_table(rng)
+    images = np.array([0, 3, 8, 8, 21])
+    lexemes = rng.standard_normal((3, 8)).astype(np.float32)
+    scores, rows = top_regions(table, images, lexemes, k=4)
+    assert scores.shape == rows.shape == (5, 3, 4)
+    for c, image in enumerate(images):
+        lo, hi = int(table.start[image]), int(table.start[image + 1])
+        for j, lexeme in enumerate(lexemes):
+            sims = [(float(np.asarray(table.vectors[r], np.float32) @ lexeme), r) for r in range(lo, hi)]
+            best = sorted(sims, key=lambda t: -t[0])[:4]
+            assert [r for _, r in best] + [-1] * (4 - len(best)) == rows[c, j].tolist()
+            np.testing.assert_allclose([s for s, _ in best], scores[c, j, : len(best)], atol=1e-5)
+            assert np.isneginf(scores[c, j, len(best) :]).all()
