@@ -180,15 +180,18 @@ def relation_scores(
     geometry = _GEOMETRY.get(relation)
     if geometry is None:
         raise QueryError(f"unknown relation {relation!r}; known: {', '.join(SCORED)}")
-    s, o = np.broadcast_arrays(np.asarray(subject_boxes, np.float64), np.asarray(object_boxes, np.float64))
-    if s.shape[-1:] != (4,):
-        raise QueryError(f"boxes must be [..., 4] (x0, y0, x1, y1), got shape {s.shape}")
+    s, o = np.asarray(subject_boxes, np.float64), np.asarray(object_boxes, np.float64)
+    if s.shape[-1:] != (4,) or o.shape[-1:] != (4,):
+        raise QueryError(f"boxes must be [..., 4] (x0, y0, x1, y1), got shapes {s.shape} and {o.shape}")
+    shape = np.broadcast_shapes(s.shape, o.shape)[:-1]
+    # Box sides are computed per box and only the pairwise terms broadcast, so scoring K x K
+    # candidate pairs costs K x K operations, not K x K x 4 box copies.
     score = geometry(s, o)
     if negated:
         score = 1.0 - score
     if relation not in OVERLAP_ALLOWED:
         score = score * (1.0 - _iou(s, o))
-    return score
+    return np.broadcast_to(score, shape).copy() if score.shape != shape else score
 
 
 @dataclass(frozen=True)
