@@ -19,8 +19,9 @@ o with centres (cx, cy), widths w, heights h and σ(t) = 1 / (1 + e^-t):
     around     area(s ∩ o) / area(o)
 
 Directions divide the centre offset by the sum of the two half-extents along the axis, so 1
-means the boxes just touch side by side: σ(3) = 0.95 there, 0.82 when they overlap by half,
-0.5 for boxes on the same centre line and 0.05 for the mirror image. `on` accepts a subject
+means the boxes just touch side by side: σ(3) = 0.95 there, 0.82 when they overlap by half
+(before the overlap factor below), 0.5 for boxes on the same centre line and 0.05 for the
+mirror image. `on` accepts a subject
 resting on the object's top edge or lying on its face ("a cup on a table", "a picture on a
 wall"): its bottom edge may float at most ON_GAP of its own height above the object (0.5 there,
 0.95 touching, 0.05 at twice that gap). gap(s, o) is the Euclidean distance between the two
