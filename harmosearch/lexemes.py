@@ -1,14 +1,26 @@
-"""Lexemes: the noun phrases of a query or caption, with the token span each one covers.
+"""Lexemes: the noun phrases of a query or caption, with the token span each one covers, and the
+spatial relations that link them.
 
 A lexeme is a run of content words ("small blue star", "red umbrella"); relations, verbs and
-function words ("near", "to the left of", "holding", "a") split lexemes and are dropped. Words
-come from the open_clip tokenizer's own cleaning and word pattern, so every lexeme knows which
-positions of the tokenized sequence it covers (position 0 is the start-of-text token).
+function words ("near", "to the left of", "holding", "a") split lexemes. Words come from the
+open_clip tokenizer's own cleaning and word pattern, so every lexeme knows which positions of
+the tokenized sequence it covers (position 0 is the start-of-text token).
+
+Relations come from the *connector* between two consecutive lexemes: the run of non-lexeme
+words between them ("to the left of an", "that is not near a"). The longest phrase of
+RELATION_PHRASES inside the connector links the lexeme before it (subject) to the lexeme after
+it (object), so a chain "a cup on a table next to a window" gives (cup, on, table) and
+(table, near, window). When a connector holds two phrases ("to the left of and above") the
+longest wins, and of equally long ones the first. A negator ("not", "never", "n't") anywhere
+before the phrase in its connector negates it. Connectors without a phrase ("holding", "and",
+"with", "of", a comma, nothing at all) give no relation. The rules and the spaCy parser share
+this step: only the lexemes differ.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -23,7 +35,7 @@ PREPOSITIONS = frozenset(
     "near on in at of to from by with without within into onto upon over under above below beneath "
     "underneath behind beside besides between among amid around across along against toward towards "
     "through throughout past beyond inside outside off up down out about after before during for like "
-    "via per top bottom left right front back next close far atop nearby alongside opposite".split()
+    "via per top bottom left right front back next close far away atop nearby alongside opposite".split()
 )
 PRONOUNS = frozenset(
     "i me you he him she her it we us they them myself yourself himself herself itself ourselves "
@@ -31,7 +43,9 @@ PRONOUNS = frozenset(
 )
 AUXILIARIES = frozenset(
     "is are was were be been being am has have had having do does did doing can could will would "
-    "shall should may might must get gets got".split()
+    "shall should may might must get gets got "
+    # what the tokenizer leaves of a contraction before its "'t" ("isn't" -> "isn", "'t")
+    "isn aren wasn weren don doesn didn hasn haven hadn won wouldn couldn shouldn".split()
 )
 VERBS = frozenset(
     "sits sit sat stands stand stood holds hold held wears wear wore rides ride rode eats eat ate "
@@ -39,7 +53,7 @@ VERBS = frozenset(
     "jumped carries carry carried shows show showed contains contain contained covered filled made "
     "seen shown placed parked drawn painted surrounded".split()
 )
-ADVERBS = frozenset("very really quite just only not too also almost nearly slightly together each other".split())
+ADVERBS = frozenset("very really quite just only not never too also almost nearly slightly together each other".split())
 NUMBERS = frozenset(
     "zero one two three four five six seven eight nine ten eleven twelve several many few lots lot "
     "couple dozen both all".split()
@@ -53,6 +67,62 @@ ING_NOUNS = frozenset(
     "lighting parking".split()
 )
 STOP_WORDS = DETERMINERS | CONJUNCTIONS | PREPOSITIONS | PRONOUNS | AUXILIARIES | VERBS | ADVERBS | NUMBERS
+
+# Spatial phrases -> canonical relation, read "subject <relation> object". Every word of every
+# phrase is a stop word, so a phrase always lies in a connector and is never part of a lexeme.
+# "on" is "above, resting on or set against" ("a cup on a table", "a picture on a wall");
+# "in" and "into" mean inside ("a dog in a car"), which is wrong for clothing ("a man in a
+# blue shirt": the shirt lies inside the man's box); "surrounded by" is inside with its
+# arguments in reading order ("a pond surrounded by trees": the pond lies inside the trees).
+RELATION_PHRASES: dict[str, str] = {
+    "left of": "left of",
+    "to the left of": "left of",
+    "on the left of": "left of",
+    "at the left of": "left of",
+    "right of": "right of",
+    "to the right of": "right of",
+    "on the right of": "right of",
+    "at the right of": "right of",
+    "above": "above",
+    "over": "above",
+    "on top of": "above",
+    "atop": "above",
+    "below": "below",
+    "under": "below",
+    "underneath": "below",
+    "beneath": "below",
+    "on": "on",
+    "onto": "on",
+    "upon": "on",
+    "near": "near",
+    "near to": "near",
+    "next to": "near",
+    "beside": "near",
+    "close to": "near",
+    "by": "near",
+    "alongside": "near",
+    "nearby": "near",
+    "far from": "far from",
+    "away from": "far from",
+    "inside": "inside",
+    "inside of": "inside",
+    "in": "inside",
+    "into": "inside",
+    "within": "inside",
+    "surrounded by": "inside",
+    "around": "around",
+    "surrounding": "around",
+    "encircling": "around",
+    "in front of": "in front of",
+    "behind": "behind",
+    "in back of": "behind",
+}
+RELATIONS: tuple[str, ...] = tuple(dict.fromkeys(RELATION_PHRASES.values()))
+# Depth order cannot be read from 2D boxes: these are parsed and reported, never scored.
+UNDECIDABLE = frozenset({"in front of", "behind"})
+NEGATORS = frozenset({"not", "never", "'t"})
+_PHRASE_WORDS = {tuple(phrase.split()): relation for phrase, relation in RELATION_PHRASES.items()}
+_LONGEST_PHRASE = max(len(words) for words in _PHRASE_WORDS)
 
 
 class WordTokenizer(Protocol):
@@ -73,12 +143,31 @@ class Lexeme:
 
 
 @dataclass(frozen=True)
+class Relation:
+    """Lexeme `subject` stands in `relation` to lexeme `object`: (0, "left of", 1) for "a star to
+    the left of a ring", negated for "a star not to the left of a ring"."""
+
+    subject: int  # index into ParsedText.lexemes
+    relation: str  # canonical name, a value of RELATION_PHRASES
+    object: int
+    phrase: str  # the words as written, e.g. "to the left of"
+    negated: bool
+    words: tuple[int, int]  # [start, end) of the phrase into ParsedText.words
+
+    @property
+    def decidable(self) -> bool:
+        """False for relations 2D boxes cannot show (in front of, behind): never scored."""
+        return self.relation not in UNDECIDABLE
+
+
+@dataclass(frozen=True)
 class ParsedText:
     text: str  # as the tokenizer cleans it
     words: tuple[str, ...]
     word_tokens: tuple[tuple[int, int], ...]  # token span of every word
     lexemes: tuple[Lexeme, ...]
     truncated: bool  # the text had more tokens than the context holds
+    relations: tuple[Relation, ...] = ()
 
     @property
     def lexeme_texts(self) -> list[str]:
@@ -148,7 +237,8 @@ def _spacy_chunks(cleaned: str, words: list[str]) -> list[tuple[int, int]]:
     chunks = []
     for chunk in nlp(cleaned).noun_chunks:
         content = [t for t in chunk if t.pos_ not in ("DET", "PRON", "NUM", "CCONJ", "ADP")]
-        if not content:
+        # "the left" in "to the left of" is a noun chunk to spaCy, but a relation word here.
+        if all(t.text in STOP_WORDS for t in content):
             continue
         lo, hi = content[0].idx, content[-1].idx + len(content[-1].text)
         inside = [i for i, (s, e) in enumerate(zip(starts, ends, strict=True)) if s >= lo and e <= hi]
@@ -197,7 +287,32 @@ def parse(
             hi -= 1
         if hi > lo:
             lexemes.append(Lexeme(" ".join(words[lo:hi]), (lo, hi), (spans[lo][0], spans[hi - 1][1])))
-    return ParsedText(cleaned, tuple(words), tuple(spans), tuple(lexemes), truncated)
+    relations = _relations(words, [lex.words for lex in lexemes])
+    return ParsedText(cleaned, tuple(words), tuple(spans), tuple(lexemes), truncated, relations)
+
+
+def _relations(words: list[str], lexeme_words: list[tuple[int, int]]) -> tuple[Relation, ...]:
+    relations = []
+    for subject, ((_, lo), (hi, _)) in enumerate(itertools.pairwise(lexeme_words)):
+        found = find_relation_phrase(words[lo:hi])
+        if found is None:
+            continue
+        start, end, relation = found
+        negated = any(word in NEGATORS for word in words[lo : lo + start])
+        phrase = " ".join(words[lo + start : lo + end])
+        relations.append(Relation(subject, relation, subject + 1, phrase, negated, (lo + start, lo + end)))
+    return tuple(relations)
+
+
+def find_relation_phrase(connector: list[str]) -> tuple[int, int, str] | None:
+    """(start, end, canonical relation) of the longest RELATION_PHRASES phrase in a run of words,
+    the first of equally long ones; None when there is none."""
+    for length in range(min(_LONGEST_PHRASE, len(connector)), 0, -1):
+        for start in range(len(connector) - length + 1):
+            relation = _PHRASE_WORDS.get(tuple(connector[start : start + length]))
+            if relation is not None:
+                return start, start + length, relation
+    return None
 
 
 def span_of(parsed: ParsedText, words: tuple[str, ...]) -> tuple[int, int]:

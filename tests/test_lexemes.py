@@ -1,8 +1,18 @@
+import itertools
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harmosearch.lexemes import default_tokenizer, parse
+from harmosearch.lexemes import (
+    NEGATORS,
+    RELATION_PHRASES,
+    RELATIONS,
+    UNDECIDABLE,
+    default_tokenizer,
+    is_content_word,
+    parse,
+)
 
 CASES = [
     ("red umbrella near bench", ["red umbrella", "bench"]),
@@ -67,11 +77,177 @@ def test_long_text_is_truncated_to_the_context():
     assert not parse("red circle").truncated
 
 
+# Every synonym and the canonical relation it must give, written out independently of the table.
+SYNONYMS = {
+    "left of": "left of",
+    "to the left of": "left of",
+    "on the left of": "left of",
+    "at the left of": "left of",
+    "right of": "right of",
+    "to the right of": "right of",
+    "on the right of": "right of",
+    "at the right of": "right of",
+    "above": "above",
+    "over": "above",
+    "on top of": "above",
+    "atop": "above",
+    "below": "below",
+    "under": "below",
+    "underneath": "below",
+    "beneath": "below",
+    "on": "on",
+    "onto": "on",
+    "upon": "on",
+    "near": "near",
+    "near to": "near",
+    "next to": "near",
+    "beside": "near",
+    "close to": "near",
+    "by": "near",
+    "alongside": "near",
+    "nearby": "near",
+    "far from": "far from",
+    "away from": "far from",
+    "inside": "inside",
+    "inside of": "inside",
+    "in": "inside",
+    "into": "inside",
+    "within": "inside",
+    "surrounded by": "inside",
+    "around": "around",
+    "surrounding": "around",
+    "encircling": "around",
+    "in front of": "in front of",
+    "behind": "behind",
+    "in back of": "behind",
+}
+
+
+def triples(text, parser="rules"):
+    parsed = parse(text, parser=parser)
+    names = parsed.lexeme_texts
+    return [(names[r.subject], r.relation, names[r.object], r.negated) for r in parsed.relations]
+
+
+@pytest.mark.parametrize(("phrase", "relation"), sorted(SYNONYMS.items()))
+def test_every_relation_phrase_gives_its_canonical_relation(phrase, relation):
+    parsed = parse(f"a red cup {phrase} a wooden table")
+    assert parsed.lexeme_texts == ["red cup", "wooden table"]
+    (found,) = parsed.relations
+    assert (found.subject, found.relation, found.object, found.negated) == (0, relation, 1, False)
+    assert found.phrase == phrase and " ".join(parsed.words[found.words[0] : found.words[1]]) == phrase
+    assert found.decidable == (relation not in ("in front of", "behind"))
+
+
+def test_the_phrase_table_is_the_documented_vocabulary():
+    assert RELATION_PHRASES == SYNONYMS
+    assert set(RELATIONS) == set(SYNONYMS.values()) and {"in front of", "behind"} == UNDECIDABLE
+    # Relation words never join a lexeme, so they are always seen in a connector.
+    assert not [w for phrase in RELATION_PHRASES for w in phrase.split() if is_content_word(w)]
+    assert not [w for w in NEGATORS if is_content_word(w)]
+
+
+RELATION_CASES = [
+    # chains link each lexeme to the next
+    (
+        "a cup on a table next to a window",
+        [("cup", "on", "table", False), ("table", "near", "window", False)],
+    ),
+    (
+        "a red circle above a blue square below a green star",
+        [("red circle", "above", "blue square", False), ("blue square", "below", "green star", False)],
+    ),
+    # negation
+    ("a cup not near a plate", [("cup", "near", "plate", True)]),
+    ("a cup that is not next to a plate", [("cup", "near", "plate", True)]),
+    ("a cup that isn't next to a plate", [("cup", "near", "plate", True)]),
+    ("a star not to the left of a ring", [("star", "left of", "ring", True)]),
+    ("a cup never on a table", [("cup", "on", "table", True)]),
+    ("a cup not on a table next to a window", [("cup", "on", "table", True), ("table", "near", "window", False)]),
+    # a longer phrase wins over the short one inside it
+    ("people standing in front of a tall building", [("people", "in front of", "tall building", False)]),
+    ("a star on the left of a ring", [("star", "left of", "ring", False)]),
+    ("a cup on top of a box", [("cup", "above", "box", False)]),
+    ("a pond surrounded by tall trees", [("pond", "inside", "tall trees", False)]),
+    ("a cat far away from a dog", [("cat", "far from", "dog", False)]),
+    # two phrases in one connector: the longest, then the first
+    ("a star to the left of and above a ring", [("star", "left of", "ring", False)]),
+    ("a star above and below a ring", [("star", "above", "ring", False)]),
+    # verbs and adverbs around the phrase do not matter
+    ("a cat sitting under a wooden table", [("cat", "below", "wooden table", False)]),
+    ("a dog sleeping right next to a sofa", [("dog", "near", "sofa", False)]),
+    ("a dog behind a fence", [("dog", "behind", "fence", False)]),
+    # words with no box meaning give no relation
+    ("a man holding a red kite", []),
+    ("a dog with a ball", []),
+    ("a bowl of fresh fruit", []),
+    ("a dog and a cat", []),
+    ("car, bus, truck", []),
+    # conjunctions keep lexemes separate; only the pair around the phrase is linked
+    ("a red circle and a blue square to the left of a star", [("blue square", "left of", "star", False)]),
+    ("a red circle to the left of a star and a blue square", [("red circle", "left of", "star", False)]),
+    # a phrase with a lexeme on one side only links nothing
+    ("above a table", []),
+    ("a cup on", []),
+    ("next to", []),
+    ("red umbrella near bench", [("red umbrella", "near", "bench", False)]),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), RELATION_CASES)
+def test_relations_table(text, expected):
+    assert triples(text) == expected
+
+
+def test_undecidable_relations_are_parsed_but_marked():
+    parsed = parse("a dog behind a fence next to a car in front of a house")
+    assert [(r.relation, r.decidable) for r in parsed.relations] == [
+        ("behind", False),
+        ("near", True),
+        ("in front of", False),
+    ]
+
+
+def test_relations_between_truncated_lexemes_are_dropped():
+    text = " ".join(["red circle near blue square"] * 100)
+    parsed = parse(text, context_length=77)
+    assert parsed.relations
+    assert all(r.object < len(parsed.lexemes) for r in parsed.relations)
+    assert len(parsed.relations) == len(parsed.lexemes) - 1  # every neighbour pair: "near" or none
+
+
+def check_relations(parsed):
+    for r in parsed.relations:
+        assert 0 <= r.subject < len(parsed.lexemes) and r.object == r.subject + 1
+        lo, hi = r.words
+        assert parsed.lexemes[r.subject].words[1] <= lo < hi <= parsed.lexemes[r.object].words[0]
+        assert r.phrase == " ".join(parsed.words[lo:hi]) and RELATION_PHRASES[r.phrase] == r.relation
+        connector_before = parsed.words[parsed.lexemes[r.subject].words[1] : lo]
+        assert r.negated == any(w in NEGATORS for w in connector_before)
+
+
+WORDS = ["red", "cup", "table", "a", "the", "not", "and", ",", "holding", "'t", "of", "blue", "star"]
+WORDS += sorted({w for phrase in RELATION_PHRASES for w in phrase.split()})
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(WORDS), max_size=25))
+def test_fuzz_relations_link_neighbouring_lexemes_through_their_phrase(words):
+    parsed = parse(" ".join(words))
+    check_relations(parsed)
+    # Every pair of neighbours whose connector holds a phrase is linked, and only those.
+    linked = {r.subject for r in parsed.relations}
+    for i, (a, b) in enumerate(itertools.pairwise(parsed.lexemes)):
+        connector = " " + " ".join(parsed.words[a.words[1] : b.words[0]]) + " "
+        assert (i in linked) == any(f" {phrase} " in connector for phrase in RELATION_PHRASES)
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.text(max_size=200))
 def test_fuzz_never_raises_and_spans_index_the_right_tokens(text):
     tok = default_tokenizer()
     parsed = parse(text, tok, context_length=77)
+    check_relations(parsed)
     ids = [tok.sot_token_id, *tok.encode(text)]
     # Word spans tile the token sequence without gaps.
     position = 1
@@ -135,3 +311,32 @@ def test_spacy_chunk_of_only_function_words_gives_no_lexeme(monkeypatch):
     monkeypatch.setattr(lexemes, "_spacy_pipeline", lambda: _FakeSpacy([("it", "PRON"), ("a dog", "DET NOUN")]))
     parsed = lexemes.parse("it chased a dog", parser="spacy")
     assert [lx.text for lx in parsed.lexemes] == ["dog"]
+
+
+def test_spacy_relations_come_from_the_words_between_chunks(monkeypatch):
+    from harmosearch import lexemes
+
+    chunks = [
+        ("the big red umbrella", "DET ADJ ADJ NOUN"),
+        ("the left", "DET NOUN"),  # spaCy's chunk inside "to the left of" is no lexeme
+        ("a wooden bench", "DET ADJ NOUN"),
+        ("a tall tree", "DET ADJ NOUN"),
+    ]
+    monkeypatch.setattr(lexemes, "_spacy_pipeline", lambda: _FakeSpacy(chunks))
+    text = "the big red umbrella to the left of a wooden bench not near a tall tree"
+    assert (
+        triples(text, parser="spacy")
+        == triples(text, parser="rules")
+        == [
+            ("big red umbrella", "left of", "wooden bench", False),
+            ("wooden bench", "near", "tall tree", True),
+        ]
+    )
+
+
+def test_spacy_chunks_next_to_each_other_are_not_related(monkeypatch):
+    from harmosearch import lexemes
+
+    chunks = [("the tennis", "DET NOUN"), ("ball", "NOUN"), ("a net", "DET NOUN")]
+    monkeypatch.setattr(lexemes, "_spacy_pipeline", lambda: _FakeSpacy(chunks))
+    assert triples("the tennis ball near a net", parser="spacy") == [("ball", "near", "net", False)]

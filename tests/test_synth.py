@@ -3,10 +3,20 @@ import json
 from collections import Counter
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from harmosearch.config import SynthConfig
-from harmosearch.synth import BACKGROUNDS, COLOURS, SHAPES, categories, generate, render, sample_scene
+from harmosearch.synth import (
+    BACKGROUNDS,
+    COLOURS,
+    SHAPES,
+    categories,
+    generate,
+    generate_pairs,
+    render,
+    sample_scene,
+)
 
 
 def digest_tree(root):
@@ -90,3 +100,145 @@ def test_images_are_rgb_png_of_the_configured_size(tmp_path):
     image = Image.open(tmp_path / "images" / "000000.png")
     assert image.size == (128, 128) and image.mode == "RGB"
     assert len(categories()) == 48
+
+
+# ---------- compositional pairs ----------
+
+
+@pytest.fixture(scope="module")
+def pairs(tmp_path_factory):
+    """12 pairs of each kind, shared by the tests that only read them."""
+    out = tmp_path_factory.mktemp("pairs")
+    return out, generate_pairs(out, 12, seed=4)
+
+
+def boxes_by_image(data):
+    boxes = {}
+    for a in data["annotations"]:
+        x, y, w, h = a["bbox"]
+        boxes.setdefault(a["image_id"], {})[(a["colour"], a["shape"])] = np.array([x, y, x + w, y + h], float)
+    return boxes
+
+
+def test_pairs_are_byte_identical_on_rerun_and_with_workers(tmp_path):
+    generate_pairs(tmp_path / "a", 32, seed=9, size=96)
+    generate_pairs(tmp_path / "b", 32, seed=9, size=96, workers=2)  # 64 pairs: drawn in parallel
+    assert digest_tree(tmp_path / "a") == digest_tree(tmp_path / "b")
+    generate_pairs(tmp_path / "c", 2, seed=10)
+    assert digest_tree(tmp_path / "a") != digest_tree(tmp_path / "c")
+
+
+def test_a_kinds_pairs_do_not_depend_on_the_other_kinds(tmp_path):
+    both = generate_pairs(tmp_path / "both", 3, seed=2, size=96)
+    alone = generate_pairs(tmp_path / "alone", 3, seed=2, kinds=("attribute",), size=96)
+    attribute = [p for p in both["pairs"] if p["kind"] == "attribute"]
+    assert [p["captions"] for p in attribute] == [p["captions"] for p in alone["pairs"]]
+    for p, q in zip(attribute, alone["pairs"], strict=True):
+        for i, j in zip(p["images"], q["images"], strict=True):
+            image_a = (tmp_path / "both" / "images" / f"{i:06d}.png").read_bytes()
+            assert image_a == (tmp_path / "alone" / "images" / f"{j:06d}.png").read_bytes()
+
+
+def test_pair_annotations_list_every_twin_with_its_caption(pairs):
+    out, data = pairs
+    assert data["info"]["kinds"] == ["relation", "attribute"] and data["info"]["n_pairs"] == 12
+    assert len(data["images"]) == 48 and len(data["pairs"]) == 24
+    assert json.loads((out / "annotations.json").read_text()) == data
+    captions = {c["image_id"]: c["caption"] for c in data["captions"]}
+    assert len(captions) == len(data["captions"]) == 48
+    seen = []
+    for pair in data["pairs"]:
+        a, b = pair["images"]
+        seen += [a, b]
+        assert [captions[a], captions[b]] == pair["captions"] and pair["captions"][0] != pair["captions"][1]
+        assert (pair["relation"] is None) == (pair["kind"] == "attribute")
+        for image_id in (a, b):
+            assert (out / "images" / f"{image_id:06d}.png").is_file()
+            assert len([x for x in data["annotations"] if x["image_id"] == image_id]) == 2
+    assert sorted(seen) == list(range(48))
+
+
+def test_relation_twins_exchange_positions_and_nothing_else():
+    from harmosearch.synth import sample_pair
+
+    for index in range(40):
+        pair = sample_pair(6, "relation", index, first_id=2 * index)
+        a, b = pair.scenes
+        assert (a.index, b.index) == (2 * index, 2 * index + 1)
+        assert (a.background, a.tones, a.noise_seed) == (b.background, b.tones, b.noise_seed)
+        (a0, a1), (b0, b1) = a.objects, b.objects
+        for x, y in ((a0, b0), (a1, b1)):
+            assert (x.colour, x.shape, x.size, x.half, x.rgb) == (y.colour, y.shape, y.size, y.half, y.rgb)
+        assert ((a0.cx, a0.cy), (a1.cx, a1.cy)) == ((b1.cx, b1.cy), (b0.cx, b0.cy))
+        assert a0.colour != a1.colour and a0.shape != a1.shape
+
+
+def test_relation_captions_hold_for_their_image_and_fail_for_the_twin(pairs):
+    from harmosearch.lexemes import parse
+    from harmosearch.relations import relation_scores
+
+    _, data = pairs
+    boxes = boxes_by_image(data)
+    relations = Counter()
+    for pair in (p for p in data["pairs"] if p["kind"] == "relation"):
+        relations[pair["relation"]] += 1
+        for own, twin, caption in zip(pair["images"], pair["images"][::-1], pair["captions"], strict=True):
+            parsed = parse(caption)
+            (found,) = parsed.relations
+            assert found.relation == pair["relation"] and not found.negated
+            subject, obj = (tuple(parsed.lexemes[i].text.split()[-2:]) for i in (found.subject, found.object))
+            assert relation_scores(found.relation, boxes[own][subject], boxes[own][obj]) > 0.9
+            assert relation_scores(found.relation, boxes[twin][subject], boxes[twin][obj]) < 0.1
+            # The object boxes themselves keep clear of each other along the relation's axis.
+            s, o = boxes[own][subject], boxes[own][obj]
+            axis = 0 if found.relation in ("left of", "right of") else 1
+            gap = max(o[axis] - s[axis + 2], s[axis] - o[axis + 2])
+            assert gap >= 0.08 * 224 - 2
+    assert set(relations) == {"left of", "right of", "above", "below"}
+
+
+def test_attribute_twins_exchange_colours_between_the_shapes(pairs):
+    from harmosearch.lexemes import parse
+
+    out, data = pairs
+    objects = {}
+    for ann in data["annotations"]:
+        objects.setdefault(ann["image_id"], []).append(ann)
+    for pair in (p for p in data["pairs"] if p["kind"] == "attribute"):
+        a, b = pair["images"]
+        for x, y in zip(objects[a], objects[b], strict=True):
+            assert (x["bbox"], x["shape"], x["size"]) == (y["bbox"], y["shape"], y["size"])
+        assert [x["colour"] for x in objects[a]] == [y["colour"] for y in objects[b]][::-1]
+        for image_id, caption in zip(pair["images"], pair["captions"], strict=True):
+            named = {tuple(lexeme.split()[-2:]) for lexeme in parse(caption).lexeme_texts}
+            assert named == {(o["colour"], o["shape"]) for o in objects[image_id]}
+            assert not parse(caption).relations
+        # The twins differ only on the objects (and the 4 px that Lanczos resampling reaches around them).
+        pixels = [np.asarray(Image.open(out / "images" / f"{i:06d}.png")).astype(int) for i in (a, b)]
+        differs = np.abs(pixels[0] - pixels[1]).sum(axis=2) > 0
+        inside = np.zeros_like(differs)
+        for o in objects[a]:
+            x, y, w, h = o["bbox"]
+            inside[max(y - 4, 0) : y + h + 4, max(x - 4, 0) : x + w + 4] = True
+        assert differs.any() and not (differs & ~inside).any()
+
+
+def test_pair_captions_use_the_parsers_relation_vocabulary():
+    from harmosearch.lexemes import RELATION_PHRASES
+    from harmosearch.synth import PAIR_PHRASES
+
+    for relation, phrases in PAIR_PHRASES.items():
+        assert all(RELATION_PHRASES[phrase] == relation for phrase in phrases)
+
+
+def test_pairs_refuse_unknown_kinds_and_negative_counts(tmp_path):
+    from harmosearch.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown pair kind 'colour'"):
+        generate_pairs(tmp_path, 1, seed=0, kinds=("relation", "colour"))
+    with pytest.raises(ConfigError, match="at least 0"):
+        generate_pairs(tmp_path, -1, seed=0)
+    with pytest.raises(ConfigError, match="too small"):
+        generate_pairs(tmp_path, 1, seed=0, size=8)
+    with pytest.raises(ConfigError, match="none"):
+        generate_pairs(tmp_path, 1, seed=0, kinds=())
