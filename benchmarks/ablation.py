@@ -4,7 +4,8 @@
 
 Every variant starts from the same random harmo-tiny-vit weights (seed 0) and trains for the
 same number of steps on the same synthetic scenes (seed 1000, the bundled model's training set,
-drawn if missing), then is scored on 500 held-out scenes (seed 424242): box classification
+drawn if missing), then is scored on 500 held-out scenes (`--split`: test, seed 8675309, by default; val, seed
+424242, the set the variants were chosen on): box classification
 Top-1 (ground-truth boxes, prompt-ensembled class names), text-to-image R@1 (global ranking,
 as in the paper; the fused ranking is reported beside it) and phrase search (every colour-shape
 phrase as a query: the share of the top 5 holding it, and whether the box shown is on it).
@@ -45,6 +46,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("runs/ablation"))
     parser.add_argument("--scenes", type=Path, default=Path("runs/bundled/scenes"))
     parser.add_argument("--eval-n", type=int, default=500)
+    parser.add_argument("--split", choices=["val", "test"], default="test")
     parser.add_argument("--variants", default="", help="names from VARIANTS separated by ';' (default: all)")
     args = parser.parse_args()
     if not (args.scenes / "annotations.json").is_file():
@@ -73,7 +75,9 @@ def main() -> None:
         result = train(config, args.scenes, run, resume=False)
         train_s = time.perf_counter() - started
         eval_config = load_config(overrides={"encoder.model": str(result.final)})
-        scores = run_bench(eval_config, "synthetic", ("boxcls", "retrieval", "search"), n=args.eval_n, mode="both")
+        scores = run_bench(
+            eval_config, "synthetic", ("boxcls", "retrieval", "search"), n=args.eval_n, mode="all", split=args.split
+        )
         box = scores["tasks"]["boxcls"]
         ret = scores["tasks"]["retrieval"]["modes"]
         search = scores["tasks"]["search"]
@@ -109,7 +113,15 @@ def main() -> None:
             f"text→image R@1: {100 * (full['t2i_R@1'] - base['t2i_R@1']):+.1f} points (goal >= -1)"
         )
     append_result(
-        "ablation", {"steps": args.steps, "batch": args.batch, "seed": args.seed, "eval_n": args.eval_n, "rows": rows}
+        "ablation",
+        {
+            "steps": args.steps,
+            "batch": args.batch,
+            "seed": args.seed,
+            "eval_n": args.eval_n,
+            "split": args.split,
+            "rows": rows,
+        },
     )
 
 

@@ -217,6 +217,13 @@ def query(
         list[str] | None, typer.Option("--not", help="Push down images showing this (repeatable).")
     ] = None,
     min_score: Annotated[float | None, typer.Option("--min-score", help="Drop results scoring below this.")] = None,
+    relation_weight: Annotated[
+        float | None,
+        typer.Option("--relation-weight", help="Weight of relations such as 'left of' or 'near' (default: 0.5)."),
+    ] = None,
+    no_relations: Annotated[
+        bool, typer.Option("--no-relations", help="Ignore relations: rank the lexemes independently.")
+    ] = False,
     as_json: JsonOption = False,
     save_annotated: Annotated[
         Path | None, typer.Option("--save-annotated", help="Write annotated results and a contact sheet here.")
@@ -226,11 +233,21 @@ def query(
     """Search an index: lexemes are matched to regions and fused with the global score."""
     import json
 
-    config = resolve(ctx, **{"search.k": k, "search.alpha": alpha, "search.min_score": min_score})
+    config = resolve(
+        ctx,
+        **{
+            "search.k": k,
+            "search.alpha": alpha,
+            "search.min_score": min_score,
+            "search.relation_weight": relation_weight,
+        },
+    )
     from harmosearch.search import open_index
 
     idx = open_index(index_path, config, device=device)
-    response = idx.search(text, global_only=global_only, image=image, negatives=tuple(negatives or ()))
+    response = idx.search(
+        text, global_only=global_only, image=image, negatives=tuple(negatives or ()), relations=not no_relations
+    )
     for warning in response.warnings:
         err.print(f"warning: {warning}", highlight=False)
     if as_json:
@@ -258,8 +275,12 @@ def _print_results(response: Any, index_path: Path) -> None:
         table.add_column(name, justify=justify, overflow="fold")  # type: ignore[arg-type]
     for lexeme in response.lexemes:
         table.add_column(f"{lexeme}: score (box)")
+    for relation in response.results[0].relations:
+        what = f"{'not ' if relation.negated else ''}{relation.relation}"
+        table.add_column(f"{relation.subject} {what} {relation.object}", justify="right")
     for r in response.results:
         cells = [f"{m.score:.3f} ({m.box[0]:.0f},{m.box[1]:.0f},{m.box[2]:.0f},{m.box[3]:.0f})" for m in r.lexemes]
+        cells += [f"{relation.score:.2f}" for relation in r.relations]
         table.add_row(str(r.rank), r.path, f"{r.score:.3f}", f"{r.global_score:.3f}", *cells)
     out.print(table)
 
@@ -335,13 +356,16 @@ def _print_info(facts: dict[str, Any]) -> None:
 @interruptible
 def bench(
     ctx: typer.Context,
-    dataset: Annotated[str, typer.Option("--dataset", help="flickr30k, mscoco, synthetic or a folder.")] = "synthetic",
+    dataset: Annotated[
+        str, typer.Option("--dataset", help="flickr30k, mscoco, synthetic, aro-relation, aro-attribution or a folder.")
+    ] = "synthetic",
     task: Annotated[
-        list[str] | None, typer.Option("--task", help="retrieval, boxcls, grounding, search (repeatable).")
+        list[str] | None,
+        typer.Option("--task", help="retrieval, boxcls, grounding, search, compositional (repeatable)."),
     ] = None,
     data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Where the dataset's files are.")] = None,
     model: ModelOption = None,
-    mode: Annotated[str, typer.Option("--mode", help="Retrieval ranking: global, fused or both.")] = "both",
+    mode: Annotated[str, typer.Option("--mode", help="Retrieval ranking: global, fused, relations or all.")] = "all",
     n: Annotated[int, typer.Option("--n", help="Scenes for --dataset synthetic.")] = 500,
     split: Annotated[
         str, typer.Option("--split", help="Synthetic set: val (for choosing settings) or test (for reporting).")
@@ -353,7 +377,7 @@ def bench(
     ] = None,
     device: DeviceOption = None,
 ) -> None:
-    """Benchmark a model: recall@1/5/10 both ways, box classification, phrase grounding, phrase search."""
+    """Benchmark a model: recall@1/5/10 both ways, box classification, grounding, phrase search, compositional pairs."""
     import json
 
     config = resolve(ctx, **{"encoder.model": model, "encoder.device": device})
@@ -398,7 +422,9 @@ def _print_bench(result: dict[str, Any]) -> None:
     model = result["model"]["spec"]
     for task, numbers in result["tasks"].items():
         table = Table(title=f"{task} on {numbers['dataset']} with {model}", title_justify="left")
-        if task == "retrieval":
+        if task == "compositional":
+            _compositional_rows(table, numbers)
+        elif task == "retrieval":
             table.add_column("ranking")
             for key in RECALLS:
                 table.add_column(key.replace("t2i_", "t→i ").replace("i2t_", "i→t "), justify="right")
@@ -413,6 +439,31 @@ def _print_bench(result: dict[str, Any]) -> None:
             table.add_row(*(f"{100 * numbers[key]:.1f}" for _, key in columns), str(numbers[count]))
         out.print(table)
     out.print(f"total {result['seconds']:.1f} s")
+
+
+COMPOSITIONAL_COLUMNS = {
+    "pairs": (("caption wins", "caption_wins"), ("both captions", "image_score"), ("R@1 among pairs", "r1")),
+    "aro": (("accuracy", "accuracy"), ("macro accuracy", "macro_accuracy")),
+}
+
+
+def _compositional_rows(table: Any, numbers: dict[str, Any]) -> None:
+    """One row per ranking (and kind of twin pair): the share of captions that rank their own
+    image above the twin, of pairs where both do, and recall@1 among all pair images; or ARO's
+    accuracies."""
+    modes = {k: v for k, v in numbers.items() if isinstance(v, dict)}
+    aro = "accuracy" in next(iter(modes.values()))
+    columns = COMPOSITIONAL_COLUMNS["aro" if aro else "pairs"]
+    table.add_column("ranking")
+    if not aro:
+        table.add_column("pairs")
+    for title, _ in columns:
+        table.add_column(title, justify="right")
+    for mode, values in modes.items():
+        groups = {"": values} if aro else {kind: v for kind, v in values.items() if kind != "all"}
+        for kind, figures in groups.items():
+            cells = [f"{100 * figures[key]:.1f}" for _, key in columns]
+            table.add_row(mode, *([] if aro else [kind]), *cells)
 
 
 @app.command()

@@ -138,6 +138,11 @@ class SearchConfig(Section):
     region_candidates: Positive = 200  # regions fetched per lexeme before exact rescoring
     global_candidates: Positive = 100
     box_margin: Annotated[float, Range(0)] = 0.05  # the box shown: the largest region within this of the best
+    # Relations between lexemes ("left of", "near"): their geometric score joins the region part
+    # of the fused score with this weight (0: relations ignored); each related lexeme's this many
+    # best regions per image are the candidates of the joint box choice.
+    relation_weight: Annotated[float, Range(0)] = 0.5
+    relation_candidates: Positive = 4
     nprobe: Positive = 16
     ef_search: Positive = 64
     min_score: Annotated[float, Range()] | None = None

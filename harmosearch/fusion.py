@@ -1,12 +1,17 @@
 """How a query's scores become one ranking.
 
-For a candidate image with global similarity g (global text vector vs global image vector) and,
-for each of the query's m lexemes, its best region similarity r_1..r_m:
+For a candidate image with global similarity g (global text vector vs global image vector), and
+for each of the query's m lexemes the similarity r_l of the region chosen for it, and for each
+of its n decidable relations the geometric score rho_k in [0, 1] of the chosen boxes
+(`relations`):
 
-    fused = alpha * g + (1 - alpha) * mean(r_1..r_m)
+    fused = alpha * g + (1 - alpha) * (r_1 + ... + r_m + w * (rho_1 + ... + rho_n)) / m
 
-A query without lexemes ranks by g alone. Each `--not` phrase is scored the same way (its
-global and its best-region similarity) and subtracted:
+where w is search.relation_weight. The regions are chosen jointly to maximise the bracket
+(`scoring.match_regions`); a lexeme in no relation takes its best region, so a query without
+relations (or with w = 0) ranks by alpha * g + (1 - alpha) * mean best region score. A query
+without lexemes ranks by g alone. Each `--not` phrase is scored the same way (its global and
+its best-region similarity) and subtracted:
 
     fused -= alpha * g_not + (1 - alpha) * r_not      (the largest over the --not phrases)
 """
@@ -16,13 +21,23 @@ from __future__ import annotations
 import numpy as np
 
 
-def fuse(global_scores: np.ndarray, lexeme_scores: np.ndarray, alpha: float) -> np.ndarray:
-    """global_scores [C]; lexeme_scores [C, m] (m may be 0) -> fused [C]."""
+def fuse(
+    global_scores: np.ndarray,
+    lexeme_scores: np.ndarray,
+    alpha: float,
+    relation_scores: np.ndarray | None = None,
+    relation_weight: float = 0.0,
+) -> np.ndarray:
+    """global_scores [C]; lexeme_scores [C, m] (m may be 0); relation_scores [C, n] -> fused [C]."""
     global_scores = np.asarray(global_scores, dtype=np.float32)
     lexeme_scores = np.asarray(lexeme_scores, dtype=np.float32).reshape(len(global_scores), -1)
-    if lexeme_scores.shape[1] == 0:
+    m = lexeme_scores.shape[1]
+    if m == 0:
         return global_scores.copy()
-    return alpha * global_scores + (1 - alpha) * lexeme_scores.mean(axis=1)
+    regions = lexeme_scores.sum(axis=1)
+    if relation_scores is not None and relation_weight:
+        regions = regions + relation_weight * np.asarray(relation_scores, dtype=np.float32).sum(axis=1)
+    return alpha * global_scores + (1 - alpha) * regions / m
 
 
 def penalty(negative_global: np.ndarray, negative_region: np.ndarray, alpha: float) -> np.ndarray:

@@ -63,6 +63,7 @@ class _BatchJob:
         user_boxes: Sequence[Any] | None,
         probe_boxes: Sequence[Any] | None,
         encode_here: bool,
+        crops: Sequence[Any] | None = None,
     ) -> None:
         from harmosearch.encoder import split_transform
 
@@ -73,6 +74,7 @@ class _BatchJob:
         self.user_boxes = user_boxes
         self.probe_boxes = probe_boxes
         self.encode_here = encode_here
+        self.crops = crops
         self.split = split_transform(encoder.transform)
 
     def __len__(self) -> int:
@@ -87,6 +89,8 @@ class _BatchJob:
         for i in self.batches[b]:
             try:
                 image, width, height = decode_image(self.paths[i], self.encoder.image_size)
+                if self.crops is not None and self.crops[i] is not None:
+                    image, width, height = _crop(image, width, height, self.crops[i])
             except DataError as exc:
                 failed.append((i, str(exc)))
                 continue
@@ -146,6 +150,18 @@ class _BatchJob:
         return [p.numpy() for p in pool(dense, grids)]
 
 
+def _crop(image: Any, width: int, height: int, box: Sequence[float]) -> tuple[Any, int, int]:
+    """The part of a decoded image inside `box` (pixels of the full image, which draft decoding
+    may have shrunk), and that part's full-resolution size."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    x0, y0, x1, y1 = max(x0, 0.0), max(y0, 0.0), min(x1, float(width)), min(y1, float(height))
+    if x1 - x0 < 1 or y1 - y0 < 1:
+        raise DataError(f"crop box {tuple(box)} lies outside the {width}x{height} image")
+    sx, sy = image.width / width, image.height / height
+    part = image.crop((round(x0 * sx), round(y0 * sy), round(x1 * sx), round(y1 * sy)))
+    return part, round(x1 - x0), round(y1 - y0)
+
+
 class _EncoderThreads:
     """worker_init_fn for workers that encode: the cores are shared out among them (the
     DataLoader would leave each worker a single thread)."""
@@ -181,11 +197,13 @@ def encode_files(
     user_boxes: Sequence[Any] | None = None,
     probe_boxes: Sequence[Any] | None = None,
     progress: Progress | None = None,
+    crops: Sequence[Any] | None = None,
 ) -> Iterator[tuple[int, Encoded | str]]:
     """Encode image files in batches of config.encoder.batch_size, with config.regions and the
-    workers of config.index; yields (position in `paths`,
-    its Encoded vectors, or the one-line reason it could not be decoded), batch by batch.
-    user_boxes[i] are extra region proposals kept first; probe_boxes[i] are pooled as given."""
+    workers of config.index; yields (position in `paths`, its Encoded vectors or the one-line
+    reason it could not be decoded), batch by batch.
+    user_boxes[i] are extra region proposals kept first; probe_boxes[i] are pooled as given;
+    crops[i] (pixels, or None) encodes only that part of image i, which then stands for the image."""
     import torch
 
     if not paths:
@@ -193,7 +211,7 @@ def encode_files(
     size = config.encoder.batch_size
     batches = [list(range(start, min(start + size, len(paths)))) for start in range(0, len(paths), size)]
     in_workers = encode_in_workers(config.index, encoder.device, len(batches))
-    job = _BatchJob(paths, batches, encoder, config.regions, user_boxes, probe_boxes, encode_here=in_workers)
+    job = _BatchJob(paths, batches, encoder, config.regions, user_boxes, probe_boxes, in_workers, crops)
     workers = min(config.index.workers, len(batches)) if len(batches) > 1 else 0
     loader = torch.utils.data.DataLoader(
         job,

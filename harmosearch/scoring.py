@@ -23,6 +23,7 @@ class RegionTable:
     vectors: np.ndarray  # [R, D], float16 or float32, L2-normalised
     boxes: np.ndarray  # [R, 4] pixels
     start: np.ndarray  # [I + 1]
+    scales: np.ndarray | None = None  # [R] proposal scale; 1.0 marks the whole image
 
     @property
     def n_images(self) -> int:
@@ -91,9 +92,11 @@ def _reduce(sims: np.ndarray, offsets: np.ndarray, areas: np.ndarray, margin: fl
     return best, np.minimum.reduceat(first, offsets, axis=0)
 
 
-def top_regions(table: RegionTable, images: np.ndarray, lexemes: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Each lexeme's k best regions in each image: scores [C, L, k] (best first, -inf where an
-    image has fewer than k regions) and their rows [C, L, k] (-1 there)."""
+def top_regions(
+    table: RegionTable, images: np.ndarray, lexemes: np.ndarray, k: int, exclude: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each lexeme's k best regions in each image, leaving out rows where `exclude` [R] is True:
+    scores [C, L, k] (best first, -inf where an image has fewer than k) and rows [C, L, k] (-1 there)."""
     images = np.asarray(images, dtype=np.int64)
     lexemes = np.asarray(lexemes, dtype=np.float32).reshape(-1, table.vectors.shape[1])
     counts = table.start[images + 1] - table.start[images]
@@ -105,6 +108,8 @@ def top_regions(table: RegionTable, images: np.ndarray, lexemes: np.ndarray, k: 
     padded = table.start[images][:, None] + np.arange(width)[None, :]  # [C, W]
     valid = np.arange(width)[None, :] < counts[:, None]
     padded = np.where(valid, padded, 0)
+    if exclude is not None:
+        valid &= ~exclude[padded]
     sims = np.einsum("cwd,ld->clw", np.asarray(table.vectors[padded], dtype=np.float32), lexemes)
     sims = np.where(valid[:, None, :], sims, -np.inf)
     take = min(k, width)
@@ -113,3 +118,51 @@ def top_regions(table: RegionTable, images: np.ndarray, lexemes: np.ndarray, k: 
     picked = np.take_along_axis(np.broadcast_to(padded[:, None, :], sims.shape), order, axis=2)
     rows[:, :, :take] = np.where(np.isfinite(scores[:, :, :take]), picked, -1)
     return scores, rows
+
+
+@dataclass(frozen=True)
+class RegionMatch:
+    """The regions chosen for a query's lexemes in each candidate image."""
+
+    scores: np.ndarray  # [C, L] the chosen region's score (-1 where an image has no regions)
+    rows: np.ndarray  # [C, L] the chosen region's row (-1 there)
+    relation_scores: np.ndarray  # [C, R] each relation's geometric score for the chosen boxes
+
+
+def match_regions(
+    table: RegionTable,
+    images: np.ndarray,
+    lexemes: np.ndarray,
+    relations: list[tuple[int, str, int, bool]],
+    box_margin: float,
+    relation_weight: float,
+    candidates: int,
+) -> RegionMatch:
+    """Choose a region per lexeme in each image. Lexemes in no relation take their best region
+    (the box shown as `best_regions` shows it). Lexemes linked by relations (subject, relation,
+    object, negated) are chosen jointly among their `candidates` best regions, maximising their
+    scores plus relation_weight times the relations' geometric scores (`relations.assign_boxes`)."""
+    from harmosearch.relations import assign_boxes
+
+    scores, rows = best_regions(table, images, lexemes, box_margin)
+    if not relations or relation_weight == 0 or len(images) == 0 or len(table.vectors) == 0:
+        return RegionMatch(scores, rows, np.zeros((len(scores), len(relations)), np.float32))
+    related = sorted({s for s, _, _, _ in relations} | {o for _, _, o, _ in relations})
+    position = {lexeme: i for i, lexeme in enumerate(related)}
+    # The whole-image region holds every object and sits "near" all of them: it is no object's
+    # box, so it is not a candidate for a lexeme in a relation.
+    whole = table.scales >= 1.0 if table.scales is not None else None
+    top, top_rows = top_regions(table, images, lexemes[related], candidates, whole)
+    valid = top_rows >= 0
+    chosen = assign_boxes(
+        np.where(valid, top, 0.0),
+        valid,
+        table.boxes[np.maximum(top_rows, 0)],
+        [(position[s], name, position[o], negated) for s, name, o, negated in relations],
+        relation_weight,
+    )
+    picked = np.take_along_axis(top_rows, np.maximum(chosen.choice, 0)[..., None], axis=2)[..., 0]
+    found = chosen.choice >= 0
+    scores[:, related] = np.where(found, chosen.lexeme_scores, -1.0)
+    rows[:, related] = np.where(found, picked, -1)
+    return RegionMatch(scores, rows, np.nan_to_num(chosen.relation_scores, nan=0.0).astype(np.float32))

@@ -18,7 +18,7 @@ import numpy as np
 from harmosearch.config import Config, SearchConfig, load_config
 from harmosearch.errors import ConfigError, IndexStoreError, QueryError
 from harmosearch.fusion import fuse, penalty
-from harmosearch.scoring import RegionTable, best_regions
+from harmosearch.scoring import RegionTable, best_regions, match_regions
 
 MAX_QUERY_CHARS = 1000
 # What a search takes from the caller's configuration; the rest (the encoder and region
@@ -34,6 +34,24 @@ class LexemeMatch:
 
 
 @dataclass(frozen=True)
+class RelationMatch:
+    subject: str  # the lexemes' texts
+    relation: str  # canonical name, e.g. "left of"
+    object: str
+    negated: bool
+    score: float  # the geometric score in [0, 1] of the boxes shown for subject and object
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "subject": self.subject,
+            "relation": self.relation,
+            "object": self.object,
+            "negated": self.negated,
+            "score": round(self.score, 6),
+        }
+
+
+@dataclass(frozen=True)
 class Result:
     rank: int
     image_id: int
@@ -44,6 +62,7 @@ class Result:
     lexemes: tuple[LexemeMatch, ...]
     width: int
     height: int
+    relations: tuple[RelationMatch, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -54,6 +73,7 @@ class Result:
             "lexemes": [
                 {"text": m.text, "score": round(m.score, 6), "box": [round(v, 1) for v in m.box]} for m in self.lexemes
             ],
+            "relations": [r.to_dict() for r in self.relations],
         }
 
 
@@ -70,12 +90,14 @@ class SearchResponse:
 
 @dataclass
 class _Query:
-    """A query in vectors: the global vector, each lexeme's vector, and each --not phrase's."""
+    """A query in vectors: the global vector, each lexeme's vector, its scored relations, and
+    each --not phrase's vectors."""
 
     text: str
     global_vector: np.ndarray  # [D]
     lexeme_texts: list[str]
     lexeme_vectors: np.ndarray  # [L, D]
+    relations: list[tuple[int, str, int, bool]]  # (subject, relation, object, negated), decidable ones
     negative_global: np.ndarray  # [N, D]
     negative_regions: np.ndarray  # [N, D]
     warnings: list[str]
@@ -125,7 +147,8 @@ class Index:
         self.photos_root = Path(manifest["photos_root"])
         r = self.reader.regions
         boxes = np.stack([r[c] for c in ("x0", "y0", "x1", "y1")], axis=1).astype(np.float32).reshape(-1, 4)
-        self.regions = RegionTable(self.reader.region_vectors, boxes, self.reader.region_start)
+        scales = np.asarray(r["scale"], dtype=np.float32)
+        self.regions = RegionTable(self.reader.region_vectors, boxes, self.reader.region_start, scales)
         self._tune()
 
     def _tune(self) -> None:
@@ -153,10 +176,13 @@ class Index:
         negatives: tuple[str, ...] = (),
         min_score: float | None = None,
         settings: SearchConfig | None = None,
+        relation_weight: float | None = None,
+        relations: bool = True,
     ) -> SearchResponse:
-        """Rank the indexed images for a text (and/or an image) query."""
-        s = _settings(settings or self.config.search, k, alpha, min_score)
-        query = self._encode(text, image, negatives, global_only)
+        """Rank the indexed images for a text (and/or an image) query. relations=False (or
+        relation_weight 0) ignores the query's relations, ranking its lexemes independently."""
+        s = _settings(settings or self.config.search, k, alpha, min_score, 0.0 if not relations else relation_weight)
+        query = self._encode(text, image, negatives, global_only, s.relation_weight > 0)
         if not self.photos_root.is_dir():
             query.warnings.append(
                 f"the photo folder {self.photos_root} no longer exists; if it moved, run: "
@@ -166,26 +192,29 @@ class Index:
         if len(candidates) == 0:
             return SearchResponse(query.text, query.lexeme_texts, [], query.warnings)
         global_scores = self.reader.global_vectors[candidates].astype(np.float32) @ query.global_vector
-        lexeme_scores, lexeme_rows = best_regions(self.regions, candidates, query.lexeme_vectors, s.box_margin)
-        fused = fuse(global_scores, lexeme_scores, s.alpha) - self._penalty(candidates, query, s.alpha)
+        match = match_regions(
+            self.regions,
+            candidates,
+            query.lexeme_vectors,
+            query.relations,
+            s.box_margin,
+            s.relation_weight,
+            s.relation_candidates,
+        )
+        fused = fuse(global_scores, match.scores, s.alpha, match.relation_scores, s.relation_weight)
+        fused = fused - self._penalty(candidates, query, s.alpha)
         order = np.lexsort((candidates, -fused))  # best first; ties by image id
         if s.min_score is not None:
             order = order[fused[order] >= s.min_score]
         results = [
-            self._result(
-                rank,
-                int(candidates[p]),
-                float(fused[p]),
-                float(global_scores[p]),
-                query,
-                lexeme_scores[p],
-                lexeme_rows[p],
-            )
+            self._result(rank, int(candidates[p]), float(fused[p]), float(global_scores[p]), query, match, p)
             for rank, p in enumerate(order[: s.k], start=1)
         ]
         return SearchResponse(query.text, query.lexeme_texts, results, query.warnings)
 
-    def _encode(self, text: str, image: Path | None, negatives: tuple[str, ...], global_only: bool) -> _Query:
+    def _encode(
+        self, text: str, image: Path | None, negatives: tuple[str, ...], global_only: bool, use_relations: bool
+    ) -> _Query:
         """The query text (cut to MAX_QUERY_CHARS), the --not phrases and the query image, in vectors."""
         warnings: list[str] = []
         text = text or ""
@@ -210,6 +239,7 @@ class Index:
         use_lexemes = positive is not None and not global_only and len(positive.parsed.lexemes) > 0
         lexeme_texts = positive.parsed.lexeme_texts if use_lexemes else []
         lexemes = positive.lexeme_vectors.numpy().astype(np.float32) if use_lexemes else np.zeros((0, dim), np.float32)
+        relations = _relations(positive.parsed, warnings) if use_lexemes and use_relations else []
         # A --not phrase's region vector: the mean of its lexemes, or its global vector without any.
         neg_regions = [
             n.lexeme_vectors.numpy().mean(0) if len(n.lexeme_vectors) else n.global_vector.numpy() for n in negative
@@ -219,6 +249,7 @@ class Index:
             g,
             lexeme_texts,
             lexemes,
+            relations,
             np.stack([n.global_vector.numpy() for n in negative]).astype(np.float32)
             if negative
             else np.zeros((0, dim)),
@@ -258,13 +289,18 @@ class Index:
         score: float,
         global_score: float,
         query: _Query,
-        lexeme_scores: np.ndarray,
-        lexeme_rows: np.ndarray,
+        match: Any,
+        position: int,
     ) -> Result:
         path = str(self.reader.images["path"][image_id])
+        texts = query.lexeme_texts
         matches = tuple(
-            LexemeMatch(text, float(lexeme_scores[j]), self._box(int(lexeme_rows[j])))
-            for j, text in enumerate(query.lexeme_texts)
+            LexemeMatch(text, float(match.scores[position, j]), self._box(int(match.rows[position, j])))
+            for j, text in enumerate(texts)
+        )
+        relations = tuple(
+            RelationMatch(texts[s], name, texts[o], negated, float(match.relation_scores[position, k]))
+            for k, (s, name, o, negated) in enumerate(query.relations)
         )
         return Result(
             rank=rank,
@@ -276,6 +312,7 @@ class Index:
             lexemes=matches,
             width=int(self.reader.images["width"][image_id]),
             height=int(self.reader.images["height"][image_id]),
+            relations=relations,
         )
 
     def _box(self, row: int) -> tuple[float, float, float, float]:
@@ -297,7 +334,9 @@ class Index:
         return global_vector[0].numpy()
 
 
-def _settings(base: SearchConfig, k: int | None, alpha: float | None, min_score: float | None) -> SearchConfig:
+def _settings(
+    base: SearchConfig, k: int | None, alpha: float | None, min_score: float | None, relation_weight: float | None
+) -> SearchConfig:
     """The search settings with the per-call options on top, checked like the config file."""
     try:
         return replace(
@@ -305,9 +344,25 @@ def _settings(base: SearchConfig, k: int | None, alpha: float | None, min_score:
             k=base.k if k is None else k,
             alpha=base.alpha if alpha is None else alpha,
             min_score=base.min_score if min_score is None else min_score,
+            relation_weight=base.relation_weight if relation_weight is None else relation_weight,
         )
     except ConfigError as exc:
         raise QueryError(str(exc).removeprefix("search.")) from None
+
+
+def _relations(parsed: Any, warnings: list[str]) -> list[tuple[int, str, int, bool]]:
+    """The parsed relations that boxes can decide, as (subject, relation, object, negated); a
+    warning names each one that needs depth (in front of, behind)."""
+    scored = []
+    for r in parsed.relations:
+        if r.decidable:
+            scored.append((r.subject, r.relation, r.object, r.negated))
+        else:
+            warnings.append(
+                f"{r.phrase!r} needs depth, which 2D boxes do not show; "
+                f"{parsed.lexemes[r.subject].text!r} and {parsed.lexemes[r.object].text!r} are matched without it"
+            )
+    return scored
 
 
 def _unit(v: np.ndarray) -> np.ndarray:

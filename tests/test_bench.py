@@ -164,7 +164,7 @@ def test_bench_end_to_end_on_synthetic_scenes_with_cache(scenes, tmp_path, monke
     tasks = ("retrieval", "boxcls", "grounding", "search")
     result = run_bench(config, str(scenes), tasks, save_scores=tmp_path / "s.npy")
     retrieval = result["tasks"]["retrieval"]
-    assert set(retrieval["modes"]) == {"global", "fused"}
+    assert set(retrieval["modes"]) == {"global", "fused", "relations"}
     assert retrieval["images"] == 12 and retrieval["captions"] == 60
     for values in retrieval["modes"].values():
         assert all(0.0 <= v <= 1.0 for v in values.values()) and values["t2i_R@10"] >= values["t2i_R@1"]
@@ -208,3 +208,104 @@ def test_bench_vectors_are_the_indexed_vectors(scenes, tmp_path, monkeypatch, te
         boxes = np.stack([reader.regions[c][rows] for c in ("x0", "y0", "x1", "y1")], 1)
         np.testing.assert_allclose(images.regions.boxes[mine], boxes, atol=1e-4)
         np.testing.assert_allclose(images.regions.vectors[mine], reader.region_vectors[rows], atol=2e-3)
+
+
+@pytest.fixture(scope="module")
+def pairs(tmp_path_factory):
+    from harmosearch.synth import generate_pairs
+
+    out = tmp_path_factory.mktemp("pairs")
+    generate_pairs(out, 3, seed=5)
+    return out
+
+
+def test_compositional_task_on_twin_pairs(pairs, tmp_path, monkeypatch):
+    monkeypatch.setenv("HARMOSEARCH_CACHE", str(tmp_path / "cache"))
+    config = load_config(overrides={"encoder.model": TEST_MODEL, "encoder.device": "cpu", "index.workers": 0})
+    result = run_bench(config, str(pairs), ("compositional",))["tasks"]["compositional"]
+    assert set(result) >= {"global", "fused", "relations", "dataset", "seconds"}
+    for mode in ("global", "fused", "relations"):
+        assert set(result[mode]) == {"relation", "attribute", "all"}
+        figures = result[mode]["all"]
+        assert figures["pairs"] == 6 and all(0 <= figures[k] <= 1 for k in ("caption_wins", "image_score", "r1"))
+
+
+def test_relation_aware_bench_scores_are_the_query_scores(pairs, tmp_path, monkeypatch, test_encoder):
+    """The compositional task scores a caption against an image exactly as `harmosearch query`
+    ranks that image for it (up to the index's float16 vectors)."""
+    from harmosearch.bench.datasets import load_pair_set
+    from harmosearch.bench.vectors import encode_images, encode_texts, query_scores
+    from harmosearch.indexing import build_index
+    from harmosearch.search import Index
+
+    monkeypatch.setenv("HARMOSEARCH_CACHE", str(tmp_path / "cache"))
+    config = load_config(overrides={"encoder.model": TEST_MODEL, "encoder.device": "cpu", "index.workers": 0})
+    bench = load_pair_set(pairs, "pairs")
+    images = encode_images(test_encoder, config, bench)
+    build_index(pairs / "images", tmp_path / "index", config, encoder=test_encoder)
+    index = Index(tmp_path / "index", config, encoder=test_encoder)
+    captions = [bench.pairs[0].captions[0], "a red circle above a blue star", "a green ring near a white cross"]
+    for mode, relations in (("relations", True), ("fused", False)):
+        texts = encode_texts(test_encoder, captions, images.global_vectors.shape[1])
+        scores = query_scores(texts, images, config.search, mode)
+        for t, caption in enumerate(captions):
+            found = index.search(caption, k=len(bench.images), relations=relations).results
+            by_name = {r.path: r.score for r in found}
+            for i, path in enumerate(bench.images):
+                if path.name in by_name:
+                    assert scores[t, i] == pytest.approx(by_name[path.name], abs=3e-3), (mode, caption, path.name)
+
+
+def write_aro(root, kind="relation"):
+    """A tiny ARO set in the published format: VG images, boxes and true/false captions."""
+    write_image(root / "images" / "1.jpg", (200, 30, 30), (120, 90))
+    write_image(root / "images" / "2.jpg", (30, 30, 200), (100, 100))
+    label = {"relation": "relation_name", "attribution": "attributes"}[kind]
+    entries = [
+        {
+            "image_id": str(i),
+            "image_path": f"{i}.jpg",
+            "bbox_x": 10,
+            "bbox_y": 5,
+            "bbox_w": 60,
+            "bbox_h": 50,
+            "true_caption": f"the horse is eating the grass {i}",
+            "false_caption": f"the grass is eating the horse {i}",
+            label: "eating" if kind == "relation" else ["red", "white"],
+        }
+        for i in (1, 2, 1)
+    ]
+    (root / f"visual_genome_{kind}.json").write_text(json.dumps(entries))
+
+
+def test_aro_relation_format_runs_and_missing_files_are_named(tmp_path, monkeypatch):
+    monkeypatch.setenv("HARMOSEARCH_CACHE", str(tmp_path / "cache"))
+    write_aro(tmp_path / "aro")
+    config = load_config(overrides={"encoder.model": TEST_MODEL, "encoder.device": "cpu", "index.workers": 0})
+    result = run_bench(config, "aro-relation", data_dir=tmp_path / "aro")
+    figures = result["tasks"]["compositional"]
+    assert figures["relations"]["items"] == 3 and 0 <= figures["global"]["accuracy"] <= 1
+    with pytest.raises(DataError, match=r"visual_genome_attribution\.json"):
+        run_bench(config, "aro-attribution", data_dir=tmp_path / "aro")
+    with pytest.raises(DataError, match="needs --data-dir"):
+        run_bench(config, "aro-relation")
+
+
+def test_crops_encode_only_their_part(tmp_path, test_encoder):
+    """An ARO crop is encoded as if it were the whole picture."""
+    from harmosearch.bench.datasets import BenchSet
+    from harmosearch.bench.vectors import encode_images
+
+    config = load_config(overrides={"encoder.model": TEST_MODEL, "encoder.device": "cpu", "index.workers": 0})
+    picture = Image.new("RGB", (120, 60), (0, 0, 255))
+    picture.paste((255, 0, 0), (0, 0, 60, 60))
+    picture.save(tmp_path / "two.png")
+    Image.new("RGB", (60, 60), (255, 0, 0)).save(tmp_path / "red.png")
+    cropped = BenchSet("c", tmp_path, [tmp_path / "two.png"], crops=[(0.0, 0.0, 60.0, 60.0)])
+    whole = BenchSet("w", tmp_path, [tmp_path / "red.png"])
+    config = load_config(
+        overrides={"encoder.model": TEST_MODEL, "encoder.device": "cpu", "paths.cache": str(tmp_path / "cache")}
+    )
+    a, b = encode_images(test_encoder, config, cropped), encode_images(test_encoder, config, whole)
+    np.testing.assert_allclose(a.global_vectors, b.global_vectors, atol=1e-5)
+    np.testing.assert_allclose(a.regions.boxes, b.regions.boxes, atol=1e-4)

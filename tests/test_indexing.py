@@ -234,8 +234,13 @@ def test_cli_index_query_json_annotated_and_info(photos, tmp_path):
     assert payload["query"] == "red circle near bench" and payload["lexemes"] == ["red circle", "bench"]
     assert [r["rank"] for r in payload["results"]] == [1, 2, 3]
     first = payload["results"][0]
-    assert set(first) == {"rank", "path", "score", "global_score", "lexemes"}
+    assert set(first) == {"rank", "path", "score", "global_score", "lexemes", "relations"}
     assert [m["text"] for m in first["lexemes"]] == ["red circle", "bench"] and len(first["lexemes"][0]["box"]) == 4
+    relation = first["relations"][0]
+    assert (relation["subject"], relation["relation"], relation["object"]) == ("red circle", "near", "bench")
+    assert 0.0 <= relation["score"] <= 1.0
+    result = run_cli("query", "red circle near bench", "-k", "2", "--json", "--no-relations", env=env)
+    assert all(r["relations"] == [] for r in json.loads(result.stdout)["results"])
     written = sorted(p.name for p in (tmp_path / "ann").iterdir())
     assert "contact_sheet.png" in written and len(written) == 4
     result = run_cli("info", "--verify", env=env)

@@ -33,7 +33,7 @@ def make_data(scenes, noise=0.0, seed=0):
         vectors = [unit(concept(p) + noise * rng.standard_normal(DIM)) for p, _ in objects]
         g = unit(np.sum(vectors, axis=0) + 0.5 * concept("background"))  # the whole image is more than its objects
         gvecs.append(g)
-        for (_, box), v in [*zip(objects, vectors, strict=True), ((None, (0, 0, 160, 120)), g)]:
+        for (name, box), v in [*zip(objects, vectors, strict=True), ((None, (0, 0, 160, 120)), g)]:
             regions["image_id"].append(i)
             for key, value in zip(("x0", "y0", "x1", "y1"), box, strict=True):
                 regions[key].append(float(value))
@@ -41,7 +41,7 @@ def make_data(scenes, noise=0.0, seed=0):
             regions["ny0"].append(box[1] / 120)
             regions["nx1"].append(box[2] / 160)
             regions["ny1"].append(box[3] / 120)
-            regions["scale"].append(0.5)
+            regions["scale"].append(0.5 if name else 1.0)  # 1.0: the whole image
             rvecs.append(v)
     return IndexData(
         {k: np.asarray(v, dtype=object if k in ("path", "sha256") else np.int64) for k, v in images.items()},
@@ -137,19 +137,41 @@ def test_other_encoder_is_refused(tmp_path):
         Index(tmp_path / "idx", encoder=other)
 
 
-def reference_scores(data, encoding, alpha):
-    """Every image scored by the formula in harmosearch.fusion, with plain loops."""
+def reference_scores(data, encoding, alpha, relation_weight=0.5):
+    """Every image scored by the formula in harmosearch.fusion, with plain loops: lexemes in a
+    relation try every combination of their regions (whole image excluded), the others take
+    their best region."""
+    import itertools
+
+    from harmosearch.relations import relation_scores
+
     g = encoding.global_vector.numpy()
     lexemes = encoding.lexeme_vectors.numpy()
+    relations = [(r.subject, r.relation, r.object, r.negated) for r in encoding.parsed.relations if r.decidable]
+    related = sorted({r[0] for r in relations} | {r[2] for r in relations})
+    boxes = np.stack([data.regions[c] for c in ("x0", "y0", "x1", "y1")], 1)
     scores = []
     for i in range(len(data.images["path"])):
         global_score = float(data.global_vectors[i] @ g)
-        best = []
-        for lex in lexemes:
-            rows = [j for j in range(len(data.regions["image_id"])) if data.regions["image_id"][j] == i]
-            best.append(max(float(data.region_vectors[j] @ lex) for j in rows))
-        fused = global_score if not best else alpha * global_score + (1 - alpha) * sum(best) / len(best)
-        scores.append(fused)
+        rows = [j for j in range(len(data.regions["image_id"])) if data.regions["image_id"][j] == i]
+        if not len(lexemes):
+            scores.append(global_score)
+            continue
+        total = sum(
+            max(float(data.region_vectors[j] @ lexemes[m]) for j in rows)
+            for m in range(len(lexemes))
+            if m not in related
+        )
+        objects = [j for j in rows if data.regions["scale"][j] < 1.0]
+        best = -np.inf
+        for combo in itertools.product(objects, repeat=len(related)):
+            chosen = dict(zip(related, combo, strict=True))
+            value = sum(float(data.region_vectors[chosen[m]] @ lexemes[m]) for m in related)
+            for s, name, o, negated in relations:
+                value += relation_weight * float(relation_scores(name, boxes[chosen[s]], boxes[chosen[o]], negated))
+            best = max(best, value)
+        total += best if related else 0.0
+        scores.append(alpha * global_score + (1 - alpha) * total / len(lexemes))
     return np.array(scores)
 
 
@@ -167,7 +189,12 @@ def test_ranking_equals_the_slow_reference(tmp_path, index_type):
     search = SearchConfig(region_candidates=1000, global_candidates=1000, nprobe=4)
     index = open_fake(tmp_path, scenes=scenes, index_type=index_type, search=search, noise=0.6)
     data = make_data(scenes, 0.6)
-    for query in ("red circle", "blue star and a green ring", "white cross above black triangle"):
+    for query in (
+        "red circle",
+        "blue star and a green ring",
+        "white cross above black triangle",
+        "red circle near a blue star left of a green ring",
+    ):
         encoding = FakeEncoder().encode_queries([query])[0]
         expected = reference_scores(data, encoding, 0.3)
         got = index.search(query, k=10, alpha=0.3)
@@ -231,3 +258,32 @@ def test_auto_exact_index_is_lossless_for_float16_vectors():
     sq_scores, sq_ids = build_faiss(data, "SQfp16").search(queries, 10)
     assert (flat_ids == sq_ids).all()
     np.testing.assert_allclose(sq_scores, flat_scores, rtol=1e-6, atol=1e-5)
+
+
+def test_relations_rank_the_true_layout_above_its_twin_and_show_its_boxes(tmp_path):
+    """Two images with the same two objects in swapped places: the lexemes score the same in
+    both, so only the relation can tell them apart."""
+    scenes = [
+        [("blue square", (10, 40, 50, 80)), ("white ring", (100, 40, 140, 80))],  # square left of ring
+        [("blue square", (100, 40, 140, 80)), ("white ring", (10, 40, 50, 80))],  # ring left of square
+    ]
+    index = open_fake(tmp_path, scenes=scenes)
+    response = index.search("a blue square to the left of a white ring", k=2)
+    assert [r.path for r in response.results] == ["img000.png", "img001.png"]
+    first, second = response.results
+    assert {m.text: m.box for m in first.lexemes} == {"blue square": (10, 40, 50, 80), "white ring": (100, 40, 140, 80)}
+    assert [(r.subject, r.relation, r.object) for r in first.relations] == [("blue square", "left of", "white ring")]
+    assert first.relations[0].score > 0.9 > 0.1 > second.relations[0].score
+    assert first.to_dict()["relations"][0]["relation"] == "left of"
+    swapped = index.search("a white ring to the left of a blue square", k=2)
+    assert [r.path for r in swapped.results] == ["img001.png", "img000.png"]
+    plain = index.search("a blue square to the left of a white ring", k=2, relations=False)
+    assert plain.results[0].score == pytest.approx(plain.results[1].score, abs=1e-4)
+    assert plain.results[0].relations == ()
+
+
+def test_depth_relations_are_named_as_not_scored(tmp_path):
+    index = open_fake(tmp_path)
+    response = index.search("a red circle in front of a blue star", k=2)
+    assert any("needs depth" in w for w in response.warnings)
+    assert all(r.relations == () for r in response.results)

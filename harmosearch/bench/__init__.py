@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harmosearch.bench.datasets import load_bench_set
+from harmosearch.bench.datasets import ARO_DATASETS, load_bench_set
 from harmosearch.bench.tasks import MODES, TASKS, Run
 from harmosearch.bench.vectors import Progress, encode_images
 from harmosearch.config import Config
@@ -24,8 +24,15 @@ from harmosearch.errors import DataError
 
 
 def default_tasks(dataset: str) -> tuple[str, ...]:
-    """Flickr30k has captions only; the others have boxes too."""
-    return ("retrieval",) if dataset == "flickr30k" else tuple(TASKS)
+    """Flickr30k has captions only, ARO compositional items only; synthetic scenes come with twin
+    pairs for the compositional task, COCO and scene folders without them."""
+    if dataset == "flickr30k":
+        return ("retrieval",)
+    if dataset in ARO_DATASETS:
+        return ("compositional",)
+    if dataset == "synthetic":
+        return tuple(TASKS)
+    return ("retrieval", "boxcls", "grounding", "search")
 
 
 def run_bench(
@@ -33,7 +40,7 @@ def run_bench(
     dataset: str,
     tasks: tuple[str, ...] | None = None,
     data_dir: Path | None = None,
-    mode: str = "both",
+    mode: str = "all",
     n: int = 500,
     encoder: Any = None,
     progress: Progress | None = None,

@@ -21,8 +21,11 @@ from typing import Any
 from harmosearch.config import SynthConfig
 from harmosearch.errors import DataError
 
-# Seeds of the synthetic benchmark sets (training scenes use seed 1000, the demo 2026).
+# Seeds of the synthetic benchmark sets (training scenes use seed 1000, the demo 2026), and of
+# the twin pairs of the compositional task.
 SYNTHETIC_SEEDS = {"val": 424242, "test": 8_675_309}
+PAIR_SEEDS = {"val": 777, "test": 27_182_818}
+ARO_DATASETS = {"aro-relation": "relation", "aro-attribution": "attribution"}
 
 
 @dataclass
@@ -35,12 +38,15 @@ class BenchSet:
     boxes: list[tuple[int, tuple[float, float, float, float], int]] = field(default_factory=list)  # image, xyxy, class
     classes: list[str] = field(default_factory=list)
     phrases: list[str] = field(default_factory=list)  # grounding phrase of each box (default: its class)
+    crops: list[tuple[float, float, float, float]] | None = None  # per image: encode only this part
+    pairs: list[Any] = field(default_factory=list)  # compositional.Pair, images in pair order
+    aro: list[Any] = field(default_factory=list)  # compositional.AROItem, one per image
 
     def digest(self) -> str:
         h = hashlib.sha256(self.name.encode())
         for p in self.images:
             h.update(str(p).encode())
-        h.update(json.dumps([self.captions, self.boxes], default=list).encode())
+        h.update(json.dumps([self.captions, self.boxes, self.crops], default=list).encode())
         return h.hexdigest()[:16]
 
 
@@ -137,25 +143,34 @@ def load_scene_folder(root: Path) -> BenchSet:
     return _from_coco_style(data, root / "images", root.name, root)
 
 
+def load_pair_set(root: Path, name: str) -> BenchSet:
+    """Twin pairs (synth.generate_pairs) as a bench set whose images are in pair order."""
+    from harmosearch.compositional import load_pairs, pair_texts
+
+    pairs = load_pairs(root)
+    return BenchSet(name, root, pair_texts(pairs)[1], pairs=pairs)
+
+
+def load_aro_set(kind: str, root: Path) -> BenchSet:
+    """ARO items as a bench set: image i is item i's picture cropped to its box."""
+    from harmosearch.compositional import load_aro
+
+    items = load_aro(kind, root)
+    return BenchSet(f"aro-{kind}", root, [item.image for item in items], crops=[item.box for item in items], aro=items)
+
+
 def load_bench_set(
     dataset: str, data_dir: Path | None, cache: Path, n: int = 500, task: str = "retrieval", split: str = "test"
 ) -> BenchSet:
-    """The named dataset (flickr30k, mscoco, synthetic) or a scene folder; synthetic scenes of
-    `split` (val or test) are drawn into the cache on first use."""
+    """The named dataset (flickr30k, mscoco, synthetic, aro-relation, aro-attribution) or a scene
+    folder; synthetic scenes and twin pairs of `split` (val or test) are drawn into the cache on
+    first use (n scenes, or n / 2 pairs of each kind)."""
+    if dataset in ARO_DATASETS:
+        if data_dir is None:
+            raise DataError(f"--dataset {dataset} needs --data-dir: the folder with the ARO files and images/")
+        return load_aro_set(ARO_DATASETS[dataset], data_dir)
     if dataset == "synthetic":
-        if split not in SYNTHETIC_SEEDS:
-            raise DataError(f"unknown split {split!r}: use {' or '.join(SYNTHETIC_SEEDS)}")
-        if n < 1:
-            raise DataError(f"--n must be at least 1 scene, got {n}")
-        seed = SYNTHETIC_SEEDS[split]
-        root = data_dir or cache / "bench" / f"synthetic-{seed}-{n}"
-        if not (root / "annotations.json").is_file():
-            from harmosearch.synth import generate
-
-            generate(root, SynthConfig(n=n, seed=seed), workers=2)
-        bench = load_scene_folder(root)
-        bench.name = f"synthetic {split} (seed {seed}, {len(bench.images)} scenes)"
-        return bench
+        return _synthetic(data_dir, cache, n, task, split)
     if dataset in ("flickr30k", "mscoco"):
         root = data_dir or cache / "datasets" / dataset
         if dataset == "mscoco" and task != "retrieval":
@@ -163,5 +178,32 @@ def load_bench_set(
         return load_flickr30k(root) if dataset == "flickr30k" else load_mscoco(root)
     path = Path(dataset)
     if path.is_dir():
-        return load_scene_folder(path)
-    raise DataError(f"unknown dataset {dataset!r}: use flickr30k, mscoco, synthetic or a folder with annotations.json")
+        return load_pair_set(path, path.name) if task == "compositional" else load_scene_folder(path)
+    raise DataError(
+        f"unknown dataset {dataset!r}: use flickr30k, mscoco, synthetic, aro-relation, aro-attribution "
+        "or a folder with annotations.json"
+    )
+
+
+def _synthetic(data_dir: Path | None, cache: Path, n: int, task: str, split: str) -> BenchSet:
+    if split not in SYNTHETIC_SEEDS:
+        raise DataError(f"unknown split {split!r}: use {' or '.join(SYNTHETIC_SEEDS)}")
+    if n < 2:
+        raise DataError(f"--n must be at least 2 scenes, got {n}")
+    if task == "compositional":
+        seed = PAIR_SEEDS[split]
+        root = data_dir or cache / "bench" / f"pairs-{seed}-{n // 2}"
+        if not (root / "annotations.json").is_file():
+            from harmosearch.synth import generate_pairs
+
+            generate_pairs(root, n // 2, seed, workers=2)
+        return load_pair_set(root, f"synthetic pairs {split} (seed {seed}, {n // 2} of each kind)")
+    seed = SYNTHETIC_SEEDS[split]
+    root = data_dir or cache / "bench" / f"synthetic-{seed}-{n}"
+    if not (root / "annotations.json").is_file():
+        from harmosearch.synth import generate
+
+        generate(root, SynthConfig(n=n, seed=seed), workers=2)
+    bench = load_scene_folder(root)
+    bench.name = f"synthetic {split} (seed {seed}, {len(bench.images)} scenes)"
+    return bench

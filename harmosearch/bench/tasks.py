@@ -13,13 +13,23 @@ from typing import Any
 import numpy as np
 
 from harmosearch.bench.datasets import BenchSet
-from harmosearch.bench.vectors import ImageVectors, Progress, encode_texts, fused_scores, phrase_vectors
+from harmosearch.bench.vectors import (
+    ImageVectors,
+    Progress,
+    encode_texts,
+    fused_scores,
+    phrase_vectors,
+    query_scores,
+)
 from harmosearch.config import Config
 from harmosearch.errors import DataError
 from harmosearch.metrics import box_iou, recall_image_to_text, recall_text_to_image, topk_accuracy
 from harmosearch.scoring import best_regions
 
-MODES = ("global", "fused", "both")
+# Rankings: the plain CLIP one, lexemes x regions without relations, and relation-aware (what
+# `harmosearch query` does by default); "all" scores the three side by side.
+RANKINGS = ("global", "fused", "relations")
+MODES = (*RANKINGS, "all")
 
 
 @dataclass
@@ -28,25 +38,20 @@ class Run:
     config: Config
     bench: BenchSet
     images: ImageVectors
-    mode: str = "both"  # retrieval rankings: global, fused or both
+    mode: str = "all"  # retrieval rankings: global, fused, relations or all
     save_scores: Path | None = None
     progress: Progress | None = None
 
 
 def retrieval(run: Run) -> dict[str, Any]:
-    """Recall@1/5/10 text->image and image->text, for the global and/or the fused ranking."""
+    """Recall@1/5/10 text->image and image->text, for the global, fused and relation-aware
+    rankings (or one of them)."""
     bench = run.bench
     if not bench.captions:
         raise DataError(f"{bench.name} has no captions; retrieval needs them")
-    dim = run.images.global_vectors.shape[1]
-    text_global, lexemes, owners = encode_texts(run.encoder, bench.captions, dim, run.progress)
-    global_scores = text_global @ run.images.global_vectors.T
-    scores = {}
-    if run.mode in ("global", "both"):
-        scores["global"] = global_scores
-    if run.mode in ("fused", "both"):
-        s = run.config.search
-        scores["fused"] = fused_scores(global_scores, lexemes, owners, run.images, s.alpha, s.box_margin)[0]
+    texts = encode_texts(run.encoder, bench.captions, run.images.global_vectors.shape[1], run.progress)
+    rankings = RANKINGS if run.mode == "all" else (run.mode,)
+    scores = {mode: query_scores(texts, run.images, run.config.search, mode) for mode in rankings}
     modes = {}
     for name, matrix in scores.items():
         t2i = recall_text_to_image(matrix, bench.caption_image)
@@ -108,10 +113,10 @@ def search(run: Run, k: int = 5) -> dict[str, Any]:
     for (image_id, box, _), phrase in zip(bench.boxes, bench.phrases, strict=True):
         owners[phrase][image_id].append(box)
     phrases = sorted(owners)
-    text_global, lexemes, lexeme_owner = encode_texts(run.encoder, phrases, images.global_vectors.shape[1])
-    fused, rows = fused_scores(
-        text_global @ images.global_vectors.T, lexemes, lexeme_owner, images, s.alpha, s.box_margin
-    )
+    texts = encode_texts(run.encoder, phrases, images.global_vectors.shape[1])
+    lexemes, lexeme_owner = texts.lexemes, texts.owners
+    g = texts.global_vectors @ images.global_vectors.T
+    fused, rows = fused_scores(g, lexemes, lexeme_owner, images, s.alpha, s.box_margin)
     precision, hits, boxed = [], [], []
     for p, (phrase, row) in enumerate(zip(phrases, fused, strict=True)):
         top = np.lexsort((np.arange(len(row)), -row))[:k]
@@ -130,6 +135,31 @@ def search(run: Run, k: int = 5) -> dict[str, Any]:
     }
 
 
+def compositional(run: Run) -> dict[str, Any]:
+    """Twin pairs that differ only by a relation or an attribute swap (Winoground-style shares and
+    recall among all pair images), or ARO's true-vs-false captions, for the global ranking, the
+    fused ranking without relations and the relation-aware ranking side by side."""
+    from harmosearch.compositional import aro_metrics, evaluate_pairs
+
+    bench, s = run.bench, run.config.search
+    dim = run.images.global_vectors.shape[1]
+    if bench.pairs:
+
+        def scorer(mode: str) -> Callable[[list[str], list[Any]], np.ndarray]:
+            return lambda captions, _: query_scores(encode_texts(run.encoder, captions, dim), run.images, s, mode)
+
+        return {mode: evaluate_pairs(bench.pairs, scorer(mode)) for mode in RANKINGS}
+    if bench.aro:
+        texts = encode_texts(run.encoder, [c for i in bench.aro for c in (i.true_caption, i.false_caption)], dim)
+        own = np.repeat(np.arange(len(bench.aro)), 2)[:, None]  # each caption against its item's crop
+        results = {}
+        for mode in RANKINGS:
+            scores = query_scores(texts, run.images, s, mode, subset=own)[:, 0]
+            results[mode] = aro_metrics(bench.aro, scores[0::2], scores[1::2])
+        return results
+    raise DataError(f"{bench.name} has no twin pairs or ARO items; compositional needs them")
+
+
 def _need_boxes(bench: BenchSet, task: str) -> None:
     if not bench.boxes:
         raise DataError(f"{bench.name} has no boxes; {task} needs phrase-box annotations")
@@ -140,4 +170,5 @@ TASKS: dict[str, Callable[[Run], dict[str, Any]]] = {
     "boxcls": boxcls,
     "grounding": grounding,
     "search": search,
+    "compositional": compositional,
 }

@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 
 from harmosearch.bench.datasets import BenchSet
-from harmosearch.config import Config
+from harmosearch.config import Config, SearchConfig
 from harmosearch.errors import DataError
 from harmosearch.fusion import fuse
-from harmosearch.scoring import RegionTable, best_regions
+from harmosearch.scoring import RegionTable, best_regions, match_regions
 
 PROMPTS = ("a photo of a {}.", "a {}.", "a picture of a {}.", "an image of a {}.", "a photo of the {}.")
 Progress = Callable[[str, int, int], None]
@@ -56,7 +56,7 @@ def encode_images(encoder: Any, config: Config, bench: BenchSet, progress: Progr
     dim = encoder.identity.embed_dim
     encoded: list[Any] = [None] * len(bench.images)
     gt = np.zeros((len(bench.boxes), dim), np.float32)
-    for position, outcome in encode_files(bench.images, encoder, config, None, probes, progress):
+    for position, outcome in encode_files(bench.images, encoder, config, None, probes, progress, bench.crops):
         if isinstance(outcome, str):
             raise DataError(f"{bench.images[position]}: {outcome}")
         encoded[position] = outcome
@@ -69,6 +69,7 @@ def encode_images(encoder: Any, config: Config, bench: BenchSet, progress: Progr
             np.concatenate([e.vectors for e in encoded]).astype(np.float32).reshape(-1, dim),
             np.concatenate([e.boxes for e in encoded]).astype(np.float32).reshape(-1, 4),
             np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+            np.concatenate([e.scales for e in encoded]).astype(np.float32),
         ),
         gt,
         time.perf_counter() - started,
@@ -80,22 +81,30 @@ def encode_images(encoder: Any, config: Config, bench: BenchSet, progress: Progr
 def _save(path: Path, v: ImageVectors) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npz")
-    arrays = {"g": v.global_vectors, "rv": v.regions.vectors, "rb": v.regions.boxes, "rs": v.regions.start}
+    r = v.regions
+    arrays = {"g": v.global_vectors, "rv": r.vectors, "rb": r.boxes, "rs": r.start, "sc": r.scales}
     np.savez(tmp, **arrays, gt=v.gt_vectors, seconds=v.seconds)
     tmp.replace(path)
 
 
 def _load(path: Path) -> ImageVectors:
     with np.load(path) as z:
-        return ImageVectors(z["g"], RegionTable(z["rv"], z["rb"], z["rs"]), z["gt"], float(z["seconds"]))
+        regions = RegionTable(z["rv"], z["rb"], z["rs"], z["sc"])
+        return ImageVectors(z["g"], regions, z["gt"], float(z["seconds"]))
 
 
-def encode_texts(
-    encoder: Any, texts: list[str], dim: int, progress: Progress | None = None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Texts embedded as queries are: (global vectors [T, D], every text's lexeme vectors [L, D],
-    the text each lexeme belongs to [L])."""
-    g_rows, lex_rows, owners = [], [], []
+@dataclass
+class TextVectors:
+    """Texts embedded as queries are."""
+
+    global_vectors: np.ndarray  # [T, D]
+    lexemes: np.ndarray  # [L, D], every text's lexeme vectors in order
+    owners: np.ndarray  # [L], the text each lexeme belongs to
+    relations: list[list[tuple[int, str, int, bool]]]  # per text, its decidable relations
+
+
+def encode_texts(encoder: Any, texts: list[str], dim: int, progress: Progress | None = None) -> TextVectors:
+    g_rows, lex_rows, owners, relations = [], [], [], []
     batch = 256
     for start in range(0, len(texts), batch):
         for n, enc in enumerate(encoder.encode_queries(texts[start : start + batch])):
@@ -103,11 +112,17 @@ def encode_texts(
             vectors = enc.lexeme_vectors.numpy()
             lex_rows.append(vectors)
             owners += [start + n] * len(vectors)
+            parsed = getattr(enc, "parsed", None)
+            found = parsed.relations if parsed is not None else ()
+            relations.append([(r.subject, r.relation, r.object, r.negated) for r in found if r.decidable])
         if progress:
             progress("encoding captions", min(start + batch, len(texts)), len(texts))
-    text_global = np.stack(g_rows).astype(np.float32) if g_rows else np.zeros((0, dim), np.float32)
-    lexemes = np.concatenate(lex_rows).astype(np.float32) if owners else np.zeros((0, dim), np.float32)
-    return text_global, lexemes, np.asarray(owners, dtype=np.int64)
+    return TextVectors(
+        np.stack(g_rows).astype(np.float32) if g_rows else np.zeros((0, dim), np.float32),
+        np.concatenate(lex_rows).astype(np.float32) if owners else np.zeros((0, dim), np.float32),
+        np.asarray(owners, dtype=np.int64),
+        relations,
+    )
 
 
 def fused_scores(
@@ -127,6 +142,38 @@ def fused_scores(
     for t in range(len(global_scores)):
         fused[t] = fuse(global_scores[t], best[:, owners == t], alpha)
     return fused, rows
+
+
+def query_scores(
+    texts: TextVectors, images: ImageVectors, settings: SearchConfig, mode: str, subset: Any = None
+) -> np.ndarray:
+    """Text x image scores [T, I] as `harmosearch query` scores: mode "global" (the plain CLIP
+    ranking), "fused" (lexemes x regions, relations ignored) or "relations" (relation-aware, as a
+    query ranks by default). subset [T, I'] limits each text to the listed images (columns in
+    that order), which is how single-image benchmarks (ARO) are scored."""
+    if subset is None and mode != "relations":  # every lexeme of every text in one batched pass
+        g = texts.global_vectors @ images.global_vectors.T
+        if mode == "global":
+            return g
+        return fused_scores(g, texts.lexemes, texts.owners, images, settings.alpha, settings.box_margin)[0]
+    n = len(texts.global_vectors)
+    every = np.arange(images.regions.n_images)
+    columns = np.asarray(subset) if subset is not None else np.broadcast_to(every, (n, len(every)))
+    weight = settings.relation_weight if mode == "relations" else 0.0
+    out = np.empty(columns.shape, np.float32)
+    for t in range(n):
+        cols = columns[t]
+        g = images.global_vectors[cols] @ texts.global_vectors[t]
+        lexemes = texts.lexemes[texts.owners == t]
+        if mode == "global" or len(lexemes) == 0:
+            out[t] = g
+            continue
+        relations = texts.relations[t] if weight else []
+        match = match_regions(
+            images.regions, cols, lexemes, relations, settings.box_margin, weight, settings.relation_candidates
+        )
+        out[t] = fuse(g, match.scores, settings.alpha, match.relation_scores, weight)
+    return out
 
 
 def phrase_vectors(encoder: Any, phrases: list[str], templates: tuple[str, ...] = PROMPTS) -> np.ndarray:
