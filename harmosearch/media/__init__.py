@@ -1,0 +1,6 @@
+"""Media: which files are photos or videos, and turning each into RGB pixels and metadata.
+
+`formats` decodes every still format (JPEG, PNG, HEIC/HEIF, AVIF, RAW through its embedded
+preview), `video` samples frames from videos, `metadata` reads capture time, camera and GPS
+position, and `ignore` decides which files and folders of a photo folder are not photos.
+"""
