@@ -4,7 +4,7 @@ score on the same index.
 Cosine scores mean different things with different models, and the best of 100 images scores
 lower than the best of 100,000 by chance alone, so no fixed `--min-score` fits every index.
 At index time, `calibrate` scores a fixed bank of NULL_QUERIES (everyday photo queries:
-objects, animals, food, places, a third of them with a colour; chosen without looking at any
+objects, animals, food, places, a fifth of them with a colour; chosen without looking at any
 index) exactly as a query is scored,
 
     fused = alpha * global + (1 - alpha) * mean over lexemes of the image's best region
@@ -222,7 +222,7 @@ def calibrate(
 ) -> Calibration:
     """The calibration of one index: global_vectors [n, D]; region_vectors [R, D] with image
     i's regions at rows region_start[i]:region_start[i + 1] (region_start [n + 1]); encode as
-    TextEncoder. Cost: one matrix product of all vectors with the bank's ~150 text vectors."""
+    TextEncoder. Cost: one matrix product of all vectors with the bank's ~200 text and lexeme vectors."""
     if len(global_vectors) == 0:
         raise DataError("cannot calibrate an empty index")
     encoded = list(encode(list(bank)))

@@ -93,7 +93,8 @@ def find_duplicates(
     taken: capture times in seconds from the camera (EXIF or a video's creation time), NaN where
     unknown or taken from the mtime; file_sizes: bytes; thumbnail(i): a PIL image of image i
     (any size; loaded only for candidate pairs, once each; `open_still(path, min_side=128)` is
-    fast). Without it, pairs are judged by vectors, aspect ratio and time alone.
+    fast; an image whose thumbnail raises DataError joins no near-duplicate group). Without it,
+    pairs are judged by vectors, aspect ratio and time alone.
     Groups come largest first, then by their keeper's path.
     """
     n = len(paths)
@@ -108,7 +109,10 @@ def find_duplicates(
 
     def thumb(i: int) -> Any:
         if i not in thumbs:
-            thumbs[i] = _prepare(thumbnail(i))  # type: ignore[misc]
+            try:
+                thumbs[i] = _prepare(thumbnail(i))  # type: ignore[misc]
+            except DataError:  # gone or damaged since it was indexed: it cannot be checked
+                thumbs[i] = None
         return thumbs[i]
 
     joined = _Components(n)
@@ -117,8 +121,10 @@ def find_duplicates(
         # A pair already joined through others needs no look at its pixels.
         if joined.find(i) == joined.find(j):
             continue
-        if thumbnail is not None and _aligned_difference(thumb(i), thumb(j)) > pixel_threshold:
-            continue
+        if thumbnail is not None:
+            a, b = thumb(i), thumb(j)
+            if a is None or b is None or _aligned_difference(a, b) > pixel_threshold:
+                continue
         joined.union(i, j)
         accepted.append((i, j))
     return group_duplicates(paths, sha256, vectors, order, accepted)

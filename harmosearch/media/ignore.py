@@ -15,16 +15,16 @@ except inside a skipped folder: a walk never enters one, as git never does.
 
     rules = IgnoreRules.load(root, excludes)
     for folder, dirs, files in os.walk(root):
-        here = Path(folder).relative_to(root).as_posix()
-        dirs[:] = [d for d in dirs if not rules.skips_dir(join(here, d))]
-        files = [f for f in files if not rules.skips_file(join(here, f))]
+        here = Path(folder).relative_to(root)
+        dirs[:] = [d for d in dirs if not rules.skips_dir((here / d).as_posix())]
+        files = [f for f in files if not rules.skips_file((here / f).as_posix())]
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from harmosearch.errors import ConfigError
@@ -96,20 +96,21 @@ class IgnoreRules:
 
     def skips_dir(self, rel_path: str) -> bool:
         """Whether a walk should not enter this folder (path relative to the root, "/"-separated)."""
-        return self.spec.match_file(_as_dir(rel_path))
+        return self.spec.match_file(_relative(rel_path) + "/")
 
     def skips_file(self, rel_path: str) -> bool:
         """Whether this file (path relative to the root, "/"-separated) is not a photo to index."""
-        return self.spec.match_file(rel_path.strip("/"))
+        return self.spec.match_file(_relative(rel_path))
 
     def reason(self, rel_path: str, is_dir: bool = False) -> str | None:
         """The rule that skips a path ("default rule '._*'", "--exclude 'raw/'" ...), or None."""
-        result = self.spec.check_file(_as_dir(rel_path) if is_dir else rel_path.strip("/"))
+        result = self.spec.check_file(_relative(rel_path) + ("/" if is_dir else ""))
         return self.origins[result.index] if result.include else None
 
 
-def _as_dir(rel_path: str) -> str:
-    return rel_path.strip("/") + "/"
+def _relative(rel_path: str) -> str:
+    """The form patterns are matched against: "./a/b/" -> "a/b"."""
+    return PurePosixPath(rel_path.strip("/")).as_posix()
 
 
 def _compile(lines: list[str], origins: list[str]) -> Any:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -157,28 +158,21 @@ def _av() -> Any:
     return av
 
 
-class _opened:
-    """`with _opened(path) as (container, video stream, start time in seconds)`, errors as DataError."""
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-
-    def __enter__(self) -> tuple[Any, Any, float]:
-        av = _av()
-        try:
-            self.container = av.open(str(self.path))
-        except Exception as exc:
-            raise DataError(f"cannot open video: {getattr(exc, 'strerror', None) or _first_line(exc)}") from None
-        if not self.container.streams.video:
-            self.container.close()
+@contextmanager
+def _opened(path: str | Path) -> Iterator[tuple[Any, Any, float]]:
+    """(container, its first video stream, the stream's start in seconds); errors as DataError."""
+    av = _av()
+    try:
+        container = av.open(str(path))
+    except Exception as exc:
+        raise DataError(f"cannot open video: {getattr(exc, 'strerror', None) or _first_line(exc)}") from None
+    with container:
+        if not container.streams.video:
             raise DataError("no video stream in the file")
-        stream = self.container.streams.video[0]
+        stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         origin = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
-        return self.container, stream, origin
-
-    def __exit__(self, *exc: object) -> None:
-        self.container.close()
+        yield container, stream, origin
 
 
 def _decoded(container: Any, stream: Any, origin: float) -> Iterator[tuple[Any, float]]:
