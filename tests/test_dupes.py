@@ -91,6 +91,21 @@ def test_groups_from_vectors_hashes_sizes_and_times():
         find_duplicates(paths[:-1], sha, widths, heights, vectors)
 
 
+def test_an_image_whose_thumbnail_cannot_be_read_joins_no_near_group():
+    vectors = unit(np.ones((3, 4)) + np.eye(3, 4) * 0.01)
+    picture = Image.new("RGB", (40, 30), (200, 30, 30))
+
+    def thumbnail(i):
+        if i == 2:
+            raise DataError("cannot decode image: gone")
+        return picture
+
+    groups = find_duplicates(
+        ["a.jpg", "b.jpg", "c.jpg"], ["A", "B", "C"], [40] * 3, [30] * 3, vectors, thumbnail=thumbnail
+    )
+    assert [g.members for g in groups] == [(0, 1)]
+
+
 def test_pair_scores():
     scores = pair_scores([[0, 1, 2], [3, 4]], [0, 0, 1, 2, 2, 3])
     # predicted pairs: (0,1) right, (0,2) wrong, (1,2) wrong, (3,4) right; true pairs: (0,1), (3,4)
