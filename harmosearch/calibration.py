@@ -1,0 +1,309 @@
+"""An honest "no confident match": a query's score measured against what unrelated queries
+score on the same index.
+
+Cosine scores mean different things with different models, and the best of 100 images scores
+lower than the best of 100,000 by chance alone, so no fixed `--min-score` fits every index.
+At index time, `calibrate` scores a fixed bank of NULL_QUERIES (everyday photo queries:
+objects, animals, food, places, a fifth of them with a colour; chosen without looking at any
+index) exactly as a query is scored,
+
+    fused = alpha * global + (1 - alpha) * mean over lexemes of the image's best region
+
+and keeps, for each null query, its best score over the whole index at each alpha of ALPHAS.
+Those maxima are the null distribution: how high the top result of a query climbs on this
+index with this model when the index may well not hold what it names.
+
+At query time a result is confident when its score beats the `confident_quantile` (0.92)
+quantile of the null maxima at the query's alpha: when it scores higher than the best result of
+92% of the unrelated queries. When the first result is not confident, the honest answer is "no
+confident match"; `--min-score auto` is that quantile. Each null query's maximum is linearly
+interpolated between the stored alphas; the maximum over images of a fused score is convex in
+alpha, so the interpolation errs high, on the side of calling a result weak. A few null queries
+will name something the index does hold; that too only raises the bar. The empirical p-value
+(the share of null queries whose best score reaches the result's) is given beside. The
+quantile was chosen on synthetic scenes with the bundled model (benchmarks/calibration.py).
+Queries with an image (`--image`) score on another scale and are not calibrated; `--global-only`
+queries use alpha 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from harmosearch.errors import DataError
+
+CALIBRATION_VERSION = 1  # of the method and the bank: a stored calibration of another version is stale
+CONFIDENT_QUANTILE = 0.92
+ALPHAS: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(11))
+REGION_BLOCK = 1 << 16  # regions scored at a time, to bound memory
+
+NULL_QUERIES: tuple[str, ...] = (
+    "a dog",
+    "a cat sleeping on a sofa",
+    "a horse in a field",
+    "a bird on a branch",
+    "a cow",
+    "a sheep",
+    "an elephant",
+    "a giraffe",
+    "a zebra",
+    "a bear",
+    "a fish in an aquarium",
+    "a butterfly",
+    "a car parked on the street",
+    "a bus",
+    "a train at a station",
+    "an airplane in the sky",
+    "a bicycle",
+    "a motorcycle",
+    "a boat on a lake",
+    "a truck",
+    "a traffic light",
+    "a fire hydrant",
+    "a stop sign",
+    "a bench in a park",
+    "a chair",
+    "a table with plates",
+    "a bed",
+    "a lamp",
+    "a clock on a wall",
+    "a television",
+    "a laptop on a desk",
+    "a mobile phone",
+    "a keyboard",
+    "a book",
+    "a vase with flowers",
+    "a pair of scissors",
+    "a teddy bear",
+    "an umbrella",
+    "a backpack",
+    "a suitcase",
+    "a handbag",
+    "a tie",
+    "a hat",
+    "a pair of shoes",
+    "a pizza",
+    "a birthday cake",
+    "a sandwich",
+    "a bowl of soup",
+    "a cup of coffee",
+    "a glass of wine",
+    "a banana",
+    "an apple",
+    "an orange",
+    "a plate of pasta",
+    "a beach with waves",
+    "a mountain with snow",
+    "a forest",
+    "a waterfall",
+    "a desert",
+    "a city skyline at night",
+    "a bridge over a river",
+    "a church",
+    "a kitchen",
+    "a living room",
+    "a swimming pool",
+    "a playground",
+    "a football match",
+    "a tennis racket",
+    "a skateboard",
+    "a pair of skis",
+    "a surfboard",
+    "a kite in the sky",
+    "a baseball glove",
+    "a guitar",
+    "a piano",
+    "a person riding a horse",
+    "a child playing",
+    "a group of people at a wedding",
+    "a man with a beard",
+    "a woman in a dress",
+    "a red car",
+    "a blue door",
+    "a yellow taxi",
+    "a green field",
+    "a white dog",
+    "a black cat",
+    "an orange sunset",
+    "a purple flower",
+    "a red apple",
+    "a blue sky with clouds",
+    "a yellow sunflower",
+    "a green bottle",
+    "a white wall",
+    "a black umbrella",
+    "a pink dress",
+    "a brown horse",
+    "a grey elephant",
+    "a red rose",
+    "a blue boat",
+    "a silver watch",
+)
+
+# encode(texts) -> per text (global vector [D], lexeme vectors [L, D]), normalised, as queries are encoded.
+TextEncoder = Callable[[list[str]], Sequence[tuple[np.ndarray, np.ndarray]]]
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """The null distribution of one index; JSON-ready through to_dict / from_dict."""
+
+    null_max: tuple[tuple[float, ...], ...]  # [null query][alpha]: the best fused score over the index
+    alphas: tuple[float, ...] = ALPHAS
+    n_images: int = 0
+    confident_quantile: float = CONFIDENT_QUANTILE
+    version: int = CALIBRATION_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "n_images": self.n_images,
+            "confident_quantile": self.confident_quantile,
+            "alphas": list(self.alphas),
+            "null_max": [[round(v, 5) for v in row] for row in self.null_max],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Calibration:
+        try:
+            return cls(
+                null_max=tuple(tuple(float(v) for v in row) for row in data["null_max"]),
+                alphas=tuple(float(a) for a in data["alphas"]),
+                n_images=int(data["n_images"]),
+                confident_quantile=float(data["confident_quantile"]),
+                version=int(data["version"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DataError(f"malformed calibration: {exc}") from None
+
+    def null_at(self, alpha: float) -> np.ndarray:
+        """Each null query's best score at this alpha, interpolated between the stored alphas."""
+        table = np.asarray(self.null_max, dtype=np.float64)
+        alphas = np.asarray(self.alphas, dtype=np.float64)
+        if not alphas[0] - 1e-9 <= alpha <= alphas[-1] + 1e-9:
+            raise DataError(f"this calibration covers alpha {alphas[0]:g} to {alphas[-1]:g}, not {alpha:g}")
+        if len(alphas) == 1:
+            return table[:, 0]
+        lo = int(np.clip(np.searchsorted(alphas, alpha, side="right") - 1, 0, len(alphas) - 2))
+        weight = (alpha - alphas[lo]) / (alphas[lo + 1] - alphas[lo])
+        return (1 - weight) * table[:, lo] + weight * table[:, lo + 1]
+
+    def min_score(self, alpha: float) -> float:
+        """`--min-score auto`: scores above this are confident at this alpha."""
+        return float(np.quantile(self.null_at(alpha), self.confident_quantile))
+
+
+@dataclass(frozen=True)
+class Assessment:
+    p: np.ndarray  # [n] the share of null queries whose best score is at least the result's
+    confident: np.ndarray  # [n] bool: the score is above the calibration's min_score
+
+
+def assess(calibration: Calibration, scores: Sequence[float] | np.ndarray, alpha: float) -> Assessment:
+    """Each result score measured against the index's null distribution at the query's alpha."""
+    scores = np.asarray(scores, dtype=np.float64)
+    null = calibration.null_at(alpha)
+    p = (null[None, :] >= scores[:, None]).mean(axis=1)
+    return Assessment(p, scores > calibration.min_score(alpha))
+
+
+def calibrate(
+    global_vectors: np.ndarray,
+    region_vectors: np.ndarray,
+    region_start: np.ndarray,
+    encode: TextEncoder,
+    bank: Sequence[str] = NULL_QUERIES,
+    alphas: Sequence[float] = ALPHAS,
+    confident_quantile: float = CONFIDENT_QUANTILE,
+) -> Calibration:
+    """The calibration of one index: global_vectors [n, D]; region_vectors [R, D] with image
+    i's regions at rows region_start[i]:region_start[i + 1] (region_start [n + 1]); encode as
+    TextEncoder. Cost: one matrix product of all vectors with the bank's ~200 text and lexeme vectors."""
+    if len(global_vectors) == 0:
+        raise DataError("cannot calibrate an empty index")
+    encoded = list(encode(list(bank)))
+    if len(encoded) != len(bank):
+        raise DataError("the text encoder returned a different number of encodings than texts")
+    texts = np.stack([np.asarray(g, dtype=np.float32) for g, _ in encoded])
+    lexemes = [np.asarray(lex, dtype=np.float32).reshape(-1, texts.shape[1]) for _, lex in encoded]
+    table = best_fused(global_vectors, region_vectors, region_start, texts, lexemes, alphas)
+    return Calibration(
+        null_max=tuple(tuple(float(v) for v in row) for row in table),
+        alphas=tuple(float(a) for a in alphas),
+        n_images=len(global_vectors),
+        confident_quantile=confident_quantile,
+    )
+
+
+def best_fused(
+    global_vectors: np.ndarray,
+    region_vectors: np.ndarray,
+    region_start: np.ndarray,
+    texts: np.ndarray,
+    lexemes: Sequence[np.ndarray],
+    alphas: Sequence[float],
+) -> np.ndarray:
+    """[queries, alphas]: each query's highest fused score over all images."""
+    global_scores, region_scores = score_parts(global_vectors, region_vectors, region_start, texts, lexemes)
+    out = np.empty((len(texts), len(alphas)), dtype=np.float64)
+    for a, alpha in enumerate(alphas):
+        out[:, a] = fuse_parts(global_scores, region_scores, alpha).max(axis=0)
+    return out
+
+
+def score_parts(
+    global_vectors: np.ndarray,
+    region_vectors: np.ndarray,
+    region_start: np.ndarray,
+    texts: np.ndarray,
+    lexemes: Sequence[np.ndarray],
+) -> tuple[np.ndarray, np.ndarray]:
+    """([n, Q] global scores, [n, Q] mean over each query's lexemes of the image's best region
+    score, NaN for a query without lexemes; an image without regions scores -1 per lexeme, as
+    in search)."""
+    global_scores = np.asarray(global_vectors, dtype=np.float32) @ np.asarray(texts, dtype=np.float32).T
+    dim = np.asarray(texts).shape[1]
+    flat = np.concatenate(
+        [np.zeros((0, dim), np.float32)] + [np.asarray(lex, np.float32).reshape(-1, dim) for lex in lexemes]
+    )
+    per_lexeme = best_region_scores(region_vectors, region_start, flat)
+    region_scores = np.full(global_scores.shape, np.nan, dtype=np.float32)
+    offset = 0
+    for q, own in enumerate(lexemes):
+        if len(own):
+            region_scores[:, q] = per_lexeme[:, offset : offset + len(own)].mean(axis=1)
+        offset += len(own)
+    return global_scores, region_scores
+
+
+def fuse_parts(global_scores: np.ndarray, region_scores: np.ndarray, alpha: float) -> np.ndarray:
+    """fusion.fuse over [n, Q] arrays: a query without lexemes (NaN) scores its global score."""
+    fused = alpha * global_scores + (1 - alpha) * region_scores
+    return np.where(np.isnan(region_scores), global_scores, fused)
+
+
+def best_region_scores(region_vectors: np.ndarray, region_start: np.ndarray, lexemes: np.ndarray) -> np.ndarray:
+    """[n_images, L]: per image and lexeme, the best cosine over the image's regions (-1 without
+    regions). Regions are scored in image-aligned blocks of about REGION_BLOCK rows."""
+    region_start = np.asarray(region_start, dtype=np.int64)
+    n = len(region_start) - 1
+    best = np.full((n, len(lexemes)), -1.0, dtype=np.float32)
+    if len(lexemes) == 0 or region_start[-1] == 0:
+        return best
+    first = 0
+    while first < n:
+        # the images whose regions fit in one block (at least one image)
+        last = int(np.searchsorted(region_start, region_start[first] + REGION_BLOCK, side="right")) - 1
+        last = min(max(last, first + 1), n)
+        lo, hi = int(region_start[first]), int(region_start[last])
+        if hi > lo:
+            sims = np.asarray(region_vectors[lo:hi], dtype=np.float32) @ lexemes.T
+            starts = region_start[first:last] - lo
+            has = region_start[first + 1 : last + 1] > region_start[first:last]
+            best[first:last][has] = np.maximum.reduceat(sims, starts[has], axis=0)
+        first = last
+    return best

@@ -1,0 +1,449 @@
+"""Duplicate photos: exact copies and near-duplicates, each group with a suggested keeper.
+
+Exact copies share a content hash. Near-duplicates (the same picture resized, re-encoded or
+cropped a little) are found in two steps:
+
+1. Candidates: pairs whose global vectors have cosine similarity >= `threshold` (a blocked
+   matrix product over the L2-normalised vectors, exact, O(n^2 d) time, O(n) memory per block).
+2. A check that keeps different shots of one scene apart (a burst, the same view a minute
+   later: their vectors are as close as a copy's). A pair is refused when
+   - their aspect ratios differ by more than MAX_ASPECT_CHANGE (a crop of a few percent changes
+     it a little; a portrait and a landscape shot differ a lot);
+   - both have a capture time from the camera and they lie more than MAX_TIME_GAP seconds apart
+     (copies keep the EXIF time; times taken from file mtimes say nothing and must be NaN);
+   - with a `thumbnail` loader: after aligning the two small pictures for a crop, some part of
+     them differs by more than `pixel_threshold` (see `pixel_difference`). A copy differs
+     everywhere a little (resampling, compression); another shot differs a lot somewhere (a
+     person moved, an object changed colour).
+
+Groups are the connected components of accepted pairs (with exact copies joined in), so a
+chain of pairs can join two pictures that were not compared directly. Each group's keeper is
+the first by: most pixels, then camera formats before derived ones (RAW, HEIC/AVIF, JPEG, TIFF,
+PNG, WebP, others), then the larger file (less compressed), then the oldest capture, then the
+shortest path, then the path.
+
+`make_eval_set` draws a set of known duplicates and near-misses from synthetic scenes, and
+`pair_scores` measures a grouping on it (benchmarks/dupes.py runs both through the encoder).
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from harmosearch.errors import DataError
+
+DEFAULT_THRESHOLD = 0.76  # chosen on benchmarks/dupes.py's validation seed with harmo-tiny vectors
+PIXEL_THRESHOLD = 0.09  # likewise
+MAX_ASPECT_CHANGE = 0.12  # |log(aspect ratio a / aspect ratio b)|: a crop of 10% from one side is 0.105
+MAX_TIME_GAP = 2.0  # seconds between two cameras' capture times for a pair still to be one shot
+THUMB_SIDE = 128  # the long side thumbnails are reduced to before comparison
+COMPARE_SIDE = 48  # aligned pictures are compared at COMPARE_SIDE x COMPARE_SIDE ...
+CELLS = 12  # ... in CELLS x CELLS cells; the worst cell decides
+MAX_CROP = 0.12  # the most a side can be cropped for the alignment
+
+FORMAT_RANK = {
+    **{ext: 0 for ext in (".dng", ".cr2", ".cr3", ".nef", ".nrw", ".arw", ".raf", ".orf", ".rw2", ".pef", ".srw")},
+    **{ext: 1 for ext in (".heic", ".heif", ".hif", ".avif")},
+    **{ext: 2 for ext in (".jpg", ".jpeg", ".jpe")},
+    **{ext: 3 for ext in (".tif", ".tiff")},
+    ".png": 4,
+    ".webp": 5,
+}
+OTHER_FORMAT = 6
+
+
+@dataclass(frozen=True)
+class DupeGroup:
+    kind: Literal["exact", "near"]  # exact: all members share one content hash
+    members: tuple[int, ...]  # row numbers of the inputs, keeper first, then in keeper order
+    keeper: int
+    similarity: float  # the lowest cosine between the keeper's global vector and a member's
+
+    def to_dict(self, paths: Sequence[str]) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "keeper": paths[self.keeper],
+            "members": [paths[i] for i in self.members],
+            "similarity": round(self.similarity, 4),
+        }
+
+
+def find_duplicates(
+    paths: Sequence[str],
+    sha256: Sequence[str],
+    widths: Sequence[int] | np.ndarray,
+    heights: Sequence[int] | np.ndarray,
+    vectors: np.ndarray,
+    taken: Sequence[float] | np.ndarray | None = None,
+    file_sizes: Sequence[int] | np.ndarray | None = None,
+    thumbnail: Callable[[int], Any] | None = None,
+    threshold: float = DEFAULT_THRESHOLD,
+    pixel_threshold: float = PIXEL_THRESHOLD,
+) -> list[DupeGroup]:
+    """Groups of exact copies and near-duplicates among n images (see the module doc).
+
+    paths, sha256, widths, heights: per image; vectors: [n, d] L2-normalised global vectors;
+    taken: capture times in seconds from the camera (EXIF or a video's creation time), NaN where
+    unknown or taken from the mtime; file_sizes: bytes; thumbnail(i): a PIL image of image i
+    (any size; loaded only for candidate pairs, once each; `open_still(path, min_side=128)` is
+    fast; an image whose thumbnail raises DataError joins no near-duplicate group). Without it,
+    pairs are judged by vectors, aspect ratio and time alone.
+    Groups come largest first, then by their keeper's path.
+    """
+    n = len(paths)
+    vectors = np.asarray(vectors, dtype=np.float32)
+    if not (len(sha256) == len(widths) == len(heights) == len(vectors) == n):
+        raise DataError("paths, hashes, sizes and vectors must describe the same images")
+    times = np.full(n, np.nan) if taken is None else np.asarray(taken, dtype=np.float64)
+    sizes = np.zeros(n) if file_sizes is None else np.asarray(file_sizes, dtype=np.float64)
+    order = keeper_order(paths, np.asarray(widths), np.asarray(heights), times, sizes)
+    pairs = candidate_pairs(sha256, widths, heights, vectors, times, threshold)
+    thumbs: dict[int, Any] = {}
+
+    def thumb(i: int) -> Any:
+        if i not in thumbs:
+            try:
+                thumbs[i] = _prepare(thumbnail(i))  # type: ignore[misc]
+            except DataError:  # gone or damaged since it was indexed: it cannot be checked
+                thumbs[i] = None
+        return thumbs[i]
+
+    joined = _Components(n)
+    accepted = []
+    for i, j, _ in pairs:
+        # A pair already joined through others needs no look at its pixels.
+        if joined.find(i) == joined.find(j):
+            continue
+        if thumbnail is not None:
+            a, b = thumb(i), thumb(j)
+            if a is None or b is None or _aligned_difference(a, b) > pixel_threshold:
+                continue
+        joined.union(i, j)
+        accepted.append((i, j))
+    return group_duplicates(paths, sha256, vectors, order, accepted)
+
+
+def candidate_pairs(
+    sha256: Sequence[str],
+    widths: Sequence[int] | np.ndarray,
+    heights: Sequence[int] | np.ndarray,
+    vectors: np.ndarray,
+    taken: np.ndarray,
+    threshold: float,
+) -> list[tuple[int, int, float]]:
+    """Pairs (i, j, cosine) that may be near-duplicates, most similar first: one image per
+    content hash, cosine >= threshold, aspect ratios within MAX_ASPECT_CHANGE, and capture
+    times (NaN: unknown) at most MAX_TIME_GAP apart. Their pixels are not looked at."""
+    aspect = np.log(np.asarray(widths, dtype=np.float64) / np.asarray(heights, dtype=np.float64))
+    first: dict[str, int] = {}
+    for i, digest in enumerate(sha256):
+        first.setdefault(digest, i)
+    representatives = np.array(sorted(first.values()), dtype=np.int64)
+    rows, cols, sims = similar_pairs(np.asarray(vectors, dtype=np.float32)[representatives], threshold)
+    pairs = []
+    for r, c, sim in zip(rows, cols, sims, strict=True):
+        i, j = int(representatives[r]), int(representatives[c])
+        if abs(aspect[i] - aspect[j]) > MAX_ASPECT_CHANGE:
+            continue
+        if abs(taken[i] - taken[j]) > MAX_TIME_GAP:  # NaN compares False: unknown times never refuse
+            continue
+        pairs.append((i, j, float(sim)))
+    pairs.sort(key=lambda p: (-p[2], p[0], p[1]))
+    return pairs
+
+
+def group_duplicates(
+    paths: Sequence[str],
+    sha256: Sequence[str],
+    vectors: np.ndarray,
+    order: np.ndarray,
+    accepted: Sequence[tuple[int, int]],
+) -> list[DupeGroup]:
+    """The groups that exact copies and the accepted near-duplicate pairs make (connected
+    components), each with its members in keeper order (`order`, from keeper_order)."""
+    joined = _Components(len(paths))
+    by_hash: dict[str, int] = {}
+    for i, digest in enumerate(sha256):
+        joined.union(by_hash.setdefault(digest, i), i)
+    for i, j in accepted:
+        joined.union(i, j)
+    components: dict[int, list[int]] = {}
+    for i in order:
+        components.setdefault(joined.find(int(i)), []).append(int(i))
+    groups = []
+    for members in components.values():
+        if len(members) < 2:
+            continue
+        keeper = members[0]
+        kind: Literal["exact", "near"] = "exact" if len({sha256[i] for i in members}) == 1 else "near"
+        similarity = float(np.min(vectors[members] @ vectors[keeper])) if kind == "near" else 1.0
+        groups.append(DupeGroup(kind, tuple(members), keeper, min(similarity, 1.0)))
+    groups.sort(key=lambda g: (-len(g.members), paths[g.keeper]))
+    return groups
+
+
+class _Components:
+    """Union-find over row numbers."""
+
+    def __init__(self, n: int) -> None:
+        self.parent = list(range(n))
+
+    def find(self, i: int) -> int:
+        while self.parent[i] != i:
+            self.parent[i] = self.parent[self.parent[i]]
+            i = self.parent[i]
+        return i
+
+    def union(self, i: int, j: int) -> None:
+        self.parent[self.find(j)] = self.find(i)
+
+
+def keeper_order(
+    paths: Sequence[str], widths: np.ndarray, heights: np.ndarray, taken: np.ndarray, file_sizes: np.ndarray
+) -> np.ndarray:
+    """Row numbers from the best keeper to the worst (see the module doc for the order)."""
+
+    def key(i: int) -> tuple[Any, ...]:
+        oldest = taken[i] if math.isfinite(taken[i]) else math.inf
+        rank = FORMAT_RANK.get(Path(paths[i]).suffix.lower(), OTHER_FORMAT)
+        return (-widths[i] * heights[i], rank, -file_sizes[i], oldest, len(paths[i]), paths[i])
+
+    return np.array(sorted(range(len(paths)), key=key), dtype=np.int64)
+
+
+def similar_pairs(vectors: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """All pairs i < j with vectors[i] . vectors[j] >= threshold: (i, j, similarity), by i then j.
+
+    Blocks of rows against the rows after them, each block at most ~16M similarities, so memory
+    stays bounded whatever the number of vectors.
+    """
+    vectors = np.asarray(vectors, dtype=np.float32)
+    n = len(vectors)
+    block = max(1, min(1024, (1 << 24) // max(n, 1)))
+    found_i, found_j, found_s = [], [], []
+    for lo in range(0, n, block):
+        hi = min(n, lo + block)
+        sims = vectors[lo:hi] @ vectors[lo:].T  # [block, n - lo]; column c is row lo + c
+        r, c = np.nonzero(sims >= threshold)
+        keep = c > r  # the diagonal and the pairs below it come from earlier blocks or are self-pairs
+        found_i.append(r[keep] + lo)
+        found_j.append(c[keep] + lo)
+        found_s.append(sims[r[keep], c[keep]])
+    if not found_i:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
+    return (
+        np.concatenate(found_i).astype(np.int64),
+        np.concatenate(found_j).astype(np.int64),
+        np.concatenate(found_s).astype(np.float32),
+    )
+
+
+def pixel_difference(a: Any, b: Any) -> float:
+    """How much two pictures differ where they differ most, after aligning them for a crop.
+
+    Each picture is reduced to THUMB_SIDE pixels on its long side. One of them is taken to be
+    a crop of the other: the crop box (each side cut by 0 to MAX_CROP) is found by a
+    coarse-to-fine search that minimises the mean absolute RGB difference (0-1) between the
+    box, resampled to COMPARE_SIDE x COMPARE_SIDE, and the other picture at that size; both
+    directions are tried. The result is the largest mean difference over CELLS x CELLS cells
+    of the aligned pair: ~0.01-0.03 for a resized, re-encoded or cropped copy, and the colour
+    difference of whatever changed (often > 0.2) for another shot.
+    """
+    return _aligned_difference(_prepare(a), _prepare(b))
+
+
+def _prepare(image: Any) -> Any:
+    image = image.convert("RGB")
+    image.thumbnail((THUMB_SIDE, THUMB_SIDE))
+    return image
+
+
+def _aligned_difference(a: Any, b: Any) -> float:
+    return min(_worst_cell(a, b), _worst_cell(b, a))
+
+
+def _worst_cell(outer: Any, inner: Any) -> float:
+    """Align `inner` as a crop of `outer`, then the largest cell difference."""
+    from PIL import Image
+
+    side = COMPARE_SIDE
+    target = np.asarray(inner.resize((side, side), Image.Resampling.BOX), dtype=np.float32) / 255.0
+    width, height = outer.size
+
+    def view(margins: tuple[float, float, float, float]) -> np.ndarray:
+        left, top, right, bottom = margins
+        box = (left * width, top * height, (1 - right) * width, (1 - bottom) * height)
+        return np.asarray(outer.resize((side, side), Image.Resampling.BOX, box=box), dtype=np.float32) / 255.0
+
+    def cost(margins: tuple[float, float, float, float]) -> float:
+        return float(np.abs(view(margins) - target).mean())
+
+    margins = (0.0, 0.0, 0.0, 0.0)
+    best = cost(margins)
+    for step in (0.04, 0.02, 0.01, 0.005):
+        improved = True
+        while improved:
+            improved = False
+            for side_index in range(4):
+                for sign in (1, -1):
+                    trial = list(margins)
+                    trial[side_index] += sign * step
+                    if not 0.0 <= trial[side_index] <= MAX_CROP:
+                        continue
+                    candidate = cost(tuple(trial))  # type: ignore[arg-type]
+                    if candidate < best - 1e-6:
+                        best, margins, improved = candidate, tuple(trial), True  # type: ignore[assignment]
+    difference = np.abs(view(margins) - target).mean(axis=2)
+    cell = side // CELLS
+    per_cell = difference[: cell * CELLS, : cell * CELLS].reshape(CELLS, cell, CELLS, cell).mean(axis=(1, 3))
+    return float(per_cell.max())
+
+
+# Evaluation ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EvalItem:
+    path: str  # relative to the set's folder
+    family: int  # one picture and its copies share a family; another shot of a scene is its own family
+    transform: str  # original, copy, resized, jpeg, crop, crop+resize+jpeg, moved, recoloured
+
+
+def make_eval_set(out: Path, seed: int, n_scenes: int = 60, size: int = 320) -> list[EvalItem]:
+    """Write a set of known duplicates and near-misses under `out`; returns what each file is.
+
+    Every scene (synthetic, 2-4 objects, `size` pixels) is an original JPEG (quality 95, as
+    cameras write). Two thirds of them
+    get 1-3 copies, drawn from: a byte-identical copy, a resize to 50 or 75%, a JPEG at quality
+    30, 60 or 90, a crop of 3-8% of each dimension (split at random between its two sides),
+    and a crop that is also resized and re-encoded. Half of the scenes get another shot: the
+    same scene drawn again with one object moved elsewhere or one object's colour changed
+    (its own family; half of these have a JPEG copy of their own).
+    """
+    import io
+
+    from PIL import Image
+
+    from harmosearch.config import SynthConfig
+    from harmosearch.synth import render, sample_scene
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    config = SynthConfig(size=size, min_objects=2, max_objects=4, seed=seed)
+    items: list[EvalItem] = []
+
+    def save(image: Any, name: str, family: int, transform: str, quality: int | None = None) -> None:
+        if quality is None:
+            image.save(out / name, format="PNG")
+        else:
+            buffer = io.BytesIO()
+            image.save(buffer, format="JPEG", quality=quality)
+            (out / name).write_bytes(buffer.getvalue())
+        items.append(EvalItem(name, family, transform))
+
+    family = 0
+    for k in range(n_scenes):
+        rng = np.random.default_rng([seed, k, 7])
+        scene = sample_scene(seed, k, config)
+        original, _ = render(scene)
+        stem = f"s{k:03d}"
+        save(original, f"{stem}.jpg", family, "original", quality=95)
+        if rng.random() < 2 / 3:
+            kinds = rng.choice(
+                ["copy", "resized", "jpeg", "crop", "crop+resize+jpeg"], size=rng.integers(1, 4), replace=False
+            )
+            for kind in kinds:
+                name = f"{stem}_{kind.replace('+', '_')}"
+                if kind == "copy":
+                    shutil.copyfile(out / f"{stem}.jpg", out / f"{name}.jpg")
+                    items.append(EvalItem(f"{name}.jpg", family, "copy"))
+                elif kind == "resized":
+                    scale = float(rng.choice([0.5, 0.75]))
+                    save(
+                        original.resize((round(size * scale),) * 2, Image.Resampling.LANCZOS),
+                        f"{name}.png",
+                        family,
+                        kind,
+                    )
+                elif kind == "jpeg":
+                    save(original, f"{name}.jpg", family, kind, quality=int(rng.choice([30, 60, 90])))
+                elif kind == "crop":
+                    save(_crop(original, rng), f"{name}.jpg", family, kind, quality=90)
+                else:
+                    cropped = _crop(original, rng)
+                    small = cropped.resize((cropped.width * 3 // 4, cropped.height * 3 // 4), Image.Resampling.LANCZOS)
+                    save(small, f"{name}.jpg", family, kind, quality=60)
+        family += 1
+        if rng.random() < 0.5:
+            kind = "moved" if rng.random() < 0.5 else "recoloured"
+            other = _moved(scene, rng) if kind == "moved" else _recoloured(scene, rng)
+            shot, _ = render(other)
+            save(shot, f"{stem}_{kind}.jpg", family, kind, quality=95)
+            if rng.random() < 0.5:
+                save(shot, f"{stem}_{kind}_jpeg.jpg", family, "jpeg", quality=80)
+            family += 1
+    return items
+
+
+def _crop(image: Any, rng: np.random.Generator) -> Any:
+    width, height = image.size
+    cut_x, cut_y = rng.uniform(0.03, 0.08, size=2)
+    left, top = rng.uniform(0, 1, size=2)
+    x0, y0 = cut_x * left * width, cut_y * top * height
+    x1, y1 = width - cut_x * (1 - left) * width, height - cut_y * (1 - top) * height
+    return image.crop((round(x0), round(y0), round(x1), round(y1)))
+
+
+def _moved(scene: Any, rng: np.random.Generator) -> Any:
+    """The scene with one object moved to a free place at least its own size away."""
+    objects = list(scene.objects)
+    for _ in range(500):
+        k = int(rng.integers(len(objects)))
+        obj = objects[k]
+        margin = obj.half + 2
+        cx, cy = rng.uniform(margin, scene.size - margin, size=2)
+        if max(abs(cx - obj.cx), abs(cy - obj.cy)) < 2 * obj.half:
+            continue
+        others = objects[:k] + objects[k + 1 :]
+        if all(abs(cx - o.cx) > obj.half + o.half + 4 or abs(cy - o.cy) > obj.half + o.half + 4 for o in others):
+            objects[k] = replace(obj, cx=float(cx), cy=float(cy))
+            return replace(scene, objects=tuple(objects))
+    return _recoloured(scene, rng)
+
+
+def _recoloured(scene: Any, rng: np.random.Generator) -> Any:
+    """The scene with one object in a colour no object of it has."""
+    from harmosearch.synth import COLOURS
+
+    objects = list(scene.objects)
+    k = int(rng.integers(len(objects)))
+    unused = sorted(set(COLOURS) - {o.colour for o in objects})
+    colour = str(rng.choice(unused))
+    objects[k] = replace(objects[k], colour=colour, rgb=COLOURS[colour])
+    return replace(scene, objects=tuple(objects))
+
+
+def pair_scores(groups: Sequence[Sequence[int]], families: Sequence[int]) -> dict[str, float]:
+    """Pairwise precision and recall of a grouping (lists of row numbers) against true families:
+    a predicted pair is right when both rows share a family; every pair within a family should
+    be predicted. Also the counts behind them."""
+    predicted = {(min(a, b), max(a, b)) for g in groups for i, a in enumerate(g) for b in g[i + 1 :]}
+    by_family: dict[int, list[int]] = {}
+    for row, f in enumerate(families):
+        by_family.setdefault(f, []).append(row)
+    true = {(a, b) for rows in by_family.values() for i, a in enumerate(rows) for b in rows[i + 1 :]}
+    right = len(predicted & true)
+    return {
+        "precision": right / len(predicted) if predicted else 1.0,
+        "recall": right / len(true) if true else 1.0,
+        "predicted_pairs": len(predicted),
+        "true_pairs": len(true),
+        "right_pairs": right,
+    }
