@@ -203,6 +203,15 @@ def end_to_end(n_regions: int, model: str, rng: np.random.Generator) -> dict:
         ] * 20
         index.search(queries[0])
         lat = np.array(latencies(lambda q: index.search(str(q), k=10), np.array(queries, dtype=object))) * 1000
+        # Relation queries with and without their relations, alternating, so both see the same load.
+        relational = ["small blue star to the left of a white ring", "yellow square above a green cross"] * 30
+        with_rel, without_rel = [], []
+        for q in relational:
+            for use, times in ((True, with_rel), (False, without_rel)):
+                start = time.perf_counter()
+                index.search(q, k=10, relations=use)
+                times.append((time.perf_counter() - start) * 1000)
+        ratio = float(np.median(np.array(with_rel) / np.array(without_rel)))
         return {
             "n_regions": len(image_ids),
             "n_images": n_images,
@@ -211,6 +220,9 @@ def end_to_end(n_regions: int, model: str, rng: np.random.Generator) -> dict:
             "build_s": build,
             "p50_ms": float(np.percentile(lat, 50)),
             "p95_ms": float(np.percentile(lat, 95)),
+            "relation_queries_p50_ms": float(np.percentile(with_rel, 50)),
+            "relation_queries_without_relations_p50_ms": float(np.percentile(without_rel, 50)),
+            "relations_over_no_relations": ratio,
         }
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -269,6 +281,11 @@ def main() -> None:
         print(
             f"end-to-end warm query over {e2e['n_regions']:,} regions ({e2e['index_types']}): "
             f"p50 {e2e['p50_ms']:.1f} ms, p95 {e2e['p95_ms']:.1f} ms"
+        )
+        print(
+            f"relation queries: p50 {e2e['relation_queries_p50_ms']:.1f} ms with relations, "
+            f"{e2e['relation_queries_without_relations_p50_ms']:.1f} ms without; paired ratio "
+            f"{e2e['relations_over_no_relations']:.3f} (goal <= 1.2)"
         )
     path = append_result("search", {"rows": rows, "end_to_end": e2e})
     RESULTS.mkdir(exist_ok=True)

@@ -40,7 +40,19 @@ def draw_result(result: Any, image: Image.Image | None = None) -> Image.Image:
         ty = y0 - (bottom - top) - 4 if y0 - (bottom - top) - 4 >= 0 else y0 + width
         draw.rectangle([x0, ty, x0 + (right - left) + 6, ty + (bottom - top) + 4], fill=colour)
         draw.text((x0 + 3, ty + 2 - top), label, fill=(0, 0, 0), font=font)
-    return image
+    return _with_relations(image, result.relations, font) if result.relations else image
+
+
+def _with_relations(image: Image.Image, relations: Any, font: Any) -> Image.Image:
+    """The picture with a strip below it naming each relation and how well the boxes above hold it."""
+    lines = [f"{r.subject} {'not ' if r.negated else ''}{r.relation} {r.object}: {r.score:.2f}" for r in relations]
+    height = (font.size if hasattr(font, "size") else 12) + 8
+    out = Image.new("RGB", (image.width, image.height + height * len(lines)), (255, 255, 255))
+    out.paste(image, (0, 0))
+    draw = ImageDraw.Draw(out)
+    for n, line in enumerate(lines):
+        draw.text((6, image.height + n * height + 4), line, fill=(0, 0, 0), font=font)
+    return out
 
 
 def save_annotated(response: Any, out_dir: Path) -> list[Path]:
