@@ -5,11 +5,14 @@ for each of the query's m lexemes the similarity r_l of the region chosen for it
 of its n decidable relations the geometric score rho_k in [0, 1] of the chosen boxes
 (`relations`):
 
-    fused = alpha * g + (1 - alpha) * (r_1 + ... + r_m + w * (rho_1 + ... + rho_n)) / m
+    fused = alpha * g + (1 - alpha) * (r_1 + ... + r_m + w * ((rho_1 - 1/2) + ... + (rho_n - 1/2))) / m
 
 where w is search.relation_weight. The regions are chosen jointly to maximise the bracket
 (`scoring.match_regions`); a lexeme in no relation takes its best region, so a query without
-relations (or with w = 0) ranks by alpha * g + (1 - alpha) * mean best region score. A query
+relations (or with w = 0) ranks by alpha * g + (1 - alpha) * mean best region score. A relation
+that holds adds up to w/2, one that is violated takes up to w/2 away, and one the boxes cannot
+tell (rho = 1/2) changes nothing: so captions with relations do not outscore captions without
+them merely for having them (which matters when one image ranks many captions). A query
 without lexemes ranks by g alone. Each `--not` phrase is scored the same way (its global and
 its best-region similarity) and subtracted:
 
@@ -36,7 +39,7 @@ def fuse(
         return global_scores.copy()
     regions = lexeme_scores.sum(axis=1)
     if relation_scores is not None and relation_weight:
-        regions = regions + relation_weight * np.asarray(relation_scores, dtype=np.float32).sum(axis=1)
+        regions = regions + relation_weight * (np.asarray(relation_scores, dtype=np.float32) - 0.5).sum(axis=1)
     return alpha * global_scores + (1 - alpha) * regions / m
 
 

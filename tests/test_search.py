@@ -168,7 +168,9 @@ def reference_scores(data, encoding, alpha, relation_weight=0.5):
             chosen = dict(zip(related, combo, strict=True))
             value = sum(float(data.region_vectors[chosen[m]] @ lexemes[m]) for m in related)
             for s, name, o, negated in relations:
-                value += relation_weight * float(relation_scores(name, boxes[chosen[s]], boxes[chosen[o]], negated))
+                value += relation_weight * (
+                    float(relation_scores(name, boxes[chosen[s]], boxes[chosen[o]], negated)) - 0.5
+                )
             best = max(best, value)
         total += best if related else 0.0
         scores.append(alpha * global_score + (1 - alpha) * total / len(lexemes))
