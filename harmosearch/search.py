@@ -288,6 +288,181 @@ class Index:
         global_vector, _ = self.encoder.encode_pixels(self.encoder.image_tensor(image)[None])
         return global_vector[0].numpy()
 
+    # Searches by an indexed image and by a box drawn on one, and the files behind results: the
+    # library side of `harmosearch serve` (which adds nothing but HTTP).
+
+    def image_file(self, image_id: int) -> Path:
+        """The original file of an indexed image. Refused when its real path (symlinks and '..'
+        resolved) leaves the photo folder: a server must never hand out other files."""
+        from harmosearch.errors import DataError
+
+        self._check_image(image_id)
+        relative = str(self.reader.images["path"][image_id])
+        root = self.photos_root.resolve()
+        try:
+            real = (self.photos_root / relative).resolve(strict=True)
+        except (OSError, RuntimeError):
+            raise DataError(f"image {image_id} ({relative}) is no longer in {root}; re-run harmosearch index") from None
+        if not real.is_relative_to(root):
+            raise QueryError(f"image {image_id} ({relative}) leads outside the photo folder {root}; it is not served")
+        if not real.is_file():
+            raise DataError(f"image {image_id} ({relative}) is not a file; re-run harmosearch index")
+        return real
+
+    def info(self) -> dict[str, Any]:
+        """What the index holds, as `harmosearch info` shows it: counts, model, FAISS types,
+        generation, the resolved configuration and the size on disk."""
+        from harmosearch.store import size_on_disk
+
+        manifest = self.reader.manifest
+        return {
+            "path": str(self.path),
+            "photos_root": str(self.photos_root),
+            "images": self.n_images,
+            "regions": self.reader.n_regions,
+            "model": manifest["encoder"],
+            "index_types": manifest["index_types"],
+            "generation": manifest["generation"],
+            "created": manifest["created"],
+            "updated": manifest["updated"],
+            "size_bytes": size_on_disk(self.path),
+            "config": self.config.to_json(),
+        }
+
+    def similar(
+        self,
+        image_id: int,
+        k: int | None = None,
+        min_score: float | None = None,
+        settings: SearchConfig | None = None,
+    ) -> SearchResponse:
+        """More like an indexed image: the other images ranked by global similarity to its stored
+        vector, as `search(image=...)` ranks a query image (without encoding it again)."""
+        s = settings or self.config.search
+        k, _, min_score = self._options(k, None, min_score, s)
+        self._check_image(image_id)
+        g = self.reader.global_vectors[image_id].astype(np.float32)
+        g /= max(float(np.linalg.norm(g)), 1e-12)
+        candidates = self._candidates(g, np.zeros((0, len(g)), np.float32), k + 1, s)
+        candidates = candidates[candidates != image_id]
+        scores = self.reader.global_vectors[candidates].astype(np.float32) @ g
+        empty = np.zeros((len(candidates), 0))
+        results = self._ranked(candidates, scores, scores, [], empty, empty.astype(np.int64), k, min_score)
+        return SearchResponse(str(self.reader.images["path"][image_id]), [], results)
+
+    def region_vector(self, image_id: int, box: tuple[float, float, float, float]) -> np.ndarray:
+        """The vector of a box (pixels of the original image) on an indexed image, pooled from its
+        dense map as indexing pools proposals: the image is encoded again, once."""
+        import torch
+
+        from harmosearch.indexing import decode_image
+        from harmosearch.regions import pool, to_grid
+
+        x0, y0, x1, y1 = self._clip_box(image_id, box)
+        image, width, height = decode_image(self.image_file(image_id))
+        _, dense = self.encoder.encode_pixels(self.encoder.image_tensor(image)[None])
+        grid_box = to_grid(
+            torch.tensor([[x0, y0, x1, y1]]),
+            width,
+            height,
+            self.encoder.grid,
+            self.encoder.image_size,
+            self.encoder.config.resize,
+        )
+        return pool(dense, [grid_box])[0][0].numpy().astype(np.float32)
+
+    def search_region(
+        self,
+        image_id: int,
+        box: tuple[float, float, float, float],
+        k: int | None = None,
+        alpha: float = 0.0,
+        min_score: float | None = None,
+        settings: SearchConfig | None = None,
+    ) -> SearchResponse:
+        """A box drawn on an indexed image as the query ("more of this umbrella"): the other images
+        ranked by their best region's similarity to the box's vector, each with that region's box.
+        alpha > 0 mixes in the images' global similarity to it, as `fuse` does for a lexeme."""
+        s = settings or self.config.search
+        k, alpha, min_score = self._options(k, alpha, min_score, s)
+        query = self.region_vector(image_id, box)
+        candidates = self._candidates(query, query[None], k + 1, s)
+        candidates = candidates[candidates != image_id]
+        global_scores = self.reader.global_vectors[candidates].astype(np.float32) @ query
+        region_scores, rows = self.best_regions(candidates, query[None], s.box_margin)
+        fused = fuse(global_scores, region_scores, alpha)
+        results = self._ranked(candidates, fused, global_scores, ["region"], region_scores, rows, k, min_score)
+        x0, y0, x1, y1 = self._clip_box(image_id, box)
+        where = f"region ({x0:.0f}, {y0:.0f}, {x1:.0f}, {y1:.0f}) of {self.reader.images['path'][image_id]}"
+        return SearchResponse(where, ["region"], results)
+
+    def _check_image(self, image_id: int) -> None:
+        if not 0 <= image_id < self.n_images:
+            raise QueryError(f"no image {image_id} in {self.path}: image ids run from 0 to {self.n_images - 1}")
+
+    def _clip_box(self, image_id: int, box: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
+        """The box clipped to the image; an empty or malformed one is refused."""
+        self._check_image(image_id)
+        values = np.asarray(box, dtype=np.float64).reshape(-1)
+        if len(values) != 4 or not np.all(np.isfinite(values)):
+            raise QueryError(f"a box is four finite numbers x0, y0, x1, y1, got {box!r}")
+        width, height = int(self.reader.images["width"][image_id]), int(self.reader.images["height"][image_id])
+        x0, x1 = np.clip(values[[0, 2]], 0, width)
+        y0, y1 = np.clip(values[[1, 3]], 0, height)
+        if x1 <= x0 or y1 <= y0:
+            raise QueryError(f"box {list(values)} holds no pixels of image {image_id} ({width}x{height})")
+        return float(x0), float(y0), float(x1), float(y1)
+
+    def _options(
+        self, k: int | None, alpha: float | None, min_score: float | None, s: SearchConfig
+    ) -> tuple[int, float, float | None]:
+        k = s.k if k is None else k
+        alpha = s.alpha if alpha is None else alpha
+        if k < 1:
+            raise QueryError(f"k must be at least 1, got {k}")
+        if not 0.0 <= alpha <= 1.0:
+            raise QueryError(f"alpha must lie in [0, 1], got {alpha}")
+        return k, alpha, s.min_score if min_score is None else min_score
+
+    def _ranked(
+        self,
+        candidates: np.ndarray,
+        fused: np.ndarray,
+        global_scores: np.ndarray,
+        texts: list[str],
+        lexeme_scores: np.ndarray,
+        lexeme_rows: np.ndarray,
+        k: int,
+        min_score: float | None,
+    ) -> list[Result]:
+        """The best k candidates (ties by image id) as Results, the box of each text's region."""
+        results: list[Result] = []
+        for position in np.lexsort((candidates, -fused)):
+            if min_score is not None and fused[position] < min_score:
+                continue
+            image_id = int(candidates[position])
+            path = str(self.reader.images["path"][image_id])
+            matches = tuple(
+                LexemeMatch(text, float(lexeme_scores[position, j]), self._box(int(lexeme_rows[position, j])))
+                for j, text in enumerate(texts)
+            )
+            results.append(
+                Result(
+                    rank=len(results) + 1,
+                    image_id=image_id,
+                    path=path,
+                    absolute=self.photos_root / path,
+                    score=float(fused[position]),
+                    global_score=float(global_scores[position]),
+                    lexemes=matches,
+                    width=int(self.reader.images["width"][image_id]),
+                    height=int(self.reader.images["height"][image_id]),
+                )
+            )
+            if len(results) == k:
+                break
+        return results
+
 
 def open_index(path: str | os.PathLike[str] | None = None, config: Config | None = None, **kwargs: Any) -> Index:
     """Open an index for searching; without a path, the most recently updated one."""
