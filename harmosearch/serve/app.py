@@ -29,7 +29,6 @@ from harmosearch.search import Index, SearchResponse
 
 STATIC = Path(__file__).parent / "static"
 THUMBNAIL_SIDE = 256
-MAX_K = 1000
 T = TypeVar("T")
 ImageId = Annotated[int, PathParam(ge=0, description="row of the index's images table")]
 
@@ -60,27 +59,28 @@ class Ranking(BaseModel):
 
 class Options(BaseModel):
     # Unknown fields are refused by name: a client newer than the server learns which option is
-    # missing instead of getting results that silently ignore it.
+    # missing instead of getting results that silently ignore it. Values are checked by `Index`
+    # itself, so that a refused query reads the same through the server and in-process.
     model_config = ConfigDict(extra="forbid")
 
-    k: int | None = Field(None, ge=1, le=MAX_K, description="number of results (default: search.k)")
+    k: int | None = Field(None, description="number of results, at least 1 (default: search.k)")
     min_score: float | None = Field(None, description="drop results scoring below this")
 
 
 class TextQuery(Options):
     text: str = Field("", description='what to look for, e.g. "red umbrella near bench"')
-    alpha: float | None = Field(None, ge=0, le=1, description="weight of the global score (default: search.alpha)")
+    alpha: float | None = Field(None, description="weight of the global score in [0, 1] (default: search.alpha)")
     global_only: bool = Field(False, description="plain CLIP ranking, no regions")
     negatives: list[str] = Field([], max_length=32, description="push down images showing these")
 
 
 class ImageQuery(Options):
-    image_id: int = Field(ge=0, description="an indexed image")
+    image_id: int = Field(description="an indexed image")
 
 
 class RegionQuery(ImageQuery):
     box: tuple[float, float, float, float] = Field(description="x0, y0, x1, y1 in pixels of that image")
-    alpha: float = Field(0.0, ge=0, le=1, description="weight of the images' global similarity (0: regions only)")
+    alpha: float = Field(0.0, description="weight of the images' global similarity in [0, 1] (0: regions only)")
 
 
 def ranking(response: SearchResponse) -> dict[str, Any]:
