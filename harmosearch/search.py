@@ -359,7 +359,8 @@ class Index:
         from harmosearch.regions import pool, to_grid
 
         x0, y0, x1, y1 = self._clip_box(image_id, box)
-        image, width, height = decode_image(self.image_file(image_id))
+        # Decoded as indexing decodes it: JPEGs at the smallest scale that covers the model's input.
+        image, width, height = decode_image(self.image_file(image_id), self.encoder.image_size)
         _, dense = self.encoder.encode_pixels(self.encoder.image_tensor(image)[None])
         grid_box = to_grid(
             torch.tensor([[x0, y0, x1, y1]]),

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from harmosearch.config import load_config
-from harmosearch.errors import QueryError
+from harmosearch.errors import ConfigError, QueryError
 from harmosearch.indexing import build_index
 from harmosearch.search import Index
 from harmosearch.serve.client import DISCOVERY, find_server, index_url, remote_search
@@ -114,6 +114,13 @@ def test_stale_discovery_files_are_ignored_and_removed(index, tmp_path):
         write_discovery(index, pid=os.getppid(), url=server.url)
         assert find_server(index.path) is None
         assert not (index.path / DISCOVERY).exists()
+
+
+def test_a_port_in_use_is_a_one_line_error(index, tmp_path):
+    with WarmServer({"index": index}, port=0, thumbnails=tmp_path / "thumbs") as server:
+        port = int(server.url.rsplit(":", 1)[1])
+        with pytest.raises(ConfigError, match=f"cannot listen on 127.0.0.1:{port} .*pick another --port"):
+            WarmServer({"index": index}, port=port, thumbnails=tmp_path / "thumbs")
 
 
 def test_a_server_for_an_older_generation_is_ignored(index, photos, test_encoder, tmp_path):
