@@ -230,7 +230,10 @@ def query(
     ] = None,
     device: DeviceOption = None,
 ) -> None:
-    """Search an index: lexemes are matched to regions and fused with the global score."""
+    """Search an index: lexemes are matched to regions and fused with the global score.
+
+    When a `harmosearch serve` for the index is running, the search is sent there (the model is
+    already loaded) and printed the same way."""
     import json
 
     config = resolve(
@@ -242,46 +245,81 @@ def query(
             "search.relation_weight": relation_weight,
         },
     )
-    from harmosearch.search import open_index
+    options = {
+        "global_only": global_only,
+        "negatives": tuple(negatives or ()),
+        "relations": not no_relations,
+        "k": k,
+        "alpha": alpha,
+        "min_score": min_score,
+        "relation_weight": relation_weight,
+    }
+    # A server searches with its own settings: only plain command-line options travel to it.
+    warm = image is None and save_annotated is None and device is None and ctx.obj is None
+    body = _warm_search(index_path, config, text, options) if warm else None
+    response = None
+    if body is None:
+        from harmosearch.search import open_index
 
-    idx = open_index(index_path, config, device=device)
-    response = idx.search(
-        text, global_only=global_only, image=image, negatives=tuple(negatives or ()), relations=not no_relations
-    )
-    for warning in response.warnings:
+        idx = open_index(index_path, config, device=device)
+        response = idx.search(
+            text,
+            image=image,
+            **{k: v for k, v in options.items() if k not in ("k", "alpha", "min_score", "relation_weight")},
+        )
+        body = {**response.to_dict(), "index": str(idx.path), "warnings": response.warnings}
+    for warning in body.get("warnings", []):
         err.print(f"warning: {warning}", highlight=False)
     if as_json:
-        print(json.dumps(response.to_dict(), ensure_ascii=False))
+        print(json.dumps({k: body[k] for k in ("query", "lexemes", "results")}, ensure_ascii=False))
     else:
-        _print_results(response, idx.path)
-    if save_annotated is not None:
+        _print_results(body)
+    if save_annotated is not None and response is not None:
         from harmosearch.annotate import save_annotated as save
 
         written = save(response, save_annotated)
         err.print(f"wrote {len(written)} annotated images to {save_annotated}")
 
 
-def _print_results(response: Any, index_path: Path) -> None:
+def _warm_search(index_path: Path | None, config: Config, text: str, options: dict[str, Any]) -> dict[str, Any] | None:
+    """The answer of a running server for the index, or None when there is none (the caller then
+    searches in-process). Imports nothing heavier than the standard library."""
+    from harmosearch.indexes import latest_index
+    from harmosearch.serve.client import find_server, remote_search
+
+    path = index_path or latest_index(config.paths.indexes_dir)
+    url = find_server(path)
+    body = remote_search(url, text, **options) if url else None
+    if body is not None:
+        body["index"] = str(path)
+        body["results"] = [
+            {k: v for k, v in r.items() if k not in ("image_id", "width", "height")} for r in body["results"]
+        ]
+    return body
+
+
+def _print_results(body: dict[str, Any]) -> None:
+    """A results table from the JSON form of a search (in-process or from a server alike)."""
     from rich.table import Table
 
-    if not response.results:
-        out.print(f"no results for {response.query!r}")
+    if not body["results"]:
+        out.print(f"no results for {body['query']!r}")
         return
-    title = f"{response.query!r} in {index_path}"
-    if response.lexemes:
-        title += "  lexemes: " + ", ".join(response.lexemes)
+    title = f"{body['query']!r} in {body['index']}"
+    if body["lexemes"]:
+        title += "  lexemes: " + ", ".join(body["lexemes"])
     table = Table(title=title, title_justify="left")
     for name, justify in (("#", "right"), ("path", "left"), ("score", "right"), ("global", "right")):
         table.add_column(name, justify=justify, overflow="fold")  # type: ignore[arg-type]
-    for lexeme in response.lexemes:
+    for lexeme in body["lexemes"]:
         table.add_column(f"{lexeme}: score (box)")
-    for relation in response.results[0].relations:
-        what = f"{'not ' if relation.negated else ''}{relation.relation}"
-        table.add_column(f"{relation.subject} {what} {relation.object}", justify="right")
-    for r in response.results:
-        cells = [f"{m.score:.3f} ({m.box[0]:.0f},{m.box[1]:.0f},{m.box[2]:.0f},{m.box[3]:.0f})" for m in r.lexemes]
-        cells += [f"{relation.score:.2f}" for relation in r.relations]
-        table.add_row(str(r.rank), r.path, f"{r.score:.3f}", f"{r.global_score:.3f}", *cells)
+    for relation in body["results"][0]["relations"]:
+        what = f"{'not ' if relation['negated'] else ''}{relation['relation']}"
+        table.add_column(f"{relation['subject']} {what} {relation['object']}", justify="right")
+    for r in body["results"]:
+        cells = [f"{m['score']:.3f} ({','.join(f'{v:.0f}' for v in m['box'])})" for m in r["lexemes"]]
+        cells += [f"{relation['score']:.2f}" for relation in r["relations"]]
+        table.add_row(str(r["rank"]), r["path"], f"{r['score']:.3f}", f"{r['global_score']:.3f}", *cells)
     out.print(table)
 
 
@@ -297,7 +335,7 @@ def info(
     """Show what an index holds: counts, model, configuration, size on disk."""
     import json
 
-    from harmosearch.search import latest_index
+    from harmosearch.indexes import latest_index
     from harmosearch.store import describe
     from harmosearch.store import verify as verify_index
 
@@ -482,9 +520,33 @@ def demo(
         responses, report = run_demo(folder, config, n, progress=progress)
     out.print(f"indexed {report.images} scenes ({report.regions} regions) with {report.model} into {folder / 'index'}")
     for response in responses:
-        _print_results(response, folder / "index")
+        _print_results({**response.to_dict(), "index": str(folder / "index")})
         out.print(f"annotated: {folder / 'results' / slug(response.query) / 'contact_sheet.png'}\n")
     out.print(f'try your own: harmosearch query "red circle above a blue star" --index {folder / "index"}')
+
+
+@app.command()
+def serve(
+    ctx: typer.Context,
+    index_paths: Annotated[
+        list[Path] | None, typer.Option("--index", help="Index folder to serve (repeatable; default: the newest).")
+    ] = None,
+    host: Annotated[
+        str, typer.Option("--host", help="Address to listen on (default: this machine only).")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port to listen on.", min=0, max=65535)] = 8000,
+    model: ModelOption = None,
+    device: DeviceOption = None,
+) -> None:
+    """Serve indexes over HTTP with the model kept loaded: a JSON API and a page of results with
+    boxes; `harmosearch query` uses a running server for its index."""
+    config = resolve(ctx, **{"encoder.model": model})
+    from harmosearch.serve.server import serve as run
+
+    def ready(url: str, indexes: dict[str, Any]) -> None:
+        out.print(f"serving {', '.join(indexes)} at {url}/ (Ctrl-C stops)")
+
+    run(index_paths or [], host, port, model, config, device, on_ready=ready)
 
 
 @app.command()

@@ -48,11 +48,12 @@ class Range:
         if self.high is not None and self.low is not None:
             if value > self.high or value < self.low or (self.low_open and value == self.low):
                 left = "(" if self.low_open else "["
-                raise ConfigError(f"{where} must lie in {left}{_num(self.low)}, {_num(self.high)}]")
+                raise ConfigError(f"{where} must lie in {left}{_num(self.low)}, {_num(self.high)}], got {_num(value)}")
         elif self.low is not None and (value < self.low or (self.low_open and value == self.low)):
             if self.low == 0 and not self.low_open:
-                raise ConfigError(f"{where} must not be negative")
-            raise ConfigError(f"{where} must be {'above' if self.low_open else 'at least'} {_num(self.low)}")
+                raise ConfigError(f"{where} must not be negative, got {_num(value)}")
+            bound = "above" if self.low_open else "at least"
+            raise ConfigError(f"{where} must be {bound} {_num(self.low)}, got {_num(value)}")
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ class NonEmpty:
 
 
 def _num(x: float) -> str:
-    return str(int(x)) if float(x).is_integer() else str(x)
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
 
 
 Positive = Annotated[int, Range(1)]
@@ -143,6 +144,9 @@ class SearchConfig(Section):
     # best regions per image are the candidates of the joint box choice.
     relation_weight: Annotated[float, Range(0)] = 0.5
     relation_candidates: Positive = 4
+    # ...of those, only regions scoring within this of the lexeme's best in the image: a relation
+    # then moves a lexeme to another of its good matches, never to a poor one.
+    relation_margin: Annotated[float, Range(0)] = 1.0
     nprobe: Positive = 16
     ef_search: Positive = 64
     min_score: Annotated[float, Range()] | None = None

@@ -157,7 +157,8 @@ def _check_target(index: Path) -> None:
 
 
 def _previous(index: Path) -> Any:
-    from harmosearch.store import MANIFEST, IndexReader
+    from harmosearch.indexes import MANIFEST
+    from harmosearch.store import IndexReader
 
     return IndexReader(index, load_indexes=False) if (index / MANIFEST).is_file() else None
 

@@ -18,7 +18,8 @@ import numpy as np
 from harmosearch.config import Config, SearchConfig, load_config
 from harmosearch.errors import ConfigError, IndexStoreError, QueryError
 from harmosearch.fusion import fuse, penalty
-from harmosearch.scoring import RegionTable, best_regions, match_regions
+from harmosearch.indexes import latest_index
+from harmosearch.scoring import RegionMatch, RegionTable, best_regions, match_regions
 
 MAX_QUERY_CHARS = 1000
 # What a search takes from the caller's configuration; the rest (the encoder and region
@@ -103,17 +104,6 @@ class _Query:
     warnings: list[str]
 
 
-def latest_index(root: Path) -> Path:
-    """The most recently updated index under `root` (the default for `query` without --index)."""
-    from harmosearch.store import MANIFEST
-
-    root = Path(root)
-    manifests = sorted(root.glob(f"*/{MANIFEST}"), key=lambda p: p.stat().st_mtime) if root.is_dir() else []
-    if not manifests:
-        raise IndexStoreError(f"no index found under {root}/; build one with: harmosearch index PHOTOS_DIR")
-    return manifests[-1].parent
-
-
 class Index:
     """An open index plus the encoder that built it: the Python API behind `harmosearch query`.
 
@@ -188,7 +178,7 @@ class Index:
                 f"the photo folder {self.photos_root} no longer exists; if it moved, run: "
                 f"harmosearch index NEW_PLACE --index {self.path}"
             )
-        candidates = self._candidates(query, s)
+        candidates = self._candidates(query.global_vector, query.lexeme_vectors, s)
         if len(candidates) == 0:
             return SearchResponse(query.text, query.lexeme_texts, [], query.warnings)
         global_scores = self.reader.global_vectors[candidates].astype(np.float32) @ query.global_vector
@@ -200,16 +190,11 @@ class Index:
             s.box_margin,
             s.relation_weight,
             s.relation_candidates,
+            s.relation_margin,
         )
         fused = fuse(global_scores, match.scores, s.alpha, match.relation_scores, s.relation_weight)
         fused = fused - self._penalty(candidates, query, s.alpha)
-        order = np.lexsort((candidates, -fused))  # best first; ties by image id
-        if s.min_score is not None:
-            order = order[fused[order] >= s.min_score]
-        results = [
-            self._result(rank, int(candidates[p]), float(fused[p]), float(global_scores[p]), query, match, p)
-            for rank, p in enumerate(order[: s.k], start=1)
-        ]
+        results = self._rank(candidates, fused, global_scores, query.lexeme_texts, query.relations, match, s)
         return SearchResponse(query.text, query.lexeme_texts, results, query.warnings)
 
     def _encode(
@@ -257,19 +242,19 @@ class Index:
             warnings,
         )
 
-    def _candidates(self, query: _Query, s: SearchConfig) -> np.ndarray:
+    def _candidates(self, global_vector: np.ndarray, lexeme_vectors: np.ndarray, s: SearchConfig) -> np.ndarray:
         """Images among the top global matches or holding one of each lexeme's top regions."""
         from harmosearch.store import search_vectors
 
         found: list[np.ndarray] = []
         if self.reader.n_images:
             wanted = min(self.reader.n_images, max(s.k, s.global_candidates))
-            _, ids = search_vectors(self.reader.global_index, query.global_vector[None], wanted)
+            _, ids = search_vectors(self.reader.global_index, global_vector[None], wanted)
             found.append(ids[0][ids[0] >= 0])
-        if len(query.lexeme_vectors) and self.reader.n_regions:
+        if len(lexeme_vectors) and self.reader.n_regions:
             # One batched call for all lexemes; FAISS pads with -1 when asked for more than it holds.
             wanted = min(self.reader.n_regions, s.region_candidates)
-            _, ids = search_vectors(self.reader.region_index, query.lexeme_vectors, wanted)
+            _, ids = search_vectors(self.reader.region_index, lexeme_vectors, wanted)
             found.append(np.asarray(self.reader.regions["image_id"])[ids[ids >= 0]])
         if not found:
             return np.zeros(0, dtype=np.int64)
@@ -282,25 +267,47 @@ class Index:
         neg_region, _ = best_regions(self.regions, candidates, query.negative_regions, 0.0)
         return penalty(neg_global, neg_region, alpha)
 
+    def _rank(
+        self,
+        candidates: np.ndarray,
+        fused: np.ndarray,
+        global_scores: np.ndarray,
+        texts: list[str],
+        relations: list[tuple[int, str, int, bool]],
+        match: RegionMatch,
+        s: SearchConfig,
+        exclude: int | None = None,
+    ) -> list[Result]:
+        """The best s.k candidates (ties by image id) scoring at least s.min_score, as Results."""
+        order = np.lexsort((candidates, -fused))
+        if exclude is not None:
+            order = order[candidates[order] != exclude]
+        if s.min_score is not None:
+            order = order[fused[order] >= s.min_score]
+        return [
+            self._result(rank, int(candidates[p]), float(fused[p]), float(global_scores[p]), texts, relations, match, p)
+            for rank, p in enumerate(order[: s.k], start=1)
+        ]
+
     def _result(
         self,
         rank: int,
         image_id: int,
         score: float,
         global_score: float,
-        query: _Query,
-        match: Any,
+        texts: list[str],
+        relations: list[tuple[int, str, int, bool]],
+        match: RegionMatch,
         position: int,
     ) -> Result:
         path = str(self.reader.images["path"][image_id])
-        texts = query.lexeme_texts
         matches = tuple(
             LexemeMatch(text, float(match.scores[position, j]), self._box(int(match.rows[position, j])))
             for j, text in enumerate(texts)
         )
-        relations = tuple(
+        related = tuple(
             RelationMatch(texts[s], name, texts[o], negated, float(match.relation_scores[position, k]))
-            for k, (s, name, o, negated) in enumerate(query.relations)
+            for k, (s, name, o, negated) in enumerate(relations)
         )
         return Result(
             rank=rank,
@@ -312,7 +319,7 @@ class Index:
             lexemes=matches,
             width=int(self.reader.images["width"][image_id]),
             height=int(self.reader.images["height"][image_id]),
-            relations=relations,
+            relations=related,
         )
 
     def _box(self, row: int) -> tuple[float, float, float, float]:
@@ -332,6 +339,129 @@ class Index:
             raise QueryError(f"cannot use {path} as a query: {exc}") from None
         global_vector, _ = self.encoder.encode_pixels(self.encoder.image_tensor(image)[None])
         return global_vector[0].numpy()
+
+    # Searches by an indexed image and by a box drawn on one, and the files behind results: the
+    # library side of `harmosearch serve` (which adds nothing but HTTP).
+
+    def image_file(self, image_id: int) -> Path:
+        """The original file of an indexed image. Refused when its real path (symlinks and '..'
+        resolved) leaves the photo folder: a server must never hand out other files."""
+        from harmosearch.errors import DataError
+
+        self._check_image(image_id)
+        relative = str(self.reader.images["path"][image_id])
+        root = self.photos_root.resolve()
+        try:
+            real = (self.photos_root / relative).resolve(strict=True)
+        except (OSError, RuntimeError):
+            raise DataError(f"image {image_id} ({relative}) is no longer in {root}; re-run harmosearch index") from None
+        if not real.is_relative_to(root):
+            raise QueryError(f"image {image_id} ({relative}) leads outside the photo folder {root}; it is not served")
+        if not real.is_file():
+            raise DataError(f"image {image_id} ({relative}) is not a file; re-run harmosearch index")
+        return real
+
+    def info(self) -> dict[str, Any]:
+        """What the index holds, as `harmosearch info` shows it: counts, model, FAISS types,
+        generation, the resolved configuration and the size on disk."""
+        from harmosearch.store import size_on_disk
+
+        manifest = self.reader.manifest
+        return {
+            "path": str(self.path),
+            "photos_root": str(self.photos_root),
+            "images": self.n_images,
+            "regions": self.reader.n_regions,
+            "model": manifest["encoder"],
+            "index_types": manifest["index_types"],
+            "generation": manifest["generation"],
+            "created": manifest["created"],
+            "updated": manifest["updated"],
+            "size_bytes": size_on_disk(self.path),
+            "config": self.config.to_json(),
+        }
+
+    def similar(
+        self,
+        image_id: int,
+        k: int | None = None,
+        min_score: float | None = None,
+        settings: SearchConfig | None = None,
+    ) -> SearchResponse:
+        """More like an indexed image: the other images ranked by global similarity to its stored
+        vector, as `search(image=...)` ranks a query image (without encoding it again)."""
+        s = _settings(settings or self.config.search, k, None, min_score, None)
+        self._check_image(image_id)
+        g = _unit(self.reader.global_vectors[image_id].astype(np.float32))
+        candidates = self._candidates(g, np.zeros((0, len(g)), np.float32), replace(s, k=s.k + 1))
+        scores = self.reader.global_vectors[candidates].astype(np.float32) @ g
+        none = RegionMatch(
+            np.zeros((len(candidates), 0)), np.zeros((len(candidates), 0), np.int64), np.zeros((len(candidates), 0))
+        )
+        results = self._rank(candidates, scores, scores, [], [], none, s, exclude=image_id)
+        return SearchResponse(str(self.reader.images["path"][image_id]), [], results)
+
+    def region_vector(self, image_id: int, box: tuple[float, float, float, float]) -> np.ndarray:
+        """The vector of a box (pixels of the original image) on an indexed image, pooled from its
+        dense map as indexing pools proposals: the image is encoded again, once."""
+        import torch
+
+        from harmosearch.media.decode import decode_image
+        from harmosearch.regions import pool, to_grid
+
+        x0, y0, x1, y1 = self._clip_box(image_id, box)
+        # Decoded as indexing decodes it: JPEGs at the smallest scale that covers the model's input.
+        image, width, height = decode_image(self.image_file(image_id), self.encoder.image_size)
+        _, dense = self.encoder.encode_pixels(self.encoder.image_tensor(image)[None])
+        grid_box = to_grid(
+            torch.tensor([[x0, y0, x1, y1]]),
+            width,
+            height,
+            self.encoder.grid,
+            self.encoder.image_size,
+            self.encoder.config.resize,
+        )
+        return pool(dense, [grid_box])[0][0].numpy().astype(np.float32)
+
+    def search_region(
+        self,
+        image_id: int,
+        box: tuple[float, float, float, float],
+        k: int | None = None,
+        alpha: float = 0.0,
+        min_score: float | None = None,
+        settings: SearchConfig | None = None,
+    ) -> SearchResponse:
+        """A box drawn on an indexed image as the query ("more of this umbrella"): the other images
+        ranked by their best region's similarity to the box's vector, each with that region's box.
+        alpha > 0 mixes in the images' global similarity to it, as `fuse` does for a lexeme."""
+        s = _settings(settings or self.config.search, k, alpha, min_score, None)
+        query = self.region_vector(image_id, box)
+        candidates = self._candidates(query, query[None], replace(s, k=s.k + 1))
+        global_scores = self.reader.global_vectors[candidates].astype(np.float32) @ query
+        match = match_regions(self.regions, candidates, query[None], [], s.box_margin, 0.0, 1)
+        fused = fuse(global_scores, match.scores, s.alpha)
+        results = self._rank(candidates, fused, global_scores, ["region"], [], match, s, exclude=image_id)
+        x0, y0, x1, y1 = self._clip_box(image_id, box)
+        where = f"region ({x0:.0f}, {y0:.0f}, {x1:.0f}, {y1:.0f}) of {self.reader.images['path'][image_id]}"
+        return SearchResponse(where, ["region"], results)
+
+    def _check_image(self, image_id: int) -> None:
+        if not 0 <= image_id < self.n_images:
+            raise QueryError(f"no image {image_id} in {self.path}: image ids run from 0 to {self.n_images - 1}")
+
+    def _clip_box(self, image_id: int, box: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
+        """The box clipped to the image; an empty or malformed one is refused."""
+        self._check_image(image_id)
+        values = np.asarray(box, dtype=np.float64).reshape(-1)
+        if len(values) != 4 or not np.all(np.isfinite(values)):
+            raise QueryError(f"a box is four finite numbers x0, y0, x1, y1, got {box!r}")
+        width, height = int(self.reader.images["width"][image_id]), int(self.reader.images["height"][image_id])
+        x0, x1 = np.clip(values[[0, 2]], 0, width)
+        y0, y1 = np.clip(values[[1, 3]], 0, height)
+        if x1 <= x0 or y1 <= y0:
+            raise QueryError(f"box {list(values)} holds no pixels of image {image_id} ({width}x{height})")
+        return float(x0), float(y0), float(x1), float(y1)
 
 
 def _settings(

@@ -31,9 +31,9 @@ from typing import Any
 import numpy as np
 
 from harmosearch.errors import IndexStoreError
+from harmosearch.indexes import MANIFEST
 
 SCHEMA_VERSION = 1
-MANIFEST = "manifest.json"
 LOCK = "index.lock"
 STAGING = ".staging"
 IMAGE_COLUMNS = ("path", "size", "mtime_ns", "sha256", "width", "height")

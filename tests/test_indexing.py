@@ -12,8 +12,10 @@ import pytest
 
 from harmosearch.config import load_config
 from harmosearch.errors import DataError, IndexStoreError
-from harmosearch.indexing import build_index, load_user_boxes, scan
-from harmosearch.search import Index, latest_index
+from harmosearch.indexes import latest_index
+from harmosearch.indexing import build_index, load_user_boxes
+from harmosearch.media.scan import scan
+from harmosearch.search import Index
 from harmosearch.store import IndexLock, IndexReader, read_manifest, verify
 
 from .conftest import TEST_MODEL

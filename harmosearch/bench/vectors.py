@@ -170,7 +170,14 @@ def query_scores(
             continue
         relations = texts.relations[t] if weight else []
         match = match_regions(
-            images.regions, cols, lexemes, relations, settings.box_margin, weight, settings.relation_candidates
+            images.regions,
+            cols,
+            lexemes,
+            relations,
+            settings.box_margin,
+            weight,
+            settings.relation_candidates,
+            settings.relation_margin,
         )
         out[t] = fuse(g, match.scores, settings.alpha, match.relation_scores, weight)
     return out

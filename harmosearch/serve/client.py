@@ -1,0 +1,122 @@
+"""The CLI's side of a warm server: find one serving an index, and search through it.
+
+Only the standard library is used here. A `harmosearch query` answered by a running server must
+never import torch, open_clip, faiss or pyarrow: those imports alone take seconds.
+
+While a server runs it keeps a discovery file, `server.json`, in each index folder it serves:
+
+    {"pid": 4242, "url": "http://127.0.0.1:8000", "index": "holiday", "generation": 3, ...}
+
+It is removed when the server stops. A file left by a server that died (its pid is gone, its
+address refuses connections or answers as another server) is removed by `find_server`; a
+server that serves an older generation of the index than the one on disk is ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from harmosearch.errors import QueryError
+from harmosearch.indexes import generation_of
+
+DISCOVERY = "server.json"
+# Servers are local: a proxy configured in the environment must not see these requests.
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def index_url(server_url: str, index_name: str) -> str:
+    """The API address of one index on a server."""
+    return f"{server_url.rstrip('/')}/api/indexes/{urllib.parse.quote(index_name, safe='')}"
+
+
+def find_server(index_path: Path, timeout: float = 1.0) -> str | None:
+    """The API address of the running server for this index (an `index_url`), or None when
+    none is running, or it serves another generation of the index. Stale files are removed."""
+    file = Path(index_path) / DISCOVERY
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError:
+        return None
+    try:
+        record = json.loads(text)
+        pid, url, name, generation = record["pid"], record["url"], record["index"], record["generation"]
+    except (ValueError, KeyError, TypeError):
+        _remove_if_unchanged(file, text)
+        return None
+    health = _get_json(f"{url}/api/health", timeout) if _alive(pid) else None
+    if not isinstance(health, dict) or health.get("pid") != pid or name not in health.get("indexes", {}):
+        _remove_if_unchanged(file, text)
+        return None
+    if generation != generation_of(Path(index_path)) or health["indexes"][name] != generation:
+        return None
+    return index_url(url, name)
+
+
+def remote_search(index: str, text: str, timeout: float = 60.0, **options: Any) -> dict[str, Any] | None:
+    """Search an index through its server (`index` as `find_server` returns it).
+
+    options are those of `Index.search` (k, alpha, global_only, negatives, min_score, relations,
+    relation_weight); None
+    means the server's default. Returns `SearchResponse.to_dict()` plus "warnings" and, for
+    each result, "image_id", "width" and "height". Raises QueryError for a query the server
+    refuses (the message `Index.search` would give); returns None when the server cannot
+    answer (gone, or too old to know an option), so that the caller searches in-process.
+    """
+    body = {"text": text, **{k: list(v) if isinstance(v, tuple) else v for k, v in options.items() if v is not None}}
+    request = urllib.request.Request(
+        f"{index}/search",
+        data=json.dumps(body).encode("utf-8"),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with _OPENER.open(request, timeout=timeout) as reply:
+            return json.loads(reply.read())
+    except urllib.error.HTTPError as exc:
+        if exc.code == 400:
+            raise QueryError(_detail(exc)) from None
+        return None
+    except (OSError, ValueError):  # URLError, refused connections and timeouts are OSErrors
+        return None
+
+
+def _get_json(url: str, timeout: float) -> Any:
+    try:
+        with _OPENER.open(url, timeout=timeout) as reply:
+            return json.loads(reply.read())
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid: Any) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
+
+
+def _remove_if_unchanged(file: Path, text: str) -> None:
+    """Remove a stale discovery file, unless a new server has just replaced it."""
+    try:
+        if file.read_text(encoding="utf-8") == text:
+            file.unlink()
+    except OSError:
+        pass
+
+
+def _detail(error: urllib.error.HTTPError) -> str:
+    try:
+        return str(json.loads(error.read())["detail"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"the server refused the query (HTTP {error.code})"
