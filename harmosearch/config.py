@@ -144,9 +144,6 @@ class SearchConfig(Section):
     # best regions per image are the candidates of the joint box choice.
     relation_weight: Annotated[float, Range(0)] = 0.5
     relation_candidates: Positive = 4
-    # ...of those, only regions scoring within this of the lexeme's best in the image: a relation
-    # then moves a lexeme to another of its good matches, never to a poor one.
-    relation_margin: Annotated[float, Range(0)] = 1.0
     nprobe: Positive = 16
     ef_search: Positive = 64
     min_score: Annotated[float, Range()] | None = None

@@ -137,13 +137,11 @@ def match_regions(
     box_margin: float,
     relation_weight: float,
     candidates: int,
-    margin: float = np.inf,
 ) -> RegionMatch:
     """Choose a region per lexeme in each image. Lexemes in no relation take their best region
     (the box shown as `best_regions` shows it). Lexemes linked by relations (subject, relation,
-    object, negated) are chosen jointly among their `candidates` best regions that score within
-    `margin` of their best, maximising their scores plus relation_weight times the relations'
-    geometric scores (`relations.assign_boxes`)."""
+    object, negated) are chosen jointly among their `candidates` best regions, maximising their
+    scores plus relation_weight times the relations' geometric scores (`relations.assign_boxes`)."""
     from harmosearch.relations import assign_boxes
 
     scores, rows = best_regions(table, images, lexemes, box_margin)
@@ -155,7 +153,7 @@ def match_regions(
     # box, so it is not a candidate for a lexeme in a relation.
     whole = table.scales >= 1.0 if table.scales is not None else None
     top, top_rows = top_regions(table, images, lexemes[related], candidates, whole)
-    valid = (top_rows >= 0) & (top >= top[:, :, :1] - margin)
+    valid = top_rows >= 0
     chosen = assign_boxes(
         np.where(valid, top, 0.0),
         valid,

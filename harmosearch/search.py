@@ -190,7 +190,6 @@ class Index:
             s.box_margin,
             s.relation_weight,
             s.relation_candidates,
-            s.relation_margin,
         )
         fused = fuse(global_scores, match.scores, s.alpha, match.relation_scores, s.relation_weight)
         fused = fused - self._penalty(candidates, query, s.alpha)

@@ -177,7 +177,6 @@ def query_scores(
             settings.box_margin,
             weight,
             settings.relation_candidates,
-            settings.relation_margin,
         )
         out[t] = fuse(g, match.scores, settings.alpha, match.relation_scores, weight)
     return out
