@@ -142,6 +142,9 @@ def test_text_search_draws_each_lexemes_box_where_the_api_says(page, server, tmp
     legend = page.inner_text("#legend")
     assert "red circle" in legend and "blue square" in legend
     assert "13 results" in page.inner_text("#status")
+    first = answer["results"][0]["relations"][0]
+    shown = page.inner_text(".card .relation")  # each card names the relation and its score
+    assert shown == f"red circle near blue square {first['score']:.2f}"
     page.wait_for_function("document.querySelector('.card img').naturalWidth > 0")  # a real thumbnail
     assert "q=red+circle" in page.url
     page.screenshot(path=tmp_path / "results.png")

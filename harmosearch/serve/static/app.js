@@ -63,6 +63,11 @@ function scoreList(result, container) {
     item.append(swatch, `${match.text} ${match.score.toFixed(3)}`);
     container.append(item);
   });
+  // Each relation of the query and how well the boxes shown hold it (0 to 1).
+  (result.relations || []).forEach((relation) => {
+    const what = `${relation.negated ? "not " : ""}${relation.relation}`;
+    container.append(element("span", "relation", `${relation.subject} ${what} ${relation.object} ${relation.score.toFixed(2)}`));
+  });
 }
 
 function card(result, position) {
