@@ -48,16 +48,17 @@ def best_regions(
     if len(images) == 0 or len(lexemes) == 0:
         return scores, chosen
     counts = table.start[images + 1] - table.start[images]
-    areas = (table.boxes[:, 2] - table.boxes[:, 0]) * (table.boxes[:, 3] - table.boxes[:, 1])
     for block in _image_blocks(counts):
         rows, offsets = _rows_of(table, images[block], counts[block])
         if len(rows) == 0:
             continue
         vectors = np.asarray(table.vectors[rows], dtype=np.float32)
+        boxes = table.boxes[rows]
+        areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
         nonempty = block[counts[block] > 0]
         for lo in range(0, len(lexemes), BLOCK_LEXEMES):
             part = slice(lo, lo + BLOCK_LEXEMES)
-            best, pick = _reduce(vectors @ lexemes[part].T, offsets, areas[rows], box_margin)
+            best, pick = _reduce(vectors @ lexemes[part].T, offsets, areas, box_margin)
             scores[nonempty, part] = best
             chosen[nonempty, part] = rows[pick]
     return scores, chosen
@@ -110,7 +111,8 @@ def top_regions(
     padded = np.where(valid, padded, 0)
     if exclude is not None:
         valid &= ~exclude[padded]
-    sims = np.einsum("cwd,ld->clw", np.asarray(table.vectors[padded], dtype=np.float32), lexemes)
+    gathered = np.asarray(table.vectors[padded.reshape(-1)], dtype=np.float32)  # [C * W, D]
+    sims = (gathered @ lexemes.T).reshape(len(images), width, len(lexemes)).transpose(0, 2, 1)
     sims = np.where(valid[:, None, :], sims, -np.inf)
     take = min(k, width)
     order = np.argsort(-sims, axis=2, kind="stable")[:, :, :take]
@@ -144,10 +146,14 @@ def match_regions(
     scores plus relation_weight times the relations' geometric scores (`relations.assign_boxes`)."""
     from harmosearch.relations import assign_boxes
 
-    scores, rows = best_regions(table, images, lexemes, box_margin)
     if not relations or relation_weight == 0 or len(images) == 0 or len(table.vectors) == 0:
+        scores, rows = best_regions(table, images, lexemes, box_margin)
         return RegionMatch(scores, rows, np.zeros((len(scores), len(relations)), np.float32))
     related = sorted({s for s, _, _, _ in relations} | {o for _, _, o, _ in relations})
+    alone = [lexeme for lexeme in range(len(lexemes)) if lexeme not in related]
+    scores = np.full((len(images), len(lexemes)), -1.0, dtype=np.float32)
+    rows = np.full((len(images), len(lexemes)), -1, dtype=np.int64)
+    scores[:, alone], rows[:, alone] = best_regions(table, images, lexemes[alone], box_margin)
     position = {lexeme: i for i, lexeme in enumerate(related)}
     # The whole-image region holds every object and sits "near" all of them: it is no object's
     # box, so it is not a candidate for a lexeme in a relation.
