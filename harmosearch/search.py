@@ -239,6 +239,8 @@ class Index:
                 f"harmosearch index NEW_PLACE --index {self.path}"
             )
         calibrated = self.calibration is not None and image is None
+        if self.calibration is not None and image is not None:
+            query.warnings.append("queries with an image are not calibrated: no result is marked weak")
         allowed = self._allowed(after, before, under, query.warnings)
         candidates = self._candidates(query, s, allowed)
         if len(candidates) == 0:

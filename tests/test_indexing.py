@@ -333,3 +333,38 @@ def test_encoding_in_worker_processes_equals_encoding_in_the_main_process(photos
     b = build_index(photos, tmp_path / "b", in_workers, encoder=test_encoder)
     assert a.encoded == b.encoded == 12
     assert_same_index(tmp_path / "a", tmp_path / "b")
+
+
+def test_staged_chunks_keep_each_video_frame_with_its_time(tmp_path):
+    from harmosearch.pipeline import Encoded
+    from harmosearch.store import load_chunks, save_chunk
+
+    rng = np.random.default_rng(0)
+
+    def encoded(seconds, regions):
+        return Encoded(
+            64,
+            48,
+            rng.standard_normal(8).astype(np.float32),
+            rng.uniform(0, 40, (regions, 4)).astype(np.float32),
+            np.full(regions, 0.5, np.float32),
+            rng.standard_normal((regions, 8)).astype(np.float32),
+            frame_time=seconds,
+        )
+
+    records = [("still", encoded(None, 2)), ("video", encoded(0.0, 1)), ("video", encoded(2.5, 3))]
+    save_chunk(tmp_path, 0, records)
+    loaded = load_chunks(tmp_path)
+    assert [e.frame_time for e in loaded["video"]] == [0.0, 2.5] and loaded["still"][0].frame_time is None
+    for (_, original), again in zip(records, [*loaded["still"], *loaded["video"]], strict=True):
+        assert len(again.boxes) == len(original.boxes)
+        np.testing.assert_allclose(again.vectors, original.vectors, atol=2e-3)  # stored in float16
+
+
+def test_stills_are_batched_and_each_video_is_a_batch_of_its_own():
+    from pathlib import Path
+
+    from harmosearch.pipeline import file_batches
+
+    paths = [Path(p) for p in ("a.jpg", "b.mp4", "c.png", "d.heic", "e.MOV", "f.jpg")]
+    assert file_batches(paths, 2) == [[1], [0, 2], [4], [3, 5]]
