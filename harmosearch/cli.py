@@ -20,7 +20,15 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from harmosearch.config import DEFAULT_MODEL, GLOBAL_ONLY_REGIONS, SHAPES_MODEL, Config, load_config, parse_weights
+from harmosearch.config import (
+    DEFAULT_MODEL,
+    GLOBAL_ONLY_REGIONS,
+    SHAPES_MODEL,
+    Config,
+    load_config,
+    parse_weights,
+    shapes_model_unless_named,
+)
 from harmosearch.errors import HarmosearchError
 
 app = typer.Typer(
@@ -61,12 +69,6 @@ def root(
 def resolve(ctx: typer.Context, **overrides: Any) -> Config:
     """Defaults < environment < --config TOML < flags given on this command line (None = not given)."""
     return load_config(ctx.obj, overrides)
-
-
-def shapes_model_unless_set(config: Config) -> Config:
-    """bench and train start from the bundled model unless a model was named (flag,
-    HARMOSEARCH_MODEL or the config file): their defaults are the synthetic world's."""
-    return config if "encoder.model" in config.given else config.with_values({"encoder.model": SHAPES_MODEL})
 
 
 @contextlib.contextmanager
@@ -208,7 +210,7 @@ def index(
         report = build_index(photos, index_path, config, boxes_file=boxes, rebuild=rebuild, progress=progress)
     _print_skipped(report.skipped)
     held = f"{report.images} images" + (
-        f" ({report.frames} of them frames of {report.videos} videos)" if report.videos else ""
+        f" ({report.frames} of them frames of {_count(report.videos, 'video')})" if report.videos else ""
     )
     if not report.committed:
         out.print(f"{report.index}: up to date, nothing to encode ({held}, {report.regions} regions)", highlight=False)
@@ -221,6 +223,10 @@ def index(
         + f"; skipped {len(report.skipped)})",
         highlight=False,
     )
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 GROUPED_SKIPS = 3  # more files than this skipped for one reason are listed on one line
@@ -399,7 +405,7 @@ def _print_info(facts: dict[str, Any]) -> None:
     table = Table(title=f"index {facts['index']}", show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column(overflow="fold")
-    frames = f", {facts['frames']} of them frames of {facts['videos']} videos" if facts["videos"] else ""
+    frames = f", {facts['frames']} of them frames of {_count(facts['videos'], 'video')}" if facts["videos"] else ""
     rows = [
         ("photos", facts["photos"]),
         ("images", f"{facts['images']}{frames}"),
@@ -510,7 +516,7 @@ def bench(
     """Benchmark a model: recall@1/5/10 both ways, box classification, grounding, phrase search, compositional pairs."""
     import json
 
-    config = shapes_model_unless_set(resolve(ctx, **{"encoder.model": model, "encoder.device": device}))
+    config = shapes_model_unless_named(resolve(ctx, **{"encoder.model": model, "encoder.device": device}))
     from harmosearch.bench import append_record, run_bench
 
     with progress_bars() as progress:
@@ -671,7 +677,7 @@ def train(
             **parse_weights(weights),
         },
     )
-    config = shapes_model_unless_set(config)
+    config = shapes_model_unless_named(config)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from harmosearch.train.loop import train as run_training

@@ -437,6 +437,12 @@ def load_config(
     return config
 
 
+def shapes_model_unless_named(config: Config) -> Config:
+    """The config with the bundled model unless a model was named (a flag, HARMOSEARCH_MODEL or
+    the config file): the demo, bench and train work in the synthetic world it knows."""
+    return config if "encoder.model" in config.given else config.with_values({"encoder.model": SHAPES_MODEL})
+
+
 def config_from_dict(data: Mapping[str, Any]) -> Config:
     """Rebuild a Config written by `Config.to_dict` (manifests, checkpoints); keys that older or
     newer versions wrote and this one does not know are ignored."""

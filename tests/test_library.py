@@ -368,8 +368,8 @@ def test_dupes_finds_the_planted_groups_among_the_stills(tmp_path, encoder):
 
 
 def test_the_default_model_is_a_pretrained_class_token_vit_that_env_and_file_can_change(tmp_path):
-    from harmosearch.cli import shapes_model_unless_set
     from harmosearch.clip_adapter import architecture_config
+    from harmosearch.config import shapes_model_unless_named
 
     name = DEFAULT_MODEL.split(":")[0]
     vision = architecture_config(name)["vision_cfg"]
@@ -378,10 +378,10 @@ def test_the_default_model_is_a_pretrained_class_token_vit_that_env_and_file_can
     assert load_config(environ={"HARMOSEARCH_MODEL": "local-dir:/m"}).encoder.model == "local-dir:/m"
     (tmp_path / "c.toml").write_text('[encoder]\nmodel = "ViT-B-32:openai"\n')
     assert load_config(tmp_path / "c.toml", environ={}).encoder.model == "ViT-B-32:openai"
-    # bench and train start from the bundled model unless a model was named
-    assert shapes_model_unless_set(load_config(environ={})).encoder.model == SHAPES_MODEL
+    # demo, bench and train start from the bundled model unless a model was named
+    assert shapes_model_unless_named(load_config(environ={})).encoder.model == SHAPES_MODEL
     named = load_config(environ={"HARMOSEARCH_MODEL": "local-dir:/m"})
-    assert shapes_model_unless_set(named).encoder.model == "local-dir:/m"
+    assert shapes_model_unless_named(named).encoder.model == "local-dir:/m"
 
 
 def test_index_and_query_load_the_default_model_through_open_clip(tmp_path, monkeypatch):
