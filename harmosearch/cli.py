@@ -312,6 +312,7 @@ def query(
         before=before,
         under=tuple(under or ()),
         sort=sort,  # type: ignore[arg-type]
+        min_score=config.search.min_score if min_score is not None else None,
     )
     for warning in response.warnings:
         err.print(f"warning: {warning}", highlight=False)

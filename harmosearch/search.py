@@ -222,12 +222,16 @@ class Index:
         start of `after`, before the start of `before`, on the photos' own clocks. under: folders
         relative to the photo root (or absolute paths inside it). sort="date" puts the k best
         newest first. min_score="auto" keeps only results the index's calibration finds
-        confident (text queries only)."""
+        confident (text queries only; as a configured default, queries with an image ignore it)."""
         s = _settings(settings or self.config.search, k, alpha, min_score, 0.0 if not relations else relation_weight)
         if sort not in SORTS:
             raise QueryError(f"unknown sort {sort!r}; use score or date")
         if s.min_score == "auto" and image is not None:
-            raise QueryError("--min-score auto does not apply to --image queries: image similarity is not calibrated")
+            if min_score == "auto":
+                raise QueryError(
+                    "--min-score auto does not apply to --image queries: image similarity is not calibrated"
+                )
+            s = replace(s, min_score=None)
         if s.min_score == "auto" and self.calibration is None:
             raise QueryError(
                 f"index {self.path} has no calibration for --min-score auto; update it with harmosearch index"

@@ -332,6 +332,12 @@ def test_weak_results_and_min_score_auto_on_the_bundled_model(library):
     assert json.loads(result.stdout)["results"][0]["confident"] is None
     result = run_cli("query", "--image", str(photo), "--index", str(index), "--min-score", "auto")
     assert result.returncode == 2 and "--image" in result.stderr and "not calibrated" in result.stderr
+    toml = index.parent / "auto.toml"
+    toml.write_text('[search]\nmin_score = "auto"\n')  # a default for text queries
+    result = run_cli("--config", str(toml), "query", "--image", str(photo), "--index", str(index), "--json")
+    assert result.returncode == 0 and json.loads(result.stdout)["results"][0]["path"] == "2024/summer/beach.jpg"
+    result = run_cli("--config", str(toml), "query", "purple ring", "--index", str(index), "--json")
+    assert json.loads(result.stdout)["results"] == []
 
 
 def test_dupes_finds_the_planted_groups_among_the_stills(tmp_path, encoder):
