@@ -440,3 +440,14 @@ def run_cli(*args, env=None):
         timeout=300,
         env={**os.environ, **(env or {})},
     )
+
+
+def test_many_files_skipped_for_one_reason_share_a_line(capsys):
+    from harmosearch.cli import _print_skipped
+
+    no_pyav = "videos need PyAV; install harmosearch[video]"
+    _print_skipped([(f"v{i}.mp4", no_pyav) for i in range(5)] + [("a.jpg", "cannot decode image: truncated")])
+    assert capsys.readouterr().err.splitlines() == [
+        f"skipped 5 files (v0.mp4, v1.mp4, v2.mp4, ...): {no_pyav}",
+        "skipped a.jpg: cannot decode image: truncated",
+    ]
