@@ -21,10 +21,9 @@ def _font(size: int) -> Any:
 
 
 def draw_result(result: Any, image: Image.Image | None = None) -> Image.Image:
-    """The result's image with one coloured, labelled box per lexeme (upscaled when small)."""
-    from harmosearch.media.decode import open_image
-
-    image = image or open_image(result.absolute)
+    """The result's image (for a video, the frame that matched) with one coloured, labelled box
+    per lexeme (upscaled when small)."""
+    image = image or result_picture(result)
     scale = max(1.0, 384 / max(image.size))
     if scale > 1:
         image = image.resize((round(image.width * scale), round(image.height * scale)), Image.LANCZOS)
@@ -55,6 +54,28 @@ def _with_relations(image: Image.Image, relations: Any, font: Any) -> Image.Imag
     return out
 
 
+def shown_path(result: Any, width: int | None = None) -> str:
+    """A result's file as tables and pictures name it: "clip.mp4 @ 0:12" for a video frame
+    (`width`: the file name alone, cut to that many characters)."""
+    name = Path(result.path).name[:width] if width else result.path
+    if result.frame_time is None:
+        return name
+    from harmosearch.media.video import timestamp
+
+    return f"{name} @ {timestamp(result.frame_time)}"
+
+
+def result_picture(result: Any) -> Image.Image:
+    """The picture a result's boxes are given in: the still, or the video frame at its time."""
+    if result.frame_time is not None:
+        from harmosearch.media.video import frame_at
+
+        return frame_at(result.absolute, result.frame_time).image
+    from harmosearch.media.formats import open_still
+
+    return open_still(result.absolute).image
+
+
 def save_annotated(response: Any, out_dir: Path) -> list[Path]:
     """Write NN_name.png per result plus contact_sheet.png; returns the written paths."""
     out_dir = Path(out_dir)
@@ -67,7 +88,8 @@ def save_annotated(response: Any, out_dir: Path) -> list[Path]:
     written, thumbs = [], []
     for result in response.results:
         picture = draw_result(result)
-        path = out_dir / f"{result.rank:02d}_{Path(result.path).stem[:60]}.png"
+        at = "" if result.frame_time is None else f"_at{result.frame_time:.1f}s"
+        path = out_dir / f"{result.rank:02d}_{Path(result.path).stem[:60]}{at}.png"
         picture.save(path)
         written.append(path)
         thumb = picture.copy()
@@ -93,7 +115,7 @@ def contact_sheet(title: str, thumbs: list[tuple[Any, Image.Image]], columns: in
         sheet.paste(thumb, (x, y))
         draw.text(
             (x, y + thumb.height + 3),
-            f"#{result.rank} {result.score:.3f} {Path(result.path).name[:24]}",
+            f"#{result.rank} {result.score:.3f} {shown_path(result, 24)}",
             fill=(40, 40, 40),
             font=_font(12),
         )

@@ -18,8 +18,17 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
-from harmosearch.config import GLOBAL_ONLY_REGIONS, Config, load_config, parse_weights
+from harmosearch.config import (
+    DEFAULT_MODEL,
+    GLOBAL_ONLY_REGIONS,
+    SHAPES_MODEL,
+    Config,
+    load_config,
+    parse_weights,
+    shapes_model_unless_named,
+)
 from harmosearch.errors import HarmosearchError
 
 app = typer.Typer(
@@ -33,7 +42,7 @@ out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
 # Options shared by several commands, declared once.
-ModelOption = Annotated[str | None, typer.Option("--model", help="Model spec (default: harmo-tiny).")]
+ModelOption = Annotated[str | None, typer.Option("--model", help=f"Model spec (default: {SHAPES_MODEL}).")]
 DeviceOption = Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
 IndexOption = Annotated[Path | None, typer.Option("--index", help="Index folder (default: the newest under indexes/).")]
 BatchOption = Annotated[int | None, typer.Option("--batch-size", help="Images per forward pass.")]
@@ -65,7 +74,8 @@ def resolve(ctx: typer.Context, **overrides: Any) -> Config:
 @contextlib.contextmanager
 def progress_bars(rate_of: str = "encoding") -> Iterator[Callable[[str, int, int], None]]:
     """A progress(stage, done, total) callback drawing one rich bar per stage on stderr; the
-    `rate_of` stage also shows images/s."""
+    `rate_of` stage also shows images/s. The bars start at the first report, so what is printed
+    before it (a model's download progress) is not drawn over."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     columns = (
@@ -75,15 +85,18 @@ def progress_bars(rate_of: str = "encoding") -> Iterator[Callable[[str, int, int
         TextColumn("{task.fields[rate]}"),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=err, transient=True) as bar:
+    with contextlib.ExitStack() as stack:
+        bars: list[Any] = []
         tasks: dict[str, tuple[Any, float]] = {}
 
         def progress(stage: str, done: int, total: int) -> None:
+            if not bars:
+                bars.append(stack.enter_context(Progress(*columns, console=err, transient=True)))
             if stage not in tasks:
-                tasks[stage] = (bar.add_task(stage, total=total, rate=""), time.perf_counter())
+                tasks[stage] = (bars[0].add_task(stage, total=total, rate=""), time.perf_counter())
             task, started = tasks[stage]
             rate = f"{done / max(time.perf_counter() - started, 1e-9):.1f} images/s" if stage == rate_of else ""
-            bar.update(task, completed=done, total=total, rate=rate)
+            bars[0].update(task, completed=done, total=total, rate=rate)
 
         yield progress
 
@@ -144,11 +157,14 @@ def _counter(progress: Callable[[str, int, int], None], stage: str, total: int) 
 @interruptible
 def index(
     ctx: typer.Context,
-    photos: Annotated[Path, typer.Argument(help="Folder of photos, searched recursively.")],
+    photos: Annotated[Path, typer.Argument(help="Folder of photos and videos, searched recursively.")],
     index_path: Annotated[
         Path | None, typer.Option("--index", help="Index folder (default: indexes/<folder name>).")
     ] = None,
-    model: ModelOption = None,
+    model: Annotated[
+        str | None,
+        typer.Option("--model", help=f"Model spec (default: {DEFAULT_MODEL}, or the index's own when updating)."),
+    ] = None,
     global_only: Annotated[
         bool,
         typer.Option("--global-only", help="Store only the whole-image region (plain CLIP search, smallest index)."),
@@ -162,6 +178,10 @@ def index(
     include_hidden: Annotated[
         bool, typer.Option("--include-hidden", help="Also index hidden files and folders.")
     ] = False,
+    exclude: Annotated[
+        list[str] | None,
+        typer.Option("--exclude", help="Skip files and folders matching this gitignore pattern (repeatable)."),
+    ] = None,
     rebuild: Annotated[
         bool, typer.Option("--rebuild", help="Re-encode everything (e.g. after changing model).")
     ] = False,
@@ -179,6 +199,7 @@ def index(
             "index.index_type": index_type,
             "index.workers": workers,
             "index.include_hidden": include_hidden or None,
+            "index.exclude": tuple(exclude) if exclude else None,
         },
     )
     if global_only:
@@ -187,19 +208,43 @@ def index(
 
     with progress_bars() as progress:
         report = build_index(photos, index_path, config, boxes_file=boxes, rebuild=rebuild, progress=progress)
-    for path, reason in report.skipped:
-        err.print(f"skipped {path}: {reason}", highlight=False, markup=False)
+    _print_skipped(report.skipped)
+    held = f"{report.images} images" + (
+        f" ({report.frames} of them frames of {_count(report.videos, 'video')})" if report.videos else ""
+    )
     if not report.committed:
-        out.print(f"{report.index}: up to date, nothing to encode ({report.images} images, {report.regions} regions)")
+        out.print(f"{report.index}: up to date, nothing to encode ({held}, {report.regions} regions)", highlight=False)
         return
     out.print(
-        f"{report.index}: {report.images} images, {report.regions} regions "
+        f"{report.index}: {held}, {report.regions} regions "
         f"(added {report.added}, changed {report.changed}, renamed {report.renamed}, removed {report.removed}, "
         f"unchanged {report.unchanged}; encoded {report.encoded} at {report.images_per_s:.1f} images/s"
         + (f", {report.resumed} taken from an interrupted run" if report.resumed else "")
         + f"; skipped {len(report.skipped)})",
         highlight=False,
     )
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+GROUPED_SKIPS = 3  # more files than this skipped for one reason are listed on one line
+
+
+def _print_skipped(skipped: list[tuple[str, str]]) -> None:
+    """One line per skipped file; many files skipped for the same reason (videos without PyAV,
+    say) share one line."""
+    by_reason: dict[str, list[str]] = {}
+    for path, reason in skipped:
+        by_reason.setdefault(reason, []).append(path)
+    for reason, paths in by_reason.items():
+        if len(paths) > GROUPED_SKIPS:
+            shown = ", ".join(paths[:GROUPED_SKIPS])
+            err.print(f"skipped {len(paths)} files ({shown}, ...): {reason}", highlight=False, markup=False)
+        else:
+            for path in paths:
+                err.print(f"skipped {path}: {reason}", highlight=False, markup=False)
 
 
 @app.command()
@@ -216,7 +261,19 @@ def query(
     negatives: Annotated[
         list[str] | None, typer.Option("--not", help="Push down images showing this (repeatable).")
     ] = None,
-    min_score: Annotated[float | None, typer.Option("--min-score", help="Drop results scoring below this.")] = None,
+    min_score: Annotated[
+        str | None,
+        typer.Option("--min-score", help="Drop results scoring below this; auto: keep only confident results."),
+    ] = None,
+    after: Annotated[
+        str | None, typer.Option("--after", help="Taken on or after this date: 2024, 2024-07, 2024-07-15.")
+    ] = None,
+    before: Annotated[str | None, typer.Option("--before", help="Taken before this date (same forms).")] = None,
+    under: Annotated[
+        list[str] | None,
+        typer.Option("--under", help="Only files in this folder, relative to the photo folder (repeatable)."),
+    ] = None,
+    sort: Annotated[str, typer.Option("--sort", help="Order of the k best: score, or date (newest first).")] = "score",
     relation_weight: Annotated[
         float | None,
         typer.Option("--relation-weight", help="Weight of relations such as 'left of' or 'near' (default: 0.5)."),
@@ -249,6 +306,10 @@ def query(
         "global_only": global_only,
         "negatives": tuple(negatives or ()),
         "relations": not no_relations,
+        "after": after,
+        "before": before,
+        "under": tuple(under or ()),
+        "sort": sort,
         "k": k,
         "alpha": alpha,
         "min_score": min_score,
@@ -265,13 +326,14 @@ def query(
         response = idx.search(
             text,
             image=image,
+            min_score=config.search.min_score if min_score is not None else None,
             **{k: v for k, v in options.items() if k not in ("k", "alpha", "min_score", "relation_weight")},
         )
         body = {**response.to_dict(), "index": str(idx.path), "warnings": response.warnings}
     for warning in body.get("warnings", []):
         err.print(f"warning: {warning}", highlight=False)
     if as_json:
-        print(json.dumps({k: body[k] for k in ("query", "lexemes", "results")}, ensure_ascii=False))
+        print(json.dumps({k: body[k] for k in ("query", "lexemes", "confident_match", "results")}, ensure_ascii=False))
     else:
         _print_results(body)
     if save_annotated is not None and response is not None:
@@ -302,8 +364,12 @@ def _print_results(body: dict[str, Any]) -> None:
     """A results table from the JSON form of a search (in-process or from a server alike)."""
     from rich.table import Table
 
+    if body.get("confident_match") is False:
+        weak = "; the results below score like unrelated queries on this index" if body["results"] else ""
+        out.print(f"no confident match for {body['query']!r}{weak}", highlight=False)
     if not body["results"]:
-        out.print(f"no results for {body['query']!r}")
+        if body.get("confident_match") is None:
+            out.print(f"no results for {body['query']!r}")
         return
     title = f"{body['query']!r} in {body['index']}"
     if body["lexemes"]:
@@ -311,15 +377,25 @@ def _print_results(body: dict[str, Any]) -> None:
     table = Table(title=title, title_justify="left")
     for name, justify in (("#", "right"), ("path", "left"), ("score", "right"), ("global", "right")):
         table.add_column(name, justify=justify, overflow="fold")  # type: ignore[arg-type]
+    calibrated = body.get("confident_match") is not None
+    if calibrated:
+        table.add_column("match")
     for lexeme in body["lexemes"]:
         table.add_column(f"{lexeme}: score (box)")
     for relation in body["results"][0]["relations"]:
         what = f"{'not ' if relation['negated'] else ''}{relation['relation']}"
         table.add_column(f"{relation['subject']} {what} {relation['object']}", justify="right")
+    from types import SimpleNamespace
+
+    from harmosearch.annotate import shown_path
+
     for r in body["results"]:
-        cells = [f"{m['score']:.3f} ({','.join(f'{v:.0f}' for v in m['box'])})" for m in r["lexemes"]]
+        cells = ["confident" if r.get("confident") else "[dim]weak[/]"] if calibrated else []
+        cells += [f"{m['score']:.3f} ({','.join(f'{v:.0f}' for v in m['box'])})" for m in r["lexemes"]]
         cells += [f"{relation['score']:.2f}" for relation in r["relations"]]
-        table.add_row(str(r["rank"]), r["path"], f"{r['score']:.3f}", f"{r['global_score']:.3f}", *cells)
+        score = f"{r['score']:.3f}" if r.get("confident") is not False else f"[dim]{r['score']:.3f}[/]"
+        shown = shown_path(SimpleNamespace(path=r["path"], frame_time=r.get("frame_time")))
+        table.add_row(str(r["rank"]), escape(shown), score, f"{r['global_score']:.3f}", *cells)
     out.print(table)
 
 
@@ -368,9 +444,10 @@ def _print_info(facts: dict[str, Any]) -> None:
     table = Table(title=f"index {facts['index']}", show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column(overflow="fold")
+    frames = f", {facts['frames']} of them frames of {_count(facts['videos'], 'video')}" if facts["videos"] else ""
     rows = [
         ("photos", facts["photos"]),
-        ("images", str(facts["images"])),
+        ("images", f"{facts['images']}{frames}"),
         ("regions", str(facts["regions"])),
         (
             "model",
@@ -381,6 +458,7 @@ def _print_info(facts: dict[str, Any]) -> None:
         ("created", facts["created"]),
         ("updated", facts["updated"]),
         ("generation", str(facts["generation"])),
+        ("calibrated", "yes" if facts["calibrated"] else "no (update the index to compute it)"),
         ("size on disk", f"{facts['bytes'] / 1e6:.2f} MB"),
         ("last update", ", ".join(f"{k} {v}" for k, v in facts["last_update"].items())),
         ("config", json.dumps(facts["config"], default=list)),
@@ -388,6 +466,65 @@ def _print_info(facts: dict[str, Any]) -> None:
     for key, value in rows:
         table.add_row(key, value)
     out.print(table)
+
+
+@app.command()
+def dupes(
+    ctx: typer.Context,
+    index_path: Annotated[
+        Path | None, typer.Argument(help="Index folder (default: the newest under indexes/).")
+    ] = None,
+    threshold: Annotated[
+        float | None,
+        typer.Option("--threshold", help="Cosine of global vectors from which two photos may be near-duplicates."),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List exact copies and near-duplicates (resized, re-encoded, cropped a little) among the
+    indexed photos, each group with the copy to keep."""
+    import json
+
+    from harmosearch.dupes import DEFAULT_THRESHOLD, index_duplicates
+    from harmosearch.errors import QueryError
+    from harmosearch.search import latest_index
+    from harmosearch.store import IndexReader
+
+    if threshold is not None and not -1.0 <= threshold <= 1.0:
+        raise QueryError(f"--threshold {threshold} is not a cosine in [-1, 1]")
+    path = index_path or latest_index(resolve(ctx).paths.indexes_dir)
+    reader = IndexReader(path, load_indexes=False)
+    photos = Path(reader.manifest["photos_root"])
+    if not photos.is_dir():
+        err.print(
+            f"warning: the photo folder {photos} no longer exists; only exact copies can be told apart",
+            highlight=False,
+        )
+    found = index_duplicates(reader, photos, DEFAULT_THRESHOLD if threshold is None else threshold)
+    if as_json:
+        print(json.dumps({"index": str(path), **found.to_dict()}, ensure_ascii=False))
+        return
+    _print_dupes(found, path)
+
+
+def _print_dupes(found: Any, index_path: Path) -> None:
+    from rich.table import Table
+
+    if not found.groups:
+        out.print(f"no duplicates among the {found.stills} photos in {index_path}")
+        return
+    table = Table(title=f"duplicates in {index_path}", title_justify="left")
+    for name, justify in (("#", "right"), ("kind", "left"), ("keep", "left"), ("copies", "left"), ("cosine", "right")):
+        table.add_column(name, justify=justify, overflow="fold")  # type: ignore[arg-type]
+    for n, group in enumerate(found.groups, start=1):
+        copies = "\n".join(escape(found.paths[i]) for i in group.members if i != group.keeper)
+        table.add_row(str(n), group.kind, escape(found.paths[group.keeper]), copies, f"{group.similarity:.3f}")
+    out.print(table)
+    copies = sum(len(g.members) - 1 for g in found.groups)
+    out.print(
+        f"{len(found.groups)} groups among {found.stills} photos; removing the {copies} copies would free "
+        f"{found.removable_bytes() / 1e6:.1f} MB",
+        highlight=False,
+    )
 
 
 @app.command()
@@ -418,7 +555,7 @@ def bench(
     """Benchmark a model: recall@1/5/10 both ways, box classification, grounding, phrase search, compositional pairs."""
     import json
 
-    config = resolve(ctx, **{"encoder.model": model, "encoder.device": device})
+    config = shapes_model_unless_named(resolve(ctx, **{"encoder.model": model, "encoder.device": device}))
     from harmosearch.bench import append_record, run_bench
 
     with progress_bars() as progress:
@@ -513,7 +650,7 @@ def demo(
     model: ModelOption = None,
 ) -> None:
     """Draw synthetic scenes, index them with the bundled model, run compositional queries."""
-    config = resolve(ctx, **{"encoder.model": model})
+    config = resolve(ctx, **{"encoder.model": model or SHAPES_MODEL})
     from harmosearch.demo import run_demo, slug
 
     with progress_bars() as progress:
@@ -559,7 +696,9 @@ def train(
     out_dir: Annotated[
         Path, typer.Option("--out", help="Run folder: checkpoints/, final/, metrics.jsonl, loss_curve.png.")
     ],
-    model: Annotated[str | None, typer.Option("--model", help="Starting model spec (default: harmo-tiny).")] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", help=f"Starting model spec (default: {SHAPES_MODEL}).")
+    ] = None,
     losses: Annotated[str | None, typer.Option("--losses", help="Loss terms: gc, lrc, gr, tight.")] = None,
     weights: Annotated[str | None, typer.Option("--weights", help="Term weights: lrc=1,gr=1,tight=1.")] = None,
     gr_variant: Annotated[str | None, typer.Option("--gr-variant", help="GR variant: caption or crop.")] = None,
@@ -601,6 +740,7 @@ def train(
             **parse_weights(weights),
         },
     )
+    config = shapes_model_unless_named(config)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from harmosearch.train.loop import train as run_training

@@ -29,9 +29,17 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from harmosearch.errors import ConfigError
 
-DEFAULT_MODEL = "harmo-tiny"
+# The model `index` uses unless told otherwise: a pretrained open_clip ViT-B/16, fetched on first
+# use (README, Models). The bundled toy model knows only drawn shapes; the demo, bench and train
+# start from it.
+DEFAULT_MODEL = "ViT-B-16:laion2b_s34b_b88k"
+SHAPES_MODEL = "harmo-tiny"
 # Environment variables and the config keys they set (between the defaults and a TOML file).
-ENVIRONMENT = {"HARMOSEARCH_INDEXES": "paths.indexes", "HARMOSEARCH_CACHE": "paths.cache"}
+ENVIRONMENT = {
+    "HARMOSEARCH_INDEXES": "paths.indexes",
+    "HARMOSEARCH_CACHE": "paths.cache",
+    "HARMOSEARCH_MODEL": "encoder.model",
+}
 
 
 @dataclass(frozen=True)
@@ -127,8 +135,22 @@ class IndexConfig(Section):
     index_type: str = "auto"  # auto | any faiss index_factory string
     exact_below: Positive = 200_000  # vectors; above this "auto" picks an approximate index
     include_hidden: bool = False
+    # gitignore patterns of files and folders that are not photos, on top of .harmosearchignore
+    exclude: tuple[str, ...] = ()
     workers: NonNegative = 2
     encode_in: Literal["auto", "main", "workers"] = "auto"  # where images are encoded (auto: workers on CPU)
+
+
+@dataclass(frozen=True)
+class MediaConfig(Section):
+    """Which frames of a video are indexed: one every `every_s` seconds, plus one whenever the
+    picture changes by more than `scene_threshold` (mean absolute difference of small
+    thumbnails, 0-1), at most `max_frames` per video."""
+
+    SECTION: ClassVar[str] = "media"
+    every_s: Annotated[float, Range(0, low_open=True)] = 2.0
+    scene_threshold: Fraction = 0.06
+    max_frames: Positive = 200
 
 
 @dataclass(frozen=True)
@@ -146,7 +168,9 @@ class SearchConfig(Section):
     relation_candidates: Positive = 4
     nprobe: Positive = 16
     ef_search: Positive = 64
-    min_score: Annotated[float, Range()] | None = None
+    # Drop results below this fused score; "auto": keep only results the index's calibration
+    # finds confident (text queries).
+    min_score: Annotated[float, Range()] | Literal["auto"] | None = None
 
 
 @dataclass(frozen=True)
@@ -218,6 +242,7 @@ class Config:
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     regions: RegionConfig = field(default_factory=RegionConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
+    media: MediaConfig = field(default_factory=MediaConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     synth: SynthConfig = field(default_factory=SynthConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -275,7 +300,15 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        return _coerce(value, inner[0], where)
+        words = [w for a in inner if typing.get_origin(a) is Literal for w in typing.get_args(a)]
+        if value in words:
+            return value
+        try:
+            return _coerce(value, inner[0], where)
+        except ConfigError:
+            if words and isinstance(value, str):
+                raise ConfigError(f"{where} must be a number or {' or '.join(words)}, got {value!r}") from None
+            raise
     if origin is Literal:
         if value not in args:
             choices = ", ".join(str(a) for a in args)
@@ -403,6 +436,12 @@ def load_config(
     if overrides:
         config = config.with_values(overrides)
     return config
+
+
+def shapes_model_unless_named(config: Config) -> Config:
+    """The config with the bundled model unless a model was named (a flag, HARMOSEARCH_MODEL or
+    the config file): the demo, bench and train work in the synthetic world it knows."""
+    return config if "encoder.model" in config.given else config.with_values({"encoder.model": SHAPES_MODEL})
 
 
 def config_from_dict(data: Mapping[str, Any]) -> Config:

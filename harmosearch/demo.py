@@ -8,7 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from harmosearch.config import Config
+from harmosearch.config import Config, shapes_model_unless_named
 
 QUERIES = (
     "red circle",
@@ -31,13 +31,15 @@ def run_demo(
     queries: tuple[str, ...] = QUERIES,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> tuple[list[Any], Any]:
-    """Returns (responses, index report); writes scenes, index and annotated results under folder."""
+    """Returns (responses, index report); writes scenes, index and annotated results under folder.
+    The bundled model indexes the scenes unless `config` names another."""
     from harmosearch.annotate import save_annotated
     from harmosearch.encoder import load_encoder
     from harmosearch.indexing import build_index
     from harmosearch.search import Index
     from harmosearch.synth import generate
 
+    config = shapes_model_unless_named(config)
     folder = Path(folder)
     scenes = folder / "scenes"
     if not (scenes / "annotations.json").is_file():

@@ -1,9 +1,11 @@
 """The index directory: the only module that knows file formats.
 
     manifest.json            schema version, encoder identity, resolved config, counts, times,
-                             the data files of the current generation with their SHA-256;
-                             written last, by an atomic rename
-    images.gN.parquet        row i = global FAISS id i: path, size, mtime_ns, sha256, width, height
+                             the data files of the current generation with their SHA-256, the
+                             index's calibration; written last, by an atomic rename
+    images.gN.parquet        row i = global FAISS id i: path, size, mtime_ns, sha256, width, height,
+                             frame_time (a video's frames are rows of their own), capture time,
+                             camera, orientation, GPS position (MEDIA_COLUMNS)
     regions.gN.parquet       row j = region FAISS id j: image_id, box (pixels and normalised), scale
     global.gN.npy            float16 global vectors (exact rescoring, incremental reuse)
     regions.gN.npy           float16 region vectors
@@ -22,6 +24,7 @@ import datetime as dt
 import fcntl
 import hashlib
 import json
+import math
 import os
 import shutil
 from dataclasses import dataclass
@@ -33,10 +36,25 @@ import numpy as np
 from harmosearch.errors import IndexStoreError
 from harmosearch.indexes import MANIFEST
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: video frames and capture metadata in the images table, calibration in the manifest
 LOCK = "index.lock"
 STAGING = ".staging"
-IMAGE_COLUMNS = ("path", "size", "mtime_ns", "sha256", "width", "height")
+# Columns of the images table after the core ones, with their Parquet types; null where unknown.
+# frame_time: seconds into the video of a frame row, null for a still; the others are
+# media.metadata's METADATA_FIELDS, shared by all rows of a file.
+MEDIA_COLUMNS = {
+    "frame_time": "float64",
+    "taken": "string",
+    "taken_local": "float64",
+    "taken_utc": "float64",
+    "time_source": "string",
+    "make": "string",
+    "model": "string",
+    "orientation": "int8",
+    "latitude": "float64",
+    "longitude": "float64",
+}
+IMAGE_COLUMNS = ("path", "size", "mtime_ns", "sha256", "width", "height", *MEDIA_COLUMNS)
 REGION_COLUMNS = ("image_id", "x0", "y0", "x1", "y1", "nx0", "ny0", "nx1", "ny1", "scale")
 
 
@@ -80,7 +98,7 @@ class _Rows:
 class IndexData(_Rows):
     """One generation's contents, in memory."""
 
-    images: dict[str, np.ndarray]  # column -> array, one row per image
+    images: dict[str, np.ndarray]  # column -> array, one row per image; MEDIA_COLUMNS left out are null
     regions: dict[str, np.ndarray]  # column -> array, one row per region, sorted by image_id
     global_vectors: np.ndarray  # [n_images, D] float
     region_vectors: np.ndarray  # [n_regions, D] float
@@ -132,8 +150,13 @@ def build_faiss(vectors: np.ndarray, index_type: str) -> Any:
     return index
 
 
-def search_vectors(index: Any, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def search_vectors(
+    index: Any, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Top-k inner products of each query: (scores [nq, k], ids [nq, k]), -1 ids as padding.
+    With `allowed` (bool per stored vector), only allowed ids are searched: FAISS skips the others
+    through an ID selector, keeping the index's own nprobe / efSearch. RuntimeError from FAISS
+    when the index type takes no selector (plain PQ, for one).
 
     A single query on a float32 Flat CPU index is scanned with one BLAS matrix-vector product
     over FAISS's own storage (ties to the lower id): FAISS scans one query without BLAS, about
@@ -143,17 +166,40 @@ def search_vectors(index: Any, queries: np.ndarray, k: int) -> tuple[np.ndarray,
 
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     if type(index) is not faiss.IndexFlatIP or index.ntotal == 0 or len(queries) != 1:
-        return index.search(queries, k)
+        if allowed is None:
+            return index.search(queries, k)
+        bits = np.packbits(np.asarray(allowed, dtype=bool), bitorder="little")
+        selector = faiss.IDSelectorBitmap(len(allowed), faiss.swig_ptr(bits))
+        return index.search(queries, k, params=_search_parameters(index, selector))
     n = index.ntotal
     stored = faiss.rev_swig_ptr(index.get_xb(), n * index.d).reshape(n, index.d)
     scores = stored @ queries[0]
+    if allowed is not None:
+        scores = np.where(allowed, scores, -np.inf).astype(np.float32)
+        n = int(np.count_nonzero(allowed))
     top = min(k, n)
-    part = np.argpartition(-scores, top - 1)[:top] if top < n else np.arange(n)
+    if top == 0:
+        return np.full((1, k), -np.inf, dtype=np.float32), np.full((1, k), -1, dtype=np.int64)
+    part = np.argpartition(-scores, top - 1)[:top] if top < len(scores) else np.arange(top)
     part = part[np.lexsort((part, -scores[part]))]
     out_scores = np.full((1, k), -np.inf, dtype=np.float32)
     out_ids = np.full((1, k), -1, dtype=np.int64)
     out_ids[0, :top], out_scores[0, :top] = part, scores[part]
     return out_scores, out_ids
+
+
+def _search_parameters(index: Any, selector: Any) -> Any:
+    """FAISS search parameters with an ID selector and the index's own nprobe / efSearch (the
+    parameters of a call replace what is set on the index)."""
+    import faiss
+
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is not None:
+        return faiss.SearchParametersIVF(sel=selector, nprobe=ivf.nprobe)
+    hnsw = getattr(index, "hnsw", None)
+    if hnsw is not None:
+        return faiss.SearchParametersHNSW(sel=selector, efSearch=hnsw.efSearch)
+    return faiss.SearchParameters(sel=selector)
 
 
 class IndexLock:
@@ -209,8 +255,25 @@ def _parquet_write(path: Path, columns: dict[str, np.ndarray], names: tuple[str,
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pa.table({name: pa.array(columns[name]) for name in names})
-    pq.write_table(table, path)
+    rows = len(columns[names[0]])
+    arrays = {}
+    for name in names:
+        if name in MEDIA_COLUMNS:
+            kind = pa.type_for_alias(MEDIA_COLUMNS[name])
+            values = [_null_if_missing(v) for v in columns.get(name, [None] * rows)]
+            if pa.types.is_integer(kind):  # a column read back with nulls holds floats
+                values = [None if v is None else int(v) for v in values]
+            arrays[name] = pa.array(values, type=kind)
+        else:
+            arrays[name] = pa.array(columns[name])
+    pq.write_table(pa.table(arrays), path)
+
+
+def _null_if_missing(value: Any) -> Any:
+    """None for None and NaN (how tables read back nulls), numpy scalars as Python values."""
+    if value is None or (isinstance(value, float | np.floating) and math.isnan(value)):
+        return None
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def _parquet_read(path: Path) -> dict[str, np.ndarray]:
@@ -275,7 +338,7 @@ def write_generation(
         "encoder": identity,
         "config": config,
         "index_types": {"global": global_type, "regions": region_type},
-        "counts": {"images": data.n_images, "regions": data.n_regions},
+        "counts": {"images": data.n_images, "regions": data.n_regions, **video_counts(data.images)},
         "files": files,
         "checksums": checksums,
         "last_update": stats or {},
@@ -289,6 +352,15 @@ def write_generation(
         if path.name not in keep:
             path.unlink(missing_ok=True)
     return manifest
+
+
+def video_counts(images: dict[str, np.ndarray]) -> dict[str, int]:
+    """How many image rows are video frames, and of how many videos."""
+    times = images.get("frame_time")
+    if times is None:
+        return {"videos": 0, "frames": 0}
+    frames = np.array([_null_if_missing(t) is not None for t in times], dtype=bool)
+    return {"videos": len(set(np.asarray(images["path"])[frames])), "frames": int(frames.sum())}
 
 
 def _save_npy(path: Path, vectors: np.ndarray, dim: int) -> None:
@@ -393,7 +465,8 @@ def clear_staging(root: Path) -> None:
 
 
 def save_chunk(folder: Path, number: int, records: list[tuple[str, Any]]) -> None:
-    """Encoded images, as (sha256, pipeline.Encoded) pairs, written as one npz."""
+    """Encoded images, as (sha256, pipeline.Encoded) pairs, written as one npz; a video's frames
+    are consecutive records with its hash (the caller keeps a video's frames in one chunk)."""
     if not records:
         return
     items = [item for _, item in records]
@@ -406,6 +479,7 @@ def save_chunk(folder: Path, number: int, records: list[tuple[str, Any]]) -> Non
         "boxes": np.concatenate([r.boxes for r in items]).astype(np.float32),
         "scales": np.concatenate([r.scales for r in items]).astype(np.float32),
         "vectors": np.concatenate([r.vectors for r in items]).astype(np.float16),
+        "frame_time": np.array([np.nan if r.frame_time is None else r.frame_time for r in items], dtype=np.float64),
     }
     write_atomic(folder / f"chunk_{number:06d}.npz", lambda p: _savez(p, arrays))
 
@@ -415,27 +489,34 @@ def _savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
         np.savez(f, **arrays)
 
 
-def load_chunks(folder: Path) -> dict[str, Any]:
-    """sha256 -> pipeline.Encoded, from every complete chunk in the staging folder."""
+def load_chunks(folder: Path) -> dict[str, list[Any]]:
+    """sha256 -> its pipeline.Encoded pictures (a still's one, a video's frames in time order),
+    from every complete chunk in the staging folder."""
     from harmosearch.pipeline import Encoded
 
-    found: dict[str, Any] = {}
+    found: dict[str, list[Any]] = {}
     if not folder.is_dir():
         return found
     for path in sorted(folder.glob("chunk_*.npz")):
         try:
+            chunk: dict[str, list[Any]] = {}
             with np.load(path) as z:
                 offsets = np.concatenate([[0], np.cumsum(z["counts"])])
                 for i, sha in enumerate(z["sha256"]):
                     lo, hi = offsets[i], offsets[i + 1]
-                    found[str(sha)] = Encoded(
-                        int(z["width"][i]),
-                        int(z["height"][i]),
-                        z["global"][i].astype(np.float32),
-                        z["boxes"][lo:hi],
-                        z["scales"][lo:hi],
-                        z["vectors"][lo:hi].astype(np.float32),
+                    seconds = float(z["frame_time"][i])
+                    chunk.setdefault(str(sha), []).append(
+                        Encoded(
+                            int(z["width"][i]),
+                            int(z["height"][i]),
+                            z["global"][i].astype(np.float32),
+                            z["boxes"][lo:hi],
+                            z["scales"][lo:hi],
+                            z["vectors"][lo:hi].astype(np.float32),
+                            frame_time=None if math.isnan(seconds) else seconds,
+                        )
                     )
+            found.update(chunk)
         except (OSError, ValueError, KeyError):
             path.unlink(missing_ok=True)  # a chunk torn by a crash: its images are encoded again
     return found
@@ -452,6 +533,9 @@ def describe(root: Path) -> dict[str, Any]:
         "photos_found": photos.is_dir(),
         "images": manifest["counts"]["images"],
         "regions": manifest["counts"]["regions"],
+        "videos": manifest["counts"].get("videos", 0),
+        "frames": manifest["counts"].get("frames", 0),
+        "calibrated": "calibration" in manifest,
         "model": enc["spec"],
         "weights": enc["weights"],
         "embed_dim": enc["embed_dim"],

@@ -18,9 +18,9 @@ from PIL import Image
 from harmosearch.config import SynthConfig, load_config
 from harmosearch.errors import HarmosearchError, QueryError
 from harmosearch.indexing import build_index
-from harmosearch.media.decode import open_image
+from harmosearch.media.formats import open_still
 from harmosearch.search import Index
-from harmosearch.store import IndexReader, read_manifest, verify
+from harmosearch.store import SCHEMA_VERSION, IndexReader, read_manifest, verify
 from harmosearch.synth import generate
 
 from .conftest import TEST_MODEL
@@ -104,7 +104,7 @@ def test_fuzz_corpus_is_indexed_or_skipped_with_reasons(tmp_path, test_encoder):
 def test_decoded_modes_are_rgb(tmp_path):
     indexed, _ = make_corpus(tmp_path)
     for name in indexed:
-        assert open_image(tmp_path / name).mode == "RGB"
+        assert open_still(tmp_path / name).image.mode == "RGB"
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their permissions")
@@ -151,10 +151,16 @@ def test_old_schema_and_damaged_files_are_reported(tmp_path, scenes, test_encode
     victim.write_bytes(victim.read_bytes()[:-8] + b"12345678")
     problems = verify(tmp_path / "idx")
     assert problems and "checksum mismatch" in problems[0]
-    text = (tmp_path / "idx" / "manifest.json").read_text().replace('"schema_version": 1', '"schema_version": 0')
+    old = SCHEMA_VERSION - 1  # an index of the previous release
+    text = (tmp_path / "idx" / "manifest.json").read_text()
+    text = text.replace(f'"schema_version": {SCHEMA_VERSION}', f'"schema_version": {old}')
     (tmp_path / "idx" / "manifest.json").write_text(text)
-    with pytest.raises(HarmosearchError, match="schema version 0"):
+    with pytest.raises(HarmosearchError, match=f"schema version {old}.*rebuild it with harmosearch index --rebuild"):
         Index(tmp_path / "idx", encoder=test_encoder)
+    with pytest.raises(HarmosearchError, match="--rebuild"):
+        build_index(scenes / "images", tmp_path / "idx", CONFIG, encoder=test_encoder)
+    report = build_index(scenes / "images", tmp_path / "idx", CONFIG, encoder=test_encoder, rebuild=True)
+    assert report.committed and read_manifest(tmp_path / "idx")["schema_version"] == SCHEMA_VERSION
 
 
 def run_index(photos, index, *extra, env=None):

@@ -76,6 +76,10 @@ class TextQuery(Options):
         True, description="use the query's relations (left of, near, ...); false ranks lexemes alone"
     )
     relation_weight: float | None = Field(None, description="weight of the relations (default: search.relation_weight)")
+    after: str | None = Field(None, description="taken at or after this date: 2024, 2024-07, 2024-07-15")
+    before: str | None = Field(None, description="taken before this date (same forms)")
+    under: list[str] = Field([], max_length=64, description="only photos under these folders of the photo root")
+    sort: str = Field("score", description="order of the k best: score, or date (newest first)")
 
 
 class ImageQuery(Options):
@@ -207,6 +211,10 @@ def create_app(indexes: dict[str, Index], thumbnails: Path) -> FastAPI:
             min_score=query.min_score,
             relations=query.relations,
             relation_weight=query.relation_weight,
+            after=query.after,
+            before=query.before,
+            under=tuple(query.under),
+            sort=query.sort,
         )
         return JSONResponse(ranking(response))
 
