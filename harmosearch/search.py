@@ -565,17 +565,27 @@ class Index:
         results = self._rank(candidates, scores, scores, [], [], none, s, exclude=image_id)
         return SearchResponse(str(self.reader.images["path"][image_id]), [], results)
 
+    def picture(self, image_id: int, min_side: int | None = None) -> tuple[Any, int, int]:
+        """An indexed image's pixels and full size: the still, or the video frame of this row
+        (decoded at reduced scale where the format allows, keeping at least min_side pixels)."""
+        from harmosearch.media.formats import open_still
+        from harmosearch.media.video import frame_at
+
+        path = self.image_file(image_id)
+        seconds = float(self.reader.images["frame_time"][image_id])
+        decoded = open_still(path, min_side) if np.isnan(seconds) else frame_at(path, seconds, min_side)
+        return decoded.image, decoded.width, decoded.height
+
     def region_vector(self, image_id: int, box: tuple[float, float, float, float]) -> np.ndarray:
         """The vector of a box (pixels of the original image) on an indexed image, pooled from its
         dense map as indexing pools proposals: the image is encoded again, once."""
         import torch
 
-        from harmosearch.media.decode import decode_image
         from harmosearch.regions import pool, to_grid
 
         x0, y0, x1, y1 = self._clip_box(image_id, box)
         # Decoded as indexing decodes it: JPEGs at the smallest scale that covers the model's input.
-        image, width, height = decode_image(self.image_file(image_id), self.encoder.image_size)
+        image, width, height = self.picture(image_id, self.encoder.image_size)
         _, dense = self.encoder.encode_pixels(self.encoder.image_tensor(image)[None])
         grid_box = to_grid(
             torch.tensor([[x0, y0, x1, y1]]),

@@ -43,7 +43,12 @@ def index(photos, tmp_path, test_encoder):
 def as_library(body):
     """The client's answer less the page's fields and the warnings: SearchResponse.to_dict()."""
     results = [{k: v for k, v in r.items() if k not in PAGE_FIELDS} for r in body["results"]]
-    return {"query": body["query"], "lexemes": body["lexemes"], "results": results}
+    return {
+        "query": body["query"],
+        "lexemes": body["lexemes"],
+        "confident_match": body["confident_match"],
+        "results": results,
+    }
 
 
 def dead_pid():
@@ -89,7 +94,7 @@ def test_a_running_server_is_found_and_answers_as_in_process(index, tmp_path):
         with pytest.raises(QueryError, match=r"alpha must (lie in|be a finite number)"):
             remote_search(found, "red circle", alpha=float("-inf"))
         # An option this server does not know: no answer, so the caller searches in-process.
-        assert remote_search(found, "red circle", after="2024-01-01") is None
+        assert remote_search(found, "red circle", colour_of_the_sky="blue") is None
         assert remote_search(index_url(server.url, "nothing"), "red circle") is None
     assert not (index.path / DISCOVERY).exists()
     assert find_server(index.path) is None
