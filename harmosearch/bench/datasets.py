@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harmosearch.config import SynthConfig
+from harmosearch.config import MAX_SCENES, SynthConfig
 from harmosearch.errors import DataError
+from harmosearch.folders import is_dir
 
 # Seeds of the synthetic benchmark sets (training scenes use seed 1000, the demo 2026).
 SYNTHETIC_SEEDS = {"val": 424242, "test": 8_675_309}
@@ -145,8 +146,8 @@ def load_bench_set(
     if dataset == "synthetic":
         if split not in SYNTHETIC_SEEDS:
             raise DataError(f"unknown split {split!r}: use {' or '.join(SYNTHETIC_SEEDS)}")
-        if n < 1:
-            raise DataError(f"--n must be at least 1 scene, got {n}")
+        if not 1 <= n <= MAX_SCENES:
+            raise DataError(f"--n must lie in [1, {MAX_SCENES:,}] scenes, got {n}")
         seed = SYNTHETIC_SEEDS[split]
         root = data_dir or cache / "bench" / f"synthetic-{seed}-{n}"
         if not (root / "annotations.json").is_file():
@@ -162,6 +163,6 @@ def load_bench_set(
             return load_coco_instances(root)
         return load_flickr30k(root) if dataset == "flickr30k" else load_mscoco(root)
     path = Path(dataset)
-    if path.is_dir():
+    if is_dir(path):
         return load_scene_folder(path)
     raise DataError(f"unknown dataset {dataset!r}: use flickr30k, mscoco, synthetic or a folder with annotations.json")
