@@ -170,7 +170,7 @@ class Index:
         fused = fuse(global_scores, lexeme_scores, s.alpha) - self._penalty(candidates, query, s.alpha)
         order = np.lexsort((candidates, -fused))  # best first; ties by image id
         if s.min_score is not None:
-            order = order[fused[order] >= s.min_score]
+            order = order[fused[order].astype(np.float64) >= s.min_score]  # a huge bound overflows float32
         results = [
             self._result(
                 rank,
@@ -194,6 +194,9 @@ class Index:
             text = text[:MAX_QUERY_CHARS]
         if not text.strip() and image is None:
             raise QueryError("empty query; give some text or --image PATH")
+        for phrase in (text, *negatives):
+            if not _is_utf8(phrase):
+                raise QueryError(f"{phrase!r} is not valid UTF-8 text; check the terminal's encoding (LANG)")
         has_text = bool(text.strip())
         negatives = tuple(n for n in negatives if n.strip())
         encodings = self.encoder.encode_queries(([text] if has_text else []) + list(negatives))
@@ -308,6 +311,15 @@ def _settings(base: SearchConfig, k: int | None, alpha: float | None, min_score:
         )
     except ConfigError as exc:
         raise QueryError(str(exc).removeprefix("search.")) from None
+
+
+def _is_utf8(text: str) -> bool:
+    """False for text holding undecodable bytes (Python keeps them as lone surrogates)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
