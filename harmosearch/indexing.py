@@ -232,15 +232,8 @@ def _plan(
         if progress:
             progress("checking", n, len(entries))
         row = old_by_path.get(entry.path)
-        if (
-            by_path
-            and row is not None
-            and (int(old.images["size"][row]), int(old.images["mtime_ns"][row]))
-            == (
-                entry.size,
-                entry.mtime_ns,
-            )
-        ):
+        stat = (entry.size, entry.mtime_ns)
+        if by_path and row is not None and (int(old.images["size"][row]), int(old.images["mtime_ns"][row])) == stat:
             plan.rows.append((entry, str(old.images["sha256"][row]), row))
             report.unchanged += 1
             continue
