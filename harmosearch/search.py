@@ -331,6 +331,9 @@ class Index:
             text = text[:MAX_QUERY_CHARS]
         if not text.strip() and image is None:
             raise QueryError("empty query; give some text or --image PATH")
+        for phrase in (text, *negatives):
+            if not _is_utf8(phrase):
+                raise QueryError(f"{phrase!r} is not valid UTF-8 text; check the terminal's encoding (LANG)")
         has_text = bool(text.strip())
         negatives = tuple(n for n in negatives if n.strip())
         encodings = self.encoder.encode_queries(([text] if has_text else []) + list(negatives))
@@ -435,7 +438,7 @@ class Index:
         if s.min_score == "auto" and confident is not None:
             order = order[confident[order]]
         elif isinstance(s.min_score, float):
-            order = order[fused[order] >= s.min_score]
+            order = order[fused[order].astype(np.float64) >= s.min_score]  # a huge bound overflows float32
         order = order[: s.k]
         if sort == "date":
             taken = np.asarray(self.reader.images["taken_local"], dtype=np.float64)[candidates[order]]
@@ -690,6 +693,15 @@ def _date_text(value: str | date | None) -> str | None:
     if isinstance(value, date):
         return value.isoformat()
     return value
+
+
+def _is_utf8(text: str) -> bool:
+    """False for text holding undecodable bytes (Python keeps them as lone surrogates)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _unit(v: np.ndarray) -> np.ndarray:

@@ -26,7 +26,9 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from harmosearch.errors import IndexStoreError
+from harmosearch.folders import make_folder
 from harmosearch.indexes import MANIFEST
 
 SCHEMA_VERSION = 2  # 2: video frames and capture metadata in the images table, calibration in the manifest
@@ -119,17 +122,88 @@ def choose_index_type(n: int, requested: str, exact_below: int) -> str:
     return f"IVF{nlist},SQ8"
 
 
+# Tried in a child process: some FAISS checks end the process instead of raising (an assertion
+# aborts; "HNSW1" crashes), and a bad --index-type must end in a message, not a crash. Exit code
+# 3 and a line on stderr: FAISS refused the string. Training on too few random vectors may fail
+# where the real data would not, so errors after construction are left to the real build.
+_FAISS_TRIAL = """
+import sys
+import faiss
+import numpy as np
+index_type, dim = sys.argv[1], int(sys.argv[2])
+try:
+    index = faiss.index_factory(dim, index_type, faiss.METRIC_INNER_PRODUCT)
+except RuntimeError as exc:
+    print(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, file=sys.stderr)
+    sys.exit(3)
+vectors = np.random.default_rng(0).standard_normal((100, dim)).astype(np.float32)
+vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+try:
+    if not index.is_trained:
+        index.train(vectors)
+    index.add(vectors)
+    index.search(vectors[:2], 5)
+except RuntimeError:
+    pass
+"""
+INDEX_TYPE_HINT = "give an index_factory string such as SQfp16, Flat, HNSW32 or IVF1024,SQ8"
+
+
+def faiss_reason(message: str) -> str:
+    """FAISS's own words, without the C++ function and source location its messages start with."""
+    text = message.strip().splitlines()[0] if message.strip() else "FAISS refused it"
+    text = re.sub(r"^Error in .*? at \S+:\d+: ", "", text)
+    if text.startswith("could not parse index string"):
+        return "FAISS cannot parse it"
+    check = re.match(r"Error: '(.*)' failed(?:: (.*))?$", text)
+    if check:
+        return check.group(2) or f"FAISS's check {check.group(1)} failed"
+    return text
+
+
+def check_index_type(index_type: str, dim: int) -> None:
+    """Raise IndexStoreError when FAISS cannot build `index_type` for `dim`-d vectors (tried in a
+    child process on random vectors; takes about a second)."""
+    import subprocess
+    import sys
+
+    try:
+        trial = subprocess.run(
+            [sys.executable, "-c", _FAISS_TRIAL, index_type, str(dim)],
+            capture_output=True,
+            text=True,
+            errors="replace",
+            timeout=30,
+        )
+    except subprocess.TimeoutExpired:
+        return  # slow to train is not wrong: the real build decides
+    if trial.returncode == 3:
+        raise IndexStoreError(f"bad --index-type {index_type!r}: {faiss_reason(trial.stderr)}; {INDEX_TYPE_HINT}")
+    if trial.returncode < 0:
+        name = signal.Signals(-trial.returncode).name
+        raise IndexStoreError(
+            f"bad --index-type {index_type!r}: FAISS crashed building it for {dim}-d vectors ({name}); "
+            f"{INDEX_TYPE_HINT}"
+        )
+
+
 def build_faiss(vectors: np.ndarray, index_type: str) -> Any:
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    try:
+        return _build_faiss(vectors, index_type)
+    except RuntimeError as exc:
+        raise IndexStoreError(
+            f"cannot build a FAISS {index_type!r} index of {len(vectors)} vectors: {faiss_reason(str(exc))}; "
+            f"{INDEX_TYPE_HINT}"
+        ) from None
+
+
+def _build_faiss(vectors: np.ndarray, index_type: str) -> Any:
     import faiss
 
     from harmosearch.device import faiss_to_cpu, faiss_to_gpu
 
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    dim = vectors.shape[1]
-    try:
-        index = faiss.index_factory(dim, index_type, faiss.METRIC_INNER_PRODUCT)
-    except RuntimeError as exc:
-        raise IndexStoreError(f"bad --index-type {index_type!r}: {str(exc).splitlines()[0]}") from None
+    index = faiss.index_factory(vectors.shape[1], index_type, faiss.METRIC_INNER_PRODUCT)
     if not index.is_trained:
         lists = faiss.extract_index_ivf(index).nlist if "IVF" in index_type else 1
         if len(vectors) < lists:
@@ -210,7 +284,7 @@ class IndexLock:
         self.handle: Any = None
 
     def __enter__(self) -> IndexLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_folder(self.path.parent, "--index", IndexStoreError)
         self.handle = open(self.path, "a+")
         try:
             fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -251,6 +325,22 @@ def read_manifest(root: Path) -> dict[str, Any]:
     return manifest
 
 
+# Arrow and FAISS get open Python files rather than paths: they take a path as UTF-8, so an
+# index in a folder whose name is not valid UTF-8 could not be written or read otherwise.
+def _faiss_write(index: Any, path: Path) -> None:
+    import faiss
+
+    with open(path, "wb") as f:
+        faiss.write_index(index, faiss.PyCallbackIOWriter(f.write))
+
+
+def _faiss_read(path: Path) -> Any:
+    import faiss
+
+    with open(path, "rb") as f:
+        return faiss.read_index(faiss.PyCallbackIOReader(f.read))
+
+
 def _parquet_write(path: Path, columns: dict[str, np.ndarray], names: tuple[str, ...]) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -266,7 +356,8 @@ def _parquet_write(path: Path, columns: dict[str, np.ndarray], names: tuple[str,
             arrays[name] = pa.array(values, type=kind)
         else:
             arrays[name] = pa.array(columns[name])
-    pq.write_table(pa.table(arrays), path)
+    with open(path, "wb") as f:
+        pq.write_table(pa.table(arrays), f)
 
 
 def _null_if_missing(value: Any) -> Any:
@@ -279,7 +370,8 @@ def _null_if_missing(value: Any) -> Any:
 def _parquet_read(path: Path) -> dict[str, np.ndarray]:
     import pyarrow.parquet as pq
 
-    table = pq.read_table(path)
+    with open(path, "rb") as f:
+        table = pq.read_table(f)
     return {name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names}
 
 
@@ -296,7 +388,6 @@ def write_generation(
 ) -> dict[str, Any]:
     """Write generation N+1 and swap the manifest to it; drop generations older than N.
     `extra` keys are stored in the manifest beside the standard ones."""
-    import faiss
 
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -317,12 +408,8 @@ def write_generation(
         "regions": lambda p: _parquet_write(p, data.regions, REGION_COLUMNS),
         "global_vectors": lambda p: _save_npy(p, data.global_vectors, dim),
         "region_vectors": lambda p: _save_npy(p, data.region_vectors, dim),
-        "global_index": lambda p: faiss.write_index(
-            build_faiss(data.global_vectors.reshape(-1, dim), global_type), str(p)
-        ),
-        "region_index": lambda p: faiss.write_index(
-            build_faiss(data.region_vectors.reshape(-1, dim), region_type), str(p)
-        ),
+        "global_index": lambda p: _faiss_write(build_faiss(data.global_vectors.reshape(-1, dim), global_type), p),
+        "region_index": lambda p: _faiss_write(build_faiss(data.region_vectors.reshape(-1, dim), region_type), p),
     }
     checksums = {}
     for key, name in files.items():
@@ -391,14 +478,13 @@ class IndexReader(_Rows):
         self.region_start = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
 
     def _load(self, files: dict[str, str], load_indexes: bool) -> None:
-        import faiss
 
         self.images = _parquet_read(self.root / files["images"])
         self.regions = _parquet_read(self.root / files["regions"])
         self.global_vectors = np.load(self.root / files["global_vectors"], mmap_mode="r")
         self.region_vectors = np.load(self.root / files["region_vectors"], mmap_mode="r")
-        self.global_index = faiss.read_index(str(self.root / files["global_index"])) if load_indexes else None
-        self.region_index = faiss.read_index(str(self.root / files["region_index"])) if load_indexes else None
+        self.global_index = _faiss_read(self.root / files["global_index"]) if load_indexes else None
+        self.region_index = _faiss_read(self.root / files["region_index"]) if load_indexes else None
 
     def regions_of(self, image_id: int) -> slice:
         return slice(int(self.region_start[image_id]), int(self.region_start[image_id + 1]))
