@@ -70,7 +70,8 @@ class NonEmpty:
 
 
 def _num(x: float) -> str:
-    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+    """Integers as written (2**64 stays exact); floats short (1e+300, 0.001)."""
+    return str(x) if isinstance(x, int) else f"{x:g}"
 
 
 Positive = Annotated[int, Range(1)]

@@ -167,7 +167,7 @@ def test_bench_scene_counts_out_of_range(tmp_path, monkeypatch):
     monkeypatch.setenv("HARMOSEARCH_CACHE", str(tmp_path / "cache"))
     for n in ("0", "99999999999999999999"):
         assert (
-            one_error(["bench", "--n", n, "--model", TEST_MODEL]) == f"--n must lie in [1, 1,000,000] scenes, got {n}"
+            one_error(["bench", "--n", n, "--model", TEST_MODEL]) == f"--n must lie in [2, 1,000,000] scenes, got {n}"
         )
 
 
@@ -193,17 +193,18 @@ def test_a_diverging_training_run_stops_instead_of_writing_a_broken_model(scenes
 @pytest.mark.parametrize(
     ("key", "value", "message"),
     [
-        ("train.seed", 2**64, "train.seed must lie in [0, 4294967295]"),  # torch.manual_seed overflowed
-        ("synth.seed", -1, "synth.seed must lie in [0, 4294967295]"),
-        ("train.lr", 1e300, "train.lr must lie in (0, 1]"),  # AdamW failed converting the step size
-        ("synth.n", 10**20, "synth.n must lie in [0, 1000000]"),  # the job list exhausted memory
-        ("index.workers", 10**14, "index.workers must lie in [0, 64]"),  # forked until memory ran out
-        ("train.workers", 65, "train.workers must lie in [0, 64]"),
+        ("train.seed", 2**64, "train.seed must lie in [0, 4294967295], got 18446744073709551616"),  # torch.manual_seed overflowed
+        ("synth.seed", -1, "synth.seed must lie in [0, 4294967295], got -1"),
+        ("train.lr", 1e300, "train.lr must lie in (0, 1], got 1e+300"),  # AdamW failed converting the step size
+        ("synth.n", 10**20, "synth.n must lie in [0, 1000000], got 100000000000000000000"),  # the job list exhausted memory
+        ("index.workers", 10**14, "index.workers must lie in [0, 64], got 100000000000000"),  # forked until memory ran out
+        ("train.workers", 65, "train.workers must lie in [0, 64], got 65"),
     ],
 )
 def test_values_that_crashed_or_exhausted_the_machine_are_refused(key, value, message):
-    with pytest.raises(ConfigError, match=rf"^{message.replace('[', '.').replace('(', '.')}$"):
+    with pytest.raises(ConfigError) as caught:
         load_config(overrides={key: value})
+    assert str(caught.value) == message
 
 
 def test_synth_workers_are_bounded(tmp_path):

@@ -371,6 +371,7 @@ MENUS: dict[str, list[Opt]] = {
         Opt("--batch-size", ("1", "4", HUGE), ("0", "-1", *NOT_NUMBERS)),
         Opt("--global-only", (FLAG,)),
         Opt("--include-hidden", (FLAG,)),
+        Opt("--exclude", ("*.png", "sub/", "!keep.png"), ("!", "a\\", "[z-a]", ""), repeat=True),
         Opt("--rebuild", (FLAG,)),
     ],
     "query": [
