@@ -193,11 +193,14 @@ def test_a_diverging_training_run_stops_instead_of_writing_a_broken_model(scenes
 @pytest.mark.parametrize(
     ("key", "value", "message"),
     [
-        ("train.seed", 2**64, "train.seed must lie in [0, 4294967295], got 18446744073709551616"),  # torch.manual_seed overflowed
+        # torch.manual_seed overflowed
+        ("train.seed", 2**64, "train.seed must lie in [0, 4294967295], got 18446744073709551616"),
         ("synth.seed", -1, "synth.seed must lie in [0, 4294967295], got -1"),
         ("train.lr", 1e300, "train.lr must lie in (0, 1], got 1e+300"),  # AdamW failed converting the step size
-        ("synth.n", 10**20, "synth.n must lie in [0, 1000000], got 100000000000000000000"),  # the job list exhausted memory
-        ("index.workers", 10**14, "index.workers must lie in [0, 64], got 100000000000000"),  # forked until memory ran out
+        # the job list exhausted memory
+        ("synth.n", 10**20, "synth.n must lie in [0, 1000000], got 100000000000000000000"),
+        # forked until memory ran out
+        ("index.workers", 10**14, "index.workers must lie in [0, 64], got 100000000000000"),
         ("train.workers", 65, "train.workers must lie in [0, 64], got 65"),
     ],
 )
