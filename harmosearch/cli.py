@@ -15,7 +15,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -32,6 +32,9 @@ from harmosearch.config import (
 )
 from harmosearch.errors import ConfigError, HarmosearchError
 from harmosearch.folders import check_output_file, kind
+
+if TYPE_CHECKING:
+    from harmosearch.search import Index, SearchResponse
 
 app = typer.Typer(
     name="harmosearch",
@@ -383,12 +386,7 @@ def query(
         from harmosearch.search import open_index
 
         idx = open_index(index_path, config, device=device)
-        response = idx.search(
-            text,
-            image=image,
-            min_score=config.search.min_score if min_score is not None else None,
-            **{k: v for k, v in options.items() if k not in ("k", "alpha", "min_score", "relation_weight")},
-        )
+        response = _local_search(idx, config, text, image, options)
         body = {**response.to_dict(), "index": str(idx.path), "warnings": response.warnings}
     for warning in body.get("warnings", []):
         err.print(line(f"warning: {warning}"), highlight=False)
@@ -401,6 +399,18 @@ def query(
 
         written = save(response, save_annotated, idx.path)
         err.print(f"wrote {len(written)} annotated images to {save_annotated}")
+
+
+def _local_search(idx: Index, config: Config, text: str, image: Path | None, options: dict[str, Any]) -> SearchResponse:
+    """The search in this process: k, alpha and the weights come from the resolved config, which
+    already holds the command-line values; min_score only when it was given ("auto" resolved)."""
+    given_min_score = options["min_score"] is not None
+    return idx.search(
+        text,
+        image=image,
+        min_score=config.search.min_score if given_min_score else None,
+        **{k: v for k, v in options.items() if k not in ("k", "alpha", "min_score", "relation_weight")},
+    )
 
 
 def _warm_search(index_path: Path | None, config: Config, text: str, options: dict[str, Any]) -> dict[str, Any] | None:

@@ -121,6 +121,43 @@ def thumbnail(index: Index, image_id: int, cache: Path) -> Path:
     return target
 
 
+class Served:
+    """The indexes of one app by name, and how requests reach them: one search at a time per
+    model, file reads in worker threads, unknown names and ids as 404s."""
+
+    def __init__(self, indexes: dict[str, Index], thumbnails: Path) -> None:
+        self.indexes = indexes
+        self.thumbnails = thumbnails
+        # One search at a time per model. Index is safe to share between threads (50 concurrent
+        # searches gave the sequential answers either way), but on 2 CPU cores they finished in
+        # 0.82-0.89 s one at a time against 0.98-1.03 s all at once, and queued requests hold no thread.
+        self.limiters: dict[int, anyio.CapacityLimiter] = {}
+        for index in indexes.values():
+            self.limiters.setdefault(id(index.encoder), anyio.CapacityLimiter(1))
+
+    def index(self, name: str) -> Index:
+        if name not in self.indexes:
+            raise HTTPException(404, f"no index named {name!r}; this server has {', '.join(sorted(self.indexes))}")
+        return self.indexes[name]
+
+    def image_of(self, name: str, image_id: int) -> Index:
+        index = self.index(name)
+        if image_id >= index.n_images:
+            raise HTTPException(404, f"no image {image_id} in index {name!r} (it holds {index.n_images})")
+        return index
+
+    async def on_model(self, index: Index, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await anyio.to_thread.run_sync(
+            functools.partial(call, *args, **kwargs), limiter=self.limiters[id(index.encoder)]
+        )
+
+    async def on_disk(self, call: Callable[..., T], *args: Any) -> T:
+        try:
+            return await anyio.to_thread.run_sync(functools.partial(call, *args))
+        except QueryError as exc:  # the file leads outside the photo folder
+            raise HTTPException(403, one_line(exc)) from None
+
+
 def create_app(indexes: dict[str, Index], thumbnails: Path) -> FastAPI:
     """The app serving these indexes by name; thumbnails are cached under `thumbnails`."""
     import harmosearch
@@ -130,34 +167,7 @@ def create_app(indexes: dict[str, Index], thumbnails: Path) -> FastAPI:
         version=harmosearch.__version__,
         description="Region-aware image search: each lexeme of a query is matched to the region it describes.",
     )
-    # One search at a time per model. Index is safe to share between threads (50 concurrent
-    # searches gave the sequential answers either way), but on 2 CPU cores they finished in
-    # 0.82-0.89 s one at a time against 0.98-1.03 s all at once, and queued requests hold no thread.
-    limiters: dict[int, anyio.CapacityLimiter] = {}
-    for index in indexes.values():
-        limiters.setdefault(id(index.encoder), anyio.CapacityLimiter(1))
-
-    def served(name: str) -> Index:
-        if name not in indexes:
-            raise HTTPException(404, f"no index named {name!r}; this server has {', '.join(sorted(indexes))}")
-        return indexes[name]
-
-    def image_of(name: str, image_id: int) -> Index:
-        index = served(name)
-        if image_id >= index.n_images:
-            raise HTTPException(404, f"no image {image_id} in index {name!r} (it holds {index.n_images})")
-        return index
-
-    async def on_model(index: Index, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        return await anyio.to_thread.run_sync(
-            functools.partial(call, *args, **kwargs), limiter=limiters[id(index.encoder)]
-        )
-
-    async def on_disk(call: Callable[..., T], *args: Any) -> T:
-        try:
-            return await anyio.to_thread.run_sync(functools.partial(call, *args))
-        except QueryError as exc:  # the file leads outside the photo folder
-            raise HTTPException(403, one_line(exc)) from None
+    served = Served(indexes, thumbnails)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -172,12 +182,20 @@ def create_app(indexes: dict[str, Index], thumbnails: Path) -> FastAPI:
     async def page() -> FileResponse:
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
+    _add_index_routes(app, served)
+    _add_search_routes(app, served)
+    _add_file_routes(app, served)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return app
+
+
+def _add_index_routes(app: FastAPI, served: Served) -> None:
     @app.get("/api/health", summary="Liveness, for clients checking a discovery file")
     async def health() -> dict[str, Any]:
         return {
             "status": "ok",
             "pid": os.getpid(),
-            "indexes": {name: index.reader.manifest["generation"] for name, index in indexes.items()},
+            "indexes": {name: index.reader.manifest["generation"] for name, index in served.indexes.items()},
         }
 
     @app.get("/api/indexes", summary="The indexes served, by name")
@@ -190,18 +208,20 @@ def create_app(indexes: dict[str, Index], thumbnails: Path) -> FastAPI:
                 "model": index.encoder.identity.spec,
                 "generation": index.reader.manifest["generation"],
             }
-            for name, index in indexes.items()
+            for name, index in served.indexes.items()
         ]
 
     @app.get("/api/indexes/{name}", summary="What an index holds: counts, model, configuration, size")
     async def index_info(name: str) -> dict[str, Any]:
-        index = served(name)
+        index = served.index(name)
         return {"name": name, **await anyio.to_thread.run_sync(index.info)}
 
+
+def _add_search_routes(app: FastAPI, served: Served) -> None:
     @app.post("/api/indexes/{name}/search", response_model=Ranking, summary="Search by text")
     async def search(name: str, query: TextQuery) -> JSONResponse:
-        index = served(name)
-        response = await on_model(
+        index = served.index(name)
+        response = await served.on_model(
             index,
             index.search,
             query.text,
@@ -221,14 +241,14 @@ def create_app(indexes: dict[str, Index], thumbnails: Path) -> FastAPI:
 
     @app.post("/api/indexes/{name}/similar", response_model=Ranking, summary="More like an indexed image")
     async def similar(name: str, query: ImageQuery) -> JSONResponse:
-        index = served(name)
-        response = await on_model(index, index.similar, query.image_id, k=query.k, min_score=query.min_score)
+        index = served.index(name)
+        response = await served.on_model(index, index.similar, query.image_id, k=query.k, min_score=query.min_score)
         return JSONResponse(ranking(response))
 
     @app.post("/api/indexes/{name}/region", response_model=Ranking, summary="Search by a box drawn on an indexed image")
     async def region(name: str, query: RegionQuery) -> JSONResponse:
-        index = served(name)
-        response = await on_model(
+        index = served.index(name)
+        response = await served.on_model(
             index,
             index.search_region,
             query.image_id,
@@ -239,12 +259,14 @@ def create_app(indexes: dict[str, Index], thumbnails: Path) -> FastAPI:
         )
         return JSONResponse(ranking(response))
 
+
+def _add_file_routes(app: FastAPI, served: Served) -> None:
     image_headers = {"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"}
 
     @app.get("/api/indexes/{name}/images/{image_id}", summary="The original image file", response_class=FileResponse)
     async def original(name: str, image_id: ImageId) -> FileResponse:
-        index = image_of(name, image_id)
-        return FileResponse(await on_disk(index.image_file, image_id), headers=image_headers)
+        index = served.image_of(name, image_id)
+        return FileResponse(await served.on_disk(index.image_file, image_id), headers=image_headers)
 
     @app.get(
         "/api/indexes/{name}/thumbnails/{image_id}",
@@ -252,12 +274,9 @@ def create_app(indexes: dict[str, Index], thumbnails: Path) -> FastAPI:
         response_class=FileResponse,
     )
     async def small(name: str, image_id: ImageId) -> FileResponse:
-        index = image_of(name, image_id)
-        path = await on_disk(thumbnail, index, image_id, thumbnails)
+        index = served.image_of(name, image_id)
+        path = await served.on_disk(thumbnail, index, image_id, served.thumbnails)
         return FileResponse(path, media_type="image/jpeg", headers=image_headers)
-
-    app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    return app
 
 
 def one_line(exc: Exception) -> str:
