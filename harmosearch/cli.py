@@ -188,6 +188,16 @@ def index(
     device: DeviceOption = None,
     batch_size: BatchOption = None,
     workers: WorkersOption = None,
+    engine: Annotated[
+        str | None, typer.Option("--engine", help="local (this machine) or ray (Ray actors; harmosearch[dist]).")
+    ] = None,
+    address: Annotated[
+        str | None, typer.Option("--address", help="Ray cluster to use (default: start a local Ray).")
+    ] = None,
+    num_workers: Annotated[int | None, typer.Option("--num-workers", help="Ray actors, one model each.")] = None,
+    gpus_per_worker: Annotated[
+        float | None, typer.Option("--gpus-per-worker", help="GPUs per Ray actor (0.5: two share one).")
+    ] = None,
 ) -> None:
     """Index a photo folder: one global vector and many region vectors per image; re-runs update."""
     config = resolve(
@@ -198,6 +208,10 @@ def index(
             "encoder.batch_size": batch_size,
             "index.index_type": index_type,
             "index.workers": workers,
+            "index.engine": engine,
+            "ray.address": address,
+            "ray.workers": num_workers,
+            "ray.gpus_per_worker": gpus_per_worker,
             "index.include_hidden": include_hidden or None,
             "index.exclude": tuple(exclude) if exclude else None,
         },

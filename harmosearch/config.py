@@ -139,6 +139,21 @@ class IndexConfig(Section):
     exclude: tuple[str, ...] = ()
     workers: NonNegative = 2
     encode_in: Literal["auto", "main", "workers"] = "auto"  # where images are encoded (auto: workers on CPU)
+    engine: Literal["local", "ray"] = "local"  # ray: Ray actors encode shards of the files (the [ray] section)
+
+
+@dataclass(frozen=True)
+class RayConfig(Section):
+    """The Ray engine of `harmosearch index` (index.engine = "ray"): actors, each with its own
+    model, encode shards of the files to encode and stage them beside the index."""
+
+    SECTION: ClassVar[str] = "ray"
+    address: str = ""  # a running cluster ("auto", "ray://host:10001", ...); empty: start a local Ray
+    workers: Positive = 2  # actors, one model each
+    cpus_per_worker: Annotated[float, Range(0, low_open=True)] = 1.0
+    gpus_per_worker: Annotated[float, Range(0)] = 0.0  # 0.5: two actors share a GPU
+    shard_size: Positive = 256  # files per task; a finished shard is staged, so a re-run resumes
+    max_retries: NonNegative = 3  # restarts of a dead actor, and retries of the shard it held
 
 
 @dataclass(frozen=True)
@@ -242,6 +257,7 @@ class Config:
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     regions: RegionConfig = field(default_factory=RegionConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
     media: MediaConfig = field(default_factory=MediaConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     synth: SynthConfig = field(default_factory=SynthConfig)

@@ -26,6 +26,11 @@ def resolve_device(name: str = "auto") -> Any:
     return device
 
 
+def device_for_gpus(gpus: float) -> str:
+    """The torch device of a worker granted `gpus` GPUs (a Ray actor; fractions share one)."""
+    return "cuda" if gpus > 0 else "cpu"
+
+
 def autocast_dtype(device: Any, precision: str) -> Any:
     """The dtype to autocast to, or None for plain fp32. auto: fp16 on GPU, fp32 on CPU."""
     import torch

@@ -23,3 +23,7 @@ class IndexStoreError(HarmosearchError):
 
 class QueryError(HarmosearchError):
     """A query or its options cannot be served."""
+
+
+class EngineError(HarmosearchError):
+    """A distributed engine (Ray, torch.distributed) could not start, or lost work it could not retry."""

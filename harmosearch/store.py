@@ -464,11 +464,13 @@ def clear_staging(root: Path) -> None:
     shutil.rmtree(Path(root) / STAGING, ignore_errors=True)
 
 
-def save_chunk(folder: Path, number: int, records: list[tuple[str, Any]]) -> None:
-    """Encoded images, as (sha256, pipeline.Encoded) pairs, written as one npz; a video's frames
-    are consecutive records with its hash (the caller keeps a video's frames in one chunk)."""
+def save_chunk(folder: Path, number: int | str, records: list[tuple[str, Any]]) -> None:
+    """Encoded images, as (sha256, pipeline.Encoded) pairs, written as one npz named by its
+    number (the local engine counts its chunks) or by a key (a Ray shard's, the same on a retry);
+    a video's frames are consecutive records with its hash (the caller keeps them in one chunk)."""
     if not records:
         return
+    name = f"chunk_{number:06d}.npz" if isinstance(number, int) else f"chunk_{number}.npz"
     items = [item for _, item in records]
     arrays: dict[str, np.ndarray] = {
         "sha256": np.array([sha for sha, _ in records]),
@@ -481,7 +483,7 @@ def save_chunk(folder: Path, number: int, records: list[tuple[str, Any]]) -> Non
         "vectors": np.concatenate([r.vectors for r in items]).astype(np.float16),
         "frame_time": np.array([np.nan if r.frame_time is None else r.frame_time for r in items], dtype=np.float64),
     }
-    write_atomic(folder / f"chunk_{number:06d}.npz", lambda p: _savez(p, arrays))
+    write_atomic(folder / name, lambda p: _savez(p, arrays))
 
 
 def _savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
