@@ -757,10 +757,12 @@ def train(
     config = shapes_model_unless_named(config)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from harmosearch.train.distributed import launched_rank
     from harmosearch.train.loop import train as run_training
     from harmosearch.train.loop import training_data
 
     samples = training_data(data, config)  # errors in the data show before any progress bar
+    main_process = launched_rank() == 0  # under torchrun, rank 0 speaks for all
     columns = (
         TextColumn("training"),
         BarColumn(),
@@ -768,7 +770,7 @@ def train(
         TimeRemainingColumn(),
         TextColumn("{task.fields[terms]}"),
     )
-    with Progress(*columns, console=err) as bar:
+    with Progress(*columns, console=err, disable=not main_process) as bar:
         task = bar.add_task("train", total=None, terms="")
 
         def on_step(m: dict[str, Any]) -> None:
@@ -778,6 +780,8 @@ def train(
             )
 
         result = run_training(config, data, out_dir, on_step=on_step, resume=not fresh, samples=samples)
+    if not main_process:
+        return
     if result.resumed_from:
         out.print(f"resumed from step {result.resumed_from}")
     out.print(f"trained {result.steps} steps; model: {result.final} (use it with --model {result.final})")

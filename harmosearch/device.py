@@ -31,6 +31,26 @@ def device_for_gpus(gpus: float) -> str:
     return "cuda" if gpus > 0 else "cpu"
 
 
+def rank_device(device: Any, local_rank: int) -> Any:
+    """The device of a training process torchrun started: its own GPU (cuda:LOCAL_RANK) when the
+    run is on GPUs, the CPU otherwise."""
+    import torch
+
+    if device.type != "cuda":
+        return device
+    if local_rank >= torch.cuda.device_count():
+        raise ConfigError(
+            f"training process {local_rank} has no GPU of its own ({torch.cuda.device_count()} visible); "
+            "start at most one process per GPU (torchrun --nproc_per_node)"
+        )
+    return torch.device("cuda", local_rank)
+
+
+def distributed_backend(device: Any) -> str:
+    """torch.distributed's backend for the device: NCCL between GPUs, gloo between CPUs."""
+    return "nccl" if device.type == "cuda" else "gloo"
+
+
 def autocast_dtype(device: Any, precision: str) -> Any:
     """The dtype to autocast to, or None for plain fp32. auto: fp16 on GPU, fp32 on CPU."""
     import torch
