@@ -134,6 +134,9 @@ class IndexConfig(Section):
     SECTION: ClassVar[str] = "index"
     index_type: str = "auto"  # auto | any faiss index_factory string
     exact_below: Positive = 200_000  # vectors; above this "auto" picks an approximate index
+    # "auto" may pick an HNSW graph (fastest search, slow to build) when it fits in this many MB; 0: never
+    hnsw_memory_mb: NonNegative = 0
+    shard_size: NonNegative = 0  # vectors per FAISS file; larger indexes are sharded (0: one file)
     include_hidden: bool = False
     # gitignore patterns of files and folders that are not photos, on top of .harmosearchignore
     exclude: tuple[str, ...] = ()
@@ -183,6 +186,9 @@ class SearchConfig(Section):
     relation_candidates: Positive = 4
     nprobe: Positive = 16
     ef_search: Positive = 64
+    # FAISS searches on the GPUs (harmosearch[gpu]): a copy of the index on each, or a shard of it
+    # on each (for an index larger than one GPU's memory); filtered searches stay on the CPU.
+    faiss_gpu: Literal["off", "replicate", "shard"] = "off"
     # Drop results below this fused score; "auto": keep only results the index's calibration
     # finds confident (text queries).
     min_score: Annotated[float, Range()] | Literal["auto"] | None = None

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import logging
 from collections.abc import Iterator
 from typing import Any
 
 from harmosearch.errors import ConfigError
+
+logger = logging.getLogger(__name__)
 
 
 def resolve_device(name: str = "auto") -> Any:
@@ -81,16 +85,76 @@ def gpu_count() -> int:
     return faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
 
 
-def faiss_to_gpu(index: Any) -> Any:
-    """Move a faiss index onto all visible GPUs; the index is returned unchanged without one."""
+@functools.cache
+def faiss_gpu_problem() -> str | None:
+    """Why faiss cannot use GPUs although a faiss GPU build is installed, or None. faiss-cpu and
+    faiss-gpu-cu12 both install the module `faiss`; whichever pip wrote last is the one imported."""
+    from importlib import metadata
+
+    builds = sorted(
+        {name for d in metadata.distributions() if (name := d.metadata["Name"] or "").lower().startswith("faiss-gpu")}
+    )
+    if not builds:
+        return None
     import faiss
 
-    if gpu_count() == 0:
+    if hasattr(faiss, "StandardGpuResources"):
+        return None
+    return (
+        f"{builds[0]} is installed, but the faiss module imported is faiss-cpu's (both install the module faiss); "
+        f"run: pip install --force-reinstall --no-deps {builds[0]}"
+    )
+
+
+def faiss_to_gpu(index: Any, shard: bool = False, required: bool = False) -> Any:
+    """A copy of a faiss index on every visible GPU: replicated, or with `shard` split between
+    them. Flat and IVF-Flat data is stored in float16 there (exact for harmosearch's float16
+    vectors) and IVF-PQ uses float16 lookup tables. An exact SQfp16 index becomes a float16 Flat
+    index. Without a GPU, or for a type faiss cannot run on GPUs (HNSW, fast-scan PQ), the index
+    is returned as it is; with `required`, a missing GPU is a ConfigError instead."""
+    import faiss
+
+    problem = faiss_gpu_problem()
+    if problem or gpu_count() == 0:
+        if required:
+            raise ConfigError(
+                problem
+                or "FAISS on GPUs was asked for, but faiss sees no GPU; install harmosearch[gpu] "
+                "on a machine with CUDA, or set search.faiss_gpu = off"
+            )
+        if problem:
+            logger.warning(problem)
         return index
-    return faiss.index_cpu_to_all_gpus(index)
+    options = faiss.GpuMultipleClonerOptions()
+    options.shard = shard
+    options.useFloat16 = True
+    source = _flat_copy(index) if _is_fp16_codes(index) else index
+    try:
+        return faiss.index_cpu_to_all_gpus(source, co=options)
+    except (RuntimeError, TypeError) as exc:
+        logger.info("faiss index %s stays on the CPU: %s", type(index).__name__, str(exc).splitlines()[0])
+        return index
+
+
+def _is_fp16_codes(index: Any) -> bool:
+    import faiss
+
+    return isinstance(index, faiss.IndexScalarQuantizer) and index.sq.qtype == faiss.ScalarQuantizer.QT_fp16
+
+
+def _flat_copy(index: Any) -> Any:
+    """A Flat index holding the vectors of a flat-codes index (as the GPU stores them)."""
+    import faiss
+
+    flat = faiss.IndexFlat(index.d, index.metric_type)
+    if index.ntotal:
+        flat.add(index.reconstruct_n(0, index.ntotal))
+    return flat
 
 
 def faiss_to_cpu(index: Any) -> Any:
+    """A CPU copy of an index faiss_to_gpu made (any machine can open it once written); a CPU
+    index is returned as it is."""
     import faiss
 
     if gpu_count() == 0 or not hasattr(faiss, "index_gpu_to_cpu"):
