@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
 from harmosearch.errors import DataError
+from harmosearch.folders import is_dir, is_file, make_folder
 
 PALETTE = ((255, 64, 64), (64, 160, 255), (255, 200, 0), (0, 200, 120), (200, 90, 255), (255, 130, 40))
 THUMB = 256
@@ -76,15 +77,14 @@ def result_picture(result: Any) -> Image.Image:
     return open_still(result.absolute).image
 
 
-def save_annotated(response: Any, out_dir: Path) -> list[Path]:
-    """Write NN_name.png per result plus contact_sheet.png; returns the written paths."""
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise DataError(f"--save-annotated {out_dir} is a file; give a folder to write the pictures into")
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise DataError(f"cannot create {out_dir}: {exc.strerror}") from None
+def save_annotated(response: Any, out_dir: Path, index: Path | None = None) -> list[Path]:
+    """Write NN_name.png per result plus contact_sheet.png; returns the written paths. Every
+    result's photo is checked first: when photos moved or were deleted after indexing, one error
+    says so and what to run (naming `index`, the index searched), and nothing is written."""
+    missing = [r for r in response.results if not is_file(r.absolute)]
+    if missing:
+        raise DataError(_missing_photos(missing, len(response.results), index))
+    out_dir = make_folder(out_dir, "--save-annotated")
     written, thumbs = [], []
     for result in response.results:
         picture = draw_result(result)
@@ -100,6 +100,21 @@ def save_annotated(response: Any, out_dir: Path) -> list[Path]:
         sheet.save(out_dir / "contact_sheet.png")
         written.append(out_dir / "contact_sheet.png")
     return written
+
+
+def _missing_photos(missing: list[Any], total: int, index: Path | None) -> str:
+    first = missing[0]
+    root = first.absolute.parents[len(PurePosixPath(first.path).parts) - 1]
+    target = index if index is not None else "INDEX"
+    if not is_dir(root):
+        return (
+            f"the photo folder {root} no longer exists, so no result can be drawn; if it moved, run: "
+            f"harmosearch index NEW_PLACE --index {target}"
+        )
+    return (
+        f"{len(missing)} of {total} result photos no longer exist (e.g. {first.absolute}); update the index: "
+        f"harmosearch index {root} --index {target}"
+    )
 
 
 def contact_sheet(title: str, thumbs: list[tuple[Any, Image.Image]], columns: int = 5) -> Image.Image:

@@ -70,11 +70,16 @@ class NonEmpty:
 
 
 def _num(x: float) -> str:
-    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+    """Integers as written (2**64 stays exact); floats short (1e+300, 0.001)."""
+    return str(x) if isinstance(x, int) else f"{x:g}"
 
 
 Positive = Annotated[int, Range(1)]
 NonNegative = Annotated[int, Range(0)]
+MAX_SCENES = 1_000_000  # synthetic scenes in one set: more is hours of drawing and gigabytes
+Seed = Annotated[int, Range(0, 2**32 - 1)]  # what every random generator used here accepts
+# More processes than this only exhaust memory (each holds a copy of the model or the decoders).
+Workers = Annotated[int, Range(0, 64)]
 Fraction = Annotated[float, Range(0, 1)]
 Device = str  # auto | cpu | cuda | cuda:N, checked when the device is resolved
 Precision = Literal["auto", "fp32", "fp16", "bf16"]
@@ -140,7 +145,7 @@ class IndexConfig(Section):
     include_hidden: bool = False
     # gitignore patterns of files and folders that are not photos, on top of .harmosearchignore
     exclude: tuple[str, ...] = ()
-    workers: NonNegative = 2
+    workers: Workers = 2
     encode_in: Literal["auto", "main", "workers"] = "auto"  # where images are encoded (auto: workers on CPU)
     engine: Literal["local", "ray"] = "local"  # ray: Ray actors encode shards of the files (the [ray] section)
 
@@ -197,8 +202,8 @@ class SearchConfig(Section):
 @dataclass(frozen=True)
 class SynthConfig(Section):
     SECTION: ClassVar[str] = "synth"
-    n: NonNegative = 100
-    seed: NonNegative = 0
+    n: Annotated[int, Range(0, MAX_SCENES)] = 100
+    seed: Seed = 0
     size: Annotated[int, Range(32, 4096)] = 224
     min_objects: Annotated[int, Range(1, 4)] = 1
     max_objects: Annotated[int, Range(1, 4)] = 4
@@ -230,13 +235,13 @@ class TrainConfig(Section):
     epochs: Positive = 1
     max_steps: Annotated[int, Range(0)] | None = None
     batch_size: Annotated[int, Range(2)] = 64  # contrastive losses need negatives
-    lr: Annotated[float, Range(0, low_open=True)] = 5e-4
+    lr: Annotated[float, Range(0, 1, low_open=True)] = 5e-4  # above 1 AdamW only diverges
     weight_decay: Annotated[float, Range(0)] = 0.1
     warmup_steps: NonNegative = 50
     grad_clip: Annotated[float, Range(0, low_open=True)] = 1.0
-    seed: NonNegative = 0
+    seed: Seed = 0
     checkpoint_every: Positive = 200
-    workers: NonNegative = 2
+    workers: Workers = 2
     # Keep the decoded, resized training images in shared memory when they fit in this many MB
     # (the first epoch fills it; 0: decode every epoch).
     pixel_cache_mb: NonNegative = 4096
@@ -453,7 +458,10 @@ def load_config(
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
         except OSError as exc:
             raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
-        config = _merge(config, data, "")
+        try:
+            config = _merge(config, data, "")
+        except ConfigError as exc:
+            raise ConfigError(f"config file {path}: {exc}") from None
         config = dataclasses.replace(config, given=config.given | frozenset(_flatten(data)))
     if overrides:
         config = config.with_values(overrides)

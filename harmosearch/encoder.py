@@ -29,6 +29,7 @@ from harmosearch.clip_adapter import (
 )
 from harmosearch.config import DEFAULT_MODEL, SHAPES_MODEL, Config, EncoderConfig
 from harmosearch.errors import ConfigError, ModelLoadError
+from harmosearch.folders import is_dir, is_file, kind
 from harmosearch.lexemes import ParsedText, parse
 
 logger = logging.getLogger(__name__)
@@ -92,16 +93,16 @@ def resolve_spec(spec: str) -> ModelSource:
     if spec.startswith(("hf-hub:", "local-dir:")):
         if spec.startswith("local-dir:"):
             folder = Path(spec.removeprefix("local-dir:")).expanduser()
-            if not (folder / "open_clip_config.json").is_file():
+            if not is_file(folder / "open_clip_config.json"):
                 raise ModelLoadError(f"model {spec!r}: {folder} holds no open_clip_config.json")
             return ModelSource(spec, f"local-dir:{folder}", None)
         return ModelSource(spec, spec, None)
     bundled = BUNDLED_DIR / spec
-    if (bundled / "open_clip_config.json").is_file():
+    if is_file(bundled / "open_clip_config.json"):
         return ModelSource(spec, f"local-dir:{bundled}", None)
     path = Path(spec).expanduser()
-    if path.is_dir():
-        if not (path / "open_clip_config.json").is_file():
+    if is_dir(path):
+        if not is_file(path / "open_clip_config.json"):
             raise ModelLoadError(f"model {spec!r}: folder holds no open_clip_config.json")
         return ModelSource(spec, f"local-dir:{path}", None)
     if spec == "harmo-tiny":
@@ -162,7 +163,7 @@ def canonical_spec(spec: str) -> str:
     works from any working directory; other specs are returned unchanged."""
     prefix = "local-dir:" if spec.startswith("local-dir:") else ""
     path = Path(spec.removeprefix(prefix)).expanduser()
-    if spec in bundled_models() or not path.exists():
+    if spec in bundled_models() or kind(path) not in ("file", "folder"):
         return spec
     return f"{prefix}{path.resolve()}"
 

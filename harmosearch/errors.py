@@ -27,3 +27,7 @@ class QueryError(HarmosearchError):
 
 class EngineError(HarmosearchError):
     """A distributed engine (Ray, torch.distributed) could not start, or lost work it could not retry."""
+
+
+class TrainingError(HarmosearchError):
+    """Training cannot go on (its loss diverged)."""

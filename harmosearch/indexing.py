@@ -25,6 +25,7 @@ import numpy as np
 
 from harmosearch.config import Config, load_config
 from harmosearch.errors import DataError, IndexStoreError
+from harmosearch.folders import check_folder
 from harmosearch.media.scan import FileEntry, scan
 from harmosearch.pipeline import Encoded
 
@@ -54,6 +55,8 @@ class IndexReport:
     resumed: int = 0  # images taken from an interrupted run's staged work
     videos: int = 0  # of the files indexed
     frames: int = 0  # image rows that are video frames
+    moved_from: str = ""  # the photo folder the index was built from, when it was elsewhere
+    moved: int = 0  # images of a moved photo folder recognised by content, not encoded again
     skipped: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
     committed: bool = False
@@ -98,13 +101,17 @@ def load_user_boxes(path: Path | None) -> dict[str, list[list[float]]]:
         except (TypeError, ValueError):
             raise DataError(f"boxes file {path}: boxes of {name!r} are not lists of 4 numbers") from None
         for row in boxes[name]:
-            if len(row) != 4 or not all(np.isfinite(row)):
-                raise DataError(f"boxes file {path}: {name!r} has {row}, not 4 finite numbers [x0, y0, x1, y1]")
-            if row[2] <= row[0] or row[3] <= row[1]:
+            if not _is_box(row):
                 raise DataError(
-                    f"boxes file {path}: {name!r} has {row}, which is not [x0, y0, x1, y1] with x1 > x0, y1 > y0"
+                    f"boxes file {path}: {name!r} has {row}, which is not [x0, y0, x1, y1] of finite numbers "
+                    "with x1 > x0, y1 > y0"
                 )
     return boxes
+
+
+def _is_box(row: list[float]) -> bool:
+    """Four finite numbers x0, y0, x1, y1 with x1 > x0 and y1 > y0 (NaN boxes crash the pooling)."""
+    return len(row) == 4 and bool(np.all(np.isfinite(row))) and row[2] > row[0] and row[3] > row[1]
 
 
 def _coco_boxes(data: dict[str, Any], path: Path) -> dict[str, list[list[float]]]:
@@ -114,6 +121,11 @@ def _coco_boxes(data: dict[str, Any], path: Path) -> dict[str, list[list[float]]
         for ann in data["annotations"]:
             x, y, w, h = (float(v) for v in ann["bbox"])
             name = names[ann["image_id"]]
+            if not _is_box([x, y, x + w, y + h]):
+                raise DataError(
+                    f"boxes file {path}: annotation {ann.get('id', '?')} of {name!r} has bbox {ann['bbox']}, "
+                    "which is not [x, y, w, h] of finite numbers with w > 0, h > 0"
+                )
             for key in (name, f"images/{name}"):
                 boxes.setdefault(key, []).append([x, y, x + w, y + h])
     except (KeyError, TypeError, ValueError):
@@ -140,7 +152,7 @@ def build_index(
     config = config or load_config()
     photos = Path(photos)
     index = Path(index) if index is not None else default_index_path(photos, config)
-    _check_target(index)
+    check_folder(index, "--index", IndexStoreError)  # before the photos are scanned
     entries, skipped = scan(photos, config.index.include_hidden, config.index.exclude)
     user_boxes = load_user_boxes(boxes_file)
     report = IndexReport(index=index, skipped=skipped)
@@ -148,8 +160,13 @@ def build_index(
         old = None if rebuild else _previous(index)
         config, encoder = _settings(config, old, encoder, index)
         report.model = encoder.identity.spec
-        plan = _plan(entries, old, user_boxes, report, progress)
-        if old is not None and _up_to_date(plan, old, report, config):
+        report.moved_from = _moved_from(old, photos)
+        # A moved folder is matched by content alone: equal names, sizes and times in another
+        # folder are no proof of equal pictures.
+        plan = _plan(entries, old, user_boxes, report, progress, by_path=not report.moved_from)
+        if report.moved_from:
+            report.moved = sum(rows is not None for _, _, rows, _ in plan.rows)
+        if old is not None and not report.moved_from and _up_to_date(plan, old, report, config):
             report.images, report.regions = old.n_images, old.n_regions
             report.videos, report.frames = old.manifest["counts"]["videos"], old.manifest["counts"]["frames"]
         else:
@@ -158,9 +175,12 @@ def build_index(
     return report
 
 
-def _check_target(index: Path) -> None:
-    if index.exists() and not index.is_dir():
-        raise IndexStoreError(f"--index {index} is a file; give a folder for the index")
+def _moved_from(old: Any, photos: Path) -> str:
+    """The photo folder `old` was built from, when it is not `photos`; "" otherwise."""
+    if old is None:
+        return ""
+    root = str(old.manifest.get("photos_root", ""))
+    return root if root and root != str(photos.resolve()) else ""
 
 
 def _previous(index: Path) -> Any:
@@ -176,6 +196,7 @@ def _settings(config: Config, old: Any, encoder: Any, index: Path) -> tuple[Conf
     from dataclasses import replace
 
     from harmosearch.encoder import EncoderIdentity, canonical_spec, load_encoder
+    from harmosearch.store import check_index_type
 
     if old is not None:
         config = config.over(old.manifest["config"], KEPT_ON_UPDATE)
@@ -197,6 +218,9 @@ def _settings(config: Config, old: Any, encoder: Any, index: Path) -> tuple[Conf
                 f"index {index} was built with {what}; re-run with --rebuild to re-encode everything "
                 f"with {encoder.identity.spec!r}"
             )
+    requested = config.index.index_type
+    if requested != "auto" and (old is None or old.manifest["config"]["index"]["index_type"] != requested):
+        check_index_type(requested, encoder.identity.embed_dim)  # before anything is encoded
     return config, encoder
 
 
@@ -210,10 +234,12 @@ def _plan(
     user_boxes: dict[str, list[list[float]]],
     report: IndexReport,
     progress: Progress | None,
+    by_path: bool = True,
 ) -> _Plan:
-    """Which files keep their vectors (same path, size and mtime, or same content hash) and which
-    are encoded, with the metadata of the files not kept as they were; counts what changed into
-    the report. Videos that need encoding are skipped, unhashed, when PyAV is missing."""
+    """Which files keep their vectors (same path, size and mtime unless `by_path` is False, or
+    the same content hash) and which are encoded, with the metadata of the files not kept as they
+    were; counts what changed into the report. Videos that need encoding are skipped, unhashed,
+    when PyAV is missing."""
     from harmosearch.media.metadata import read_metadata
     from harmosearch.store import sha256_file
 
@@ -225,10 +251,9 @@ def _plan(
         if progress:
             progress("checking", n, len(entries))
         rows = old_by_path.get(entry.path)
-        if rows is not None and (int(old.images["size"][rows[0]]), int(old.images["mtime_ns"][rows[0]])) == (
-            entry.size,
-            entry.mtime_ns,
-        ):
+        stat = (entry.size, entry.mtime_ns)
+        same = rows is not None and (int(old.images["size"][rows[0]]), int(old.images["mtime_ns"][rows[0]])) == stat
+        if by_path and same:
             plan.rows.append((entry, str(old.images["sha256"][rows[0]]), rows, None))
             report.unchanged += 1
             continue

@@ -333,6 +333,9 @@ class Index:
             text = text[:MAX_QUERY_CHARS]
         if not text.strip() and image is None:
             raise QueryError("empty query; give some text or --image PATH")
+        for phrase in (text, *negatives):
+            if not _is_utf8(phrase):
+                raise QueryError(f"{phrase!r} is not valid UTF-8 text; check the terminal's encoding (LANG)")
         has_text = bool(text.strip())
         negatives = tuple(n for n in negatives if n.strip())
         encodings = self.encoder.encode_queries(([text] if has_text else []) + list(negatives))
@@ -440,7 +443,7 @@ class Index:
         if s.min_score == "auto" and confident is not None:
             order = order[confident[order]]
         elif isinstance(s.min_score, float):
-            order = order[fused[order] >= s.min_score]
+            order = order[fused[order].astype(np.float64) >= s.min_score]  # a huge bound overflows float32
         order = order[: s.k]
         if sort == "date":
             taken = np.asarray(self.reader.images["taken_local"], dtype=np.float64)[candidates[order]]
@@ -570,17 +573,27 @@ class Index:
         results = self._rank(candidates, scores, scores, [], [], none, s, exclude=image_id)
         return SearchResponse(str(self.reader.images["path"][image_id]), [], results)
 
+    def picture(self, image_id: int, min_side: int | None = None) -> tuple[Any, int, int]:
+        """An indexed image's pixels and full size: the still, or the video frame of this row
+        (decoded at reduced scale where the format allows, keeping at least min_side pixels)."""
+        from harmosearch.media.formats import open_still
+        from harmosearch.media.video import frame_at
+
+        path = self.image_file(image_id)
+        seconds = float(self.reader.images["frame_time"][image_id])
+        decoded = open_still(path, min_side) if np.isnan(seconds) else frame_at(path, seconds, min_side)
+        return decoded.image, decoded.width, decoded.height
+
     def region_vector(self, image_id: int, box: tuple[float, float, float, float]) -> np.ndarray:
         """The vector of a box (pixels of the original image) on an indexed image, pooled from its
         dense map as indexing pools proposals: the image is encoded again, once."""
         import torch
 
-        from harmosearch.media.decode import decode_image
         from harmosearch.regions import pool, to_grid
 
         x0, y0, x1, y1 = self._clip_box(image_id, box)
         # Decoded as indexing decodes it: JPEGs at the smallest scale that covers the model's input.
-        image, width, height = decode_image(self.image_file(image_id), self.encoder.image_size)
+        image, width, height = self.picture(image_id, self.encoder.image_size)
         _, dense = self.encoder.encode_pixels(self.encoder.image_tensor(image)[None])
         grid_box = to_grid(
             torch.tensor([[x0, y0, x1, y1]]),
@@ -685,6 +698,15 @@ def _date_text(value: str | date | None) -> str | None:
     if isinstance(value, date):
         return value.isoformat()
     return value
+
+
+def _is_utf8(text: str) -> bool:
+    """False for text holding undecodable bytes (Python keeps them as lone surrogates)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _unit(v: np.ndarray) -> np.ndarray:

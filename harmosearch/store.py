@@ -27,7 +27,9 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
+import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from harmosearch.errors import IndexStoreError
+from harmosearch.folders import make_folder
 from harmosearch.indexes import MANIFEST
 
 SCHEMA_VERSION = 2  # 2: video frames and capture metadata in the images table, calibration in the manifest
@@ -160,6 +163,71 @@ def training_sample(vectors: np.ndarray, lists: int) -> np.ndarray:
     return np.ascontiguousarray(vectors[rows], dtype=np.float32)
 
 
+# Tried in a child process: some FAISS checks end the process instead of raising (an assertion
+# aborts; "HNSW1" crashes), and a bad --index-type must end in a message, not a crash. Exit code
+# 3 and a line on stderr: FAISS refused the string. Training on too few random vectors may fail
+# where the real data would not, so errors after construction are left to the real build.
+_FAISS_TRIAL = """
+import sys
+import faiss
+import numpy as np
+index_type, dim = sys.argv[1], int(sys.argv[2])
+try:
+    index = faiss.index_factory(dim, index_type, faiss.METRIC_INNER_PRODUCT)
+except RuntimeError as exc:
+    print(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, file=sys.stderr)
+    sys.exit(3)
+vectors = np.random.default_rng(0).standard_normal((100, dim)).astype(np.float32)
+vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+try:
+    if not index.is_trained:
+        index.train(vectors)
+    index.add(vectors)
+    index.search(vectors[:2], 5)
+except RuntimeError:
+    pass
+"""
+INDEX_TYPE_HINT = "give an index_factory string such as SQfp16, Flat, HNSW32 or IVF1024,SQ8"
+
+
+def faiss_reason(message: str) -> str:
+    """FAISS's own words, without the C++ function and source location its messages start with."""
+    text = message.strip().splitlines()[0] if message.strip() else "FAISS refused it"
+    text = re.sub(r"^Error in .*? at \S+:\d+: ", "", text)
+    if text.startswith("could not parse index string"):
+        return "FAISS cannot parse it"
+    check = re.match(r"Error: '(.*)' failed(?:: (.*))?$", text)
+    if check:
+        return check.group(2) or f"FAISS's check {check.group(1)} failed"
+    return text
+
+
+def check_index_type(index_type: str, dim: int) -> None:
+    """Raise IndexStoreError when FAISS cannot build `index_type` for `dim`-d vectors (tried in a
+    child process on random vectors; takes about a second)."""
+    import subprocess
+    import sys
+
+    try:
+        trial = subprocess.run(
+            [sys.executable, "-c", _FAISS_TRIAL, index_type, str(dim)],
+            capture_output=True,
+            text=True,
+            errors="replace",
+            timeout=30,
+        )
+    except subprocess.TimeoutExpired:
+        return  # slow to train is not wrong: the real build decides
+    if trial.returncode == 3:
+        raise IndexStoreError(f"bad --index-type {index_type!r}: {faiss_reason(trial.stderr)}; {INDEX_TYPE_HINT}")
+    if trial.returncode < 0:
+        name = signal.Signals(-trial.returncode).name
+        raise IndexStoreError(
+            f"bad --index-type {index_type!r}: FAISS crashed building it for {dim}-d vectors ({name}); "
+            f"{INDEX_TYPE_HINT}"
+        )
+
+
 def build_faiss(vectors: np.ndarray, index_type: str) -> Any:
     """One FAISS index of `index_type` over `vectors` (any float array, a float16 memory map too)."""
     return next(build_shards(vectors, index_type, 0))
@@ -169,15 +237,21 @@ def build_shards(vectors: np.ndarray, index_type: str, shard_size: int) -> Itera
     """FAISS indexes over consecutive runs of `shard_size` rows (0: one index), trained once on
     a sample of all rows so that they share their quantizers; yielded one at a time, so only one
     is in memory. Training and adding run on the GPUs when faiss has any."""
+    try:
+        yield from _build_shards(vectors, index_type, shard_size)
+    except RuntimeError as exc:
+        raise IndexStoreError(
+            f"cannot build a FAISS {index_type!r} index of {len(vectors)} vectors: {faiss_reason(str(exc))}; "
+            f"{INDEX_TYPE_HINT}"
+        ) from None
+
+
+def _build_shards(vectors: np.ndarray, index_type: str, shard_size: int) -> Iterator[Any]:
     import faiss
 
     from harmosearch.device import faiss_to_cpu, faiss_to_gpu
 
-    dim = vectors.shape[1]
-    try:
-        empty = faiss.index_factory(dim, index_type, faiss.METRIC_INNER_PRODUCT)
-    except RuntimeError as exc:
-        raise IndexStoreError(f"bad --index-type {index_type!r}: {str(exc).splitlines()[0]}") from None
+    empty = faiss.index_factory(vectors.shape[1], index_type, faiss.METRIC_INNER_PRODUCT)
     if not empty.is_trained:
         ivf = faiss.try_extract_index_ivf(empty)
         lists = ivf.nlist if ivf is not None else 1
@@ -327,7 +401,7 @@ class IndexLock:
         self.handle: Any = None
 
     def __enter__(self) -> IndexLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_folder(self.path.parent, "--index", IndexStoreError)
         self.handle = open(self.path, "a+")
         try:
             fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -368,6 +442,22 @@ def read_manifest(root: Path) -> dict[str, Any]:
     return manifest
 
 
+# Arrow and FAISS get open Python files rather than paths: they take a path as UTF-8, so an
+# index in a folder whose name is not valid UTF-8 could not be written or read otherwise.
+def _faiss_write(index: Any, path: Path) -> None:
+    import faiss
+
+    with open(path, "wb") as f:
+        faiss.write_index(index, faiss.PyCallbackIOWriter(f.write))
+
+
+def _faiss_read(path: Path) -> Any:
+    import faiss
+
+    with open(path, "rb") as f:
+        return faiss.read_index(faiss.PyCallbackIOReader(f.read))
+
+
 def _parquet_write(path: Path, columns: dict[str, np.ndarray], names: tuple[str, ...]) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -383,7 +473,8 @@ def _parquet_write(path: Path, columns: dict[str, np.ndarray], names: tuple[str,
             arrays[name] = pa.array(values, type=kind)
         else:
             arrays[name] = pa.array(columns[name])
-    pq.write_table(pa.table(arrays), path)
+    with open(path, "wb") as f:
+        pq.write_table(pa.table(arrays), f)
 
 
 def _null_if_missing(value: Any) -> Any:
@@ -396,7 +487,8 @@ def _null_if_missing(value: Any) -> Any:
 def _parquet_read(path: Path) -> dict[str, np.ndarray]:
     import pyarrow.parquet as pq
 
-    table = pq.read_table(path)
+    with open(path, "rb") as f:
+        table = pq.read_table(f)
     return {name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names}
 
 
@@ -413,7 +505,6 @@ def write_generation(
 ) -> dict[str, Any]:
     """Write generation N+1 and swap the manifest to it; drop generations older than N.
     `extra` keys are stored in the manifest beside the standard ones."""
-    import faiss
 
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -453,7 +544,7 @@ def write_generation(
             else [f"{stem}.g{generation}.s{i:03d}.faiss" for i in range(count)]
         )
         for name, shard in zip(names, build_shards(vectors, kind, shard_size if count > 1 else 0), strict=True):
-            write_atomic(root / name, lambda p, shard=shard: faiss.write_index(shard, str(p)))
+            write_atomic(root / name, lambda p, shard=shard: _faiss_write(shard, p))
             checksums[name] = {"sha256": sha256_file(root / name), "bytes": (root / name).stat().st_size}
         files[key] = names[0] if count == 1 else names
     created = (previous or {}).get("created", now())
@@ -489,17 +580,28 @@ def _file_names(files: dict[str, Any]) -> list[str]:
 
 def open_faiss(root: Path, names: str | list[str]) -> Any:
     """The FAISS index stored in `names` (a list: shards, searched as one ShardedIndex). Files
-    larger than MMAP_ABOVE are memory-mapped: IVF lists in arrays, flat and SQ codes are then
-    read from disk as searches need them (other types are read whole)."""
+    larger than MMAP_ABOVE in a folder whose name is UTF-8 are memory-mapped: IVF lists in arrays,
+    flat and SQ codes are then read from disk as searches need them (other types are read whole)."""
     import faiss
 
     def read(name: str) -> Any:
         path = Path(root) / name
-        return faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC if path.stat().st_size > MMAP_ABOVE else 0)
+        if path.stat().st_size > MMAP_ABOVE and _utf8(path):
+            return faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC)
+        return _faiss_read(path)
 
     if isinstance(names, str):
         return read(names)
     return ShardedIndex([read(name) for name in names])
+
+
+def _utf8(path: Path) -> bool:
+    """Whether FAISS can open `path` by name (it takes names as UTF-8; memory-mapping needs one)."""
+    try:
+        os.fsencode(path).decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def video_counts(images: dict[str, np.ndarray]) -> dict[str, int]:

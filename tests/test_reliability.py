@@ -20,7 +20,7 @@ from harmosearch.errors import HarmosearchError, QueryError
 from harmosearch.indexing import build_index
 from harmosearch.media.formats import open_still
 from harmosearch.search import Index
-from harmosearch.store import SCHEMA_VERSION, IndexReader, read_manifest, verify
+from harmosearch.store import SCHEMA_VERSION, IndexReader, load_chunks, read_manifest, verify
 from harmosearch.synth import generate
 
 from .conftest import TEST_MODEL
@@ -163,12 +163,14 @@ def test_old_schema_and_damaged_files_are_reported(tmp_path, scenes, test_encode
     assert report.committed and read_manifest(tmp_path / "idx")["schema_version"] == SCHEMA_VERSION
 
 
-def run_index(photos, index, *extra, env=None):
+def run_index(photos, index, *extra, env=None, chunk=None):
+    """`harmosearch index` in a child process; `chunk`: stage encoded images every `chunk` images
+    instead of every indexing.CHUNK, so that an interrupted run leaves staged work sooner."""
+    staging = f"import harmosearch.indexing as i; i.CHUNK = {chunk}; from harmosearch.cli import main; main()"
     return subprocess.Popen(
         [
             sys.executable,
-            "-m",
-            "harmosearch",
+            *(["-m", "harmosearch"] if chunk is None else ["-c", staging]),
             "--config",
             str(index.parent / "c.toml"),
             "index",
@@ -240,6 +242,36 @@ def test_ctrl_c_exits_cleanly_with_a_message(tmp_path):
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, "indexing finished before the interrupt arrived"
     assert "interrupted" in stderr and "Traceback" not in stderr
+
+
+def test_sigterm_exits_cleanly_and_a_rerun_resumes(tmp_path, scenes):
+    """systemctl stop, docker stop and job runners send SIGTERM: one line, exit 143, the index as
+    it was, the lock released, and the encoded batches kept for the next run."""
+    photos = tmp_path / "photos"
+    shutil.copytree(scenes / "images", photos)
+    (tmp_path / "c.toml").write_text("[regions]\nmax_regions = 8\n")
+    index = tmp_path / "idx"
+    assert run_index(photos, index, "--batch-size", "8").wait(timeout=300) == 0
+    before = read_manifest(index)
+    generate(tmp_path / "more", SynthConfig(n=64, seed=99, size=48), workers=2)
+    for path in (tmp_path / "more" / "images").iterdir():
+        path.rename(photos / f"more_{path.name}")
+    process = run_index(photos, index, "--batch-size", "8", chunk=8)
+    deadline = time.monotonic() + 120
+    while len(list((index / ".staging").glob("chunk_*.npz"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 143, "indexing finished before the signal arrived"
+    assert stderr.splitlines() == ["terminated; what was written so far is consistent, and a re-run resumes it"]
+    assert read_manifest(index) == before and verify(index) == []
+    staged = len(load_chunks(index / ".staging"))
+    assert staged >= 16
+    rerun = run_index(photos, index, "--batch-size", "8", chunk=8)
+    stdout, stderr = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, stderr  # the lock was released
+    assert f", {staged} taken from an interrupted run" in stdout and f"encoded {64 - staged} " in stdout
+    assert read_manifest(index)["counts"]["images"] == 76 and verify(index) == []
 
 
 def test_concurrent_query_sees_old_or_new_index(tmp_path, scenes, test_encoder):

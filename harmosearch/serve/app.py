@@ -9,6 +9,7 @@ content hash. Errors are JSON objects with a one-line "detail".
 from __future__ import annotations
 
 import functools
+import math
 import os
 import re
 import threading
@@ -101,17 +102,17 @@ def ranking(response: SearchResponse) -> dict[str, Any]:
 
 
 def thumbnail(index: Index, image_id: int, cache: Path) -> Path:
-    """A JPEG of at most THUMBNAIL_SIDE pixels a side, made once per image content."""
-    from harmosearch.media.decode import decode_image
-
-    source = index.image_file(image_id)  # checked every time: a cached thumbnail is the picture too
+    """A JPEG of at most THUMBNAIL_SIDE pixels a side, made once per image content (and video time)."""
+    index.image_file(image_id)  # checked every time: a cached thumbnail is the picture too
     sha = str(index.reader.images["sha256"][image_id])
     if not re.fullmatch(r"[0-9a-f]{64}", sha):
         raise DataError(f"image {image_id} has no content hash in the index; re-run harmosearch index")
-    target = cache / str(THUMBNAIL_SIDE) / sha[:2] / f"{sha}.jpg"
+    seconds = float(index.reader.images["frame_time"][image_id])
+    name = sha if math.isnan(seconds) else f"{sha}-{seconds:.3f}"
+    target = cache / str(THUMBNAIL_SIDE) / sha[:2] / f"{name}.jpg"
     if target.is_file():
         return target
-    image = decode_image(source, THUMBNAIL_SIDE)[0]
+    image = index.picture(image_id, THUMBNAIL_SIDE)[0]
     image.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}")
