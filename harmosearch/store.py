@@ -255,6 +255,11 @@ def _build_shards(vectors: np.ndarray, index_type: str, shard_size: int) -> Iter
     if not empty.is_trained:
         ivf = faiss.try_extract_index_ivf(empty)
         lists = ivf.nlist if ivf is not None else 1
+        # Polysemous codes only serve Hamming-filtered PQ search, which is not used here, and
+        # training them takes longer than all the rest (15 s for PQ4 on 1,200 vectors).
+        for part in (empty, ivf):
+            if hasattr(part, "do_polysemous_training"):
+                part.do_polysemous_training = False
         if len(vectors) < lists:
             raise IndexStoreError(
                 f"index type {index_type!r} needs at least {lists} vectors to train, there are {len(vectors)}; "
