@@ -12,6 +12,7 @@ import pytest
 from harmosearch.indexing import build_index
 from harmosearch.store import read_manifest, verify
 
+from .conftest import TEST_MODEL
 from .test_indexing import CONFIG, assert_same_index
 
 ray = pytest.importorskip("ray", reason="the Ray engine needs ray: pip install 'harmosearch[dist]'")
@@ -113,3 +114,26 @@ def test_staged_shards_of_an_interrupted_run_are_resumed_by_either_engine(photos
     assert (report.resumed, report.encoded, report.images) == (6, 6, 12)
     build_index(photos, tmp_path / "fresh", CONFIG, encoder=test_encoder)
     assert_same_index(tmp_path / "idx", tmp_path / "fresh")
+
+
+@pytest.mark.parametrize(
+    ("address", "message"),
+    [
+        ("127.0.0.1:1", "cannot reach the Ray cluster at --address 127.0.0.1:1: "),
+        ("ray://127.0.0.1:1", "cannot reach the Ray cluster at --address ray://127.0.0.1:1: "),
+        ("no port", "bad --address 'no port': give host:port of a Ray head"),
+        ("host:99999", "bad --address 'host:99999': give host:port of a Ray head"),
+    ],
+)
+def test_an_address_without_a_ray_head_is_refused_at_once(photos, tmp_path, address, message):
+    """Ray would retry a head that does not answer for minutes; the engine says so in seconds."""
+    args = ["index", str(photos), "--index", str(tmp_path / "idx"), "--model", TEST_MODEL]
+    result = subprocess.run(
+        [sys.executable, "-m", "harmosearch", *args, "--engine", "ray", "--address", address],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1].startswith(f"error: {message}"), result.stderr[-2000:]
+    assert len([line for line in result.stderr.splitlines() if line.strip()]) == 1

@@ -32,6 +32,7 @@ from harmosearch.errors import EngineError
 
 Shard = list[tuple[str, str, list[list[float]] | None]]  # (file, content hash, its user boxes)
 Progress = Callable[[str, int, int], None]
+CONNECT_TIMEOUT = 5.0  # seconds to reach the head at ray.address before giving up
 TOKEN = ".ray-engine"  # the driver writes a fresh token into the staging folder; every actor reads it back
 
 
@@ -156,6 +157,8 @@ def _connect(ray: Any, rc: RayConfig) -> bool:
     if ray.is_initialized():
         return False
     quiet = {"logging_level": logging.WARNING, "log_to_driver": False}
+    if rc.address:
+        _check_reachable(rc.address)
     try:
         if rc.address:
             ray.init(address=rc.address, **quiet)
@@ -166,6 +169,23 @@ def _connect(ray: Any, rc: RayConfig) -> bool:
         where = f"the Ray cluster at {rc.address}" if rc.address else "a local Ray"
         raise EngineError(f"cannot start {where}: {_last_line(exc)}") from None
     return True
+
+
+def _check_reachable(address: str) -> None:
+    """EngineError unless something answers at a host:port `address` (ray://host:port too):
+    Ray itself retries an unreachable head for minutes, printing warnings."""
+    if address == "auto":
+        return  # the cluster this machine started; Ray reports at once when there is none
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise EngineError(f"bad --address {address!r}: give host:port of a Ray head, ray://host:10001 or auto")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT).close()
+    except OSError as exc:
+        raise EngineError(
+            f"cannot reach the Ray cluster at --address {address}: {exc.strerror or exc}; "
+            "is its head running (ray start --head) and the port open?"
+        ) from None
 
 
 def _start_actors(ray: Any, config: Config, stage: Path, token: str, count: int) -> list[Any]:
