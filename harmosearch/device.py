@@ -80,30 +80,56 @@ def autocast(device: Any, precision: str) -> Iterator[None]:
 
 def gpu_count() -> int:
     """GPUs faiss can use (0 with faiss-cpu)."""
-    import faiss
+    faiss = faiss_module()
 
     return faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
 
 
-@functools.cache
-def faiss_gpu_problem() -> str | None:
-    """Why faiss cannot use GPUs although a faiss GPU build is installed, or None. faiss-cpu and
-    faiss-gpu-cu12 both install the module `faiss`; whichever pip wrote last is the one imported."""
+def faiss_wheels() -> list[str]:
+    """The faiss wheels installed (faiss-cpu, faiss-gpu-cu12, ...): each installs the module faiss."""
     from importlib import metadata
 
-    builds = sorted(
-        {name for d in metadata.distributions() if (name := d.metadata["Name"] or "").lower().startswith("faiss-gpu")}
-    )
-    if not builds:
-        return None
-    import faiss
+    names = {(d.metadata["Name"] or "").lower() for d in metadata.distributions()}
+    return sorted(name for name in names if name == "faiss-cpu" or name.startswith("faiss-gpu"))
 
-    if hasattr(faiss, "StandardGpuResources"):
-        return None
-    return (
-        f"{builds[0]} is installed, but the faiss module imported is faiss-cpu's (both install the module faiss); "
-        f"run: pip install --force-reinstall --no-deps {builds[0]}"
-    )
+
+def faiss_install_problem(wheels: list[str], has_gpu_code: bool, import_error: str | None) -> str | None:
+    """What is wrong with the installed faiss, as one line that says what to run, or None.
+
+    faiss-cpu and faiss-gpu-* install files under the same module `faiss`, and pip lets the last
+    one installed overwrite the other's: after `pip install harmosearch[gpu]` (which pulls in both)
+    the module is either build or a mix of their files, and uninstalling or upgrading one of them
+    deletes files the other needs. So two builds at once are refused, whichever works today."""
+    gpu = [w for w in wheels if w.startswith("faiss-gpu")]
+    if "faiss-cpu" in wheels and gpu:
+        return (
+            f"faiss-cpu and {gpu[0]} are both installed and overwrite each other's module faiss; keep one: "
+            f"pip uninstall -y faiss-cpu {' '.join(gpu)} && pip install {gpu[0]} (or faiss-cpu without a GPU)"
+        )
+    if import_error is not None:
+        wheel = wheels[0] if wheels else "faiss-cpu"
+        return f"cannot import faiss ({import_error}); run: pip install --force-reinstall --no-deps {wheel}"
+    if gpu and not has_gpu_code:
+        return (
+            f"{gpu[0]} is installed, but the module faiss has no GPU code; run: pip install --force-reinstall {gpu[0]}"
+        )
+    return None
+
+
+@functools.cache
+def faiss_module() -> Any:
+    """The module faiss, checked once per process: ConfigError with what to run when the
+    installed builds clash or it cannot be imported (`faiss_install_problem`)."""
+    try:
+        import faiss
+    except ImportError as exc:
+        faiss, error = None, str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    else:
+        error = None
+    problem = faiss_install_problem(faiss_wheels(), hasattr(faiss, "StandardGpuResources"), error)
+    if problem:
+        raise ConfigError(problem)
+    return faiss
 
 
 def faiss_to_gpu(index: Any, shard: bool = False, required: bool = False) -> Any:
@@ -112,18 +138,13 @@ def faiss_to_gpu(index: Any, shard: bool = False, required: bool = False) -> Any
     vectors) and IVF-PQ uses float16 lookup tables. An exact SQfp16 index becomes a float16 Flat
     index. Without a GPU, or for a type faiss cannot run on GPUs (HNSW, fast-scan PQ), the index
     is returned as it is; with `required`, a missing GPU is a ConfigError instead."""
-    import faiss
-
-    problem = faiss_gpu_problem()
-    if problem or gpu_count() == 0:
+    faiss = faiss_module()
+    if gpu_count() == 0:
         if required:
             raise ConfigError(
-                problem
-                or "FAISS on GPUs was asked for, but faiss sees no GPU; install harmosearch[gpu] "
+                "FAISS on GPUs was asked for, but faiss sees no GPU; install harmosearch[gpu] "
                 "on a machine with CUDA, or set search.faiss_gpu = off"
             )
-        if problem:
-            logger.warning(problem)
         return index
     options = faiss.GpuMultipleClonerOptions()
     options.shard = shard
@@ -137,14 +158,14 @@ def faiss_to_gpu(index: Any, shard: bool = False, required: bool = False) -> Any
 
 
 def _is_fp16_codes(index: Any) -> bool:
-    import faiss
+    faiss = faiss_module()
 
     return isinstance(index, faiss.IndexScalarQuantizer) and index.sq.qtype == faiss.ScalarQuantizer.QT_fp16
 
 
 def _flat_copy(index: Any) -> Any:
     """A Flat index holding the vectors of a flat-codes index (as the GPU stores them)."""
-    import faiss
+    faiss = faiss_module()
 
     flat = faiss.IndexFlat(index.d, index.metric_type)
     if index.ntotal:
@@ -155,7 +176,7 @@ def _flat_copy(index: Any) -> Any:
 def faiss_to_cpu(index: Any) -> Any:
     """A CPU copy of an index faiss_to_gpu made (any machine can open it once written); a CPU
     index is returned as it is."""
-    import faiss
+    faiss = faiss_module()
 
     if gpu_count() == 0 or not hasattr(faiss, "index_gpu_to_cpu"):
         return index

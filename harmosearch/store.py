@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from harmosearch.device import faiss_module, faiss_to_cpu, faiss_to_gpu
 from harmosearch.errors import IndexStoreError
 from harmosearch.folders import make_folder
 from harmosearch.indexes import MANIFEST
@@ -208,6 +209,7 @@ def check_index_type(index_type: str, dim: int) -> None:
     import subprocess
     import sys
 
+    faiss_module()  # a broken faiss install is said as such, not as a bad index type
     try:
         trial = subprocess.run(
             [sys.executable, "-c", _FAISS_TRIAL, index_type, str(dim)],
@@ -247,9 +249,7 @@ def build_shards(vectors: np.ndarray, index_type: str, shard_size: int) -> Itera
 
 
 def _build_shards(vectors: np.ndarray, index_type: str, shard_size: int) -> Iterator[Any]:
-    import faiss
-
-    from harmosearch.device import faiss_to_cpu, faiss_to_gpu
+    faiss = faiss_module()
 
     empty = faiss.index_factory(vectors.shape[1], index_type, faiss.METRIC_INNER_PRODUCT)
     if not empty.is_trained:
@@ -293,7 +293,7 @@ class ShardedIndex:
         self.d = int(shards[0].d)
 
     def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        import faiss
+        faiss = faiss_module()
 
         scores, ids = [], []
         for shard, lo, hi in zip(self.shards, self.offsets[:-1], self.offsets[1:], strict=True):
@@ -305,8 +305,6 @@ class ShardedIndex:
 
 def to_gpus(index: Any, shard: bool) -> Any:
     """An opened index (or each of its shards) copied onto the GPUs (device.faiss_to_gpu)."""
-    from harmosearch.device import faiss_to_gpu
-
     if isinstance(index, ShardedIndex):
         return ShardedIndex([faiss_to_gpu(part, shard, required=True) for part in index.shards])
     return faiss_to_gpu(index, shard, required=True)
@@ -314,7 +312,7 @@ def to_gpus(index: Any, shard: bool) -> Any:
 
 def tune(index: Any, nprobe: int, ef_search: int) -> None:
     """Set the lists an IVF index probes and the candidates an HNSW graph keeps (every shard's)."""
-    import faiss
+    faiss = faiss_module()
 
     for part in index.shards if isinstance(index, ShardedIndex) else [index]:
         ivf = faiss.try_extract_index_ivf(part)
@@ -356,7 +354,7 @@ def search_vectors(
     over FAISS's own storage (ties to the lower id): FAISS scans one query without BLAS, about
     1.5 x slower. Batches of queries and every other index type are searched by FAISS.
     """
-    import faiss
+    faiss = faiss_module()
 
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     if isinstance(index, ShardedIndex):
@@ -387,7 +385,7 @@ def search_vectors(
 def _search_parameters(index: Any, selector: Any) -> Any:
     """FAISS search parameters with an ID selector and the index's own nprobe / efSearch (the
     parameters of a call replace what is set on the index)."""
-    import faiss
+    faiss = faiss_module()
 
     ivf = faiss.try_extract_index_ivf(index)
     if ivf is not None:
@@ -450,14 +448,14 @@ def read_manifest(root: Path) -> dict[str, Any]:
 # Arrow and FAISS get open Python files rather than paths: they take a path as UTF-8, so an
 # index in a folder whose name is not valid UTF-8 could not be written or read otherwise.
 def _faiss_write(index: Any, path: Path) -> None:
-    import faiss
+    faiss = faiss_module()
 
     with open(path, "wb") as f:
         faiss.write_index(index, faiss.PyCallbackIOWriter(f.write))
 
 
 def _faiss_read(path: Path) -> Any:
-    import faiss
+    faiss = faiss_module()
 
     with open(path, "rb") as f:
         return faiss.read_index(faiss.PyCallbackIOReader(f.read))
@@ -587,7 +585,7 @@ def open_faiss(root: Path, names: str | list[str]) -> Any:
     """The FAISS index stored in `names` (a list: shards, searched as one ShardedIndex). Files
     larger than MMAP_ABOVE in a folder whose name is UTF-8 are memory-mapped: IVF lists in arrays,
     flat and SQ codes are then read from disk as searches need them (other types are read whole)."""
-    import faiss
+    faiss = faiss_module()
 
     def read(name: str) -> Any:
         path = Path(root) / name
