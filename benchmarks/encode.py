@@ -1,12 +1,13 @@
 """Encoding and indexing throughput, as ratios measured in one run on the same images.
 
-    python benchmarks/encode.py [--model harmo-tiny] [--n 256] [--batch 64]
+    python benchmarks/encode.py [--model harmo-tiny] [--n 256] [--batch 64] [--device cpu]
 
 Prints images/s for (a) global only: open_clip's own `encode_image`, the raw model forward;
 (b) global + regions: harmosearch's forward (global vector and value-path dense map), proposals,
 RoIAlign and selection; (c) a crop-per-region baseline that runs the image tower once per
 region; (d) end-to-end `build_index` (find, hash, decode, encode, regions, store).
-Goals: (b)/(a) time ratio <= 1.15, (d)/(a) throughput ratio >= 0.85.
+Goals: (b)/(a) time ratio <= 1.15, (d)/(a) throughput ratio >= 0.85. On a GPU (`--device cuda`)
+every variant runs under the encoder's autocast and is timed to the GPU's last kernel.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import append_result, best_of, interleaved, paired_ratio
 
 from harmosearch.config import SynthConfig, load_config
+from harmosearch.device import autocast
 from harmosearch.encoder import load_encoder, vision_forward
 from harmosearch.indexing import build_index
 from harmosearch.media.formats import open_still
@@ -41,6 +43,7 @@ def main() -> None:
     )
     parser.add_argument("--encode-in", choices=["auto", "main", "workers"], default="auto")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="harmosearch-encode-"))
     try:
@@ -53,7 +56,7 @@ def main() -> None:
             overrides={
                 "encoder.model": args.model,
                 "encoder.batch_size": args.batch,
-                "encoder.device": "cpu",
+                "encoder.device": args.device,
                 "index.encode_in": args.encode_in,
             }
         )
@@ -62,17 +65,24 @@ def main() -> None:
         images = [open_still(p).image for p in paths]
         pixels = torch.stack([encoder.image_tensor(im) for im in images])
         sizes = [im.size for im in images]
-        batches = list(torch.split(pixels, args.batch))
+        device = encoder.device
+        batches = [b.to(device) for b in torch.split(pixels, args.batch)]
+
+        def finished() -> None:
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
 
         def global_only() -> None:
-            with torch.inference_mode():
+            with torch.inference_mode(), autocast(device, encoder.config.precision):
                 for b in batches:
                     encoder.model.encode_image(b)
+            finished()
 
         def global_and_dense() -> None:
-            with torch.inference_mode():
+            with torch.inference_mode(), autocast(device, encoder.config.precision):
                 for b in batches:
                     vision_forward(encoder.model, b, encoder.config.dense_mode)
+            finished()
 
         def with_regions() -> None:
             offset = 0
@@ -88,15 +98,17 @@ def main() -> None:
                     config.regions,
                 )
                 offset += len(b)
+            finished()
 
         crop_images = images[: max(4, args.n // 16)]
 
         def crop_per_region() -> None:
-            with torch.inference_mode():
+            with torch.inference_mode(), autocast(device, encoder.config.precision):
                 for im in crop_images:
                     boxes, _ = window_boxes(im.width, im.height, config.regions.scales, config.regions.overlap)
                     crops = [encoder.image_tensor(im.crop(tuple(int(v) for v in box))) for box in boxes.tolist()]
-                    encoder.model.encode_image(torch.stack(crops))
+                    encoder.model.encode_image(torch.stack(crops).to(device))
+            finished()
 
         def end_to_end() -> None:
             shutil.rmtree(work / "index", ignore_errors=True)
@@ -131,6 +143,7 @@ def main() -> None:
                 "images": n,
                 "format": args.format,
                 "encode_in": args.encode_in,
+                "device": str(device),
                 "batch": args.batch,
                 "images_per_s": rows,
                 "rounds": args.rounds,

@@ -240,6 +240,16 @@ def index(
     device: DeviceOption = None,
     batch_size: BatchOption = None,
     workers: WorkersOption = None,
+    engine: Annotated[
+        str | None, typer.Option("--engine", help="local (this machine) or ray (Ray actors; harmosearch[dist]).")
+    ] = None,
+    address: Annotated[
+        str | None, typer.Option("--address", help="Ray cluster to use (default: start a local Ray).")
+    ] = None,
+    num_workers: Annotated[int | None, typer.Option("--num-workers", help="Ray actors, one model each.")] = None,
+    gpus_per_worker: Annotated[
+        float | None, typer.Option("--gpus-per-worker", help="GPUs per Ray actor (0.5: two share one).")
+    ] = None,
 ) -> None:
     """Index a photo folder: one global vector and many region vectors per image; re-runs update."""
     config = resolve(
@@ -250,6 +260,10 @@ def index(
             "encoder.batch_size": batch_size,
             "index.index_type": index_type,
             "index.workers": workers,
+            "index.engine": engine,
+            "ray.address": address,
+            "ray.workers": num_workers,
+            "ray.gpus_per_worker": gpus_per_worker,
             "index.include_hidden": include_hidden or None,
             "index.exclude": tuple(exclude) if exclude else None,
         },
@@ -840,10 +854,12 @@ def train(
     config = shapes_model_unless_named(config)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from harmosearch.train.distributed import launched_rank
     from harmosearch.train.loop import train as run_training
     from harmosearch.train.loop import training_data
 
     samples = training_data(data, config)  # errors in the data show before any progress bar
+    main_process = launched_rank() == 0  # under torchrun, rank 0 speaks for all
     columns = (
         TextColumn("training"),
         BarColumn(),
@@ -851,7 +867,7 @@ def train(
         TimeRemainingColumn(),
         TextColumn("{task.fields[terms]}"),
     )
-    bar = Progress(*columns, console=err, disable=not err.is_terminal)
+    bar = Progress(*columns, console=err, disable=not (err.is_terminal and main_process))
     task = bar.add_task("train", total=None, terms="")
 
     def on_step(m: dict[str, Any]) -> None:
@@ -865,6 +881,8 @@ def train(
         result = run_training(config, data, out_dir, on_step=on_step, resume=not fresh, samples=samples)
     finally:
         bar.stop()
+    if not main_process:
+        return
     if result.resumed_from:
         out.print(f"resumed from step {result.resumed_from}")
     out.print(f"trained {result.steps} steps; model: {result.final} (use it with --model {result.final})")

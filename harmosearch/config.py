@@ -139,11 +139,29 @@ class IndexConfig(Section):
     SECTION: ClassVar[str] = "index"
     index_type: str = "auto"  # auto | any faiss index_factory string
     exact_below: Positive = 200_000  # vectors; above this "auto" picks an approximate index
+    # "auto" may pick an HNSW graph (fastest search, slow to build) when it fits in this many MB; 0: never
+    hnsw_memory_mb: NonNegative = 0
+    shard_size: NonNegative = 0  # vectors per FAISS file; larger indexes are sharded (0: one file)
     include_hidden: bool = False
     # gitignore patterns of files and folders that are not photos, on top of .harmosearchignore
     exclude: tuple[str, ...] = ()
     workers: Workers = 2
     encode_in: Literal["auto", "main", "workers"] = "auto"  # where images are encoded (auto: workers on CPU)
+    engine: Literal["local", "ray"] = "local"  # ray: Ray actors encode shards of the files (the [ray] section)
+
+
+@dataclass(frozen=True)
+class RayConfig(Section):
+    """The Ray engine of `harmosearch index` (index.engine = "ray"): actors, each with its own
+    model, encode shards of the files to encode and stage them beside the index."""
+
+    SECTION: ClassVar[str] = "ray"
+    address: str = ""  # a running cluster ("auto", "ray://host:10001", ...); empty: start a local Ray
+    workers: Positive = 2  # actors, one model each
+    cpus_per_worker: Annotated[float, Range(0, low_open=True)] = 1.0
+    gpus_per_worker: Annotated[float, Range(0)] = 0.0  # 0.5: two actors share a GPU
+    shard_size: Positive = 256  # files per task; a finished shard is staged, so a re-run resumes
+    max_retries: NonNegative = 3  # restarts of a dead actor, and retries of the shard it held
 
 
 @dataclass(frozen=True)
@@ -173,6 +191,9 @@ class SearchConfig(Section):
     relation_candidates: Positive = 4
     nprobe: Positive = 16
     ef_search: Positive = 64
+    # FAISS searches on the GPUs (harmosearch[gpu]): a copy of the index on each, or a shard of it
+    # on each (for an index larger than one GPU's memory); filtered searches stay on the CPU.
+    faiss_gpu: Literal["off", "replicate", "shard"] = "off"
     # Drop results below this fused score; "auto": keep only results the index's calibration
     # finds confident (text queries).
     min_score: Annotated[float, Range()] | Literal["auto"] | None = None
@@ -247,6 +268,7 @@ class Config:
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     regions: RegionConfig = field(default_factory=RegionConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
     media: MediaConfig = field(default_factory=MediaConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     synth: SynthConfig = field(default_factory=SynthConfig)

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import logging
 from collections.abc import Iterator
 from typing import Any
 
 from harmosearch.errors import ConfigError
+
+logger = logging.getLogger(__name__)
 
 
 def resolve_device(name: str = "auto") -> Any:
@@ -24,6 +28,31 @@ def resolve_device(name: str = "auto") -> Any:
     if device.type not in ("cpu", "cuda"):
         raise ConfigError(f"device {name!r} is not supported; use auto, cpu, cuda or cuda:N")
     return device
+
+
+def device_for_gpus(gpus: float) -> str:
+    """The torch device of a worker granted `gpus` GPUs (a Ray actor; fractions share one)."""
+    return "cuda" if gpus > 0 else "cpu"
+
+
+def rank_device(device: Any, local_rank: int) -> Any:
+    """The device of a training process torchrun started: its own GPU (cuda:LOCAL_RANK) when the
+    run is on GPUs, the CPU otherwise."""
+    import torch
+
+    if device.type != "cuda":
+        return device
+    if local_rank >= torch.cuda.device_count():
+        raise ConfigError(
+            f"training process {local_rank} has no GPU of its own ({torch.cuda.device_count()} visible); "
+            "start at most one process per GPU (torchrun --nproc_per_node)"
+        )
+    return torch.device("cuda", local_rank)
+
+
+def distributed_backend(device: Any) -> str:
+    """torch.distributed's backend for the device: NCCL between GPUs, gloo between CPUs."""
+    return "nccl" if device.type == "cuda" else "gloo"
 
 
 def autocast_dtype(device: Any, precision: str) -> Any:
@@ -51,22 +80,103 @@ def autocast(device: Any, precision: str) -> Iterator[None]:
 
 def gpu_count() -> int:
     """GPUs faiss can use (0 with faiss-cpu)."""
-    import faiss
+    faiss = faiss_module()
 
     return faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
 
 
-def faiss_to_gpu(index: Any) -> Any:
-    """Move a faiss index onto all visible GPUs; the index is returned unchanged without one."""
-    import faiss
+def faiss_wheels() -> list[str]:
+    """The faiss wheels installed (faiss-cpu, faiss-gpu-cu12, ...): each installs the module faiss."""
+    from importlib import metadata
 
+    names = {(d.metadata["Name"] or "").lower() for d in metadata.distributions()}
+    return sorted(name for name in names if name == "faiss-cpu" or name.startswith("faiss-gpu"))
+
+
+def faiss_install_problem(wheels: list[str], has_gpu_code: bool, import_error: str | None) -> str | None:
+    """What is wrong with the installed faiss, as one line that says what to run, or None.
+
+    faiss-cpu and faiss-gpu-* install files under the same module `faiss`, and pip lets the last
+    one installed overwrite the other's: after `pip install harmosearch[gpu]` (which pulls in both)
+    the module is either build or a mix of their files, and uninstalling or upgrading one of them
+    deletes files the other needs. So two builds at once are refused, whichever works today."""
+    gpu = [w for w in wheels if w.startswith("faiss-gpu")]
+    if "faiss-cpu" in wheels and gpu:
+        return (
+            f"faiss-cpu and {gpu[0]} are both installed and overwrite each other's module faiss; keep one: "
+            f"pip uninstall -y faiss-cpu {' '.join(gpu)} && pip install {gpu[0]} (or faiss-cpu without a GPU)"
+        )
+    if import_error is not None:
+        wheel = wheels[0] if wheels else "faiss-cpu"
+        return f"cannot import faiss ({import_error}); run: pip install --force-reinstall --no-deps {wheel}"
+    if gpu and not has_gpu_code:
+        return (
+            f"{gpu[0]} is installed, but the module faiss has no GPU code; run: pip install --force-reinstall {gpu[0]}"
+        )
+    return None
+
+
+@functools.cache
+def faiss_module() -> Any:
+    """The module faiss, checked once per process: ConfigError with what to run when the
+    installed builds clash or it cannot be imported (`faiss_install_problem`)."""
+    try:
+        import faiss
+    except ImportError as exc:
+        faiss, error = None, str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    else:
+        error = None
+    problem = faiss_install_problem(faiss_wheels(), hasattr(faiss, "StandardGpuResources"), error)
+    if problem:
+        raise ConfigError(problem)
+    return faiss
+
+
+def faiss_to_gpu(index: Any, shard: bool = False, required: bool = False) -> Any:
+    """A copy of a faiss index on every visible GPU: replicated, or with `shard` split between
+    them. Flat and IVF-Flat data is stored in float16 there (exact for harmosearch's float16
+    vectors) and IVF-PQ uses float16 lookup tables. An exact SQfp16 index becomes a float16 Flat
+    index. Without a GPU, or for a type faiss cannot run on GPUs (HNSW, fast-scan PQ), the index
+    is returned as it is; with `required`, a missing GPU is a ConfigError instead."""
+    faiss = faiss_module()
     if gpu_count() == 0:
+        if required:
+            raise ConfigError(
+                "FAISS on GPUs was asked for, but faiss sees no GPU; install harmosearch[gpu] "
+                "on a machine with CUDA, or set search.faiss_gpu = off"
+            )
         return index
-    return faiss.index_cpu_to_all_gpus(index)
+    options = faiss.GpuMultipleClonerOptions()
+    options.shard = shard
+    options.useFloat16 = True
+    source = _flat_copy(index) if _is_fp16_codes(index) else index
+    try:
+        return faiss.index_cpu_to_all_gpus(source, co=options)
+    except (RuntimeError, TypeError) as exc:
+        logger.info("faiss index %s stays on the CPU: %s", type(index).__name__, str(exc).splitlines()[0])
+        return index
+
+
+def _is_fp16_codes(index: Any) -> bool:
+    faiss = faiss_module()
+
+    return isinstance(index, faiss.IndexScalarQuantizer) and index.sq.qtype == faiss.ScalarQuantizer.QT_fp16
+
+
+def _flat_copy(index: Any) -> Any:
+    """A Flat index holding the vectors of a flat-codes index (as the GPU stores them)."""
+    faiss = faiss_module()
+
+    flat = faiss.IndexFlat(index.d, index.metric_type)
+    if index.ntotal:
+        flat.add(index.reconstruct_n(0, index.ntotal))
+    return flat
 
 
 def faiss_to_cpu(index: Any) -> Any:
-    import faiss
+    """A CPU copy of an index faiss_to_gpu made (any machine can open it once written); a CPU
+    index is returned as it is."""
+    faiss = faiss_module()
 
     if gpu_count() == 0 or not hasattr(faiss, "index_gpu_to_cpu"):
         return index

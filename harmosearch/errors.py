@@ -25,5 +25,9 @@ class QueryError(HarmosearchError):
     """A query or its options cannot be served."""
 
 
+class EngineError(HarmosearchError):
+    """A distributed engine (Ray, torch.distributed) could not start, or lost work it could not retry."""
+
+
 class TrainingError(HarmosearchError):
     """Training cannot go on (its loss diverged)."""

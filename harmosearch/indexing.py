@@ -406,10 +406,15 @@ def _encode(
 ) -> dict[str, str]:
     """Encode `pending` (one file per content hash) through the shared pipeline, staging about
     every CHUNK images, a video's frames always together; returns hash -> reason for the files
-    that could not be decoded."""
+    that could not be decoded. index.engine = "ray" hands the files to Ray actors instead."""
     from harmosearch.pipeline import encode_files
     from harmosearch.store import save_chunk
 
+    if config.index.engine == "ray":
+        from harmosearch.engines.ray import encode_on_ray
+
+        boxed = [(e.absolute, sha, user_boxes.get(e.path)) for e, sha in pending]
+        return encode_on_ray(boxed, encoder.identity, config, stage, encoded, progress)
     failed: dict[str, str] = {}
     chunk_number = len(list(stage.glob("chunk_*.npz")))
     buffer: list[tuple[str, Encoded]] = []

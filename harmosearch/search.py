@@ -174,15 +174,17 @@ class Index:
         self._tune()
 
     def _tune(self) -> None:
-        import faiss
+        """nprobe and efSearch from the search settings; with search.faiss_gpu, copies of the
+        indexes on the GPUs for unfiltered searches (ID selectors stay on the CPU)."""
+        from harmosearch.store import to_gpus, tune
 
+        s = self.config.search
         for index in (self.reader.global_index, self.reader.region_index):
-            ivf = faiss.try_extract_index_ivf(index) if hasattr(faiss, "try_extract_index_ivf") else None
-            if ivf is not None:
-                ivf.nprobe = self.config.search.nprobe
-            hnsw = getattr(index, "hnsw", None)
-            if hnsw is not None:
-                hnsw.efSearch = self.config.search.ef_search
+            tune(index, s.nprobe, s.ef_search)
+        self.gpu_indexes: dict[str, Any] = {}
+        if s.faiss_gpu != "off":
+            for name, index in (("global", self.reader.global_index), ("regions", self.reader.region_index)):
+                self.gpu_indexes[name] = to_gpus(index, shard=s.faiss_gpu == "shard")
 
     @property
     def n_images(self) -> int:
@@ -395,14 +397,17 @@ class Index:
         images = self.reader.n_images if allowed is None else int(allowed.sum())
         region_allowed = None if allowed is None else np.repeat(allowed, np.diff(self.reader.region_start))
         regions = self.reader.n_regions if region_allowed is None else int(region_allowed.sum())
+        gpu = self.gpu_indexes if allowed is None else {}  # ID selectors run on the CPU indexes
         if images:
             wanted = min(images, max(s.k, s.global_candidates))
-            _, ids = search_vectors(self.reader.global_index, global_vector[None], wanted, allowed)
+            index = gpu.get("global", self.reader.global_index)
+            _, ids = search_vectors(index, global_vector[None], wanted, allowed)
             found.append(ids[0][ids[0] >= 0])
         if len(lexeme_vectors) and regions:
             # One batched call for all lexemes; FAISS pads with -1 when asked for more than it holds.
             wanted = min(regions, s.region_candidates)
-            _, ids = search_vectors(self.reader.region_index, lexeme_vectors, wanted, region_allowed)
+            index = gpu.get("regions", self.reader.region_index)
+            _, ids = search_vectors(index, lexeme_vectors, wanted, region_allowed)
             found.append(np.asarray(self.reader.regions["image_id"])[ids[ids >= 0]])
         if not found:
             return np.zeros(0, dtype=np.int64)

@@ -10,7 +10,8 @@
     global.gN.npy            float16 global vectors (exact rescoring, incremental reuse)
     regions.gN.npy           float16 region vectors
     global.gN.faiss          FAISS index over the global vectors
-    regions.gN.faiss         FAISS index over the region vectors
+    regions.gN.faiss         FAISS index over the region vectors; with index.shard_size, the
+                             shards regions.gN.sK.faiss over consecutive rows instead
     index.lock               held by the one writer
 
 Every update writes a new generation N beside the old one and then swaps the manifest, so a
@@ -29,12 +30,14 @@ import os
 import re
 import shutil
 import signal
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from harmosearch.device import faiss_module, faiss_to_cpu, faiss_to_gpu
 from harmosearch.errors import IndexStoreError
 from harmosearch.folders import make_folder
 from harmosearch.indexes import MANIFEST
@@ -59,6 +62,13 @@ MEDIA_COLUMNS = {
 }
 IMAGE_COLUMNS = ("path", "size", "mtime_ns", "sha256", "width", "height", *MEDIA_COLUMNS)
 REGION_COLUMNS = ("image_id", "x0", "y0", "x1", "y1", "nx0", "ny0", "nx1", "ny1", "scale")
+# The index policy (choose_index_type): IVF with SQ8 codes (d + 8 bytes a vector) up to this many
+# vectors, PQ codes (at most 64 + 8 bytes) from here on.
+IVF_SQ8_BELOW = 2_000_000
+HNSW_BYTES = 8 * 32 + 8  # HNSW32 links per vector (bottom layer: 2 x 32 ids of 4 bytes), plus upper layers
+HNSW_COARSE_FROM = 16_384  # IVF lists from which vectors find their list through an HNSW graph
+ADD_BATCH = 262_144  # vectors converted to float32 and added to FAISS at a time
+MMAP_ABOVE = 256 * 2**20  # FAISS files larger than this are memory-mapped when opened, not read
 
 
 def now() -> str:
@@ -107,19 +117,51 @@ class IndexData(_Rows):
     region_vectors: np.ndarray  # [n_regions, D] float
 
 
-def choose_index_type(n: int, requested: str, exact_below: int) -> str:
-    """index_factory string: exact below the threshold, then IVF with SQ8 codes and exact
-    rescoring (about 4 x fewer bytes than Flat at recall@10 >= 0.95).
+def choose_index_type(n: int, requested: str, exact_below: int, dim: int = 512, hnsw_memory_mb: int = 0) -> str:
+    """index_factory string for n vectors of `dim` dimensions (`requested` unless "auto"):
 
-    The exact index is SQfp16: harmosearch stores its vectors in float16, so float16 codes hold
-    them without loss. Search is as exact as Flat, with half the memory, and FAISS scans it
-    about twice as fast (half the bytes to read)."""
+    - below exact_below: SQfp16, exact. harmosearch stores its vectors in float16, so float16
+      codes hold them without loss: as exact as Flat with half the memory, and FAISS scans it
+      about twice as fast (half the bytes to read).
+    - HNSW32 over SQ8 codes when its graph fits in hnsw_memory_mb (0: never): the fastest
+      search, but slow to build on few cores, and about d + 264 bytes a vector.
+    - below IVF_SQ8_BELOW: IVF with 4 sqrt(n) lists and SQ8 codes (d + 8 bytes a vector; recall@10
+      0.98 at 1M vectors, nprobe 16).
+    - above: IVF with 8-bit PQ codes of d/4 bytes, at most 64 (32 at 128-d: 40 bytes a vector
+      with its id), and lists the power of two at or above sqrt(n), found through an HNSW graph
+      from HNSW_COARSE_FROM lists on (assigning each vector would otherwise scan every centroid).
+      PQ distances are coarse: candidates are rescored exactly from the stored float16 vectors
+      (`refine`, and search's exact rescoring). 8-bit PQ keeps its lists in arrays that can be
+      memory-mapped (MMAP_ABOVE), so such an index may be larger than RAM; 4-bit fast-scan PQ
+      (PQ{m}x4fs: faster scans, lower recall at the same bytes) is read whole.
+    Every type is trained on a sample (`training_sample`) and rebuilt from the kept vectors at
+    every generation, so deletions hold for all of them."""
     if requested != "auto":
         return requested
     if n < exact_below:
         return "SQfp16"
-    nlist = int(4 * np.sqrt(n))
-    return f"IVF{nlist},SQ8"
+    if hnsw_memory_mb and n * (dim + HNSW_BYTES) <= hnsw_memory_mb * 2**20:
+        return "HNSW32,SQ8"
+    if n < IVF_SQ8_BELOW:
+        return f"IVF{int(4 * np.sqrt(n))},SQ8"
+    nlist = 1 << math.ceil(math.log2(math.sqrt(n)))
+    coarse = f"IVF{nlist}_HNSW32" if nlist >= HNSW_COARSE_FROM else f"IVF{nlist}"
+    return f"{coarse},PQ{_pq_bytes(dim)}"
+
+
+def _pq_bytes(dim: int) -> int:
+    """Sub-quantizers (one byte each) of the PQ codes: d/4, at most 64, dividing d."""
+    return next(m for m in range(max(1, min(dim // 4, 64)), 0, -1) if dim % m == 0)
+
+
+def training_sample(vectors: np.ndarray, lists: int) -> np.ndarray:
+    """The rows an index trains on, as float32: k-means needs a few dozen points per list (and PQ
+    a few thousand in all), not every vector; a fixed sample keeps builds reproducible."""
+    cap = max(64 * lists, 100_000)
+    if len(vectors) <= cap:
+        return np.ascontiguousarray(vectors, dtype=np.float32)
+    rows = np.sort(np.random.default_rng(0).choice(len(vectors), size=cap, replace=False))
+    return np.ascontiguousarray(vectors[rows], dtype=np.float32)
 
 
 # Tried in a child process: some FAISS checks end the process instead of raising (an assertion
@@ -167,6 +209,7 @@ def check_index_type(index_type: str, dim: int) -> None:
     import subprocess
     import sys
 
+    faiss_module()  # a broken faiss install is said as such, not as a bad index type
     try:
         trial = subprocess.run(
             [sys.executable, "-c", _FAISS_TRIAL, index_type, str(dim)],
@@ -188,9 +231,16 @@ def check_index_type(index_type: str, dim: int) -> None:
 
 
 def build_faiss(vectors: np.ndarray, index_type: str) -> Any:
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    """One FAISS index of `index_type` over `vectors` (any float array, a float16 memory map too)."""
+    return next(build_shards(vectors, index_type, 0))
+
+
+def build_shards(vectors: np.ndarray, index_type: str, shard_size: int) -> Iterator[Any]:
+    """FAISS indexes over consecutive runs of `shard_size` rows (0: one index), trained once on
+    a sample of all rows so that they share their quantizers; yielded one at a time, so only one
+    is in memory. Training and adding run on the GPUs when faiss has any."""
     try:
-        return _build_faiss(vectors, index_type)
+        yield from _build_shards(vectors, index_type, shard_size)
     except RuntimeError as exc:
         raise IndexStoreError(
             f"cannot build a FAISS {index_type!r} index of {len(vectors)} vectors: {faiss_reason(str(exc))}; "
@@ -198,30 +248,98 @@ def build_faiss(vectors: np.ndarray, index_type: str) -> Any:
         ) from None
 
 
-def _build_faiss(vectors: np.ndarray, index_type: str) -> Any:
-    import faiss
+def _build_shards(vectors: np.ndarray, index_type: str, shard_size: int) -> Iterator[Any]:
+    faiss = faiss_module()
 
-    from harmosearch.device import faiss_to_cpu, faiss_to_gpu
-
-    index = faiss.index_factory(vectors.shape[1], index_type, faiss.METRIC_INNER_PRODUCT)
-    if not index.is_trained:
-        lists = faiss.extract_index_ivf(index).nlist if "IVF" in index_type else 1
+    empty = faiss.index_factory(vectors.shape[1], index_type, faiss.METRIC_INNER_PRODUCT)
+    if not empty.is_trained:
+        ivf = faiss.try_extract_index_ivf(empty)
+        lists = ivf.nlist if ivf is not None else 1
+        # Polysemous codes only serve Hamming-filtered PQ search, which is not used here, and
+        # training them takes longer than all the rest (15 s for PQ4 on 1,200 vectors).
+        for part in (empty, ivf):
+            if hasattr(part, "do_polysemous_training"):
+                part.do_polysemous_training = False
         if len(vectors) < lists:
             raise IndexStoreError(
                 f"index type {index_type!r} needs at least {lists} vectors to train, there are {len(vectors)}; "
                 "use Flat or fewer IVF lists"
             )
-        # k-means needs a few dozen points per list, not all of them: train on a fixed sample.
-        sample, cap = vectors, max(64 * lists, 100_000)
-        if len(vectors) > cap:
-            rows = np.random.default_rng(0).choice(len(vectors), size=cap, replace=False)
-            sample = vectors[np.sort(rows)]
-        trainer = faiss_to_gpu(index)
-        trainer.train(sample)
-        index = faiss_to_cpu(trainer)
-    if len(vectors):
-        index.add(vectors)
-    return index
+        trainer = faiss_to_gpu(empty)
+        trainer.train(training_sample(vectors, lists))
+        empty = faiss_to_cpu(trainer)
+    size = shard_size or max(len(vectors), 1)
+    starts = range(0, max(len(vectors), 1), size)
+    for lo in starts:
+        index = faiss.clone_index(empty) if len(starts) > 1 else empty
+        rows = vectors[lo : lo + size]
+        if len(rows):
+            builder = faiss_to_gpu(index)
+            for at in range(0, len(rows), ADD_BATCH):
+                builder.add(np.ascontiguousarray(rows[at : at + ADD_BATCH], dtype=np.float32))
+            index = faiss_to_cpu(builder)
+        yield index
+
+
+class ShardedIndex:
+    """FAISS indexes over consecutive row ranges, searched as one: each shard's top k (with its
+    slice of an ID selector), ids shifted by the shard's first row, merged by score."""
+
+    def __init__(self, shards: list[Any]) -> None:
+        self.shards = shards
+        sizes = [int(shard.ntotal) for shard in shards]
+        self.offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        self.ntotal = int(self.offsets[-1])
+        self.d = int(shards[0].d)
+
+    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        faiss = faiss_module()
+
+        scores, ids = [], []
+        for shard, lo, hi in zip(self.shards, self.offsets[:-1], self.offsets[1:], strict=True):
+            part_scores, part_ids = search_vectors(shard, queries, k, None if allowed is None else allowed[lo:hi])
+            scores.append(part_scores)
+            ids.append(np.where(part_ids >= 0, part_ids + lo, -1))
+        return faiss.merge_knn_results(np.stack(scores), np.stack(ids), keep_max=True)
+
+
+def to_gpus(index: Any, shard: bool) -> Any:
+    """An opened index (or each of its shards) copied onto the GPUs (device.faiss_to_gpu)."""
+    if isinstance(index, ShardedIndex):
+        return ShardedIndex([faiss_to_gpu(part, shard, required=True) for part in index.shards])
+    return faiss_to_gpu(index, shard, required=True)
+
+
+def tune(index: Any, nprobe: int, ef_search: int) -> None:
+    """Set the lists an IVF index probes and the candidates an HNSW graph keeps (every shard's)."""
+    faiss = faiss_module()
+
+    for part in index.shards if isinstance(index, ShardedIndex) else [index]:
+        ivf = faiss.try_extract_index_ivf(part)
+        if ivf is not None:
+            ivf.nprobe = nprobe
+            quantizer = getattr(faiss.downcast_index(ivf.quantizer), "hnsw", None)
+            if quantizer is not None:
+                quantizer.efSearch = max(ef_search, nprobe)  # the HNSW coarse quantizer must return nprobe lists
+        hnsw = getattr(part, "hnsw", None)
+        if hnsw is not None:
+            hnsw.efSearch = ef_search
+
+
+def refine(queries: np.ndarray, candidates: np.ndarray, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k among each query's candidate ids (-1: none), scored from the stored vectors
+    (a float16 memory map: only the candidates' rows are read): (scores [nq, k], ids [nq, k]),
+    padded with -inf and -1, ties to the lower id."""
+    out_scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
+    out_ids = np.full((len(queries), k), -1, dtype=np.int64)
+    for j, (query, found) in enumerate(zip(queries, candidates, strict=True)):
+        rows = np.unique(found[found >= 0])  # sorted: the map is read in order
+        if not len(rows):
+            continue
+        scores = np.asarray(vectors[rows], dtype=np.float32) @ np.asarray(query, dtype=np.float32)
+        top = np.lexsort((rows, -scores))[:k]
+        out_scores[j, : len(top)], out_ids[j, : len(top)] = scores[top], rows[top]
+    return out_scores, out_ids
 
 
 def search_vectors(
@@ -236,9 +354,11 @@ def search_vectors(
     over FAISS's own storage (ties to the lower id): FAISS scans one query without BLAS, about
     1.5 x slower. Batches of queries and every other index type are searched by FAISS.
     """
-    import faiss
+    faiss = faiss_module()
 
     queries = np.ascontiguousarray(queries, dtype=np.float32)
+    if isinstance(index, ShardedIndex):
+        return index.search(queries, k, allowed)
     if type(index) is not faiss.IndexFlatIP or index.ntotal == 0 or len(queries) != 1:
         if allowed is None:
             return index.search(queries, k)
@@ -265,7 +385,7 @@ def search_vectors(
 def _search_parameters(index: Any, selector: Any) -> Any:
     """FAISS search parameters with an ID selector and the index's own nprobe / efSearch (the
     parameters of a call replace what is set on the index)."""
-    import faiss
+    faiss = faiss_module()
 
     ivf = faiss.try_extract_index_ivf(index)
     if ivf is not None:
@@ -328,14 +448,14 @@ def read_manifest(root: Path) -> dict[str, Any]:
 # Arrow and FAISS get open Python files rather than paths: they take a path as UTF-8, so an
 # index in a folder whose name is not valid UTF-8 could not be written or read otherwise.
 def _faiss_write(index: Any, path: Path) -> None:
-    import faiss
+    faiss = faiss_module()
 
     with open(path, "wb") as f:
         faiss.write_index(index, faiss.PyCallbackIOWriter(f.write))
 
 
 def _faiss_read(path: Path) -> Any:
-    import faiss
+    faiss = faiss_module()
 
     with open(path, "rb") as f:
         return faiss.read_index(faiss.PyCallbackIOReader(f.read))
@@ -392,29 +512,44 @@ def write_generation(
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     generation = (previous or {}).get("generation", 0) + 1
-    files = {
+    policy = config["index"]
+    dim = int(identity["embed_dim"])
+    shard_size = int(policy.get("shard_size", 0))
+    global_type, region_type = (
+        choose_index_type(n, index_type, policy["exact_below"], dim, int(policy.get("hnsw_memory_mb", 0)))
+        for n in (data.n_images, data.n_regions)
+    )
+    files: dict[str, Any] = {
         "images": f"images.g{generation}.parquet",
         "regions": f"regions.g{generation}.parquet",
         "global_vectors": f"global.g{generation}.npy",
         "region_vectors": f"regions.g{generation}.npy",
-        "global_index": f"global.g{generation}.faiss",
-        "region_index": f"regions.g{generation}.faiss",
     }
-    global_type = choose_index_type(data.n_images, index_type, config["index"]["exact_below"])
-    region_type = choose_index_type(data.n_regions, index_type, config["index"]["exact_below"])
-    dim = int(identity["embed_dim"])
     writers = {
         "images": lambda p: _parquet_write(p, data.images, IMAGE_COLUMNS),
         "regions": lambda p: _parquet_write(p, data.regions, REGION_COLUMNS),
         "global_vectors": lambda p: _save_npy(p, data.global_vectors, dim),
         "region_vectors": lambda p: _save_npy(p, data.region_vectors, dim),
-        "global_index": lambda p: _faiss_write(build_faiss(data.global_vectors.reshape(-1, dim), global_type), p),
-        "region_index": lambda p: _faiss_write(build_faiss(data.region_vectors.reshape(-1, dim), region_type), p),
     }
     checksums = {}
     for key, name in files.items():
         write_atomic(root / name, writers[key])
         checksums[name] = {"sha256": sha256_file(root / name), "bytes": (root / name).stat().st_size}
+    for key, stem, vectors, kind in (
+        ("global_index", "global", data.global_vectors, global_type),
+        ("region_index", "regions", data.region_vectors, region_type),
+    ):
+        vectors = vectors.reshape(-1, dim)
+        count = math.ceil(len(vectors) / shard_size) if shard_size and len(vectors) > shard_size else 1
+        names = (
+            [f"{stem}.g{generation}.faiss"]
+            if count == 1
+            else [f"{stem}.g{generation}.s{i:03d}.faiss" for i in range(count)]
+        )
+        for name, shard in zip(names, build_shards(vectors, kind, shard_size if count > 1 else 0), strict=True):
+            write_atomic(root / name, lambda p, shard=shard: _faiss_write(shard, p))
+            checksums[name] = {"sha256": sha256_file(root / name), "bytes": (root / name).stat().st_size}
+        files[key] = names[0] if count == 1 else names
     created = (previous or {}).get("created", now())
     manifest = {
         "schema_version": SCHEMA_VERSION,
@@ -434,11 +569,42 @@ def write_generation(
     write_atomic(
         root / MANIFEST, lambda p: p.write_text(json.dumps(manifest, indent=2, default=list), encoding="utf-8")
     )
-    keep = {name for name in files.values()} | {name for name in (previous or {}).get("files", {}).values()}
+    keep = set(_file_names(files)) | set(_file_names((previous or {}).get("files", {})))
     for path in root.glob("*.g*.*"):
         if path.name not in keep:
             path.unlink(missing_ok=True)
     return manifest
+
+
+def _file_names(files: dict[str, Any]) -> list[str]:
+    """Every file a manifest's `files` names (a sharded FAISS index names a list)."""
+    return [name for value in files.values() for name in ([value] if isinstance(value, str) else value)]
+
+
+def open_faiss(root: Path, names: str | list[str]) -> Any:
+    """The FAISS index stored in `names` (a list: shards, searched as one ShardedIndex). Files
+    larger than MMAP_ABOVE in a folder whose name is UTF-8 are memory-mapped: IVF lists in arrays,
+    flat and SQ codes are then read from disk as searches need them (other types are read whole)."""
+    faiss = faiss_module()
+
+    def read(name: str) -> Any:
+        path = Path(root) / name
+        if path.stat().st_size > MMAP_ABOVE and _utf8(path):
+            return faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC)
+        return _faiss_read(path)
+
+    if isinstance(names, str):
+        return read(names)
+    return ShardedIndex([read(name) for name in names])
+
+
+def _utf8(path: Path) -> bool:
+    """Whether FAISS can open `path` by name (it takes names as UTF-8; memory-mapping needs one)."""
+    try:
+        os.fsencode(path).decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def video_counts(images: dict[str, np.ndarray]) -> dict[str, int]:
@@ -477,14 +643,13 @@ class IndexReader(_Rows):
         counts = np.bincount(self.regions["image_id"].astype(np.int64), minlength=self.n_images)
         self.region_start = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
 
-    def _load(self, files: dict[str, str], load_indexes: bool) -> None:
-
+    def _load(self, files: dict[str, Any], load_indexes: bool) -> None:
         self.images = _parquet_read(self.root / files["images"])
         self.regions = _parquet_read(self.root / files["regions"])
         self.global_vectors = np.load(self.root / files["global_vectors"], mmap_mode="r")
         self.region_vectors = np.load(self.root / files["region_vectors"], mmap_mode="r")
-        self.global_index = _faiss_read(self.root / files["global_index"]) if load_indexes else None
-        self.region_index = _faiss_read(self.root / files["region_index"]) if load_indexes else None
+        self.global_index = open_faiss(self.root, files["global_index"]) if load_indexes else None
+        self.region_index = open_faiss(self.root, files["region_index"]) if load_indexes else None
 
     def regions_of(self, image_id: int) -> slice:
         return slice(int(self.region_start[image_id]), int(self.region_start[image_id + 1]))
@@ -550,11 +715,13 @@ def clear_staging(root: Path) -> None:
     shutil.rmtree(Path(root) / STAGING, ignore_errors=True)
 
 
-def save_chunk(folder: Path, number: int, records: list[tuple[str, Any]]) -> None:
-    """Encoded images, as (sha256, pipeline.Encoded) pairs, written as one npz; a video's frames
-    are consecutive records with its hash (the caller keeps a video's frames in one chunk)."""
+def save_chunk(folder: Path, number: int | str, records: list[tuple[str, Any]]) -> None:
+    """Encoded images, as (sha256, pipeline.Encoded) pairs, written as one npz named by its
+    number (the local engine counts its chunks) or by a key (a Ray shard's, the same on a retry);
+    a video's frames are consecutive records with its hash (the caller keeps them in one chunk)."""
     if not records:
         return
+    name = f"chunk_{number:06d}.npz" if isinstance(number, int) else f"chunk_{number}.npz"
     items = [item for _, item in records]
     arrays: dict[str, np.ndarray] = {
         "sha256": np.array([sha for sha, _ in records]),
@@ -567,7 +734,7 @@ def save_chunk(folder: Path, number: int, records: list[tuple[str, Any]]) -> Non
         "vectors": np.concatenate([r.vectors for r in items]).astype(np.float16),
         "frame_time": np.array([np.nan if r.frame_time is None else r.frame_time for r in items], dtype=np.float64),
     }
-    write_atomic(folder / f"chunk_{number:06d}.npz", lambda p: _savez(p, arrays))
+    write_atomic(folder / name, lambda p: _savez(p, arrays))
 
 
 def _savez(path: Path, arrays: dict[str, np.ndarray]) -> None:

@@ -107,6 +107,9 @@ WORDS = {  # what an error about an option may call it besides its flag
     "--under": ("under",),
     "--sort": ("sort",),
     "--threshold": ("threshold",),
+    "--engine": ("index.engine",),
+    "--num-workers": ("ray.workers",),
+    "--gpus-per-worker": ("ray.gpus_per_worker",),
 }
 
 
@@ -373,6 +376,12 @@ MENUS: dict[str, list[Opt]] = {
         Opt("--include-hidden", (FLAG,)),
         Opt("--exclude", ("*.png", "sub/", "!keep.png"), ("!", "a\\", "[z-a]", ""), repeat=True),
         Opt("--rebuild", (FLAG,)),
+        # The Ray engine starts a cluster (seconds) and is tested on its own (tests/test_ray_engine.py);
+        # here its options must be refused or ignored by the local engine.
+        Opt("--engine", ("local",), ("", "bogus", "RAY", "x" * 10_000)),
+        Opt("--address", ("", "auto", "ray://127.0.0.1:1"), STRINGS),
+        Opt("--num-workers", ("1", "2", HUGE), ("0", "-1", *NOT_NUMBERS)),
+        Opt("--gpus-per-worker", ("0", "0.5", HUGE), ("-1", "nan", "inf", "-inf", "abc")),
     ],
     "query": [
         Opt(None, ("red circle", "blue square left of a white ring", "红色的圆", "x" * 10_000), STRINGS, True),

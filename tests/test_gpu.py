@@ -77,3 +77,73 @@ def test_cuda_training_with_amp_and_every_loss(tmp_path):
     assert meta["config"]["train"]["precision"] == "auto" and meta["step"] == 4
     cpu = load_encoder(load_config(overrides={"encoder.model": str(result.final), "encoder.device": "cpu"}))
     assert cpu.encode_texts(["a red circle"]).isfinite().all()
+
+
+def faiss_gpus() -> int:
+    from harmosearch.device import gpu_count
+
+    return gpu_count()
+
+
+def test_ivf_pq_trained_and_filled_on_the_gpu_then_refined_finds_the_exact_top_10():
+    """build_shards trains and adds on the GPU whenever faiss has one; the index it returns is a
+    CPU index (written and opened like any other), shards sharing the GPU-trained quantizers."""
+    if faiss_gpus() == 0:
+        pytest.skip("faiss has no GPU (install the gpu extra)")
+    from harmosearch.store import ShardedIndex, build_shards, refine, search_vectors, tune
+
+    from .test_large_index import clustered, exact_top, recall
+
+    data, queries = clustered(20_000, 64, seed=11)
+    shards = list(build_shards(data, "IVF64,PQ16", 7_000))
+    assert [s.ntotal for s in shards] == [7_000, 7_000, 6_000] and "Gpu" not in type(shards[0]).__name__
+    index = ShardedIndex(shards)
+    tune(index, 16, 64)
+    _, candidates = search_vectors(index, queries, 200)
+    _, ids = refine(queries, candidates, data, 10)
+    assert recall(ids, exact_top(data, queries, 10)) >= 0.95
+
+
+@pytest.mark.parametrize("mode", ["replicate", "shard"])
+def test_an_index_searched_on_the_gpus_answers_as_on_the_cpu(tmp_path, mode):
+    """search.faiss_gpu: the global and region indexes copied onto the GPUs (a copy each, or split
+    between them) give the same results as the CPU."""
+    if faiss_gpus() == 0:
+        pytest.skip("faiss has no GPU (install the gpu extra)")
+    from harmosearch.config import Config, SearchConfig
+    from harmosearch.search import Index
+
+    from .fakes import FakeEncoder
+    from .test_large_index import generation
+    from .test_search import SCENES, make_data
+
+    generation(tmp_path, make_data(SCENES), shard_size=5)
+    cpu = Index(tmp_path / "idx", Config(search=SearchConfig(box_margin=0.0)), encoder=FakeEncoder())
+    gpu = Index(tmp_path / "idx", Config(search=SearchConfig(box_margin=0.0, faiss_gpu=mode)), encoder=FakeEncoder())
+    assert set(gpu.gpu_indexes) == {"global", "regions"}
+    for text in ("a red circle", "red circle near a blue star"):
+        want = [(r.path, round(r.score, 4)) for r in cpu.search(text, k=5).results]
+        assert [(r.path, round(r.score, 4)) for r in gpu.search(text, k=5).results] == want
+
+
+def test_two_gpus_train_together_under_torchrun(tmp_path):
+    """DDP over NCCL: 2 processes, one GPU each, train 2 steps and rank 0 writes the model."""
+    if torch.cuda.device_count() < 2:
+        pytest.skip("needs 2 CUDA devices")
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from harmosearch.config import SynthConfig
+    from harmosearch.synth import generate
+
+    generate(tmp_path / "scenes", SynthConfig(n=16, seed=5, size=96))
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    command = ["-m", "harmosearch", "train", "--data", str(tmp_path / "scenes"), "--out", str(tmp_path / "run")]
+    options = ["--model", TEST_MODEL, "--device", "cuda", "--batch-size", "8", "--max-steps", "2", "--workers", "0"]
+    done = subprocess.run(launcher + command + options, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("trained 2 steps") == 1
+    assert (tmp_path / "run" / "final" / "harmosearch.json").is_file()

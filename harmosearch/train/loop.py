@@ -3,7 +3,8 @@
 Runs are reproducible on the CPU: the data order and each sample's caption are functions of
 (seed, epoch, index), so a run resumed from a checkpoint ends with the same weights as an
 unbroken one. Checkpoints are open_clip local-dir folders plus harmosearch.json, loadable by
-`--model PATH`; trainer.pt beside them holds the optimizer and schedule state.
+`--model PATH`; trainer.pt beside them holds the optimizer and schedule state. Under torchrun the
+processes share each global batch (`train.distributed`) and rank 0 writes.
 """
 
 from __future__ import annotations
@@ -155,6 +156,8 @@ class Trainer:
     device: Any
     dtype: Any  # autocast dtype, or None for fp32
     normalise: Any = None  # (mean, std) when batches carry uint8 pixels
+    ranks: Any = None  # train.distributed.Ranks of a run on several processes
+    parallel: Any = None  # the forward pass in DistributedDataParallel, on several processes
 
     def step(self, batch: dict[str, Any]) -> dict[str, float]:
         """Forward under autocast, the loss terms, backward (scaled for fp16), gradient clipping,
@@ -167,16 +170,18 @@ class Trainer:
         batch = {k: v.to(self.device) for k, v in batch.items()}
         if self.normalise is not None:
             batch["pixels"] = pixels_from_uint8(batch["pixels"], *self.normalise)
+        options = (
+            ec.dense_mode,
+            "gr" in tc.losses and tc.gr_variant == "crop",
+            ec.lexeme_pool,
+            ec.lexeme_mode,
+            "tight" in tc.losses,
+        )
         with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
-            outputs = forward_batch(
-                self.model,
-                batch,
-                ec.dense_mode,
-                "gr" in tc.losses and tc.gr_variant == "crop",
-                ec.lexeme_pool,
-                ec.lexeme_mode,
-                "tight" in tc.losses,
-            )
+            if self.parallel is not None:
+                outputs = self.ranks.gather(self.parallel(batch, *options))
+            else:
+                outputs = forward_batch(self.model, batch, *options)
         terms = self.loss_fn(outputs)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(terms["total"]).backward()
@@ -204,9 +209,12 @@ class Trainer:
         return int(state["step"])
 
 
-def make_trainer(model: Any, config: Config, total_steps: int, device: Any, normalise: Any = None) -> Trainer:
+def make_trainer(
+    model: Any, config: Config, total_steps: int, device: Any, normalise: Any = None, ranks: Any = None
+) -> Trainer:
     """AdamW with open_clip's betas and weight-decay groups, warmup + cosine, the loss terms of
-    config.train, and autocast (bf16 on CPU, fp16 with a grad scaler on GPU, unless set)."""
+    config.train, and autocast (bf16 on CPU, fp16 with a grad scaler on GPU, unless set); with
+    `ranks` of several processes, the forward pass in DDP and the loss over the global batch."""
     import torch
 
     from harmosearch.device import autocast_dtype
@@ -219,7 +227,12 @@ def make_trainer(model: Any, config: Config, total_steps: int, device: Any, norm
     dtype = autocast_dtype(device, precision)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     loss_fn = HarmoLoss(tc.losses, tc.w_lrc, tc.w_gr, tc.gr_variant, tc.w_tight)
-    return Trainer(model, config, loss_fn, optimizer, schedule, scaler, device, dtype, normalise)
+    parallel = None
+    if ranks is not None and ranks.world > 1:
+        from harmosearch.train.distributed import data_parallel
+
+        parallel = data_parallel(model, device)
+    return Trainer(model, config, loss_fn, optimizer, schedule, scaler, device, dtype, normalise, ranks, parallel)
 
 
 def training_set(samples: list[Any], model: Any, config: Config) -> tuple[Any, Any]:
@@ -291,21 +304,26 @@ def train(
     samples: list[Any] | None = None,
 ) -> TrainResult:
     """Fine-tune config.encoder.model on `data` (or its already loaded `samples`) with
-    config.train; write checkpoints under `out`."""
+    config.train; write checkpoints under `out`. Started by torchrun, the processes train
+    together (`train.distributed`); `on_step` is called on rank 0 only."""
     import torch
 
     from harmosearch.device import resolve_device
     from harmosearch.encoder import canonical_spec
+    from harmosearch.train.distributed import join
 
     out = Path(out)
     check_folder(out, "--out")  # before the model loads
     config = replace(config, encoder=replace(config.encoder, model=canonical_spec(config.encoder.model)))
     samples = samples if samples is not None else training_data(data, config)
-    device = resolve_device(config.encoder.device)
-    # Seeded for reproducible runs, inside a fork of the random state so the caller's is untouched.
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(config.train.seed)
-        return _run(config, samples, out, device, on_step, resume)
+    ranks, device = join(resolve_device(config.encoder.device), config.train.batch_size)
+    try:
+        # Seeded for reproducible runs, inside a fork of the random state so the caller's is untouched.
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(config.train.seed)
+            return _run(config, samples, out, device, on_step if ranks.main else None, resume, ranks)
+    finally:
+        ranks.close()
 
 
 def _run(
@@ -315,6 +333,7 @@ def _run(
     device: Any,
     on_step: Callable[[dict[str, Any]], None] | None,
     resume: bool,
+    ranks: Any,
 ) -> TrainResult:
     import torch
 
@@ -328,19 +347,19 @@ def _run(
     model = model.to(device).train()
     dataset, normalise = training_set(samples, model, config)
     per_epoch, total = total_steps(len(samples), tc)
-    trainer = make_trainer(model, config, total, device, normalise)
+    trainer = make_trainer(model, config, total, device, normalise, ranks)
     step = (
         trainer.restore(torch.load(checkpoint / TRAINER_STATE, map_location=device, weights_only=False))
         if checkpoint
         else 0
     )
-    log = _MetricsLog(out, step, config)
+    log = _MetricsLog(out, step, config, write=ranks.main)
     last: dict[str, float] = {}
     while step < total:
         epoch, position = divmod(step, per_epoch)
         dataset.epoch = epoch
-        batches = _batches(len(samples), tc.batch_size, tc.seed, epoch)[position:]
-        loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, num_workers=tc.workers)
+        batches = [ranks.part(b, tc.batch_size) for b in _batches(len(samples), tc.batch_size, tc.seed, epoch)]
+        loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches[position:], num_workers=tc.workers)
         started = time.perf_counter()
         for batch in loader:
             last = trainer.step(batch)
@@ -355,21 +374,39 @@ def _run(
             if on_step:
                 on_step({**record, "total_steps": total})
             if step % tc.checkpoint_every == 0 and step < total:
-                _save_checkpoint(out, f"step_{step:06d}", trainer, model_cfg, step)
+                _checkpoint(out, f"step_{step:06d}", trainer, model_cfg, step, ranks)
             if step >= total:
                 break
-    final = _publish_final(out, _save_checkpoint(out, f"step_{step:06d}", trainer, model_cfg, step))
-    plot_losses(log.path, out / "loss_curve.png")
+    final = _checkpoint(out, f"step_{step:06d}", trainer, model_cfg, step, ranks, final=True)
+    if ranks.main:
+        plot_losses(log.path, out / "loss_curve.png")
     return TrainResult(final, step, log.resumed_from, last)
 
 
-class _MetricsLog:
-    """OUT/metrics.jsonl, one line per step; a resumed run drops lines past its checkpoint."""
+def _checkpoint(
+    out: Path, tag: str, trainer: Trainer, model_cfg: dict[str, Any], step: int, ranks: Any, final: bool = False
+) -> Path:
+    """A checkpoint (and with `final`, OUT/final) written by rank 0 while the other ranks wait,
+    so that every rank resumes from, or returns, a complete folder."""
+    if ranks.main:
+        checkpoint = _save_checkpoint(out, tag, trainer, model_cfg, step)
+        if final:
+            _publish_final(out, checkpoint)
+    ranks.barrier()
+    return out / "final" if final else out / "checkpoints" / tag
 
-    def __init__(self, out: Path, step: int, config: Config) -> None:
-        out.mkdir(parents=True, exist_ok=True)
+
+class _MetricsLog:
+    """OUT/metrics.jsonl, one line per step; a resumed run drops lines past its checkpoint.
+    Without `write` (the ranks other than 0) it only makes the records."""
+
+    def __init__(self, out: Path, step: int, config: Config, write: bool = True) -> None:
         self.path = out / "metrics.jsonl"
         self.resumed_from = step
+        self.enabled = write
+        if not write:
+            return
+        out.mkdir(parents=True, exist_ok=True)
         if step == 0:
             self.path.unlink(missing_ok=True)
         elif self.path.exists():
@@ -385,8 +422,9 @@ class _MetricsLog:
             "samples_per_s": trainer.config.train.batch_size / max(seconds, 1e-9),
             **terms,
         }
-        with self.path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
+        if self.enabled:
+            with self.path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
         return record
 
 
