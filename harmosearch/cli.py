@@ -112,10 +112,18 @@ def synth(
     n: Annotated[int | None, typer.Option("--n", help="Number of scenes (default: 100).")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Random seed (default: 0).")] = None,
     size: Annotated[int | None, typer.Option("--size", help="Image side in pixels (default: 224).")] = None,
+    objects: Annotated[
+        str | None,
+        typer.Option(
+            "--objects",
+            help="mixed (default: 1-4 objects of 17-36% of the side), small (2-5 of 22-48 px in 224) "
+            "or large (1-3 of 50-95 px).",
+        ),
+    ] = None,
     workers: Annotated[int, typer.Option("--workers", help="Processes used to draw.", min=1)] = 1,
 ) -> None:
     """Generate synthetic scenes (coloured shapes with boxes, phrases and captions)."""
-    config = resolve(ctx, **{"synth.n": n, "synth.seed": seed, "synth.size": size})
+    config = resolve(ctx, **{"synth.n": n, "synth.seed": seed, "synth.size": size, "synth.objects": objects})
     from harmosearch.synth import generate
 
     with progress_bars() as progress:
@@ -408,6 +416,9 @@ def bench(
     split: Annotated[
         str, typer.Option("--split", help="Synthetic set: val (for choosing settings) or test (for reporting).")
     ] = "test",
+    objects: Annotated[
+        str, typer.Option("--objects", help="Synthetic scenes: mixed (default), small or large objects.")
+    ] = "mixed",
     as_json: JsonOption = False,
     save_scores: Annotated[Path | None, typer.Option("--save-scores", help="Write score matrices (.npy) here.")] = None,
     record: Annotated[
@@ -432,6 +443,7 @@ def bench(
             progress=progress,
             save_scores=save_scores,
             split=split,
+            objects=objects,
         )
     if record is not None:
         append_record(record, result, " ".join(["harmosearch", *sys.argv[1:]]))

@@ -309,3 +309,22 @@ def test_crops_encode_only_their_part(tmp_path, test_encoder):
     a, b = encode_images(test_encoder, config, cropped), encode_images(test_encoder, config, whole)
     np.testing.assert_allclose(a.global_vectors, b.global_vectors, atol=1e-5)
     np.testing.assert_allclose(a.regions.boxes, b.regions.boxes, atol=1e-4)
+
+
+def test_synthetic_object_sets_have_their_own_seeds_and_folders(tmp_path):
+    from harmosearch.bench import default_tasks
+    from harmosearch.bench.datasets import OBJECT_SEEDS
+
+    seeds = [seed for splits in OBJECT_SEEDS.values() for seed in splits.values()]
+    assert len(set(seeds)) == len(seeds)  # no set shares a seed with another, val never with test
+    small = load_bench_set("synthetic", None, tmp_path, n=3, task="search", split="val", objects="small")
+    assert small.root == tmp_path / "bench" / f"synthetic-small-{OBJECT_SEEDS['small']['val']}-3"
+    assert "small objects val" in small.name and len(small.images) == 3
+    info = json.loads((small.root / "annotations.json").read_text())["info"]
+    assert info["objects"] == "small" and info["seed"] == OBJECT_SEEDS["small"]["val"]
+    assert all(max(x1 - x0, y1 - y0) <= 49 for _, (x0, y0, x1, y1), _ in small.boxes)
+    with pytest.raises(DataError, match="compositional"):
+        load_bench_set("synthetic", None, tmp_path, n=4, task="compositional", objects="large")
+    with pytest.raises(DataError, match="object set"):
+        load_bench_set("synthetic", None, tmp_path, n=4, objects="tiny")
+    assert "compositional" in default_tasks("synthetic") and "compositional" not in default_tasks("synthetic", "small")
