@@ -178,6 +178,8 @@ def encoder_settings_hash(config: EncoderConfig) -> str:
 
 def vision_forward(model: Any, pixels: Any, dense_mode: str) -> tuple[Any, Any]:
     """One pass of the image tower: (global [B, D], dense [B, D, gh, gw]), both unnormalised.
+    Pixels may be larger than the model's input (position embeddings resized, see clip_adapter):
+    the dense map then has more, smaller patches.
 
     dense_mode "plain" projects the last block's patch tokens as they are; "value" recomputes
     the last block with its attention replaced by the value path (CLIPSelf / FineCLIP), which
@@ -207,7 +209,7 @@ def vision_forward(model: Any, pixels: Any, dense_mode: str) -> tuple[Any, Any]:
     if parts.proj is not None:
         pooled = pooled @ parts.proj
         tokens = tokens @ parts.proj
-    grid_h, grid_w = parts.grid
+    grid_h, grid_w = parts.grid_of(pixels)
     dense = tokens.reshape(pixels.shape[0], grid_h, grid_w, -1).permute(0, 3, 1, 2)
     return pooled, dense
 
