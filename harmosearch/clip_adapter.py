@@ -61,13 +61,14 @@ def image_size_of(model: Any) -> int:
     return int(size[0] if isinstance(size, tuple | list) else size)
 
 
-def eval_transform(model: Any, resize: str) -> Any:
-    """open_clip's inference transform for `model` with harmosearch's resize mode."""
+def eval_transform(model: Any, resize: str, size: int | None = None) -> Any:
+    """open_clip's inference transform for `model` with harmosearch's resize mode, to the model's
+    input size or to `size`."""
     from open_clip.transform import image_transform
 
     pre = preprocess_config(model)
     return image_transform(
-        image_size_of(model), is_train=False, mean=pre.get("mean"), std=pre.get("std"), resize_mode=resize
+        size or image_size_of(model), is_train=False, mean=pre.get("mean"), std=pre.get("std"), resize_mode=resize
     )
 
 

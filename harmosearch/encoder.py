@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -319,6 +320,7 @@ class Encoder:
         self.context_length = int(getattr(tokenizer, "context_length", None) or 77)
         self.image_size = image_size_of(model)
         self.transform = eval_transform(model, config.resize)
+        self._transforms = {self.image_size: self.transform}  # by input size
         grid = tuple(int(g) for g in getattr(model.visual, "grid_size", (0, 0)))
         embed_dim = int(model.visual.output_dim)
         self.identity = EncoderIdentity(
@@ -348,6 +350,17 @@ class Encoder:
         with torch.inference_mode(), autocast(self.device, self.config.precision):
             pooled, dense = vision_forward(self.model, pixels.to(self.device), self.config.dense_mode)
         return F.normalize(pooled.float(), dim=-1).cpu(), dense.float().cpu()
+
+    def encode_images(self, images: Sequence[Any], size: int | None = None) -> tuple[Any, Any]:
+        """PIL images -> (global [B, D] normalised, dense [B, D, gh, gw]) as encode_pixels, at the
+        model's input size or at `size` pixels (position embeddings resized: a finer dense map)."""
+        import torch
+
+        size = size or self.image_size
+        if size not in self._transforms:
+            self._transforms[size] = eval_transform(self.model, self.config.resize, size)
+        transform = self._transforms[size]
+        return self.encode_pixels(torch.stack([transform(image.convert("RGB")) for image in images]))
 
     def tokenize(self, texts: list[str]) -> Any:
         return self.tokenizer(texts)
