@@ -26,7 +26,7 @@ from _common import append_result, best_of, interleaved, paired_ratio
 from harmosearch.config import SynthConfig, load_config
 from harmosearch.encoder import load_encoder, vision_forward
 from harmosearch.indexing import build_index
-from harmosearch.media.decode import open_image
+from harmosearch.media.formats import open_still
 from harmosearch.regions import image_regions, window_boxes
 from harmosearch.synth import generate
 
@@ -59,7 +59,7 @@ def main() -> None:
         )
         encoder = load_encoder(config)
         paths = sorted((work / "scenes" / "images").glob(f"*.{args.format}"))
-        images = [open_image(p) for p in paths]
+        images = [open_still(p).image for p in paths]
         pixels = torch.stack([encoder.image_tensor(im) for im in images])
         sizes = [im.size for im in images]
         batches = list(torch.split(pixels, args.batch))

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
 from harmosearch.errors import DataError
+from harmosearch.folders import is_dir, is_file, make_folder
 
 PALETTE = ((255, 64, 64), (64, 160, 255), (255, 200, 0), (0, 200, 120), (200, 90, 255), (255, 130, 40))
 THUMB = 256
@@ -21,10 +22,9 @@ def _font(size: int) -> Any:
 
 
 def draw_result(result: Any, image: Image.Image | None = None) -> Image.Image:
-    """The result's image with one coloured, labelled box per lexeme (upscaled when small)."""
-    from harmosearch.media.decode import open_image
-
-    image = image or open_image(result.absolute)
+    """The result's image (for a video, the frame that matched) with one coloured, labelled box
+    per lexeme (upscaled when small)."""
+    image = image or result_picture(result)
     scale = max(1.0, 384 / max(image.size))
     if scale > 1:
         image = image.resize((round(image.width * scale), round(image.height * scale)), Image.LANCZOS)
@@ -55,19 +55,41 @@ def _with_relations(image: Image.Image, relations: Any, font: Any) -> Image.Imag
     return out
 
 
-def save_annotated(response: Any, out_dir: Path) -> list[Path]:
-    """Write NN_name.png per result plus contact_sheet.png; returns the written paths."""
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise DataError(f"--save-annotated {out_dir} is a file; give a folder to write the pictures into")
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise DataError(f"cannot create {out_dir}: {exc.strerror}") from None
+def shown_path(result: Any, width: int | None = None) -> str:
+    """A result's file as tables and pictures name it: "clip.mp4 @ 0:12" for a video frame
+    (`width`: the file name alone, cut to that many characters)."""
+    name = Path(result.path).name[:width] if width else result.path
+    if result.frame_time is None:
+        return name
+    from harmosearch.media.video import timestamp
+
+    return f"{name} @ {timestamp(result.frame_time)}"
+
+
+def result_picture(result: Any) -> Image.Image:
+    """The picture a result's boxes are given in: the still, or the video frame at its time."""
+    if result.frame_time is not None:
+        from harmosearch.media.video import frame_at
+
+        return frame_at(result.absolute, result.frame_time).image
+    from harmosearch.media.formats import open_still
+
+    return open_still(result.absolute).image
+
+
+def save_annotated(response: Any, out_dir: Path, index: Path | None = None) -> list[Path]:
+    """Write NN_name.png per result plus contact_sheet.png; returns the written paths. Every
+    result's photo is checked first: when photos moved or were deleted after indexing, one error
+    says so and what to run (naming `index`, the index searched), and nothing is written."""
+    missing = [r for r in response.results if not is_file(r.absolute)]
+    if missing:
+        raise DataError(_missing_photos(missing, len(response.results), index))
+    out_dir = make_folder(out_dir, "--save-annotated")
     written, thumbs = [], []
     for result in response.results:
         picture = draw_result(result)
-        path = out_dir / f"{result.rank:02d}_{Path(result.path).stem[:60]}.png"
+        at = "" if result.frame_time is None else f"_at{result.frame_time:.1f}s"
+        path = out_dir / f"{result.rank:02d}_{Path(result.path).stem[:60]}{at}.png"
         picture.save(path)
         written.append(path)
         thumb = picture.copy()
@@ -78,6 +100,21 @@ def save_annotated(response: Any, out_dir: Path) -> list[Path]:
         sheet.save(out_dir / "contact_sheet.png")
         written.append(out_dir / "contact_sheet.png")
     return written
+
+
+def _missing_photos(missing: list[Any], total: int, index: Path | None) -> str:
+    first = missing[0]
+    root = first.absolute.parents[len(PurePosixPath(first.path).parts) - 1]
+    target = index if index is not None else "INDEX"
+    if not is_dir(root):
+        return (
+            f"the photo folder {root} no longer exists, so no result can be drawn; if it moved, run: "
+            f"harmosearch index NEW_PLACE --index {target}"
+        )
+    return (
+        f"{len(missing)} of {total} result photos no longer exist (e.g. {first.absolute}); update the index: "
+        f"harmosearch index {root} --index {target}"
+    )
 
 
 def contact_sheet(title: str, thumbs: list[tuple[Any, Image.Image]], columns: int = 5) -> Image.Image:
@@ -93,7 +130,7 @@ def contact_sheet(title: str, thumbs: list[tuple[Any, Image.Image]], columns: in
         sheet.paste(thumb, (x, y))
         draw.text(
             (x, y + thumb.height + 3),
-            f"#{result.rank} {result.score:.3f} {Path(result.path).name[:24]}",
+            f"#{result.rank} {result.score:.3f} {shown_path(result, 24)}",
             fill=(40, 40, 40),
             font=_font(12),
         )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import io
 import logging
 import signal
 import sys
@@ -18,9 +19,19 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
-from harmosearch.config import GLOBAL_ONLY_REGIONS, Config, load_config, parse_weights
-from harmosearch.errors import HarmosearchError
+from harmosearch.config import (
+    DEFAULT_MODEL,
+    GLOBAL_ONLY_REGIONS,
+    SHAPES_MODEL,
+    Config,
+    load_config,
+    parse_weights,
+    shapes_model_unless_named,
+)
+from harmosearch.errors import ConfigError, HarmosearchError
+from harmosearch.folders import check_output_file, kind
 
 app = typer.Typer(
     name="harmosearch",
@@ -29,13 +40,43 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+# Markup off: queries, paths and library messages are shown as given, brackets included.
+out = Console(soft_wrap=True, markup=False)
+err = Console(stderr=True, soft_wrap=True, markup=False)
+# Control characters in a message (a file name holding a newline or a terminal escape) are
+# shown escaped, so every message stays one line and cannot drive the terminal.
+ESCAPED = {c: repr(chr(c))[1:-1] for c in (*range(32), 127) if c != ord("\t")}
+
+
+def line(text: object) -> str:
+    return str(text).translate(ESCAPED)
+
+
+def checked_path(param: typer.CallbackParam, value: Path | None) -> Path | None:
+    """A path whose state cannot even be read (a name too long for the file system, a link loop,
+    a folder above it that cannot be entered) is an error naming the option, before any work."""
+    if value is not None:
+        found = kind(value)
+        if found not in ("folder", "file", "missing"):
+            name = max(param.opts, key=len) if param.param_type_name == "option" else param.metavar or param.name
+            raise ConfigError(f"{name} {value}: {found}")
+    return value
+
+
+def checked_paths(param: typer.CallbackParam, values: list[Path] | None) -> list[Path] | None:
+    """checked_path for an option given several times."""
+    for value in values or ():
+        checked_path(param, value)
+    return values
+
 
 # Options shared by several commands, declared once.
-ModelOption = Annotated[str | None, typer.Option("--model", help="Model spec (default: harmo-tiny).")]
+ModelOption = Annotated[str | None, typer.Option("--model", help=f"Model spec (default: {SHAPES_MODEL}).")]
 DeviceOption = Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
-IndexOption = Annotated[Path | None, typer.Option("--index", help="Index folder (default: the newest under indexes/).")]
+IndexOption = Annotated[
+    Path | None,
+    typer.Option("--index", help="Index folder (default: the newest under indexes/).", callback=checked_path),
+]
 BatchOption = Annotated[int | None, typer.Option("--batch-size", help="Images per forward pass.")]
 WorkersOption = Annotated[int | None, typer.Option("--workers", help="Worker processes.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")]
@@ -49,7 +90,8 @@ class Terminated(KeyboardInterrupt):
 def root(
     ctx: typer.Context,
     config: Annotated[
-        Path | None, typer.Option("--config", help="TOML file overriding the default configuration.")
+        Path | None,
+        typer.Option("--config", help="TOML file overriding the default configuration.", callback=checked_path),
     ] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks and library logs.")] = False,
 ) -> None:
@@ -65,7 +107,9 @@ def resolve(ctx: typer.Context, **overrides: Any) -> Config:
 @contextlib.contextmanager
 def progress_bars(rate_of: str = "encoding") -> Iterator[Callable[[str, int, int], None]]:
     """A progress(stage, done, total) callback drawing one rich bar per stage on stderr; the
-    `rate_of` stage also shows images/s."""
+    `rate_of` stage also shows images/s. The bars start at the first report, so what is printed
+    before it (a model's download progress) is not drawn over; they are drawn on a terminal
+    only: in a log they would leave a stray empty line above an error."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     columns = (
@@ -75,15 +119,19 @@ def progress_bars(rate_of: str = "encoding") -> Iterator[Callable[[str, int, int
         TextColumn("{task.fields[rate]}"),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=err, transient=True) as bar:
+    with contextlib.ExitStack() as stack:
+        bars: list[Any] = []
         tasks: dict[str, tuple[Any, float]] = {}
 
         def progress(stage: str, done: int, total: int) -> None:
+            if not bars:
+                bar = Progress(*columns, console=err, transient=True, disable=not err.is_terminal)
+                bars.append(stack.enter_context(bar))
             if stage not in tasks:
-                tasks[stage] = (bar.add_task(stage, total=total, rate=""), time.perf_counter())
+                tasks[stage] = (bars[0].add_task(stage, total=total, rate=""), time.perf_counter())
             task, started = tasks[stage]
             rate = f"{done / max(time.perf_counter() - started, 1e-9):.1f} images/s" if stage == rate_of else ""
-            bar.update(task, completed=done, total=total, rate=rate)
+            bars[0].update(task, completed=done, total=total, rate=rate)
 
         yield progress
 
@@ -108,7 +156,12 @@ def interruptible(func: Callable[..., None]) -> Callable[..., None]:
 @interruptible
 def synth(
     ctx: typer.Context,
-    out_dir: Annotated[Path, typer.Argument(help="Folder to write images/ and annotations.json into.")],
+    out_dir: Annotated[
+        Path,
+        typer.Argument(
+            metavar="OUT_DIR", help="Folder to write images/ and annotations.json into.", callback=checked_path
+        ),
+    ],
     n: Annotated[int | None, typer.Option("--n", help="Number of scenes (default: 100).")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Random seed (default: 0).")] = None,
     size: Annotated[int | None, typer.Option("--size", help="Image side in pixels (default: 224).")] = None,
@@ -120,7 +173,7 @@ def synth(
             "or large (1-3 of 50-95 px).",
         ),
     ] = None,
-    workers: Annotated[int, typer.Option("--workers", help="Processes used to draw.", min=1)] = 1,
+    workers: Annotated[int, typer.Option("--workers", help="Processes used to draw.", min=1, max=64)] = 1,
 ) -> None:
     """Generate synthetic scenes (coloured shapes with boxes, phrases and captions)."""
     config = resolve(ctx, **{"synth.n": n, "synth.seed": seed, "synth.size": size, "synth.objects": objects})
@@ -152,17 +205,29 @@ def _counter(progress: Callable[[str, int, int], None], stage: str, total: int) 
 @interruptible
 def index(
     ctx: typer.Context,
-    photos: Annotated[Path, typer.Argument(help="Folder of photos, searched recursively.")],
+    photos: Annotated[
+        Path,
+        typer.Argument(
+            metavar="PHOTOS", help="Folder of photos and videos, searched recursively.", callback=checked_path
+        ),
+    ],
     index_path: Annotated[
-        Path | None, typer.Option("--index", help="Index folder (default: indexes/<folder name>).")
+        Path | None,
+        typer.Option("--index", help="Index folder (default: indexes/<folder name>).", callback=checked_path),
     ] = None,
-    model: ModelOption = None,
+    model: Annotated[
+        str | None,
+        typer.Option("--model", help=f"Model spec (default: {DEFAULT_MODEL}, or the index's own when updating)."),
+    ] = None,
     global_only: Annotated[
         bool,
         typer.Option("--global-only", help="Store only the whole-image region (plain CLIP search, smallest index)."),
     ] = False,
     boxes: Annotated[
-        Path | None, typer.Option("--boxes", help="JSON of path -> [[x0, y0, x1, y1], ...] or COCO annotations.")
+        Path | None,
+        typer.Option(
+            "--boxes", help="JSON of path -> [[x0, y0, x1, y1], ...] or COCO annotations.", callback=checked_path
+        ),
     ] = None,
     index_type: Annotated[
         str | None, typer.Option("--index-type", help="FAISS index_factory string (default: by size).")
@@ -170,6 +235,10 @@ def index(
     include_hidden: Annotated[
         bool, typer.Option("--include-hidden", help="Also index hidden files and folders.")
     ] = False,
+    exclude: Annotated[
+        list[str] | None,
+        typer.Option("--exclude", help="Skip files and folders matching this gitignore pattern (repeatable)."),
+    ] = None,
     rebuild: Annotated[
         bool, typer.Option("--rebuild", help="Re-encode everything (e.g. after changing model).")
     ] = False,
@@ -187,6 +256,7 @@ def index(
             "index.index_type": index_type,
             "index.workers": workers,
             "index.include_hidden": include_hidden or None,
+            "index.exclude": tuple(exclude) if exclude else None,
         },
     )
     if global_only:
@@ -195,13 +265,21 @@ def index(
 
     with progress_bars() as progress:
         report = build_index(photos, index_path, config, boxes_file=boxes, rebuild=rebuild, progress=progress)
-    for path, reason in report.skipped:
-        err.print(f"skipped {path}: {reason}", highlight=False, markup=False)
+    _print_skipped(report.skipped)
+    held = f"{report.images} images" + (
+        f" ({report.frames} of them frames of {_count(report.videos, 'video')})" if report.videos else ""
+    )
     if not report.committed:
-        out.print(f"{report.index}: up to date, nothing to encode ({report.images} images, {report.regions} regions)")
+        out.print(f"{report.index}: up to date, nothing to encode ({held}, {report.regions} regions)", highlight=False)
         return
+    if report.moved_from:
+        out.print(
+            f"{report.index}: the photos moved from {report.moved_from} to {photos.resolve()}; "
+            f"moved {report.moved} (recognised by content, not encoded again)",
+            highlight=False,
+        )
     out.print(
-        f"{report.index}: {report.images} images, {report.regions} regions "
+        f"{report.index}: {held}, {report.regions} regions "
         f"(added {report.added}, changed {report.changed}, renamed {report.renamed}, removed {report.removed}, "
         f"unchanged {report.unchanged}; encoded {report.encoded} at {report.images_per_s:.1f} images/s"
         + (f", {report.resumed} taken from an interrupted run" if report.resumed else "")
@@ -210,21 +288,57 @@ def index(
     )
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+GROUPED_SKIPS = 3  # more files than this skipped for one reason are listed on one line
+
+
+def _print_skipped(skipped: list[tuple[str, str]]) -> None:
+    """One line per skipped file; many files skipped for the same reason (videos without PyAV,
+    say) share one line."""
+    by_reason: dict[str, list[str]] = {}
+    for path, reason in skipped:
+        by_reason.setdefault(reason, []).append(path)
+    for reason, paths in by_reason.items():
+        if len(paths) > GROUPED_SKIPS:
+            shown = ", ".join(paths[:GROUPED_SKIPS])
+            err.print(line(f"skipped {len(paths)} files ({shown}, ...): {reason}"), highlight=False)
+        else:
+            for path in paths:
+                err.print(line(f"skipped {path}: {reason}"), highlight=False)
+
+
 @app.command()
 def query(
     ctx: typer.Context,
-    text: Annotated[str, typer.Argument(help='What to look for, e.g. "red umbrella near bench".')] = "",
+    text: Annotated[str, typer.Argument(metavar="TEXT", help='What to look for, e.g. "red umbrella near bench".')] = "",
     index_path: IndexOption = None,
     k: Annotated[int | None, typer.Option("-k", "--top", help="Number of results (default: 10).")] = None,
     alpha: Annotated[
         float | None, typer.Option("--alpha", help="Weight of the global score in [0, 1] (default: 0.5).")
     ] = None,
     global_only: Annotated[bool, typer.Option("--global-only", help="Plain CLIP ranking, no regions.")] = False,
-    image: Annotated[Path | None, typer.Option("--image", help="Use an image file as (part of) the query.")] = None,
+    image: Annotated[
+        Path | None, typer.Option("--image", help="Use an image file as (part of) the query.", callback=checked_path)
+    ] = None,
     negatives: Annotated[
         list[str] | None, typer.Option("--not", help="Push down images showing this (repeatable).")
     ] = None,
-    min_score: Annotated[float | None, typer.Option("--min-score", help="Drop results scoring below this.")] = None,
+    min_score: Annotated[
+        str | None,
+        typer.Option("--min-score", help="Drop results scoring below this; auto: keep only confident results."),
+    ] = None,
+    after: Annotated[
+        str | None, typer.Option("--after", help="Taken on or after this date: 2024, 2024-07, 2024-07-15.")
+    ] = None,
+    before: Annotated[str | None, typer.Option("--before", help="Taken before this date (same forms).")] = None,
+    under: Annotated[
+        list[str] | None,
+        typer.Option("--under", help="Only files in this folder, relative to the photo folder (repeatable)."),
+    ] = None,
+    sort: Annotated[str, typer.Option("--sort", help="Order of the k best: score, or date (newest first).")] = "score",
     relation_weight: Annotated[
         float | None,
         typer.Option("--relation-weight", help="Weight of relations such as 'left of' or 'near' (default: 0.5)."),
@@ -234,7 +348,10 @@ def query(
     ] = False,
     as_json: JsonOption = False,
     save_annotated: Annotated[
-        Path | None, typer.Option("--save-annotated", help="Write annotated results and a contact sheet here.")
+        Path | None,
+        typer.Option(
+            "--save-annotated", help="Write annotated results and a contact sheet here.", callback=checked_path
+        ),
     ] = None,
     device: DeviceOption = None,
 ) -> None:
@@ -257,6 +374,10 @@ def query(
         "global_only": global_only,
         "negatives": tuple(negatives or ()),
         "relations": not no_relations,
+        "after": after,
+        "before": before,
+        "under": tuple(under or ()),
+        "sort": sort,
         "k": k,
         "alpha": alpha,
         "min_score": min_score,
@@ -273,19 +394,20 @@ def query(
         response = idx.search(
             text,
             image=image,
+            min_score=config.search.min_score if min_score is not None else None,
             **{k: v for k, v in options.items() if k not in ("k", "alpha", "min_score", "relation_weight")},
         )
         body = {**response.to_dict(), "index": str(idx.path), "warnings": response.warnings}
     for warning in body.get("warnings", []):
-        err.print(f"warning: {warning}", highlight=False)
+        err.print(line(f"warning: {warning}"), highlight=False)
     if as_json:
-        print(json.dumps({k: body[k] for k in ("query", "lexemes", "results")}, ensure_ascii=False))
+        print(json.dumps({k: body[k] for k in ("query", "lexemes", "confident_match", "results")}, ensure_ascii=False))
     else:
         _print_results(body)
     if save_annotated is not None and response is not None:
         from harmosearch.annotate import save_annotated as save
 
-        written = save(response, save_annotated)
+        written = save(response, save_annotated, idx.path)
         err.print(f"wrote {len(written)} annotated images to {save_annotated}")
 
 
@@ -310,8 +432,12 @@ def _print_results(body: dict[str, Any]) -> None:
     """A results table from the JSON form of a search (in-process or from a server alike)."""
     from rich.table import Table
 
+    if body.get("confident_match") is False:
+        weak = "; the results below score like unrelated queries on this index" if body["results"] else ""
+        out.print(f"no confident match for {body['query']!r}{weak}", highlight=False)
     if not body["results"]:
-        out.print(f"no results for {body['query']!r}")
+        if body.get("confident_match") is None:
+            out.print(f"no results for {body['query']!r}")
         return
     title = f"{body['query']!r} in {body['index']}"
     if body["lexemes"]:
@@ -319,15 +445,25 @@ def _print_results(body: dict[str, Any]) -> None:
     table = Table(title=title, title_justify="left")
     for name, justify in (("#", "right"), ("path", "left"), ("score", "right"), ("global", "right")):
         table.add_column(name, justify=justify, overflow="fold")  # type: ignore[arg-type]
+    calibrated = body.get("confident_match") is not None
+    if calibrated:
+        table.add_column("match")
     for lexeme in body["lexemes"]:
         table.add_column(f"{lexeme}: score (box)")
     for relation in body["results"][0]["relations"]:
         what = f"{'not ' if relation['negated'] else ''}{relation['relation']}"
         table.add_column(f"{relation['subject']} {what} {relation['object']}", justify="right")
+    from types import SimpleNamespace
+
+    from harmosearch.annotate import shown_path
+
     for r in body["results"]:
-        cells = [f"{m['score']:.3f} ({','.join(f'{v:.0f}' for v in m['box'])})" for m in r["lexemes"]]
+        cells: list[Any] = ["confident" if r.get("confident") else Text("weak", style="dim")] if calibrated else []
+        cells += [f"{m['score']:.3f} ({','.join(f'{v:.0f}' for v in m['box'])})" for m in r["lexemes"]]
         cells += [f"{relation['score']:.2f}" for relation in r["relations"]]
-        table.add_row(str(r["rank"]), r["path"], f"{r['score']:.3f}", f"{r['global_score']:.3f}", *cells)
+        score = Text(f"{r['score']:.3f}", style="dim" if r.get("confident") is False else "")
+        shown = shown_path(SimpleNamespace(path=r["path"], frame_time=r.get("frame_time")))
+        table.add_row(str(r["rank"]), line(shown), score, f"{r['global_score']:.3f}", *cells)
     out.print(table)
 
 
@@ -335,7 +471,10 @@ def _print_results(body: dict[str, Any]) -> None:
 def info(
     ctx: typer.Context,
     index_path: Annotated[
-        Path | None, typer.Argument(help="Index folder (default: the newest under indexes/).")
+        Path | None,
+        typer.Argument(
+            metavar="INDEX", help="Index folder (default: the newest under indexes/).", callback=checked_path
+        ),
     ] = None,
     verify: Annotated[bool, typer.Option("--verify", help="Check checksums and row alignment of every file.")] = False,
     as_json: JsonOption = False,
@@ -347,7 +486,8 @@ def info(
     from harmosearch.store import describe
     from harmosearch.store import verify as verify_index
 
-    path = index_path or latest_index(resolve(ctx).paths.indexes_dir)
+    config = resolve(ctx)  # a bad --config is reported even when the index is named
+    path = index_path or latest_index(config.paths.indexes_dir)
     facts = describe(path)
     problems = verify_index(path) if verify else []
     if as_json:
@@ -356,12 +496,14 @@ def info(
         _print_info(facts)
     if not facts["photos_found"]:
         err.print(
-            f"warning: the photo folder {facts['photos']} no longer exists; if it moved, run "
-            f"harmosearch index NEW_PLACE --index {path}",
+            line(
+                f"warning: the photo folder {facts['photos']} no longer exists; if it moved, run: "
+                f"harmosearch index NEW_PLACE --index {path}"
+            ),
             highlight=False,
         )
     for problem in problems:
-        err.print(f"[bold red]problem:[/] {problem}", highlight=False)
+        err.print(Text.assemble(("problem:", "bold red"), " ", line(problem)))
     if problems:
         raise typer.Exit(2)
     if verify and not as_json:
@@ -376,9 +518,10 @@ def _print_info(facts: dict[str, Any]) -> None:
     table = Table(title=f"index {facts['index']}", show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column(overflow="fold")
+    frames = f", {facts['frames']} of them frames of {_count(facts['videos'], 'video')}" if facts["videos"] else ""
     rows = [
         ("photos", facts["photos"]),
-        ("images", str(facts["images"])),
+        ("images", f"{facts['images']}{frames}"),
         ("regions", str(facts["regions"])),
         (
             "model",
@@ -389,6 +532,7 @@ def _print_info(facts: dict[str, Any]) -> None:
         ("created", facts["created"]),
         ("updated", facts["updated"]),
         ("generation", str(facts["generation"])),
+        ("calibrated", "yes" if facts["calibrated"] else "no (update the index to compute it)"),
         ("size on disk", f"{facts['bytes'] / 1e6:.2f} MB"),
         ("last update", ", ".join(f"{k} {v}" for k, v in facts["last_update"].items())),
         ("config", json.dumps(facts["config"], default=list)),
@@ -396,6 +540,68 @@ def _print_info(facts: dict[str, Any]) -> None:
     for key, value in rows:
         table.add_row(key, value)
     out.print(table)
+
+
+@app.command()
+def dupes(
+    ctx: typer.Context,
+    index_path: Annotated[
+        Path | None,
+        typer.Argument(
+            metavar="INDEX", help="Index folder (default: the newest under indexes/).", callback=checked_path
+        ),
+    ] = None,
+    threshold: Annotated[
+        float | None,
+        typer.Option("--threshold", help="Cosine of global vectors from which two photos may be near-duplicates."),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List exact copies and near-duplicates (resized, re-encoded, cropped a little) among the
+    indexed photos, each group with the copy to keep."""
+    import json
+
+    from harmosearch.dupes import DEFAULT_THRESHOLD, index_duplicates
+    from harmosearch.errors import QueryError
+    from harmosearch.search import latest_index
+    from harmosearch.store import IndexReader
+
+    if threshold is not None and not -1.0 <= threshold <= 1.0:
+        raise QueryError(f"--threshold {threshold} is not a cosine in [-1, 1]")
+    path = index_path or latest_index(resolve(ctx).paths.indexes_dir)
+    reader = IndexReader(path, load_indexes=False)
+    photos = Path(reader.manifest["photos_root"])
+    if not photos.is_dir():
+        err.print(
+            f"warning: the photo folder {photos} no longer exists; only exact copies can be told apart",
+            highlight=False,
+        )
+    found = index_duplicates(reader, photos, DEFAULT_THRESHOLD if threshold is None else threshold)
+    if as_json:
+        print(json.dumps({"index": str(path), **found.to_dict()}, ensure_ascii=False))
+        return
+    _print_dupes(found, path)
+
+
+def _print_dupes(found: Any, index_path: Path) -> None:
+    from rich.table import Table
+
+    if not found.groups:
+        out.print(f"no duplicates among the {found.stills} photos in {index_path}")
+        return
+    table = Table(title=f"duplicates in {index_path}", title_justify="left")
+    for name, justify in (("#", "right"), ("kind", "left"), ("keep", "left"), ("copies", "left"), ("cosine", "right")):
+        table.add_column(name, justify=justify, overflow="fold")  # type: ignore[arg-type]
+    for n, group in enumerate(found.groups, start=1):
+        copies = "\n".join(line(found.paths[i]) for i in group.members if i != group.keeper)
+        table.add_row(str(n), group.kind, line(found.paths[group.keeper]), copies, f"{group.similarity:.3f}")
+    out.print(table)
+    copies = sum(len(g.members) - 1 for g in found.groups)
+    out.print(
+        f"{len(found.groups)} groups among {found.stills} photos; removing the {copies} copies would free "
+        f"{found.removable_bytes() / 1e6:.1f} MB",
+        highlight=False,
+    )
 
 
 @app.command()
@@ -409,7 +615,9 @@ def bench(
         list[str] | None,
         typer.Option("--task", help="retrieval, boxcls, grounding, search, compositional (repeatable)."),
     ] = None,
-    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Where the dataset's files are.")] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option("--data-dir", help="Where the dataset's files are.", callback=checked_path)
+    ] = None,
     model: ModelOption = None,
     mode: Annotated[str, typer.Option("--mode", help="Retrieval ranking: global, fused, relations or all.")] = "all",
     n: Annotated[int, typer.Option("--n", help="Scenes for --dataset synthetic.")] = 500,
@@ -420,16 +628,21 @@ def bench(
         str, typer.Option("--objects", help="Synthetic scenes: mixed (default), small or large objects.")
     ] = "mixed",
     as_json: JsonOption = False,
-    save_scores: Annotated[Path | None, typer.Option("--save-scores", help="Write score matrices (.npy) here.")] = None,
+    save_scores: Annotated[
+        Path | None, typer.Option("--save-scores", help="Write score matrices (.npy) here.", callback=checked_path)
+    ] = None,
     record: Annotated[
-        Path | None, typer.Option("--record", help="Append the result, with this command, to a JSONL file.")
+        Path | None,
+        typer.Option("--record", help="Append the result, with this command, to a JSONL file.", callback=checked_path),
     ] = None,
     device: DeviceOption = None,
 ) -> None:
     """Benchmark a model: recall@1/5/10 both ways, box classification, grounding, phrase search, compositional pairs."""
     import json
 
-    config = resolve(ctx, **{"encoder.model": model, "encoder.device": device})
+    config = shapes_model_unless_named(resolve(ctx, **{"encoder.model": model, "encoder.device": device}))
+    if record is not None:
+        check_output_file(record, "--record")  # before the run, not after it
     from harmosearch.bench import append_record, run_bench
 
     with progress_bars() as progress:
@@ -510,22 +723,24 @@ def _compositional_rows(table: Any, numbers: dict[str, Any]) -> None:
     for title, _ in columns:
         table.add_column(title, justify="right")
     for mode, values in modes.items():
-        groups = {"": values} if aro else {kind: v for kind, v in values.items() if kind != "all"}
-        for kind, figures in groups.items():
+        groups = {"": values} if aro else {pairs: v for pairs, v in values.items() if pairs != "all"}
+        for pairs, figures in groups.items():
             cells = [f"{100 * figures[key]:.1f}" for _, key in columns]
-            table.add_row(mode, *([] if aro else [kind]), *cells)
+            table.add_row(mode, *([] if aro else [pairs]), *cells)
 
 
 @app.command()
 @interruptible
 def demo(
     ctx: typer.Context,
-    folder: Annotated[Path, typer.Argument(help="Where to put scenes/, index/ and results/.")] = Path("samples/demo"),
+    folder: Annotated[
+        Path, typer.Argument(metavar="FOLDER", help="Where to put scenes/, index/ and results/.", callback=checked_path)
+    ] = Path("samples/demo"),
     n: Annotated[int, typer.Option("--n", help="Number of scenes to draw.", min=1)] = 120,
     model: ModelOption = None,
 ) -> None:
     """Draw synthetic scenes, index them with the bundled model, run compositional queries."""
-    config = resolve(ctx, **{"encoder.model": model})
+    config = resolve(ctx, **{"encoder.model": model or SHAPES_MODEL})
     from harmosearch.demo import run_demo, slug
 
     with progress_bars() as progress:
@@ -541,7 +756,10 @@ def demo(
 def serve(
     ctx: typer.Context,
     index_paths: Annotated[
-        list[Path] | None, typer.Option("--index", help="Index folder to serve (repeatable; default: the newest).")
+        list[Path] | None,
+        typer.Option(
+            "--index", help="Index folder to serve (repeatable; default: the newest).", callback=checked_paths
+        ),
     ] = None,
     host: Annotated[
         str, typer.Option("--host", help="Address to listen on (default: this machine only).")
@@ -566,12 +784,20 @@ def serve(
 def train(
     ctx: typer.Context,
     data: Annotated[
-        Path, typer.Option("--data", help="Training set: synth folder, COCO root or Flickr30k Entities root.")
+        Path,
+        typer.Option(
+            "--data", help="Training set: synth folder, COCO root or Flickr30k Entities root.", callback=checked_path
+        ),
     ],
     out_dir: Annotated[
-        Path, typer.Option("--out", help="Run folder: checkpoints/, final/, metrics.jsonl, loss_curve.png.")
+        Path,
+        typer.Option(
+            "--out", help="Run folder: checkpoints/, final/, metrics.jsonl, loss_curve.png.", callback=checked_path
+        ),
     ],
-    model: Annotated[str | None, typer.Option("--model", help="Starting model spec (default: harmo-tiny).")] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", help=f"Starting model spec (default: {SHAPES_MODEL}).")
+    ] = None,
     losses: Annotated[str | None, typer.Option("--losses", help="Loss terms: gc, lrc, gr, tight.")] = None,
     weights: Annotated[str | None, typer.Option("--weights", help="Term weights: lrc=1,gr=1,tight=1.")] = None,
     gr_variant: Annotated[str | None, typer.Option("--gr-variant", help="GR variant: caption or crop.")] = None,
@@ -613,6 +839,7 @@ def train(
             **parse_weights(weights),
         },
     )
+    config = shapes_model_unless_named(config)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from harmosearch.train.loop import train as run_training
@@ -626,16 +853,20 @@ def train(
         TimeRemainingColumn(),
         TextColumn("{task.fields[terms]}"),
     )
-    with Progress(*columns, console=err) as bar:
-        task = bar.add_task("train", total=None, terms="")
+    bar = Progress(*columns, console=err, disable=not err.is_terminal)
+    task = bar.add_task("train", total=None, terms="")
 
-        def on_step(m: dict[str, Any]) -> None:
-            terms = "  ".join(f"{k} {m[k]:.3f}" for k in ("total", "gc", "lrc", "gr", "tight") if k in m)
-            bar.update(
-                task, completed=m["step"], total=m["total_steps"], terms=f"{terms}  {m['samples_per_s']:.0f} samples/s"
-            )
+    def on_step(m: dict[str, Any]) -> None:
+        bar.start()  # at the first step, so that an error while loading the model shows alone
+        terms = "  ".join(f"{k} {m[k]:.3f}" for k in ("total", "gc", "lrc", "gr", "tight") if k in m)
+        bar.update(
+            task, completed=m["step"], total=m["total_steps"], terms=f"{terms}  {m['samples_per_s']:.0f} samples/s"
+        )
 
+    try:
         result = run_training(config, data, out_dir, on_step=on_step, resume=not fresh, samples=samples)
+    finally:
+        bar.stop()
     if result.resumed_from:
         out.print(f"resumed from step {result.resumed_from}")
     out.print(f"trained {result.steps} steps; model: {result.final} (use it with --model {result.final})")
@@ -646,20 +877,39 @@ def _on_sigterm(signum: int, frame: Any) -> None:
     raise Terminated()
 
 
+@contextlib.contextmanager
+def _escaping_streams() -> Iterator[None]:
+    """While a command runs, text the terminal's encoding cannot hold (a file name that is not
+    valid UTF-8, another script under an ASCII locale) is written as backslash escapes instead
+    of failing; the streams' previous settings come back afterwards."""
+    changed = []
+    for stream in (sys.stdout, sys.stderr):
+        errors = getattr(stream, "errors", None)
+        if isinstance(stream, io.TextIOWrapper) and errors != "backslashreplace":
+            stream.reconfigure(errors="backslashreplace")
+            changed.append((stream, errors))
+    try:
+        yield
+    finally:
+        for stream, errors in changed:
+            stream.reconfigure(errors=errors)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: library errors become one line on stderr and exit code 2."""
     args = sys.argv[1:] if argv is None else argv
     command = typer.main.get_command(app)
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        command.main(args=args, prog_name="harmosearch", standalone_mode=True)
+        with _escaping_streams():
+            command.main(args=args, prog_name="harmosearch", standalone_mode=True)
     except KeyboardInterrupt as exc:  # before a command started (argument parsing, imports)
         err.print("terminated" if isinstance(exc, Terminated) else "interrupted")
         sys.exit(143 if isinstance(exc, Terminated) else 130)
     except HarmosearchError as exc:
         if "--debug" in args:
             raise
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err.print(Text.assemble(("error:", "bold red"), " ", line(exc)))
         sys.exit(2)
     finally:
         signal.signal(signal.SIGTERM, previous)

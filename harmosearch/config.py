@@ -29,9 +29,17 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from harmosearch.errors import ConfigError
 
-DEFAULT_MODEL = "harmo-tiny"
+# The model `index` uses unless told otherwise: a pretrained open_clip ViT-B/16, fetched on first
+# use (README, Models). The bundled toy model knows only drawn shapes; the demo, bench and train
+# start from it.
+DEFAULT_MODEL = "ViT-B-16:laion2b_s34b_b88k"
+SHAPES_MODEL = "harmo-tiny"
 # Environment variables and the config keys they set (between the defaults and a TOML file).
-ENVIRONMENT = {"HARMOSEARCH_INDEXES": "paths.indexes", "HARMOSEARCH_CACHE": "paths.cache"}
+ENVIRONMENT = {
+    "HARMOSEARCH_INDEXES": "paths.indexes",
+    "HARMOSEARCH_CACHE": "paths.cache",
+    "HARMOSEARCH_MODEL": "encoder.model",
+}
 
 
 @dataclass(frozen=True)
@@ -62,11 +70,16 @@ class NonEmpty:
 
 
 def _num(x: float) -> str:
-    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+    """Integers as written (2**64 stays exact); floats short (1e+300, 0.001)."""
+    return str(x) if isinstance(x, int) else f"{x:g}"
 
 
 Positive = Annotated[int, Range(1)]
 NonNegative = Annotated[int, Range(0)]
+MAX_SCENES = 1_000_000  # synthetic scenes in one set: more is hours of drawing and gigabytes
+Seed = Annotated[int, Range(0, 2**32 - 1)]  # what every random generator used here accepts
+# More processes than this only exhaust memory (each holds a copy of the model or the decoders).
+Workers = Annotated[int, Range(0, 64)]
 Fraction = Annotated[float, Range(0, 1)]
 Device = str  # auto | cpu | cuda | cuda:N, checked when the device is resolved
 Precision = Literal["auto", "fp32", "fp16", "bf16"]
@@ -127,8 +140,22 @@ class IndexConfig(Section):
     index_type: str = "auto"  # auto | any faiss index_factory string
     exact_below: Positive = 200_000  # vectors; above this "auto" picks an approximate index
     include_hidden: bool = False
-    workers: NonNegative = 2
+    # gitignore patterns of files and folders that are not photos, on top of .harmosearchignore
+    exclude: tuple[str, ...] = ()
+    workers: Workers = 2
     encode_in: Literal["auto", "main", "workers"] = "auto"  # where images are encoded (auto: workers on CPU)
+
+
+@dataclass(frozen=True)
+class MediaConfig(Section):
+    """Which frames of a video are indexed: one every `every_s` seconds, plus one whenever the
+    picture changes by more than `scene_threshold` (mean absolute difference of small
+    thumbnails, 0-1), at most `max_frames` per video."""
+
+    SECTION: ClassVar[str] = "media"
+    every_s: Annotated[float, Range(0, low_open=True)] = 2.0
+    scene_threshold: Fraction = 0.06
+    max_frames: Positive = 200
 
 
 @dataclass(frozen=True)
@@ -146,14 +173,16 @@ class SearchConfig(Section):
     relation_candidates: Positive = 4
     nprobe: Positive = 16
     ef_search: Positive = 64
-    min_score: Annotated[float, Range()] | None = None
+    # Drop results below this fused score; "auto": keep only results the index's calibration
+    # finds confident (text queries).
+    min_score: Annotated[float, Range()] | Literal["auto"] | None = None
 
 
 @dataclass(frozen=True)
 class SynthConfig(Section):
     SECTION: ClassVar[str] = "synth"
-    n: NonNegative = 100
-    seed: NonNegative = 0
+    n: Annotated[int, Range(0, MAX_SCENES)] = 100
+    seed: Seed = 0
     size: Annotated[int, Range(32, 4096)] = 224
     # Object sizes and counts (synth.OBJECT_SETS): mixed, 1-4 objects of 17-36% of the side;
     # small, 2-5 of 22-48 px in 224 px; large, 1-3 of 50-95 px in 224 px.
@@ -188,13 +217,13 @@ class TrainConfig(Section):
     epochs: Positive = 1
     max_steps: Annotated[int, Range(0)] | None = None
     batch_size: Annotated[int, Range(2)] = 64  # contrastive losses need negatives
-    lr: Annotated[float, Range(0, low_open=True)] = 5e-4
+    lr: Annotated[float, Range(0, 1, low_open=True)] = 5e-4  # above 1 AdamW only diverges
     weight_decay: Annotated[float, Range(0)] = 0.1
     warmup_steps: NonNegative = 50
     grad_clip: Annotated[float, Range(0, low_open=True)] = 1.0
-    seed: NonNegative = 0
+    seed: Seed = 0
     checkpoint_every: Positive = 200
-    workers: NonNegative = 2
+    workers: Workers = 2
     # Keep the decoded, resized training images in shared memory when they fit in this many MB
     # (the first epoch fills it; 0: decode every epoch).
     pixel_cache_mb: NonNegative = 4096
@@ -221,6 +250,7 @@ class Config:
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     regions: RegionConfig = field(default_factory=RegionConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
+    media: MediaConfig = field(default_factory=MediaConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     synth: SynthConfig = field(default_factory=SynthConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -278,7 +308,15 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        return _coerce(value, inner[0], where)
+        words = [w for a in inner if typing.get_origin(a) is Literal for w in typing.get_args(a)]
+        if value in words:
+            return value
+        try:
+            return _coerce(value, inner[0], where)
+        except ConfigError:
+            if words and isinstance(value, str):
+                raise ConfigError(f"{where} must be a number or {' or '.join(words)}, got {value!r}") from None
+            raise
     if origin is Literal:
         if value not in args:
             choices = ", ".join(str(a) for a in args)
@@ -401,11 +439,20 @@ def load_config(
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
         except OSError as exc:
             raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
-        config = _merge(config, data, "")
+        try:
+            config = _merge(config, data, "")
+        except ConfigError as exc:
+            raise ConfigError(f"config file {path}: {exc}") from None
         config = dataclasses.replace(config, given=config.given | frozenset(_flatten(data)))
     if overrides:
         config = config.with_values(overrides)
     return config
+
+
+def shapes_model_unless_named(config: Config) -> Config:
+    """The config with the bundled model unless a model was named (a flag, HARMOSEARCH_MODEL or
+    the config file): the demo, bench and train work in the synthetic world it knows."""
+    return config if "encoder.model" in config.given else config.with_values({"encoder.model": SHAPES_MODEL})
 
 
 def config_from_dict(data: Mapping[str, Any]) -> Config:

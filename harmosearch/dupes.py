@@ -22,6 +22,7 @@ the first by: most pixels, then camera formats before derived ones (RAW, HEIC/AV
 PNG, WebP, others), then the larger file (less compressed), then the oldest capture, then the
 shortest path, then the path.
 
+`index_duplicates` runs this over the stills of an index (`harmosearch dupes`).
 `make_eval_set` draws a set of known duplicates and near-misses from synthetic scenes, and
 `pair_scores` measures a grouping on it (benchmarks/dupes.py runs both through the encoder).
 """
@@ -128,6 +129,57 @@ def find_duplicates(
         joined.union(i, j)
         accepted.append((i, j))
     return group_duplicates(paths, sha256, vectors, order, accepted)
+
+
+@dataclass(frozen=True)
+class IndexDuplicates:
+    """The duplicate groups of an index's stills; members are row numbers into `paths`."""
+
+    groups: list[DupeGroup]
+    paths: list[str]  # relative to the photo root
+    sizes: list[int]  # bytes
+    stills: int  # how many stills were compared
+
+    def removable_bytes(self) -> int:
+        """What deleting every group's non-keepers would free."""
+        return sum(self.sizes[i] for g in self.groups for i in g.members if i != g.keeper)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "stills": self.stills,
+            "removable_bytes": self.removable_bytes(),
+            "groups": [g.to_dict(self.paths) for g in self.groups],
+        }
+
+
+def index_duplicates(
+    reader: Any, photos_root: Path, threshold: float = DEFAULT_THRESHOLD, pixel_threshold: float = PIXEL_THRESHOLD
+) -> IndexDuplicates:
+    """Duplicate groups among the stills of an index (`store.IndexReader`; video frames are left
+    out), from its stored global vectors, sizes, hashes and capture times; the pixel check reads
+    small versions of the files under `photos_root` (a file that cannot be read joins only
+    exact-copy groups)."""
+    from harmosearch.media.formats import open_still
+
+    images = reader.images
+    rows = np.flatnonzero(np.isnan(np.asarray(images["frame_time"], dtype=np.float64)))
+    paths = [str(p) for p in images["path"][rows]]
+    from_camera = np.isin(np.asarray(images["time_source"][rows], dtype=object), ["exif", "video"])
+    taken = np.where(from_camera, np.asarray(images["taken_local"][rows], dtype=np.float64), np.nan)
+    sizes = np.asarray(images["size"][rows], dtype=np.int64)
+    groups = find_duplicates(
+        paths,
+        [str(h) for h in images["sha256"][rows]],
+        np.asarray(images["width"][rows]),
+        np.asarray(images["height"][rows]),
+        np.asarray(reader.global_vectors[rows], dtype=np.float32),
+        taken=taken,
+        file_sizes=sizes,
+        thumbnail=lambda i: open_still(Path(photos_root) / paths[i], min_side=THUMB_SIDE).image,
+        threshold=threshold,
+        pixel_threshold=pixel_threshold,
+    )
+    return IndexDuplicates(groups, paths, [int(s) for s in sizes], len(rows))
 
 
 def candidate_pairs(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,18 +28,20 @@ from harmosearch.clip_adapter import (
     tokenizer_for,
     vision_parts,
 )
-from harmosearch.config import Config, EncoderConfig
+from harmosearch.config import DEFAULT_MODEL, SHAPES_MODEL, Config, EncoderConfig
 from harmosearch.errors import ConfigError, ModelLoadError
+from harmosearch.folders import is_dir, is_file, kind
 from harmosearch.lexemes import ParsedText, parse
+
+logger = logging.getLogger(__name__)
 
 PACKAGE_DIR = Path(__file__).parent
 BUNDLED_DIR = PACKAGE_DIR / "bundled"
 CHECKPOINT_META = "harmosearch.json"
 RANDOM_TAG = "random"
-HINT = (
-    "pretrained weights cannot be fetched offline: point at local weights with "
-    "--model local-dir:PATH (an open_clip folder) or --model NAME:/path/to/weights.pt"
-)
+LOCAL_MODELS = "a local model: --model local-dir:PATH (an open_clip folder) or --model NAME:/path/to/weights.pt"
+HINT = f"pretrained weights cannot be fetched offline: point at {LOCAL_MODELS}"
+FETCH_HINT = f"use --model {SHAPES_MODEL} (the bundled model; it knows drawn shapes only) or {LOCAL_MODELS}"
 
 
 @dataclass(frozen=True)
@@ -91,16 +94,16 @@ def resolve_spec(spec: str) -> ModelSource:
     if spec.startswith(("hf-hub:", "local-dir:")):
         if spec.startswith("local-dir:"):
             folder = Path(spec.removeprefix("local-dir:")).expanduser()
-            if not (folder / "open_clip_config.json").is_file():
+            if not is_file(folder / "open_clip_config.json"):
                 raise ModelLoadError(f"model {spec!r}: {folder} holds no open_clip_config.json")
             return ModelSource(spec, f"local-dir:{folder}", None)
         return ModelSource(spec, spec, None)
     bundled = BUNDLED_DIR / spec
-    if (bundled / "open_clip_config.json").is_file():
+    if is_file(bundled / "open_clip_config.json"):
         return ModelSource(spec, f"local-dir:{bundled}", None)
     path = Path(spec).expanduser()
-    if path.is_dir():
-        if not (path / "open_clip_config.json").is_file():
+    if is_dir(path):
+        if not is_file(path / "open_clip_config.json"):
             raise ModelLoadError(f"model {spec!r}: folder holds no open_clip_config.json")
         return ModelSource(spec, f"local-dir:{path}", None)
     if spec == "harmo-tiny":
@@ -133,6 +136,15 @@ def load_model(source: ModelSource) -> tuple[Any, dict[str, Any]]:
             model = create_model(source.name, pretrained)
     except Exception as exc:  # open_clip raises RuntimeError/ValueError/OSError variously
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if "download" in reason.lower():
+            # open_clip fetches through huggingface_hub, which says at length that it found no
+            # connection and no cached copy: one line says that, the details go to --debug.
+            logger.debug("fetching %s failed: %s", source.spec, reason)
+            default = " (the default model)" if source.spec == DEFAULT_MODEL else ""
+            raise ModelLoadError(
+                f"could not fetch model {source.spec!r}{default}: it is not in the Hugging Face cache and "
+                f"cannot be downloaded now (no connection?); {FETCH_HINT}"
+            ) from None
         if len(reason) > 200:
             reason = reason[:200] + "..."
         raise ModelLoadError(f"could not load model {source.spec!r}: {reason}; {HINT}") from None
@@ -152,7 +164,7 @@ def canonical_spec(spec: str) -> str:
     works from any working directory; other specs are returned unchanged."""
     prefix = "local-dir:" if spec.startswith("local-dir:") else ""
     path = Path(spec.removeprefix(prefix)).expanduser()
-    if spec in bundled_models() or not path.exists():
+    if spec in bundled_models() or kind(path) not in ("file", "folder"):
         return spec
     return f"{prefix}{path.resolve()}"
 

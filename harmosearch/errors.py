@@ -23,3 +23,7 @@ class IndexStoreError(HarmosearchError):
 
 class QueryError(HarmosearchError):
     """A query or its options cannot be served."""
+
+
+class TrainingError(HarmosearchError):
+    """Training cannot go on (its loss diverged)."""

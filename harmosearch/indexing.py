@@ -2,10 +2,13 @@
 
 Incremental by (path, size, mtime), then content hash: unchanged files keep their vectors,
 renamed or touched files reuse them by hash, deleted files drop out, and only new or edited
-images are encoded. Encoded batches are staged on disk as they finish, so an interrupted run
-resumes without encoding them again; the index itself changes only by the final manifest swap.
-An update keeps the model, region settings and FAISS type the index was built with, unless the
-caller set them (then the index must be rebuilt).
+files are encoded. A video is one file with many rows (one per sampled frame): its frames are
+reused, re-encoded or removed together. Each row also holds its file's capture time, camera and
+GPS position (`media.metadata`). Encoded batches are staged on disk as they finish, so an
+interrupted run resumes without encoding them again; the index itself changes only by the final
+manifest swap, which also stores the index's calibration (`calibration`).
+An update keeps the model, region and video settings and FAISS type the index was built with,
+unless the caller set them (then the index must be rebuilt).
 """
 
 from __future__ import annotations
@@ -22,12 +25,13 @@ import numpy as np
 
 from harmosearch.config import Config, load_config
 from harmosearch.errors import DataError, IndexStoreError
+from harmosearch.folders import check_folder
 from harmosearch.media.scan import FileEntry, scan
 from harmosearch.pipeline import Encoded
 
-CHUNK = 256  # images per staged chunk
+CHUNK = 256  # images per staged chunk (a video's frames are never split between chunks)
 # What an update takes from the index it updates, unless the caller set it.
-KEPT_ON_UPDATE = ("encoder.model", "encoder.dense_mode", "encoder.resize", "regions", "index.index_type")
+KEPT_ON_UPDATE = ("encoder.model", "encoder.dense_mode", "encoder.resize", "regions", "media", "index.index_type")
 Progress = Callable[[str, int, int], None]
 
 
@@ -49,6 +53,10 @@ class IndexReport:
     unchanged: int = 0
     encoded: int = 0
     resumed: int = 0  # images taken from an interrupted run's staged work
+    videos: int = 0  # of the files indexed
+    frames: int = 0  # image rows that are video frames
+    moved_from: str = ""  # the photo folder the index was built from, when it was elsewhere
+    moved: int = 0  # images of a moved photo folder recognised by content, not encoded again
     skipped: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
     committed: bool = False
@@ -61,14 +69,15 @@ class IndexReport:
 
 @dataclass
 class _Plan:
-    """What the new generation holds: each file with its hash and the old row whose vectors it
-    reuses (None: encode it)."""
+    """What the new generation holds: each file with its hash, the old rows whose vectors it
+    reuses (a still's one row, a video's frame rows; None: encode it), and its metadata
+    (media.metadata.Metadata; None: the old rows' metadata still holds)."""
 
-    rows: list[tuple[FileEntry, str, int | None]] = field(default_factory=list)
+    rows: list[tuple[FileEntry, str, list[int] | None, dict[str, Any] | None]] = field(default_factory=list)
 
     @property
     def to_encode(self) -> list[tuple[FileEntry, str]]:
-        return [(entry, sha) for entry, sha, row in self.rows if row is None]
+        return [(entry, sha) for entry, sha, rows, _ in self.rows if rows is None]
 
 
 def load_user_boxes(path: Path | None) -> dict[str, list[list[float]]]:
@@ -92,13 +101,17 @@ def load_user_boxes(path: Path | None) -> dict[str, list[list[float]]]:
         except (TypeError, ValueError):
             raise DataError(f"boxes file {path}: boxes of {name!r} are not lists of 4 numbers") from None
         for row in boxes[name]:
-            if len(row) != 4 or not all(np.isfinite(row)):
-                raise DataError(f"boxes file {path}: {name!r} has {row}, not 4 finite numbers [x0, y0, x1, y1]")
-            if row[2] <= row[0] or row[3] <= row[1]:
+            if not _is_box(row):
                 raise DataError(
-                    f"boxes file {path}: {name!r} has {row}, which is not [x0, y0, x1, y1] with x1 > x0, y1 > y0"
+                    f"boxes file {path}: {name!r} has {row}, which is not [x0, y0, x1, y1] of finite numbers "
+                    "with x1 > x0, y1 > y0"
                 )
     return boxes
+
+
+def _is_box(row: list[float]) -> bool:
+    """Four finite numbers x0, y0, x1, y1 with x1 > x0 and y1 > y0 (NaN boxes crash the pooling)."""
+    return len(row) == 4 and bool(np.all(np.isfinite(row))) and row[2] > row[0] and row[3] > row[1]
 
 
 def _coco_boxes(data: dict[str, Any], path: Path) -> dict[str, list[list[float]]]:
@@ -108,6 +121,11 @@ def _coco_boxes(data: dict[str, Any], path: Path) -> dict[str, list[list[float]]
         for ann in data["annotations"]:
             x, y, w, h = (float(v) for v in ann["bbox"])
             name = names[ann["image_id"]]
+            if not _is_box([x, y, x + w, y + h]):
+                raise DataError(
+                    f"boxes file {path}: annotation {ann.get('id', '?')} of {name!r} has bbox {ann['bbox']}, "
+                    "which is not [x, y, w, h] of finite numbers with w > 0, h > 0"
+                )
             for key in (name, f"images/{name}"):
                 boxes.setdefault(key, []).append([x, y, x + w, y + h])
     except (KeyError, TypeError, ValueError):
@@ -134,26 +152,35 @@ def build_index(
     config = config or load_config()
     photos = Path(photos)
     index = Path(index) if index is not None else default_index_path(photos, config)
-    _check_target(index)
-    entries, skipped = scan(photos, config.index.include_hidden)
+    check_folder(index, "--index", IndexStoreError)  # before the photos are scanned
+    entries, skipped = scan(photos, config.index.include_hidden, config.index.exclude)
     user_boxes = load_user_boxes(boxes_file)
     report = IndexReport(index=index, skipped=skipped)
     with IndexLock(index):
         old = None if rebuild else _previous(index)
         config, encoder = _settings(config, old, encoder, index)
         report.model = encoder.identity.spec
-        plan = _plan(entries, old, user_boxes, report, progress)
-        if old is not None and _up_to_date(plan, old, report, config):
+        report.moved_from = _moved_from(old, photos)
+        # A moved folder is matched by content alone: equal names, sizes and times in another
+        # folder are no proof of equal pictures.
+        plan = _plan(entries, old, user_boxes, report, progress, by_path=not report.moved_from)
+        if report.moved_from:
+            report.moved = sum(rows is not None for _, _, rows, _ in plan.rows)
+        if old is not None and not report.moved_from and _up_to_date(plan, old, report, config):
             report.images, report.regions = old.n_images, old.n_regions
+            report.videos, report.frames = old.manifest["counts"]["videos"], old.manifest["counts"]["frames"]
         else:
             _encode_and_commit(photos, index, config, encoder, plan, old, user_boxes, report, progress)
     report.seconds = time.perf_counter() - started
     return report
 
 
-def _check_target(index: Path) -> None:
-    if index.exists() and not index.is_dir():
-        raise IndexStoreError(f"--index {index} is a file; give a folder for the index")
+def _moved_from(old: Any, photos: Path) -> str:
+    """The photo folder `old` was built from, when it is not `photos`; "" otherwise."""
+    if old is None:
+        return ""
+    root = str(old.manifest.get("photos_root", ""))
+    return root if root and root != str(photos.resolve()) else ""
 
 
 def _previous(index: Path) -> Any:
@@ -169,6 +196,7 @@ def _settings(config: Config, old: Any, encoder: Any, index: Path) -> tuple[Conf
     from dataclasses import replace
 
     from harmosearch.encoder import EncoderIdentity, canonical_spec, load_encoder
+    from harmosearch.store import check_index_type
 
     if old is not None:
         config = config.over(old.manifest["config"], KEPT_ON_UPDATE)
@@ -177,12 +205,22 @@ def _settings(config: Config, old: Any, encoder: Any, index: Path) -> tuple[Conf
     if old is not None:
         built_with = EncoderIdentity.from_dict(old.manifest["encoder"])
         differs = built_with.mismatch(encoder.identity)
-        if differs or old.manifest["config"]["regions"] != config.to_json()["regions"]:
-            what = f"model {built_with.spec!r}" if differs else "other region settings"
+        stored, wanted = old.manifest["config"], config.to_json()
+        if differs or stored["regions"] != wanted["regions"] or stored.get("media") != wanted["media"]:
+            what = (
+                f"model {built_with.spec!r}"
+                if differs
+                else "other region settings"
+                if stored["regions"] != wanted["regions"]
+                else "other video frame settings"
+            )
             raise IndexStoreError(
                 f"index {index} was built with {what}; re-run with --rebuild to re-encode everything "
                 f"with {encoder.identity.spec!r}"
             )
+    requested = config.index.index_type
+    if requested != "auto" and (old is None or old.manifest["config"]["index"]["index_type"] != requested):
+        check_index_type(requested, encoder.identity.embed_dim)  # before anything is encoded
     return config, encoder
 
 
@@ -196,74 +234,112 @@ def _plan(
     user_boxes: dict[str, list[list[float]]],
     report: IndexReport,
     progress: Progress | None,
+    by_path: bool = True,
 ) -> _Plan:
-    """Which files keep their vectors (same path, size and mtime, or same content hash) and which
-    are encoded; counts what changed into the report."""
+    """Which files keep their vectors (same path, size and mtime unless `by_path` is False, or
+    the same content hash) and which are encoded, with the metadata of the files not kept as they
+    were; counts what changed into the report. Videos that need encoding are skipped, unhashed,
+    when PyAV is missing."""
+    from harmosearch.media.metadata import read_metadata
     from harmosearch.store import sha256_file
 
     old_by_path, old_by_hash = _reusable_rows(old, user_boxes)
     current = {e.path for e in entries}
+    no_video = _missing_video_support(entries)
     plan = _Plan()
     for n, entry in enumerate(entries):
         if progress:
             progress("checking", n, len(entries))
-        row = old_by_path.get(entry.path)
-        if row is not None and (int(old.images["size"][row]), int(old.images["mtime_ns"][row])) == (
-            entry.size,
-            entry.mtime_ns,
-        ):
-            plan.rows.append((entry, str(old.images["sha256"][row]), row))
+        rows = old_by_path.get(entry.path)
+        stat = (entry.size, entry.mtime_ns)
+        same = rows is not None and (int(old.images["size"][rows[0]]), int(old.images["mtime_ns"][rows[0]])) == stat
+        if by_path and same:
+            plan.rows.append((entry, str(old.images["sha256"][rows[0]]), rows, None))
             report.unchanged += 1
+            continue
+        if entry.kind == "video" and no_video:
+            report.skipped.append((entry.path, no_video))
             continue
         try:
             sha = sha256_file(entry.absolute)
+            metadata = dict(read_metadata(entry.absolute))
         except OSError as exc:
             report.skipped.append((entry.path, f"cannot read: {exc.strerror}"))
             continue
+        except DataError as exc:
+            report.skipped.append((entry.path, str(exc)))
+            continue
         reuse = old_by_hash.get(sha)
-        plan.rows.append((entry, sha, reuse))
+        plan.rows.append((entry, sha, reuse, metadata))
         if reuse is None:
-            report.changed += row is not None
-            report.added += row is None
-        elif entry.path == str(old.images["path"][reuse]):
+            report.changed += rows is not None
+            report.added += rows is None
+        elif entry.path == str(old.images["path"][reuse[0]]):
             report.unchanged += 1  # touched, same content
-        elif str(old.images["path"][reuse]) not in current:
+        elif str(old.images["path"][reuse[0]]) not in current:
             report.renamed += 1
         else:
-            report.added += 1  # a copy of an indexed image
+            report.added += 1  # a copy of an indexed file
     if old is not None:
-        report.removed = max(sum(1 for p in old.images["path"] if str(p) not in current) - report.renamed, 0)
+        gone = set(map(str, old.images["path"])) - current
+        report.removed = max(len(gone) - report.renamed, 0)
     return plan
 
 
-def _reusable_rows(old: Any, user_boxes: dict[str, list[list[float]]]) -> tuple[dict[str, int], dict[str, int]]:
-    """Old rows by path and by content hash, without the images whose user boxes changed."""
+def _missing_video_support(entries: list[FileEntry]) -> str | None:
+    """The one-line reason videos cannot be decoded here (PyAV missing), or None."""
+    from harmosearch.media.formats import UnsupportedFormat
+    from harmosearch.media.video import require_pyav
+
+    if not any(entry.kind == "video" for entry in entries):
+        return None
+    try:
+        require_pyav()
+    except UnsupportedFormat as exc:
+        return str(exc)
+    return None
+
+
+def _reusable_rows(
+    old: Any, user_boxes: dict[str, list[list[float]]]
+) -> tuple[dict[str, list[int]], dict[str, list[int]]]:
+    """Each old file's rows (a video's frames in time order) by path and by content hash, without
+    the files whose user boxes changed."""
     if old is None:
         return {}, {}
-    by_path = {str(p): i for i, p in enumerate(old.images["path"])}
-    by_hash = {str(h): i for i, h in enumerate(old.images["sha256"])}
+    by_path: dict[str, list[int]] = {}
+    for i, p in enumerate(old.images["path"]):
+        by_path.setdefault(str(p), []).append(i)
+    by_hash: dict[str, list[int]] = {}
+    for rows in by_path.values():
+        by_hash.setdefault(str(old.images["sha256"][rows[0]]), rows)
     if old.manifest.get("boxes_digest") != _boxes_digest(user_boxes):
         boxed = set(user_boxes) | set(old.manifest.get("boxed_paths", []))
         for name in boxed:
             by_path.pop(name, None)
-        by_hash = {h: i for h, i in by_hash.items() if str(old.images["path"][i]) not in boxed}
+        by_hash = {h: rows for h, rows in by_hash.items() if str(old.images["path"][rows[0]]) not in boxed}
     return by_path, by_hash
 
 
 def _up_to_date(plan: _Plan, old: Any, report: IndexReport, config: Config) -> bool:
-    """Nothing to encode, nothing moved or removed, every file as it was, the same FAISS type."""
+    """Nothing to encode, nothing moved or removed, every file as it was, the same FAISS type,
+    and a calibration of the current version."""
+    from harmosearch.calibration import CALIBRATION_VERSION
+
+    calibration = old.manifest.get("calibration")
     return (
         not plan.to_encode
         and report.removed == 0
         and report.renamed == 0
         and old.manifest["config"]["index"]["index_type"] == config.index.index_type
-        and len(plan.rows) == old.n_images
+        and len(plan.rows) == len(set(map(str, old.images["path"])))
         and all(
-            row is not None
-            and int(old.images["mtime_ns"][row]) == entry.mtime_ns
-            and str(old.images["path"][row]) == entry.path
-            for entry, _, row in plan.rows
+            rows is not None
+            and int(old.images["mtime_ns"][rows[0]]) == entry.mtime_ns
+            and str(old.images["path"][rows[0]]) == entry.path
+            for entry, _, rows, _ in plan.rows
         )
+        and (old.n_images == 0 or (calibration or {}).get("version") == CALIBRATION_VERSION)
     )
 
 
@@ -279,20 +355,26 @@ def _encode_and_commit(
     progress: Progress | None,
 ) -> None:
     """Encode what is new (resuming staged work), then write the next generation."""
-    from harmosearch.store import clear_staging, load_chunks, staging_dir, write_generation
+    from harmosearch.store import clear_staging, load_chunks, staging_dir, video_counts, write_generation
 
     stage = staging_dir(index)
     encoded = load_chunks(stage)
     to_encode = plan.to_encode
-    pending = [(e, s) for e, s in to_encode if s not in encoded]
-    report.resumed = len(to_encode) - len(pending)
+    report.resumed = sum(1 for _, sha in to_encode if sha in encoded)
+    first: dict[str, FileEntry] = {}  # copies of one new file are encoded once
+    for entry, sha in to_encode:
+        if sha not in encoded:
+            first.setdefault(sha, entry)
+    pending = [(entry, sha) for sha, entry in first.items()]
     failed = _encode(pending, encoder, config, user_boxes, stage, encoded, progress)
-    report.skipped += failed
-    bad = {path for path, _ in failed}
-    plan.rows = [(e, s, r) for e, s, r in plan.rows if e.path not in bad]
+    report.skipped += [(e.path, failed[s]) for e, s in to_encode if s in failed]
+    plan.rows = [row for row in plan.rows if not (row[2] is None and row[1] in failed)]
     report.encoded = len(pending) - len(failed)
     data = _assemble(plan, old, encoded, encoder.identity.embed_dim)
     report.images, report.regions = data.n_images, data.n_regions
+    counts = video_counts(data.images)
+    report.videos, report.frames = counts["videos"], counts["frames"]
+    calibration = _calibration(data, encoder)
     stats = {key: getattr(report, key) for key in ("added", "changed", "removed", "renamed", "unchanged", "encoded")}
     write_generation(
         index,
@@ -303,7 +385,11 @@ def _encode_and_commit(
         photos,
         old.manifest if old is not None else None,
         {**stats, "skipped": len(report.skipped)},
-        {"boxes_digest": _boxes_digest(user_boxes), "boxed_paths": sorted(user_boxes)},
+        {
+            "boxes_digest": _boxes_digest(user_boxes),
+            "boxed_paths": sorted(user_boxes),
+            **({"calibration": calibration} if calibration is not None else {}),
+        },
     )
     clear_staging(index)
     report.committed = True
@@ -315,15 +401,16 @@ def _encode(
     config: Config,
     user_boxes: dict[str, list[list[float]]],
     stage: Path,
-    encoded: dict[str, Encoded],
+    encoded: dict[str, list[Encoded]],
     progress: Progress | None,
-) -> list[tuple[str, str]]:
-    """Encode `pending` through the shared pipeline, staging every CHUNK images; returns (path,
-    reason) for the files that could not be decoded."""
+) -> dict[str, str]:
+    """Encode `pending` (one file per content hash) through the shared pipeline, staging about
+    every CHUNK images, a video's frames always together; returns hash -> reason for the files
+    that could not be decoded."""
     from harmosearch.pipeline import encode_files
     from harmosearch.store import save_chunk
 
-    failed: list[tuple[str, str]] = []
+    failed: dict[str, str] = {}
     chunk_number = len(list(stage.glob("chunk_*.npz")))
     buffer: list[tuple[str, Encoded]] = []
     stream = encode_files(
@@ -333,13 +420,13 @@ def _encode(
         user_boxes=[user_boxes.get(e.path) for e, _ in pending],
         progress=progress,
     )
-    for position, outcome in stream:
-        entry, sha = pending[position]
+    for position, outcome in _by_file(stream):
+        _, sha = pending[position]
         if isinstance(outcome, str):
-            failed.append((entry.path, outcome))
+            failed[sha] = outcome
             continue
         encoded[sha] = outcome
-        buffer.append((sha, outcome))
+        buffer.extend((sha, item) for item in outcome)
         if len(buffer) >= CHUNK:
             save_chunk(stage, chunk_number, buffer)
             chunk_number, buffer = chunk_number + 1, []
@@ -347,45 +434,85 @@ def _encode(
     return failed
 
 
-def _assemble(plan: _Plan, old: Any, encoded: dict[str, Encoded], dim: int) -> Any:
-    """The new generation's rows, sorted by path; regions grouped by image in the same order."""
-    from harmosearch.store import IndexData
+def _by_file(stream: Any) -> Any:
+    """pipeline.encode_files' stream with each file's pictures together: (position, [Encoded,
+    ...]) per file, or (position, reason) for a file that failed."""
+    current, pictures = None, []
+    for position, outcome in stream:
+        if isinstance(outcome, str):
+            yield position, outcome
+            continue
+        if position != current and current is not None:
+            yield current, pictures
+            pictures = []
+        current = position
+        pictures.append(outcome)
+    if current is not None:
+        yield current, pictures
 
-    rows = sorted(plan.rows, key=lambda item: item[0].path)
-    images: dict[str, list[Any]] = {k: [] for k in ("path", "size", "mtime_ns", "sha256", "width", "height")}
+
+def _assemble(plan: _Plan, old: Any, encoded: dict[str, list[Encoded]], dim: int) -> Any:
+    """The new generation's rows, sorted by path (a video's frames in time order); regions
+    grouped by image in the same order."""
+    from harmosearch.store import IMAGE_COLUMNS, MEDIA_COLUMNS, IndexData
+
+    images: dict[str, list[Any]] = {k: [] for k in IMAGE_COLUMNS}
     image_ids, boxes, scales, global_vectors, region_vectors = [], [], [], [], []
-    for image_id, (entry, sha, row) in enumerate(rows):
-        item = _old_vectors(old, row) if row is not None else encoded[sha]
-        for key, value in zip(
-            images, (entry.path, entry.size, entry.mtime_ns, sha, item.width, item.height), strict=True
-        ):
-            images[key].append(value)
-        global_vectors.append(item.global_vector)
-        image_ids.append(np.full(len(item.boxes), image_id, dtype=np.int32))
-        boxes.append(item.boxes.reshape(-1, 4))
-        scales.append(item.scales)
-        region_vectors.append(item.vectors.reshape(-1, dim))
+    for entry, sha, rows, metadata in sorted(plan.rows, key=lambda item: item[0].path):
+        if rows is not None:
+            pictures = [_old_vectors(old, row) for row in rows]
+            metadata = metadata or _old_metadata(old, rows[0])
+        else:
+            pictures = encoded[sha]
+        for item in pictures:
+            image_id = len(images["path"])
+            values = {
+                "path": entry.path,
+                "size": entry.size,
+                "mtime_ns": entry.mtime_ns,
+                "sha256": sha,
+                "width": item.width,
+                "height": item.height,
+                "frame_time": item.frame_time,
+                **(metadata or {}),
+            }
+            for key, column in images.items():
+                column.append(values.get(key))
+            global_vectors.append(item.global_vector)
+            image_ids.append(np.full(len(item.boxes), image_id, dtype=np.int32))
+            boxes.append(item.boxes.reshape(-1, 4))
+            scales.append(item.scales)
+            region_vectors.append(item.vectors.reshape(-1, dim))
 
     def stack(parts: list[np.ndarray], shape: tuple[int, ...], dtype: Any) -> np.ndarray:
         return np.concatenate(parts).astype(dtype) if parts else np.zeros(shape, dtype)
 
+    n = len(images["path"])
     ids = stack(image_ids, (0,), np.int32)
     xyxy = stack(boxes, (0, 4), np.float32)
-    widths = np.asarray(images["width"], dtype=np.float32)[ids] if rows else np.zeros(0, np.float32)
-    heights = np.asarray(images["height"], dtype=np.float32)[ids] if rows else np.zeros(0, np.float32)
+    widths = np.asarray(images["width"], dtype=np.float32)[ids] if n else np.zeros(0, np.float32)
+    heights = np.asarray(images["height"], dtype=np.float32)[ids] if n else np.zeros(0, np.float32)
     regions = {"image_id": ids, **{c: xyxy[:, i] for i, c in enumerate(("x0", "y0", "x1", "y1"))}}
     for i, (c, side) in enumerate(zip(("nx0", "ny0", "nx1", "ny1"), (widths, heights) * 2, strict=True)):
         regions[c] = xyxy[:, i] / np.maximum(side, 1)
     regions["scale"] = stack(scales, (0,), np.float32)
+    table: dict[str, np.ndarray] = {
+        "path": np.asarray(images["path"], dtype=object),
+        "size": np.asarray(images["size"], dtype=np.int64),
+        "mtime_ns": np.asarray(images["mtime_ns"], dtype=np.int64),
+        "sha256": np.asarray(images["sha256"], dtype=object),
+        "width": np.asarray(images["width"], dtype=np.int32),
+        "height": np.asarray(images["height"], dtype=np.int32),
+    }
+    for name, kind in MEDIA_COLUMNS.items():
+        values = images[name]
+        table[name] = (
+            np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+            if kind == "float64"
+            else np.asarray(values, dtype=object)
+        )
     return IndexData(
-        images={
-            "path": np.asarray(images["path"], dtype=object),
-            "size": np.asarray(images["size"], dtype=np.int64),
-            "mtime_ns": np.asarray(images["mtime_ns"], dtype=np.int64),
-            "sha256": np.asarray(images["sha256"], dtype=object),
-            "width": np.asarray(images["width"], dtype=np.int32),
-            "height": np.asarray(images["height"], dtype=np.int32),
-        },
+        images=table,
         regions=regions,
         global_vectors=np.stack(global_vectors) if global_vectors else np.zeros((0, dim), np.float32),
         region_vectors=stack(region_vectors, (0, dim), np.float32),
@@ -394,6 +521,7 @@ def _assemble(plan: _Plan, old: Any, encoded: dict[str, Encoded], dim: int) -> A
 
 def _old_vectors(old: Any, row: int) -> Encoded:
     sl = old.regions_of(row)
+    seconds = float(old.images["frame_time"][row])
     return Encoded(
         int(old.images["width"][row]),
         int(old.images["height"][row]),
@@ -401,4 +529,29 @@ def _old_vectors(old: Any, row: int) -> Encoded:
         np.stack([old.regions[c][sl] for c in ("x0", "y0", "x1", "y1")], axis=1).astype(np.float32),
         np.asarray(old.regions["scale"][sl], dtype=np.float32),
         np.asarray(old.region_vectors[sl], dtype=np.float32),
+        frame_time=None if np.isnan(seconds) else seconds,
     )
+
+
+def _old_metadata(old: Any, row: int) -> dict[str, Any]:
+    from harmosearch.media.metadata import METADATA_FIELDS
+
+    return {name: old.images[name][row] for name in METADATA_FIELDS}
+
+
+def _calibration(data: Any, encoder: Any) -> dict[str, Any] | None:
+    """The calibration of the new generation (see harmosearch.calibration), from its vectors as
+    stored (float16), as the manifest keeps it; None for an empty index."""
+    from harmosearch.calibration import calibrate
+
+    if data.n_images == 0:
+        return None
+    counts = np.bincount(data.regions["image_id"].astype(np.int64), minlength=data.n_images)
+    start = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+
+    def encode(texts: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+        return [(e.global_vector.numpy(), e.lexeme_vectors.numpy()) for e in encoder.encode_queries(texts)]
+
+    return calibrate(
+        data.global_vectors.astype(np.float16), data.region_vectors.astype(np.float16), start, encode
+    ).to_dict()

@@ -1,10 +1,12 @@
 """The one path from image files to vectors, shared by indexing and the benchmarks.
 
-Files are decoded and resized in DataLoader worker processes (JPEGs in draft mode), batched as
-uint8 and normalised once per batch; each batch goes through one forward pass of the image
-tower, giving global vectors and dense maps, from which region proposals are pooled and
-selected. On the CPU the workers can encode their own batches too, each with its share of the
-cores, which uses them better than one process whose threads the decoders keep interrupting.
+Files are decoded and resized in DataLoader worker processes (JPEGs in draft mode, every still
+format through `media.formats`), batched as uint8 and normalised once per batch; each batch goes
+through one forward pass of the image tower, giving global vectors and dense maps, from which
+region proposals are pooled and selected. A video is one work item of its own: its worker
+samples the frames (`media.video`), and each frame is encoded as an image with its time. On the
+CPU the workers can encode their own batches too, each with its share of the cores, which uses
+them better than one process whose threads the decoders keep interrupting.
 """
 
 from __future__ import annotations
@@ -18,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from harmosearch.config import Config, IndexConfig, RegionConfig
+from harmosearch.config import Config, IndexConfig, MediaConfig, RegionConfig
 from harmosearch.errors import DataError
-from harmosearch.media.decode import decode_image
+from harmosearch.media.formats import media_kind, open_still
 
 Progress = Callable[[str, int, int], None]
 
@@ -28,7 +30,8 @@ Progress = Callable[[str, int, int], None]
 @dataclass
 class Encoded:
     """One image's vectors: the global vector, the selected regions, and the probe boxes'
-    vectors (boxes pooled as given, without selection: the benchmarks' ground-truth boxes)."""
+    vectors (boxes pooled as given, without selection: the benchmarks' ground-truth boxes).
+    For a video frame, its time."""
 
     width: int
     height: int
@@ -37,14 +40,18 @@ class Encoded:
     scales: np.ndarray  # [N]
     vectors: np.ndarray  # [N, D]
     probes: np.ndarray | None = None  # [P, D]
+    frame_time: float | None = None  # seconds from the start of a video; None for a still
 
 
 @dataclass
 class _Batch:
-    """One batch of images: decoded pixels, and once encoded, their vectors."""
+    """One batch of files: the decoded pictures (a still's image, a video's frames), and once
+    encoded, their vectors."""
 
-    positions: list[int]  # into the job's paths, for the images that decoded
+    files: int  # files in the batch, decoded or not
+    positions: list[int]  # per picture: its file's position in the job's paths
     sizes: list[tuple[int, int]]
+    times: list[float | None]  # per picture: its time in the video, None for a still
     failed: list[tuple[int, str]]
     pixels: Any = None  # uint8 [B, S, S, 3] or float [B, 3, S, S]; dropped once encoded
     encoded: list[Encoded] | None = None
@@ -64,6 +71,7 @@ class _BatchJob:
         probe_boxes: Sequence[Any] | None,
         encode_here: bool,
         crops: Sequence[Any] | None = None,
+        media: MediaConfig | None = None,
     ) -> None:
         from harmosearch.encoder import split_transform
 
@@ -75,6 +83,7 @@ class _BatchJob:
         self.probe_boxes = probe_boxes
         self.encode_here = encode_here
         self.crops = crops
+        self.media = media or MediaConfig()
         self.split = split_transform(encoder.transform)
 
     def __len__(self) -> int:
@@ -85,22 +94,22 @@ class _BatchJob:
 
         from harmosearch.encoder import pixels_from_uint8
 
-        positions, sizes, failed, arrays = [], [], [], []
+        batch = _Batch(len(self.batches[b]), [], [], [], [])
+        arrays = []
         for i in self.batches[b]:
             try:
-                image, width, height = decode_image(self.paths[i], self.encoder.image_size)
-                if self.crops is not None and self.crops[i] is not None:
-                    image, width, height = _crop(image, width, height, self.crops[i])
+                pictures = self._decode(i)
             except DataError as exc:
-                failed.append((i, str(exc)))
+                batch.failed.append((i, str(exc)))
                 continue
-            if self.split is not None:
-                arrays.append(np.asarray(self.split[0](image), dtype=np.uint8))
-            else:
-                arrays.append(self.encoder.transform(image))
-            positions.append(i)
-            sizes.append((width, height))
-        batch = _Batch(positions, sizes, failed)
+            for image, width, height, seconds in pictures:
+                if self.split is not None:
+                    arrays.append(np.asarray(self.split[0](image), dtype=np.uint8))
+                else:
+                    arrays.append(self.encoder.transform(image))
+                batch.positions.append(i)
+                batch.sizes.append((width, height))
+                batch.times.append(seconds)
         if arrays:
             if self.split is not None:
                 batch.pixels = pixels_from_uint8(torch.from_numpy(np.stack(arrays)), *self.split[1])
@@ -108,43 +117,67 @@ class _BatchJob:
                 batch.pixels = torch.stack(arrays)
         return self.encode(batch) if self.encode_here else batch
 
+    def _decode(self, i: int) -> list[tuple[Any, int, int, float | None]]:
+        """(picture, full width, full height, time in the video or None) for file i: a still's
+        one image, a video's sampled frames; cropped when the job has a crop for the file."""
+        path = self.paths[i]
+        if media_kind(path) == "video":
+            from harmosearch.media.video import sample_frames
+
+            m = self.media
+            frames = sample_frames(path, m.every_s, m.scene_threshold, m.max_frames, min_side=self.encoder.image_size)
+            pictures = [(f.image, f.width, f.height, f.time) for f in frames]
+        else:
+            image, width, height = open_still(path, self.encoder.image_size)
+            pictures = [(image, width, height, None)]
+        if self.crops is not None and self.crops[i] is not None:
+            pictures = [(*_crop(image, w, h, self.crops[i]), t) for image, w, h, t in pictures]
+        return pictures
+
     def encode(self, batch: _Batch) -> _Batch:
-        """Global vectors, selected regions and probe vectors for the decoded images of a batch."""
+        """Global vectors, selected regions and probe vectors for the decoded pictures of a batch,
+        at most encoder.config.batch_size per forward pass (a video may bring many frames)."""
         from harmosearch.regions import image_regions
 
         batch.encoded = []
         if batch.pixels is None:
             return batch
         encoder = self.encoder
-        global_vectors, dense = encoder.encode_pixels(batch.pixels)
-        user = [self.user_boxes[i] for i in batch.positions] if self.user_boxes is not None else None
-        regions = image_regions(
-            dense,
-            global_vectors,
-            batch.sizes,
-            encoder.grid,
-            encoder.image_size,
-            encoder.config.resize,
-            self.regions,
-            user,
-        )
-        probes = self._probes(dense, batch)
-        for (w, h), g, reg, probe in zip(batch.sizes, global_vectors, regions, probes, strict=True):
-            batch.encoded.append(
-                Encoded(w, h, g.numpy(), reg.boxes.numpy(), reg.scales.numpy(), reg.vectors.numpy(), probe)
+        step = encoder.config.batch_size
+        for lo in range(0, len(batch.positions), step):
+            part = slice(lo, lo + step)
+            global_vectors, dense = encoder.encode_pixels(batch.pixels[part])
+            positions, sizes = batch.positions[part], batch.sizes[part]
+            user = [self.user_boxes[i] for i in positions] if self.user_boxes is not None else None
+            regions = image_regions(
+                dense,
+                global_vectors,
+                sizes,
+                encoder.grid,
+                encoder.image_size,
+                encoder.config.resize,
+                self.regions,
+                user,
             )
+            probes = self._probes(dense, positions, sizes)
+            for (w, h), g, reg, probe, seconds in zip(
+                sizes, global_vectors, regions, probes, batch.times[part], strict=True
+            ):
+                batch.encoded.append(
+                    Encoded(w, h, g.numpy(), reg.boxes.numpy(), reg.scales.numpy(), reg.vectors.numpy(), probe, seconds)
+                )
         batch.pixels = None
         return batch
 
-    def _probes(self, dense: Any, batch: _Batch) -> list[np.ndarray | None]:
+    def _probes(self, dense: Any, positions: list[int], sizes: list[tuple[int, int]]) -> list[np.ndarray | None]:
         import torch
 
         from harmosearch.regions import pool, to_grid
 
         if self.probe_boxes is None:
-            return [None] * len(batch.positions)
+            return [None] * len(positions)
         encoder, grids = self.encoder, []
-        for i, (w, h) in zip(batch.positions, batch.sizes, strict=True):
+        for i, (w, h) in zip(positions, sizes, strict=True):
             boxes = torch.as_tensor(np.asarray(self.probe_boxes[i], dtype=np.float32)).reshape(-1, 4)
             grids.append(to_grid(boxes, w, h, encoder.grid, encoder.image_size, encoder.config.resize))
         return [p.numpy() for p in pool(dense, grids)]
@@ -190,6 +223,24 @@ def encode_in_workers(config: IndexConfig, device: Any, batches: int) -> bool:
     return str(device) == "cpu" and config.workers >= 2 and batches >= 2
 
 
+def file_batches(paths: Sequence[Path], size: int) -> list[list[int]]:
+    """Positions of `paths` in work items: stills in groups of `size`, each video alone (its
+    frames make a batch of their own)."""
+    batches: list[list[int]] = []
+    stills: list[int] = []
+    for i, path in enumerate(paths):
+        if media_kind(path) == "video":
+            batches.append([i])
+            continue
+        stills.append(i)
+        if len(stills) == size:
+            batches.append(stills)
+            stills = []
+    if stills:
+        batches.append(stills)
+    return batches
+
+
 def encode_files(
     paths: Sequence[Path],
     encoder: Any,
@@ -199,19 +250,20 @@ def encode_files(
     progress: Progress | None = None,
     crops: Sequence[Any] | None = None,
 ) -> Iterator[tuple[int, Encoded | str]]:
-    """Encode image files in batches of config.encoder.batch_size, with config.regions and the
-    workers of config.index; yields (position in `paths`, its Encoded vectors or the one-line
-    reason it could not be decoded), batch by batch.
+    """Encode image and video files in batches of config.encoder.batch_size, with config.regions,
+    config.media and the workers of config.index; yields (position in `paths`, its Encoded
+    vectors or the one-line reason it could not be decoded), batch by batch. A still yields once;
+    a video yields once per sampled frame, its frames one after another in time order, each with
+    its frame_time (or once, with the reason it failed).
     user_boxes[i] are extra region proposals kept first; probe_boxes[i] are pooled as given;
     crops[i] (pixels, or None) encodes only that part of image i, which then stands for the image."""
     import torch
 
     if not paths:
         return
-    size = config.encoder.batch_size
-    batches = [list(range(start, min(start + size, len(paths)))) for start in range(0, len(paths), size)]
+    batches = file_batches(paths, config.encoder.batch_size)
     in_workers = encode_in_workers(config.index, encoder.device, len(batches))
-    job = _BatchJob(paths, batches, encoder, config.regions, user_boxes, probe_boxes, in_workers, crops)
+    job = _BatchJob(paths, batches, encoder, config.regions, user_boxes, probe_boxes, in_workers, crops, config.media)
     workers = min(config.index.workers, len(batches)) if len(batches) > 1 else 0
     loader = torch.utils.data.DataLoader(
         job,
@@ -225,6 +277,6 @@ def encode_files(
             batch = job.encode(batch)
         yield from batch.failed
         yield from zip(batch.positions, batch.encoded or [], strict=True)
-        done += len(batch.positions) + len(batch.failed)
+        done += batch.files
         if progress:
             progress("encoding", done, len(paths))

@@ -4,14 +4,24 @@ Candidates come from both FAISS indexes (the top regions of every lexeme, search
 batched call, and the top images of the global query); each candidate is then rescored
 exactly from the stored vectors, so an approximate index can miss candidates but never
 distorts their scores. See `fusion` for the formula and `scoring` for the region step.
+
+Filters (capture date, folder) apply before ranking: FAISS searches only the allowed rows
+through an ID selector, and a small allowed set (at most EXACT_SUBSET_REGIONS regions) is
+scored whole, so k results come back whenever k files pass the filters. A video's frames are
+rows of their own; a video appears once among the results, at its best frame. Text queries are
+measured against the index's calibration (`calibration`): results that score like the best
+match of unrelated queries are marked as not confident.
 """
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
-from typing import Any
+from datetime import date, datetime
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal
 
 import numpy as np
 
@@ -22,6 +32,10 @@ from harmosearch.indexes import latest_index
 from harmosearch.scoring import RegionMatch, RegionTable, best_regions, match_regions
 
 MAX_QUERY_CHARS = 1000
+# A filtered search scores every allowed image exactly when they hold at most this many regions
+# (about the work of an unfiltered search's candidates); above it, FAISS searches the allowed rows.
+EXACT_SUBSET_REGIONS = 50_000
+SORTS = ("score", "date")
 # What a search takes from the caller's configuration; the rest (the encoder and region
 # settings the vectors were made with) comes from the index.
 CALLER_SECTIONS = ("search", "paths", "synth", "train")
@@ -64,13 +78,19 @@ class Result:
     width: int
     height: int
     relations: tuple[RelationMatch, ...] = ()
+    frame_time: float | None = None  # seconds into a video: the frame that matched; None for a still
+    taken: str | None = None  # capture time, ISO 8601 (media.metadata)
+    confident: bool | None = None  # scores above the index's calibration; None when not calibrated
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "rank": self.rank,
             "path": self.path,
+            "frame_time": None if self.frame_time is None else round(self.frame_time, 3),
             "score": round(self.score, 6),
             "global_score": round(self.global_score, 6),
+            "confident": self.confident,
+            "taken": self.taken,
             "lexemes": [
                 {"text": m.text, "score": round(m.score, 6), "box": [round(v, 1) for v in m.box]} for m in self.lexemes
             ],
@@ -84,9 +104,20 @@ class SearchResponse:
     lexemes: list[str]
     results: list[Result]
     warnings: list[str] = field(default_factory=list)
+    calibrated: bool = False  # results were measured against the index's calibration
+
+    @property
+    def confident_match(self) -> bool | None:
+        """Whether any result is confident; None when the query was not calibrated."""
+        return any(r.confident for r in self.results) if self.calibrated else None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"query": self.query, "lexemes": self.lexemes, "results": [r.to_dict() for r in self.results]}
+        return {
+            "query": self.query,
+            "lexemes": self.lexemes,
+            "confident_match": self.confident_match,
+            "results": [r.to_dict() for r in self.results],
+        }
 
 
 @dataclass
@@ -139,6 +170,7 @@ class Index:
         boxes = np.stack([r[c] for c in ("x0", "y0", "x1", "y1")], axis=1).astype(np.float32).reshape(-1, 4)
         scales = np.asarray(r["scale"], dtype=np.float32)
         self.regions = RegionTable(self.reader.region_vectors, boxes, self.reader.region_start, scales)
+        self.calibration = _stored_calibration(manifest)
         self._tune()
 
     def _tune(self) -> None:
@@ -164,23 +196,49 @@ class Index:
         global_only: bool = False,
         image: Path | None = None,
         negatives: tuple[str, ...] = (),
-        min_score: float | None = None,
+        min_score: float | Literal["auto"] | None = None,
         settings: SearchConfig | None = None,
         relation_weight: float | None = None,
         relations: bool = True,
+        after: str | date | None = None,
+        before: str | date | None = None,
+        under: Sequence[str | os.PathLike[str]] = (),
+        sort: Literal["score", "date"] = "score",
     ) -> SearchResponse:
         """Rank the indexed images for a text (and/or an image) query. relations=False (or
-        relation_weight 0) ignores the query's relations, ranking its lexemes independently."""
+        relation_weight 0) ignores the query's relations, ranking its lexemes independently.
+
+        after / before ("2024", "2024-07", "2024-07-15", a date): capture time at or after the
+        start of `after`, before the start of `before`, on the photos' own clocks. under: folders
+        relative to the photo root (or absolute paths inside it). sort="date" puts the k best
+        newest first. min_score="auto" keeps only results the index's calibration finds
+        confident (text queries only; as a configured default, queries with an image ignore it)."""
         s = _settings(settings or self.config.search, k, alpha, min_score, 0.0 if not relations else relation_weight)
+        if sort not in SORTS:
+            raise QueryError(f"unknown sort {sort!r}; use score or date")
+        if s.min_score == "auto" and image is not None:
+            if min_score == "auto":
+                raise QueryError(
+                    "--min-score auto does not apply to --image queries: image similarity is not calibrated"
+                )
+            s = replace(s, min_score=None)
+        if s.min_score == "auto" and self.calibration is None:
+            raise QueryError(
+                f"index {self.path} has no calibration for --min-score auto; update it with harmosearch index"
+            )
         query = self._encode(text, image, negatives, global_only, s.relation_weight > 0)
         if not self.photos_root.is_dir():
             query.warnings.append(
                 f"the photo folder {self.photos_root} no longer exists; if it moved, run: "
                 f"harmosearch index NEW_PLACE --index {self.path}"
             )
-        candidates = self._candidates(query.global_vector, query.lexeme_vectors, s)
+        calibrated = self.calibration is not None and image is None
+        if self.calibration is not None and image is not None:
+            query.warnings.append("queries with an image are not calibrated: no result is marked weak")
+        allowed = self._allowed(after, before, under, query.warnings)
+        candidates = self._candidates(query.global_vector, query.lexeme_vectors, s, allowed)
         if len(candidates) == 0:
-            return SearchResponse(query.text, query.lexeme_texts, [], query.warnings)
+            return SearchResponse(query.text, query.lexeme_texts, [], query.warnings, calibrated)
         global_scores = self.reader.global_vectors[candidates].astype(np.float32) @ query.global_vector
         match = match_regions(
             self.regions,
@@ -192,9 +250,75 @@ class Index:
             s.relation_candidates,
         )
         fused = fuse(global_scores, match.scores, s.alpha, match.relation_scores, s.relation_weight)
-        fused = fused - self._penalty(candidates, query, s.alpha)
-        results = self._rank(candidates, fused, global_scores, query.lexeme_texts, query.relations, match, s)
-        return SearchResponse(query.text, query.lexeme_texts, results, query.warnings)
+        penalties = self._penalty(candidates, query, s.alpha)
+        fused = fused - penalties
+        confident = self._confident(global_scores, match.scores, penalties, s.alpha) if calibrated else None
+        results = self._rank(
+            candidates, fused, global_scores, query.lexeme_texts, query.relations, match, s, None, confident, sort
+        )
+        return SearchResponse(query.text, query.lexeme_texts, results, query.warnings, calibrated)
+
+    def _confident(
+        self, global_scores: np.ndarray, lexeme_scores: np.ndarray, penalties: np.ndarray | float, alpha: float
+    ) -> np.ndarray:
+        """Which candidates score above the calibration's bar. The score measured leaves out the
+        relations' geometric term, which the null queries do not get; a query without lexemes
+        ranks by its global score, which the calibration holds at alpha 1."""
+        from harmosearch.calibration import assess
+
+        plain = fuse(global_scores, lexeme_scores, alpha) - penalties
+        at = alpha if lexeme_scores.shape[1] else 1.0
+        return assess(self.calibration, plain, at).confident  # type: ignore[arg-type]
+
+    def _best_frame_only(self, candidates: np.ndarray, order: np.ndarray) -> np.ndarray:
+        """`order` without the rows of a file already listed: a video keeps its best frame."""
+        paths = np.asarray(self.reader.images["path"], dtype=object)[candidates[order]]
+        _, first = np.unique(paths.astype(str), return_index=True)
+        return order[np.sort(first)]
+
+    def _allowed(
+        self,
+        after: str | date | None,
+        before: str | date | None,
+        under: Sequence[str | os.PathLike[str]],
+        warnings: list[str],
+    ) -> np.ndarray | None:
+        """Image rows that pass the date and folder filters (bool per row), or None without filters."""
+        from harmosearch.media.metadata import date_range
+
+        if after is None and before is None and not under:
+            return None
+        allowed = np.ones(self.reader.n_images, dtype=bool)
+        if after is not None or before is not None:
+            low, high = date_range(_date_text(after), _date_text(before))
+            taken = np.asarray(self.reader.images["taken_local"], dtype=np.float64)
+            allowed &= (taken >= low) & (taken < high)
+        if under:
+            folders = [self._folder(f) for f in under]
+            if "" not in folders:
+                prefixes = tuple(f + "/" for f in folders)
+                paths = self.reader.images["path"]
+                allowed &= np.fromiter(
+                    (str(p) in folders or str(p).startswith(prefixes) for p in paths), dtype=bool, count=len(paths)
+                )
+        if not allowed.any():
+            warnings.append("no indexed file passes the filters (--after, --before, --under)")
+        return allowed
+
+    def _folder(self, folder: str | os.PathLike[str]) -> str:
+        """A --under folder as the paths of the images table write it: relative to the photo
+        root, "/"-separated, without "./" or a trailing "/"; "" for the whole root."""
+        text = os.fspath(folder)
+        path = Path(text).expanduser()
+        if path.is_absolute():
+            try:
+                text = path.resolve().relative_to(self.photos_root.resolve()).as_posix()
+            except ValueError:
+                raise QueryError(f"--under {folder}: not inside the photo folder {self.photos_root}") from None
+        parts = [p for p in PurePosixPath(text.replace(os.sep, "/")).parts if p != "."]
+        if ".." in parts or (parts and parts[0] == "/"):
+            raise QueryError(f"--under {folder}: give a folder inside the photo folder, relative to it")
+        return "/".join(parts)
 
     def _encode(
         self, text: str, image: Path | None, negatives: tuple[str, ...], global_only: bool, use_relations: bool
@@ -207,6 +331,9 @@ class Index:
             text = text[:MAX_QUERY_CHARS]
         if not text.strip() and image is None:
             raise QueryError("empty query; give some text or --image PATH")
+        for phrase in (text, *negatives):
+            if not _is_utf8(phrase):
+                raise QueryError(f"{phrase!r} is not valid UTF-8 text; check the terminal's encoding (LANG)")
         has_text = bool(text.strip())
         negatives = tuple(n for n in negatives if n.strip())
         encodings = self.encoder.encode_queries(([text] if has_text else []) + list(negatives))
@@ -241,19 +368,41 @@ class Index:
             warnings,
         )
 
-    def _candidates(self, global_vector: np.ndarray, lexeme_vectors: np.ndarray, s: SearchConfig) -> np.ndarray:
-        """Images among the top global matches or holding one of each lexeme's top regions."""
+    def _candidates(
+        self, global_vector: np.ndarray, lexeme_vectors: np.ndarray, s: SearchConfig, allowed: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Images among the top global matches or holding one of each lexeme's top regions; with
+        filters, among the allowed images only (all of them when few, or when FAISS cannot
+        restrict this index type or found fewer than k)."""
+        if allowed is None:
+            return self._faiss_candidates(global_vector, lexeme_vectors, s, None)
+        ids = np.flatnonzero(allowed)
+        start = self.reader.region_start
+        if int((start[ids + 1] - start[ids]).sum()) <= EXACT_SUBSET_REGIONS:
+            return ids
+        try:
+            found = self._faiss_candidates(global_vector, lexeme_vectors, s, allowed)
+        except RuntimeError:  # an index type that takes no ID selector
+            return ids
+        return found if len(found) >= min(s.k, len(ids)) else ids
+
+    def _faiss_candidates(
+        self, global_vector: np.ndarray, lexeme_vectors: np.ndarray, s: SearchConfig, allowed: np.ndarray | None
+    ) -> np.ndarray:
         from harmosearch.store import search_vectors
 
         found: list[np.ndarray] = []
-        if self.reader.n_images:
-            wanted = min(self.reader.n_images, max(s.k, s.global_candidates))
-            _, ids = search_vectors(self.reader.global_index, global_vector[None], wanted)
+        images = self.reader.n_images if allowed is None else int(allowed.sum())
+        region_allowed = None if allowed is None else np.repeat(allowed, np.diff(self.reader.region_start))
+        regions = self.reader.n_regions if region_allowed is None else int(region_allowed.sum())
+        if images:
+            wanted = min(images, max(s.k, s.global_candidates))
+            _, ids = search_vectors(self.reader.global_index, global_vector[None], wanted, allowed)
             found.append(ids[0][ids[0] >= 0])
-        if len(lexeme_vectors) and self.reader.n_regions:
+        if len(lexeme_vectors) and regions:
             # One batched call for all lexemes; FAISS pads with -1 when asked for more than it holds.
-            wanted = min(self.reader.n_regions, s.region_candidates)
-            _, ids = search_vectors(self.reader.region_index, lexeme_vectors, wanted)
+            wanted = min(regions, s.region_candidates)
+            _, ids = search_vectors(self.reader.region_index, lexeme_vectors, wanted, region_allowed)
             found.append(np.asarray(self.reader.regions["image_id"])[ids[ids >= 0]])
         if not found:
             return np.zeros(0, dtype=np.int64)
@@ -276,17 +425,31 @@ class Index:
         match: RegionMatch,
         s: SearchConfig,
         exclude: int | None = None,
+        confident: np.ndarray | None = None,
+        sort: str = "score",
     ) -> list[Result]:
-        """The best s.k candidates (ties by image id) scoring at least s.min_score, as Results."""
+        """The best s.k candidates (ties by image id; a video's best frame only) that pass
+        s.min_score ("auto": the calibrated ones), as Results; sort "date" reorders them, newest
+        first."""
         order = np.lexsort((candidates, -fused))
         if exclude is not None:
             order = order[candidates[order] != exclude]
-        if s.min_score is not None:
-            order = order[fused[order] >= s.min_score]
-        return [
+        order = self._best_frame_only(candidates, order)
+        if s.min_score == "auto" and confident is not None:
+            order = order[confident[order]]
+        elif isinstance(s.min_score, float):
+            order = order[fused[order].astype(np.float64) >= s.min_score]  # a huge bound overflows float32
+        order = order[: s.k]
+        if sort == "date":
+            taken = np.asarray(self.reader.images["taken_local"], dtype=np.float64)[candidates[order]]
+            order = order[np.argsort(-np.nan_to_num(taken, nan=-np.inf), kind="stable")]
+        results = [
             self._result(rank, int(candidates[p]), float(fused[p]), float(global_scores[p]), texts, relations, match, p)
-            for rank, p in enumerate(order[: s.k], start=1)
+            for rank, p in enumerate(order, start=1)
         ]
+        if confident is not None:
+            results = [replace(r, confident=bool(confident[p])) for r, p in zip(results, order, strict=True)]
+        return results
 
     def _result(
         self,
@@ -299,7 +462,10 @@ class Index:
         match: RegionMatch,
         position: int,
     ) -> Result:
-        path = str(self.reader.images["path"][image_id])
+        images = self.reader.images
+        path = str(images["path"][image_id])
+        seconds = float(images["frame_time"][image_id])
+        taken = images["taken"][image_id]
         matches = tuple(
             LexemeMatch(text, float(match.scores[position, j]), self._box(int(match.rows[position, j])))
             for j, text in enumerate(texts)
@@ -316,9 +482,11 @@ class Index:
             score=score,
             global_score=global_score,
             lexemes=matches,
-            width=int(self.reader.images["width"][image_id]),
-            height=int(self.reader.images["height"][image_id]),
+            width=int(images["width"][image_id]),
+            height=int(images["height"][image_id]),
             relations=related,
+            frame_time=None if math.isnan(seconds) else seconds,
+            taken=taken if isinstance(taken, str) else None,
         )
 
     def _box(self, row: int) -> tuple[float, float, float, float]:
@@ -328,12 +496,12 @@ class Index:
         return (x0, y0, x1, y1)
 
     def _image_vector(self, path: Path) -> np.ndarray:
-        from harmosearch.media.decode import open_image
+        from harmosearch.media.formats import open_still
 
         if not Path(path).is_file():
             raise QueryError(f"query image not found: {path}")
         try:
-            image = open_image(Path(path))
+            image = open_still(Path(path)).image
         except Exception as exc:
             raise QueryError(f"cannot use {path} as a query: {exc}") from None
         global_vector, _ = self.encoder.encode_pixels(self.encoder.image_tensor(image)[None])
@@ -400,17 +568,27 @@ class Index:
         results = self._rank(candidates, scores, scores, [], [], none, s, exclude=image_id)
         return SearchResponse(str(self.reader.images["path"][image_id]), [], results)
 
+    def picture(self, image_id: int, min_side: int | None = None) -> tuple[Any, int, int]:
+        """An indexed image's pixels and full size: the still, or the video frame of this row
+        (decoded at reduced scale where the format allows, keeping at least min_side pixels)."""
+        from harmosearch.media.formats import open_still
+        from harmosearch.media.video import frame_at
+
+        path = self.image_file(image_id)
+        seconds = float(self.reader.images["frame_time"][image_id])
+        decoded = open_still(path, min_side) if np.isnan(seconds) else frame_at(path, seconds, min_side)
+        return decoded.image, decoded.width, decoded.height
+
     def region_vector(self, image_id: int, box: tuple[float, float, float, float]) -> np.ndarray:
         """The vector of a box (pixels of the original image) on an indexed image, pooled from its
         dense map as indexing pools proposals: the image is encoded again, once."""
         import torch
 
-        from harmosearch.media.decode import decode_image
         from harmosearch.regions import pool, to_grid
 
         x0, y0, x1, y1 = self._clip_box(image_id, box)
         # Decoded as indexing decodes it: JPEGs at the smallest scale that covers the model's input.
-        image, width, height = decode_image(self.image_file(image_id), self.encoder.image_size)
+        image, width, height = self.picture(image_id, self.encoder.image_size)
         _, dense = self.encoder.encode_pixels(self.encoder.image_tensor(image)[None])
         grid_box = to_grid(
             torch.tensor([[x0, y0, x1, y1]]),
@@ -464,7 +642,11 @@ class Index:
 
 
 def _settings(
-    base: SearchConfig, k: int | None, alpha: float | None, min_score: float | None, relation_weight: float | None
+    base: SearchConfig,
+    k: int | None,
+    alpha: float | None,
+    min_score: float | str | None,
+    relation_weight: float | None,
 ) -> SearchConfig:
     """The search settings with the per-call options on top, checked like the config file."""
     try:
@@ -492,6 +674,34 @@ def _relations(parsed: Any, warnings: list[str]) -> list[tuple[int, str, int, bo
                 f"{parsed.lexemes[r.subject].text!r} and {parsed.lexemes[r.object].text!r} are matched without it"
             )
     return scored
+
+
+def _stored_calibration(manifest: dict[str, Any]) -> Any:
+    """The index's calibration, or None when it has none of the current version."""
+    from harmosearch.calibration import CALIBRATION_VERSION, Calibration
+
+    stored = manifest.get("calibration")
+    if not stored or stored.get("version") != CALIBRATION_VERSION:
+        return None
+    return Calibration.from_dict(stored)
+
+
+def _date_text(value: str | date | None) -> str | None:
+    """A --after / --before value as media.metadata.period reads it."""
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=None).isoformat(timespec="seconds")
+    if isinstance(value, date):
+        return value.isoformat()
+    return value
+
+
+def _is_utf8(text: str) -> bool:
+    """False for text holding undecodable bytes (Python keeps them as lone surrogates)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _unit(v: np.ndarray) -> np.ndarray:

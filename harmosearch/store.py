@@ -1,9 +1,11 @@
 """The index directory: the only module that knows file formats.
 
     manifest.json            schema version, encoder identity, resolved config, counts, times,
-                             the data files of the current generation with their SHA-256;
-                             written last, by an atomic rename
-    images.gN.parquet        row i = global FAISS id i: path, size, mtime_ns, sha256, width, height
+                             the data files of the current generation with their SHA-256, the
+                             index's calibration; written last, by an atomic rename
+    images.gN.parquet        row i = global FAISS id i: path, size, mtime_ns, sha256, width, height,
+                             frame_time (a video's frames are rows of their own), capture time,
+                             camera, orientation, GPS position (MEDIA_COLUMNS)
     regions.gN.parquet       row j = region FAISS id j: image_id, box (pixels and normalised), scale
     global.gN.npy            float16 global vectors (exact rescoring, incremental reuse)
     regions.gN.npy           float16 region vectors
@@ -22,8 +24,11 @@ import datetime as dt
 import fcntl
 import hashlib
 import json
+import math
 import os
+import re
 import shutil
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,12 +36,28 @@ from typing import Any
 import numpy as np
 
 from harmosearch.errors import IndexStoreError
+from harmosearch.folders import make_folder
 from harmosearch.indexes import MANIFEST
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: video frames and capture metadata in the images table, calibration in the manifest
 LOCK = "index.lock"
 STAGING = ".staging"
-IMAGE_COLUMNS = ("path", "size", "mtime_ns", "sha256", "width", "height")
+# Columns of the images table after the core ones, with their Parquet types; null where unknown.
+# frame_time: seconds into the video of a frame row, null for a still; the others are
+# media.metadata's METADATA_FIELDS, shared by all rows of a file.
+MEDIA_COLUMNS = {
+    "frame_time": "float64",
+    "taken": "string",
+    "taken_local": "float64",
+    "taken_utc": "float64",
+    "time_source": "string",
+    "make": "string",
+    "model": "string",
+    "orientation": "int8",
+    "latitude": "float64",
+    "longitude": "float64",
+}
+IMAGE_COLUMNS = ("path", "size", "mtime_ns", "sha256", "width", "height", *MEDIA_COLUMNS)
 REGION_COLUMNS = ("image_id", "x0", "y0", "x1", "y1", "nx0", "ny0", "nx1", "ny1", "scale")
 
 
@@ -80,7 +101,7 @@ class _Rows:
 class IndexData(_Rows):
     """One generation's contents, in memory."""
 
-    images: dict[str, np.ndarray]  # column -> array, one row per image
+    images: dict[str, np.ndarray]  # column -> array, one row per image; MEDIA_COLUMNS left out are null
     regions: dict[str, np.ndarray]  # column -> array, one row per region, sorted by image_id
     global_vectors: np.ndarray  # [n_images, D] float
     region_vectors: np.ndarray  # [n_regions, D] float
@@ -101,17 +122,88 @@ def choose_index_type(n: int, requested: str, exact_below: int) -> str:
     return f"IVF{nlist},SQ8"
 
 
+# Tried in a child process: some FAISS checks end the process instead of raising (an assertion
+# aborts; "HNSW1" crashes), and a bad --index-type must end in a message, not a crash. Exit code
+# 3 and a line on stderr: FAISS refused the string. Training on too few random vectors may fail
+# where the real data would not, so errors after construction are left to the real build.
+_FAISS_TRIAL = """
+import sys
+import faiss
+import numpy as np
+index_type, dim = sys.argv[1], int(sys.argv[2])
+try:
+    index = faiss.index_factory(dim, index_type, faiss.METRIC_INNER_PRODUCT)
+except RuntimeError as exc:
+    print(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, file=sys.stderr)
+    sys.exit(3)
+vectors = np.random.default_rng(0).standard_normal((100, dim)).astype(np.float32)
+vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+try:
+    if not index.is_trained:
+        index.train(vectors)
+    index.add(vectors)
+    index.search(vectors[:2], 5)
+except RuntimeError:
+    pass
+"""
+INDEX_TYPE_HINT = "give an index_factory string such as SQfp16, Flat, HNSW32 or IVF1024,SQ8"
+
+
+def faiss_reason(message: str) -> str:
+    """FAISS's own words, without the C++ function and source location its messages start with."""
+    text = message.strip().splitlines()[0] if message.strip() else "FAISS refused it"
+    text = re.sub(r"^Error in .*? at \S+:\d+: ", "", text)
+    if text.startswith("could not parse index string"):
+        return "FAISS cannot parse it"
+    check = re.match(r"Error: '(.*)' failed(?:: (.*))?$", text)
+    if check:
+        return check.group(2) or f"FAISS's check {check.group(1)} failed"
+    return text
+
+
+def check_index_type(index_type: str, dim: int) -> None:
+    """Raise IndexStoreError when FAISS cannot build `index_type` for `dim`-d vectors (tried in a
+    child process on random vectors; takes about a second)."""
+    import subprocess
+    import sys
+
+    try:
+        trial = subprocess.run(
+            [sys.executable, "-c", _FAISS_TRIAL, index_type, str(dim)],
+            capture_output=True,
+            text=True,
+            errors="replace",
+            timeout=30,
+        )
+    except subprocess.TimeoutExpired:
+        return  # slow to train is not wrong: the real build decides
+    if trial.returncode == 3:
+        raise IndexStoreError(f"bad --index-type {index_type!r}: {faiss_reason(trial.stderr)}; {INDEX_TYPE_HINT}")
+    if trial.returncode < 0:
+        name = signal.Signals(-trial.returncode).name
+        raise IndexStoreError(
+            f"bad --index-type {index_type!r}: FAISS crashed building it for {dim}-d vectors ({name}); "
+            f"{INDEX_TYPE_HINT}"
+        )
+
+
 def build_faiss(vectors: np.ndarray, index_type: str) -> Any:
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    try:
+        return _build_faiss(vectors, index_type)
+    except RuntimeError as exc:
+        raise IndexStoreError(
+            f"cannot build a FAISS {index_type!r} index of {len(vectors)} vectors: {faiss_reason(str(exc))}; "
+            f"{INDEX_TYPE_HINT}"
+        ) from None
+
+
+def _build_faiss(vectors: np.ndarray, index_type: str) -> Any:
     import faiss
 
     from harmosearch.device import faiss_to_cpu, faiss_to_gpu
 
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    dim = vectors.shape[1]
-    try:
-        index = faiss.index_factory(dim, index_type, faiss.METRIC_INNER_PRODUCT)
-    except RuntimeError as exc:
-        raise IndexStoreError(f"bad --index-type {index_type!r}: {str(exc).splitlines()[0]}") from None
+    index = faiss.index_factory(vectors.shape[1], index_type, faiss.METRIC_INNER_PRODUCT)
     if not index.is_trained:
         lists = faiss.extract_index_ivf(index).nlist if "IVF" in index_type else 1
         if len(vectors) < lists:
@@ -132,8 +224,13 @@ def build_faiss(vectors: np.ndarray, index_type: str) -> Any:
     return index
 
 
-def search_vectors(index: Any, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def search_vectors(
+    index: Any, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Top-k inner products of each query: (scores [nq, k], ids [nq, k]), -1 ids as padding.
+    With `allowed` (bool per stored vector), only allowed ids are searched: FAISS skips the others
+    through an ID selector, keeping the index's own nprobe / efSearch. RuntimeError from FAISS
+    when the index type takes no selector (plain PQ, for one).
 
     A single query on a float32 Flat CPU index is scanned with one BLAS matrix-vector product
     over FAISS's own storage (ties to the lower id): FAISS scans one query without BLAS, about
@@ -143,17 +240,40 @@ def search_vectors(index: Any, queries: np.ndarray, k: int) -> tuple[np.ndarray,
 
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     if type(index) is not faiss.IndexFlatIP or index.ntotal == 0 or len(queries) != 1:
-        return index.search(queries, k)
+        if allowed is None:
+            return index.search(queries, k)
+        bits = np.packbits(np.asarray(allowed, dtype=bool), bitorder="little")
+        selector = faiss.IDSelectorBitmap(len(allowed), faiss.swig_ptr(bits))
+        return index.search(queries, k, params=_search_parameters(index, selector))
     n = index.ntotal
     stored = faiss.rev_swig_ptr(index.get_xb(), n * index.d).reshape(n, index.d)
     scores = stored @ queries[0]
+    if allowed is not None:
+        scores = np.where(allowed, scores, -np.inf).astype(np.float32)
+        n = int(np.count_nonzero(allowed))
     top = min(k, n)
-    part = np.argpartition(-scores, top - 1)[:top] if top < n else np.arange(n)
+    if top == 0:
+        return np.full((1, k), -np.inf, dtype=np.float32), np.full((1, k), -1, dtype=np.int64)
+    part = np.argpartition(-scores, top - 1)[:top] if top < len(scores) else np.arange(top)
     part = part[np.lexsort((part, -scores[part]))]
     out_scores = np.full((1, k), -np.inf, dtype=np.float32)
     out_ids = np.full((1, k), -1, dtype=np.int64)
     out_ids[0, :top], out_scores[0, :top] = part, scores[part]
     return out_scores, out_ids
+
+
+def _search_parameters(index: Any, selector: Any) -> Any:
+    """FAISS search parameters with an ID selector and the index's own nprobe / efSearch (the
+    parameters of a call replace what is set on the index)."""
+    import faiss
+
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is not None:
+        return faiss.SearchParametersIVF(sel=selector, nprobe=ivf.nprobe)
+    hnsw = getattr(index, "hnsw", None)
+    if hnsw is not None:
+        return faiss.SearchParametersHNSW(sel=selector, efSearch=hnsw.efSearch)
+    return faiss.SearchParameters(sel=selector)
 
 
 class IndexLock:
@@ -164,7 +284,7 @@ class IndexLock:
         self.handle: Any = None
 
     def __enter__(self) -> IndexLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_folder(self.path.parent, "--index", IndexStoreError)
         self.handle = open(self.path, "a+")
         try:
             fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -205,18 +325,53 @@ def read_manifest(root: Path) -> dict[str, Any]:
     return manifest
 
 
+# Arrow and FAISS get open Python files rather than paths: they take a path as UTF-8, so an
+# index in a folder whose name is not valid UTF-8 could not be written or read otherwise.
+def _faiss_write(index: Any, path: Path) -> None:
+    import faiss
+
+    with open(path, "wb") as f:
+        faiss.write_index(index, faiss.PyCallbackIOWriter(f.write))
+
+
+def _faiss_read(path: Path) -> Any:
+    import faiss
+
+    with open(path, "rb") as f:
+        return faiss.read_index(faiss.PyCallbackIOReader(f.read))
+
+
 def _parquet_write(path: Path, columns: dict[str, np.ndarray], names: tuple[str, ...]) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pa.table({name: pa.array(columns[name]) for name in names})
-    pq.write_table(table, path)
+    rows = len(columns[names[0]])
+    arrays = {}
+    for name in names:
+        if name in MEDIA_COLUMNS:
+            kind = pa.type_for_alias(MEDIA_COLUMNS[name])
+            values = [_null_if_missing(v) for v in columns.get(name, [None] * rows)]
+            if pa.types.is_integer(kind):  # a column read back with nulls holds floats
+                values = [None if v is None else int(v) for v in values]
+            arrays[name] = pa.array(values, type=kind)
+        else:
+            arrays[name] = pa.array(columns[name])
+    with open(path, "wb") as f:
+        pq.write_table(pa.table(arrays), f)
+
+
+def _null_if_missing(value: Any) -> Any:
+    """None for None and NaN (how tables read back nulls), numpy scalars as Python values."""
+    if value is None or (isinstance(value, float | np.floating) and math.isnan(value)):
+        return None
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def _parquet_read(path: Path) -> dict[str, np.ndarray]:
     import pyarrow.parquet as pq
 
-    table = pq.read_table(path)
+    with open(path, "rb") as f:
+        table = pq.read_table(f)
     return {name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names}
 
 
@@ -233,7 +388,6 @@ def write_generation(
 ) -> dict[str, Any]:
     """Write generation N+1 and swap the manifest to it; drop generations older than N.
     `extra` keys are stored in the manifest beside the standard ones."""
-    import faiss
 
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -254,12 +408,8 @@ def write_generation(
         "regions": lambda p: _parquet_write(p, data.regions, REGION_COLUMNS),
         "global_vectors": lambda p: _save_npy(p, data.global_vectors, dim),
         "region_vectors": lambda p: _save_npy(p, data.region_vectors, dim),
-        "global_index": lambda p: faiss.write_index(
-            build_faiss(data.global_vectors.reshape(-1, dim), global_type), str(p)
-        ),
-        "region_index": lambda p: faiss.write_index(
-            build_faiss(data.region_vectors.reshape(-1, dim), region_type), str(p)
-        ),
+        "global_index": lambda p: _faiss_write(build_faiss(data.global_vectors.reshape(-1, dim), global_type), p),
+        "region_index": lambda p: _faiss_write(build_faiss(data.region_vectors.reshape(-1, dim), region_type), p),
     }
     checksums = {}
     for key, name in files.items():
@@ -275,7 +425,7 @@ def write_generation(
         "encoder": identity,
         "config": config,
         "index_types": {"global": global_type, "regions": region_type},
-        "counts": {"images": data.n_images, "regions": data.n_regions},
+        "counts": {"images": data.n_images, "regions": data.n_regions, **video_counts(data.images)},
         "files": files,
         "checksums": checksums,
         "last_update": stats or {},
@@ -289,6 +439,15 @@ def write_generation(
         if path.name not in keep:
             path.unlink(missing_ok=True)
     return manifest
+
+
+def video_counts(images: dict[str, np.ndarray]) -> dict[str, int]:
+    """How many image rows are video frames, and of how many videos."""
+    times = images.get("frame_time")
+    if times is None:
+        return {"videos": 0, "frames": 0}
+    frames = np.array([_null_if_missing(t) is not None for t in times], dtype=bool)
+    return {"videos": len(set(np.asarray(images["path"])[frames])), "frames": int(frames.sum())}
 
 
 def _save_npy(path: Path, vectors: np.ndarray, dim: int) -> None:
@@ -319,14 +478,13 @@ class IndexReader(_Rows):
         self.region_start = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
 
     def _load(self, files: dict[str, str], load_indexes: bool) -> None:
-        import faiss
 
         self.images = _parquet_read(self.root / files["images"])
         self.regions = _parquet_read(self.root / files["regions"])
         self.global_vectors = np.load(self.root / files["global_vectors"], mmap_mode="r")
         self.region_vectors = np.load(self.root / files["region_vectors"], mmap_mode="r")
-        self.global_index = faiss.read_index(str(self.root / files["global_index"])) if load_indexes else None
-        self.region_index = faiss.read_index(str(self.root / files["region_index"])) if load_indexes else None
+        self.global_index = _faiss_read(self.root / files["global_index"]) if load_indexes else None
+        self.region_index = _faiss_read(self.root / files["region_index"]) if load_indexes else None
 
     def regions_of(self, image_id: int) -> slice:
         return slice(int(self.region_start[image_id]), int(self.region_start[image_id + 1]))
@@ -393,7 +551,8 @@ def clear_staging(root: Path) -> None:
 
 
 def save_chunk(folder: Path, number: int, records: list[tuple[str, Any]]) -> None:
-    """Encoded images, as (sha256, pipeline.Encoded) pairs, written as one npz."""
+    """Encoded images, as (sha256, pipeline.Encoded) pairs, written as one npz; a video's frames
+    are consecutive records with its hash (the caller keeps a video's frames in one chunk)."""
     if not records:
         return
     items = [item for _, item in records]
@@ -406,6 +565,7 @@ def save_chunk(folder: Path, number: int, records: list[tuple[str, Any]]) -> Non
         "boxes": np.concatenate([r.boxes for r in items]).astype(np.float32),
         "scales": np.concatenate([r.scales for r in items]).astype(np.float32),
         "vectors": np.concatenate([r.vectors for r in items]).astype(np.float16),
+        "frame_time": np.array([np.nan if r.frame_time is None else r.frame_time for r in items], dtype=np.float64),
     }
     write_atomic(folder / f"chunk_{number:06d}.npz", lambda p: _savez(p, arrays))
 
@@ -415,27 +575,34 @@ def _savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
         np.savez(f, **arrays)
 
 
-def load_chunks(folder: Path) -> dict[str, Any]:
-    """sha256 -> pipeline.Encoded, from every complete chunk in the staging folder."""
+def load_chunks(folder: Path) -> dict[str, list[Any]]:
+    """sha256 -> its pipeline.Encoded pictures (a still's one, a video's frames in time order),
+    from every complete chunk in the staging folder."""
     from harmosearch.pipeline import Encoded
 
-    found: dict[str, Any] = {}
+    found: dict[str, list[Any]] = {}
     if not folder.is_dir():
         return found
     for path in sorted(folder.glob("chunk_*.npz")):
         try:
+            chunk: dict[str, list[Any]] = {}
             with np.load(path) as z:
                 offsets = np.concatenate([[0], np.cumsum(z["counts"])])
                 for i, sha in enumerate(z["sha256"]):
                     lo, hi = offsets[i], offsets[i + 1]
-                    found[str(sha)] = Encoded(
-                        int(z["width"][i]),
-                        int(z["height"][i]),
-                        z["global"][i].astype(np.float32),
-                        z["boxes"][lo:hi],
-                        z["scales"][lo:hi],
-                        z["vectors"][lo:hi].astype(np.float32),
+                    seconds = float(z["frame_time"][i])
+                    chunk.setdefault(str(sha), []).append(
+                        Encoded(
+                            int(z["width"][i]),
+                            int(z["height"][i]),
+                            z["global"][i].astype(np.float32),
+                            z["boxes"][lo:hi],
+                            z["scales"][lo:hi],
+                            z["vectors"][lo:hi].astype(np.float32),
+                            frame_time=None if math.isnan(seconds) else seconds,
+                        )
                     )
+            found.update(chunk)
         except (OSError, ValueError, KeyError):
             path.unlink(missing_ok=True)  # a chunk torn by a crash: its images are encoded again
     return found
@@ -452,6 +619,9 @@ def describe(root: Path) -> dict[str, Any]:
         "photos_found": photos.is_dir(),
         "images": manifest["counts"]["images"],
         "regions": manifest["counts"]["regions"],
+        "videos": manifest["counts"].get("videos", 0),
+        "frames": manifest["counts"].get("frames", 0),
+        "calibrated": "calibration" in manifest,
         "model": enc["spec"],
         "weights": enc["weights"],
         "embed_dim": enc["embed_dim"],

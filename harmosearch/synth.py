@@ -28,6 +28,7 @@ from PIL import Image, ImageDraw
 
 from harmosearch.config import SynthConfig
 from harmosearch.errors import ConfigError, DataError
+from harmosearch.folders import make_folder
 
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (215, 35, 35),
@@ -385,12 +386,7 @@ def generate(
 
 
 def _images_dir(out: Path) -> Path:
-    images_dir = Path(out) / "images"
-    try:
-        images_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise DataError(f"cannot create {images_dir}: {exc.strerror}") from None
-    return images_dir
+    return make_folder(Path(out) / "images", "the scenes folder")
 
 
 def _run(

@@ -3,6 +3,7 @@ import os
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
+os.environ.pop("HARMOSEARCH_MODEL", None)  # the tests name their models
 
 TEST_MODEL = "harmo-test-vit:random"
 

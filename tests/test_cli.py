@@ -32,7 +32,7 @@ def test_help_does_not_import_heavy_modules():
 def test_library_errors_are_one_line_with_exit_code_2(tmp_path):
     result = run("synth", str(tmp_path / "s"), "--n", "-3")
     assert result.returncode == 2
-    assert result.stderr.strip() == "error: synth.n must not be negative, got -3"
+    assert result.stderr.strip() == "error: synth.n must lie in [0, 1000000], got -3"
     assert "Traceback" not in result.stderr
 
 

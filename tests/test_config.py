@@ -98,3 +98,24 @@ def test_loss_weights_parse_named_or_by_position():
         parse_weights("xyz=1")
     with pytest.raises(ConfigError, match="weight lrc: expected a number"):
         parse_weights("lrc=lots")
+
+
+def test_min_score_takes_a_number_or_auto():
+    from harmosearch.config import SearchConfig
+
+    assert load_config(overrides={"search.min_score": "auto"}).search.min_score == "auto"
+    assert load_config(overrides={"search.min_score": "0.25"}).search.min_score == 0.25
+    assert SearchConfig().min_score is None
+    with pytest.raises(ConfigError, match=r"search\.min_score must be a number or auto, got 'high'"):
+        SearchConfig(min_score="high")
+
+
+def test_media_settings_and_excludes():
+    from harmosearch.config import MediaConfig
+
+    config = load_config(overrides={"media.every_s": "0.5", "index.exclude": "raw/,*.tmp"})
+    assert config.media.every_s == 0.5 and config.index.exclude == ("raw/", "*.tmp")
+    with pytest.raises(ConfigError, match=r"media\.every_s must be above 0"):
+        MediaConfig(every_s=0)
+    with pytest.raises(ConfigError, match=r"media\.scene_threshold must lie in \[0, 1\]"):
+        MediaConfig(scene_threshold=2)

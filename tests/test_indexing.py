@@ -16,7 +16,7 @@ from harmosearch.indexes import latest_index
 from harmosearch.indexing import build_index, load_user_boxes
 from harmosearch.media.scan import scan
 from harmosearch.search import Index
-from harmosearch.store import IndexLock, IndexReader, read_manifest, verify
+from harmosearch.store import MEDIA_COLUMNS, IndexLock, IndexReader, read_manifest, verify
 
 from .conftest import TEST_MODEL
 
@@ -70,11 +70,13 @@ def test_index_layout_is_row_aligned_and_readable_by_pyarrow(photos, tmp_path, t
     report = build_index(photos, tmp_path / "idx", CONFIG, encoder=test_encoder)
     assert report.committed and report.images == 12 and report.encoded == 12
     manifest = read_manifest(tmp_path / "idx")
-    assert manifest["counts"] == {"images": 12, "regions": report.regions}
+    assert manifest["counts"] == {"images": 12, "regions": report.regions, "videos": 0, "frames": 0}
     assert manifest["encoder"]["spec"] == TEST_MODEL and manifest["config"]["regions"]["max_regions"] == 12
     images = pq.read_table(tmp_path / "idx" / manifest["files"]["images"]).to_pandas()
     regions = pq.read_table(tmp_path / "idx" / manifest["files"]["regions"]).to_pandas()
-    assert list(images.columns) == ["path", "size", "mtime_ns", "sha256", "width", "height"]
+    assert list(images.columns) == ["path", "size", "mtime_ns", "sha256", "width", "height", *MEDIA_COLUMNS]
+    assert images["frame_time"].isna().all() and (images["time_source"] == "mtime").all()
+    assert manifest["calibration"]["n_images"] == 12
     assert list(images["path"]) == sorted(images["path"])
     assert regions["image_id"].is_monotonic_increasing and regions["image_id"].max() == 11
     assert (regions["x1"] > regions["x0"]).all() and (regions["nx1"] <= 1.0001).all()
@@ -236,7 +238,19 @@ def test_cli_index_query_json_annotated_and_info(photos, tmp_path):
     assert payload["query"] == "red circle near bench" and payload["lexemes"] == ["red circle", "bench"]
     assert [r["rank"] for r in payload["results"]] == [1, 2, 3]
     first = payload["results"][0]
-    assert set(first) == {"rank", "path", "score", "global_score", "lexemes", "relations"}
+    assert set(first) == {
+        "rank",
+        "path",
+        "frame_time",
+        "score",
+        "global_score",
+        "confident",
+        "taken",
+        "lexemes",
+        "relations",
+    }
+    assert first["frame_time"] is None and isinstance(first["confident"], bool)
+    assert isinstance(payload["confident_match"], bool)
     assert [m["text"] for m in first["lexemes"]] == ["red circle", "bench"] and len(first["lexemes"][0]["box"]) == 4
     relation = first["relations"][0]
     assert (relation["subject"], relation["relation"], relation["object"]) == ("red circle", "near", "bench")
@@ -278,7 +292,7 @@ def test_batched_uint8_preprocessing_equals_the_open_clip_transform(resize):
 def test_jpeg_draft_decoding_keeps_the_full_oriented_size(tmp_path):
     from PIL import Image
 
-    from harmosearch.media.decode import decode_image
+    from harmosearch.media.formats import open_still
 
     rng = np.random.default_rng(1)
     smooth = rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)
@@ -286,8 +300,8 @@ def test_jpeg_draft_decoding_keeps_the_full_oriented_size(tmp_path):
     exif = picture.getexif()
     exif[0x0112] = 6  # shown rotated by 90 degrees
     picture.save(tmp_path / "photo.jpg", quality=95, exif=exif)
-    full, width, height = decode_image(tmp_path / "photo.jpg")
-    small, small_width, small_height = decode_image(tmp_path / "photo.jpg", min_side=112)
+    full, width, height = open_still(tmp_path / "photo.jpg")
+    small, small_width, small_height = open_still(tmp_path / "photo.jpg", min_side=112)
     assert (width, height) == (small_width, small_height) == full.size == (600, 800)
     assert min(small.size) >= 112 and small.width < full.width  # decoded at a reduced scale
     # The same picture either way: compare after bringing both to the small size.
@@ -321,3 +335,38 @@ def test_encoding_in_worker_processes_equals_encoding_in_the_main_process(photos
     b = build_index(photos, tmp_path / "b", in_workers, encoder=test_encoder)
     assert a.encoded == b.encoded == 12
     assert_same_index(tmp_path / "a", tmp_path / "b")
+
+
+def test_staged_chunks_keep_each_video_frame_with_its_time(tmp_path):
+    from harmosearch.pipeline import Encoded
+    from harmosearch.store import load_chunks, save_chunk
+
+    rng = np.random.default_rng(0)
+
+    def encoded(seconds, regions):
+        return Encoded(
+            64,
+            48,
+            rng.standard_normal(8).astype(np.float32),
+            rng.uniform(0, 40, (regions, 4)).astype(np.float32),
+            np.full(regions, 0.5, np.float32),
+            rng.standard_normal((regions, 8)).astype(np.float32),
+            frame_time=seconds,
+        )
+
+    records = [("still", encoded(None, 2)), ("video", encoded(0.0, 1)), ("video", encoded(2.5, 3))]
+    save_chunk(tmp_path, 0, records)
+    loaded = load_chunks(tmp_path)
+    assert [e.frame_time for e in loaded["video"]] == [0.0, 2.5] and loaded["still"][0].frame_time is None
+    for (_, original), again in zip(records, [*loaded["still"], *loaded["video"]], strict=True):
+        assert len(again.boxes) == len(original.boxes)
+        np.testing.assert_allclose(again.vectors, original.vectors, atol=2e-3)  # stored in float16
+
+
+def test_stills_are_batched_and_each_video_is_a_batch_of_its_own():
+    from pathlib import Path
+
+    from harmosearch.pipeline import file_batches
+
+    paths = [Path(p) for p in ("a.jpg", "b.mp4", "c.png", "d.heic", "e.MOV", "f.jpg")]
+    assert file_batches(paths, 2) == [[1], [0, 2], [4], [3, 5]]

@@ -18,9 +18,9 @@ from PIL import Image
 from harmosearch.config import SynthConfig, load_config
 from harmosearch.errors import HarmosearchError, QueryError
 from harmosearch.indexing import build_index
-from harmosearch.media.decode import open_image
+from harmosearch.media.formats import open_still
 from harmosearch.search import Index
-from harmosearch.store import IndexReader, read_manifest, verify
+from harmosearch.store import SCHEMA_VERSION, IndexReader, load_chunks, read_manifest, verify
 from harmosearch.synth import generate
 
 from .conftest import TEST_MODEL
@@ -104,7 +104,7 @@ def test_fuzz_corpus_is_indexed_or_skipped_with_reasons(tmp_path, test_encoder):
 def test_decoded_modes_are_rgb(tmp_path):
     indexed, _ = make_corpus(tmp_path)
     for name in indexed:
-        assert open_image(tmp_path / name).mode == "RGB"
+        assert open_still(tmp_path / name).image.mode == "RGB"
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their permissions")
@@ -151,18 +151,26 @@ def test_old_schema_and_damaged_files_are_reported(tmp_path, scenes, test_encode
     victim.write_bytes(victim.read_bytes()[:-8] + b"12345678")
     problems = verify(tmp_path / "idx")
     assert problems and "checksum mismatch" in problems[0]
-    text = (tmp_path / "idx" / "manifest.json").read_text().replace('"schema_version": 1', '"schema_version": 0')
+    old = SCHEMA_VERSION - 1  # an index of the previous release
+    text = (tmp_path / "idx" / "manifest.json").read_text()
+    text = text.replace(f'"schema_version": {SCHEMA_VERSION}', f'"schema_version": {old}')
     (tmp_path / "idx" / "manifest.json").write_text(text)
-    with pytest.raises(HarmosearchError, match="schema version 0"):
+    with pytest.raises(HarmosearchError, match=f"schema version {old}.*rebuild it with harmosearch index --rebuild"):
         Index(tmp_path / "idx", encoder=test_encoder)
+    with pytest.raises(HarmosearchError, match="--rebuild"):
+        build_index(scenes / "images", tmp_path / "idx", CONFIG, encoder=test_encoder)
+    report = build_index(scenes / "images", tmp_path / "idx", CONFIG, encoder=test_encoder, rebuild=True)
+    assert report.committed and read_manifest(tmp_path / "idx")["schema_version"] == SCHEMA_VERSION
 
 
-def run_index(photos, index, *extra, env=None):
+def run_index(photos, index, *extra, env=None, chunk=None):
+    """`harmosearch index` in a child process; `chunk`: stage encoded images every `chunk` images
+    instead of every indexing.CHUNK, so that an interrupted run leaves staged work sooner."""
+    staging = f"import harmosearch.indexing as i; i.CHUNK = {chunk}; from harmosearch.cli import main; main()"
     return subprocess.Popen(
         [
             sys.executable,
-            "-m",
-            "harmosearch",
+            *(["-m", "harmosearch"] if chunk is None else ["-c", staging]),
             "--config",
             str(index.parent / "c.toml"),
             "index",
@@ -234,6 +242,36 @@ def test_ctrl_c_exits_cleanly_with_a_message(tmp_path):
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, "indexing finished before the interrupt arrived"
     assert "interrupted" in stderr and "Traceback" not in stderr
+
+
+def test_sigterm_exits_cleanly_and_a_rerun_resumes(tmp_path, scenes):
+    """systemctl stop, docker stop and job runners send SIGTERM: one line, exit 143, the index as
+    it was, the lock released, and the encoded batches kept for the next run."""
+    photos = tmp_path / "photos"
+    shutil.copytree(scenes / "images", photos)
+    (tmp_path / "c.toml").write_text("[regions]\nmax_regions = 8\n")
+    index = tmp_path / "idx"
+    assert run_index(photos, index, "--batch-size", "8").wait(timeout=300) == 0
+    before = read_manifest(index)
+    generate(tmp_path / "more", SynthConfig(n=64, seed=99, size=48), workers=2)
+    for path in (tmp_path / "more" / "images").iterdir():
+        path.rename(photos / f"more_{path.name}")
+    process = run_index(photos, index, "--batch-size", "8", chunk=8)
+    deadline = time.monotonic() + 120
+    while len(list((index / ".staging").glob("chunk_*.npz"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 143, "indexing finished before the signal arrived"
+    assert stderr.splitlines() == ["terminated; what was written so far is consistent, and a re-run resumes it"]
+    assert read_manifest(index) == before and verify(index) == []
+    staged = len(load_chunks(index / ".staging"))
+    assert staged >= 16
+    rerun = run_index(photos, index, "--batch-size", "8", chunk=8)
+    stdout, stderr = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, stderr  # the lock was released
+    assert f", {staged} taken from an interrupted run" in stdout and f"encoded {64 - staged} " in stdout
+    assert read_manifest(index)["counts"]["images"] == 76 and verify(index) == []
 
 
 def test_concurrent_query_sees_old_or_new_index(tmp_path, scenes, test_encoder):

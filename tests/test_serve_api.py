@@ -53,6 +53,7 @@ def library_part(body):
     return {
         "query": body["query"],
         "lexemes": body["lexemes"],
+        "confident_match": body["confident_match"],
         "results": [{k: v for k, v in r.items() if k not in PAGE_FIELDS} for r in body["results"]],
     }
 
@@ -78,6 +79,10 @@ def test_openapi_schema_documents_the_api(client):
         "global_only",
         "negatives",
         "min_score",
+        "after",
+        "before",
+        "under",
+        "sort",
         "relations",
         "relation_weight",
     }
@@ -148,7 +153,7 @@ def test_similar_and_region_answer_as_the_library(client, served):
         ("search", {"text": "red circle", "k": 0}, 400, "k must be at least 1, got 0"),
         ("search", {"text": "red circle", "k": "ten"}, 422, "k: Input should be a valid integer"),
         ("search", {"text": "red circle", "alpha": 1.5}, 400, "alpha must lie in [0, 1], got 1.5"),
-        ("search", {"text": "red circle", "after": "2024-01-01"}, 422, "unknown option 'after'"),
+        ("search", {"text": "red circle", "colour_of_the_sky": "blue"}, 422, "unknown option 'colour_of_the_sky'"),
         ("search", {"text": "  "}, 400, "empty query"),
         ("search", {"text": "red", "negatives": "car"}, 422, "negatives: Input should be a valid list"),
         ("similar", {"image_id": 99}, 400, "no image 99 in"),

@@ -21,6 +21,7 @@ from harmosearch.bench.tasks import MODES, TASKS, Run
 from harmosearch.bench.vectors import Progress, encode_images
 from harmosearch.config import Config
 from harmosearch.errors import DataError
+from harmosearch.folders import output_file
 
 
 def default_tasks(dataset: str, objects: str = "mixed") -> tuple[str, ...]:
@@ -52,6 +53,8 @@ def run_bench(
     identity, the resolved config and the machine. `objects` picks the synthetic scenes: mixed
     (the default), small or large (synth.OBJECT_SETS)."""
     started = time.perf_counter()
+    if save_scores is not None:
+        output_file(save_scores, "--save-scores", example="scores.npy")
     tasks = tuple(tasks or default_tasks(dataset, objects))
     unknown = [t for t in tasks if t not in TASKS]
     if unknown:
@@ -92,8 +95,7 @@ def run_bench(
 def append_record(path: Path, result: dict[str, Any], command: str) -> Path:
     """Append one bench result, with the command that made it, as a JSON line (the raw record
     behind a published figure)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = output_file(path, "--record")
     record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "command": command, **result}
     with path.open("a", encoding="utf-8") as f:
         f.write(json.dumps(record, default=str) + "\n")

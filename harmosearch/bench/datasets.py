@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harmosearch.config import SynthConfig
+from harmosearch.config import MAX_SCENES, SynthConfig
 from harmosearch.errors import DataError
+from harmosearch.folders import is_dir
 
 # Seeds of the synthetic benchmark sets (training scenes use seed 1000, the demo 2026), and of
 # the twin pairs of the compositional task.
@@ -189,7 +190,7 @@ def load_bench_set(
             return load_coco_instances(root)
         return load_flickr30k(root) if dataset == "flickr30k" else load_mscoco(root)
     path = Path(dataset)
-    if path.is_dir():
+    if is_dir(path):
         return load_pair_set(path, path.name) if task == "compositional" else load_scene_folder(path)
     raise DataError(
         f"unknown dataset {dataset!r}: use flickr30k, mscoco, synthetic, aro-relation, aro-attribution "
@@ -202,8 +203,8 @@ def _synthetic(data_dir: Path | None, cache: Path, n: int, task: str, split: str
         raise DataError(f"unknown split {split!r}: use {' or '.join(SYNTHETIC_SEEDS)}")
     if objects not in OBJECT_SEEDS:
         raise DataError(f"unknown object set {objects!r}: use {', '.join(OBJECT_SEEDS)}")
-    if n < 2:
-        raise DataError(f"--n must be at least 2 scenes, got {n}")
+    if not 2 <= n <= MAX_SCENES:
+        raise DataError(f"--n must lie in [2, {MAX_SCENES:,}] scenes, got {n}")
     if task == "compositional":
         if objects != "mixed":
             raise DataError("twin pairs have objects of the default sizes only; drop --objects for compositional")

@@ -24,11 +24,12 @@ from typing import Any, Literal
 
 import numpy as np
 
+from harmosearch.config import MediaConfig
 from harmosearch.errors import DataError
 
-EVERY_S = 2.0
-SCENE_THRESHOLD = 0.06
-MAX_FRAMES = 200
+EVERY_S = MediaConfig.every_s
+SCENE_THRESHOLD = MediaConfig.scene_threshold
+MAX_FRAMES = MediaConfig.max_frames
 CHANGE_SIDE = 32
 # A display matrix's counter-clockwise rotation, as the EXIF orientation that turns the same way.
 ROTATION_TO_EXIF = {0: 1, 90: 8, 180: 3, 270: 6}
@@ -146,6 +147,19 @@ def frame_at(path: str | Path, seconds: float, min_side: int | None = None) -> F
         if at < seconds - slack - 1.0:
             raise DataError(f"the video ends before {seconds:.2f} s")
         return _frame(frame, at, int(frame.rotation) % 360, min_side, "seek")
+
+
+def timestamp(seconds: float) -> str:
+    """A time in a video as players show it: "0:12", "12:05", "1:02:03" (whole seconds)."""
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def require_pyav() -> None:
+    """UnsupportedFormat naming the `video` extra when PyAV is not installed; checked before any
+    video is hashed or decoded."""
+    _av()
 
 
 def _av() -> Any:

@@ -9,6 +9,7 @@ content hash. Errors are JSON objects with a one-line "detail".
 from __future__ import annotations
 
 import functools
+import math
 import os
 import re
 import threading
@@ -76,6 +77,10 @@ class TextQuery(Options):
         True, description="use the query's relations (left of, near, ...); false ranks lexemes alone"
     )
     relation_weight: float | None = Field(None, description="weight of the relations (default: search.relation_weight)")
+    after: str | None = Field(None, description="taken at or after this date: 2024, 2024-07, 2024-07-15")
+    before: str | None = Field(None, description="taken before this date (same forms)")
+    under: list[str] = Field([], max_length=64, description="only photos under these folders of the photo root")
+    sort: str = Field("score", description="order of the k best: score, or date (newest first)")
 
 
 class ImageQuery(Options):
@@ -97,17 +102,17 @@ def ranking(response: SearchResponse) -> dict[str, Any]:
 
 
 def thumbnail(index: Index, image_id: int, cache: Path) -> Path:
-    """A JPEG of at most THUMBNAIL_SIDE pixels a side, made once per image content."""
-    from harmosearch.media.decode import decode_image
-
-    source = index.image_file(image_id)  # checked every time: a cached thumbnail is the picture too
+    """A JPEG of at most THUMBNAIL_SIDE pixels a side, made once per image content (and video time)."""
+    index.image_file(image_id)  # checked every time: a cached thumbnail is the picture too
     sha = str(index.reader.images["sha256"][image_id])
     if not re.fullmatch(r"[0-9a-f]{64}", sha):
         raise DataError(f"image {image_id} has no content hash in the index; re-run harmosearch index")
-    target = cache / str(THUMBNAIL_SIDE) / sha[:2] / f"{sha}.jpg"
+    seconds = float(index.reader.images["frame_time"][image_id])
+    name = sha if math.isnan(seconds) else f"{sha}-{seconds:.3f}"
+    target = cache / str(THUMBNAIL_SIDE) / sha[:2] / f"{name}.jpg"
     if target.is_file():
         return target
-    image = decode_image(source, THUMBNAIL_SIDE)[0]
+    image = index.picture(image_id, THUMBNAIL_SIDE)[0]
     image.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}")
@@ -207,6 +212,10 @@ def create_app(indexes: dict[str, Index], thumbnails: Path) -> FastAPI:
             min_score=query.min_score,
             relations=query.relations,
             relation_weight=query.relation_weight,
+            after=query.after,
+            before=query.before,
+            under=tuple(query.under),
+            sort=query.sort,
         )
         return JSONResponse(ranking(response))
 

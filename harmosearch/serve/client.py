@@ -9,7 +9,8 @@ While a server runs it keeps a discovery file, `server.json`, in each index fold
 
 It is removed when the server stops. A file left by a server that died (its pid is gone, its
 address refuses connections or answers as another server) is removed by `find_server`; a
-server that serves an older generation of the index than the one on disk is ignored.
+server that serves an older generation of the index than the one on disk, or is too busy to
+answer within the timeout, is passed over (its file stays: it is alive).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from harmosearch.indexes import generation_of
 DISCOVERY = "server.json"
 # Servers are local: a proxy configured in the environment must not see these requests.
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+_BUSY = object()  # what _get_json answers when the address accepted but did not reply in time
 
 
 def index_url(server_url: str, index_name: str) -> str:
@@ -50,6 +52,8 @@ def find_server(index_path: Path, timeout: float = 1.0) -> str | None:
         _remove_if_unchanged(file, text)
         return None
     health = _get_json(f"{url}/api/health", timeout) if _alive(pid) else None
+    if health is _BUSY:
+        return None
     if not isinstance(health, dict) or health.get("pid") != pid or name not in health.get("indexes", {}):
         _remove_if_unchanged(file, text)
         return None
@@ -87,9 +91,14 @@ def remote_search(index: str, text: str, timeout: float = 60.0, **options: Any) 
 
 
 def _get_json(url: str, timeout: float) -> Any:
+    """The JSON at url; None when nothing answers there (or not JSON); _BUSY on a timeout."""
     try:
         with _OPENER.open(url, timeout=timeout) as reply:
             return json.loads(reply.read())
+    except TimeoutError:
+        return _BUSY
+    except urllib.error.URLError as exc:
+        return _BUSY if isinstance(exc.reason, TimeoutError) else None
     except (OSError, ValueError):
         return None
 

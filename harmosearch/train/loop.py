@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from harmosearch.config import Config
-from harmosearch.errors import DataError
+from harmosearch.errors import DataError, TrainingError
+from harmosearch.folders import check_folder
 
 TRAINER_STATE = "trainer.pt"
 
@@ -297,6 +298,7 @@ def train(
     from harmosearch.encoder import canonical_spec
 
     out = Path(out)
+    check_folder(out, "--out")  # before the model loads
     config = replace(config, encoder=replace(config.encoder, model=canonical_spec(config.encoder.model)))
     samples = samples if samples is not None else training_data(data, config)
     device = resolve_device(config.encoder.device)
@@ -343,6 +345,11 @@ def _run(
         for batch in loader:
             last = trainer.step(batch)
             step += 1
+            if not math.isfinite(last["total"]):
+                raise TrainingError(
+                    f"training diverged at step {step}: the loss is {last['total']}; lower --lr or the loss "
+                    "weights (--weights) and start again with --fresh"
+                )
             record = log.write(step, epoch, trainer, last, time.perf_counter() - started)
             started = time.perf_counter()
             if on_step:

@@ -1,0 +1,563 @@
+"""The whole command line under hostile input: every command and option, drawn by hypothesis.
+
+Each example runs `harmosearch.cli.main` in this process (loading the tiny test model is the slow
+part, about half a second) against a small prebuilt index and scene folder. Whatever the
+arguments, a command ends with exit code 0 or 2 (never 1, an internal error), with no traceback
+and no Python warning, and a failure is one line, the last, that names the argument it is
+about. Typer's own usage errors ("Usage:" and a box) are accepted as they are, with exit code 2.
+
+Values come from small fixed menus per option rather than free text: hostile paths (missing, a
+file where a folder belongs and the reverse, a symbolic link loop, a dangling link, a path below
+a file, names with spaces, newlines or bytes that are not UTF-8, a name too long for the file
+system), numbers (0, negative, huge, NaN, inf, not a number) and strings (empty, 10,000
+characters, other scripts, markup, control characters). Valid values are kept small (a few
+scenes, one training step), so that every example ends in about a second. A folder that cannot
+be written is made by permissions only when the tests do not run as root (root writes anywhere);
+a path below a file stands for it everywhere.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, Phase, event, given, settings
+from hypothesis import strategies as st
+
+from harmosearch import cli
+from harmosearch.config import ENVIRONMENT, SynthConfig, load_config
+from harmosearch.indexing import build_index
+from harmosearch.synth import generate
+
+from .conftest import TEST_MODEL
+
+COMMANDS = ("synth", "index", "query", "info", "bench", "train", "demo")
+HUGE = "99999999999999999999"
+NOT_NUMBERS = ("nan", "inf", "-inf", "1e400", "", "abc")
+STRINGS = (
+    "",
+    " ",
+    "x" * 10_000,
+    "红色的圆",
+    "🐶🎈",
+    "красный круг",
+    "[bold]x[/]",
+    "caf\udce9",  # a byte that is not UTF-8, as Python passes it on from the command line
+    "a\nb",
+    "\x1b[31mred",
+    "-",
+)
+PATH_KINDS = [
+    "missing",
+    "file",
+    "folder",
+    "loop",
+    "dangling",
+    "below a file",
+    "spaces",
+    "newline",
+    "not utf-8",
+    "too long",
+]
+if os.geteuid() != 0:
+    PATH_KINDS.append("read-only")
+WORDS = {  # what an error about an option may call it besides its flag
+    "--n": ("synth.n",),
+    "--seed": ("synth.seed", "train.seed"),
+    "--size": ("synth.size",),
+    "--workers": ("index.workers", "train.workers"),
+    "--batch-size": ("encoder.batch_size", "train.batch_size", "batch"),
+    "-k": ("search.k",),
+    "--alpha": ("search.alpha",),
+    "--min-score": ("search.min_score",),
+    "--lr": ("train.lr",),
+    "--epochs": ("train.epochs",),
+    "--max-steps": ("train.max_steps",),
+    "--checkpoint-every": ("train.checkpoint_every",),
+    "--losses": ("train.losses",),
+    "--weights": ("weight",),
+    "--gr-variant": ("train.gr_variant",),
+    "--lexeme-source": ("train.lexeme_source",),
+    "--lexeme-mode": ("encoder.lexeme_mode",),
+    "--match": ("train.match",),
+    "--device": ("device",),
+    "--model": ("model",),
+    "--index-type": ("index type",),
+    "--task": ("task",),
+    "--mode": ("mode",),
+    "--split": ("split",),
+    "--dataset": ("dataset",),
+    "--not": ("query",),
+    "--image": ("query image",),
+    "--relation-weight": ("search.relation_weight",),
+    "--after": ("after", "date"),
+    "--before": ("before", "date"),
+    "--under": ("under",),
+    "--sort": ("sort",),
+    "--threshold": ("threshold",),
+}
+
+
+@dataclass
+class Outcome:
+    code: int
+    stdout: str
+    stderr: str
+    warnings: list[warnings.WarningMessage]
+
+
+def invoke(args: list[str]) -> Outcome:
+    """`harmosearch ARGS` in this process; the exception, if any, escapes to the test."""
+    stdout, stderr = io.StringIO(), io.StringIO()
+    handlers, level = logging.root.handlers[:], logging.root.level  # the CLI configures logging
+    try:
+        with (
+            contextlib.redirect_stdout(stdout),
+            contextlib.redirect_stderr(stderr),
+            warnings.catch_warnings(record=True) as caught,
+        ):
+            warnings.simplefilter("default")
+            try:
+                cli.main(args)
+                code = 0
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
+    finally:
+        logging.root.handlers[:] = handlers
+        logging.root.setLevel(level)
+    return Outcome(code, stdout.getvalue(), stderr.getvalue(), caught)
+
+
+def shown_warnings(outcome: Outcome) -> list[str]:
+    """Warnings Python prints by default (not deprecations, which are for developers)."""
+    quiet = (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning)
+    return [f"{w.category.__name__}: {w.message} ({w.filename})" for w in outcome.warnings if w.category not in quiet]
+
+
+def names_in(args: list[str]) -> set[str]:
+    """What an error line may name to point at one of `args` (an option, its config key, a value)
+    or at a folder the environment names (where indexes are looked for without --index)."""
+    names = {os.environ[name] for name in ENVIRONMENT if name in os.environ}
+    for arg in (a for a in args if a not in COMMANDS):  # "index" would match most messages
+        names |= {cli.line(arg), repr(arg)} if len(arg) > 1 else {repr(arg)}
+        names |= set(WORDS.get(arg, ()))
+    return names
+
+
+def usage_error(outcome: Outcome) -> bool:
+    """Typer's own report of a bad command line: a usage line (mostly) and a box naming the option."""
+    return outcome.code == 2 and ("Usage:" in outcome.stderr or "╭─ Error" in outcome.stderr)
+
+
+def check(args: list[str], outcome: Outcome) -> None:
+    """The rules every invocation keeps, whatever its arguments."""
+    where = f"harmosearch {' '.join(a[:80] for a in args)[:600]}"
+    assert outcome.code in (0, 2), f"{where}: exit {outcome.code}\n{outcome.stderr[-2000:]}"
+    assert "Traceback" not in outcome.stderr + outcome.stdout, f"{where}:\n{outcome.stderr[-3000:]}"
+    assert not shown_warnings(outcome), f"{where}: {shown_warnings(outcome)}"
+    lines = [line for line in outcome.stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error:")]
+    if outcome.code == 0:
+        assert not errors, f"{where}: exit 0 with {errors}"
+        return
+    if usage_error(outcome):
+        return
+    assert len(errors) == 1 and lines[-1] == errors[0], f"{where}: not one error line:\n{outcome.stderr[-2000:]}"
+    named = [name for name in names_in(args) if name in errors[0]]
+    assert named, f"{where}: the error names no argument: {errors[0][:500]}"
+
+
+class World:
+    """Everything the examples share: scenes, an index of them, an index whose photos are gone,
+    files of every kind, and a fresh folder per example for paths that get written."""
+
+    def __init__(self, root: Path, encoder) -> None:
+        self.root = root
+        self.scenes = root / "scenes"
+        generate(self.scenes, SynthConfig(n=6, seed=3, size=48))
+        config = load_config(
+            overrides={
+                "encoder.model": TEST_MODEL,
+                "encoder.device": "cpu",
+                "index.workers": 0,
+                "regions.max_regions": 8,
+            }
+        )
+        self.index = root / "index"
+        build_index(self.scenes / "images", self.index, config, encoder=encoder)
+        gone = root / "gone"
+        shutil.copytree(self.scenes / "images", gone)
+        self.orphan = root / "orphan index"
+        build_index(gone, self.orphan, config, encoder=encoder)
+        shutil.rmtree(gone)
+        self.image = self.scenes / "images" / "000000.png"
+        self.not_image = root / "not an image.png"
+        self.not_image.write_text("not an image")
+        self.files: dict[str, Path] = {}
+        for name, text in {
+            "boxes.json": json.dumps({"000000.png": [[2, 2, 30, 30]], "000001.png": [[-100, -100, 1e9, 1e9]]}),
+            "inverted boxes.json": json.dumps({"000000.png": [[30, 2, 2, 30]]}),
+            "nan boxes.json": '{"000000.png": [[NaN, 2, 30, 30]]}',
+            "coco.json": json.dumps(
+                {
+                    "images": [{"id": 1, "file_name": "000001.png"}],
+                    "annotations": [{"image_id": 1, "bbox": [1, 1, 9, 9]}],
+                }
+            ),
+            "coco nan.json": '{"images": [{"id": 1, "file_name": "000001.png"}], '
+            '"annotations": [{"image_id": 1, "bbox": [1, 1, NaN, 9]}]}',
+            "coco inverted.json": json.dumps(
+                {"images": [{"id": 1, "file_name": "a.png"}], "annotations": [{"image_id": 1, "bbox": [1, 1, -5, 9]}]}
+            ),
+            "list.json": "[1, 2, 3]",
+            "garbage.json": "{not json",
+            "config.toml": "[search]\nk = 3\n[regions]\nmax_regions = 8\n",
+            "bad.toml": "[search\nk = ",
+            "unknown key.toml": "[search]\nkk = 3\n",
+            "wrong type.toml": "[search]\nk = 'three'\n",
+            "huge.toml": f"[synth]\nn = {HUGE}\n[index]\nworkers = {HUGE}\n",
+        }.items():
+            self.files[name] = root / name
+            self.files[name].write_text(text, encoding="utf-8")
+        self.examples = root / "examples"
+        self.examples.mkdir()
+
+    def sandbox(self) -> Path:
+        return Path(tempfile.mkdtemp(dir=self.examples))
+
+    def resolve(self, value: str, box: Path) -> str | None:
+        """A drawn value with its <placeholder> made real inside the example's folder `box`
+        (None: leave the option out)."""
+        if not (value.startswith("<") and value.endswith(">")) or value == FLAG:
+            return value
+        name = value[1:-1]
+        if name == "none":
+            return None
+        if name.startswith("file:"):
+            return str(self.files[name.removeprefix("file:")])
+        if name == "existing index":
+            shutil.copytree(self.index, box / "existing index")
+            return str(box / "existing index")
+        named = {
+            "fresh": Path(tempfile.mkdtemp(dir=box)) / "new",
+            "scenes": self.scenes,
+            "scenes images": self.scenes / "images",
+            "index": self.index,
+            "orphan": self.orphan,
+            "image": self.image,
+            "not image": self.not_image,
+        }
+        return str(named[name]) if name in named else self.path(name, box)
+
+    def path(self, kind: str, box: Path) -> str:
+        """A path of `kind`, made in a new folder inside the example's own folder `box`."""
+        box = Path(tempfile.mkdtemp(dir=box))
+        a_file = box / "a file.txt"
+        a_file.write_text("x")
+        made = {
+            "missing": box / "missing" / "deeper",
+            "file": a_file,
+            "folder": box / "an empty folder",
+            "loop": box / "loop",
+            "dangling": box / "dangling",
+            "below a file": a_file / "below",
+            "spaces": box / "name  with spaces" / "and more",
+            "newline": box / "new\nline",
+            "too long": box / ("x" * 300),
+            "read-only": box / "read-only" / "inside",
+        }
+        if kind == "not utf-8":
+            return os.fsdecode(os.fsencode(box) + b"/caf\xe9")
+        if kind == "folder":
+            made[kind].mkdir()
+        elif kind == "loop":
+            os.symlink("loop", made[kind])
+        elif kind == "dangling":
+            os.symlink(box / "nowhere", made[kind])
+        elif kind == "read-only":
+            made[kind].parent.mkdir(mode=0o500)
+        return str(made[kind])
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, test_encoder):
+    root = tmp_path_factory.mktemp("fuzz")
+    with pytest.MonkeyPatch.context() as patch:
+        # Defaults that write (indexes/, the bench cache, samples/demo) land in the sandbox.
+        patch.chdir(root)
+        patch.setenv("HARMOSEARCH_INDEXES", str(root / "indexes"))
+        patch.setenv("HARMOSEARCH_CACHE", str(root / "cache"))
+        yield World(root, test_encoder)
+
+
+PATHS = tuple(f"<{kind}>" for kind in PATH_KINDS)  # made afresh for every example that draws one
+FLAG = "<flag>"  # a flag given without a value
+
+
+@dataclass(frozen=True)
+class Opt:
+    """One argument of a command: its flag (None for a positional one), the values that should
+    work and the hostile ones; `always` when every example gives it."""
+
+    flag: str | None
+    valid: tuple[str, ...]
+    hostile: tuple[str, ...] = ()
+    always: bool = False
+    repeat: bool = False
+
+
+def draw_args(data, world: World, command: str, opts: list[Opt]) -> list[str]:
+    """A command line with up to two hostile arguments (--config among them) and valid others,
+    so that each example fails for a reason of its own, or runs."""
+    box = world.sandbox()
+    config = Opt("--config", ("<none>", "<none>", "<file:config.toml>"), (*CONFIGS, *PATHS), always=True)
+    everything = [config, *opts]
+    hostile = data.draw(
+        st.sets(st.sampled_from([i for i, o in enumerate(everything) if o.hostile]), max_size=2), label="hostile"
+    )
+    args: list[str] = []
+    for i, opt in enumerate(everything):
+        if not (opt.always or i in hostile or data.draw(st.booleans(), label=f"give {opt.flag}")):
+            continue
+        pool = opt.hostile if i in hostile else opt.valid
+        for _ in range(data.draw(st.integers(1, 2), label="times") if opt.repeat else 1):
+            value = world.resolve(data.draw(st.sampled_from(pool), label=opt.flag or "argument"), box)
+            if value is None:
+                continue
+            args += [value] if opt.flag is None else [opt.flag] if value == FLAG else [opt.flag, value]
+        if opt is config:
+            args.append(command)
+    return args
+
+
+CONFIGS = tuple(f"<file:{name}>" for name in ("bad.toml", "unknown key.toml", "wrong type.toml", "huge.toml"))
+MODEL = Opt("--model", (TEST_MODEL,), ("", "nope", "nope:random", "x" * 10_000, "local-dir:/nowhere", "<folder>"), True)
+DEVICE = Opt("--device", ("cpu", "auto"), ("", "tpu", "cuda:-1", f"cuda:{HUGE}", "x" * 10_000))
+WORKERS = Opt("--workers", ("0",), ("-1", "65", HUGE, "nan"), True)  # more workers: each loads the model
+
+
+BAD_BOXES = ("inverted boxes", "nan boxes", "coco nan", "coco inverted", "list", "garbage")
+BAD_INDEX_TYPES = ("Bogus,Thing", "", "HNSW0", "HNSW1", "IVF0,Flat", f"IVF{HUGE},Flat", "IDMap,Flat", "LSH", "PQ7")
+BAD_WEIGHTS = ("", "=,==", "lrc=nan", "lrc=1e300,gr=1e300", "tight=-1", "bogus=1", "1,2,3")
+# Every argument of every command (test_every_option_of_every_command_is_fuzzed keeps it so).
+MENUS: dict[str, list[Opt]] = {
+    "synth": [
+        Opt(None, ("<fresh>",), PATHS, True),
+        Opt("--n", ("0", "1", "2"), ("-1", HUGE, *NOT_NUMBERS), True),
+        Opt("--seed", ("0", "7"), ("-1", HUGE, "4294967296", *NOT_NUMBERS)),
+        Opt("--size", ("32", "40"), ("31", "0", "-1", "4097", HUGE, *NOT_NUMBERS)),
+        Opt("--objects", ("mixed", "small", "large"), ("", "bogus", "红色", "x" * 10_000)),
+        Opt("--workers", ("1",), ("0", "-1", "65", HUGE, "nan")),
+    ],
+    "index": [
+        Opt(None, ("<scenes images>",), PATHS, True),
+        Opt("--index", ("<fresh>", "<existing index>"), PATHS),
+        MODEL,
+        WORKERS,
+        Opt("--boxes", ("<file:boxes.json>", "<file:coco.json>"), (*(f"<file:{n}.json>" for n in BAD_BOXES), *PATHS)),
+        Opt("--index-type", ("Flat", "HNSW32"), (*BAD_INDEX_TYPES, "红色", "x" * 10_000)),
+        DEVICE,
+        Opt("--batch-size", ("1", "4", HUGE), ("0", "-1", *NOT_NUMBERS)),
+        Opt("--global-only", (FLAG,)),
+        Opt("--include-hidden", (FLAG,)),
+        Opt("--exclude", ("*.png", "sub/", "!keep.png"), ("!", "a\\", "[z-a]", ""), repeat=True),
+        Opt("--rebuild", (FLAG,)),
+    ],
+    "query": [
+        Opt(None, ("red circle", "blue square left of a white ring", "红色的圆", "x" * 10_000), STRINGS, True),
+        Opt("--index", ("<index>", "<index>", "<orphan>"), PATHS),
+        Opt("-k", ("1", "3", HUGE), ("0", "-1", *NOT_NUMBERS)),
+        Opt("--alpha", ("0", "0.5", "1"), ("-0.1", "1.1", *NOT_NUMBERS)),
+        Opt("--min-score", ("0", "-1", "1e308", "-1e308", "auto"), NOT_NUMBERS),
+        Opt("--relation-weight", ("0", "0.5", "2"), ("-1", *NOT_NUMBERS)),
+        Opt("--no-relations", (FLAG,)),
+        Opt("--after", ("2024", "2024-07", "2020-01-15"), ("", "2024-13", "garbage", "x" * 10_000)),
+        Opt("--before", ("2030", "2024-07-15T10:00"), ("", "2024-02-30", "yesterday")),
+        Opt("--under", (".", "sub"), ("..", "/", "../outside"), repeat=True),
+        Opt("--sort", ("score", "date"), ("", "bogus")),
+        DEVICE,
+        Opt("--image", ("<image>",), ("<not image>", *PATHS)),
+        Opt("--not", ("blue", "红色"), STRINGS, repeat=True),
+        Opt("--save-annotated", ("<fresh>",), PATHS),
+        Opt("--global-only", (FLAG,)),
+        Opt("--json", (FLAG,)),
+    ],
+    "info": [
+        Opt(None, ("<index>", "<orphan>"), PATHS),
+        Opt("--verify", (FLAG,)),
+        Opt("--json", (FLAG,)),
+    ],
+    "bench": [
+        Opt("--dataset", ("synthetic", "<scenes>"), ("flickr30k", "mscoco", "", "bogus", "x" * 10_000, *PATHS), True),
+        MODEL,
+        Opt("--n", ("2", "4"), ("0", "1", "-1", HUGE, "nan"), True),
+        # boxcls encodes every class name in many prompts (seconds), so it is drawn less often.
+        Opt(
+            "--task",
+            ("retrieval", "retrieval", "grounding", "search", "search", "boxcls", "compositional"),
+            ("", "bogus"),
+            True,
+            True,
+        ),
+        Opt("--data-dir", ("<fresh>",), PATHS),
+        Opt("--mode", ("global", "fused", "relations", "all"), ("", "bogus", "both")),
+        Opt("--split", ("val", "test"), ("", "bogus")),
+        Opt("--objects", ("mixed", "small", "large"), ("", "bogus")),
+        Opt("--save-scores", ("<fresh>",), PATHS),
+        Opt("--record", ("<fresh>",), PATHS),
+        DEVICE,
+        Opt("--json", (FLAG,)),
+    ],
+    "train": [
+        Opt("--data", ("<scenes>",), PATHS, True),
+        Opt("--out", ("<fresh>",), PATHS, True),
+        MODEL,
+        Opt("--epochs", ("1",), ("0", "-1", "nan")),
+        Opt("--max-steps", ("1",), ("-1", "nan"), True),  # a valid run stays one step long
+        Opt("--batch-size", ("2", "3"), ("0", "1", "-1", HUGE, "nan"), True),
+        WORKERS,
+        Opt("--losses", ("gc", "gc,lrc,gr", "gc,tight"), ("", "bogus", "gc,gc")),
+        Opt("--weights", ("lrc=1,gr=1", "lrc=0.5"), BAD_WEIGHTS),
+        Opt("--gr-variant", ("caption", "crop"), ("", "bogus")),
+        Opt("--lexeme-source", ("caption", "annotations"), ("bogus",)),
+        Opt("--lexeme-mode", ("token", "prompt"), ("bogus",)),
+        Opt("--match", ("largest", "skip"), ("bogus",)),
+        Opt("--lr", ("1e-3", "1"), ("0", "-1", "2", "1e300", *NOT_NUMBERS)),
+        Opt("--seed", ("0", "5"), ("-1", HUGE, *NOT_NUMBERS)),
+        Opt("--checkpoint-every", ("1", HUGE), ("0", "-1", "nan")),
+        DEVICE,
+        Opt("--fresh", (FLAG,)),
+    ],
+    "demo": [
+        Opt(None, ("<fresh>",), PATHS, True),
+        MODEL,
+        Opt("--n", ("1",), ("0", "-1", HUGE, "nan"), True),
+    ],
+    "dupes": [
+        Opt(None, ("<index>", "<orphan>"), PATHS),
+        Opt("--threshold", ("0.5", "0.9", "1"), ("-1", "2", *NOT_NUMBERS)),
+        Opt("--json", (FLAG,)),
+    ],
+}
+# Commands the harness does not run: `serve` answers until it is stopped (tests/test_serve_client.py
+# starts and stops it, and its options are checked by the API tests).
+NOT_FUZZED = {"serve"}
+
+
+def fuzz(command: str, examples: int) -> Callable[..., None]:
+    """A test running `examples` command lines drawn from MENUS[command]; each runs a whole
+    command, so there is no deadline, and no explain phase (it reruns a failure dozens of times)."""
+
+    @settings(
+        max_examples=examples,
+        deadline=None,
+        phases=(Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink),
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+    @given(data=st.data())
+    def test(world, data):
+        args = draw_args(data, world, command, MENUS[command])
+        outcome = invoke(args)
+        event(f"exit {outcome.code}")
+        check(args, outcome)
+
+    # A name of its own: pytest reports it, and hypothesis keys its example database by it.
+    test.__name__ = test.__qualname__ = f"test_{command}"
+    return test
+
+
+# Examples per command: a few minutes in all on two cores; failing examples end in milliseconds,
+# valid ones in about a second (bench, train and demo in a few).
+test_synth = fuzz("synth", 30)
+test_index = fuzz("index", 25)
+test_query = fuzz("query", 30)
+test_info = fuzz("info", 25)
+test_bench = fuzz("bench", 12)
+test_train = fuzz("train", 15)
+test_demo = fuzz("demo", 5)
+test_dupes = fuzz("dupes", 15)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["no-such-command"],
+        ["synth"],
+        ["query", "red", "--no-such-option"],
+        ["index"],
+        ["--config"],
+        ["train", "--data", "x"],
+        ["synth", "out", "--n", "nan"],
+    ],
+)
+def test_usage_errors_exit_2_without_a_traceback(world, args):
+    outcome = invoke(args)
+    assert usage_error(outcome) and "Traceback" not in outcome.stderr
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [sys.executable, "-m", "harmosearch", *args],
+        capture_output=True,
+        timeout=120,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_output_the_terminal_cannot_encode_is_escaped(world):
+    """A real process with strict ASCII output: a non-ASCII folder name and one that is not
+    UTF-8 print as escapes instead of failing with UnicodeEncodeError."""
+    box = world.sandbox()
+    ascii_only = {"PYTHONIOENCODING": "ascii"}
+    for out in (str(box / "café"), world.path("not utf-8", box)):
+        result = run("synth", out, "--n", "1", "--size", "32", env=ascii_only)
+        assert result.returncode == 0, result.stderr.decode(errors="replace")
+        assert b"wrote 1 scenes" in result.stdout and b"\\" in result.stdout
+    result = run("query", "caf\u00e9", "--index", str(box / "none"), env=ascii_only)
+    assert result.returncode == 2 and result.stderr.startswith(b"error: no index at")
+
+
+def test_a_failing_command_prints_one_line_in_a_real_process(world):
+    box = world.sandbox()
+    (box / "below").write_text("x")
+    result = run("index", str(world.scenes / "images"), "--index", str(box / "below" / "idx"))
+    assert result.returncode == 2
+    assert result.stderr.decode().splitlines() == [
+        f"error: cannot create --index {box / 'below' / 'idx'}: {box / 'below'} is a file, not a folder"
+    ]
+
+
+def test_a_folder_that_cannot_be_written(world):
+    """Only without root: root may write into a folder whatever its permissions."""
+    if os.geteuid() == 0:
+        pytest.skip("root writes into read-only folders; 'below a file' covers unwritable paths")
+    box = world.sandbox()
+    (box / "locked").mkdir(mode=0o500)
+    outcome = invoke(["synth", str(box / "locked" / "out"), "--n", "1"])
+    assert outcome.code == 2 and "Permission denied" in outcome.stderr
+
+
+def test_every_option_of_every_command_is_fuzzed():
+    """A new option or argument must get a menu in MENUS; --debug stays out (it shows tracebacks)."""
+    group = cli.typer.main.get_command(cli.app)
+    assert {p.opts[0] for p in group.params if p.opts[0] != "--help"} == {"--config", "--debug"}
+    assert set(group.commands) - NOT_FUZZED == set(MENUS)
+    for name, command in group.commands.items():
+        if name in NOT_FUZZED:
+            continue
+        options = {min(p.opts, key=len) for p in command.params if p.param_type_name == "option"} - {"--help"}
+        arguments = [p for p in command.params if p.param_type_name == "argument"]
+        assert {o.flag for o in MENUS[name] if o.flag} == options, name
+        assert sum(o.flag is None for o in MENUS[name]) == len(arguments), name
