@@ -80,6 +80,16 @@ IndexOption = Annotated[
 BatchOption = Annotated[int | None, typer.Option("--batch-size", help="Images per forward pass.")]
 WorkersOption = Annotated[int | None, typer.Option("--workers", help="Worker processes.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")]
+NoRefineOption = Annotated[
+    bool, typer.Option("--no-refine", help="Show the indexed region's box, not one searched again per result.")
+]
+RefineScaleOption = Annotated[
+    float | None,
+    typer.Option(
+        "--refine-scale",
+        help="Boxes are searched again on the dense map at this multiple of the model's input size (default: 2).",
+    ),
+]
 
 
 class Terminated(KeyboardInterrupt):
@@ -346,6 +356,8 @@ def query(
     no_relations: Annotated[
         bool, typer.Option("--no-relations", help="Ignore relations: rank the lexemes independently.")
     ] = False,
+    no_refine: NoRefineOption = False,
+    refine_scale: RefineScaleOption = None,
     as_json: JsonOption = False,
     save_annotated: Annotated[
         Path | None,
@@ -368,6 +380,8 @@ def query(
             "search.alpha": alpha,
             "search.min_score": min_score,
             "search.relation_weight": relation_weight,
+            "search.refine": False if no_refine else None,
+            "search.refine_scale": refine_scale,
         },
     )
     options = {
@@ -384,7 +398,14 @@ def query(
         "relation_weight": relation_weight,
     }
     # A server searches with its own settings: only plain command-line options travel to it.
-    warm = image is None and save_annotated is None and device is None and ctx.obj is None
+    warm = (
+        image is None
+        and save_annotated is None
+        and device is None
+        and ctx.obj is None
+        and not no_refine
+        and refine_scale is None
+    )
     body = _warm_search(index_path, config, text, options) if warm else None
     response = None
     if body is None:
@@ -635,12 +656,24 @@ def bench(
         Path | None,
         typer.Option("--record", help="Append the result, with this command, to a JSONL file.", callback=checked_path),
     ] = None,
+    no_refine: NoRefineOption = False,
+    refine_scale: RefineScaleOption = None,
     device: DeviceOption = None,
 ) -> None:
     """Benchmark a model: recall@1/5/10 both ways, box classification, grounding, phrase search, compositional pairs."""
     import json
 
-    config = shapes_model_unless_named(resolve(ctx, **{"encoder.model": model, "encoder.device": device}))
+    config = shapes_model_unless_named(
+        resolve(
+            ctx,
+            **{
+                "encoder.model": model,
+                "encoder.device": device,
+                "search.refine": False if no_refine else None,
+                "search.refine_scale": refine_scale,
+            },
+        )
+    )
     if record is not None:
         check_output_file(record, "--record")  # before the run, not after it
     from harmosearch.bench import append_record, run_bench

@@ -171,6 +171,11 @@ class SearchConfig(Section):
     # best regions per image are the candidates of the joint box choice.
     relation_weight: Annotated[float, Range(0)] = 0.5
     relation_candidates: Positive = 4
+    # The box shown for each lexeme on the results returned, searched again on the image's dense
+    # maps (refine.py): re-encoded at the model's input size and at refine_scale times it, where
+    # small objects span several patches. Costs one or two image encodings per result; no storage.
+    refine: bool = True
+    refine_scale: Annotated[float, Range(1, 4)] = 2.0
     nprobe: Positive = 16
     ef_search: Positive = 64
     # Drop results below this fused score; "auto": keep only results the index's calibration

@@ -204,9 +204,12 @@ class Index:
         before: str | date | None = None,
         under: Sequence[str | os.PathLike[str]] = (),
         sort: Literal["score", "date"] = "score",
+        refine: bool | None = None,
     ) -> SearchResponse:
         """Rank the indexed images for a text (and/or an image) query. relations=False (or
         relation_weight 0) ignores the query's relations, ranking its lexemes independently.
+        refine (default: settings.refine) searches each result's lexeme boxes again on its
+        re-encoded dense maps (refine.py), so the box shown fits the object; ranks and scores stay.
 
         after / before ("2024", "2024-07", "2024-07-15", a date): capture time at or after the
         start of `after`, before the start of `before`, on the photos' own clocks. under: folders
@@ -256,6 +259,9 @@ class Index:
         results = self._rank(
             candidates, fused, global_scores, query.lexeme_texts, query.relations, match, s, None, confident, sort
         )
+        # Without the photo folder (warned about above) there is nothing to re-encode.
+        if (s.refine if refine is None else refine) and len(query.lexeme_vectors) and self.photos_root.is_dir():
+            results = self._refined(results, np.asarray(query.lexeme_vectors, dtype=np.float32), s, query.warnings)
         return SearchResponse(query.text, query.lexeme_texts, results, query.warnings, calibrated)
 
     def _confident(
@@ -488,6 +494,44 @@ class Index:
             frame_time=None if math.isnan(seconds) else seconds,
             taken=taken if isinstance(taken, str) else None,
         )
+
+    def _refined(
+        self, results: list[Result], lexemes: np.ndarray, s: SearchConfig, warnings: list[str]
+    ) -> list[Result]:
+        """The results with each lexeme's box searched again near the indexed one (refine.py); a
+        result whose picture cannot be decoded keeps its indexed boxes, with a warning."""
+        from harmosearch.errors import HarmosearchError
+        from harmosearch.refine import refine_boxes
+
+        fine_side = math.ceil(self.encoder.image_size * s.refine_scale)
+        pictures, kept, unread = [], [], []
+        for n, result in enumerate(results):
+            try:
+                pictures.append(self.picture(result.image_id, fine_side))
+            except HarmosearchError as exc:
+                unread.append(f"{result.path}: {exc}")
+                continue
+            kept.append(n)
+        if unread:
+            warnings.append(f"{len(unread)} results show their indexed boxes, their pictures unread ({unread[0]})")
+        if not kept:
+            return results
+        # An empty box (an image without regions) is no seed: the box is searched anywhere.
+        seeds = np.array([m.box for n in kept for m in results[n].lexemes], dtype=np.float32).reshape(-1, 4)
+        seeds[(seeds[:, 2] <= seeds[:, 0]) | (seeds[:, 3] <= seeds[:, 1])] = np.nan
+        image_of = np.repeat(np.arange(len(kept)), len(lexemes))
+        boxes, _ = refine_boxes(
+            self.encoder, pictures, image_of, np.tile(lexemes, (len(kept), 1)), seeds, s.refine_scale, s.box_margin
+        )
+        out = list(results)
+        for i, n in enumerate(kept):
+            own = boxes[i * len(lexemes) : (i + 1) * len(lexemes)]
+            matches = tuple(
+                replace(m, box=(float(b[0]), float(b[1]), float(b[2]), float(b[3])))
+                for m, b in zip(results[n].lexemes, own, strict=True)
+            )
+            out[n] = replace(results[n], lexemes=matches)
+        return out
 
     def _box(self, row: int) -> tuple[float, float, float, float]:
         if row < 0:

@@ -107,6 +107,8 @@ WORDS = {  # what an error about an option may call it besides its flag
     "--under": ("under",),
     "--sort": ("sort",),
     "--threshold": ("threshold",),
+    "--objects": ("synth.objects", "object set"),
+    "--refine-scale": ("search.refine_scale",),
 }
 
 
@@ -345,6 +347,8 @@ def draw_args(data, world: World, command: str, opts: list[Opt]) -> list[str]:
 CONFIGS = tuple(f"<file:{name}>" for name in ("bad.toml", "unknown key.toml", "wrong type.toml", "huge.toml"))
 MODEL = Opt("--model", (TEST_MODEL,), ("", "nope", "nope:random", "x" * 10_000, "local-dir:/nowhere", "<folder>"), True)
 DEVICE = Opt("--device", ("cpu", "auto"), ("", "tpu", "cuda:-1", f"cuda:{HUGE}", "x" * 10_000))
+REFINE = Opt("--no-refine", (FLAG,))
+REFINE_SCALE = Opt("--refine-scale", ("1", "1.5"), ("0.5", "5", "-1", *NOT_NUMBERS))
 WORKERS = Opt("--workers", ("0",), ("-1", "65", HUGE, "nan"), True)  # more workers: each loads the model
 
 
@@ -383,6 +387,8 @@ MENUS: dict[str, list[Opt]] = {
         Opt("--min-score", ("0", "-1", "1e308", "-1e308", "auto"), NOT_NUMBERS),
         Opt("--relation-weight", ("0", "0.5", "2"), ("-1", *NOT_NUMBERS)),
         Opt("--no-relations", (FLAG,)),
+        REFINE,
+        REFINE_SCALE,
         Opt("--after", ("2024", "2024-07", "2020-01-15"), ("", "2024-13", "garbage", "x" * 10_000)),
         Opt("--before", ("2030", "2024-07-15T10:00"), ("", "2024-02-30", "yesterday")),
         Opt("--under", (".", "sub"), ("..", "/", "../outside"), repeat=True),
@@ -415,6 +421,8 @@ MENUS: dict[str, list[Opt]] = {
         Opt("--mode", ("global", "fused", "relations", "all"), ("", "bogus", "both")),
         Opt("--split", ("val", "test"), ("", "bogus")),
         Opt("--objects", ("mixed", "small", "large"), ("", "bogus")),
+        REFINE,
+        REFINE_SCALE,
         Opt("--save-scores", ("<fresh>",), PATHS),
         Opt("--record", ("<fresh>",), PATHS),
         DEVICE,

@@ -157,3 +157,56 @@ def test_seeds_are_given_in_pixels(test_encoder):
     assert torch.allclose(
         to_grid(torch.tensor([[40.0, 0, 80, 40]]), 80, 40, (1, 1), 32, "squash"), torch.tensor([[0.5, 0, 1, 1]])
     )
+
+
+@pytest.fixture(scope="module")
+def scene_index(scenes, tmp_path_factory, test_encoder):
+    from harmosearch.config import load_config
+    from harmosearch.indexing import build_index
+
+    path = tmp_path_factory.mktemp("refine") / "index"
+    config = load_config(
+        overrides={"encoder.model": "harmo-test-vit:random", "encoder.device": "cpu", "index.workers": 0}
+    )
+    build_index(scenes / "images", path, config, encoder=test_encoder)
+    return path, config
+
+
+def test_search_shows_the_refined_boxes_and_keeps_the_ranking(scene_index, test_encoder):
+    """With refine on, each result's boxes are refine_boxes of its picture near the indexed boxes
+    (the ones shown with refine off); ranks and scores do not move."""
+    from harmosearch.search import Index
+
+    path, config = scene_index
+    index = Index(path, config, encoder=test_encoder)
+    plain = index.search("a red circle and a blue star", k=4, refine=False)
+    refined = index.search("a red circle and a blue star", k=4, refine=True)
+    assert [(r.path, r.score) for r in refined.results] == [(r.path, r.score) for r in plain.results]
+    lexemes = index._encode("a red circle and a blue star", None, (), False, True).lexeme_vectors
+    lexemes = np.asarray(lexemes, dtype=np.float32)
+    assert len(plain.results) == 4 and len(lexemes) == 2 and not refined.warnings
+    scale, margin = config.search.refine_scale, config.search.box_margin
+    for before, after in zip(plain.results, refined.results, strict=True):
+        picture = index.picture(before.image_id)
+        seeds = np.array([m.box for m in before.lexemes], np.float32)
+        boxes, _ = refine_boxes(test_encoder, [picture], np.zeros(2, np.int64), lexemes, seeds, scale, margin)
+        assert np.allclose([m.box for m in after.lexemes], boxes, atol=1e-3)
+        assert [m.score for m in after.lexemes] == [m.score for m in before.lexemes]
+
+
+def test_pictures_that_cannot_be_read_keep_their_indexed_boxes(scene_index, test_encoder, monkeypatch):
+    from harmosearch.errors import DataError
+    from harmosearch.search import Index
+
+    path, config = scene_index
+    index = Index(path, config, encoder=test_encoder)
+    plain = index.search("a red circle", k=3, refine=False)
+
+    def broken(image_id, min_side=None):
+        raise DataError("cannot decode image: broken")
+
+    monkeypatch.setattr(index, "picture", broken)
+    kept = index.search("a red circle", k=3, refine=True)
+    assert [r.lexemes for r in kept.results] == [r.lexemes for r in plain.results]
+    assert len(kept.warnings) == 1
+    assert "3 results" in kept.warnings[0] and plain.results[0].path in kept.warnings[0]
