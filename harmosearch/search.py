@@ -628,20 +628,18 @@ class Index:
         dense map as indexing pools proposals: the image is encoded again, once."""
         import torch
 
-        from harmosearch.regions import pool, to_grid
+        from harmosearch.regions import detail_size, pool, to_grid
 
         x0, y0, x1, y1 = self._clip_box(image_id, box)
-        # Decoded as indexing decodes it: JPEGs at the smallest scale that covers the model's input.
-        image, width, height = self.picture(image_id, self.encoder.image_size)
-        _, dense = self.encoder.encode_pixels(self.encoder.image_tensor(image)[None])
-        grid_box = to_grid(
-            torch.tensor([[x0, y0, x1, y1]]),
-            width,
-            height,
-            self.encoder.grid,
-            self.encoder.image_size,
-            self.encoder.config.resize,
-        )
+        encoder = self.encoder
+        # Decoded and encoded as indexing did: JPEGs at the smallest scale that covers the input
+        # size of the dense map the index's regions were pooled from.
+        patch = encoder.image_size // encoder.grid[0]
+        size = detail_size(self.config.regions.detail, encoder.image_size, patch) or encoder.image_size
+        image, width, height = self.picture(image_id, size)
+        _, dense = encoder.encode_images([image], size)
+        grid = (int(dense.shape[-2]), int(dense.shape[-1]))
+        grid_box = to_grid(torch.tensor([[x0, y0, x1, y1]]), width, height, grid, size, encoder.config.resize)
         return pool(dense, [grid_box])[0][0].numpy().astype(np.float32)
 
     def search_region(

@@ -109,6 +109,7 @@ WORDS = {  # what an error about an option may call it besides its flag
     "--threshold": ("threshold",),
     "--objects": ("synth.objects", "object set"),
     "--refine-scale": ("search.refine_scale",),
+    "--detail": ("regions.detail",),
 }
 
 
@@ -347,6 +348,7 @@ def draw_args(data, world: World, command: str, opts: list[Opt]) -> list[str]:
 CONFIGS = tuple(f"<file:{name}>" for name in ("bad.toml", "unknown key.toml", "wrong type.toml", "huge.toml"))
 MODEL = Opt("--model", (TEST_MODEL,), ("", "nope", "nope:random", "x" * 10_000, "local-dir:/nowhere", "<folder>"), True)
 DEVICE = Opt("--device", ("cpu", "auto"), ("", "tpu", "cuda:-1", f"cuda:{HUGE}", "x" * 10_000))
+DETAIL = Opt("--detail", ("normal", "high"), ("", "bogus", "HIGH"))
 REFINE = Opt("--no-refine", (FLAG,))
 REFINE_SCALE = Opt("--refine-scale", ("1", "1.5"), ("0.5", "5", "-1", *NOT_NUMBERS))
 WORKERS = Opt("--workers", ("0",), ("-1", "65", HUGE, "nan"), True)  # more workers: each loads the model
@@ -378,6 +380,7 @@ MENUS: dict[str, list[Opt]] = {
         Opt("--include-hidden", (FLAG,)),
         Opt("--exclude", ("*.png", "sub/", "!keep.png"), ("!", "a\\", "[z-a]", ""), repeat=True),
         Opt("--rebuild", (FLAG,)),
+        DETAIL,
     ],
     "query": [
         Opt(None, ("red circle", "blue square left of a white ring", "红色的圆", "x" * 10_000), STRINGS, True),
@@ -423,6 +426,7 @@ MENUS: dict[str, list[Opt]] = {
         Opt("--objects", ("mixed", "small", "large"), ("", "bogus")),
         REFINE,
         REFINE_SCALE,
+        DETAIL,
         Opt("--save-scores", ("<fresh>",), PATHS),
         Opt("--record", ("<fresh>",), PATHS),
         DEVICE,
