@@ -164,15 +164,23 @@ class _BatchJob:
         for lo in range(0, len(batch.positions), step):
             part = slice(lo, lo + step)
             global_vectors, dense = encoder.encode_pixels(batch.pixels[part])
-            size = encoder.image_size
-            if batch.fine_pixels is not None:
-                _, dense = encoder.encode_pixels(batch.fine_pixels[part])
-                size = self.fine_size
-            grid = (int(dense.shape[-2]), int(dense.shape[-1]))
+            fine = None
+            if batch.fine_pixels is not None and self.fine_size is not None:
+                fine = encoder.encode_pixels(batch.fine_pixels[part])[1]
             positions, sizes = batch.positions[part], batch.sizes[part]
             user = [self.user_boxes[i] for i in positions] if self.user_boxes is not None else None
-            regions = image_regions(dense, global_vectors, sizes, grid, size, encoder.config.resize, self.regions, user)
-            probes = self._probes(dense, positions, sizes, grid, size)
+            regions = image_regions(
+                dense,
+                global_vectors,
+                sizes,
+                encoder.grid,
+                encoder.image_size,
+                encoder.config.resize,
+                self.regions,
+                user,
+                fine,
+            )
+            probes = self._probes(dense, positions, sizes, fine)
             for (w, h), g, reg, probe, seconds in zip(
                 sizes, global_vectors, regions, probes, batch.times[part], strict=True
             ):
@@ -183,19 +191,19 @@ class _BatchJob:
         return batch
 
     def _probes(
-        self, dense: Any, positions: list[int], sizes: list[tuple[int, int]], grid: tuple[int, int], size: int
+        self, dense: Any, positions: list[int], sizes: list[tuple[int, int]], fine: Any
     ) -> list[np.ndarray | None]:
         import torch
 
-        from harmosearch.regions import pool, to_grid
+        from harmosearch.regions import pool_detailed, to_grid
 
         if self.probe_boxes is None:
             return [None] * len(positions)
         encoder, grids = self.encoder, []
         for i, (w, h) in zip(positions, sizes, strict=True):
             boxes = torch.as_tensor(np.asarray(self.probe_boxes[i], dtype=np.float32)).reshape(-1, 4)
-            grids.append(to_grid(boxes, w, h, grid, size, encoder.config.resize))
-        return [p.numpy() for p in pool(dense, grids)]
+            grids.append(to_grid(boxes, w, h, encoder.grid, encoder.image_size, encoder.config.resize))
+        return [p.numpy() for p in pool_detailed(dense, grids, fine)]
 
 
 def _crop(image: Any, width: int, height: int, box: Sequence[float]) -> tuple[Any, int, int]:

@@ -61,13 +61,12 @@ def lattice_pool(dense: Any, side: float) -> Any:
     """RoIAlign (1x1, sampling ratio 2, aligned) of every box (x0, y0, x0 + side, y0 + side) with
     x0, y0 multiples of side / 4 inside the map, for maps [B, D, H, W] -> [B, D, ny, nx]
     (unnormalised), where box (i, j) starts at (j * side / 4, i * side / 4)."""
-    import torch
-
     _, _, height, width = dense.shape
     ny, nx = positions(height, side), positions(width, side)
     weights_y = _interpolation(height, side, ny + 2).to(dense.dtype)
     weights_x = _interpolation(width, side, nx + 2).to(dense.dtype)
-    lattice = torch.einsum("yh,bdhw,xw->bdyx", weights_y, dense, weights_x)
+    across = (dense.reshape(-1, width) @ weights_x.T).reshape(*dense.shape[:3], -1)  # one large product
+    lattice = weights_y @ across
     # The samples of box (i, j) are lattice points i and i + 2 down, j and j + 2 across.
     return (lattice[:, :, :ny, :nx] + lattice[:, :, 2:, :nx] + lattice[:, :, :ny, 2:] + lattice[:, :, 2:, 2:]) / 4
 

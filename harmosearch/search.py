@@ -628,19 +628,21 @@ class Index:
         dense map as indexing pools proposals: the image is encoded again, once."""
         import torch
 
-        from harmosearch.regions import detail_size, pool, to_grid
+        from harmosearch.regions import detail_size, pool_detailed, to_grid
 
         x0, y0, x1, y1 = self._clip_box(image_id, box)
         encoder = self.encoder
         # Decoded and encoded as indexing did: JPEGs at the smallest scale that covers the input
         # size of the dense map the index's regions were pooled from.
         patch = encoder.image_size // encoder.grid[0]
-        size = detail_size(self.config.regions.detail, encoder.image_size, patch) or encoder.image_size
-        image, width, height = self.picture(image_id, size)
-        _, dense = encoder.encode_images([image], size)
-        grid = (int(dense.shape[-2]), int(dense.shape[-1]))
-        grid_box = to_grid(torch.tensor([[x0, y0, x1, y1]]), width, height, grid, size, encoder.config.resize)
-        return pool(dense, [grid_box])[0][0].numpy().astype(np.float32)
+        fine_size = detail_size(self.config.regions.detail, encoder.image_size, patch)
+        image, width, height = self.picture(image_id, fine_size or encoder.image_size)
+        _, dense = encoder.encode_images([image])
+        fine = encoder.encode_images([image], fine_size)[1] if fine_size else None
+        grid_box = to_grid(
+            torch.tensor([[x0, y0, x1, y1]]), width, height, encoder.grid, encoder.image_size, encoder.config.resize
+        )
+        return pool_detailed(dense, [grid_box], fine)[0][0].numpy().astype(np.float32)
 
     def search_region(
         self,
