@@ -128,9 +128,10 @@ class RegionConfig(Section):
     nms_iou: Annotated[float, Range(0, 1, low_open=True)] = 0.7  # boxes overlapping a kept box more are dropped
     # Region vectors this similar to a kept one are dropped (above 1: never).
     dedup_cosine: Annotated[float, Range(-1)] = 0.98
-    # Where region vectors are pooled: normal, the dense map of the pass that makes the global
-    # vector; high, a second pass at regions.HIGH_DETAIL_SCALE times the input size, where small
-    # objects span several patches (indexing costs about 3.5 times as much with harmo-tiny).
+    # normal: regions pooled from the dense map of the pass that makes the global vector; high:
+    # small boxes pooled from a second pass at regions.HIGH_DETAIL_SCALE times the input size,
+    # where small objects span several patches, with smaller windows and twice the regions
+    # (regions.py; indexing time and index size measured in the README, Small objects).
     detail: Literal["normal", "high"] = "normal"
 
 

@@ -17,6 +17,7 @@ from harmosearch.indexing import build_index
 from harmosearch.pipeline import encode_files
 from harmosearch.regions import (
     FINE_BELOW,
+    HIGH_DETAIL_REGIONS,
     HIGH_DETAIL_SCALE,
     HIGH_DETAIL_WINDOWS,
     SEGMENT,
@@ -82,7 +83,11 @@ def test_high_detail_indexing_by_hand(scenes, test_encoder):
     high = dict(encode_files(paths, test_encoder, config, None, probes))
     size = detail_size("high", test_encoder.image_size, test_encoder.image_size // test_encoder.grid[0])
     resize, grid, own_size = test_encoder.config.resize, test_encoder.grid, test_encoder.image_size
-    wider = replace(config.regions, scales=config.regions.scales + HIGH_DETAIL_WINDOWS)
+    wider = replace(
+        config.regions,
+        scales=config.regions.scales + HIGH_DETAIL_WINDOWS,
+        max_regions=config.regions.max_regions * HIGH_DETAIL_REGIONS,
+    )
     for i, path in enumerate(paths):
         image = Image.open(path).convert("RGB")
         np.testing.assert_allclose(high[i].global_vector, normal[i].global_vector, atol=1e-6)
@@ -97,7 +102,7 @@ def test_high_detail_indexing_by_hand(scenes, test_encoder):
         pixel_boxes = torch.cat([from_grid(segments, *image.size, grid, own_size, resize), windows])
         grid_boxes = torch.cat([segments, to_grid(windows, *image.size, grid, own_size, resize)])
         labels = torch.cat([torch.full((len(segments),), SEGMENT), scales])
-        (expected,) = select([(pixel_boxes, labels)], [pool_by_loop(dense, fine, grid_boxes)], g, config.regions)
+        (expected,) = select([(pixel_boxes, labels)], [pool_by_loop(dense, fine, grid_boxes)], g, wider)
         np.testing.assert_allclose(high[i].boxes, expected.boxes.numpy(), atol=1e-4)
         np.testing.assert_allclose(high[i].vectors, expected.vectors.numpy(), atol=1e-4)
         box = to_grid(torch.tensor(probes[i]), *image.size, grid, own_size, resize)
