@@ -95,7 +95,7 @@ RefineScaleOption = Annotated[
     float | None,
     typer.Option(
         "--refine-scale",
-        help="Boxes are searched again on the dense map at this multiple of the model's input size (default: 2).",
+        help="Boxes are searched again on the dense map at this multiple of the model's input size (default: 1.5).",
     ),
 ]
 
