@@ -506,6 +506,8 @@ class Index:
         fine_side = math.ceil(self.encoder.image_size * s.refine_scale)
         pictures, kept, unread = [], [], []
         for n, result in enumerate(results):
+            if not result.absolute.is_file():  # deleted since indexing: said where it matters (annotation)
+                continue
             try:
                 pictures.append(self.picture(result.image_id, fine_side))
             except HarmosearchError as exc:
