@@ -83,6 +83,24 @@ IndexOption = Annotated[
 BatchOption = Annotated[int | None, typer.Option("--batch-size", help="Images per forward pass.")]
 WorkersOption = Annotated[int | None, typer.Option("--workers", help="Worker processes.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")]
+DetailOption = Annotated[
+    str | None,
+    typer.Option(
+        "--detail",
+        help="normal (default), or high: regions pooled from a second pass at 1.5x the input size; "
+        "finds small objects, indexing takes about 3.5x as long.",
+    ),
+]
+NoRefineOption = Annotated[
+    bool, typer.Option("--no-refine", help="Show the indexed region's box, not one searched again per result.")
+]
+RefineScaleOption = Annotated[
+    float | None,
+    typer.Option(
+        "--refine-scale",
+        help="Boxes are searched again on the dense map at this multiple of the model's input size (default: 1.5).",
+    ),
+]
 
 
 class Terminated(KeyboardInterrupt):
@@ -168,10 +186,18 @@ def synth(
     n: Annotated[int | None, typer.Option("--n", help="Number of scenes (default: 100).")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Random seed (default: 0).")] = None,
     size: Annotated[int | None, typer.Option("--size", help="Image side in pixels (default: 224).")] = None,
+    objects: Annotated[
+        str | None,
+        typer.Option(
+            "--objects",
+            help="mixed (default: 1-4 objects of 17-36% of the side), small (2-5 of 22-48 px in 224) "
+            "or large (1-3 of 50-95 px).",
+        ),
+    ] = None,
     workers: Annotated[int, typer.Option("--workers", help="Processes used to draw.", min=1, max=64)] = 1,
 ) -> None:
     """Generate synthetic scenes (coloured shapes with boxes, phrases and captions)."""
-    config = resolve(ctx, **{"synth.n": n, "synth.seed": seed, "synth.size": size})
+    config = resolve(ctx, **{"synth.n": n, "synth.seed": seed, "synth.size": size, "synth.objects": objects})
     from harmosearch.synth import generate
 
     with progress_bars() as progress:
@@ -237,6 +263,7 @@ def index(
     rebuild: Annotated[
         bool, typer.Option("--rebuild", help="Re-encode everything (e.g. after changing model).")
     ] = False,
+    detail: DetailOption = None,
     device: DeviceOption = None,
     batch_size: BatchOption = None,
     workers: WorkersOption = None,
@@ -266,6 +293,7 @@ def index(
             "ray.gpus_per_worker": gpus_per_worker,
             "index.include_hidden": include_hidden or None,
             "index.exclude": tuple(exclude) if exclude else None,
+            "regions.detail": detail,
         },
     )
     if global_only:
@@ -355,6 +383,8 @@ def query(
     no_relations: Annotated[
         bool, typer.Option("--no-relations", help="Ignore relations: rank the lexemes independently.")
     ] = False,
+    no_refine: NoRefineOption = False,
+    refine_scale: RefineScaleOption = None,
     as_json: JsonOption = False,
     save_annotated: Annotated[
         Path | None,
@@ -377,6 +407,8 @@ def query(
             "search.alpha": alpha,
             "search.min_score": min_score,
             "search.relation_weight": relation_weight,
+            "search.refine": False if no_refine else None,
+            "search.refine_scale": refine_scale,
         },
     )
     options = {
@@ -393,7 +425,14 @@ def query(
         "relation_weight": relation_weight,
     }
     # A server searches with its own settings: only plain command-line options travel to it.
-    warm = image is None and save_annotated is None and device is None and ctx.obj is None
+    warm = (
+        image is None
+        and save_annotated is None
+        and device is None
+        and ctx.obj is None
+        and not no_refine
+        and refine_scale is None
+    )
     body = _warm_search(index_path, config, text, options) if warm else None
     response = None
     if body is None:
@@ -640,6 +679,9 @@ def bench(
     split: Annotated[
         str, typer.Option("--split", help="Synthetic set: val (for choosing settings) or test (for reporting).")
     ] = "test",
+    objects: Annotated[
+        str, typer.Option("--objects", help="Synthetic scenes: mixed (default), small or large objects.")
+    ] = "mixed",
     as_json: JsonOption = False,
     save_scores: Annotated[
         Path | None, typer.Option("--save-scores", help="Write score matrices (.npy) here.", callback=checked_path)
@@ -648,12 +690,26 @@ def bench(
         Path | None,
         typer.Option("--record", help="Append the result, with this command, to a JSONL file.", callback=checked_path),
     ] = None,
+    no_refine: NoRefineOption = False,
+    refine_scale: RefineScaleOption = None,
+    detail: DetailOption = None,
     device: DeviceOption = None,
 ) -> None:
     """Benchmark a model: recall@1/5/10 both ways, box classification, grounding, phrase search, compositional pairs."""
     import json
 
-    config = shapes_model_unless_named(resolve(ctx, **{"encoder.model": model, "encoder.device": device}))
+    config = shapes_model_unless_named(
+        resolve(
+            ctx,
+            **{
+                "encoder.model": model,
+                "encoder.device": device,
+                "search.refine": False if no_refine else None,
+                "search.refine_scale": refine_scale,
+                "regions.detail": detail,
+            },
+        )
+    )
     if record is not None:
         check_output_file(record, "--record")  # before the run, not after it
     from harmosearch.bench import append_record, run_bench
@@ -669,6 +725,7 @@ def bench(
             progress=progress,
             save_scores=save_scores,
             split=split,
+            objects=objects,
         )
     if record is not None:
         append_record(record, result, " ".join(["harmosearch", *sys.argv[1:]]))

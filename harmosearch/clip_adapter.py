@@ -2,9 +2,11 @@
 
 harmosearch needs the patch tokens of the image tower and the per-token outputs of the text
 tower, which open_clip's public `encode_image` / `encode_text` do not return, and it recomputes
-the last vision block for the value-path dense map. The private pieces this takes (`_embeds`,
-`_pool`, the blocks' attention weights, the text tower's embedding step) are reached only
-through this module; `tests/test_clip_adapter.py` checks that they still add up to open_clip's
+the last vision block for the value-path dense map; it also runs the image tower at other input
+sizes than its own, with the position embeddings resized as open_clip resizes them when it
+loads a checkpoint for another size. The private pieces this takes (`_embeds`, `_pool`, the
+patch embedding, the blocks' attention weights, the text tower's embedding step) are reached
+only through this module; `tests/test_clip_adapter.py` checks that they still add up to open_clip's
 public forward, so an open_clip release that changes them fails loudly there.
 """
 
@@ -59,13 +61,14 @@ def image_size_of(model: Any) -> int:
     return int(size[0] if isinstance(size, tuple | list) else size)
 
 
-def eval_transform(model: Any, resize: str) -> Any:
-    """open_clip's inference transform for `model` with harmosearch's resize mode."""
+def eval_transform(model: Any, resize: str, size: int | None = None) -> Any:
+    """open_clip's inference transform for `model` with harmosearch's resize mode, to the model's
+    input size or to `size`."""
     from open_clip.transform import image_transform
 
     pre = preprocess_config(model)
     return image_transform(
-        image_size_of(model), is_train=False, mean=pre.get("mean"), std=pre.get("std"), resize_mode=resize
+        size or image_size_of(model), is_train=False, mean=pre.get("mean"), std=pre.get("std"), resize_mode=resize
     )
 
 
@@ -83,8 +86,36 @@ class VisionParts:
     blocks: Any  # the residual attention blocks, in order
 
     def embed(self, pixels: Any) -> Any:
-        """Patch embedding, class token, positions and ln_pre: [B, 1 + gh*gw, width]."""
-        return self.tower._embeds(pixels)
+        """Patch embedding, class token, positions and ln_pre: [B, 1 + gh*gw, width]. Pixels of
+        another size than the tower's own get position embeddings resized to their grid."""
+        grid = self.grid_of(pixels)
+        if grid == self.grid:
+            return self.tower._embeds(pixels)
+        import torch
+        from open_clip.transformer import _expand_token
+
+        tower = self.tower
+        x = tower.conv1(pixels)
+        x = x.reshape(x.shape[0], x.shape[1], -1).permute(0, 2, 1)
+        x = torch.cat([_expand_token(tower.class_embedding, x.shape[0]).to(x.dtype), x], dim=1)
+        x = x + self.positions(grid).to(x.dtype)
+        return tower.ln_pre(tower.patch_dropout(x))
+
+    def positions(self, grid: tuple[int, int]) -> Any:
+        """The position embeddings [1 + gh*gw, width] for another grid: open_clip's own resizing
+        (bicubic over the patch grid, the class token's kept), as for a checkpoint of that size."""
+        from types import SimpleNamespace
+
+        from open_clip.model import resize_pos_embed
+
+        state = {"visual.positional_embedding": self.tower.positional_embedding}
+        resize_pos_embed(state, SimpleNamespace(visual=SimpleNamespace(grid_size=grid)))
+        return state["visual.positional_embedding"]
+
+    def grid_of(self, pixels: Any) -> tuple[int, int]:
+        """The patch grid of a pixel batch [B, 3, H, W]."""
+        patch_h, patch_w = self.tower.patch_size
+        return int(pixels.shape[-2]) // patch_h, int(pixels.shape[-1]) // patch_w
 
     def pool(self, tokens: Any) -> tuple[Any, Any]:
         """ln_post and the tower's global pooling: (global [B, width], patch tokens [B, gh*gw, width])."""

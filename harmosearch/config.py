@@ -128,6 +128,11 @@ class RegionConfig(Section):
     nms_iou: Annotated[float, Range(0, 1, low_open=True)] = 0.7  # boxes overlapping a kept box more are dropped
     # Region vectors this similar to a kept one are dropped (above 1: never).
     dedup_cosine: Annotated[float, Range(-1)] = 0.98
+    # normal: regions pooled from the dense map of the pass that makes the global vector; high:
+    # small boxes pooled from a second pass at regions.HIGH_DETAIL_SCALE times the input size,
+    # where small objects span several patches, with smaller windows and twice the regions
+    # (regions.py; indexing time and index size measured in the README, Small objects).
+    detail: Literal["normal", "high"] = "normal"
 
 
 # Regions of a global-only index: the whole image alone (plain CLIP search, the smallest index).
@@ -189,6 +194,11 @@ class SearchConfig(Section):
     # best regions per image are the candidates of the joint box choice.
     relation_weight: Annotated[float, Range(0)] = 0.5
     relation_candidates: Positive = 4
+    # The box shown for each lexeme on the results returned, searched again on the image's dense
+    # maps (refine.py): re-encoded at the model's input size and at refine_scale times it, where
+    # small objects span several patches. Costs one or two image encodings per result; no storage.
+    refine: bool = True
+    refine_scale: Annotated[float, Range(1, 4)] = 1.5  # chosen on the validation scenes (README, Small objects)
     nprobe: Positive = 16
     ef_search: Positive = 64
     # FAISS searches on the GPUs (harmosearch[gpu]): a copy of the index on each, or a shard of it
@@ -205,12 +215,15 @@ class SynthConfig(Section):
     n: Annotated[int, Range(0, MAX_SCENES)] = 100
     seed: Seed = 0
     size: Annotated[int, Range(32, 4096)] = 224
-    min_objects: Annotated[int, Range(1, 4)] = 1
-    max_objects: Annotated[int, Range(1, 4)] = 4
+    # Object sizes and counts (synth.OBJECT_SETS): mixed, 1-4 objects of 17-36% of the side;
+    # small, 2-5 of 22-48 px in 224 px; large, 1-3 of 50-95 px in 224 px.
+    objects: Literal["mixed", "small", "large"] = "mixed"
+    min_objects: Annotated[int, Range(1, 6)] | None = None  # None: the object set's own count
+    max_objects: Annotated[int, Range(1, 6)] | None = None
 
     def check(self) -> None:
-        if self.min_objects > self.max_objects:
-            raise ConfigError("synth objects must satisfy 1 <= min_objects <= max_objects <= 4")
+        if self.min_objects is not None and self.max_objects is not None and self.min_objects > self.max_objects:
+            raise ConfigError("synth objects must satisfy 1 <= min_objects <= max_objects <= 6")
 
 
 Loss = Literal["gc", "lrc", "gr", "tight"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -190,6 +191,8 @@ def encoder_settings_hash(config: EncoderConfig) -> str:
 
 def vision_forward(model: Any, pixels: Any, dense_mode: str) -> tuple[Any, Any]:
     """One pass of the image tower: (global [B, D], dense [B, D, gh, gw]), both unnormalised.
+    Pixels may be larger than the model's input (position embeddings resized, see clip_adapter):
+    the dense map then has more, smaller patches.
 
     dense_mode "plain" projects the last block's patch tokens as they are; "value" recomputes
     the last block with its attention replaced by the value path (CLIPSelf / FineCLIP), which
@@ -219,7 +222,7 @@ def vision_forward(model: Any, pixels: Any, dense_mode: str) -> tuple[Any, Any]:
     if parts.proj is not None:
         pooled = pooled @ parts.proj
         tokens = tokens @ parts.proj
-    grid_h, grid_w = parts.grid
+    grid_h, grid_w = parts.grid_of(pixels)
     dense = tokens.reshape(pixels.shape[0], grid_h, grid_w, -1).permute(0, 3, 1, 2)
     return pooled, dense
 
@@ -329,6 +332,7 @@ class Encoder:
         self.context_length = int(getattr(tokenizer, "context_length", None) or 77)
         self.image_size = image_size_of(model)
         self.transform = eval_transform(model, config.resize)
+        self._transforms = {self.image_size: self.transform}  # by input size
         grid = tuple(int(g) for g in getattr(model.visual, "grid_size", (0, 0)))
         embed_dim = int(model.visual.output_dim)
         self.identity = EncoderIdentity(
@@ -358,6 +362,17 @@ class Encoder:
         with torch.inference_mode(), autocast(self.device, self.config.precision):
             pooled, dense = vision_forward(self.model, pixels.to(self.device), self.config.dense_mode)
         return F.normalize(pooled.float(), dim=-1).cpu(), dense.float().cpu()
+
+    def encode_images(self, images: Sequence[Any], size: int | None = None) -> tuple[Any, Any]:
+        """PIL images -> (global [B, D] normalised, dense [B, D, gh, gw]) as encode_pixels, at the
+        model's input size or at `size` pixels (position embeddings resized: a finer dense map)."""
+        import torch
+
+        size = size or self.image_size
+        if size not in self._transforms:
+            self._transforms[size] = eval_transform(self.model, self.config.resize, size)
+        transform = self._transforms[size]
+        return self.encode_pixels(torch.stack([transform(image.convert("RGB")) for image in images]))
 
     def tokenize(self, texts: list[str]) -> Any:
         return self.tokenizer(texts)

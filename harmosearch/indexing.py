@@ -206,6 +206,8 @@ def _settings(config: Config, old: Any, encoder: Any, index: Path) -> tuple[Conf
         built_with = EncoderIdentity.from_dict(old.manifest["encoder"])
         differs = built_with.mismatch(encoder.identity)
         stored, wanted = old.manifest["config"], config.to_json()
+        # Indexes made before regions.detail existed pooled at the model's own size.
+        stored = {**stored, "regions": {"detail": "normal", **stored["regions"]}}
         if differs or stored["regions"] != wanted["regions"] or stored.get("media") != wanted["media"]:
             what = (
                 f"model {built_with.spec!r}"

@@ -54,6 +54,7 @@ class _Batch:
     times: list[float | None]  # per picture: its time in the video, None for a still
     failed: list[tuple[int, str]]
     pixels: Any = None  # uint8 [B, S, S, 3] or float [B, 3, S, S]; dropped once encoded
+    fine_pixels: Any = None  # the same at the high-detail input size (regions.detail "high")
     encoded: list[Encoded] | None = None
 
 
@@ -73,7 +74,9 @@ class _BatchJob:
         crops: Sequence[Any] | None = None,
         media: MediaConfig | None = None,
     ) -> None:
+        from harmosearch.clip_adapter import eval_transform
         from harmosearch.encoder import split_transform
+        from harmosearch.regions import detail_size
 
         self.paths = paths
         self.batches = batches
@@ -85,6 +88,14 @@ class _BatchJob:
         self.crops = crops
         self.media = media or MediaConfig()
         self.split = split_transform(encoder.transform)
+        self.fine_size = (
+            detail_size(regions.detail, encoder.image_size, encoder.image_size // encoder.grid[0])
+            if regions.detail != "normal"
+            else None
+        )
+        self.fine_transform = (
+            eval_transform(encoder.model, encoder.config.resize, self.fine_size) if self.fine_size else None
+        )
 
     def __len__(self) -> int:
         return len(self.batches)
@@ -95,7 +106,7 @@ class _BatchJob:
         from harmosearch.encoder import pixels_from_uint8
 
         batch = _Batch(len(self.batches[b]), [], [], [], [])
-        arrays = []
+        arrays, fine = [], []
         for i in self.batches[b]:
             try:
                 pictures = self._decode(i)
@@ -107,6 +118,8 @@ class _BatchJob:
                     arrays.append(np.asarray(self.split[0](image), dtype=np.uint8))
                 else:
                     arrays.append(self.encoder.transform(image))
+                if self.fine_transform is not None:
+                    fine.append(self.fine_transform(image))
                 batch.positions.append(i)
                 batch.sizes.append((width, height))
                 batch.times.append(seconds)
@@ -115,6 +128,8 @@ class _BatchJob:
                 batch.pixels = pixels_from_uint8(torch.from_numpy(np.stack(arrays)), *self.split[1])
             else:
                 batch.pixels = torch.stack(arrays)
+            if fine:
+                batch.fine_pixels = torch.stack(fine)
         return self.encode(batch) if self.encode_here else batch
 
     def _decode(self, i: int) -> list[tuple[Any, int, int, float | None]]:
@@ -125,10 +140,12 @@ class _BatchJob:
             from harmosearch.media.video import sample_frames
 
             m = self.media
-            frames = sample_frames(path, m.every_s, m.scene_threshold, m.max_frames, min_side=self.encoder.image_size)
+            frames = sample_frames(
+                path, m.every_s, m.scene_threshold, m.max_frames, min_side=self.fine_size or self.encoder.image_size
+            )
             pictures = [(f.image, f.width, f.height, f.time) for f in frames]
         else:
-            image, width, height = open_still(path, self.encoder.image_size)
+            image, width, height = open_still(path, self.fine_size or self.encoder.image_size)
             pictures = [(image, width, height, None)]
         if self.crops is not None and self.crops[i] is not None:
             pictures = [(*_crop(image, w, h, self.crops[i]), t) for image, w, h, t in pictures]
@@ -147,6 +164,9 @@ class _BatchJob:
         for lo in range(0, len(batch.positions), step):
             part = slice(lo, lo + step)
             global_vectors, dense = encoder.encode_pixels(batch.pixels[part])
+            fine = None
+            if batch.fine_pixels is not None and self.fine_size is not None:
+                fine = encoder.encode_pixels(batch.fine_pixels[part])[1]
             positions, sizes = batch.positions[part], batch.sizes[part]
             user = [self.user_boxes[i] for i in positions] if self.user_boxes is not None else None
             regions = image_regions(
@@ -158,21 +178,24 @@ class _BatchJob:
                 encoder.config.resize,
                 self.regions,
                 user,
+                fine,
             )
-            probes = self._probes(dense, positions, sizes)
+            probes = self._probes(dense, positions, sizes, fine)
             for (w, h), g, reg, probe, seconds in zip(
                 sizes, global_vectors, regions, probes, batch.times[part], strict=True
             ):
                 batch.encoded.append(
                     Encoded(w, h, g.numpy(), reg.boxes.numpy(), reg.scales.numpy(), reg.vectors.numpy(), probe, seconds)
                 )
-        batch.pixels = None
+        batch.pixels = batch.fine_pixels = None
         return batch
 
-    def _probes(self, dense: Any, positions: list[int], sizes: list[tuple[int, int]]) -> list[np.ndarray | None]:
+    def _probes(
+        self, dense: Any, positions: list[int], sizes: list[tuple[int, int]], fine: Any
+    ) -> list[np.ndarray | None]:
         import torch
 
-        from harmosearch.regions import pool, to_grid
+        from harmosearch.regions import pool_detailed, to_grid
 
         if self.probe_boxes is None:
             return [None] * len(positions)
@@ -180,7 +203,7 @@ class _BatchJob:
         for i, (w, h) in zip(positions, sizes, strict=True):
             boxes = torch.as_tensor(np.asarray(self.probe_boxes[i], dtype=np.float32)).reshape(-1, 4)
             grids.append(to_grid(boxes, w, h, encoder.grid, encoder.image_size, encoder.config.resize))
-        return [p.numpy() for p in pool(dense, grids)]
+        return [p.numpy() for p in pool_detailed(dense, grids, fine)]
 
 
 def _crop(image: Any, width: int, height: int, box: Sequence[float]) -> tuple[Any, int, int]:

@@ -206,9 +206,12 @@ class Index:
         before: str | date | None = None,
         under: Sequence[str | os.PathLike[str]] = (),
         sort: Literal["score", "date"] = "score",
+        refine: bool | None = None,
     ) -> SearchResponse:
         """Rank the indexed images for a text (and/or an image) query. relations=False (or
         relation_weight 0) ignores the query's relations, ranking its lexemes independently.
+        refine (default: settings.refine) searches each result's lexeme boxes again on its
+        re-encoded dense maps (refine.py), so the box shown fits the object; ranks and scores stay.
 
         after / before ("2024", "2024-07", "2024-07-15", a date): capture time at or after the
         start of `after`, before the start of `before`, on the photos' own clocks. under: folders
@@ -258,6 +261,9 @@ class Index:
         results = self._rank(
             candidates, fused, global_scores, query.lexeme_texts, query.relations, match, s, None, confident, sort
         )
+        # Without the photo folder (warned about above) there is nothing to re-encode.
+        if (s.refine if refine is None else refine) and len(query.lexeme_vectors) and self.photos_root.is_dir():
+            results = self._refined(results, np.asarray(query.lexeme_vectors, dtype=np.float32), s, query.warnings)
         return SearchResponse(query.text, query.lexeme_texts, results, query.warnings, calibrated)
 
     def _confident(
@@ -494,6 +500,46 @@ class Index:
             taken=taken if isinstance(taken, str) else None,
         )
 
+    def _refined(
+        self, results: list[Result], lexemes: np.ndarray, s: SearchConfig, warnings: list[str]
+    ) -> list[Result]:
+        """The results with each lexeme's box searched again near the indexed one (refine.py); a
+        result whose picture cannot be decoded keeps its indexed boxes, with a warning."""
+        from harmosearch.errors import HarmosearchError
+        from harmosearch.refine import refine_boxes
+
+        fine_side = math.ceil(self.encoder.image_size * s.refine_scale)
+        pictures, kept, unread = [], [], []
+        for n, result in enumerate(results):
+            if not result.absolute.is_file():  # deleted since indexing: said where it matters (annotation)
+                continue
+            try:
+                pictures.append(self.picture(result.image_id, fine_side))
+            except HarmosearchError as exc:
+                unread.append(f"{result.path}: {exc}")
+                continue
+            kept.append(n)
+        if unread:
+            warnings.append(f"{len(unread)} results show their indexed boxes, their pictures unread ({unread[0]})")
+        if not kept:
+            return results
+        # An empty box (an image without regions) is no seed: the box is searched anywhere.
+        seeds = np.array([m.box for n in kept for m in results[n].lexemes], dtype=np.float32).reshape(-1, 4)
+        seeds[(seeds[:, 2] <= seeds[:, 0]) | (seeds[:, 3] <= seeds[:, 1])] = np.nan
+        image_of = np.repeat(np.arange(len(kept)), len(lexemes))
+        boxes, _ = refine_boxes(
+            self.encoder, pictures, image_of, np.tile(lexemes, (len(kept), 1)), seeds, s.refine_scale, s.box_margin
+        )
+        out = list(results)
+        for i, n in enumerate(kept):
+            own = boxes[i * len(lexemes) : (i + 1) * len(lexemes)]
+            matches = tuple(
+                replace(m, box=(float(b[0]), float(b[1]), float(b[2]), float(b[3])))
+                for m, b in zip(results[n].lexemes, own, strict=True)
+            )
+            out[n] = replace(results[n], lexemes=matches)
+        return out
+
     def _box(self, row: int) -> tuple[float, float, float, float]:
         if row < 0:
             return (0.0, 0.0, 0.0, 0.0)
@@ -589,21 +635,21 @@ class Index:
         dense map as indexing pools proposals: the image is encoded again, once."""
         import torch
 
-        from harmosearch.regions import pool, to_grid
+        from harmosearch.regions import detail_size, pool_detailed, to_grid
 
         x0, y0, x1, y1 = self._clip_box(image_id, box)
-        # Decoded as indexing decodes it: JPEGs at the smallest scale that covers the model's input.
-        image, width, height = self.picture(image_id, self.encoder.image_size)
-        _, dense = self.encoder.encode_pixels(self.encoder.image_tensor(image)[None])
+        encoder = self.encoder
+        # Decoded and encoded as indexing did: JPEGs at the smallest scale that covers the input
+        # size of the dense map the index's regions were pooled from.
+        patch = encoder.image_size // encoder.grid[0]
+        fine_size = detail_size(self.config.regions.detail, encoder.image_size, patch)
+        image, width, height = self.picture(image_id, fine_size or encoder.image_size)
+        _, dense = encoder.encode_images([image])
+        fine = encoder.encode_images([image], fine_size)[1] if fine_size else None
         grid_box = to_grid(
-            torch.tensor([[x0, y0, x1, y1]]),
-            width,
-            height,
-            self.encoder.grid,
-            self.encoder.image_size,
-            self.encoder.config.resize,
+            torch.tensor([[x0, y0, x1, y1]]), width, height, encoder.grid, encoder.image_size, encoder.config.resize
         )
-        return pool(dense, [grid_box])[0][0].numpy().astype(np.float32)
+        return pool_detailed(dense, [grid_box], fine)[0][0].numpy().astype(np.float32)
 
     def search_region(
         self,

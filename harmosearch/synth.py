@@ -1,7 +1,9 @@
 """Synthetic scenes: the offline world that tests, training, benchmarks and the demo use.
 
-Each image holds 1-4 non-overlapping objects, each a colour x shape x size, on a textured
-background. Annotations are COCO style plus `phrase`, `captions` and `relations`. Every scene
+Each image holds non-overlapping objects, each a colour x shape x size, on a textured
+background: by default 1-4 objects of 17-36% of the image side, or with `objects` "small"
+2-5 objects of 22-48 px in 224 px (the small things region search is for), or "large" 1-3 of
+50-95 px. Annotations are COCO style plus `phrase`, `captions` and `relations`. Every scene
 is a pure function of (seed, image index), so output is byte-identical across runs.
 
 `generate_pairs` draws twin images for compositional tests instead: two objects whose positions
@@ -40,6 +42,22 @@ COLOURS: dict[str, tuple[int, int, int]] = {
 }
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star", "cross", "ring")
 SIZES: dict[str, tuple[float, float]] = {"small": (0.17, 0.22), "large": (0.29, 0.36)}
+
+
+@dataclass(frozen=True)
+class ObjectSet:
+    """What objects a scene holds: size names with their side range (a fraction of the image
+    side; a drawn shape's box is 88-100% of it), and how many per image (inclusive)."""
+
+    sizes: dict[str, tuple[float, float]]
+    count: tuple[int, int]
+
+
+OBJECT_SETS: dict[str, ObjectSet] = {
+    "mixed": ObjectSet(SIZES, (1, 4)),
+    "small": ObjectSet({"small": (22 / 224, 48 / 224)}, (2, 5)),
+    "large": ObjectSet({"large": (50 / 224, 95 / 224)}, (1, 3)),
+}
 # Muted mid-tones, so every object colour (white and black included) stands out.
 BACKGROUND_TONES: tuple[tuple[int, int, int], ...] = (
     (128, 128, 128),
@@ -96,10 +114,22 @@ def categories() -> list[dict[str, Any]]:
 CATEGORY_IDS = {c["name"]: c["id"] for c in categories()}
 
 
+def object_count(config: SynthConfig) -> tuple[int, int]:
+    """The fewest and most objects per scene: the config's, else its object set's."""
+    default = OBJECT_SETS[config.objects].count
+    low = default[0] if config.min_objects is None else config.min_objects
+    high = default[1] if config.max_objects is None else config.max_objects
+    if low > high:
+        raise ConfigError(f"synth: {low} to {high} objects per scene is empty; give --min-objects <= --max-objects")
+    return low, high
+
+
 def sample_scene(seed: int, index: int, config: SynthConfig) -> Scene:
     rng = np.random.default_rng([seed, index])
     size = config.size
-    n_objects = int(rng.integers(config.min_objects, config.max_objects + 1))
+    sizes = OBJECT_SETS[config.objects].sizes
+    low, high = object_count(config)
+    n_objects = int(rng.integers(low, high + 1))
     background = str(rng.choice(list(BACKGROUNDS)))
     t1, t2 = rng.choice(len(BACKGROUND_TONES), size=2, replace=False)
     tones = (BACKGROUND_TONES[int(t1)], BACKGROUND_TONES[int(t2)])
@@ -111,8 +141,8 @@ def sample_scene(seed: int, index: int, config: SynthConfig) -> Scene:
             shape = str(rng.choice(SHAPES))
             if (colour, shape) in used:  # one object per class, so a phrase names one object
                 continue
-            size_name = str(rng.choice(list(SIZES)))
-            lo, hi = SIZES[size_name]
+            size_name = str(rng.choice(list(sizes)))
+            lo, hi = sizes[size_name]
             half = float(rng.uniform(lo, hi)) * size / 2
             margin = half + 2
             cx = float(rng.uniform(margin, size - margin))
@@ -223,7 +253,7 @@ def relation(a: SceneObject, b: SceneObject) -> str:
 
 
 INVERSE = {"to the left of": "to the right of", "to the right of": "to the left of", "above": "below", "below": "above"}
-NUMBERS = {1: "one", 2: "two", 3: "three", 4: "four"}
+NUMBERS = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five", 6: "six"}
 
 
 def _article(words: str) -> str:
@@ -341,7 +371,15 @@ def generate(
     images_dir = _images_dir(out)
     jobs = [(config.seed, i, config, str(images_dir)) for i in range(config.n)]
     records = _run(_scene_record, jobs, workers, progress)
-    info = {"generator": "harmosearch synth", "version": 1, "seed": config.seed, "n": config.n, "size": config.size}
+    info: dict[str, Any] = {
+        "generator": "harmosearch synth",
+        "version": 1,
+        "seed": config.seed,
+        "n": config.n,
+        "size": config.size,
+    }
+    if config.objects != "mixed":  # named only when not the default, so default sets stay byte-identical
+        info["objects"] = config.objects
     data = _annotations(info, records)
     _write(Path(out), data)
     return data

@@ -151,7 +151,7 @@ def test_phrase_search_equals_a_written_out_ranking():
             bench.phrases.append(str(phrase))
     vectors = {p: (unit(dim), unit(1 + (j == 2), dim)) for j, p in enumerate(phrases)}  # one phrase has 2 lexemes
     for alpha, margin in ((0.5, 0.0), (0.2, 0.3), (1.0, 0.05)):
-        config = Config(search=SearchConfig(alpha=alpha, box_margin=margin))
+        config = Config(search=SearchConfig(alpha=alpha, box_margin=margin, refine=False))  # the indexed boxes
         got = search(Run(_Queries(vectors), config, bench, images), k=3)
         expected = slow_phrase_search(vectors, bench, images, alpha, margin, k=3)
         assert got == pytest.approx(expected)
@@ -169,7 +169,9 @@ def test_bench_end_to_end_on_synthetic_scenes_with_cache(scenes, tmp_path, monke
     for values in retrieval["modes"].values():
         assert all(0.0 <= v <= 1.0 for v in values.values()) and values["t2i_R@10"] >= values["t2i_R@1"]
     assert 0 <= result["tasks"]["boxcls"]["top1"] <= result["tasks"]["boxcls"]["top5"] <= 1
-    assert 0 <= result["tasks"]["grounding"]["accuracy"] <= result["tasks"]["grounding"]["proposal_ceiling"] <= 1
+    grounding = result["tasks"]["grounding"]
+    assert 0 <= grounding["indexed_accuracy"] <= grounding["proposal_ceiling"] <= 1
+    assert 0 <= grounding["accuracy"] <= 1 and grounding["refine_seconds_per_image"] > 0
     phrases = result["tasks"]["search"]
     assert 0 <= phrases["P@5"] <= phrases["hit@5"] <= 1 and phrases["phrases"] >= 10
     assert result["model"]["spec"] == TEST_MODEL and result["config"]["search"]["alpha"] == 0.5
@@ -309,3 +311,52 @@ def test_crops_encode_only_their_part(tmp_path, test_encoder):
     a, b = encode_images(test_encoder, config, cropped), encode_images(test_encoder, config, whole)
     np.testing.assert_allclose(a.global_vectors, b.global_vectors, atol=1e-5)
     np.testing.assert_allclose(a.regions.boxes, b.regions.boxes, atol=1e-4)
+
+
+def test_synthetic_object_sets_have_their_own_seeds_and_folders(tmp_path):
+    from harmosearch.bench import default_tasks
+    from harmosearch.bench.datasets import OBJECT_SEEDS
+
+    seeds = [seed for splits in OBJECT_SEEDS.values() for seed in splits.values()]
+    assert len(set(seeds)) == len(seeds)  # no set shares a seed with another, val never with test
+    small = load_bench_set("synthetic", None, tmp_path, n=3, task="search", split="val", objects="small")
+    assert small.root == tmp_path / "bench" / f"synthetic-small-{OBJECT_SEEDS['small']['val']}-3"
+    assert "small objects val" in small.name and len(small.images) == 3
+    info = json.loads((small.root / "annotations.json").read_text())["info"]
+    assert info["objects"] == "small" and info["seed"] == OBJECT_SEEDS["small"]["val"]
+    assert all(max(x1 - x0, y1 - y0) <= 49 for _, (x0, y0, x1, y1), _ in small.boxes)
+    with pytest.raises(DataError, match="compositional"):
+        load_bench_set("synthetic", None, tmp_path, n=4, task="compositional", objects="large")
+    with pytest.raises(DataError, match="object set"):
+        load_bench_set("synthetic", None, tmp_path, n=4, objects="tiny")
+    assert "compositional" in default_tasks("synthetic") and "compositional" not in default_tasks("synthetic", "small")
+
+
+def test_refined_grounding_is_refine_boxes_phrase_by_phrase(scenes, tmp_path, monkeypatch, test_encoder):
+    """Grounding with refine on: for each annotated phrase alone, its indexed box (refine off, the
+    box grounding reports as indexed_accuracy) searched again by refine_boxes on its own image,
+    then IoU >= 0.5 with the phrase's box."""
+    from harmosearch.bench.tasks import grounding
+    from harmosearch.bench.vectors import encode_images, phrase_vectors
+    from harmosearch.metrics import box_iou
+    from harmosearch.refine import refine_boxes
+    from harmosearch.scoring import best_regions
+
+    monkeypatch.setenv("HARMOSEARCH_CACHE", str(tmp_path / "cache"))
+    config = load_config(overrides={"encoder.model": TEST_MODEL, "encoder.device": "cpu", "search.refine_scale": 1.5})
+    bench = load_bench_set(str(scenes), None, config.paths.cache_dir, 12, "grounding", "test")
+    images = encode_images(test_encoder, config, bench)
+    got = grounding(Run(test_encoder, config, bench, images))
+    s = config.search
+    hits = []
+    for (image, box, _), phrase in zip(bench.boxes, bench.phrases, strict=True):
+        vector = phrase_vectors(test_encoder, [phrase])
+        _, rows = best_regions(images.regions, np.array([image]), vector, s.box_margin)
+        seed = images.regions.boxes[rows[0, 0]][None]
+        picture = Image.open(bench.images[image]).convert("RGB")
+        shown, _ = refine_boxes(
+            test_encoder, [(picture, *picture.size)], np.zeros(1, np.int64), vector, seed, s.refine_scale, s.box_margin
+        )
+        hits.append(box_iou(np.array([box], np.float32), shown)[0, 0] >= 0.5)
+    assert got["accuracy"] == pytest.approx(np.mean(hits))
+    assert got["phrases"] == len(hits) and 0 < np.mean(hits) < 1  # not a trivial case

@@ -110,6 +110,9 @@ WORDS = {  # what an error about an option may call it besides its flag
     "--engine": ("index.engine",),
     "--num-workers": ("ray.workers",),
     "--gpus-per-worker": ("ray.gpus_per_worker",),
+    "--objects": ("synth.objects", "object set"),
+    "--refine-scale": ("search.refine_scale",),
+    "--detail": ("regions.detail",),
 }
 
 
@@ -348,6 +351,9 @@ def draw_args(data, world: World, command: str, opts: list[Opt]) -> list[str]:
 CONFIGS = tuple(f"<file:{name}>" for name in ("bad.toml", "unknown key.toml", "wrong type.toml", "huge.toml"))
 MODEL = Opt("--model", (TEST_MODEL,), ("", "nope", "nope:random", "x" * 10_000, "local-dir:/nowhere", "<folder>"), True)
 DEVICE = Opt("--device", ("cpu", "auto"), ("", "tpu", "cuda:-1", f"cuda:{HUGE}", "x" * 10_000))
+DETAIL = Opt("--detail", ("normal", "high"), ("", "bogus", "HIGH"))
+REFINE = Opt("--no-refine", (FLAG,))
+REFINE_SCALE = Opt("--refine-scale", ("1", "1.5"), ("0.5", "5", "-1", *NOT_NUMBERS))
 WORKERS = Opt("--workers", ("0",), ("-1", "65", HUGE, "nan"), True)  # more workers: each loads the model
 
 
@@ -361,6 +367,7 @@ MENUS: dict[str, list[Opt]] = {
         Opt("--n", ("0", "1", "2"), ("-1", HUGE, *NOT_NUMBERS), True),
         Opt("--seed", ("0", "7"), ("-1", HUGE, "4294967296", *NOT_NUMBERS)),
         Opt("--size", ("32", "40"), ("31", "0", "-1", "4097", HUGE, *NOT_NUMBERS)),
+        Opt("--objects", ("mixed", "small", "large"), ("", "bogus", "红色", "x" * 10_000)),
         Opt("--workers", ("1",), ("0", "-1", "65", HUGE, "nan")),
     ],
     "index": [
@@ -382,6 +389,7 @@ MENUS: dict[str, list[Opt]] = {
         Opt("--address", ("", "auto", "ray://127.0.0.1:1"), STRINGS),
         Opt("--num-workers", ("1", "2", HUGE), ("0", "-1", *NOT_NUMBERS)),
         Opt("--gpus-per-worker", ("0", "0.5", HUGE), ("-1", "nan", "inf", "-inf", "abc")),
+        DETAIL,
     ],
     "query": [
         Opt(None, ("red circle", "blue square left of a white ring", "红色的圆", "x" * 10_000), STRINGS, True),
@@ -391,6 +399,8 @@ MENUS: dict[str, list[Opt]] = {
         Opt("--min-score", ("0", "-1", "1e308", "-1e308", "auto"), NOT_NUMBERS),
         Opt("--relation-weight", ("0", "0.5", "2"), ("-1", *NOT_NUMBERS)),
         Opt("--no-relations", (FLAG,)),
+        REFINE,
+        REFINE_SCALE,
         Opt("--after", ("2024", "2024-07", "2020-01-15"), ("", "2024-13", "garbage", "x" * 10_000)),
         Opt("--before", ("2030", "2024-07-15T10:00"), ("", "2024-02-30", "yesterday")),
         Opt("--under", (".", "sub"), ("..", "/", "../outside"), repeat=True),
@@ -422,6 +432,10 @@ MENUS: dict[str, list[Opt]] = {
         Opt("--data-dir", ("<fresh>",), PATHS),
         Opt("--mode", ("global", "fused", "relations", "all"), ("", "bogus", "both")),
         Opt("--split", ("val", "test"), ("", "bogus")),
+        Opt("--objects", ("mixed", "small", "large"), ("", "bogus")),
+        REFINE,
+        REFINE_SCALE,
+        DETAIL,
         Opt("--save-scores", ("<fresh>",), PATHS),
         Opt("--record", ("<fresh>",), PATHS),
         DEVICE,

@@ -69,3 +69,30 @@ def test_towers_without_patch_tokens_are_refused():
 
     with pytest.raises(ModelLoadError, match="open_clip ViT"):
         vision_parts(NoTokens())
+
+
+def test_other_input_sizes_match_a_model_built_for_that_size(test_encoder):
+    """At another input size the tower equals open_clip's own model for that size, loaded from the
+    same weights with its position embeddings resized (what open_clip does for such checkpoints)."""
+    import open_clip
+    from open_clip.model import resize_pos_embed
+
+    from harmosearch.encoder import vision_forward
+
+    model = test_encoder.model
+    bigger = open_clip.create_model("harmo-test-vit", force_image_size=56)
+    state = model.state_dict()
+    resize_pos_embed(state, bigger)
+    bigger.load_state_dict(state)
+    bigger.eval()
+    x = pixels(size=56)
+    parts = vision_parts(model)
+    assert parts.grid_of(x) == (7, 7) and parts.grid == (4, 4)
+    with torch.no_grad():
+        pooled, dense = vision_forward(model, x, "plain")
+        reference = bigger.encode_image(x)
+        _, dense_reference = vision_forward(bigger, x, "plain")
+    assert torch.allclose(pooled, reference, atol=1e-5)
+    assert dense.shape == (2, 32, 7, 7) and torch.allclose(dense, dense_reference, atol=1e-5)
+    with torch.no_grad():  # the model's own size still takes open_clip's own path
+        assert torch.equal(parts.embed(pixels()), model.visual._embeds(pixels()))

@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from harmosearch.config import SynthConfig
+from harmosearch.errors import ConfigError
 from harmosearch.synth import (
     BACKGROUNDS,
     COLOURS,
@@ -242,3 +243,47 @@ def test_pairs_refuse_unknown_kinds_and_negative_counts(tmp_path):
         generate_pairs(tmp_path, 1, seed=0, size=8)
     with pytest.raises(ConfigError, match="none"):
         generate_pairs(tmp_path, 1, seed=0, kinds=())
+
+
+# ---------- object sets ----------
+
+
+def test_default_object_set_is_the_mixed_set_drawn_as_before():
+    """Naming the default set draws the very same scenes (the same random stream), so existing
+    seeds, training sets and benchmark sets keep their bytes."""
+    for index in range(30):
+        plain = sample_scene(5, index, SynthConfig())
+        named = sample_scene(5, index, SynthConfig(objects="mixed", min_objects=1, max_objects=4))
+        assert plain == named
+
+
+@pytest.mark.parametrize(("objects", "sides", "counts"), [("small", (22, 48), (2, 5)), ("large", (50, 95), (1, 3))])
+def test_object_sets_draw_their_sizes_and_counts(objects, sides, counts):
+    config = SynthConfig(objects=objects)
+    seen_counts, seen_sides = set(), []
+    for index in range(120):
+        scene = sample_scene(21, index, config)
+        seen_counts.add(len(scene.objects))
+        seen_sides += [2 * o.half for o in scene.objects]
+        assert len({o.phrase for o in scene.objects}) == len(scene.objects)
+    assert min(seen_counts) >= 1 and max(seen_counts) <= counts[1] and counts[1] in seen_counts
+    assert sides[0] - 0.5 <= min(seen_sides) and max(seen_sides) <= sides[1] + 0.5
+    assert max(seen_sides) - min(seen_sides) > 0.8 * (sides[1] - sides[0])  # the range is used
+
+
+def test_small_object_annotations_name_the_set_and_boxes_fit_the_sizes(tmp_path):
+    data = generate(tmp_path, SynthConfig(n=20, seed=2, objects="small"))
+    assert data["info"]["objects"] == "small"
+    sides = [max(a["bbox"][2], a["bbox"][3]) for a in data["annotations"]]
+    assert min(sides) >= 19 and max(sides) <= 49
+    assert {a["size"] for a in data["annotations"]} == {"small"}
+    assert "objects" not in generate(tmp_path / "default", SynthConfig(n=2, seed=2))["info"]
+
+
+def test_object_counts_can_be_set_and_must_be_ordered():
+    scene = sample_scene(0, 0, SynthConfig(objects="small", min_objects=6, max_objects=6))
+    assert len(scene.objects) == 6
+    with pytest.raises(ConfigError):
+        SynthConfig(min_objects=3, max_objects=2)
+    with pytest.raises(ConfigError):  # 5 is above the mixed set's 4
+        sample_scene(0, 0, SynthConfig(min_objects=5))

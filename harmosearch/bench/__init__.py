@@ -24,14 +24,14 @@ from harmosearch.errors import DataError
 from harmosearch.folders import output_file
 
 
-def default_tasks(dataset: str) -> tuple[str, ...]:
+def default_tasks(dataset: str, objects: str = "mixed") -> tuple[str, ...]:
     """Flickr30k has captions only, ARO compositional items only; synthetic scenes come with twin
-    pairs for the compositional task, COCO and scene folders without them."""
+    pairs for the compositional task (in the default object set), COCO and scene folders without them."""
     if dataset == "flickr30k":
         return ("retrieval",)
     if dataset in ARO_DATASETS:
         return ("compositional",)
-    if dataset == "synthetic":
+    if dataset == "synthetic" and objects == "mixed":
         return tuple(TASKS)
     return ("retrieval", "boxcls", "grounding", "search")
 
@@ -47,13 +47,15 @@ def run_bench(
     progress: Progress | None = None,
     save_scores: Path | None = None,
     split: str = "test",
+    objects: str = "mixed",
 ) -> dict[str, Any]:
     """Run `tasks` (default: default_tasks(dataset)) and return every figure with the model
-    identity, the resolved config and the machine."""
+    identity, the resolved config and the machine. `objects` picks the synthetic scenes: mixed
+    (the default), small or large (synth.OBJECT_SETS)."""
     started = time.perf_counter()
     if save_scores is not None:
         output_file(save_scores, "--save-scores", example="scores.npy")
-    tasks = tuple(tasks or default_tasks(dataset))
+    tasks = tuple(tasks or default_tasks(dataset, objects))
     unknown = [t for t in tasks if t not in TASKS]
     if unknown:
         raise DataError(f"unknown task {unknown[0]!r}: use {', '.join(TASKS)}")
@@ -66,13 +68,14 @@ def run_bench(
     result: dict[str, Any] = {
         "dataset": dataset,
         "split": split if dataset == "synthetic" else None,
+        "objects": objects if dataset == "synthetic" else None,
         "tasks": {},
         "model": encoder.identity.to_dict(),
         "config": config.to_json(),
         "machine": machine_info(),
     }
     for task in tasks:
-        bench = load_bench_set(dataset, data_dir, config.paths.cache_dir, n, task, split)
+        bench = load_bench_set(dataset, data_dir, config.paths.cache_dir, n, task, split, objects)
         missing = [p for p in bench.images if not p.is_file()]
         if missing:
             raise DataError(f"{len(missing)} images of {bench.name} are missing, e.g. {missing[0]}")

@@ -6,7 +6,8 @@ harmosearch `annotations.json`.
 
 Synthetic scenes come in two sets that training never sees: `val`, the 500 scenes every
 setting of harmosearch was chosen on, and `test`, scenes of another seed that no choice looks
-at; the README reports the test set.
+at; the README reports the test set. Besides the default scenes (`objects` "mixed"), sets of
+only small or only large objects (synth.OBJECT_SETS) have their own val and test seeds.
 """
 
 from __future__ import annotations
@@ -25,6 +26,11 @@ from harmosearch.folders import is_dir
 # Seeds of the synthetic benchmark sets (training scenes use seed 1000, the demo 2026), and of
 # the twin pairs of the compositional task.
 SYNTHETIC_SEEDS = {"val": 424242, "test": 8_675_309}
+OBJECT_SEEDS = {
+    "mixed": SYNTHETIC_SEEDS,
+    "small": {"val": 515_151, "test": 31_415_926},
+    "large": {"val": 626_262, "test": 27_644_437},
+}
 PAIR_SEEDS = {"val": 777, "test": 27_182_818}
 ARO_DATASETS = {"aro-relation": "relation", "aro-attribution": "attribution"}
 
@@ -161,17 +167,23 @@ def load_aro_set(kind: str, root: Path) -> BenchSet:
 
 
 def load_bench_set(
-    dataset: str, data_dir: Path | None, cache: Path, n: int = 500, task: str = "retrieval", split: str = "test"
+    dataset: str,
+    data_dir: Path | None,
+    cache: Path,
+    n: int = 500,
+    task: str = "retrieval",
+    split: str = "test",
+    objects: str = "mixed",
 ) -> BenchSet:
     """The named dataset (flickr30k, mscoco, synthetic, aro-relation, aro-attribution) or a scene
-    folder; synthetic scenes and twin pairs of `split` (val or test) are drawn into the cache on
-    first use (n scenes, or n / 2 pairs of each kind)."""
+    folder; synthetic scenes (of the `objects` set) and twin pairs of `split` (val or test) are
+    drawn into the cache on first use (n scenes, or n / 2 pairs of each kind)."""
     if dataset in ARO_DATASETS:
         if data_dir is None:
             raise DataError(f"--dataset {dataset} needs --data-dir: the folder with the ARO files and images/")
         return load_aro_set(ARO_DATASETS[dataset], data_dir)
     if dataset == "synthetic":
-        return _synthetic(data_dir, cache, n, task, split)
+        return _synthetic(data_dir, cache, n, task, split, objects)
     if dataset in ("flickr30k", "mscoco"):
         root = data_dir or cache / "datasets" / dataset
         if dataset == "mscoco" and task != "retrieval":
@@ -186,12 +198,16 @@ def load_bench_set(
     )
 
 
-def _synthetic(data_dir: Path | None, cache: Path, n: int, task: str, split: str) -> BenchSet:
+def _synthetic(data_dir: Path | None, cache: Path, n: int, task: str, split: str, objects: str) -> BenchSet:
     if split not in SYNTHETIC_SEEDS:
         raise DataError(f"unknown split {split!r}: use {' or '.join(SYNTHETIC_SEEDS)}")
+    if objects not in OBJECT_SEEDS:
+        raise DataError(f"unknown object set {objects!r}: use {', '.join(OBJECT_SEEDS)}")
     if not 2 <= n <= MAX_SCENES:
         raise DataError(f"--n must lie in [2, {MAX_SCENES:,}] scenes, got {n}")
     if task == "compositional":
+        if objects != "mixed":
+            raise DataError("twin pairs have objects of the default sizes only; drop --objects for compositional")
         seed = PAIR_SEEDS[split]
         root = data_dir or cache / "bench" / f"pairs-{seed}-{n // 2}"
         if not (root / "annotations.json").is_file():
@@ -199,12 +215,14 @@ def _synthetic(data_dir: Path | None, cache: Path, n: int, task: str, split: str
 
             generate_pairs(root, n // 2, seed, workers=2)
         return load_pair_set(root, f"synthetic pairs {split} (seed {seed}, {n // 2} of each kind)")
-    seed = SYNTHETIC_SEEDS[split]
-    root = data_dir or cache / "bench" / f"synthetic-{seed}-{n}"
+    seed = OBJECT_SEEDS[objects][split]
+    kind = "" if objects == "mixed" else f"{objects}-"
+    root = data_dir or cache / "bench" / f"synthetic-{kind}{seed}-{n}"
     if not (root / "annotations.json").is_file():
         from harmosearch.synth import generate
 
-        generate(root, SynthConfig(n=n, seed=seed), workers=2)
+        generate(root, SynthConfig(n=n, seed=seed, objects=objects), workers=2)
     bench = load_scene_folder(root)
-    bench.name = f"synthetic {split} (seed {seed}, {len(bench.images)} scenes)"
+    named = "" if objects == "mixed" else f" {objects} objects"
+    bench.name = f"synthetic{named} {split} (seed {seed}, {len(bench.images)} scenes)"
     return bench

@@ -1,0 +1,123 @@
+"""regions.detail "high": region vectors pooled from a second pass at a larger input size."""
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torchvision.ops import roi_align
+
+from harmosearch.clip_adapter import eval_transform
+from harmosearch.config import load_config
+from harmosearch.encoder import vision_forward
+from harmosearch.errors import IndexStoreError
+from harmosearch.indexing import build_index
+from harmosearch.pipeline import encode_files
+from harmosearch.regions import (
+    FINE_BELOW,
+    HIGH_DETAIL_REGIONS,
+    HIGH_DETAIL_SCALE,
+    HIGH_DETAIL_WINDOWS,
+    SEGMENT,
+    detail_size,
+    from_grid,
+    pool,
+    pool_detailed,
+    segment_boxes,
+    select,
+    to_grid,
+    window_boxes,
+)
+from harmosearch.store import read_manifest
+
+from .conftest import TEST_MODEL
+
+
+def config_with(detail):
+    return load_config(
+        overrides={"encoder.model": TEST_MODEL, "encoder.device": "cpu", "index.workers": 0, "regions.detail": detail}
+    )
+
+
+def test_detail_size_is_whole_patches():
+    assert detail_size("normal", 112, 8) is None
+    assert detail_size("high", 112, 8) == 168 == 112 * HIGH_DETAIL_SCALE
+    assert detail_size("high", 32, 8) == 48
+    assert detail_size("high", 224, 16) % 16 == 0
+
+
+def pool_by_loop(dense, fine, boxes):
+    """Each box alone: RoIAlign on the model's map, or, when its longer side is under FINE_BELOW
+    cells, on the fine map with the box scaled to that map's grid."""
+    out = []
+    ratio = fine.shape[-1] / dense.shape[-1]
+    for box in boxes.tolist():
+        small = max(box[2] - box[0], box[3] - box[1]) < FINE_BELOW
+        source, scaled = (fine, [v * ratio for v in box]) if small else (dense, box)
+        pooled = roi_align(source, [torch.tensor([scaled])], 1, 1.0, 2, True).flatten(1)
+        out.append(torch.nn.functional.normalize(pooled, dim=-1)[0])
+    return torch.stack(out) if out else torch.zeros((0, dense.shape[1]))
+
+
+def test_pooling_takes_small_boxes_from_the_fine_map():
+    rng = torch.Generator().manual_seed(0)
+    dense, fine = torch.randn(2, 8, 14, 14, generator=rng), torch.randn(2, 8, 21, 21, generator=rng)
+    boxes = [torch.tensor([[0, 0, 2.9, 1.0], [1, 1, 4, 3], [0, 0, 14, 14], [5.5, 6, 8, 8.99]]), torch.zeros((0, 4))]
+    got = pool_detailed(dense, boxes, fine)
+    for b in range(2):
+        assert torch.allclose(got[b], pool_by_loop(dense[b : b + 1], fine[b : b + 1], boxes[b]), atol=1e-5)
+    assert all(torch.equal(a, b) for a, b in zip(pool_detailed(dense, boxes), pool(dense, boxes), strict=True))
+
+
+def test_high_detail_indexing_by_hand(scenes, test_encoder):
+    """Each image by hand: the global vector and the model's map from its own pass (as at normal
+    detail), a fine map from a forward pass on the image transformed by open_clip to the larger
+    size; the proposals at normal detail plus HIGH_DETAIL_WINDOWS, pooled by the loop above and
+    selected as usual; ground-truth probes pooled by the loop too."""
+    paths = sorted((scenes / "images").glob("*.png"))[:3]
+    probes = [[(5.0, 5.0, 30.0, 30.0), (5.0, 5.0, 60.0, 60.0)], [(100.0, 20.0, 200.0, 120.0)], [(0.0, 0.0, 9.0, 9.0)]]
+    config = config_with("high")
+    normal = dict(encode_files(paths, test_encoder, config_with("normal"), None, probes))
+    high = dict(encode_files(paths, test_encoder, config, None, probes))
+    size = detail_size("high", test_encoder.image_size, test_encoder.image_size // test_encoder.grid[0])
+    resize, grid, own_size = test_encoder.config.resize, test_encoder.grid, test_encoder.image_size
+    wider = replace(
+        config.regions,
+        scales=config.regions.scales + HIGH_DETAIL_WINDOWS,
+        max_regions=config.regions.max_regions * HIGH_DETAIL_REGIONS,
+    )
+    for i, path in enumerate(paths):
+        image = Image.open(path).convert("RGB")
+        np.testing.assert_allclose(high[i].global_vector, normal[i].global_vector, atol=1e-6)
+        with torch.no_grad():
+            g, dense = vision_forward(test_encoder.model, test_encoder.transform(image)[None], "value")
+            fine_pixels = eval_transform(test_encoder.model, resize, size)(image)[None]
+            _, fine = vision_forward(test_encoder.model, fine_pixels, "value")
+        assert fine.shape[-1] > dense.shape[-1]
+        g = torch.nn.functional.normalize(g, dim=-1)
+        segments = segment_boxes(dense, config.regions.segments)[0]
+        windows, scales = window_boxes(*image.size, wider.scales, wider.overlap)
+        pixel_boxes = torch.cat([from_grid(segments, *image.size, grid, own_size, resize), windows])
+        grid_boxes = torch.cat([segments, to_grid(windows, *image.size, grid, own_size, resize)])
+        labels = torch.cat([torch.full((len(segments),), SEGMENT), scales])
+        (expected,) = select([(pixel_boxes, labels)], [pool_by_loop(dense, fine, grid_boxes)], g, wider)
+        np.testing.assert_allclose(high[i].boxes, expected.boxes.numpy(), atol=1e-4)
+        np.testing.assert_allclose(high[i].vectors, expected.vectors.numpy(), atol=1e-4)
+        box = to_grid(torch.tensor(probes[i]), *image.size, grid, own_size, resize)
+        np.testing.assert_allclose(high[i].probes, pool_by_loop(dense, fine, box).numpy(), atol=1e-4)
+
+
+def test_an_index_keeps_its_detail_and_old_indexes_count_as_normal(scenes, tmp_path, test_encoder):
+    build_index(scenes / "images", tmp_path / "high", config_with("high"), encoder=test_encoder)
+    assert read_manifest(tmp_path / "high")["config"]["regions"]["detail"] == "high"
+    with pytest.raises(IndexStoreError, match="other region settings"):
+        build_index(scenes / "images", tmp_path / "high", config_with("normal"), encoder=test_encoder)
+    build_index(scenes / "images", tmp_path / "old", config_with("normal"), encoder=test_encoder)
+    manifest_file = tmp_path / "old" / "manifest.json"
+    manifest = json.loads(manifest_file.read_text())
+    del manifest["config"]["regions"]["detail"]  # as written before regions.detail existed
+    manifest_file.write_text(json.dumps(manifest))
+    report = build_index(scenes / "images", tmp_path / "old", config_with("normal"), encoder=test_encoder)
+    assert not report.committed

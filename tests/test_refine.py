@@ -1,0 +1,212 @@
+"""The query-time box search (refine.py) against slow, obvious references."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torchvision.ops import roi_align
+
+from harmosearch.encoder import vision_forward
+from harmosearch.refine import (
+    RATIO,
+    BoxSearch,
+    Sides,
+    best_boxes,
+    candidate_boxes,
+    lattice_pool,
+    pool_candidates,
+    refine_boxes,
+)
+from harmosearch.regions import from_grid, to_grid
+
+
+def boxes_by_loops(height, width, low, high):
+    """Every square box of sides low * RATIO**i <= min(high, height, width), at every quarter
+    side that keeps it inside the map, side by side, row by row."""
+    out = []
+    side = low
+    while side <= min(high, height, width) + 1e-9:
+        y = 0.0
+        while y + side <= height + 1e-6:
+            x = 0.0
+            while x + side <= width + 1e-6:
+                out.append([x, y, x + side, y + side])
+                x += side / 4
+            y += side / 4
+        side *= RATIO
+    return torch.tensor(out, dtype=torch.float32).reshape(-1, 4)
+
+
+@pytest.mark.parametrize(
+    ("height", "width", "low", "high"), [(14, 14, 3.0, 14.0), (7, 9, 2.0, 5.5), (28, 28, 2.0, 6.0)]
+)
+def test_candidates_are_every_quarter_step_square(height, width, low, high):
+    got = candidate_boxes((height, width), Sides(low, high))
+    assert torch.allclose(got, boxes_by_loops(height, width, low, high), atol=1e-4)
+
+
+@pytest.mark.parametrize(("height", "width"), [(14, 14), (5, 8)])
+def test_lattice_pooling_is_roi_align_of_each_box(height, width):
+    dense = torch.randn(2, 6, height, width, generator=torch.Generator().manual_seed(0))
+    sides = Sides(1.0, float(min(height, width)))
+    boxes = candidate_boxes((height, width), sides)
+    reference = roi_align(dense, [boxes, boxes], output_size=1, spatial_scale=1.0, sampling_ratio=2, aligned=True)
+    reference = F.normalize(reference.flatten(1), dim=-1).view(2, len(boxes), 6)
+    assert torch.allclose(pool_candidates(dense, sides), reference, atol=1e-5)
+    side = sides.values(min(height, width))[2]
+    one = lattice_pool(dense, side)
+    first = roi_align(dense, [torch.tensor([[side / 4, 0.0, side / 4 + side, side]])] * 2, 1, 1.0, 2, True)
+    assert torch.allclose(one[:, :, 0, 1], first.flatten(1), atol=1e-5)
+
+
+def best_by_loop(vectors, boxes, lexeme, seed, margin):
+    """One lexeme: score every box, keep those whose centre is inside the seed (all when none
+    is, or without a seed), then the largest within margin of the best, the first on ties."""
+    scores = [float(v @ lexeme) for v in vectors]
+    allowed = list(range(len(boxes)))
+    if not math.isnan(seed[0]):
+        inside = [
+            i
+            for i, (x0, y0, x1, y1) in enumerate(boxes.tolist())
+            if seed[0] <= (x0 + x1) / 2 <= seed[2] and seed[1] <= (y0 + y1) / 2 <= seed[3]
+        ]
+        allowed = inside or allowed
+    best = max(scores[i] for i in allowed)
+    pick, area = None, -1.0
+    for i in allowed:
+        x0, y0, x1, y1 = boxes[i].tolist()
+        if scores[i] >= best - margin and (x1 - x0) * (y1 - y0) > area + 1e-6:
+            pick, area = i, (x1 - x0) * (y1 - y0)
+    return boxes[pick], scores[pick]
+
+
+def test_best_boxes_equals_a_loop_over_boxes():
+    rng = torch.Generator().manual_seed(1)
+    boxes = [candidate_boxes((6, 6), Sides(1.0, 6.0)) / 6, candidate_boxes((12, 12), Sides(2.0, 3.0)) / 12]
+    vectors = [F.normalize(torch.randn(len(b), 8, generator=rng), dim=-1) for b in boxes]
+    lexemes = F.normalize(torch.randn(5, 8, generator=rng), dim=-1)
+    nan = float("nan")
+    seeds = torch.tensor(
+        [[nan] * 4, [0.0, 0.0, 0.5, 0.5], [0.6, 0.1, 0.9, 0.4], [0.99, 0.99, 1.0, 1.0], [0.2, 0.2, 0.8, 0.8]]
+    )
+    for margin in (0.0, 0.05, 0.3):
+        got_boxes, got_scores = best_boxes(vectors, boxes, lexemes, seeds, margin)
+        every_box, every_vector = torch.cat(boxes), torch.cat(vectors)
+        for j in range(5):
+            box, score = best_by_loop(every_vector, every_box, lexemes[j], seeds[j].tolist(), margin)
+            assert torch.equal(got_boxes[j], box) and got_scores[j] == pytest.approx(score, abs=1e-6)
+
+
+def test_box_search_splits_sides_between_the_maps():
+    search = BoxSearch(input_size=112, patch=8, scale=2.0)
+    assert search.fine_size == 224
+    coarse, fine = search.sides(14)
+    assert (coarse.low, coarse.high) == (3.0, 14.0) and (fine.low, fine.high) == (2.0, 6.0)
+    assert BoxSearch(112, 8, 1.55).fine_size == 176  # whole patches
+    coarse, fine = BoxSearch(112, 8, 1.0).sides(14)
+    assert fine is None and (coarse.low, coarse.high) == (2.0, 14.0)
+
+
+def test_refine_boxes_equals_encoding_and_searching_each_image_alone(test_encoder):
+    """The batched path (two passes per batch, lattice pooling, seeds, pixels) against one image at
+    a time: its pixels resized by open_clip's transform for each size, one forward each, then every
+    candidate box pooled by roi_align and picked by the loop above."""
+    from harmosearch.clip_adapter import eval_transform
+
+    encoder = test_encoder
+    rng = np.random.default_rng(0)
+    images = []
+    for width, height in ((40, 40), (64, 48), (30, 50)):
+        pixels = rng.integers(0, 255, size=(height, width, 3), dtype=np.uint8)
+        images.append((Image.fromarray(pixels), width, height))
+    image_of = np.array([0, 0, 1, 2, 2])
+    lexemes = F.normalize(torch.randn(5, 32, generator=torch.Generator().manual_seed(2)), dim=-1).numpy()
+    seeds = np.array([[np.nan] * 4, [0, 0, 20, 20], [30, 10, 60, 40], [np.nan] * 4, [5, 25, 25, 50]], np.float32)
+    boxes, scores = refine_boxes(encoder, images, image_of, lexemes, seeds, scale=2.0, margin=0.02)
+    resize = encoder.config.resize
+    for r, image_index in enumerate(image_of):
+        image, width, height = images[image_index]
+        all_boxes, all_vectors = [], []
+        for size, low, high in ((32, 3.0, 4.0), (64, 2.0, 6.0)):
+            pixels = eval_transform(encoder.model, resize, size)(image)[None]
+            with torch.no_grad():
+                _, dense = vision_forward(encoder.model, pixels, encoder.config.dense_mode)
+            grid = dense.shape[-1]
+            grid_boxes = boxes_by_loops(grid, grid, low, high)
+            pooled = roi_align(dense, [grid_boxes], 1, 1.0, 2, True).flatten(1)
+            all_vectors.append(F.normalize(pooled, dim=-1))
+            all_boxes.append(from_grid(grid_boxes, width, height, (grid, grid), size, resize))
+        seed = seeds[r].tolist()
+        box, score = best_by_loop(
+            torch.cat(all_vectors), torch.cat(all_boxes), torch.from_numpy(lexemes[r]), seed, 0.02
+        )
+        assert np.allclose(boxes[r], box.numpy(), atol=1e-3) and scores[r] == pytest.approx(score, abs=1e-5)
+
+
+def test_seeds_are_given_in_pixels(test_encoder):
+    """A seed in pixels maps to the model input as regions do (to_grid), so a seed covering the
+    right half of a wide image keeps the box's centre there."""
+    image = Image.fromarray(np.random.default_rng(3).integers(0, 255, size=(40, 80, 3), dtype=np.uint8))
+    lexeme = F.normalize(torch.randn(1, 32, generator=torch.Generator().manual_seed(4)), dim=-1).numpy()
+    seed = np.array([[40, 0, 80, 40]], np.float32)
+    boxes, _ = refine_boxes(test_encoder, [(image, 80, 40)], np.array([0]), lexeme, seed, scale=2.0, margin=0.0)
+    assert 40 <= (boxes[0, 0] + boxes[0, 2]) / 2 <= 80
+    assert torch.allclose(
+        to_grid(torch.tensor([[40.0, 0, 80, 40]]), 80, 40, (1, 1), 32, "squash"), torch.tensor([[0.5, 0, 1, 1]])
+    )
+
+
+@pytest.fixture(scope="module")
+def scene_index(scenes, tmp_path_factory, test_encoder):
+    from harmosearch.config import load_config
+    from harmosearch.indexing import build_index
+
+    path = tmp_path_factory.mktemp("refine") / "index"
+    config = load_config(
+        overrides={"encoder.model": "harmo-test-vit:random", "encoder.device": "cpu", "index.workers": 0}
+    )
+    build_index(scenes / "images", path, config, encoder=test_encoder)
+    return path, config
+
+
+def test_search_shows_the_refined_boxes_and_keeps_the_ranking(scene_index, test_encoder):
+    """With refine on, each result's boxes are refine_boxes of its picture near the indexed boxes
+    (the ones shown with refine off); ranks and scores do not move."""
+    from harmosearch.search import Index
+
+    path, config = scene_index
+    index = Index(path, config, encoder=test_encoder)
+    plain = index.search("a red circle and a blue star", k=4, refine=False)
+    refined = index.search("a red circle and a blue star", k=4, refine=True)
+    assert [(r.path, r.score) for r in refined.results] == [(r.path, r.score) for r in plain.results]
+    lexemes = index._encode("a red circle and a blue star", None, (), False, True).lexeme_vectors
+    lexemes = np.asarray(lexemes, dtype=np.float32)
+    assert len(plain.results) == 4 and len(lexemes) == 2 and not refined.warnings
+    scale, margin = config.search.refine_scale, config.search.box_margin
+    for before, after in zip(plain.results, refined.results, strict=True):
+        picture = index.picture(before.image_id)
+        seeds = np.array([m.box for m in before.lexemes], np.float32)
+        boxes, _ = refine_boxes(test_encoder, [picture], np.zeros(2, np.int64), lexemes, seeds, scale, margin)
+        assert np.allclose([m.box for m in after.lexemes], boxes, atol=1e-3)
+        assert [m.score for m in after.lexemes] == [m.score for m in before.lexemes]
+
+
+def test_pictures_that_cannot_be_read_keep_their_indexed_boxes(scene_index, test_encoder, monkeypatch):
+    from harmosearch.errors import DataError
+    from harmosearch.search import Index
+
+    path, config = scene_index
+    index = Index(path, config, encoder=test_encoder)
+    plain = index.search("a red circle", k=3, refine=False)
+
+    def broken(image_id, min_side=None):
+        raise DataError("cannot decode image: broken")
+
+    monkeypatch.setattr(index, "picture", broken)
+    kept = index.search("a red circle", k=3, refine=True)
+    assert [r.lexemes for r in kept.results] == [r.lexemes for r in plain.results]
+    assert len(kept.warnings) == 1
+    assert "3 results" in kept.warnings[0] and plain.results[0].path in kept.warnings[0]
