@@ -91,8 +91,13 @@ DetailOption = Annotated[
         "finds small objects, indexing takes about 3.5x as long.",
     ),
 ]
-NoRefineOption = Annotated[
-    bool, typer.Option("--no-refine", help="Show the indexed region's box, not one searched again per result.")
+RefineOption = Annotated[
+    bool | None,
+    typer.Option(
+        "--refine/--no-refine",
+        help="Search each result's boxes again on its re-encoded picture: boxes that fit small things, "
+        "at one or two image encodings per result (default: off).",
+    ),
 ]
 RefineScaleOption = Annotated[
     float | None,
@@ -383,7 +388,7 @@ def query(
     no_relations: Annotated[
         bool, typer.Option("--no-relations", help="Ignore relations: rank the lexemes independently.")
     ] = False,
-    no_refine: NoRefineOption = False,
+    refine: RefineOption = None,
     refine_scale: RefineScaleOption = None,
     as_json: JsonOption = False,
     save_annotated: Annotated[
@@ -407,7 +412,7 @@ def query(
             "search.alpha": alpha,
             "search.min_score": min_score,
             "search.relation_weight": relation_weight,
-            "search.refine": False if no_refine else None,
+            "search.refine": refine,
             "search.refine_scale": refine_scale,
         },
     )
@@ -430,7 +435,7 @@ def query(
         and save_annotated is None
         and device is None
         and ctx.obj is None
-        and not no_refine
+        and refine is None
         and refine_scale is None
     )
     body = _warm_search(index_path, config, text, options) if warm else None
@@ -690,7 +695,7 @@ def bench(
         Path | None,
         typer.Option("--record", help="Append the result, with this command, to a JSONL file.", callback=checked_path),
     ] = None,
-    no_refine: NoRefineOption = False,
+    refine: RefineOption = None,
     refine_scale: RefineScaleOption = None,
     detail: DetailOption = None,
     device: DeviceOption = None,
@@ -704,7 +709,7 @@ def bench(
             **{
                 "encoder.model": model,
                 "encoder.device": device,
-                "search.refine": False if no_refine else None,
+                "search.refine": refine,
                 "search.refine_scale": refine_scale,
                 "regions.detail": detail,
             },

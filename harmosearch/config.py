@@ -196,8 +196,10 @@ class SearchConfig(Section):
     relation_candidates: Positive = 4
     # The box shown for each lexeme on the results returned, searched again on the image's dense
     # maps (refine.py): re-encoded at the model's input size and at refine_scale times it, where
-    # small objects span several patches. Costs one or two image encodings per result; no storage.
-    refine: bool = True
+    # small objects span several patches. Costs one or two image encodings per result (about
+    # 1.2 s per result with harmo-tiny on 2 loaded cores, more with larger models), so it is off
+    # unless asked for (--refine); no storage.
+    refine: bool = False
     refine_scale: Annotated[float, Range(1, 4)] = 1.5  # chosen on the validation scenes (README, Small objects)
     nprobe: Positive = 16
     ef_search: Positive = 64

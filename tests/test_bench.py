@@ -160,7 +160,7 @@ def test_phrase_search_equals_a_written_out_ranking():
 
 def test_bench_end_to_end_on_synthetic_scenes_with_cache(scenes, tmp_path, monkeypatch):
     monkeypatch.setenv("HARMOSEARCH_CACHE", str(tmp_path / "cache"))
-    config = load_config(overrides={"encoder.model": TEST_MODEL, "encoder.device": "cpu"})
+    config = load_config(overrides={"encoder.model": TEST_MODEL, "encoder.device": "cpu", "search.refine": True})
     tasks = ("retrieval", "boxcls", "grounding", "search")
     result = run_bench(config, str(scenes), tasks, save_scores=tmp_path / "s.npy")
     retrieval = result["tasks"]["retrieval"]
@@ -343,7 +343,9 @@ def test_refined_grounding_is_refine_boxes_phrase_by_phrase(scenes, tmp_path, mo
     from harmosearch.scoring import best_regions
 
     monkeypatch.setenv("HARMOSEARCH_CACHE", str(tmp_path / "cache"))
-    config = load_config(overrides={"encoder.model": TEST_MODEL, "encoder.device": "cpu", "search.refine_scale": 1.5})
+    overrides = {"encoder.model": TEST_MODEL, "encoder.device": "cpu", "search.refine": True}
+    overrides["search.refine_scale"] = 1.5
+    config = load_config(overrides=overrides)
     bench = load_bench_set(str(scenes), None, config.paths.cache_dir, 12, "grounding", "test")
     images = encode_images(test_encoder, config, bench)
     got = grounding(Run(test_encoder, config, bench, images))

@@ -352,7 +352,7 @@ CONFIGS = tuple(f"<file:{name}>" for name in ("bad.toml", "unknown key.toml", "w
 MODEL = Opt("--model", (TEST_MODEL,), ("", "nope", "nope:random", "x" * 10_000, "local-dir:/nowhere", "<folder>"), True)
 DEVICE = Opt("--device", ("cpu", "auto"), ("", "tpu", "cuda:-1", f"cuda:{HUGE}", "x" * 10_000))
 DETAIL = Opt("--detail", ("normal", "high"), ("", "bogus", "HIGH"))
-REFINE = Opt("--no-refine", (FLAG,))
+REFINE = Opt("--refine", (FLAG,))
 REFINE_SCALE = Opt("--refine-scale", ("1", "1.5"), ("0.5", "5", "-1", *NOT_NUMBERS))
 WORKERS = Opt("--workers", ("0",), ("-1", "65", HUGE, "nan"), True)  # more workers: each loads the model
 
