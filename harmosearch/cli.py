@@ -428,16 +428,10 @@ def query(
         "alpha": alpha,
         "min_score": min_score,
         "relation_weight": relation_weight,
+        "refine": refine,
     }
     # A server searches with its own settings: only plain command-line options travel to it.
-    warm = (
-        image is None
-        and save_annotated is None
-        and device is None
-        and ctx.obj is None
-        and refine is None
-        and refine_scale is None
-    )
+    warm = image is None and save_annotated is None and device is None and ctx.obj is None and refine_scale is None
     body = _warm_search(index_path, config, text, options) if warm else None
     response = None
     if body is None:

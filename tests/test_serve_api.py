@@ -85,6 +85,7 @@ def test_openapi_schema_documents_the_api(client):
         "sort",
         "relations",
         "relation_weight",
+        "refine",
     }
     assert query["additionalProperties"] is False
     assert "Ranking" in schema["components"]["schemas"]

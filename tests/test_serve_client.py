@@ -82,6 +82,7 @@ def test_a_running_server_is_found_and_answers_as_in_process(index, tmp_path):
             ("a blue star above a white ring", {"k": 3, "alpha": 0.2}),
             ("green cross", {"global_only": True, "negatives": ("red circle",), "min_score": -1.0}),
             ("x" * 1200, {"k": 2}),
+            ("a red circle left of a blue star", {"k": 2, "refine": True}),  # boxes searched again
         ]
         for text, options in cases:
             body = remote_search(found, text, **options)

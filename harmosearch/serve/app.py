@@ -81,6 +81,9 @@ class TextQuery(Options):
     before: str | None = Field(None, description="taken before this date (same forms)")
     under: list[str] = Field([], max_length=64, description="only photos under these folders of the photo root")
     sort: str = Field("score", description="order of the k best: score, or date (newest first)")
+    refine: bool | None = Field(
+        None, description="search each result's boxes again on its re-encoded picture (default: search.refine)"
+    )
 
 
 class ImageQuery(Options):
@@ -236,6 +239,7 @@ def _add_search_routes(app: FastAPI, served: Served) -> None:
             before=query.before,
             under=tuple(query.under),
             sort=query.sort,
+            refine=query.refine,
         )
         return JSONResponse(ranking(response))
 

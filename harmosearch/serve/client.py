@@ -66,7 +66,7 @@ def remote_search(index: str, text: str, timeout: float = 60.0, **options: Any) 
     """Search an index through its server (`index` as `find_server` returns it).
 
     options are those of `Index.search` (k, alpha, global_only, negatives, min_score, relations,
-    relation_weight); None
+    relation_weight, refine); None
     means the server's default. Returns `SearchResponse.to_dict()` plus "warnings" and, for
     each result, "image_id", "width" and "height". Raises QueryError for a query the server
     refuses (the message `Index.search` would give); returns None when the server cannot
