@@ -1,4 +1,5 @@
 import os
+import shutil
 
 import pytest
 
@@ -25,3 +26,11 @@ def scenes(tmp_path_factory):
     out = tmp_path_factory.mktemp("scenes")
     generate(out, SynthConfig(n=12, seed=7))
     return out
+
+
+@pytest.fixture()
+def photos(scenes, tmp_path):
+    """A writable copy of the shared scenes' images, for tests that change the photo folder."""
+    target = tmp_path / "photos"
+    shutil.copytree(scenes / "images", target)
+    return target

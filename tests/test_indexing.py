@@ -34,13 +34,6 @@ CONFIG = load_config(
 )
 
 
-@pytest.fixture()
-def photos(scenes, tmp_path):
-    target = tmp_path / "photos"
-    shutil.copytree(scenes / "images", target)
-    return target
-
-
 def table_rows(reader):
     """Images with their regions and vectors, keyed by path: independent of row order."""
     rows = {}

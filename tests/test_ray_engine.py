@@ -2,7 +2,6 @@
 included, and an actor killed mid-run is restarted by Ray without losing a shard."""
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -26,13 +25,6 @@ def local_ray():
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
-
-
-@pytest.fixture()
-def photos(scenes, tmp_path):
-    target = tmp_path / "photos"
-    shutil.copytree(scenes / "images", target)
-    return target
 
 
 def test_cli_engine_ray_starts_a_local_ray_and_builds_the_local_index(photos, tmp_path, test_encoder):

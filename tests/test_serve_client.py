@@ -3,7 +3,6 @@ and searching through the server with nothing heavy imported."""
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -26,12 +25,6 @@ CONFIG = load_config(
 )
 HEAVY = ("torch", "open_clip", "faiss", "pyarrow", "numpy")
 PAGE_FIELDS = ("image_id", "width", "height")
-
-
-@pytest.fixture()
-def photos(scenes, tmp_path):
-    shutil.copytree(scenes / "images", tmp_path / "photos")
-    return tmp_path / "photos"
 
 
 @pytest.fixture()

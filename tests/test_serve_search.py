@@ -17,17 +17,9 @@ from harmosearch.store import size_on_disk, write_generation
 
 from .conftest import TEST_MODEL
 from .fakes import FakeEncoder
+from .test_indexing import CONFIG  # batch size 1: an image's vectors do not depend on its batch
 from .test_search import make_data
 
-CONFIG = load_config(
-    overrides={
-        "encoder.model": TEST_MODEL,
-        "encoder.device": "cpu",
-        "index.workers": 0,
-        "regions.max_regions": 12,
-        "encoder.batch_size": 1,  # an image's vectors then do not depend on its batch
-    }
-)
 EXACT_BOXES = SearchConfig(box_margin=0.0)
 
 
