@@ -1,5 +1,7 @@
 import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 
@@ -34,3 +36,19 @@ def photos(scenes, tmp_path):
     target = tmp_path / "photos"
     shutil.copytree(scenes / "images", target)
     return target
+
+
+def run_cli_noting_imports(args, modules, timeout=60):
+    """`harmosearch ARGS` in a fresh Python; returns the finished process and which of `modules`
+    it had imported by the end (reported on stderr's last line, after the command's own output)."""
+    probe = (
+        "import sys, runpy\n"
+        "sys.argv = ['harmosearch'] + sys.argv[1:]\n"
+        "try:\n    runpy.run_module('harmosearch', run_name='__main__')\n"
+        "except SystemExit:\n    pass\n"
+        f"print('LOADED', *sorted(m for m in {tuple(modules)!r} if m in sys.modules), file=sys.stderr)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True, timeout=timeout)
+    last = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else ""
+    assert last.startswith("LOADED"), result.stderr[-2000:]
+    return result, last.split()[1:]

@@ -18,7 +18,7 @@ from harmosearch.search import Index
 from harmosearch.serve.client import DISCOVERY, find_server, index_url, remote_search
 from harmosearch.serve.server import WarmServer
 
-from .conftest import TEST_MODEL
+from .conftest import TEST_MODEL, run_cli_noting_imports
 
 CONFIG = load_config(
     overrides={"encoder.model": TEST_MODEL, "encoder.device": "cpu", "index.workers": 0, "regions.max_regions": 12}
@@ -197,19 +197,12 @@ def test_cli_query_is_answered_by_the_running_server_without_heavy_imports(index
     """`harmosearch query` with a server for its index: the same JSON as in-process, from a
     process that never imports torch, open_clip, faiss, pyarrow or numpy; without the server it
     searches in-process and prints the same."""
-    probe = (
-        "import sys, runpy\n"
-        "sys.argv = ['harmosearch'] + sys.argv[1:]\n"
-        "try:\n    runpy.run_module('harmosearch', run_name='__main__')\n"
-        "except SystemExit:\n    pass\n"
-        f"print('LOADED', sorted(m for m in {HEAVY!r} if m in sys.modules), file=sys.stderr)\n"
-    )
     args = ["query", "red circle left of a blue star", "--index", str(tmp_path / "index"), "-k", "4", "--json"]
     expected = index.search("red circle left of a blue star", k=4).to_dict()
     with WarmServer({"index": index}, port=0, thumbnails=tmp_path / "thumbs"):
-        warm = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True, timeout=60)
+        warm, loaded = run_cli_noting_imports(args, HEAVY)
     assert warm.returncode == 0, warm.stderr
-    assert "LOADED []" in warm.stderr
+    assert loaded == []
     assert json.loads(warm.stdout) == expected
     cold = subprocess.run([sys.executable, "-m", "harmosearch", *args], capture_output=True, text=True, timeout=120)
     assert cold.returncode == 0, cold.stderr
