@@ -218,7 +218,8 @@ class Index:
         relative to the photo root (or absolute paths inside it). sort="date" puts the k best
         newest first. min_score="auto" keeps only results the index's calibration finds
         confident (text queries only; as a configured default, queries with an image ignore it)."""
-        s = _settings(settings or self.config.search, k, alpha, min_score, 0.0 if not relations else relation_weight)
+        weight = 0.0 if not relations else relation_weight
+        s = _settings(settings or self.config.search, k, alpha, min_score, weight, refine)
         if sort not in SORTS:
             raise QueryError(f"unknown sort {sort!r}; use score or date")
         if s.min_score == "auto" and image is not None:
@@ -262,7 +263,7 @@ class Index:
             candidates, fused, global_scores, query.lexeme_texts, query.relations, match, s, None, confident, sort
         )
         # Without the photo folder (warned about above) there is nothing to re-encode.
-        if (s.refine if refine is None else refine) and len(query.lexeme_vectors) and self.photos_root.is_dir():
+        if s.refine and len(query.lexeme_vectors) and self.photos_root.is_dir():
             results = self._refined(results, np.asarray(query.lexeme_vectors, dtype=np.float32), s, query.warnings)
         return SearchResponse(query.text, query.lexeme_texts, results, query.warnings, calibrated)
 
@@ -698,6 +699,7 @@ def _settings(
     alpha: float | None,
     min_score: float | str | None,
     relation_weight: float | None,
+    refine: bool | None = None,
 ) -> SearchConfig:
     """The search settings with the per-call options on top, checked like the config file."""
     try:
@@ -707,6 +709,7 @@ def _settings(
             alpha=base.alpha if alpha is None else alpha,
             min_score=base.min_score if min_score is None else min_score,
             relation_weight=base.relation_weight if relation_weight is None else relation_weight,
+            refine=base.refine if refine is None else refine,
         )
     except ConfigError as exc:
         raise QueryError(str(exc).removeprefix("search.")) from None
