@@ -194,13 +194,18 @@ class SearchConfig(Section):
     # best regions per image are the candidates of the joint box choice.
     relation_weight: Annotated[float, Range(0)] = 0.5
     relation_candidates: Positive = 4
-    # The box shown for each lexeme on the results returned, searched again on the image's dense
-    # maps (refine.py): re-encoded at the model's input size and at refine_scale times it, where
-    # small objects span several patches. Costs one or two image encodings per result (about
-    # 1.2 s per result with harmo-tiny on 2 loaded cores, more with larger models), so it is off
-    # unless asked for (--refine); no storage.
+    # Refinement (--refine, refine.py): the best `rerank` results (at least k) are encoded again,
+    # at the model's input size and at refine_scale times it, where small objects span several
+    # patches; each lexeme's box is searched again near the indexed one, and those results are
+    # reordered by refine_alpha * global + (1 - refine_alpha) * their refined lexeme scores (the
+    # relation part as fused); rerank 0 refines only the boxes of the k shown, keeping their order
+    # and scores. Costs two image encodings per refined result (about 30 ms with harmo-tiny on 2
+    # cores, more with larger models), so it is off unless asked for; no storage. refine_scale,
+    # rerank and refine_alpha were chosen on the validation scenes (README, Small objects).
     refine: bool = False
-    refine_scale: Annotated[float, Range(1, 4)] = 1.5  # chosen on the validation scenes (README, Small objects)
+    refine_scale: Annotated[float, Range(1, 4)] = 1.5
+    rerank: NonNegative = 20
+    refine_alpha: Fraction = 0.2
     nprobe: Positive = 16
     ef_search: Positive = 64
     # FAISS searches on the GPUs (harmosearch[gpu]): a copy of the index on each, or a shard of it

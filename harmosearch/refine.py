@@ -174,6 +174,12 @@ def best_boxes(
     return frame[pick], scores[pick, torch.arange(len(best))]
 
 
+def decode_side(encoder: Any, scale: float) -> int:
+    """The short side, in pixels, a picture must keep when decoded for refinement at `scale`
+    (a draft decode may go smaller than the photo, not smaller than the fine map's input)."""
+    return math.ceil(encoder.image_size * scale)
+
+
 def refine_boxes(
     encoder: Any,
     images: Sequence[tuple[Any, int, int]],

@@ -259,12 +259,20 @@ class Index:
         penalties = self._penalty(candidates, query, s.alpha)
         fused = fused - penalties
         confident = self._confident(global_scores, match.scores, penalties, s.alpha) if calibrated else None
-        results = self._rank(
-            candidates, fused, global_scores, query.lexeme_texts, query.relations, match, s, None, confident, sort
-        )
+        order = self._order(candidates, fused, s, confident=confident)
+        boxes: dict[int, np.ndarray] = {}
         # Without the photo folder (warned about above) there is nothing to re-encode.
         if s.refine and len(query.lexeme_vectors) and self.photos_root.is_dir():
-            results = self._refined(results, np.asarray(query.lexeme_vectors, dtype=np.float32), s, query.warnings)
+            lexemes = np.asarray(query.lexeme_vectors, dtype=np.float32)
+            order, fused, match, boxes = self._refined(
+                candidates, order, fused, global_scores, penalties, match, lexemes, s, query.warnings
+            )
+        results = self._results(
+            candidates, order[: s.k], fused, global_scores, query.lexeme_texts, query.relations, match, confident
+        )
+        results = [_with_boxes(r, boxes[p]) if p in boxes else r for r, p in zip(results, order, strict=False)]
+        if sort == "date":
+            results = _by_date(results, self.reader.images["taken_local"])
         return SearchResponse(query.text, query.lexeme_texts, results, query.warnings, calibrated)
 
     def _confident(
@@ -433,16 +441,24 @@ class Index:
         fused: np.ndarray,
         global_scores: np.ndarray,
         texts: list[str],
-        relations: list[tuple[int, str, int, bool]],
         match: RegionMatch,
         s: SearchConfig,
         exclude: int | None = None,
-        confident: np.ndarray | None = None,
-        sort: str = "score",
     ) -> list[Result]:
-        """The best s.k candidates (ties by image id; a video's best frame only) that pass
-        s.min_score ("auto": the calibrated ones), as Results; sort "date" reorders them, newest
-        first."""
+        """The best s.k candidates (see _order) as Results."""
+        order = self._order(candidates, fused, s, exclude)[: s.k]
+        return self._results(candidates, order, fused, global_scores, texts, [], match)
+
+    def _order(
+        self,
+        candidates: np.ndarray,
+        fused: np.ndarray,
+        s: SearchConfig,
+        exclude: int | None = None,
+        confident: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Positions in `candidates`, best first (ties by image id; a video's best frame only), of
+        those that pass s.min_score ("auto": the calibrated ones)."""
         order = np.lexsort((candidates, -fused))
         if exclude is not None:
             order = order[candidates[order] != exclude]
@@ -451,10 +467,19 @@ class Index:
             order = order[confident[order]]
         elif isinstance(s.min_score, float):
             order = order[fused[order].astype(np.float64) >= s.min_score]  # a huge bound overflows float32
-        order = order[: s.k]
-        if sort == "date":
-            taken = np.asarray(self.reader.images["taken_local"], dtype=np.float64)[candidates[order]]
-            order = order[np.argsort(-np.nan_to_num(taken, nan=-np.inf), kind="stable")]
+        return order
+
+    def _results(
+        self,
+        candidates: np.ndarray,
+        order: np.ndarray,
+        fused: np.ndarray,
+        global_scores: np.ndarray,
+        texts: list[str],
+        relations: list[tuple[int, str, int, bool]],
+        match: RegionMatch,
+        confident: np.ndarray | None = None,
+    ) -> list[Result]:
         results = [
             self._result(rank, int(candidates[p]), float(fused[p]), float(global_scores[p]), texts, relations, match, p)
             for rank, p in enumerate(order, start=1)
@@ -502,44 +527,59 @@ class Index:
         )
 
     def _refined(
-        self, results: list[Result], lexemes: np.ndarray, s: SearchConfig, warnings: list[str]
-    ) -> list[Result]:
-        """The results with each lexeme's box searched again near the indexed one (refine.py); a
-        result whose picture cannot be decoded keeps its indexed boxes, with a warning."""
+        self,
+        candidates: np.ndarray,
+        order: np.ndarray,
+        fused: np.ndarray,
+        global_scores: np.ndarray,
+        penalties: np.ndarray | float,
+        match: RegionMatch,
+        lexemes: np.ndarray,
+        s: SearchConfig,
+        warnings: list[str],
+    ) -> tuple[np.ndarray, np.ndarray, RegionMatch, dict[int, np.ndarray]]:
+        """Refinement (refine.py) of the first max(k, s.rerank) positions of `order` (only the k
+        shown when s.rerank is 0): each lexeme's box searched again near the indexed one; with
+        s.rerank, those positions reordered by their refined fused scores (refine_alpha). Returns
+        (order, fused, match, position -> refined boxes [L, 4]). A result whose picture cannot be
+        decoded keeps its indexed boxes and scores, with a warning."""
         from harmosearch.errors import HarmosearchError
-        from harmosearch.refine import refine_boxes
+        from harmosearch.refine import decode_side, refine_boxes
 
-        fine_side = math.ceil(self.encoder.image_size * s.refine_scale)
+        head = order[: max(s.k, s.rerank)]
         pictures, kept, unread = [], [], []
-        for n, result in enumerate(results):
-            if not result.absolute.is_file():  # deleted since indexing: said where it matters (annotation)
+        for p in head:
+            image_id = int(candidates[p])
+            if not self.image_file(image_id).is_file():  # deleted since indexing: said where it matters
                 continue
             try:
-                pictures.append(self.picture(result.image_id, fine_side))
+                pictures.append(self.picture(image_id, decode_side(self.encoder, s.refine_scale)))
             except HarmosearchError as exc:
-                unread.append(f"{result.path}: {exc}")
+                unread.append(f"{self.reader.images['path'][image_id]}: {exc}")
                 continue
-            kept.append(n)
+            kept.append(int(p))
         if unread:
             warnings.append(f"{len(unread)} results show their indexed boxes, their pictures unread ({unread[0]})")
         if not kept:
-            return results
+            return order, fused, match, {}
+        count = len(lexemes)
         # An empty box (an image without regions) is no seed: the box is searched anywhere.
-        seeds = np.array([m.box for n in kept for m in results[n].lexemes], dtype=np.float32).reshape(-1, 4)
+        seeds = np.array([self._box(int(row)) for row in match.rows[kept].reshape(-1)], np.float32).reshape(-1, 4)
         seeds[(seeds[:, 2] <= seeds[:, 0]) | (seeds[:, 3] <= seeds[:, 1])] = np.nan
-        image_of = np.repeat(np.arange(len(kept)), len(lexemes))
-        boxes, _ = refine_boxes(
+        image_of = np.repeat(np.arange(len(kept)), count)
+        boxes, scores = refine_boxes(
             self.encoder, pictures, image_of, np.tile(lexemes, (len(kept), 1)), seeds, s.refine_scale, s.box_margin
         )
-        out = list(results)
-        for i, n in enumerate(kept):
-            own = boxes[i * len(lexemes) : (i + 1) * len(lexemes)]
-            matches = tuple(
-                replace(m, box=(float(b[0]), float(b[1]), float(b[2]), float(b[3])))
-                for m, b in zip(results[n].lexemes, own, strict=True)
-            )
-            out[n] = replace(results[n], lexemes=matches)
-        return out
+        refined = {p: boxes[i * count : (i + 1) * count] for i, p in enumerate(kept)}
+        if not s.rerank:
+            return order, fused, match, refined
+        fused, lexeme_scores = fused.copy(), match.scores.astype(np.float32)
+        lexeme_scores[kept] = scores.reshape(len(kept), count)
+        relation_scores = match.relation_scores[kept] if match.relation_scores.size else None
+        fused[kept] = fuse(global_scores[kept], lexeme_scores[kept], s.refine_alpha, relation_scores, s.relation_weight)
+        fused[kept] -= penalties[kept] if isinstance(penalties, np.ndarray) else penalties
+        head = head[np.lexsort((candidates[head], -fused[head]))]
+        return np.concatenate([head, order[len(head) :]]), fused, replace(match, scores=lexeme_scores), refined
 
     def _box(self, row: int) -> tuple[float, float, float, float]:
         if row < 0:
@@ -617,7 +657,7 @@ class Index:
         none = RegionMatch(
             np.zeros((len(candidates), 0)), np.zeros((len(candidates), 0), np.int64), np.zeros((len(candidates), 0))
         )
-        results = self._rank(candidates, scores, scores, [], [], none, s, exclude=image_id)
+        results = self._rank(candidates, scores, scores, [], none, s, exclude=image_id)
         return SearchResponse(str(self.reader.images["path"][image_id]), [], results)
 
     def picture(self, image_id: int, min_side: int | None = None) -> tuple[Any, int, int]:
@@ -670,7 +710,7 @@ class Index:
         global_scores = self.reader.global_vectors[candidates].astype(np.float32) @ query
         match = match_regions(self.regions, candidates, query[None], [], s.box_margin, 0.0, 1)
         fused = fuse(global_scores, match.scores, s.alpha)
-        results = self._rank(candidates, fused, global_scores, ["region"], [], match, s, exclude=image_id)
+        results = self._rank(candidates, fused, global_scores, ["region"], match, s, exclude=image_id)
         x0, y0, x1, y1 = self._clip_box(image_id, box)
         where = f"region ({x0:.0f}, {y0:.0f}, {x1:.0f}, {y1:.0f}) of {self.reader.images['path'][image_id]}"
         return SearchResponse(where, ["region"], results)
@@ -713,6 +753,23 @@ def _settings(
         )
     except ConfigError as exc:
         raise QueryError(str(exc).removeprefix("search.")) from None
+
+
+def _with_boxes(result: Result, boxes: np.ndarray) -> Result:
+    """The result with its lexemes' boxes replaced (boxes [L, 4], pixels)."""
+    matches = tuple(
+        replace(m, box=(float(b[0]), float(b[1]), float(b[2]), float(b[3])))
+        for m, b in zip(result.lexemes, boxes, strict=True)
+    )
+    return replace(result, lexemes=matches)
+
+
+def _by_date(results: list[Result], taken_local: np.ndarray) -> list[Result]:
+    """The results newest first (by capture time on the photo's own clock; undated last, ties in
+    score order), ranked in that order."""
+    taken = np.asarray(taken_local, dtype=np.float64)[[r.image_id for r in results]]
+    order = np.argsort(-np.nan_to_num(taken, nan=-np.inf), kind="stable")
+    return [replace(results[i], rank=rank) for rank, i in enumerate(order, start=1)]
 
 
 def _relations(parsed: Any, warnings: list[str]) -> list[tuple[int, str, int, bool]]:

@@ -1,5 +1,6 @@
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -362,3 +363,41 @@ def test_refined_grounding_is_refine_boxes_phrase_by_phrase(scenes, tmp_path, mo
         hits.append(box_iou(np.array([box], np.float32), shown)[0, 0] >= 0.5)
     assert got["accuracy"] == pytest.approx(np.mean(hits))
     assert got["phrases"] == len(hits) and 0 < np.mean(hits) < 1  # not a trivial case
+
+
+def test_refined_phrase_search_is_what_query_refine_shows(scenes, tmp_path, monkeypatch):
+    """The search task with refine and rerank on ranks and boxes each phrase as `Index.search`
+    does for it (refined, reordered): P@1, hit@1 and box@0.5 computed from the query's own results.
+    With the bundled model, so that some boxes fit and some do not."""
+    from harmosearch.bench.tasks import search as phrase_search
+    from harmosearch.bench.vectors import encode_images
+    from harmosearch.encoder import load_encoder
+    from harmosearch.indexing import build_index
+    from harmosearch.metrics import box_iou
+    from harmosearch.search import Index
+
+    monkeypatch.setenv("HARMOSEARCH_CACHE", str(tmp_path / "cache"))
+    overrides = {"encoder.model": "harmo-tiny", "encoder.device": "cpu", "index.workers": 0, "search.refine": True}
+    config = load_config(overrides={**overrides, "search.rerank": 8, "search.refine_alpha": 0.3})
+    test_encoder = load_encoder(config)
+    bench = load_bench_set(str(scenes), None, config.paths.cache_dir, 12, "search", "test")
+    # k=1: the order itself is compared, not only which images make the top.
+    got = phrase_search(Run(test_encoder, config, bench, encode_images(test_encoder, config, bench)), k=1)
+    build_index(scenes / "images", tmp_path / "index", config, encoder=test_encoder)
+    index = Index(tmp_path / "index", config, encoder=test_encoder)
+    precision, hits, boxed = [], [], []
+    for phrase in sorted(set(bench.phrases)):
+        truth = {
+            bench.images[i].name: box for (i, box, _), p in zip(bench.boxes, bench.phrases, strict=True) if p == phrase
+        }
+        results = index.search(phrase, k=1).results
+        relevant = [r for r in results if Path(r.path).name in truth]
+        precision.append(len(relevant))
+        hits.append(bool(relevant))
+        if relevant:
+            shown = np.array([relevant[0].lexemes[0].box], np.float32)
+            boxed.append(box_iou(np.array([truth[Path(relevant[0].path).name]], np.float32), shown)[0, 0] >= 0.5)
+    assert got["P@1"] == pytest.approx(np.mean(precision))
+    assert got["hit@1"] == pytest.approx(np.mean(hits))
+    assert got["box@0.5"] == pytest.approx(np.mean(boxed))
+    assert got["refine_seconds_per_image"] > 0 and 0 < np.mean(boxed) < 1

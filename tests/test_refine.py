@@ -1,6 +1,7 @@
 """The query-time box search (refine.py) against slow, obvious references."""
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -172,15 +173,16 @@ def scene_index(scenes, tmp_path_factory, test_encoder):
     return path, config
 
 
-def test_search_shows_the_refined_boxes_and_keeps_the_ranking(scene_index, test_encoder):
-    """With refine on, each result's boxes are refine_boxes of its picture near the indexed boxes
-    (the ones shown with refine off); ranks and scores do not move."""
+def test_without_rerank_search_shows_the_refined_boxes_and_keeps_the_ranking(scene_index, test_encoder):
+    """With refine on and rerank 0, each result's boxes are refine_boxes of its picture near the
+    indexed boxes (the ones shown with refine off); ranks and scores do not move."""
     from harmosearch.search import Index
 
     path, config = scene_index
     index = Index(path, config, encoder=test_encoder)
-    plain = index.search("a red circle and a blue star", k=4, refine=False)
-    refined = index.search("a red circle and a blue star", k=4, refine=True)
+    settings = replace(config.search, rerank=0)
+    plain = index.search("a red circle and a blue star", k=4, refine=False, settings=settings)
+    refined = index.search("a red circle and a blue star", k=4, refine=True, settings=settings)
     assert [(r.path, r.score) for r in refined.results] == [(r.path, r.score) for r in plain.results]
     lexemes = index._encode("a red circle and a blue star", None, (), False, True).lexeme_vectors
     lexemes = np.asarray(lexemes, dtype=np.float32)
@@ -194,19 +196,58 @@ def test_search_shows_the_refined_boxes_and_keeps_the_ranking(scene_index, test_
         assert [m.score for m in after.lexemes] == [m.score for m in before.lexemes]
 
 
-def test_pictures_that_cannot_be_read_keep_their_indexed_boxes(scene_index, test_encoder, monkeypatch):
+@pytest.mark.parametrize("text", ["a red circle and a blue star", "a red circle left of a blue star"])
+def test_rerank_orders_the_best_results_by_their_refined_scores(scene_index, test_encoder, text):
+    """With rerank N, the N best results of the plain ranking are each refined alone and scored
+    refine_alpha * global + (1 - refine_alpha) * (refined lexeme scores + relation part) / m, as
+    fusion.py writes it out; the k shown are the best of them by that score, with the refined
+    boxes and lexeme scores."""
+    from harmosearch.search import Index
+
+    path, config = scene_index
+    index = Index(path, config, encoder=test_encoder)
+    settings = replace(config.search, rerank=6, refine_alpha=0.3)
+    plain = index.search(text, k=6, refine=False, settings=settings)
+    refined = index.search(text, k=3, refine=True, settings=settings)
+    lexemes = np.asarray(index._encode(text, None, (), False, True).lexeme_vectors, dtype=np.float32)
+    s = settings
+    expected = []
+    for result in plain.results:
+        picture = index.picture(result.image_id)
+        seeds = np.array([m.box for m in result.lexemes], np.float32)
+        boxes, scores = refine_boxes(
+            test_encoder, [picture], np.zeros(len(lexemes), np.int64), lexemes, seeds, s.refine_scale, s.box_margin
+        )
+        relation_part = sum(s.relation_weight * (r.score - 0.5) for r in result.relations)
+        score = s.refine_alpha * result.global_score + (1 - s.refine_alpha) * (scores.sum() + relation_part) / len(
+            lexemes
+        )
+        expected.append((-round(float(score), 5), result.image_id, result.path, boxes, scores))
+    expected.sort(key=lambda e: (e[0], e[1]))
+    assert len(plain.results) == 6 and len(refined.results) == 3 and not refined.warnings
+    assert "left of" not in text or all(len(r.relations) == 1 for r in refined.results)
+    for rank, (result, (neg, _, path, boxes, scores)) in enumerate(zip(refined.results, expected, strict=False), 1):
+        assert (result.rank, result.path) == (rank, path)
+        assert result.score == pytest.approx(-neg, abs=1e-4)
+        assert np.allclose([m.box for m in result.lexemes], boxes, atol=1e-3)
+        assert np.allclose([m.score for m in result.lexemes], scores, atol=1e-5)
+
+
+@pytest.mark.parametrize("rerank", [0, 5])
+def test_pictures_that_cannot_be_read_keep_their_indexed_boxes(scene_index, test_encoder, monkeypatch, rerank):
     from harmosearch.errors import DataError
     from harmosearch.search import Index
 
     path, config = scene_index
     index = Index(path, config, encoder=test_encoder)
-    plain = index.search("a red circle", k=3, refine=False)
+    settings = replace(config.search, rerank=rerank)
+    plain = index.search("a red circle", k=3, refine=False, settings=settings)
 
     def broken(image_id, min_side=None):
         raise DataError("cannot decode image: broken")
 
     monkeypatch.setattr(index, "picture", broken)
-    kept = index.search("a red circle", k=3, refine=True)
-    assert [r.lexemes for r in kept.results] == [r.lexemes for r in plain.results]
+    kept = index.search("a red circle", k=3, refine=True, settings=settings)
+    assert [(r.path, r.score, r.lexemes) for r in kept.results] == [(r.path, r.score, r.lexemes) for r in plain.results]
     assert len(kept.warnings) == 1
-    assert "3 results" in kept.warnings[0] and plain.results[0].path in kept.warnings[0]
+    assert f"{max(3, rerank)} results" in kept.warnings[0] and plain.results[0].path in kept.warnings[0]

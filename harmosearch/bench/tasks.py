@@ -24,6 +24,7 @@ from harmosearch.bench.vectors import (
 )
 from harmosearch.config import Config
 from harmosearch.errors import DataError
+from harmosearch.fusion import fuse
 from harmosearch.metrics import box_iou, recall_image_to_text, recall_text_to_image, topk_accuracy
 from harmosearch.scoring import best_regions
 
@@ -98,7 +99,7 @@ def grounding(run: Run) -> dict[str, Any]:
     _, rows = best_regions(regions, images, vectors, run.config.search.box_margin)
     own = np.array([column[p] for p in bench.phrases], dtype=np.int64)
     indexed = regions.boxes[rows[np.arange(len(own)), own]]
-    refined, seconds = _refined(run, images, vectors[own], indexed)
+    refined, seconds = _refined(run, images, vectors[own], indexed)[::2] if run.config.search.refine else (None, 0.0)
     truth = np.array([box for _, box, _ in bench.boxes], dtype=np.float32).reshape(-1, 4)
     ceiling = [
         bool((box_iou(truth[n : n + 1], regions.boxes[regions.rows_of(image)]) >= 0.5).any())
@@ -118,40 +119,44 @@ def _share_fitting(truth: np.ndarray, shown: np.ndarray) -> float:
     return float(np.mean([box_iou(t[None], b[None])[0, 0] >= 0.5 for t, b in zip(truth, shown, strict=True)]))
 
 
-def _refined(run: Run, images: np.ndarray, lexemes: np.ndarray, seeds: np.ndarray) -> tuple[np.ndarray | None, float]:
-    """The boxes `harmosearch query` shows after its query-time search (refine.py) for lexemes[r]
-    on image images[r], near the indexed box seeds[r], with the wall time per distinct image;
-    (None, 0) when search.refine is off."""
-    from PIL import Image
-
-    from harmosearch.refine import refine_boxes
+def _refined(
+    run: Run, images: np.ndarray, lexemes: np.ndarray, seeds: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """What `harmosearch query --refine` finds for lexemes[r] on image images[r] near the indexed
+    box seeds[r] (refine.py): (boxes [R, 4], their scores [R], wall time per distinct image).
+    Pictures are decoded as a query decodes them; each is encoded once for all its requests."""
+    from harmosearch.media.formats import open_still
+    from harmosearch.refine import decode_side, refine_boxes
 
     s = run.config.search
-    if not s.refine or len(images) == 0:
-        return None, 0.0
     started = time.perf_counter()
     distinct, image_of = np.unique(images, return_inverse=True)
-    out = np.zeros((len(images), 4), np.float32)
+    boxes, scores = np.zeros((len(images), 4), np.float32), np.zeros(len(images), np.float32)
     chunk = 256  # decoded images held at once
     for first in range(0, len(distinct), chunk):
-        pictures = []
-        for i in distinct[first : first + chunk]:
-            with Image.open(run.bench.images[int(i)]) as image:
-                pictures.append((image.convert("RGB"), image.width, image.height))
+        pictures = [
+            open_still(run.bench.images[int(i)], decode_side(run.encoder, s.refine_scale))
+            for i in distinct[first : first + chunk]
+        ]
         wanted = np.flatnonzero((image_of >= first) & (image_of < first + chunk))
-        part = image_of[wanted] - first
-        boxes, _ = refine_boxes(
-            run.encoder, pictures, part, lexemes[wanted], seeds[wanted], s.refine_scale, s.box_margin
+        boxes[wanted], scores[wanted] = refine_boxes(
+            run.encoder,
+            pictures,
+            image_of[wanted] - first,
+            lexemes[wanted],
+            seeds[wanted],
+            s.refine_scale,
+            s.box_margin,
         )
-        out[wanted] = boxes
-    return out, (time.perf_counter() - started) / len(distinct)
+    return boxes, scores, (time.perf_counter() - started) / max(len(distinct), 1)
 
 
 def search(run: Run, k: int = 5) -> dict[str, Any]:
     """Every annotated phrase as a query, ranked the way `harmosearch query PHRASE` ranks (fused
-    global and best-region scores, the box chosen the same way). Per phrase: the share of the
-    top k that hold its object (P@k), whether any does (hit@k), and whether the box shown on the
-    first that does overlaps the object at IoU >= 0.5 (box@0.5). Means over phrases."""
+    global and best-region scores, the box chosen the same way; with search.refine, the best
+    max(k, rerank) refined and reordered as the query reorders them). Per phrase: the share of
+    the top k that hold its object (P@k), whether any does (hit@k), and whether the box shown on
+    the first that does overlaps the object at IoU >= 0.5 (box@0.5). Means over phrases."""
     bench, images, s = run.bench, run.images, run.config.search
     _need_boxes(bench, "search")
     owners: dict[str, dict[int, list[tuple[float, float, float, float]]]] = defaultdict(lambda: defaultdict(list))
@@ -162,30 +167,41 @@ def search(run: Run, k: int = 5) -> dict[str, Any]:
     lexemes, lexeme_owner = texts.lexemes, texts.owners
     g = texts.global_vectors @ images.global_vectors.T
     fused, rows = fused_scores(g, lexemes, lexeme_owner, images, s.alpha, s.box_margin)
-    precision, hits, shown = [], [], []  # shown: (phrase, image, lexeme row) of each first relevant result
-    for p, (phrase, row) in enumerate(zip(phrases, fused, strict=True)):
-        top = np.lexsort((np.arange(len(row)), -row))[:k]
-        relevant = [int(i) for i in top if int(i) in owners[phrase]]
+    # The box shown is the phrase's first lexeme's (a phrase without one ranks by g alone).
+    first = np.array([np.append(np.flatnonzero(lexeme_owner == p), -1)[0] for p in range(len(phrases))])
+    boxed_phrases = np.flatnonzero(first >= 0)
+    depth = min(max(k, s.rerank) if s.refine and s.rerank else k, fused.shape[1])
+    heads = np.stack([np.lexsort((np.arange(len(row)), -row))[:depth] for row in fused])  # [P, depth]
+    shown_boxes = np.zeros((*heads.shape, 4), np.float32)
+    shown_boxes[boxed_phrases] = images.regions.boxes[rows[heads[boxed_phrases], first[boxed_phrases, None]]]
+    seconds = None
+    if s.refine and len(boxed_phrases):
+        refined, scores, seconds = _refined(
+            run,
+            heads[boxed_phrases].reshape(-1),
+            lexemes[np.repeat(first[boxed_phrases], depth)],
+            shown_boxes[boxed_phrases].reshape(-1, 4),
+        )
+        shown_boxes[boxed_phrases] = refined.reshape(len(boxed_phrases), depth, 4)
+        scores = scores.reshape(len(boxed_phrases), depth)
+        for p, refined_scores in zip(boxed_phrases, scores if s.rerank else [], strict=False):
+            # Reordered as Index.search reorders refined results (one lexeme, no relations).
+            order = np.lexsort((heads[p], -fuse(g[p, heads[p]], refined_scores[:, None], s.refine_alpha)))
+            heads[p], shown_boxes[p] = heads[p][order], shown_boxes[p][order]
+    precision, hits, boxed = [], [], []
+    for p, phrase in enumerate(phrases):
+        relevant = [n for n, i in enumerate(heads[p, :k]) if int(i) in owners[phrase]]
         precision.append(len(relevant) / k)
         hits.append(bool(relevant))
-        own = np.flatnonzero(lexeme_owner == p)
-        if relevant and len(own):
-            shown.append((phrase, relevant[0], int(own[0])))
-    image_ids = np.array([i for _, i, _ in shown], dtype=np.int64)
-    lexeme_rows = np.array([j for _, _, j in shown], dtype=np.int64)
-    indexed = images.regions.boxes[rows[image_ids, lexeme_rows]].reshape(-1, 4)
-    refined, seconds = _refined(run, image_ids, lexemes[lexeme_rows], indexed)
-    final = refined if refined is not None else indexed
-    boxed = [
-        float(box_iou(np.array(owners[phrase][image]), final[n : n + 1]).max()) >= 0.5
-        for n, (phrase, image, _) in enumerate(shown)
-    ]
+        if relevant and first[p] >= 0:
+            truth = np.array(owners[phrase][int(heads[p, relevant[0]])])
+            boxed.append(float(box_iou(truth, shown_boxes[p, relevant[0]][None]).max()) >= 0.5)
     return {
         f"P@{k}": float(np.mean(precision)),
         f"hit@{k}": float(np.mean(hits)),
         "box@0.5": float(np.mean(boxed)) if boxed else 0.0,
         "phrases": len(phrases),
-        **({"refine_seconds_per_image": seconds} if refined is not None else {}),
+        **({"refine_seconds_per_image": seconds} if seconds is not None else {}),
     }
 
 
