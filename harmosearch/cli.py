@@ -760,7 +760,7 @@ def _print_bench(result: dict[str, Any]) -> None:
             for key in RECALLS:
                 table.add_column(key.replace("t2i_", "t→i ").replace("i2t_", "i→t "), justify="right")
             for mode, values in numbers["modes"].items():
-                table.add_row(mode, *(f"{100 * values[k]:.1f}" for k in RECALLS))
+                table.add_row(mode, *(f"{100 * values[k]:.1f}" if k in values else "" for k in RECALLS))
         else:
             columns = BENCH_COLUMNS[task]
             for title, _ in columns:

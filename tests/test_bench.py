@@ -8,7 +8,7 @@ from PIL import Image
 
 from harmosearch.bench import run_bench
 from harmosearch.bench.datasets import BenchSet, load_bench_set, load_coco_instances, load_flickr30k, load_mscoco
-from harmosearch.bench.tasks import Run, search
+from harmosearch.bench.tasks import Run, retrieval, search
 from harmosearch.bench.vectors import ImageVectors
 from harmosearch.config import Config, SearchConfig, load_config
 from harmosearch.errors import DataError
@@ -165,10 +165,12 @@ def test_bench_end_to_end_on_synthetic_scenes_with_cache(scenes, tmp_path, monke
     tasks = ("retrieval", "boxcls", "grounding", "search")
     result = run_bench(config, str(scenes), tasks, save_scores=tmp_path / "s.npy")
     retrieval = result["tasks"]["retrieval"]
-    assert set(retrieval["modes"]) == {"global", "fused", "relations"}
+    assert set(retrieval["modes"]) == {"global", "fused", "relations", "refined"}  # refined: with search.refine
     assert retrieval["images"] == 12 and retrieval["captions"] == 60
     for values in retrieval["modes"].values():
-        assert all(0.0 <= v <= 1.0 for v in values.values()) and values["t2i_R@10"] >= values["t2i_R@1"]
+        recalls = [v for key, v in values.items() if "_R@" in key]
+        assert all(0.0 <= v <= 1.0 for v in recalls) and values["t2i_R@10"] >= values["t2i_R@1"]
+    assert set(retrieval["modes"]["refined"]) == {"t2i_R@1", "t2i_R@5", "t2i_R@10", "refine_seconds_per_image"}
     assert 0 <= result["tasks"]["boxcls"]["top1"] <= result["tasks"]["boxcls"]["top5"] <= 1
     grounding = result["tasks"]["grounding"]
     assert 0 <= grounding["indexed_accuracy"] <= grounding["proposal_ceiling"] <= 1
@@ -365,9 +367,10 @@ def test_refined_grounding_is_refine_boxes_phrase_by_phrase(scenes, tmp_path, mo
     assert got["phrases"] == len(hits) and 0 < np.mean(hits) < 1  # not a trivial case
 
 
-def test_refined_phrase_search_is_what_query_refine_shows(scenes, tmp_path, monkeypatch):
-    """The search task with refine and rerank on ranks and boxes each phrase as `Index.search`
-    does for it (refined, reordered): P@1, hit@1 and box@0.5 computed from the query's own results.
+def test_refined_bench_tasks_are_what_query_refine_shows(scenes, tmp_path, monkeypatch):
+    """The search task (and retrieval's refined ranking, below) with refine and rerank on ranks
+    and boxes each phrase as `Index.search` does for it (refined, reordered): P@1, hit@1 and
+    box@0.5 computed from the query's own results.
     With the bundled model, so that some boxes fit and some do not."""
     from harmosearch.bench.tasks import search as phrase_search
     from harmosearch.bench.vectors import encode_images
@@ -401,3 +404,19 @@ def test_refined_phrase_search_is_what_query_refine_shows(scenes, tmp_path, monk
     assert got["hit@1"] == pytest.approx(np.mean(hits))
     assert got["box@0.5"] == pytest.approx(np.mean(boxed))
     assert got["refine_seconds_per_image"] > 0 and 0 < np.mean(boxed) < 1
+    # Retrieval's "refined" ranking: each caption as `query --refine` ranks it without relations,
+    # with the random test model (the bundled one finds every caption's image among 12).
+    config = load_config(overrides={**overrides, "encoder.model": TEST_MODEL, "search.rerank": 8})
+    test_encoder = load_encoder(config)
+    build_index(scenes / "images", tmp_path / "random", config, encoder=test_encoder)
+    index = Index(tmp_path / "random", config, encoder=test_encoder)
+    captions = load_bench_set(str(scenes), None, config.paths.cache_dir, 12, "retrieval", "test")
+    run = Run(test_encoder, config, captions, encode_images(test_encoder, config, captions), mode="fused")
+    refined = retrieval(run)["modes"]["refined"]
+    ranks = []
+    for caption, image in zip(captions.captions, captions.caption_image, strict=True):
+        paths = [Path(r.path).name for r in index.search(caption, k=10, relations=False).results]
+        ranks.append(paths.index(captions.images[image].name) if captions.images[image].name in paths else 99)
+    for k in (1, 5, 10):
+        assert refined[f"t2i_R@{k}"] == pytest.approx(np.mean(np.array(ranks) < k))
+    assert 0 < refined["t2i_R@1"] < 1

@@ -59,9 +59,24 @@ def retrieval(run: Run) -> dict[str, Any]:
         t2i = recall_text_to_image(matrix, bench.caption_image)
         i2t = recall_image_to_text(matrix, bench.caption_image)
         modes[name] = {**{f"t2i_R@{k}": v for k, v in t2i.items()}, **{f"i2t_R@{k}": v for k, v in i2t.items()}}
+    if run.config.search.refine and "fused" in rankings:
+        modes["refined"] = _refined_recall(run, texts, scores["fused"])
     if run.save_scores is not None:
         _save_scores(run.save_scores, scores, bench)
     return {"modes": modes, "images": len(bench.images), "captions": len(bench.captions)}
+
+
+def _refined_recall(run: Run, texts: Any, fused: np.ndarray) -> dict[str, float]:
+    """text->image recall@1/5/10 of the fused ranking with its best max(10, rerank) images
+    refined and reordered as `query --refine` reorders them (image->text has no such step)."""
+    s = run.config.search
+    g = texts.global_vectors @ run.images.global_vectors.T
+    every = np.arange(run.images.regions.n_images)
+    _, rows = best_regions(run.images.regions, every, texts.lexemes, s.box_margin)
+    heads, _, seconds = _heads(run, g, fused, rows, texts, max(10, s.rerank))
+    truth = np.asarray(run.bench.caption_image)
+    recall = {f"t2i_R@{k}": float(np.mean([truth[t] in heads[t, :k] for t in range(len(truth))])) for k in (1, 5, 10)}
+    return {**recall, "refine_seconds_per_image": seconds or 0.0}
 
 
 def _save_scores(save: Path, scores: dict[str, np.ndarray], bench: BenchSet) -> None:
@@ -151,12 +166,42 @@ def _refined(
     return boxes, scores, (time.perf_counter() - started) / max(len(distinct), 1)
 
 
+def _heads(
+    run: Run, g: np.ndarray, fused: np.ndarray, rows: np.ndarray, texts: Any, depth: int
+) -> tuple[np.ndarray, list[np.ndarray], float | None]:
+    """Per text, the first `depth` images of its fused ranking [T, depth] and the boxes shown
+    there for each of its m lexemes ([depth, m, 4] per text): the indexed ones, or with
+    search.refine the refined ones, the images reordered as Index.search reorders them when
+    search.rerank is set (fused ranking, relations aside). Also the refinement's seconds per image."""
+    s, regions = run.config.search, run.images.regions
+    depth = min(depth, fused.shape[1])
+    heads = np.stack([np.lexsort((np.arange(len(row)), -row))[:depth] for row in fused])
+    own = [np.flatnonzero(texts.owners == t) for t in range(len(fused))]
+    boxes = [regions.boxes[rows[heads[t]][:, own[t]]].reshape(depth, len(own[t]), 4) for t in range(len(fused))]
+    if not s.refine or not len(texts.lexemes):
+        return heads, boxes, None
+    images = np.concatenate([np.repeat(heads[t], len(own[t])) for t in range(len(fused))])
+    lexemes = np.concatenate([np.tile(texts.lexemes[own[t]], (depth, 1)) for t in range(len(fused))])
+    refined, scores, seconds = _refined(run, images, lexemes, np.concatenate([b.reshape(-1, 4) for b in boxes]))
+    at = 0
+    for t in range(len(fused)):
+        count = depth * len(own[t])
+        boxes[t] = refined[at : at + count].reshape(depth, len(own[t]), 4)
+        if s.rerank and len(own[t]):
+            new = fuse(g[t, heads[t]], scores[at : at + count].reshape(depth, -1), s.refine_alpha)
+            order = np.lexsort((heads[t], -new))
+            heads[t], boxes[t] = heads[t][order], boxes[t][order]
+        at += count
+    return heads, boxes, seconds
+
+
 def search(run: Run, k: int = 5) -> dict[str, Any]:
     """Every annotated phrase as a query, ranked the way `harmosearch query PHRASE` ranks (fused
     global and best-region scores, the box chosen the same way; with search.refine, the best
-    max(k, rerank) refined and reordered as the query reorders them). Per phrase: the share of
-    the top k that hold its object (P@k), whether any does (hit@k), and whether the box shown on
-    the first that does overlaps the object at IoU >= 0.5 (box@0.5). Means over phrases."""
+    max(k, rerank) refined and reordered as the query reorders them, see _heads). Per phrase:
+    the share of the top k that hold its object (P@k), whether any does (hit@k), and whether
+    the box shown on the first that does overlaps the object at IoU >= 0.5 (box@0.5). Means
+    over phrases."""
     bench, images, s = run.bench, run.images, run.config.search
     _need_boxes(bench, "search")
     owners: dict[str, dict[int, list[tuple[float, float, float, float]]]] = defaultdict(lambda: defaultdict(list))
@@ -164,38 +209,17 @@ def search(run: Run, k: int = 5) -> dict[str, Any]:
         owners[phrase][image_id].append(box)
     phrases = sorted(owners)
     texts = encode_texts(run.encoder, phrases, images.global_vectors.shape[1])
-    lexemes, lexeme_owner = texts.lexemes, texts.owners
     g = texts.global_vectors @ images.global_vectors.T
-    fused, rows = fused_scores(g, lexemes, lexeme_owner, images, s.alpha, s.box_margin)
-    # The box shown is the phrase's first lexeme's (a phrase without one ranks by g alone).
-    first = np.array([np.append(np.flatnonzero(lexeme_owner == p), -1)[0] for p in range(len(phrases))])
-    boxed_phrases = np.flatnonzero(first >= 0)
-    depth = min(max(k, s.rerank) if s.refine and s.rerank else k, fused.shape[1])
-    heads = np.stack([np.lexsort((np.arange(len(row)), -row))[:depth] for row in fused])  # [P, depth]
-    shown_boxes = np.zeros((*heads.shape, 4), np.float32)
-    shown_boxes[boxed_phrases] = images.regions.boxes[rows[heads[boxed_phrases], first[boxed_phrases, None]]]
-    seconds = None
-    if s.refine and len(boxed_phrases):
-        refined, scores, seconds = _refined(
-            run,
-            heads[boxed_phrases].reshape(-1),
-            lexemes[np.repeat(first[boxed_phrases], depth)],
-            shown_boxes[boxed_phrases].reshape(-1, 4),
-        )
-        shown_boxes[boxed_phrases] = refined.reshape(len(boxed_phrases), depth, 4)
-        scores = scores.reshape(len(boxed_phrases), depth)
-        for p, refined_scores in zip(boxed_phrases, scores if s.rerank else [], strict=False):
-            # Reordered as Index.search reorders refined results (one lexeme, no relations).
-            order = np.lexsort((heads[p], -fuse(g[p, heads[p]], refined_scores[:, None], s.refine_alpha)))
-            heads[p], shown_boxes[p] = heads[p][order], shown_boxes[p][order]
+    fused, rows = fused_scores(g, texts.lexemes, texts.owners, images, s.alpha, s.box_margin)
+    heads, boxes, seconds = _heads(run, g, fused, rows, texts, max(k, s.rerank) if s.refine and s.rerank else k)
     precision, hits, boxed = [], [], []
     for p, phrase in enumerate(phrases):
         relevant = [n for n, i in enumerate(heads[p, :k]) if int(i) in owners[phrase]]
         precision.append(len(relevant) / k)
         hits.append(bool(relevant))
-        if relevant and first[p] >= 0:
+        if relevant and boxes[p].shape[1]:  # the box shown is the phrase's first lexeme's
             truth = np.array(owners[phrase][int(heads[p, relevant[0]])])
-            boxed.append(float(box_iou(truth, shown_boxes[p, relevant[0]][None]).max()) >= 0.5)
+            boxed.append(float(box_iou(truth, boxes[p][relevant[0], :1]).max()) >= 0.5)
     return {
         f"P@{k}": float(np.mean(precision)),
         f"hit@{k}": float(np.mean(hits)),
