@@ -148,8 +148,9 @@ def run_size(n: int, dim: int, n_queries: int, rng: np.random.Generator, hnsw_ma
     return rows
 
 
-def end_to_end(n_regions: int, model: str, rng: np.random.Generator) -> dict:
-    """Warm Index.search over an index of n_regions random region vectors in the model's space."""
+def end_to_end(n_regions: int, model: str, rng: np.random.Generator, per_image: int = 48) -> dict:
+    """Warm Index.search over an index of n_regions random region vectors in the model's space,
+    per_image regions to an image (31 at --detail normal on the small-object scenes, 76 at high)."""
     from harmosearch.config import load_config
     from harmosearch.encoder import load_encoder
     from harmosearch.search import Index
@@ -158,7 +159,6 @@ def end_to_end(n_regions: int, model: str, rng: np.random.Generator) -> dict:
     config = load_config(overrides={"encoder.model": model, "encoder.device": "cpu"})
     encoder = load_encoder(config)
     dim = encoder.identity.embed_dim
-    per_image = 48
     n_images = n_regions // per_image
     regions = clustered(n_images * per_image, dim, rng)
     image_ids = np.repeat(np.arange(n_images, dtype=np.int32), per_image)
@@ -215,6 +215,7 @@ def end_to_end(n_regions: int, model: str, rng: np.random.Generator) -> dict:
         return {
             "n_regions": len(image_ids),
             "n_images": n_images,
+            "regions_per_image": per_image,
             "dim": dim,
             "index_types": manifest["index_types"],
             "build_s": build,
@@ -259,6 +260,7 @@ def main() -> None:
     parser.add_argument("--hnsw-max", type=int, default=100_000, help="skip HNSW (slow to build here) above this")
     parser.add_argument("--model", default="harmo-tiny")
     parser.add_argument("--e2e-regions", type=int, default=1_000_000)
+    parser.add_argument("--regions-per-image", type=int, default=48, help="of the end-to-end index")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     rows = []
@@ -276,7 +278,7 @@ def main() -> None:
             f"n={n:>8} exact search / numpy scan (goal <= 1): SQfp16 (auto) {p50['faiss SQfp16'] / scan:.2f}, "
             f"Flat {p50['harmosearch Flat (BLAS scan)'] / scan:.2f}; plain faiss Flat {p50['faiss Flat'] / scan:.2f}"
         )
-    e2e = end_to_end(args.e2e_regions, args.model, rng) if args.e2e_regions else None
+    e2e = end_to_end(args.e2e_regions, args.model, rng, args.regions_per_image) if args.e2e_regions else None
     if e2e:
         print(
             f"end-to-end warm query over {e2e['n_regions']:,} regions ({e2e['index_types']}): "

@@ -95,8 +95,9 @@ RefineOption = Annotated[
     bool | None,
     typer.Option(
         "--refine/--no-refine",
-        help="Search each result's boxes again on its re-encoded picture: boxes that fit small things, "
-        "at one or two image encodings per result (default: off).",
+        help="Look at the best results again on their re-encoded pictures: boxes that fit small things, "
+        "and those results reordered by their refined scores (search.rerank, 20); two image encodings "
+        "per refined result (default: off).",
     ),
 ]
 RefineScaleOption = Annotated[

@@ -166,6 +166,19 @@ def test_global_only_and_alpha_reach_the_api(page, server):
     assert_drawn_as_answered(drawn, reply.value.json())
 
 
+def test_look_again_asks_for_refined_results_and_draws_their_boxes(page, server):
+    page.fill("#q", "red circle")
+    page.check("#refine")
+    with page.expect_response("**/search") as reply:
+        page.click("button[type=submit]")
+    sent = json.loads(reply.value.request.post_data)
+    assert sent["refine"] is True
+    answer = reply.value.json()
+    assert answer == api(server, "search", sent) != api(server, "search", {**sent, "refine": False})
+    page.wait_for_function(f"document.querySelectorAll('.card').length === {len(answer['results'])}")
+    assert_drawn_as_answered(page.evaluate(DRAWN, ".card"), answer)
+
+
 def test_viewer_shows_boxes_steps_with_arrows_and_closes_with_escape(page):
     page.fill("#q", "red circle")
     page.press("#q", "Enter")

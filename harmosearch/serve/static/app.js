@@ -145,12 +145,9 @@ function searchText() {
   }
   const params = new URLSearchParams({ q: text, index: state.index });
   history.replaceState(null, "", `#${params}`);
-  run("search", {
-    text,
-    k: k(),
-    alpha: parseFloat($("alpha").value),
-    global_only: $("global-only").checked,
-  });
+  const body = { text, k: k(), alpha: parseFloat($("alpha").value), global_only: $("global-only").checked };
+  if ($("refine").checked) body.refine = true; // unchecked: the server's own search.refine
+  run("search", body);
 }
 
 // The viewer: one result at full size with its boxes; drag to search by a region.
