@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -357,22 +357,22 @@ def _encode_and_commit(
     progress: Progress | None,
 ) -> None:
     """Encode what is new (resuming staged work), then write the next generation."""
-    from harmosearch.store import clear_staging, load_chunks, staging_dir, video_counts, write_generation
+    from harmosearch.store import clear_staging, staged_pictures, staging_dir, video_counts, write_generation
 
     stage = staging_dir(index)
-    encoded = load_chunks(stage)
+    staged = staged_pictures(stage)
     to_encode = plan.to_encode
-    report.resumed = sum(1 for _, sha in to_encode if sha in encoded)
+    report.resumed = sum(1 for _, sha in to_encode if sha in staged)
     first: dict[str, FileEntry] = {}  # copies of one new file are encoded once
     for entry, sha in to_encode:
-        if sha not in encoded:
+        if sha not in staged:
             first.setdefault(sha, entry)
     pending = [(entry, sha) for sha, entry in first.items()]
-    failed = _encode(pending, encoder, config, user_boxes, stage, encoded, progress)
+    failed = _encode(pending, encoder, config, user_boxes, stage, progress)
     report.skipped += [(e.path, failed[s]) for e, s in to_encode if s in failed]
     plan.rows = [row for row in plan.rows if not (row[2] is None and row[1] in failed)]
     report.encoded = len(pending) - len(failed)
-    data = _assemble(plan, old, encoded, encoder.identity.embed_dim)
+    data = _assemble(plan, old, staged_pictures(stage), encoder.identity.embed_dim, stage)
     report.images, report.regions = data.n_images, data.n_regions
     counts = video_counts(data.images)
     report.videos, report.frames = counts["videos"], counts["frames"]
@@ -403,12 +403,12 @@ def _encode(
     config: Config,
     user_boxes: dict[str, list[list[float]]],
     stage: Path,
-    encoded: dict[str, list[Encoded]],
     progress: Progress | None,
 ) -> dict[str, str]:
     """Encode `pending` (one file per content hash) through the shared pipeline, staging about
-    every CHUNK images, a video's frames always together; returns hash -> reason for the files
-    that could not be decoded. index.engine = "ray" hands the files to Ray actors instead."""
+    every CHUNK images, a video's frames always together (nothing is kept in memory: assembly
+    reads the staged chunks); returns hash -> reason for the files that could not be decoded.
+    index.engine = "ray" hands the files to Ray actors instead."""
     from harmosearch.pipeline import encode_files
     from harmosearch.store import save_chunk
 
@@ -416,7 +416,7 @@ def _encode(
         from harmosearch.engines.ray import encode_on_ray
 
         boxed = [(e.absolute, sha, user_boxes.get(e.path)) for e, sha in pending]
-        return encode_on_ray(boxed, encoder.identity, config, stage, encoded, progress)
+        return encode_on_ray(boxed, encoder.identity, config, stage, progress)
     failed: dict[str, str] = {}
     chunk_number = len(list(stage.glob("chunk_*.npz")))
     buffer: list[tuple[str, Encoded]] = []
@@ -432,7 +432,6 @@ def _encode(
         if isinstance(outcome, str):
             failed[sha] = outcome
             continue
-        encoded[sha] = outcome
         buffer.extend((sha, item) for item in outcome)
         if len(buffer) >= CHUNK:
             save_chunk(stage, chunk_number, buffer)
@@ -458,21 +457,23 @@ def _by_file(stream: Any) -> Any:
         yield current, pictures
 
 
-def _assemble(plan: _Plan, old: Any, encoded: dict[str, list[Encoded]], dim: int) -> Any:
+def _assemble(plan: _Plan, old: Any, staged: dict[str, list[Any]], dim: int, stage: Path) -> Any:
     """The new generation's rows, sorted by path (a video's frames in time order); regions
-    grouped by image in the same order."""
+    grouped by image in the same order. Its vectors are written, float16 as stored, into files in
+    `stage` and returned memory-mapped, each copied from where it lies (the old generation's
+    files, or a staged chunk read once): memory does not grow with the number of vectors."""
     from harmosearch.store import IMAGE_COLUMNS, MEDIA_COLUMNS, IndexData
 
     images: dict[str, list[Any]] = {k: [] for k in IMAGE_COLUMNS}
-    image_ids, boxes, scales, global_vectors, region_vectors = [], [], [], [], []
+    counts, boxes, scales = [], [], []
+    sources: list[tuple[Any, int, int]] = []  # per image: (None: old generation | chunk, row or number, first region)
     for entry, sha, rows, metadata in sorted(plan.rows, key=lambda item: item[0].path):
         if rows is not None:
-            pictures = [_old_vectors(old, row) for row in rows]
+            pictures = [_old_picture(old, row) for row in rows]
             metadata = metadata or _old_metadata(old, rows[0])
         else:
-            pictures = encoded[sha]
-        for item in pictures:
-            image_id = len(images["path"])
+            pictures = staged[sha]
+        for item, row in zip(pictures, rows or [None] * len(pictures), strict=True):
             values = {
                 "path": entry.path,
                 "size": entry.size,
@@ -485,17 +486,16 @@ def _assemble(plan: _Plan, old: Any, encoded: dict[str, list[Encoded]], dim: int
             }
             for key, column in images.items():
                 column.append(values.get(key))
-            global_vectors.append(item.global_vector)
-            image_ids.append(np.full(len(item.boxes), image_id, dtype=np.int32))
+            counts.append(len(item.boxes))
             boxes.append(item.boxes.reshape(-1, 4))
             scales.append(item.scales)
-            region_vectors.append(item.vectors.reshape(-1, dim))
+            sources.append((None, row, item.first) if row is not None else (item.chunk, item.number, item.first))
 
     def stack(parts: list[np.ndarray], shape: tuple[int, ...], dtype: Any) -> np.ndarray:
         return np.concatenate(parts).astype(dtype) if parts else np.zeros(shape, dtype)
 
     n = len(images["path"])
-    ids = stack(image_ids, (0,), np.int32)
+    ids = np.repeat(np.arange(n, dtype=np.int32), np.asarray(counts, dtype=np.int64))
     xyxy = stack(boxes, (0, 4), np.float32)
     widths = np.asarray(images["width"], dtype=np.float32)[ids] if n else np.zeros(0, np.float32)
     heights = np.asarray(images["height"], dtype=np.float32)[ids] if n else np.zeros(0, np.float32)
@@ -518,25 +518,66 @@ def _assemble(plan: _Plan, old: Any, encoded: dict[str, list[Encoded]], dim: int
             if kind == "float64"
             else np.asarray(values, dtype=object)
         )
-    return IndexData(
-        images=table,
-        regions=regions,
-        global_vectors=np.stack(global_vectors) if global_vectors else np.zeros((0, dim), np.float32),
-        region_vectors=stack(region_vectors, (0, dim), np.float32),
-    )
+    global_vectors, region_vectors = _vectors(sources, np.asarray(counts, dtype=np.int64), old, dim, stage)
+    return IndexData(images=table, regions=regions, global_vectors=global_vectors, region_vectors=region_vectors)
 
 
-def _old_vectors(old: Any, row: int) -> Encoded:
+def _vectors(
+    sources: list[tuple[Any, int, int]], counts: np.ndarray, old: Any, dim: int, stage: Path
+) -> tuple[np.ndarray, np.ndarray]:
+    """The global and region vectors of the new rows (image i from sources[i], counts[i]
+    regions), written into float16 .npy files in `stage` and returned memory-mapped read-only."""
+    from collections import defaultdict
+
+    from numpy.lib.format import open_memmap
+
+    from harmosearch.store import read_staged
+
+    starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    paths = (stage / "assembly.global.npy", stage / "assembly.regions.npy")
+    out_global = open_memmap(paths[0], mode="w+", dtype=np.float16, shape=(len(sources), dim))
+    out_regions = open_memmap(paths[1], mode="w+", dtype=np.float16, shape=(int(starts[-1]), dim))
+    by_chunk: dict[Path, list[int]] = defaultdict(list)
+    for i, (chunk, _, _) in enumerate(sources):
+        if chunk is None:
+            _, row, first = sources[i]
+            out_global[i] = old.global_vectors[row]
+            out_regions[starts[i] : starts[i + 1]] = old.region_vectors[first : first + counts[i]]
+        else:
+            by_chunk[chunk].append(i)
+    for chunk, rows in by_chunk.items():
+        staged_global, staged_regions = read_staged(chunk)
+        for i in rows:
+            _, number, first = sources[i]
+            out_global[i] = staged_global[number]
+            out_regions[starts[i] : starts[i + 1]] = staged_regions[first : first + counts[i]]
+    for out in (out_global, out_regions):
+        out.flush()
+    del out_global, out_regions
+    return np.load(paths[0], mmap_mode="r"), np.load(paths[1], mmap_mode="r")
+
+
+class _OldPicture(NamedTuple):
+    """An image row of the old generation, as _assemble reads it (its vectors stay on disk)."""
+
+    width: int
+    height: int
+    boxes: np.ndarray
+    scales: np.ndarray
+    frame_time: float | None
+    first: int  # its first region row
+
+
+def _old_picture(old: Any, row: int) -> _OldPicture:
     sl = old.regions_of(row)
     seconds = float(old.images["frame_time"][row])
-    return Encoded(
+    return _OldPicture(
         int(old.images["width"][row]),
         int(old.images["height"][row]),
-        np.asarray(old.global_vectors[row], dtype=np.float32),
         np.stack([old.regions[c][sl] for c in ("x0", "y0", "x1", "y1")], axis=1).astype(np.float32),
         np.asarray(old.regions["scale"][sl], dtype=np.float32),
-        np.asarray(old.region_vectors[sl], dtype=np.float32),
-        frame_time=None if np.isnan(seconds) else seconds,
+        None if np.isnan(seconds) else seconds,
+        sl.start,
     )
 
 
@@ -559,6 +600,10 @@ def _calibration(data: Any, encoder: Any) -> dict[str, Any] | None:
     def encode(texts: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
         return [(e.global_vector.numpy(), e.lexeme_vectors.numpy()) for e in encoder.encode_queries(texts)]
 
+    # float16 as stored (the vectors already are: asarray copies nothing)
     return calibrate(
-        data.global_vectors.astype(np.float16), data.region_vectors.astype(np.float16), start, encode
+        np.asarray(data.global_vectors, dtype=np.float16),
+        np.asarray(data.region_vectors, dtype=np.float16),
+        start,
+        encode,
     ).to_dict()

@@ -742,36 +742,82 @@ def _savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
         np.savez(f, **arrays)
 
 
-def load_chunks(folder: Path) -> dict[str, list[Any]]:
-    """sha256 -> its pipeline.Encoded pictures (a still's one, a video's frames in time order),
-    from every complete chunk in the staging folder."""
-    from harmosearch.pipeline import Encoded
+@dataclass(frozen=True)
+class StagedPicture:
+    """A staged picture's table fields, and where its vectors lie: picture `number` of `chunk`,
+    its regions at rows `first` to `first + len(boxes)` of the chunk's vectors."""
 
-    found: dict[str, list[Any]] = {}
+    width: int
+    height: int
+    boxes: np.ndarray  # [N, 4] pixels
+    scales: np.ndarray  # [N]
+    frame_time: float | None
+    chunk: Path
+    number: int
+    first: int
+
+
+def staged_pictures(folder: Path) -> dict[str, list[StagedPicture]]:
+    """sha256 -> its staged pictures (a still's one, a video's frames in time order) from every
+    complete chunk in the staging folder, without their vectors (`read_staged` reads those a
+    chunk at a time), so that what an update holds in memory does not grow with the vectors."""
+    found: dict[str, list[StagedPicture]] = {}
     if not folder.is_dir():
         return found
     for path in sorted(folder.glob("chunk_*.npz")):
         try:
-            chunk: dict[str, list[Any]] = {}
+            chunk: dict[str, list[StagedPicture]] = {}
             with np.load(path) as z:
                 offsets = np.concatenate([[0], np.cumsum(z["counts"])])
+                boxes, scales, times = z["boxes"], z["scales"], z["frame_time"]
                 for i, sha in enumerate(z["sha256"]):
-                    lo, hi = offsets[i], offsets[i + 1]
-                    seconds = float(z["frame_time"][i])
+                    lo, hi = int(offsets[i]), int(offsets[i + 1])
+                    seconds = float(times[i])
                     chunk.setdefault(str(sha), []).append(
-                        Encoded(
+                        StagedPicture(
                             int(z["width"][i]),
                             int(z["height"][i]),
-                            z["global"][i].astype(np.float32),
-                            z["boxes"][lo:hi],
-                            z["scales"][lo:hi],
-                            z["vectors"][lo:hi].astype(np.float32),
-                            frame_time=None if math.isnan(seconds) else seconds,
+                            boxes[lo:hi],
+                            scales[lo:hi],
+                            None if math.isnan(seconds) else seconds,
+                            path,
+                            i,
+                            lo,
                         )
                     )
             found.update(chunk)
         except (OSError, ValueError, KeyError):
             path.unlink(missing_ok=True)  # a chunk torn by a crash: its images are encoded again
+    return found
+
+
+def read_staged(chunk: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(global vectors [pictures, D], region vectors [regions, D]) of one staged chunk, float16."""
+    with np.load(chunk) as z:
+        return z["global"], z["vectors"]
+
+
+def load_chunks(folder: Path) -> dict[str, list[Any]]:
+    """sha256 -> its pipeline.Encoded pictures (vectors included) from every complete chunk in
+    the staging folder."""
+    from harmosearch.pipeline import Encoded
+
+    found: dict[str, list[Any]] = {}
+    vectors: dict[Path, tuple[np.ndarray, np.ndarray]] = {}
+    for sha, pictures in staged_pictures(folder).items():
+        for p in pictures:
+            g, v = vectors.setdefault(p.chunk, read_staged(p.chunk))
+            found.setdefault(sha, []).append(
+                Encoded(
+                    p.width,
+                    p.height,
+                    g[p.number].astype(np.float32),
+                    p.boxes,
+                    p.scales,
+                    v[p.first : p.first + len(p.boxes)].astype(np.float32),
+                    frame_time=p.frame_time,
+                )
+            )
     return found
 
 

@@ -363,3 +363,63 @@ def test_stills_are_batched_and_each_video_is_a_batch_of_its_own():
 
     paths = [Path(p) for p in ("a.jpg", "b.mp4", "c.png", "d.heic", "e.MOV", "f.jpg")]
     assert file_batches(paths, 2) == [[1], [0, 2], [4], [3, 5]]
+
+
+def test_assembly_copies_each_vector_from_where_it_lies_without_holding_them(tmp_path):
+    """An update's vectors are copied from staged chunks (a chunk read once) and the old
+    generation's files into memory-mapped float16 files: equal to stacking every image's vectors
+    in memory (the obvious reference), while the Python heap holds about one chunk at a time."""
+    import tracemalloc
+    from types import SimpleNamespace
+
+    from harmosearch.indexing import _vectors
+    from harmosearch.pipeline import Encoded
+    from harmosearch.store import save_chunk, staged_pictures
+
+    rng = np.random.default_rng(5)
+    dim = 512
+    old_counts = rng.integers(0, 100, 100)
+    old_starts = np.concatenate([[0], np.cumsum(old_counts)])
+    np.save(tmp_path / "g.npy", rng.standard_normal((100, dim)).astype(np.float16))
+    np.save(tmp_path / "r.npy", rng.standard_normal((old_starts[-1], dim)).astype(np.float16))
+    old = SimpleNamespace(
+        global_vectors=np.load(tmp_path / "g.npy", mmap_mode="r"),
+        region_vectors=np.load(tmp_path / "r.npy", mmap_mode="r"),
+    )
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    for chunk in range(20):
+        records = []
+        for picture in range(5):
+            n = int(rng.integers(0, 100))
+            vectors = rng.standard_normal((n, dim)).astype(np.float32)
+            boxes = np.tile(np.float32([0, 0, 8, 8]), (n, 1))
+            item = Encoded(64, 64, rng.standard_normal(dim).astype(np.float32), boxes, np.ones(n, np.float32), vectors)
+            records.append((f"sha{chunk}-{picture}", item))
+        save_chunk(stage, chunk, records)
+    staged = [p for pictures in staged_pictures(stage).values() for p in pictures]
+    # New and kept images interleaved, as sorting by path mixes them.
+    order = rng.permutation([("new", i) for i in range(len(staged))] + [("old", i) for i in range(100)])
+    sources, counts, want_global, want_regions = [], [], [], []
+    for kind, i in order:
+        i = int(i)
+        if kind == "old":
+            sources.append((None, i, int(old_starts[i])))
+            counts.append(int(old_counts[i]))
+            want_global.append(old.global_vectors[i])
+            want_regions.append(old.region_vectors[old_starts[i] : old_starts[i + 1]])
+        else:
+            p = staged[i]
+            sources.append((p.chunk, p.number, p.first))
+            counts.append(len(p.boxes))
+            with np.load(p.chunk) as z:
+                want_global.append(z["global"][p.number])
+                want_regions.append(z["vectors"][p.first : p.first + len(p.boxes)])
+    want = np.concatenate(want_regions)
+    tracemalloc.start()
+    got_global, got_regions = _vectors(sources, np.array(counts), old, dim, stage)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert isinstance(got_regions, np.memmap) and got_regions.dtype == np.float16
+    assert np.array_equal(got_global, np.stack(want_global)) and np.array_equal(got_regions, want)
+    assert peak < want.nbytes / 5, f"assembly held {peak / 1e6:.1f} MB for {want.nbytes / 1e6:.1f} MB of vectors"

@@ -41,15 +41,12 @@ def encode_on_ray(
     identity: Any,
     config: Config,
     stage: Path,
-    encoded: dict[str, list[Any]],
     progress: Progress | None = None,
 ) -> dict[str, str]:
     """Encode `pending` (file, content hash, user boxes or None; one file per hash) on Ray actors
-    configured by config.ray, staging each shard in `stage`; adds every staged file's pictures to
-    `encoded` (hash -> its pipeline.Encoded list) and returns hash -> the reason for files that
-    could not be decoded. `identity` is the driver's EncoderIdentity: every actor must match it."""
-    from harmosearch.store import load_chunks
-
+    configured by config.ray, staging each shard in `stage` (where the driver's assembly reads
+    them); returns hash -> the reason for files that could not be decoded. `identity` is the
+    driver's EncoderIdentity: every actor must match it."""
     ray = _import_ray()
     shards = make_shards(pending, config.ray.shard_size)
     if not shards:
@@ -69,7 +66,6 @@ def encode_on_ray(
     finally:
         if started:
             ray.shutdown()
-    encoded.update(load_chunks(stage))
     return failed
 
 
