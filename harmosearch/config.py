@@ -199,7 +199,7 @@ class SearchConfig(Section):
     # patches; each lexeme's box is searched again near the indexed one, and those results are
     # reordered by refine_alpha * global + (1 - refine_alpha) * their refined lexeme scores (the
     # relation part as fused); rerank 0 refines only the boxes of the k shown, keeping their order
-    # and scores. Costs two image encodings per refined result (about 30 ms with harmo-tiny on 2
+    # and scores. Costs two image encodings per refined result (about 44 ms with harmo-tiny on 2
     # cores, more with larger models), so it is off unless asked for; no storage. refine_scale,
     # rerank and refine_alpha were chosen on the validation scenes (README, Small objects).
     refine: bool = False
