@@ -519,7 +519,13 @@ def _assemble(plan: _Plan, old: Any, staged: dict[str, list[Any]], dim: int, sta
             else np.asarray(values, dtype=object)
         )
     global_vectors, region_vectors = _vectors(sources, np.asarray(counts, dtype=np.int64), old, dim, stage)
-    return IndexData(images=table, regions=regions, global_vectors=global_vectors, region_vectors=region_vectors)
+    return IndexData(
+        images=table,
+        regions=regions,
+        global_vectors=global_vectors,
+        region_vectors=region_vectors,
+        vector_files=(Path(global_vectors.filename), Path(region_vectors.filename)),
+    )
 
 
 def _vectors(
@@ -551,6 +557,7 @@ def _vectors(
             _, number, first = sources[i]
             out_global[i] = staged_global[number]
             out_regions[starts[i] : starts[i + 1]] = staged_regions[first : first + counts[i]]
+        del staged_global, staged_regions  # before the next chunk is read: one in memory at a time
     for out in (out_global, out_regions):
         out.flush()
     del out_global, out_regions

@@ -210,8 +210,13 @@ class Index:
     ) -> SearchResponse:
         """Rank the indexed images for a text (and/or an image) query. relations=False (or
         relation_weight 0) ignores the query's relations, ranking its lexemes independently.
-        refine (default: settings.refine) searches each result's lexeme boxes again on its
-        re-encoded dense maps (refine.py), so the box shown fits the object; ranks and scores stay.
+        refine (default: settings.refine) looks at the best max(k, settings.rerank) results
+        again on their re-encoded dense maps (refine.py): each lexeme's box is searched again, so
+        the box shown fits the object, and those results are reordered and scored by
+        refine_alpha * global + (1 - refine_alpha) * their refined lexeme scores (the relation
+        part as matched on the indexed regions); the k shown come from them, and a numeric
+        min_score applies to that score. With settings.rerank 0, only the k shown are refined,
+        and their ranks and scores stay. "auto" confidence is always the indexed scores'.
 
         after / before ("2024", "2024-07", "2024-07-15", a date): capture time at or after the
         start of `after`, before the start of `before`, on the photos' own clocks. under: folders
@@ -540,9 +545,11 @@ class Index:
     ) -> tuple[np.ndarray, np.ndarray, RegionMatch, dict[int, np.ndarray]]:
         """Refinement (refine.py) of the first max(k, s.rerank) positions of `order` (only the k
         shown when s.rerank is 0): each lexeme's box searched again near the indexed one; with
-        s.rerank, those positions reordered by their refined fused scores (refine_alpha). Returns
-        (order, fused, match, position -> refined boxes [L, 4]). A result whose picture cannot be
-        decoded keeps its indexed boxes and scores, with a warning."""
+        s.rerank, those positions, scored by fuse(global, lexeme scores, refine_alpha, relation
+        part) - penalties, reordered and cut at a numeric s.min_score (the rest of `order` is
+        dropped: every result shown is scored the same way). Returns (order, fused, match,
+        position -> refined boxes [L, 4]). A result whose picture is gone or cannot be decoded
+        keeps its indexed boxes and lexeme scores (in that same formula), with a warning."""
         from harmosearch.errors import HarmosearchError
         from harmosearch.refine import decode_side, refine_boxes
 
@@ -550,36 +557,41 @@ class Index:
         pictures, kept, unread = [], [], []
         for p in head:
             image_id = int(candidates[p])
-            if not self.image_file(image_id).is_file():  # deleted since indexing: said where it matters
-                continue
             try:
                 pictures.append(self.picture(image_id, decode_side(self.encoder, s.refine_scale)))
-            except HarmosearchError as exc:
+            except HarmosearchError as exc:  # gone since indexing, or undecodable
                 unread.append(f"{self.reader.images['path'][image_id]}: {exc}")
                 continue
             kept.append(int(p))
         if unread:
-            warnings.append(f"{len(unread)} results show their indexed boxes, their pictures unread ({unread[0]})")
-        if not kept:
-            return order, fused, match, {}
-        count = len(lexemes)
-        # An empty box (an image without regions) is no seed: the box is searched anywhere.
-        seeds = np.array([self._box(int(row)) for row in match.rows[kept].reshape(-1)], np.float32).reshape(-1, 4)
-        seeds[(seeds[:, 2] <= seeds[:, 0]) | (seeds[:, 3] <= seeds[:, 1])] = np.nan
-        image_of = np.repeat(np.arange(len(kept)), count)
-        boxes, scores = refine_boxes(
-            self.encoder, pictures, image_of, np.tile(lexemes, (len(kept), 1)), seeds, s.refine_scale, s.box_margin
-        )
-        refined = {p: boxes[i * count : (i + 1) * count] for i, p in enumerate(kept)}
+            warnings.append(
+                f"{len(unread)} of the best {len(head)} results were not looked at again, their pictures unread "
+                f"({unread[0]}); they keep their indexed boxes"
+            )
+        refined: dict[int, np.ndarray] = {}
+        lexeme_scores = match.scores.astype(np.float32)
+        if kept:
+            count = len(lexemes)
+            # An empty box (an image without regions) is no seed: the box is searched anywhere.
+            rows = match.rows[kept].reshape(-1)
+            seeds = np.array([self._box(int(row)) for row in rows], np.float32).reshape(-1, 4)
+            seeds[(seeds[:, 2] <= seeds[:, 0]) | (seeds[:, 3] <= seeds[:, 1])] = np.nan
+            image_of = np.repeat(np.arange(len(kept)), count)
+            boxes, scores = refine_boxes(
+                self.encoder, pictures, image_of, np.tile(lexemes, (len(kept), 1)), seeds, s.refine_scale, s.box_margin
+            )
+            refined = {p: boxes[i * count : (i + 1) * count] for i, p in enumerate(kept)}
+            lexeme_scores[kept] = scores.reshape(len(kept), count)
         if not s.rerank:
             return order, fused, match, refined
-        fused, lexeme_scores = fused.copy(), match.scores.astype(np.float32)
-        lexeme_scores[kept] = scores.reshape(len(kept), count)
-        relation_scores = match.relation_scores[kept] if match.relation_scores.size else None
-        fused[kept] = fuse(global_scores[kept], lexeme_scores[kept], s.refine_alpha, relation_scores, s.relation_weight)
-        fused[kept] -= penalties[kept] if isinstance(penalties, np.ndarray) else penalties
+        fused = fused.copy()
+        relation_scores = match.relation_scores[head] if match.relation_scores.size else None
+        fused[head] = fuse(global_scores[head], lexeme_scores[head], s.refine_alpha, relation_scores, s.relation_weight)
+        fused[head] -= penalties[head] if isinstance(penalties, np.ndarray) else penalties
         head = head[np.lexsort((candidates[head], -fused[head]))]
-        return np.concatenate([head, order[len(head) :]]), fused, replace(match, scores=lexeme_scores), refined
+        if isinstance(s.min_score, float):
+            head = head[fused[head].astype(np.float64) >= s.min_score]
+        return head, fused, replace(match, scores=lexeme_scores), refined
 
     def _box(self, row: int) -> tuple[float, float, float, float]:
         if row < 0:

@@ -30,6 +30,7 @@ import os
 import re
 import shutil
 import signal
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,12 +110,15 @@ class _Rows:
 
 @dataclass
 class IndexData(_Rows):
-    """One generation's contents, in memory."""
+    """One generation's contents: tables in memory, vectors in memory or memory-mapped."""
 
     images: dict[str, np.ndarray]  # column -> array, one row per image; MEDIA_COLUMNS left out are null
     regions: dict[str, np.ndarray]  # column -> array, one row per region, sorted by image_id
     global_vectors: np.ndarray  # [n_images, D] float
     region_vectors: np.ndarray  # [n_regions, D] float
+    # .npy files on the index's file system that already hold the vectors as stored (float16; an
+    # update's assembly writes them): moved into the generation instead of written again.
+    vector_files: tuple[Path, Path] | None = None
 
 
 def choose_index_type(n: int, requested: str, exact_below: int, dim: int = 512, hnsw_memory_mb: int = 0) -> str:
@@ -528,9 +532,10 @@ def write_generation(
     writers = {
         "images": lambda p: _parquet_write(p, data.images, IMAGE_COLUMNS),
         "regions": lambda p: _parquet_write(p, data.regions, REGION_COLUMNS),
-        "global_vectors": lambda p: _save_npy(p, data.global_vectors, dim),
-        "region_vectors": lambda p: _save_npy(p, data.region_vectors, dim),
+        "global_vectors": lambda p: _save_npy(p, data.global_vectors, dim, staged[0]),
+        "region_vectors": lambda p: _save_npy(p, data.region_vectors, dim, staged[1]),
     }
+    staged = data.vector_files or (None, None)
     checksums = {}
     for key, name in files.items():
         write_atomic(root / name, writers[key])
@@ -616,7 +621,10 @@ def video_counts(images: dict[str, np.ndarray]) -> dict[str, int]:
     return {"videos": len(set(np.asarray(images["path"])[frames])), "frames": int(frames.sum())}
 
 
-def _save_npy(path: Path, vectors: np.ndarray, dim: int) -> None:
+def _save_npy(path: Path, vectors: np.ndarray, dim: int, staged: Path | None = None) -> None:
+    if staged is not None:
+        os.replace(staged, path)  # `vectors` maps it: the data stays the same, under its new name
+        return
     with open(path, "wb") as f:
         np.save(f, np.asarray(vectors, dtype=np.float16).reshape(-1, dim))
 
@@ -742,6 +750,10 @@ def _savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
         np.savez(f, **arrays)
 
 
+# What reading a torn or corrupted npz raises (a bad CRC is a BadZipFile; a short file an EOFError).
+CHUNK_DAMAGE = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)
+
+
 @dataclass(frozen=True)
 class StagedPicture:
     """A staged picture's table fields, and where its vectors lie: picture `number` of `chunk`,
@@ -786,39 +798,24 @@ def staged_pictures(folder: Path) -> dict[str, list[StagedPicture]]:
                         )
                     )
             found.update(chunk)
-        except (OSError, ValueError, KeyError):
+        except CHUNK_DAMAGE:
             path.unlink(missing_ok=True)  # a chunk torn by a crash: its images are encoded again
     return found
 
 
 def read_staged(chunk: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(global vectors [pictures, D], region vectors [regions, D]) of one staged chunk, float16."""
-    with np.load(chunk) as z:
-        return z["global"], z["vectors"]
-
-
-def load_chunks(folder: Path) -> dict[str, list[Any]]:
-    """sha256 -> its pipeline.Encoded pictures (vectors included) from every complete chunk in
-    the staging folder."""
-    from harmosearch.pipeline import Encoded
-
-    found: dict[str, list[Any]] = {}
-    vectors: dict[Path, tuple[np.ndarray, np.ndarray]] = {}
-    for sha, pictures in staged_pictures(folder).items():
-        for p in pictures:
-            g, v = vectors.setdefault(p.chunk, read_staged(p.chunk))
-            found.setdefault(sha, []).append(
-                Encoded(
-                    p.width,
-                    p.height,
-                    g[p.number].astype(np.float32),
-                    p.boxes,
-                    p.scales,
-                    v[p.first : p.first + len(p.boxes)].astype(np.float32),
-                    frame_time=p.frame_time,
-                )
-            )
-    return found
+    """(global vectors [pictures, D], region vectors [regions, D]) of one staged chunk, float16.
+    A chunk whose vectors cannot be read is removed (its images are encoded again by the next
+    run) and IndexStoreError says so."""
+    try:
+        with np.load(chunk) as z:
+            return z["global"], z["vectors"]
+    except CHUNK_DAMAGE as exc:
+        chunk.unlink(missing_ok=True)
+        raise IndexStoreError(
+            f"staged batch {chunk.name} is damaged ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
+            "it was removed: run the update again to encode its images again"
+        ) from None
 
 
 def describe(root: Path) -> dict[str, Any]:

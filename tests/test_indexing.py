@@ -332,7 +332,7 @@ def test_encoding_in_worker_processes_equals_encoding_in_the_main_process(photos
 
 def test_staged_chunks_keep_each_video_frame_with_its_time(tmp_path):
     from harmosearch.pipeline import Encoded
-    from harmosearch.store import load_chunks, save_chunk
+    from harmosearch.store import read_staged, save_chunk, staged_pictures
 
     rng = np.random.default_rng(0)
 
@@ -349,11 +349,14 @@ def test_staged_chunks_keep_each_video_frame_with_its_time(tmp_path):
 
     records = [("still", encoded(None, 2)), ("video", encoded(0.0, 1)), ("video", encoded(2.5, 3))]
     save_chunk(tmp_path, 0, records)
-    loaded = load_chunks(tmp_path)
+    loaded = staged_pictures(tmp_path)
     assert [e.frame_time for e in loaded["video"]] == [0.0, 2.5] and loaded["still"][0].frame_time is None
+    global_vectors, region_vectors = read_staged(tmp_path / "chunk_000000.npz")
     for (_, original), again in zip(records, [*loaded["still"], *loaded["video"]], strict=True):
-        assert len(again.boxes) == len(original.boxes)
-        np.testing.assert_allclose(again.vectors, original.vectors, atol=2e-3)  # stored in float16
+        np.testing.assert_array_equal(again.boxes, original.boxes)
+        np.testing.assert_allclose(global_vectors[again.number], original.global_vector, atol=2e-3)
+        vectors = region_vectors[again.first : again.first + len(again.boxes)]
+        np.testing.assert_allclose(vectors, original.vectors, atol=2e-3)  # stored in float16
 
 
 def test_stills_are_batched_and_each_video_is_a_batch_of_its_own():
@@ -365,16 +368,17 @@ def test_stills_are_batched_and_each_video_is_a_batch_of_its_own():
     assert file_batches(paths, 2) == [[1], [0, 2], [4], [3, 5]]
 
 
-def test_assembly_copies_each_vector_from_where_it_lies_without_holding_them(tmp_path):
+def test_assembly_copies_each_vector_from_where_it_lies_without_holding_them(tmp_path, monkeypatch):
     """An update's vectors are copied from staged chunks (a chunk read once) and the old
     generation's files into memory-mapped float16 files: equal to stacking every image's vectors
     in memory (the obvious reference), while the Python heap holds about one chunk at a time."""
     import tracemalloc
     from types import SimpleNamespace
 
+    import harmosearch.store as indexing_store
     from harmosearch.indexing import _vectors
     from harmosearch.pipeline import Encoded
-    from harmosearch.store import save_chunk, staged_pictures
+    from harmosearch.store import read_staged, save_chunk, staged_pictures
 
     rng = np.random.default_rng(5)
     dim = 512
@@ -416,10 +420,38 @@ def test_assembly_copies_each_vector_from_where_it_lies_without_holding_them(tmp
                 want_global.append(z["global"][p.number])
                 want_regions.append(z["vectors"][p.first : p.first + len(p.boxes)])
     want = np.concatenate(want_regions)
+    largest = max(p.chunk.stat().st_size for p in staged)
+    reads = []
+    monkeypatch.setattr(indexing_store, "read_staged", lambda chunk: reads.append(chunk) or read_staged(chunk))
     tracemalloc.start()
     got_global, got_regions = _vectors(sources, np.array(counts), old, dim, stage)
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert isinstance(got_regions, np.memmap) and got_regions.dtype == np.float16
     assert np.array_equal(got_global, np.stack(want_global)) and np.array_equal(got_regions, want)
-    assert peak < want.nbytes / 5, f"assembly held {peak / 1e6:.1f} MB for {want.nbytes / 1e6:.1f} MB of vectors"
+    assert sorted(reads) == sorted({p.chunk for p in staged})  # each chunk read once
+    # Reading one chunk holds its bytes about twice (the zip member, then the array).
+    assert peak < 3 * largest < want.nbytes / 4, f"assembly held {peak / 1e6:.2f} MB; a chunk is {largest / 1e6:.2f} MB"
+
+
+def test_a_damaged_staged_batch_is_removed_and_named(tmp_path):
+    """A staged chunk whose vectors fail their checksum is removed, so that the next run encodes
+    its images again, and the error names it in one line."""
+    from harmosearch.errors import IndexStoreError
+    from harmosearch.indexing import _vectors
+    from harmosearch.pipeline import Encoded
+    from harmosearch.store import save_chunk, staged_pictures
+
+    vectors = np.ones((3, 8), np.float32)
+    save_chunk(
+        tmp_path, 0, [("a", Encoded(8, 8, np.ones(8, np.float32), np.zeros((3, 4), np.float32), np.ones(3), vectors))]
+    )
+    chunk = tmp_path / "chunk_000000.npz"
+    data = bytearray(chunk.read_bytes())
+    at = data.index(np.float16(1.0).tobytes() * 24)  # the region vectors' payload
+    data[at] ^= 0xFF
+    chunk.write_bytes(bytes(data))
+    (picture,) = staged_pictures(tmp_path)["a"]  # the table members are intact
+    with pytest.raises(IndexStoreError, match=r"^staged batch chunk_000000\.npz is damaged \(.*\); it was removed"):
+        _vectors([(chunk, picture.number, picture.first)], np.array([3]), None, 8, tmp_path)
+    assert not chunk.exists()

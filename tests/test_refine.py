@@ -23,6 +23,8 @@ from harmosearch.refine import (
 )
 from harmosearch.regions import from_grid, to_grid
 
+from .conftest import TEST_MODEL
+
 
 def boxes_by_loops(height, width, low, high):
     """Every square box of sides low * RATIO**i <= min(high, height, width), at every quarter
@@ -196,51 +198,81 @@ def test_without_rerank_search_shows_the_refined_boxes_and_keeps_the_ranking(sce
         assert [m.score for m in after.lexemes] == [m.score for m in before.lexemes]
 
 
-@pytest.mark.parametrize("text", ["a red circle and a blue star", "a red circle left of a blue star"])
-def test_rerank_orders_the_best_results_by_their_refined_scores(scene_index, test_encoder, text):
-    """With rerank N, the N best results of the plain ranking are each refined alone and scored
-    refine_alpha * global + (1 - refine_alpha) * (refined lexeme scores + relation part) / m, as
-    fusion.py writes it out; the k shown are the best of them by that score, with the refined
-    boxes and lexeme scores."""
-    from harmosearch.search import Index
-
-    path, config = scene_index
-    index = Index(path, config, encoder=test_encoder)
-    settings = replace(config.search, rerank=6, refine_alpha=0.3)
-    plain = index.search(text, k=6, refine=False, settings=settings)
-    refined = index.search(text, k=3, refine=True, settings=settings)
-    lexemes = np.asarray(index._encode(text, None, (), False, True).lexeme_vectors, dtype=np.float32)
-    s = settings
-    expected = []
-    for result in plain.results:
-        picture = index.picture(result.image_id)
-        seeds = np.array([m.box for m in result.lexemes], np.float32)
-        boxes, scores = refine_boxes(
-            test_encoder, [picture], np.zeros(len(lexemes), np.int64), lexemes, seeds, s.refine_scale, s.box_margin
-        )
+def reranked(index, encoder, plain, lexemes, s, unreadable=()):
+    """The plain ranking's results, each refined alone (or, if unreadable, kept as indexed) and
+    scored refine_alpha * global + (1 - refine_alpha) * (lexeme scores + relation part) / m, as
+    fusion.py writes it out; best first, ties by image id: (score, path, boxes, lexeme scores)."""
+    out = []
+    for result in plain:
+        boxes = np.array([m.box for m in result.lexemes], np.float32)
+        scores = np.array([m.score for m in result.lexemes], np.float32)
+        if result.image_id not in unreadable:
+            where = np.zeros(len(lexemes), np.int64)
+            picture = index.picture(result.image_id)
+            boxes, scores = refine_boxes(encoder, [picture], where, lexemes, boxes, s.refine_scale, s.box_margin)
         relation_part = sum(s.relation_weight * (r.score - 0.5) for r in result.relations)
         score = s.refine_alpha * result.global_score + (1 - s.refine_alpha) * (scores.sum() + relation_part) / len(
             lexemes
         )
-        expected.append((-round(float(score), 5), result.image_id, result.path, boxes, scores))
-    expected.sort(key=lambda e: (e[0], e[1]))
-    assert len(plain.results) == 6 and len(refined.results) == 3 and not refined.warnings
-    assert "left of" not in text or all(len(r.relations) == 1 for r in refined.results)
-    for rank, (result, (neg, _, path, boxes, scores)) in enumerate(zip(refined.results, expected, strict=False), 1):
-        assert (result.rank, result.path) == (rank, path)
-        assert result.score == pytest.approx(-neg, abs=1e-4)
-        assert np.allclose([m.box for m in result.lexemes], boxes, atol=1e-3)
-        assert np.allclose([m.score for m in result.lexemes], scores, atol=1e-5)
+        out.append((-round(float(score), 5), result.image_id, result.path, boxes, scores))
+    out.sort(key=lambda e: (e[0], e[1]))
+    return [(-neg, path, boxes, scores) for neg, _, path, boxes, scores in out]
 
 
-@pytest.mark.parametrize("rerank", [0, 5])
-def test_pictures_that_cannot_be_read_keep_their_indexed_boxes(scene_index, test_encoder, monkeypatch, rerank):
+@pytest.mark.parametrize(
+    ("text", "unreadable"),
+    [
+        ("a red circle and a blue star", "none"),
+        ("a red circle left of a blue star", "none"),
+        ("a red circle and a blue star", "second"),
+        ("a red circle left of a blue star", "all"),
+    ],
+)
+def test_rerank_orders_the_best_results_by_their_refined_scores(
+    scene_index, test_encoder, monkeypatch, text, unreadable
+):
+    """With rerank N, the N best results of the plain ranking are each refined alone and
+    reordered by one formula (reranked above); the k shown are the best of them, with the
+    refined boxes and lexeme scores. A result whose picture cannot be read keeps its indexed
+    boxes and lexeme scores in that same formula."""
     from harmosearch.errors import DataError
     from harmosearch.search import Index
 
     path, config = scene_index
     index = Index(path, config, encoder=test_encoder)
-    settings = replace(config.search, rerank=rerank)
+    s = replace(config.search, rerank=6, refine_alpha=0.3)
+    plain = index.search(text, k=6, refine=False, settings=s).results
+    lexemes = np.asarray(index._encode(text, None, (), False, True).lexeme_vectors, dtype=np.float32)
+    broken = {"none": set(), "second": {plain[1].image_id}, "all": {r.image_id for r in plain}}[unreadable]
+    expected = reranked(index, test_encoder, plain, lexemes, s, broken)
+    readable = index.picture
+
+    def picture(image_id, min_side=None):
+        if image_id in broken:
+            raise DataError("cannot decode image: broken")
+        return readable(image_id, min_side)
+
+    monkeypatch.setattr(index, "picture", picture)
+    refined = index.search(text, k=3, refine=True, settings=s)
+    assert len(plain) == 6 and len(refined.results) == 3
+    assert "left of" not in text or all(len(r.relations) == 1 for r in refined.results)
+    for rank, (result, (score, path, boxes, scores)) in enumerate(zip(refined.results, expected, strict=False), 1):
+        assert (result.rank, result.path) == (rank, path)
+        assert result.score == pytest.approx(score, abs=1e-4)
+        assert np.allclose([m.box for m in result.lexemes], boxes, atol=1e-3)
+        assert np.allclose([m.score for m in result.lexemes], scores, atol=1e-5)
+    assert [w.split(" (")[0] for w in refined.warnings] == (
+        [f"{len(broken)} of the best 6 results were not looked at again, their pictures unread"] if broken else []
+    )
+
+
+def test_without_rerank_unreadable_pictures_keep_their_indexed_boxes(scene_index, test_encoder, monkeypatch):
+    from harmosearch.errors import DataError
+    from harmosearch.search import Index
+
+    path, config = scene_index
+    index = Index(path, config, encoder=test_encoder)
+    settings = replace(config.search, rerank=0)
     plain = index.search("a red circle", k=3, refine=False, settings=settings)
 
     def broken(image_id, min_side=None):
@@ -250,4 +282,33 @@ def test_pictures_that_cannot_be_read_keep_their_indexed_boxes(scene_index, test
     kept = index.search("a red circle", k=3, refine=True, settings=settings)
     assert [(r.path, r.score, r.lexemes) for r in kept.results] == [(r.path, r.score, r.lexemes) for r in plain.results]
     assert len(kept.warnings) == 1
-    assert f"{max(3, rerank)} results" in kept.warnings[0] and plain.results[0].path in kept.warnings[0]
+    assert "3 of the best 3 results" in kept.warnings[0] and plain.results[0].path in kept.warnings[0]
+
+
+def test_a_numeric_min_score_applies_to_the_reordered_scores(scene_index, test_encoder):
+    from harmosearch.search import Index
+
+    path, config = scene_index
+    index = Index(path, config, encoder=test_encoder)
+    s = replace(config.search, rerank=6, refine_alpha=0.3)
+    every = index.search("a blue star", k=6, refine=True, settings=s).results
+    bound = every[2].score
+    kept = index.search("a blue star", k=6, refine=True, settings=replace(s, min_score=bound)).results
+    assert [r.path for r in kept] == [r.path for r in every if r.score >= bound] and len(kept) < 6
+    assert all(r.score >= bound for r in kept)
+
+
+def test_refine_passes_over_a_photo_deleted_since_indexing(photos, tmp_path, test_encoder):
+    from harmosearch.config import load_config
+    from harmosearch.indexing import build_index
+    from harmosearch.search import Index
+
+    config = load_config(overrides={"encoder.model": TEST_MODEL, "encoder.device": "cpu", "index.workers": 0})
+    build_index(photos, tmp_path / "index", config, encoder=test_encoder)
+    index = Index(tmp_path / "index", config, encoder=test_encoder)
+    top = index.search("a red circle", k=3, refine=False).results[0]
+    (photos / top.path).unlink()
+    response = index.search("a red circle", k=3, refine=True)
+    assert len(response.results) == 3 and top.path in response.warnings[0]
+    gone = next(r for r in response.results if r.path == top.path)
+    assert [m.box for m in gone.lexemes] == [m.box for m in top.lexemes]

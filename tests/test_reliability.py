@@ -20,7 +20,7 @@ from harmosearch.errors import HarmosearchError, QueryError
 from harmosearch.indexing import build_index
 from harmosearch.media.formats import open_still
 from harmosearch.search import Index
-from harmosearch.store import SCHEMA_VERSION, IndexReader, load_chunks, read_manifest, verify
+from harmosearch.store import SCHEMA_VERSION, IndexReader, read_manifest, staged_pictures, verify
 from harmosearch.synth import generate
 
 from .conftest import TEST_MODEL
@@ -265,7 +265,7 @@ def test_sigterm_exits_cleanly_and_a_rerun_resumes(tmp_path, scenes):
     assert process.returncode == 143, "indexing finished before the signal arrived"
     assert stderr.splitlines() == ["terminated; what was written so far is consistent, and a re-run resumes it"]
     assert read_manifest(index) == before and verify(index) == []
-    staged = len(load_chunks(index / ".staging"))
+    staged = len(staged_pictures(index / ".staging"))
     assert staged >= 16
     rerun = run_index(photos, index, "--batch-size", "8", chunk=8)
     stdout, stderr = rerun.communicate(timeout=300)

@@ -134,7 +134,13 @@ def test_text_search_draws_each_lexemes_box_where_the_api_says(page, server, tmp
         page.press("#q", "Enter")
     answer = reply.value.json()
     sent = json.loads(reply.value.request.post_data)
-    assert sent == {"text": "red circle next to a blue square", "k": 50, "alpha": 0.5, "global_only": False}
+    assert sent == {
+        "text": "red circle next to a blue square",
+        "k": 50,
+        "alpha": 0.5,
+        "global_only": False,
+        "refine": False,  # the index's search.refine
+    }
     assert answer == api(server, "search", sent)
     assert answer["lexemes"] == ["red circle", "blue square"] and len(answer["results"]) == 13
     page.wait_for_function("document.querySelectorAll('.card').length === 13")

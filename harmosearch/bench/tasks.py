@@ -59,7 +59,7 @@ def retrieval(run: Run) -> dict[str, Any]:
         t2i = recall_text_to_image(matrix, bench.caption_image)
         i2t = recall_image_to_text(matrix, bench.caption_image)
         modes[name] = {**{f"t2i_R@{k}": v for k, v in t2i.items()}, **{f"i2t_R@{k}": v for k, v in i2t.items()}}
-    if run.config.search.refine and "fused" in rankings:
+    if run.config.search.refine and run.config.search.rerank and "fused" in rankings:
         modes["refined"] = _refined_recall(run, texts, scores["fused"])
     if run.save_scores is not None:
         _save_scores(run.save_scores, scores, bench)
@@ -68,7 +68,8 @@ def retrieval(run: Run) -> dict[str, Any]:
 
 def _refined_recall(run: Run, texts: Any, fused: np.ndarray) -> dict[str, float]:
     """text->image recall@1/5/10 of the fused ranking with its best max(10, rerank) images
-    refined and reordered as `query --refine` reorders them (image->text has no such step)."""
+    refined and reordered, as `query -k 10 --refine --no-relations` ranks them (with rerank
+    under 10 a smaller k reorders fewer); image->text has no such step."""
     s = run.config.search
     g = texts.global_vectors @ run.images.global_vectors.T
     every = np.arange(run.images.regions.n_images)
@@ -113,8 +114,10 @@ def grounding(run: Run) -> dict[str, Any]:
     vectors = phrase_vectors(run.encoder, phrases)
     _, rows = best_regions(regions, images, vectors, run.config.search.box_margin)
     own = np.array([column[p] for p in bench.phrases], dtype=np.int64)
-    indexed = regions.boxes[rows[np.arange(len(own)), own]]
-    refined, seconds = _refined(run, images, vectors[own], indexed)[::2] if run.config.search.refine else (None, 0.0)
+    indexed = _boxes_of(regions, rows[np.arange(len(own)), own])
+    refined, seconds = (
+        _refined(run, images, vectors[own], _seeds(indexed))[::2] if run.config.search.refine else (None, 0.0)
+    )
     truth = np.array([box for _, box, _ in bench.boxes], dtype=np.float32).reshape(-1, 4)
     ceiling = [
         bool((box_iou(truth[n : n + 1], regions.boxes[regions.rows_of(image)]) >= 0.5).any())
@@ -177,12 +180,13 @@ def _heads(
     depth = min(depth, fused.shape[1])
     heads = np.stack([np.lexsort((np.arange(len(row)), -row))[:depth] for row in fused])
     own = [np.flatnonzero(texts.owners == t) for t in range(len(fused))]
-    boxes = [regions.boxes[rows[heads[t]][:, own[t]]].reshape(depth, len(own[t]), 4) for t in range(len(fused))]
+    boxes = [_boxes_of(regions, rows[heads[t]][:, own[t]]) for t in range(len(fused))]
     if not s.refine or not len(texts.lexemes):
         return heads, boxes, None
     images = np.concatenate([np.repeat(heads[t], len(own[t])) for t in range(len(fused))])
     lexemes = np.concatenate([np.tile(texts.lexemes[own[t]], (depth, 1)) for t in range(len(fused))])
-    refined, scores, seconds = _refined(run, images, lexemes, np.concatenate([b.reshape(-1, 4) for b in boxes]))
+    seeds = _seeds(np.concatenate([b.reshape(-1, 4) for b in boxes]))
+    refined, scores, seconds = _refined(run, images, lexemes, seeds)
     at = 0
     for t in range(len(fused)):
         count = depth * len(own[t])
@@ -193,6 +197,20 @@ def _heads(
             heads[t], boxes[t] = heads[t][order], boxes[t][order]
         at += count
     return heads, boxes, seconds
+
+
+def _boxes_of(regions: Any, rows: np.ndarray) -> np.ndarray:
+    """The boxes of region rows [...] -> [..., 4]; row -1 (an image without regions) is an empty box."""
+    boxes = np.zeros((*rows.shape, 4), np.float32)
+    boxes[rows >= 0] = regions.boxes[rows[rows >= 0]]
+    return boxes
+
+
+def _seeds(boxes: np.ndarray) -> np.ndarray:
+    """Indexed boxes [N, 4] as refinement seeds, as Index.search seeds them: an empty box is none (NaN)."""
+    seeds = np.array(boxes, dtype=np.float32)
+    seeds[(seeds[:, 2] <= seeds[:, 0]) | (seeds[:, 3] <= seeds[:, 1])] = np.nan
+    return seeds
 
 
 def search(run: Run, k: int = 5) -> dict[str, Any]:

@@ -82,7 +82,9 @@ class TextQuery(Options):
     under: list[str] = Field([], max_length=64, description="only photos under these folders of the photo root")
     sort: str = Field("score", description="order of the k best: score, or date (newest first)")
     refine: bool | None = Field(
-        None, description="search each result's boxes again on its re-encoded picture (default: search.refine)"
+        None,
+        description="look at the best search.rerank results again on their re-encoded pictures: boxes that fit, "
+        "and those results reordered by their refined scores (default: search.refine)",
     )
 
 

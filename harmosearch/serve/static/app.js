@@ -145,9 +145,13 @@ function searchText() {
   }
   const params = new URLSearchParams({ q: text, index: state.index });
   history.replaceState(null, "", `#${params}`);
-  const body = { text, k: k(), alpha: parseFloat($("alpha").value), global_only: $("global-only").checked };
-  if ($("refine").checked) body.refine = true; // unchecked: the server's own search.refine
-  run("search", body);
+  run("search", {
+    text,
+    k: k(),
+    alpha: parseFloat($("alpha").value),
+    global_only: $("global-only").checked,
+    refine: $("refine").checked, // starts as the index's search.refine
+  });
 }
 
 // The viewer: one result at full size with its boxes; drag to search by a region.
@@ -251,6 +255,7 @@ async function chooseIndex(name) {
   state.index = name;
   const info = await api(base());
   $("alpha").value = info.config.search.alpha;
+  $("refine").checked = info.config.search.refine;
   $("alpha-value").value = Number($("alpha").value).toFixed(2);
   const model = info.model.spec;
   status(`${info.images} images, ${info.regions} regions, model ${model}`);
