@@ -357,9 +357,9 @@ def _encode_and_commit(
     progress: Progress | None,
 ) -> None:
     """Encode what is new (resuming staged work), then write the next generation."""
-    from harmosearch.store import clear_staging, staged_pictures, staging_dir, video_counts, write_generation
+    from harmosearch.store import claim_staging, clear_staging, staged_pictures, video_counts, write_generation
 
-    stage = staging_dir(index)
+    stage = claim_staging(index, {"encoder": encoder.identity.to_dict(), "regions": config.to_json()["regions"]})
     staged = staged_pictures(stage)
     to_encode = plan.to_encode
     report.resumed = sum(1 for _, sha in to_encode if sha in staged)

@@ -46,6 +46,7 @@ from harmosearch.indexes import MANIFEST
 SCHEMA_VERSION = 2  # 2: video frames and capture metadata in the images table, calibration in the manifest
 LOCK = "index.lock"
 STAGING = ".staging"
+STAGED_FOR = "staged_for.json"  # in STAGING: what the staged vectors were made with
 # Columns of the images table after the core ones, with their Parquet types; null where unknown.
 # frame_time: seconds into the video of a frame row, null for a still; the others are
 # media.metadata's METADATA_FIELDS, shared by all rows of a file.
@@ -716,6 +717,24 @@ def staging_dir(root: Path) -> Path:
     """Folder for encoded-but-not-yet-committed chunks; survives crashes, removed after a commit."""
     path = Path(root) / STAGING
     path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def claim_staging(root: Path, made_by: dict[str, Any]) -> Path:
+    """The staging folder for work that depends on `made_by` (the encoder's identity and the
+    region settings, as JSON values): staged work that something else made (an interrupted run
+    with another model or other regions) is dropped, since its vectors would not fit this index."""
+    path = staging_dir(root)
+    record = path / STAGED_FOR
+    made_by = json.loads(json.dumps(made_by, sort_keys=True))  # as it reads back (tuples become lists)
+    try:
+        same = json.loads(record.read_text()) == made_by
+    except (OSError, ValueError):
+        same = not any(path.glob("chunk_*.npz"))  # unrecorded chunks: of unknown making
+    if not same:
+        for chunk in path.glob("chunk_*.npz"):
+            chunk.unlink()
+    write_atomic(record, lambda p: p.write_text(json.dumps(made_by, sort_keys=True)))
     return path
 
 

@@ -455,3 +455,25 @@ def test_a_damaged_staged_batch_is_removed_and_named(tmp_path):
     with pytest.raises(IndexStoreError, match=r"^staged batch chunk_000000\.npz is damaged \(.*\); it was removed"):
         _vectors([(chunk, picture.number, picture.first)], np.array([3]), None, 8, tmp_path)
     assert not chunk.exists()
+
+
+def test_staged_work_of_another_model_is_not_resumed(photos, tmp_path, test_encoder):
+    """Chunks that an interrupted run staged with other encoder settings or other regions (here:
+    other regions) are dropped, not mixed into this index: nothing is resumed, and the index
+    equals a fresh build."""
+    from harmosearch.pipeline import Encoded
+    from harmosearch.store import claim_staging, save_chunk, sha256_file
+
+    entries, _ = scan(photos, False, ())
+    made_by = {"encoder": test_encoder.identity.to_dict(), "regions": CONFIG.to_json()["regions"]}
+    stage = claim_staging(tmp_path / "idx", {**made_by, "regions": {**made_by["regions"], "max_regions": 3}})
+    dim = test_encoder.identity.embed_dim
+    wrong = Encoded(8, 8, np.ones(dim, np.float32), np.zeros((1, 4), np.float32), np.ones(1), np.ones((1, dim)))
+    save_chunk(stage, 0, [(sha256_file(e.absolute), wrong) for e in entries[:4]])
+    report = build_index(photos, tmp_path / "idx", CONFIG, encoder=test_encoder)
+    assert report.resumed == 0 and report.encoded == len(entries)
+    build_index(photos, tmp_path / "fresh", CONFIG, encoder=test_encoder)
+    assert_same_index(tmp_path / "idx", tmp_path / "fresh")
+    # Work of the same making is kept for the run to resume (the interrupted-run tests resume it).
+    save_chunk(claim_staging(tmp_path / "again", made_by), 0, [("x", wrong)])
+    assert [c.name for c in claim_staging(tmp_path / "again", made_by).glob("chunk_*.npz")] == ["chunk_000000.npz"]

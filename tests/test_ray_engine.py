@@ -93,11 +93,14 @@ def test_staged_shards_of_an_interrupted_run_are_resumed_by_either_engine(photos
     """Shards staged by Ray before a failure are not encoded again by the next run, even a local one."""
     from harmosearch.engines.ray import encode_on_ray, make_shards
     from harmosearch.media.scan import scan
-    from harmosearch.store import sha256_file, staged_pictures, staging_dir
+    from harmosearch.store import claim_staging, sha256_file, staged_pictures
 
     entries, _ = scan(photos, False, ())
     first_half = [(e.absolute, sha256_file(e.absolute), None) for e in entries[:6]]
-    stage = staging_dir(tmp_path / "idx")
+    # Claimed as an update claims it before handing files to Ray.
+    stage = claim_staging(
+        tmp_path / "idx", {"encoder": test_encoder.identity.to_dict(), "regions": CONFIG.to_json()["regions"]}
+    )
     assert encode_on_ray(first_half, test_encoder.identity, RAY, stage, None) == {}
     assert len(list(stage.glob("chunk_*.npz"))) == len(make_shards(first_half, 3)) == 2
     assert set(staged_pictures(stage)) == {sha for _, sha, _ in first_half}
