@@ -544,9 +544,8 @@ def _vectors(
     out_global = open_memmap(paths[0], mode="w+", dtype=np.float16, shape=(len(sources), dim))
     out_regions = open_memmap(paths[1], mode="w+", dtype=np.float16, shape=(int(starts[-1]), dim))
     by_chunk: dict[Path, list[int]] = defaultdict(list)
-    for i, (chunk, _, _) in enumerate(sources):
+    for i, (chunk, row, first) in enumerate(sources):
         if chunk is None:
-            _, row, first = sources[i]
             out_global[i] = old.global_vectors[row]
             out_regions[starts[i] : starts[i + 1]] = old.region_vectors[first : first + counts[i]]
         else:

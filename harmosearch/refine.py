@@ -174,6 +174,14 @@ def best_boxes(
     return frame[pick], scores[pick, torch.arange(len(best))]
 
 
+def as_seeds(boxes: np.ndarray) -> np.ndarray:
+    """Indexed boxes [N, 4] as the seeds refine_boxes takes: an empty box (an image without
+    regions) is no seed (NaN), so the box is searched anywhere."""
+    seeds = np.array(boxes, dtype=np.float32).reshape(-1, 4)
+    seeds[(seeds[:, 2] <= seeds[:, 0]) | (seeds[:, 3] <= seeds[:, 1])] = np.nan
+    return seeds
+
+
 def decode_side(encoder: Any, scale: float) -> int:
     """The short side, in pixels, a picture must keep when decoded for refinement at `scale`
     (a draft decode may go smaller than the photo, not smaller than the fine map's input)."""

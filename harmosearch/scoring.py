@@ -32,6 +32,13 @@ class RegionTable:
     def rows_of(self, image: int) -> slice:
         return slice(int(self.start[image]), int(self.start[image + 1]))
 
+    def boxes_of(self, rows: np.ndarray) -> np.ndarray:
+        """The boxes of region rows [...] -> [..., 4]; row -1 (an image without regions) is an empty box."""
+        rows = np.asarray(rows, dtype=np.int64)
+        boxes = np.zeros((*rows.shape, 4), np.float32)
+        boxes[rows >= 0] = self.boxes[rows[rows >= 0]]
+        return boxes
+
 
 def best_regions(
     table: RegionTable, images: np.ndarray, lexemes: np.ndarray, box_margin: float

@@ -551,7 +551,7 @@ class Index:
         position -> refined boxes [L, 4]). A result whose picture is gone or cannot be decoded
         keeps its indexed boxes and lexeme scores (in that same formula), with a warning."""
         from harmosearch.errors import HarmosearchError
-        from harmosearch.refine import decode_side, refine_boxes
+        from harmosearch.refine import as_seeds, decode_side, refine_boxes
 
         head = order[: max(s.k, s.rerank)]
         pictures, kept, unread = [], [], []
@@ -572,10 +572,7 @@ class Index:
         lexeme_scores = match.scores.astype(np.float32)
         if kept:
             count = len(lexemes)
-            # An empty box (an image without regions) is no seed: the box is searched anywhere.
-            rows = match.rows[kept].reshape(-1)
-            seeds = np.array([self._box(int(row)) for row in rows], np.float32).reshape(-1, 4)
-            seeds[(seeds[:, 2] <= seeds[:, 0]) | (seeds[:, 3] <= seeds[:, 1])] = np.nan
+            seeds = as_seeds(self.regions.boxes_of(match.rows[kept]))
             image_of = np.repeat(np.arange(len(kept)), count)
             boxes, scores = refine_boxes(
                 self.encoder, pictures, image_of, np.tile(lexemes, (len(kept), 1)), seeds, s.refine_scale, s.box_margin

@@ -26,6 +26,7 @@ from harmosearch.config import Config
 from harmosearch.errors import DataError
 from harmosearch.fusion import fuse
 from harmosearch.metrics import box_iou, recall_image_to_text, recall_text_to_image, topk_accuracy
+from harmosearch.refine import as_seeds
 from harmosearch.scoring import best_regions
 
 # Rankings: the plain CLIP one, lexemes x regions without relations, and relation-aware (what
@@ -114,9 +115,9 @@ def grounding(run: Run) -> dict[str, Any]:
     vectors = phrase_vectors(run.encoder, phrases)
     _, rows = best_regions(regions, images, vectors, run.config.search.box_margin)
     own = np.array([column[p] for p in bench.phrases], dtype=np.int64)
-    indexed = _boxes_of(regions, rows[np.arange(len(own)), own])
+    indexed = regions.boxes_of(rows[np.arange(len(own)), own])
     refined, seconds = (
-        _refined(run, images, vectors[own], _seeds(indexed))[::2] if run.config.search.refine else (None, 0.0)
+        _refined(run, images, vectors[own], as_seeds(indexed))[::2] if run.config.search.refine else (None, 0.0)
     )
     truth = np.array([box for _, box, _ in bench.boxes], dtype=np.float32).reshape(-1, 4)
     ceiling = [
@@ -180,12 +181,12 @@ def _heads(
     depth = min(depth, fused.shape[1])
     heads = np.stack([np.lexsort((np.arange(len(row)), -row))[:depth] for row in fused])
     own = [np.flatnonzero(texts.owners == t) for t in range(len(fused))]
-    boxes = [_boxes_of(regions, rows[heads[t]][:, own[t]]) for t in range(len(fused))]
+    boxes = [regions.boxes_of(rows[heads[t]][:, own[t]]) for t in range(len(fused))]
     if not s.refine or not len(texts.lexemes):
         return heads, boxes, None
     images = np.concatenate([np.repeat(heads[t], len(own[t])) for t in range(len(fused))])
     lexemes = np.concatenate([np.tile(texts.lexemes[own[t]], (depth, 1)) for t in range(len(fused))])
-    seeds = _seeds(np.concatenate([b.reshape(-1, 4) for b in boxes]))
+    seeds = as_seeds(np.concatenate([b.reshape(-1, 4) for b in boxes]))
     refined, scores, seconds = _refined(run, images, lexemes, seeds)
     at = 0
     for t in range(len(fused)):
@@ -197,20 +198,6 @@ def _heads(
             heads[t], boxes[t] = heads[t][order], boxes[t][order]
         at += count
     return heads, boxes, seconds
-
-
-def _boxes_of(regions: Any, rows: np.ndarray) -> np.ndarray:
-    """The boxes of region rows [...] -> [..., 4]; row -1 (an image without regions) is an empty box."""
-    boxes = np.zeros((*rows.shape, 4), np.float32)
-    boxes[rows >= 0] = regions.boxes[rows[rows >= 0]]
-    return boxes
-
-
-def _seeds(boxes: np.ndarray) -> np.ndarray:
-    """Indexed boxes [N, 4] as refinement seeds, as Index.search seeds them: an empty box is none (NaN)."""
-    seeds = np.array(boxes, dtype=np.float32)
-    seeds[(seeds[:, 2] <= seeds[:, 0]) | (seeds[:, 3] <= seeds[:, 1])] = np.nan
-    return seeds
 
 
 def search(run: Run, k: int = 5) -> dict[str, Any]:
