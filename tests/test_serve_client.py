@@ -131,6 +131,21 @@ def test_a_port_in_use_is_a_one_line_error(index, tmp_path):
             WarmServer({"index": index}, port=port, thumbnails=tmp_path / "thumbs")
 
 
+def test_entering_a_warm_server_waits_for_its_discovery_file(index, tmp_path, monkeypatch):
+    """uvicorn reports itself started before the discovery file is written; the `with` block
+    must not begin in between (a slow disk made find_server miss a server that was up)."""
+    announce = WarmServer._announce
+
+    def slow_announce(self):
+        time.sleep(0.5)
+        announce(self)
+
+    monkeypatch.setattr(WarmServer, "_announce", slow_announce)
+    with WarmServer({"index": index}, port=0, thumbnails=tmp_path / "thumbs") as server:
+        assert (index.path / DISCOVERY).exists()
+        assert find_server(index.path, timeout=30) == index_url(server.url, "index")
+
+
 def test_a_server_for_an_older_generation_is_ignored(index, photos, test_encoder, tmp_path):
     with WarmServer({"index": index}, port=0, thumbnails=tmp_path / "thumbs") as server:
         assert find_server(index.path, timeout=30) == index_url(server.url, "index")

@@ -81,6 +81,8 @@ class WarmServer:
         config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=5)
         self._uvicorn = _uvicorn_server(config, self._announce, self._withdraw)
         self._thread: threading.Thread | None = None
+        # Set once the discovery files are written: uvicorn's `started` comes true before that.
+        self._announced = threading.Event()
 
     def run(self) -> None:
         try:
@@ -92,10 +94,9 @@ class WarmServer:
     def __enter__(self) -> WarmServer:
         self._thread = threading.Thread(target=self.run, name="harmosearch-serve", daemon=True)
         self._thread.start()
-        while not self._uvicorn.started:
+        while not self._announced.wait(0.01):
             if not self._thread.is_alive():
                 raise RuntimeError("the server thread stopped while starting")
-            self._thread.join(0.01)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -121,6 +122,7 @@ class WarmServer:
                 os.replace(partial, file)
             except OSError as exc:
                 log.warning("cannot write %s (%s): `harmosearch query` will not find this server", file, exc.strerror)
+        self._announced.set()
 
     def _withdraw(self) -> None:
         for name, index in self.indexes.items():
