@@ -265,7 +265,7 @@ class TrainConfig(Section):
     # Keep the decoded, resized training images in shared memory when they fit in this many MB
     # (the first epoch fills it; 0: decode every epoch).
     pixel_cache_mb: NonNegative = 4096
-    precision: Precision = "auto"  # auto: bf16 autocast on CPU, fp16 on GPU
+    precision: Precision = "auto"  # auto: fp16 on GPU, bf16 on CPUs with native bf16, else fp32
 
 
 @dataclass(frozen=True)

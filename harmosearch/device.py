@@ -64,6 +64,25 @@ def autocast_dtype(device: Any, precision: str) -> Any:
     return {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
 
 
+def training_precision(device: Any, precision: str) -> str:
+    """What `train.precision = "auto"` means on this device: fp16 (with a grad scaler) on a GPU,
+    bf16 on a CPU with native bf16 arithmetic (AVX512-BF16 or AMX), fp32 on other CPUs, where
+    bf16 matrix products are emulated and a training step runs tens of times slower."""
+    if precision != "auto":
+        return precision
+    if device.type != "cpu":
+        return "fp16"
+    return "bf16" if cpu_has_native_bf16() else "fp32"
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 matrices in hardware (AVX512-BF16 or AMX tiles)."""
+    import torch
+
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
+
+
 @contextlib.contextmanager
 def autocast(device: Any, precision: str) -> Iterator[None]:
     import torch

@@ -96,3 +96,20 @@ def test_a_module_that_cannot_be_imported_is_named(fresh_check, monkeypatch):
         "cannot import faiss (libfaiss.so: cannot open shared object file); "
         "run: pip install --force-reinstall --no-deps faiss-cpu"
     )
+
+
+def test_training_precision_auto_uses_bf16_only_where_the_cpu_has_it(monkeypatch):
+    import torch
+
+    from harmosearch.device import training_precision
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda", 0)
+    for native, expected in ((True, "bf16"), (False, "fp32")):
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda native=native: native)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+        assert training_precision(cpu, "auto") == expected
+        assert training_precision(gpu, "auto") == "fp16"
+        for chosen in ("fp32", "bf16", "fp16"):
+            assert training_precision(cpu, chosen) == chosen
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    assert training_precision(cpu, "auto") == "bf16"

@@ -213,18 +213,18 @@ def make_trainer(
     model: Any, config: Config, total_steps: int, device: Any, normalise: Any = None, ranks: Any = None
 ) -> Trainer:
     """AdamW with open_clip's betas and weight-decay groups, warmup + cosine, the loss terms of
-    config.train, and autocast (bf16 on CPU, fp16 with a grad scaler on GPU, unless set); with
-    `ranks` of several processes, the forward pass in DDP and the loss over the global batch."""
+    config.train, and autocast (`device.training_precision`: fp16 with a grad scaler on GPU, bf16
+    on CPUs with native bf16, else fp32, unless set); with `ranks` of several processes, the
+    forward pass in DDP and the loss over the global batch."""
     import torch
 
-    from harmosearch.device import autocast_dtype
+    from harmosearch.device import autocast_dtype, training_precision
     from harmosearch.train.losses import HarmoLoss
 
     tc = config.train
     optimizer = torch.optim.AdamW(param_groups(model, tc.weight_decay), lr=tc.lr, betas=(0.9, 0.98), eps=1e-6)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, tc.warmup_steps, total_steps))
-    precision = tc.precision if tc.precision != "auto" else ("bf16" if device.type == "cpu" else "fp16")
-    dtype = autocast_dtype(device, precision)
+    dtype = autocast_dtype(device, training_precision(device, tc.precision))
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     loss_fn = HarmoLoss(tc.losses, tc.w_lrc, tc.w_gr, tc.gr_variant, tc.w_tight)
     parallel = None
