@@ -169,7 +169,8 @@ class Index:
         r = self.reader.regions
         boxes = np.stack([r[c] for c in ("x0", "y0", "x1", "y1")], axis=1).astype(np.float32).reshape(-1, 4)
         scales = np.asarray(r["scale"], dtype=np.float32)
-        self.regions = RegionTable(self.reader.region_vectors, boxes, self.reader.region_start, scales)
+        table = RegionTable(self.reader.region_vectors, boxes, self.reader.region_start, scales)
+        self.regions = table.penalising_windows(self.config.search.window_penalty)
         self.calibration = _stored_calibration(manifest)
         self._tune()
 

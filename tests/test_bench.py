@@ -380,12 +380,21 @@ def test_refined_bench_tasks_are_what_query_refine_shows(scenes, tmp_path, monke
     from harmosearch.search import Index
 
     monkeypatch.setenv("HARMOSEARCH_CACHE", str(tmp_path / "cache"))
-    overrides = {"encoder.model": "harmo-tiny", "encoder.device": "cpu", "index.workers": 0, "search.refine": True}
+    # A window penalty too: the bench must score regions as the query does.
+    overrides = {
+        "encoder.model": "harmo-tiny",
+        "encoder.device": "cpu",
+        "index.workers": 0,
+        "search.refine": True,
+        "search.window_penalty": 0.1,
+    }
     config = load_config(overrides={**overrides, "search.rerank": 8, "search.refine_alpha": 0.3})
     test_encoder = load_encoder(config)
     bench = load_bench_set(str(scenes), None, config.paths.cache_dir, 12, "search", "test")
+    images = encode_images(test_encoder, config, bench)
+    assert images.regions.bias is not None and images.regions.bias.min() == pytest.approx(-0.1)
     # k=1: the order itself is compared, not only which images make the top.
-    got = phrase_search(Run(test_encoder, config, bench, encode_images(test_encoder, config, bench)), k=1)
+    got = phrase_search(Run(test_encoder, config, bench, images), k=1)
     build_index(scenes / "images", tmp_path / "index", config, encoder=test_encoder)
     index = Index(tmp_path / "index", config, encoder=test_encoder)
     precision, hits, boxed = [], [], []

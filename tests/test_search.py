@@ -33,7 +33,7 @@ def make_data(scenes, noise=0.0, seed=0):
         vectors = [unit(concept(p) + noise * rng.standard_normal(DIM)) for p, _ in objects]
         g = unit(np.sum(vectors, axis=0) + 0.5 * concept("background"))  # the whole image is more than its objects
         gvecs.append(g)
-        for (name, box), v in [*zip(objects, vectors, strict=True), ((None, (0, 0, 160, 120)), g)]:
+        for k, ((name, box), v) in enumerate([*zip(objects, vectors, strict=True), ((None, (0, 0, 160, 120)), g)]):
             regions["image_id"].append(i)
             for key, value in zip(("x0", "y0", "x1", "y1"), box, strict=True):
                 regions[key].append(float(value))
@@ -41,7 +41,7 @@ def make_data(scenes, noise=0.0, seed=0):
             regions["ny0"].append(box[1] / 120)
             regions["nx1"].append(box[2] / 160)
             regions["ny1"].append(box[3] / 120)
-            regions["scale"].append(0.5 if name else 1.0)  # 1.0: the whole image
+            regions["scale"].append((0.5 if k % 2 else 0.0) if name else 1.0)  # windows, segments; the whole image
             rvecs.append(v)
     return IndexData(
         {k: np.asarray(v, dtype=object if k in ("path", "sha256") else np.int64) for k, v in images.items()},
@@ -138,15 +138,20 @@ def test_other_encoder_is_refused(tmp_path):
         Index(tmp_path / "idx", encoder=other)
 
 
-def reference_scores(data, encoding, alpha, relation_weight=0.5):
+def reference_scores(data, encoding, alpha, relation_weight=0.5, window_penalty=0.0):
     """Every image scored by the formula in harmosearch.fusion, with plain loops: lexemes in a
     relation try every combination of their regions (whole image excluded), the others take
-    their best region."""
+    their best region; a window's score (0 < scale < 1) loses window_penalty."""
     import itertools
 
     from harmosearch.relations import relation_scores
 
     g = encoding.global_vector.numpy()
+
+    def region_score(j, m):
+        window = 0 < data.regions["scale"][j] < 1
+        return float(data.region_vectors[j] @ lexemes[m]) - (window_penalty if window else 0.0)
+
     lexemes = encoding.lexeme_vectors.numpy()
     relations = [(r.subject, r.relation, r.object, r.negated) for r in encoding.parsed.relations if r.decidable]
     related = sorted({r[0] for r in relations} | {r[2] for r in relations})
@@ -158,16 +163,12 @@ def reference_scores(data, encoding, alpha, relation_weight=0.5):
         if not len(lexemes):
             scores.append(global_score)
             continue
-        total = sum(
-            max(float(data.region_vectors[j] @ lexemes[m]) for j in rows)
-            for m in range(len(lexemes))
-            if m not in related
-        )
+        total = sum(max(region_score(j, m) for j in rows) for m in range(len(lexemes)) if m not in related)
         objects = [j for j in rows if data.regions["scale"][j] < 1.0]
         best = -np.inf
         for combo in itertools.product(objects, repeat=len(related)):
             chosen = dict(zip(related, combo, strict=True))
-            value = sum(float(data.region_vectors[chosen[m]] @ lexemes[m]) for m in related)
+            value = sum(region_score(chosen[m], m) for m in related)
             for s, name, o, negated in relations:
                 value += relation_weight * (
                     float(relation_scores(name, boxes[chosen[s]], boxes[chosen[o]], negated)) - 0.5
@@ -178,8 +179,11 @@ def reference_scores(data, encoding, alpha, relation_weight=0.5):
     return np.array(scores)
 
 
-@pytest.mark.parametrize("index_type", ["Flat", "SQfp16", "HNSW16", "IVF4,Flat"])
-def test_ranking_equals_the_slow_reference(tmp_path, index_type):
+@pytest.mark.parametrize(
+    ("index_type", "window_penalty"),
+    [("Flat", 0.0), ("Flat", 0.2), ("SQfp16", 0.0), ("HNSW16", 0.0), ("IVF4,Flat", 0.1)],
+)
+def test_ranking_equals_the_slow_reference(tmp_path, index_type, window_penalty):
     rng = np.random.default_rng(3)
     phrases = ["red circle", "blue star", "green ring", "yellow square", "white cross", "black triangle"]
     scenes = [
@@ -189,7 +193,7 @@ def test_ranking_equals_the_slow_reference(tmp_path, index_type):
         ]
         for _ in range(120)
     ]
-    search = SearchConfig(region_candidates=1000, global_candidates=1000, nprobe=4)
+    search = SearchConfig(region_candidates=1000, global_candidates=1000, nprobe=4, window_penalty=window_penalty)
     index = open_fake(tmp_path, scenes=scenes, index_type=index_type, search=search, noise=0.6)
     data = make_data(scenes, 0.6)
     for query in (
@@ -199,7 +203,7 @@ def test_ranking_equals_the_slow_reference(tmp_path, index_type):
         "red circle near a blue star left of a green ring",
     ):
         encoding = FakeEncoder().encode_queries([query])[0]
-        expected = reference_scores(data, encoding, 0.3)
+        expected = reference_scores(data, encoding, 0.3, window_penalty=window_penalty)
         got = index.search(query, k=10, alpha=0.3)
         assert len(got.results) == 10
         for r in got.results:  # exact rescoring: every returned score is the reference score

@@ -12,7 +12,7 @@ import json
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,7 @@ def encode_images(encoder: Any, config: Config, bench: BenchSet, progress: Progr
     ).hexdigest()[:20]
     cache_file = config.paths.cache_dir / "bench" / f"images-{key}.npz"
     if cache_file.is_file():
-        return _load(cache_file)
+        return _penalised(_load(cache_file), config)
     started = time.perf_counter()
     probes: list[list[tuple[float, float, float, float]]] = [[] for _ in bench.images]
     owners: dict[int, list[int]] = defaultdict(list)
@@ -75,7 +75,13 @@ def encode_images(encoder: Any, config: Config, bench: BenchSet, progress: Progr
         time.perf_counter() - started,
     )
     _save(cache_file, result)
-    return result
+    return _penalised(result, config)
+
+
+def _penalised(vectors: ImageVectors, config: Config) -> ImageVectors:
+    """The vectors with their regions scored as `harmosearch query` scores them (search.window_penalty);
+    the cache holds them without, since the penalty is a search setting."""
+    return replace(vectors, regions=vectors.regions.penalising_windows(config.search.window_penalty))
 
 
 def _save(path: Path, v: ImageVectors) -> None:
