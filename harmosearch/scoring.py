@@ -158,6 +158,9 @@ class RegionMatch:
     scores: np.ndarray  # [C, L] the chosen region's score (-1 where an image has no regions)
     rows: np.ndarray  # [C, L] the chosen region's row (-1 there)
     relation_scores: np.ndarray  # [C, R] each relation's geometric score for the chosen boxes
+    # [C, L] the scores without the table's bias (the window penalty), as an index's calibration
+    # measures unrelated queries: a lone lexeme's best region, a related one's chosen region
+    plain_scores: np.ndarray
 
 
 def match_regions(
@@ -177,7 +180,8 @@ def match_regions(
 
     if not relations or relation_weight == 0 or len(images) == 0 or len(table.vectors) == 0:
         scores, rows = best_regions(table, images, lexemes, box_margin)
-        return RegionMatch(scores, rows, np.zeros((len(scores), len(relations)), np.float32))
+        plain = _without_bias(table, images, lexemes, scores, rows, [])
+        return RegionMatch(scores, rows, np.zeros((len(scores), len(relations)), np.float32), plain)
     related = sorted({s for s, _, _, _ in relations} | {o for _, _, o, _ in relations})
     alone = [lexeme for lexeme in range(len(lexemes)) if lexeme not in related]
     scores = np.full((len(images), len(lexemes)), -1.0, dtype=np.float32)
@@ -200,4 +204,24 @@ def match_regions(
     found = chosen.choice >= 0
     scores[:, related] = np.where(found, chosen.lexeme_scores, -1.0)
     rows[:, related] = np.where(found, picked, -1)
-    return RegionMatch(scores, rows, np.nan_to_num(chosen.relation_scores, nan=0.0).astype(np.float32))
+    plain = _without_bias(table, images, lexemes, scores, rows, related)
+    return RegionMatch(scores, rows, np.nan_to_num(chosen.relation_scores, nan=0.0).astype(np.float32), plain)
+
+
+def _without_bias(
+    table: RegionTable,
+    images: np.ndarray,
+    lexemes: np.ndarray,
+    scores: np.ndarray,
+    rows: np.ndarray,
+    related: list[int],
+) -> np.ndarray:
+    """RegionMatch.plain_scores: `scores` [C, L] with the table's bias taken back out."""
+    if table.bias is None:
+        return scores
+    plain = scores.copy()
+    alone = [lexeme for lexeme in range(len(lexemes)) if lexeme not in related]
+    plain[:, alone] = best_regions(replace(table, bias=None), images, lexemes[alone], 0.0)[0]
+    chosen = rows[:, related]
+    plain[:, related] = np.where(chosen >= 0, scores[:, related] - table.bias[np.maximum(chosen, 0)], -1.0)
+    return plain

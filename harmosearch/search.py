@@ -264,7 +264,7 @@ class Index:
         fused = fuse(global_scores, match.scores, s.alpha, match.relation_scores, s.relation_weight)
         penalties = self._penalty(candidates, query, s.alpha)
         fused = fused - penalties
-        confident = self._confident(global_scores, match.scores, penalties, s.alpha) if calibrated else None
+        confident = self._confident(global_scores, match.plain_scores, penalties, s.alpha) if calibrated else None
         order = self._order(candidates, fused, s, confident=confident)
         boxes: dict[int, np.ndarray] = {}
         # Without the photo folder (warned about above) there is nothing to re-encode.
@@ -285,7 +285,8 @@ class Index:
         self, global_scores: np.ndarray, lexeme_scores: np.ndarray, penalties: np.ndarray | float, alpha: float
     ) -> np.ndarray:
         """Which candidates score above the calibration's bar. The score measured leaves out the
-        relations' geometric term, which the null queries do not get; a query without lexemes
+        relations' geometric term and the window penalty, which the null queries do not get (so an
+        index's calibration holds whatever search.window_penalty is); a query without lexemes
         ranks by its global score, which the calibration holds at alpha 1."""
         from harmosearch.calibration import assess
 
@@ -664,9 +665,8 @@ class Index:
         g = _unit(self.reader.global_vectors[image_id].astype(np.float32))
         candidates = self._candidates(g, np.zeros((0, len(g)), np.float32), replace(s, k=s.k + 1))
         scores = self.reader.global_vectors[candidates].astype(np.float32) @ g
-        none = RegionMatch(
-            np.zeros((len(candidates), 0)), np.zeros((len(candidates), 0), np.int64), np.zeros((len(candidates), 0))
-        )
+        empty = np.zeros((len(candidates), 0))
+        none = RegionMatch(empty, np.zeros((len(candidates), 0), np.int64), empty, empty)
         results = self._rank(candidates, scores, scores, [], none, s, exclude=image_id)
         return SearchResponse(str(self.reader.images["path"][image_id]), [], results)
 

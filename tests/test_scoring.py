@@ -129,3 +129,33 @@ def test_only_windows_are_penalised():
     np.testing.assert_allclose(table.penalising_windows(0.1).bias, [0, 0, -0.1, -0.1, -0.1, 0], atol=1e-7)
     assert table.penalising_windows(0.0).bias is None
     assert table.penalising_windows(0.1).penalising_windows(0.0).bias is None  # not stacked
+
+
+@pytest.mark.parametrize("relations", [[], [(0, "left of", 2, False)]])
+def test_plain_scores_leave_the_window_penalty_out(relations):
+    """What a query's confidence is measured on: each lone lexeme's best region and each related
+    lexeme's chosen region, scored without the penalty (the calibration knows no penalty)."""
+    from harmosearch.scoring import match_regions
+
+    rng = np.random.default_rng(11)
+    plain = random_table(rng)
+    table = plain.penalising_windows(0.3)
+    images = np.arange(plain.n_images)
+    lexemes = rng.standard_normal((3, 8)).astype(np.float32)
+    match = match_regions(table, images, lexemes, relations, 0.05, 0.5, 4)
+    unpenalised = match_regions(plain, images, lexemes, relations, 0.05, 0.5, 4)
+    np.testing.assert_array_equal(unpenalised.plain_scores, unpenalised.scores)
+    related = {0, 2} if relations else set()
+    for c, image in enumerate(images):
+        lo, hi = int(plain.start[image]), int(plain.start[image + 1])
+        for j, lexeme in enumerate(lexemes):
+            if hi == lo:
+                assert match.plain_scores[c, j] == -1
+            elif j in related:  # -1 without a candidate (the whole image is none)
+                row = match.rows[c, j]
+                want = -1.0 if row < 0 else slow_score(plain, row, lexeme)
+                assert match.plain_scores[c, j] == pytest.approx(want, abs=1e-5)
+            else:
+                want = max(slow_score(plain, r, lexeme) for r in range(lo, hi))
+                assert match.plain_scores[c, j] == pytest.approx(want, abs=1e-5)
+    assert not np.allclose(match.scores, match.plain_scores)

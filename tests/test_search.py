@@ -435,6 +435,33 @@ def test_weak_results_are_marked_and_min_score_auto_keeps_the_confident_ones(tmp
         assert r.confident == bool(assess(calibration, [r.global_score], 1.0).confident[0])
 
 
+def test_confidence_is_measured_without_the_window_penalty(tmp_path):
+    """The calibration's unrelated queries are scored without a penalty; so is what a result's
+    confidence compares, while its ranking score does carry the penalty."""
+    from dataclasses import replace
+
+    from harmosearch.calibration import assess
+
+    # A crowded scene: its red circle is a window (make_data: every second object), and its
+    # whole-image vector, shared among five objects, matches no lexeme well.
+    names = ["blue star", "red circle", "green ring", "white cross", "black triangle"]
+    scenes = [*SCENES, [(p, (20 * k, 20 * k, 20 * k + 15, 20 * k + 15)) for k, p in enumerate(names)]]
+    index, calibration = calibrated_fake(tmp_path, scenes)
+    # The bar at 0.6, between the crowded scene's red-circle score with and without the penalty.
+    calibration = replace(calibration, null_max=tuple((0.6,) * len(row) for row in calibration.null_max))
+    penalised = Index(
+        tmp_path / "idx", Config(search=SearchConfig(box_margin=0.0, window_penalty=0.3)), encoder=FakeEncoder()
+    )
+    index.calibration = penalised.calibration = calibration
+    differ = 0  # results the penalised score would have judged otherwise
+    for query in ("red circle", "a blue star and a green ring", "purple elephant"):
+        plain = {r.path: r.score for r in index.search(query, k=len(scenes)).results}
+        for r in penalised.search(query, k=len(scenes)).results:
+            assert r.confident == bool(assess(calibration, [plain[r.path]], 0.5).confident[0])
+            differ += r.confident != bool(assess(calibration, [r.score], 0.5).confident[0])
+    assert differ
+
+
 def test_uncalibrated_indexes_mark_nothing_and_refuse_min_score_auto(tmp_path):
     index, _ = calibrated_fake(tmp_path)
     uncalibrated = open_fake(tmp_path / "plain")
