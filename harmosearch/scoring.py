@@ -64,12 +64,22 @@ def best_regions(
     bias (a window penalty) decides how images rank, not where the box goes: segments should win
     near-ties in ranking, but a window is often the better box (validation: grounding fell from
     57.5% to 54.0% when the penalised best also chose the box)."""
+    scores, chosen, _ = _best_regions(table, images, lexemes, box_margin)
+    return scores, chosen
+
+
+def _best_regions(
+    table: RegionTable, images: np.ndarray, lexemes: np.ndarray, box_margin: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """best_regions, and the best scores without the table's bias [C, L] (the same array when
+    it has none), from the same pass."""
     images = np.asarray(images, dtype=np.int64)
     lexemes = np.asarray(lexemes, dtype=np.float32).reshape(-1, table.vectors.shape[1])
     scores = np.full((len(images), len(lexemes)), -1.0, dtype=np.float32)
+    plain = scores if table.bias is None else scores.copy()
     chosen = np.full((len(images), len(lexemes)), -1, dtype=np.int64)
     if len(images) == 0 or len(lexemes) == 0:
-        return scores, chosen
+        return scores, chosen, plain
     counts = table.start[images + 1] - table.start[images]
     for block in _image_blocks(counts):
         rows, offsets = _rows_of(table, images[block], counts[block])
@@ -84,11 +94,12 @@ def best_regions(
             part = slice(lo, lo + BLOCK_LEXEMES)
             sims = vectors @ lexemes[part].T
             best, pick = _reduce(sims, offsets, areas, box_margin)
+            chosen[nonempty, part] = rows[pick]
             if bias is not None:
+                plain[nonempty, part] = best
                 best = np.maximum.reduceat(sims + bias, offsets, axis=0)
             scores[nonempty, part] = best
-            chosen[nonempty, part] = rows[pick]
-    return scores, chosen
+    return scores, chosen, plain
 
 
 def _image_blocks(counts: np.ndarray) -> list[np.ndarray]:
@@ -155,8 +166,11 @@ def top_regions(
 class RegionMatch:
     """The regions chosen for a query's lexemes in each candidate image."""
 
-    scores: np.ndarray  # [C, L] the chosen region's score (-1 where an image has no regions)
-    rows: np.ndarray  # [C, L] the chosen region's row (-1 there)
+    # [C, L] each lexeme's region score, the table's bias included: a lone lexeme's best (its box,
+    # `rows`, is chosen on the scores without the bias), a related one's chosen region's (-1
+    # where an image has no regions)
+    scores: np.ndarray
+    rows: np.ndarray  # [C, L] the row of the box shown (-1 there)
     relation_scores: np.ndarray  # [C, R] each relation's geometric score for the chosen boxes
     # [C, L] the scores without the table's bias (the window penalty), as an index's calibration
     # measures unrelated queries: a lone lexeme's best region, a related one's chosen region
@@ -175,18 +189,20 @@ def match_regions(
     """Choose a region per lexeme in each image. Lexemes in no relation take their best region
     (the box shown as `best_regions` shows it). Lexemes linked by relations (subject, relation,
     object, negated) are chosen jointly among their `candidates` best regions, maximising their
-    scores plus relation_weight times the relations' geometric scores (`relations.assign_boxes`)."""
+    scores plus relation_weight times the relations' geometric scores (`relations.assign_boxes`);
+    with a window penalty in the table that choice weighs the penalised scores, so for them the
+    penalty also steers which boxes are shown."""
     from harmosearch.relations import assign_boxes
 
     if not relations or relation_weight == 0 or len(images) == 0 or len(table.vectors) == 0:
-        scores, rows = best_regions(table, images, lexemes, box_margin)
-        plain = _without_bias(table, images, lexemes, scores, rows, [])
+        scores, rows, plain = _best_regions(table, images, lexemes, box_margin)
         return RegionMatch(scores, rows, np.zeros((len(scores), len(relations)), np.float32), plain)
     related = sorted({s for s, _, _, _ in relations} | {o for _, _, o, _ in relations})
     alone = [lexeme for lexeme in range(len(lexemes)) if lexeme not in related]
     scores = np.full((len(images), len(lexemes)), -1.0, dtype=np.float32)
     rows = np.full((len(images), len(lexemes)), -1, dtype=np.int64)
-    scores[:, alone], rows[:, alone] = best_regions(table, images, lexemes[alone], box_margin)
+    plain = np.full((len(images), len(lexemes)), -1.0, dtype=np.float32)
+    scores[:, alone], rows[:, alone], plain[:, alone] = _best_regions(table, images, lexemes[alone], box_margin)
     position = {lexeme: i for i, lexeme in enumerate(related)}
     # The whole-image region holds every object and sits "near" all of them: it is no object's
     # box, so it is not a candidate for a lexeme in a relation.
@@ -204,24 +220,6 @@ def match_regions(
     found = chosen.choice >= 0
     scores[:, related] = np.where(found, chosen.lexeme_scores, -1.0)
     rows[:, related] = np.where(found, picked, -1)
-    plain = _without_bias(table, images, lexemes, scores, rows, related)
+    bias = 0.0 if table.bias is None else table.bias[np.maximum(rows[:, related], 0)]
+    plain[:, related] = np.where(found, scores[:, related] - bias, -1.0)
     return RegionMatch(scores, rows, np.nan_to_num(chosen.relation_scores, nan=0.0).astype(np.float32), plain)
-
-
-def _without_bias(
-    table: RegionTable,
-    images: np.ndarray,
-    lexemes: np.ndarray,
-    scores: np.ndarray,
-    rows: np.ndarray,
-    related: list[int],
-) -> np.ndarray:
-    """RegionMatch.plain_scores: `scores` [C, L] with the table's bias taken back out."""
-    if table.bias is None:
-        return scores
-    plain = scores.copy()
-    alone = [lexeme for lexeme in range(len(lexemes)) if lexeme not in related]
-    plain[:, alone] = best_regions(replace(table, bias=None), images, lexemes[alone], 0.0)[0]
-    chosen = rows[:, related]
-    plain[:, related] = np.where(chosen >= 0, scores[:, related] - table.bias[np.maximum(chosen, 0)], -1.0)
-    return plain

@@ -169,8 +169,11 @@ class Index:
         r = self.reader.regions
         boxes = np.stack([r[c] for c in ("x0", "y0", "x1", "y1")], axis=1).astype(np.float32).reshape(-1, 4)
         scales = np.asarray(r["scale"], dtype=np.float32)
-        table = RegionTable(self.reader.region_vectors, boxes, self.reader.region_start, scales)
-        self.regions = table.penalising_windows(self.config.search.window_penalty)
+        # Plain region scores (boxes, negatives, box queries) and, for ranking, the same table with
+        # the configured window penalty; a query's own settings may ask for another (_ranking).
+        self.regions = RegionTable(self.reader.region_vectors, boxes, self.reader.region_start, scales)
+        penalty = self.config.search.window_penalty
+        self._penalised = (penalty, self.regions.penalising_windows(penalty))
         self.calibration = _stored_calibration(manifest)
         self._tune()
 
@@ -253,7 +256,7 @@ class Index:
             return SearchResponse(query.text, query.lexeme_texts, [], query.warnings, calibrated)
         global_scores = self.reader.global_vectors[candidates].astype(np.float32) @ query.global_vector
         match = match_regions(
-            self.regions,
+            self._ranking(s.window_penalty),
             candidates,
             query.lexeme_vectors,
             query.relations,
@@ -265,10 +268,14 @@ class Index:
         penalties = self._penalty(candidates, query, s.alpha)
         fused = fused - penalties
         confident = self._confident(global_scores, match.plain_scores, penalties, s.alpha) if calibrated else None
-        order = self._order(candidates, fused, s, confident=confident)
-        boxes: dict[int, np.ndarray] = {}
         # Without the photo folder (warned about above) there is nothing to re-encode.
-        if s.refine and len(query.lexeme_vectors) and self.photos_root.is_dir():
+        refine = bool(s.refine and len(query.lexeme_vectors) and self.photos_root.is_dir())
+        # Reordered results meet a numeric min_score with their reordered scores (in _refined),
+        # so it must not drop any of them before they are looked at again.
+        later = refine and s.rerank > 0 and isinstance(s.min_score, float)
+        order = self._order(candidates, fused, replace(s, min_score=None) if later else s, confident=confident)
+        boxes: dict[int, np.ndarray] = {}
+        if refine:
             lexemes = np.asarray(query.lexeme_vectors, dtype=np.float32)
             order, fused, match, boxes = self._refined(
                 candidates, order, fused, global_scores, penalties, match, lexemes, s, query.warnings
@@ -435,6 +442,15 @@ class Index:
             return np.zeros(0, dtype=np.int64)
         return np.unique(np.concatenate(found).astype(np.int64))
 
+    def _ranking(self, window_penalty: float) -> RegionTable:
+        """The region table that ranks images under this window penalty (the last one is kept;
+        one tuple, so that threads serving queries never see a table with another's penalty)."""
+        penalty, table = self._penalised
+        if penalty != window_penalty:
+            table = self.regions.penalising_windows(window_penalty)
+            self._penalised = (window_penalty, table)
+        return table
+
     def _penalty(self, candidates: np.ndarray, query: _Query, alpha: float) -> np.ndarray | float:
         if len(query.negative_global) == 0:
             return 0.0
@@ -571,7 +587,9 @@ class Index:
                 f"({unread[0]}); they keep their indexed boxes"
             )
         refined: dict[int, np.ndarray] = {}
-        lexeme_scores = match.scores.astype(np.float32)
+        # Refined scores know no window penalty; a picture not read again keeps its indexed
+        # scores without it too, so that one formula scores the reordered results.
+        lexeme_scores = match.plain_scores.astype(np.float32)
         if kept:
             count = len(lexemes)
             seeds = as_seeds(self.regions.boxes_of(match.rows[kept]))

@@ -198,14 +198,30 @@ def test_without_rerank_search_shows_the_refined_boxes_and_keeps_the_ranking(sce
         assert [m.score for m in after.lexemes] == [m.score for m in before.lexemes]
 
 
+def indexed_plain_scores(index, result, lexemes, related):
+    """A result's indexed lexeme scores without the window penalty, written out: a lexeme in a
+    relation scores the region of the box it shows, any other its image's best region."""
+    rows = range(int(index.regions.start[result.image_id]), int(index.regions.start[result.image_id + 1]))
+    scores = []
+    for lexeme, match in zip(lexemes, result.lexemes, strict=True):
+        sims = {r: float(np.asarray(index.regions.vectors[r], np.float32) @ lexeme) for r in rows}
+        if related:
+            (row,) = [r for r in rows if np.allclose(index.regions.boxes[r], match.box)][:1]
+            scores.append(sims[row])
+        else:
+            scores.append(max(sims.values()))
+    return np.array(scores, np.float32)
+
+
 def reranked(index, encoder, plain, lexemes, s, unreadable=()):
-    """The plain ranking's results, each refined alone (or, if unreadable, kept as indexed) and
-    scored refine_alpha * global + (1 - refine_alpha) * (lexeme scores + relation part) / m, as
+    """The plain ranking's results, each refined alone (or, if unreadable, kept as indexed, with
+    the lexeme scores the window penalty leaves out, as refined ones are) and scored
+    refine_alpha * global + (1 - refine_alpha) * (lexeme scores + relation part) / m, as
     fusion.py writes it out; best first, ties by image id: (score, path, boxes, lexeme scores)."""
     out = []
     for result in plain:
         boxes = np.array([m.box for m in result.lexemes], np.float32)
-        scores = np.array([m.score for m in result.lexemes], np.float32)
+        scores = indexed_plain_scores(index, result, lexemes, bool(result.relations))
         if result.image_id not in unreadable:
             where = np.zeros(len(lexemes), np.int64)
             picture = index.picture(result.image_id)

@@ -64,7 +64,8 @@ def open_fake(tmp_path, scenes=SCENES, index_type="Flat", search=None, noise=0.0
         None,
         extra=extra,
     )
-    run_config = Config(search=search or SearchConfig(box_margin=0.0))  # exact boxes: the best region
+    # exact boxes (the best region), and plain region scores unless a test asks for a window penalty
+    run_config = Config(search=search or SearchConfig(box_margin=0.0, window_penalty=0.0))
     return Index(tmp_path / "idx", run_config, encoder=encoder)
 
 
@@ -98,7 +99,7 @@ def test_negatives_push_images_down(tmp_path):
 
 
 def test_k_larger_than_the_collection_and_faiss_padding(tmp_path):
-    index = open_fake(tmp_path, search=SearchConfig(region_candidates=1000, global_candidates=1000))
+    index = open_fake(tmp_path, search=SearchConfig(region_candidates=1000, global_candidates=1000, window_penalty=0.0))
     response = index.search("green ring", k=50)
     assert len(response.results) == len(SCENES)  # FAISS returned -1 for the missing slots
     assert [r.rank for r in response.results] == list(range(1, len(SCENES) + 1))
@@ -345,7 +346,7 @@ def test_filters_apply_before_ranking_so_k_results_come_back(tmp_path, monkeypat
     if not exact_subset:  # FAISS searches the allowed rows through an ID selector
         monkeypatch.setattr(harmosearch.search, "EXACT_SUBSET_REGIONS", 0)
     scenes, data = dated_library()
-    narrow = SearchConfig(global_candidates=1, region_candidates=1, box_margin=0.0)
+    narrow = SearchConfig(global_candidates=1, region_candidates=1, box_margin=0.0, window_penalty=0.0)
     index = open_fake(tmp_path, index_type=index_type, search=narrow, data=data)
     for filters, passes in FILTERS:
         allowed = np.array([passes(i) for i in range(len(scenes))])
@@ -354,7 +355,7 @@ def test_filters_apply_before_ranking_so_k_results_come_back(tmp_path, monkeypat
         assert all(allowed[r.image_id] for r in got.results)
         if exact_subset:  # every allowed image is scored: exactly the reference
             assert [r.image_id for r in got.results] == filtered_reference(data, "red circle", allowed, 10)
-    wide = SearchConfig(global_candidates=1000, region_candidates=1000, box_margin=0.0)
+    wide = SearchConfig(global_candidates=1000, region_candidates=1000, box_margin=0.0, window_penalty=0.0)
     if index_type in ("Flat", "SQfp16"):  # exact index types with every row a candidate
         index = open_fake(tmp_path / "wide", index_type=index_type, search=wide, data=data)
         for filters, passes in FILTERS:
@@ -471,3 +472,33 @@ def test_uncalibrated_indexes_mark_nothing_and_refuse_min_score_auto(tmp_path):
     with pytest.raises(QueryError, match="no calibration"):
         uncalibrated.search("red circle", min_score="auto")
     assert index.calibration is not None
+
+
+def test_a_window_penalty_given_per_query_ranks_as_one_configured(tmp_path):
+    names = ["blue star", "red circle", "green ring", "white cross", "black triangle"]
+    scenes = [*SCENES, [(p, (20 * k, 20 * k, 20 * k + 15, 20 * k + 15)) for k, p in enumerate(names)]]
+    plain = open_fake(tmp_path / "a", scenes=scenes)
+    configured = open_fake(tmp_path / "b", scenes=scenes, search=SearchConfig(box_margin=0.0, window_penalty=0.3))
+    asked = SearchConfig(box_margin=0.0, window_penalty=0.3)
+    for query in ("red circle", "a blue star and a green ring", "white cross left of a red circle"):
+        want = configured.search(query, k=len(scenes)).to_dict()
+        before = plain.search(query, k=len(scenes)).to_dict()
+        assert plain.search(query, k=len(scenes), settings=asked).to_dict() == want
+        assert plain.search(query, k=len(scenes)).to_dict() == before  # the index's own setting again
+    assert before != want  # the penalty changed something
+
+
+def test_negatives_are_scored_without_the_window_penalty(tmp_path):
+    """What `--not` subtracts uses the plain region scores (box queries: test_serve_search)."""
+    plain = open_fake(tmp_path / "a")
+    penalised = open_fake(tmp_path / "b", search=SearchConfig(box_margin=0.0, window_penalty=0.5))
+
+    def subtracted(index):  # per image: the score lost to "not a red circle"
+        without = {r.path: r.score for r in index.search("blue star", k=5).results}
+        return {
+            r.path: without[r.path] - r.score for r in index.search("blue star", k=5, negatives=["red circle"]).results
+        }
+
+    want, got = subtracted(plain), subtracted(penalised)
+    assert got == pytest.approx(want, abs=1e-6)
+    assert want["img001.png"] > 0.1  # its red circle is a window (make_data: every second object)

@@ -20,7 +20,8 @@ from .fakes import FakeEncoder
 from .test_indexing import CONFIG  # batch size 1: an image's vectors do not depend on its batch
 from .test_search import make_data
 
-EXACT_BOXES = SearchConfig(box_margin=0.0)
+# A window penalty, which box queries must leave out: their references score plain regions.
+EXACT_BOXES = SearchConfig(box_margin=0.0, window_penalty=0.3)
 
 
 @pytest.fixture(scope="module")
