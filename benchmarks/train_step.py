@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import append_result
 
 from harmosearch.config import SynthConfig, load_config
-from harmosearch.device import resolve_device
+from harmosearch.device import resolve_device, training_precision
 from harmosearch.encoder import load_model, resolve_spec
 from harmosearch.synth import generate
 from harmosearch.train.data import load_dataset
@@ -29,7 +29,13 @@ MODEL = "harmo-tiny-vit:random"
 
 
 def step_time(
-    losses: tuple[str, ...], samples: list, batch: int, steps: int, variant: str = "caption", device: str = "cpu"
+    losses: tuple[str, ...],
+    samples: list,
+    batch: int,
+    steps: int,
+    variant: str = "caption",
+    device: str = "cpu",
+    precision: str = "auto",
 ) -> float:
     """The median time of `harmosearch train`'s own step (Trainer.step: autocast, the loss terms,
     the grad scaler, clipping, AdamW, the schedule and the logit-scale clamp), the first excluded."""
@@ -40,6 +46,7 @@ def step_time(
             "train.losses": ",".join(losses),
             "train.gr_variant": variant,
             "train.batch_size": batch,
+            "train.precision": precision,
         }
     )
     model, _ = load_model(resolve_spec(MODEL))
@@ -86,6 +93,7 @@ def main() -> None:
             {
                 "batch": args.batch,
                 "device": args.device,
+                "precision": training_precision(resolve_device(args.device), "auto"),
                 "seconds_per_step": rows,
                 "ratio": ratio,
                 "tight_ratio": tight_ratio,

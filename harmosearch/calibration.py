@@ -5,7 +5,7 @@ Cosine scores mean different things with different models, and the best of 100 i
 lower than the best of 100,000 by chance alone, so no fixed `--min-score` fits every index.
 At index time, `calibrate` scores a fixed bank of NULL_QUERIES (everyday photo queries:
 objects, animals, food, places, a fifth of them with a colour; chosen without looking at any
-index) exactly as a query is scored,
+index) as a query's confidence is measured (without the relations' term and the window penalty),
 
     fused = alpha * global + (1 - alpha) * mean over lexemes of the image's best region
 

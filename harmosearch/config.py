@@ -194,8 +194,8 @@ class SearchConfig(Section):
     # best regions per image are the candidates of the joint box choice.
     relation_weight: Annotated[float, Range(0)] = 0.5
     relation_candidates: Positive = 4
-    # Taken off a window proposal's score for every lexeme when images are ranked (not when the
-    # box shown is chosen; scoring.RegionTable.penalising_windows), so that boxes around segments,
+    # Taken off a window proposal's score for every lexeme when images are ranked (not when a lone
+    # lexeme's box is chosen; scoring.RegionTable.penalising_windows), so that boxes around segments,
     # which fit objects, win near-ties against fixed squares. 0.1 was chosen on the validation
     # scenes (README, Small objects).
     window_penalty: Annotated[float, Range(0, 1)] = 0.1

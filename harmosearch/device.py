@@ -67,7 +67,7 @@ def autocast_dtype(device: Any, precision: str) -> Any:
 def training_precision(device: Any, precision: str) -> str:
     """What `train.precision = "auto"` means on this device: fp16 (with a grad scaler) on a GPU,
     bf16 on a CPU with native bf16 arithmetic (AVX512-BF16 or AMX), fp32 on other CPUs, where
-    bf16 matrix products are emulated and a training step runs tens of times slower."""
+    bf16 is emulated: a harmo-tiny step ran 11 times slower there (benchmarks/cpu_precision.py)."""
     if precision != "auto":
         return precision
     if device.type != "cpu":

@@ -1,7 +1,8 @@
 """How a query's scores become one ranking.
 
 For a candidate image with global similarity g (global text vector vs global image vector), and
-for each of the query's m lexemes the similarity r_l of the region chosen for it, and for each
+for each of the query's m lexemes the similarity r_l of the region chosen for it (less
+search.window_penalty when that region is a window proposal: scoring.RegionTable), and for each
 of its n decidable relations the geometric score rho_k in [0, 1] of the chosen boxes
 (`relations`):
 

@@ -112,7 +112,8 @@ def test_loss_decreases_over_a_few_steps(train_scenes, tmp_path):
     assert sum(history[-4:]) / 4 < sum(history[:4]) / 4
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == list(range(1, 25))
-    assert {"gc", "lrc", "gr", "total", "lr", "samples_per_s"} <= set(rows[0])
+    assert {"gc", "lrc", "gr", "total", "lr", "samples_per_s", "precision"} <= set(rows[0])
+    assert rows[0]["precision"] == "fp32"  # as tiny_config sets it
     assert (tmp_path / "run" / "loss_curve.png").stat().st_size > 1000
     # The final folder is a model the encoder loads, carrying the resolved training config.
     encoder = load_encoder(load_config(overrides={"encoder.model": str(tmp_path / "run" / "final")}))

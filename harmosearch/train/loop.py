@@ -142,6 +142,9 @@ def latest_checkpoint(out: Path) -> Path | None:
     return path if (path / TRAINER_STATE).is_file() else None
 
 
+PRECISION_NAMES = {"torch.bfloat16": "bf16", "torch.float16": "fp16"}  # autocast dtypes; None is fp32
+
+
 @dataclass
 class Trainer:
     """The model and everything one optimisation step needs: `step(batch)` is the training step
@@ -420,6 +423,7 @@ class _MetricsLog:
             "epoch": epoch,
             "lr": trainer.schedule.get_last_lr()[0],
             "samples_per_s": trainer.config.train.batch_size / max(seconds, 1e-9),
+            "precision": PRECISION_NAMES.get(str(trainer.dtype), "fp32"),  # what train.precision resolved to
             **terms,
         }
         if self.enabled:
