@@ -526,8 +526,9 @@ class Index:
         path = str(images["path"][image_id])
         seconds = float(images["frame_time"][image_id])
         taken = images["taken"][image_id]
+        shown = self.regions.boxes_of(match.rows[position])
         matches = tuple(
-            LexemeMatch(text, float(match.scores[position, j]), self._box(int(match.rows[position, j])))
+            LexemeMatch(text, float(match.scores[position, j]), tuple(float(v) for v in shown[j]))
             for j, text in enumerate(texts)
         )
         related = tuple(
@@ -609,12 +610,6 @@ class Index:
         if isinstance(s.min_score, float):
             head = head[fused[head].astype(np.float64) >= s.min_score]
         return head, fused, replace(match, scores=lexeme_scores), refined
-
-    def _box(self, row: int) -> tuple[float, float, float, float]:
-        if row < 0:
-            return (0.0, 0.0, 0.0, 0.0)
-        x0, y0, x1, y1 = (float(v) for v in self.regions.boxes[row])
-        return (x0, y0, x1, y1)
 
     def _image_vector(self, path: Path) -> np.ndarray:
         from harmosearch.media.formats import open_still

@@ -142,9 +142,6 @@ def latest_checkpoint(out: Path) -> Path | None:
     return path if (path / TRAINER_STATE).is_file() else None
 
 
-PRECISION_NAMES = {"torch.bfloat16": "bf16", "torch.float16": "fp16"}  # autocast dtypes; None is fp32
-
-
 @dataclass
 class Trainer:
     """The model and everything one optimisation step needs: `step(batch)` is the training step
@@ -157,7 +154,7 @@ class Trainer:
     schedule: Any
     scaler: Any
     device: Any
-    dtype: Any  # autocast dtype, or None for fp32
+    precision: str  # what train.precision resolved to (device.training_precision): fp32, bf16 or fp16
     normalise: Any = None  # (mean, std) when batches carry uint8 pixels
     ranks: Any = None  # train.distributed.Ranks of a run on several processes
     parallel: Any = None  # the forward pass in DistributedDataParallel, on several processes
@@ -167,6 +164,7 @@ class Trainer:
         the optimizer and schedule steps, and the logit scale clamped as CLIP clamps it."""
         import torch
 
+        from harmosearch.device import autocast_dtype
         from harmosearch.encoder import pixels_from_uint8
 
         tc, ec = self.config.train, self.config.encoder
@@ -180,7 +178,8 @@ class Trainer:
             ec.lexeme_mode,
             "tight" in tc.losses,
         )
-        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
+        dtype = autocast_dtype(self.device, self.precision)
+        with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
             if self.parallel is not None:
                 outputs = self.ranks.gather(self.parallel(batch, *options))
             else:
@@ -227,15 +226,15 @@ def make_trainer(
     tc = config.train
     optimizer = torch.optim.AdamW(param_groups(model, tc.weight_decay), lr=tc.lr, betas=(0.9, 0.98), eps=1e-6)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, tc.warmup_steps, total_steps))
-    dtype = autocast_dtype(device, training_precision(device, tc.precision))
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    precision = training_precision(device, tc.precision)
+    scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype(device, precision) == torch.float16)
     loss_fn = HarmoLoss(tc.losses, tc.w_lrc, tc.w_gr, tc.gr_variant, tc.w_tight)
     parallel = None
     if ranks is not None and ranks.world > 1:
         from harmosearch.train.distributed import data_parallel
 
         parallel = data_parallel(model, device)
-    return Trainer(model, config, loss_fn, optimizer, schedule, scaler, device, dtype, normalise, ranks, parallel)
+    return Trainer(model, config, loss_fn, optimizer, schedule, scaler, device, precision, normalise, ranks, parallel)
 
 
 def training_set(samples: list[Any], model: Any, config: Config) -> tuple[Any, Any]:
@@ -423,7 +422,7 @@ class _MetricsLog:
             "epoch": epoch,
             "lr": trainer.schedule.get_last_lr()[0],
             "samples_per_s": trainer.config.train.batch_size / max(seconds, 1e-9),
-            "precision": PRECISION_NAMES.get(str(trainer.dtype), "fp32"),  # what train.precision resolved to
+            "precision": trainer.precision,
             **terms,
         }
         if self.enabled:
