@@ -74,14 +74,18 @@ def merge(out: Path, parts: list[Path]) -> Path:
     return out
 
 
+# The README's figures were measured before search.contrast existed: ranked as then.
+RANKED_AS_THEN = {"search.contrast": 0.0}
+
+
 def evaluate(model: Path) -> dict[str, Any]:
     row: dict[str, Any] = {}
     for objects in ("small", "large", "mixed"):
         for refine in (False, True):
-            config = load_config(overrides={"encoder.model": str(model), "search.refine": refine})
+            config = load_config(overrides={**RANKED_AS_THEN, "encoder.model": str(model), "search.refine": refine})
             search = run_bench(config, "synthetic", ("search",), n=300, split="val", objects=objects)["tasks"]["search"]
             row[f"{objects}{'_refined' if refine else ''}"] = {"P@5": search["P@5"], "box@0.5": search["box@0.5"]}
-    config = load_config(overrides={"encoder.model": str(model)})
+    config = load_config(overrides={**RANKED_AS_THEN, "encoder.model": str(model)})
     tasks = run_bench(config, "synthetic", ("retrieval", "grounding"), n=300, split="val")["tasks"]
     row["t2i_R@1"] = {mode: v["t2i_R@1"] for mode, v in tasks["retrieval"]["modes"].items()}
     row["grounding"] = tasks["grounding"]["accuracy"]

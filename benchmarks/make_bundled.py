@@ -69,7 +69,12 @@ def main() -> None:
         model_config_of(resolve_spec(str(result.final))),
         target,
         config,
-        {"step": result.steps, "base_model": TRAIN["encoder.model"], "reproduce": "python benchmarks/make_bundled.py"},
+        {
+            "step": result.steps,
+            "base_model": TRAIN["encoder.model"],
+            "reproduce": "python benchmarks/make_bundled.py",
+            "vocabulary": list(encoder.vocabulary),  # the colour-shape names its scenes annotate
+        },
         half=True,
     )
     size = sum(p.stat().st_size for p in target.iterdir()) / 1e6

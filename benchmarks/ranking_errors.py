@@ -48,8 +48,15 @@ def main() -> None:
     parser.add_argument("--split", default="val")
     parser.add_argument("--n", type=int, default=300)
     args = parser.parse_args()
-    # The README's figures were measured before search.window_penalty existed: ranked as then.
-    config = load_config(overrides={"encoder.model": args.model, "search.refine": False, "search.window_penalty": 0.0})
+    # The README's figures were measured before search.window_penalty and search.contrast existed: ranked as then.
+    config = load_config(
+        overrides={
+            "encoder.model": args.model,
+            "search.refine": False,
+            "search.window_penalty": 0.0,
+            "search.contrast": 0.0,
+        }
+    )
     encoder = load_encoder(config)
     record: dict[str, dict] = {}
     for objects in ("small", "large"):

@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import faiss
 import numpy as np
@@ -148,16 +149,13 @@ def run_size(n: int, dim: int, n_queries: int, rng: np.random.Generator, hnsw_ma
     return rows
 
 
-def end_to_end(n_regions: int, model: str, rng: np.random.Generator, per_image: int = 48) -> dict:
-    """Warm Index.search over an index of n_regions random region vectors in the model's space,
-    per_image regions to an image (31 at --detail normal on the small-object scenes, 76 at high)."""
-    from harmosearch.config import load_config
-    from harmosearch.encoder import load_encoder
-    from harmosearch.search import Index
+def random_index(
+    work: Path, n_regions: int, encoder: Any, config: Any, rng: np.random.Generator, per_image: int
+) -> tuple[dict, float]:
+    """An index at WORK/idx of n_regions clustered random region vectors in the encoder's space,
+    per_image to an image: (its manifest, seconds to write it)."""
     from harmosearch.store import IndexData, write_generation
 
-    config = load_config(overrides={"encoder.model": model, "encoder.device": "cpu"})
-    encoder = load_encoder(config)
     dim = encoder.identity.embed_dim
     n_images = n_regions // per_image
     regions = clustered(n_images * per_image, dim, rng)
@@ -188,13 +186,24 @@ def end_to_end(n_regions: int, model: str, rng: np.random.Generator, per_image: 
         global_vectors=regions[::per_image].copy(),
         region_vectors=regions,
     )
+    start = time.perf_counter()
+    manifest = write_generation(work / "idx", data, encoder.identity.to_dict(), config.to_dict(), "auto", work, None)
+    return manifest, time.perf_counter() - start
+
+
+def end_to_end(n_regions: int, model: str, rng: np.random.Generator, per_image: int = 48) -> dict:
+    """Warm Index.search over an index of n_regions random region vectors in the model's space,
+    per_image regions to an image (31 at --detail normal on the small-object scenes, 76 at high)."""
+    from harmosearch.config import load_config
+    from harmosearch.encoder import load_encoder
+    from harmosearch.search import Index
+
+    config = load_config(overrides={"encoder.model": model, "encoder.device": "cpu"})
+    encoder = load_encoder(config)
     work = Path(tempfile.mkdtemp(prefix="harmosearch-search-"))
     try:
-        start = time.perf_counter()
-        manifest = write_generation(
-            work / "idx", data, encoder.identity.to_dict(), config.to_dict(), "auto", work, None
-        )
-        build = time.perf_counter() - start
+        manifest, build = random_index(work, n_regions, encoder, config, rng, per_image)
+        n_images = n_regions // per_image
         index = Index(work / "idx", config, encoder=encoder)
         queries = [
             "red circle",
@@ -213,10 +222,10 @@ def end_to_end(n_regions: int, model: str, rng: np.random.Generator, per_image: 
                 times.append((time.perf_counter() - start) * 1000)
         ratio = float(np.median(np.array(with_rel) / np.array(without_rel)))
         return {
-            "n_regions": len(image_ids),
+            "n_regions": n_images * per_image,
             "n_images": n_images,
             "regions_per_image": per_image,
-            "dim": dim,
+            "dim": encoder.identity.embed_dim,
             "index_types": manifest["index_types"],
             "build_s": build,
             "p50_ms": float(np.percentile(lat, 50)),

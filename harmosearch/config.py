@@ -199,6 +199,14 @@ class SearchConfig(Section):
     # which fit objects, win near-ties against fixed squares. 0.1 was chosen on the validation
     # scenes (README, Small objects).
     window_penalty: Annotated[float, Range(0, 1)] = 0.1
+    # Ranking also weighs each region's score for a lexeme against the vocabulary's other phrases
+    # (contrast.py): + contrast * log p(the lexeme | the region, among the lexeme and its rivals),
+    # so that a red star ranks below a red circle for "red circle". vocabulary: "auto" (the
+    # phrases the model was trained on, from its checkpoint; none for other models), "none", or a
+    # UTF-8 file with one phrase per line. contrast 0.1 was chosen on the validation scenes
+    # (README, Small objects); 0 turns it off.
+    contrast: Annotated[float, Range(0, 10)] = 0.1
+    vocabulary: str = "auto"
     # Refinement (--refine, refine.py): the best `rerank` results (at least k) are encoded again,
     # at the model's input size and at refine_scale times it, where small objects span several
     # patches; each lexeme's box is searched again near the indexed one, and those results are
@@ -219,6 +227,10 @@ class SearchConfig(Section):
     # Drop results below this fused score; "auto": keep only results the index's calibration
     # finds confident (text queries).
     min_score: Annotated[float, Range()] | Literal["auto"] | None = None
+
+    def check(self) -> None:
+        if not self.vocabulary.strip():
+            raise ConfigError('search.vocabulary must be "auto", "none" or a file of phrases, one per line')
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ logger = logging.getLogger(__name__)
 PACKAGE_DIR = Path(__file__).parent
 BUNDLED_DIR = PACKAGE_DIR / "bundled"
 CHECKPOINT_META = "harmosearch.json"
+DEFAULT_TEMPERATURE = 100.0  # CLIP's logit scale, for a model that does not carry one
 RANDOM_TAG = "random"
 LOCAL_MODELS = "a local model: --model local-dir:PATH (an open_clip folder) or --model NAME:/path/to/weights.pt"
 HINT = f"pretrained weights cannot be fetched offline: point at {LOCAL_MODELS}"
@@ -324,8 +325,19 @@ class TextEncoding:
 class Encoder:
     """A loaded model with its transform, tokenizer and identity."""
 
-    def __init__(self, model: Any, tokenizer: Any, config: EncoderConfig, spec: str, device: Any) -> None:
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        config: EncoderConfig,
+        spec: str,
+        device: Any,
+        vocabulary: Sequence[str] = (),
+    ) -> None:
         self.model = model.to(device).eval()
+        # The phrases the model was trained to tell apart (a checkpoint's harmosearch.json), the
+        # rivals of a query's lexemes when search.vocabulary is "auto" (contrast.py).
+        self.vocabulary = tuple(str(v) for v in vocabulary)
         self.tokenizer = tokenizer
         self.config = config
         self.device = device
@@ -347,6 +359,12 @@ class Encoder:
     @property
     def grid(self) -> tuple[int, int]:
         return self.identity.grid
+
+    @property
+    def temperature(self) -> float:
+        """The model's logit scale (what its similarities are multiplied by before a softmax)."""
+        scale = getattr(self.model, "logit_scale", None)
+        return float(scale.detach().exp()) if scale is not None else DEFAULT_TEMPERATURE
 
     def image_tensor(self, image: Any) -> Any:
         """A PIL image -> a preprocessed [3, S, S] tensor."""
@@ -443,7 +461,8 @@ def load_encoder(config: Config | EncoderConfig | None = None, device: str | Non
         tokenizer = tokenizer_for(source.name)
     except Exception as exc:
         raise ModelLoadError(f"could not load the tokenizer of {source.spec!r}: {exc}; {HINT}") from None
-    return Encoder(model, tokenizer, config.encoder, source.spec, resolve_device(device or config.encoder.device))
+    device_ = resolve_device(device or config.encoder.device)
+    return Encoder(model, tokenizer, config.encoder, source.spec, device_, meta.get("vocabulary") or ())
 
 
 def model_config_of(source: ModelSource) -> dict[str, Any]:

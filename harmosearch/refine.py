@@ -27,9 +27,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from harmosearch.contrast import Contrast
 
 RATIO = 1.19  # successive box sides
 FINE_BELOW = 3.0  # boxes narrower than this many cells of the model's own grid use the fine map
@@ -144,12 +147,15 @@ def best_boxes(
     lexemes: Any,
     seeds: Any,
     margin: float,
+    contrast: Contrast | None = None,
 ) -> tuple[Any, Any]:
     """For one image: candidate vectors [N_k, D] and their boxes [N_k, 4] (any shared frame, e.g.
     fractions of the model input) from each map, lexemes [L, D] and seeds [L, 4] in that frame
     (NaN rows: anywhere) -> (the box shown [L, 4], its score [L]): the largest box (the first on
     ties) scoring within `margin` of the best, among the boxes whose centre lies inside the seed
-    (all boxes when none does)."""
+    (all boxes when none does). With a `contrast` (rows: the lexemes), the score is the best
+    of those boxes' scores with the contrast's term added, as indexed regions rank
+    (scoring.best_regions); the box is still chosen on the plain scores."""
     import torch
 
     vecs = torch.cat(list(vectors))
@@ -171,6 +177,10 @@ def best_boxes(
     near = scores >= best - margin
     largest = torch.where(near, areas[:, None], -torch.inf)
     pick = largest.argmax(0)  # the first maximum
+    if contrast is not None:
+        plain = vecs @ lexemes.T
+        term = torch.as_tensor(contrast.term(plain.numpy(), vecs.numpy()))
+        return frame[pick], torch.where(inside, plain + term, -torch.inf).max(0).values
     return frame[pick], scores[pick, torch.arange(len(best))]
 
 
@@ -196,11 +206,13 @@ def refine_boxes(
     seeds: np.ndarray,
     scale: float,
     margin: float,
+    contrast: Contrast | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The box shown for each request r: lexeme r [R, D] in image image_of[r] [R] of `images`
     ((decoded RGB image, full width, full height)), near seeds[r] [R, 4] (pixels; NaN: anywhere).
     Images are encoded again at the model's input size and at `scale` times it, in batches.
-    Returns (boxes [R, 4] in pixels of the original images, their scores [R])."""
+    Returns (boxes [R, 4] in pixels of the original images, their scores [R]; with a `contrast`
+    whose rows are the requests, the scores that rank, see best_boxes)."""
     import torch
 
     from harmosearch.regions import from_grid, to_grid
@@ -233,7 +245,8 @@ def refine_boxes(
             seed = torch.as_tensor(np.asarray(seeds[wanted], dtype=np.float32)).reshape(-1, 4)
             known = ~torch.isnan(seed).any(1)
             seed[known] = to_grid(seed[known], width, height, (1, 1), size, resize)
-            boxes, scores = best_boxes([p[offset] for p in pooled], frames, lexemes_t[wanted], seed, margin)
+            rivals = None if contrast is None else contrast.columns(wanted)
+            boxes, scores = best_boxes([p[offset] for p in pooled], frames, lexemes_t[wanted], seed, margin, rivals)
             out_boxes[wanted] = from_grid(boxes, width, height, (1, 1), size, resize).numpy()
             out_scores[wanted] = scores.numpy()
     return out_boxes, out_scores

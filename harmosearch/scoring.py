@@ -9,8 +9,12 @@ segment reductions, without a Python loop over images.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from harmosearch.contrast import Contrast
 
 BLOCK_ROWS = 65_536  # region rows scored at once
 BLOCK_LEXEMES = 512
@@ -53,7 +57,7 @@ class RegionTable:
 
 
 def best_regions(
-    table: RegionTable, images: np.ndarray, lexemes: np.ndarray, box_margin: float
+    table: RegionTable, images: np.ndarray, lexemes: np.ndarray, box_margin: float, contrast: Contrast | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """For each image in `images` [C] and lexeme vector [L, D]: the best region score [C, L],
     with the table's bias added to each region's (-1 for an image without regions), and the row
@@ -63,20 +67,22 @@ def best_regions(
     often a part of it (measured on synthetic scenes: grounding 46.9% -> 54.5% at 0.05). The
     bias (a window penalty) decides how images rank, not where the box goes: segments should win
     near-ties in ranking, but a window is often the better box (validation: grounding fell from
-    57.5% to 54.0% when the penalised best also chose the box)."""
-    scores, chosen, _ = _best_regions(table, images, lexemes, box_margin)
+    57.5% to 54.0% when the penalised best also chose the box). A `contrast` (contrast.py) adds
+    its term to every region's score the same way: it ranks, it does not choose the box."""
+    scores, chosen, _ = _best_regions(table, images, lexemes, box_margin, contrast)
     return scores, chosen
 
 
 def _best_regions(
-    table: RegionTable, images: np.ndarray, lexemes: np.ndarray, box_margin: float
+    table: RegionTable, images: np.ndarray, lexemes: np.ndarray, box_margin: float, contrast: Contrast | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """best_regions, and the best scores without the table's bias [C, L] (the same array when
-    it has none), from the same pass."""
+    """best_regions, and the best scores without the table's bias or the contrast [C, L] (the
+    same array when there is neither), from the same pass."""
     images = np.asarray(images, dtype=np.int64)
     lexemes = np.asarray(lexemes, dtype=np.float32).reshape(-1, table.vectors.shape[1])
     scores = np.full((len(images), len(lexemes)), -1.0, dtype=np.float32)
-    plain = scores if table.bias is None else scores.copy()
+    adjusted = table.bias is not None or contrast is not None
+    plain = scores.copy() if adjusted else scores
     chosen = np.full((len(images), len(lexemes)), -1, dtype=np.int64)
     if len(images) == 0 or len(lexemes) == 0:
         return scores, chosen, plain
@@ -95,9 +101,12 @@ def _best_regions(
             sims = vectors @ lexemes[part].T
             best, pick = _reduce(sims, offsets, areas, box_margin)
             chosen[nonempty, part] = rows[pick]
-            if bias is not None:
+            if adjusted:
                 plain[nonempty, part] = best
-                best = np.maximum.reduceat(sims + bias, offsets, axis=0)
+                ranked = sims if bias is None else sims + bias
+                if contrast is not None:
+                    ranked = ranked + contrast.columns(part).term(sims, vectors)
+                best = np.maximum.reduceat(ranked, offsets, axis=0)
             scores[nonempty, part] = best
     return scores, chosen, plain
 
@@ -132,10 +141,16 @@ def _reduce(sims: np.ndarray, offsets: np.ndarray, areas: np.ndarray, margin: fl
 
 
 def top_regions(
-    table: RegionTable, images: np.ndarray, lexemes: np.ndarray, k: int, exclude: np.ndarray | None = None
+    table: RegionTable,
+    images: np.ndarray,
+    lexemes: np.ndarray,
+    k: int,
+    exclude: np.ndarray | None = None,
+    contrast: Contrast | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Each lexeme's k best regions in each image, leaving out rows where `exclude` [R] is True:
-    scores [C, L, k] (best first, -inf where an image has fewer than k) and rows [C, L, k] (-1 there)."""
+    scores [C, L, k] (best first, -inf where an image has fewer than k) and rows [C, L, k] (-1
+    there). Scores and order include the table's bias and the contrast's term."""
     images = np.asarray(images, dtype=np.int64)
     lexemes = np.asarray(lexemes, dtype=np.float32).reshape(-1, table.vectors.shape[1])
     counts = table.start[images + 1] - table.start[images]
@@ -150,7 +165,10 @@ def top_regions(
     if exclude is not None:
         valid &= ~exclude[padded]
     gathered = np.asarray(table.vectors[padded.reshape(-1)], dtype=np.float32)  # [C * W, D]
-    sims = (gathered @ lexemes.T).reshape(len(images), width, len(lexemes)).transpose(0, 2, 1)
+    plain = gathered @ lexemes.T
+    if contrast is not None:
+        plain = plain + contrast.term(plain, gathered)
+    sims = plain.reshape(len(images), width, len(lexemes)).transpose(0, 2, 1)
     if table.bias is not None:
         sims = sims + table.bias[padded][:, None, :]
     sims = np.where(valid[:, None, :], sims, -np.inf)
@@ -166,14 +184,15 @@ def top_regions(
 class RegionMatch:
     """The regions chosen for a query's lexemes in each candidate image."""
 
-    # [C, L] each lexeme's region score, the table's bias included: a lone lexeme's best (its box,
-    # `rows`, is chosen on the scores without the bias), a related one's chosen region's (-1
-    # where an image has no regions)
+    # [C, L] each lexeme's region score, the table's bias and the contrast's term included: a lone
+    # lexeme's best (its box, `rows`, is chosen on the plain scores), a related one's chosen
+    # region's (-1 where an image has no regions)
     scores: np.ndarray
     rows: np.ndarray  # [C, L] the row of the box shown (-1 there)
     relation_scores: np.ndarray  # [C, R] each relation's geometric score for the chosen boxes
-    # [C, L] the scores without the table's bias (the window penalty), as an index's calibration
-    # measures unrelated queries: a lone lexeme's best region, a related one's chosen region
+    # [C, L] the plain scores, without the table's bias (the window penalty) or the contrast, as an
+    # index's calibration measures unrelated queries: a lone lexeme's best region, a related
+    # one's chosen region
     plain_scores: np.ndarray
 
 
@@ -185,29 +204,34 @@ def match_regions(
     box_margin: float,
     relation_weight: float,
     candidates: int,
+    contrast: Contrast | None = None,
 ) -> RegionMatch:
     """Choose a region per lexeme in each image. Lexemes in no relation take their best region
     (the box shown as `best_regions` shows it). Lexemes linked by relations (subject, relation,
     object, negated) are chosen jointly among their `candidates` best regions, maximising their
     scores plus relation_weight times the relations' geometric scores (`relations.assign_boxes`);
     with a window penalty in the table that choice weighs the penalised scores, so for them the
-    penalty also steers which boxes are shown."""
+    penalty (and the contrast's term, for the lexemes `contrast` covers) also steers which boxes
+    are shown."""
     from harmosearch.relations import assign_boxes
 
     if not relations or relation_weight == 0 or len(images) == 0 or len(table.vectors) == 0:
-        scores, rows, plain = _best_regions(table, images, lexemes, box_margin)
+        scores, rows, plain = _best_regions(table, images, lexemes, box_margin, contrast)
         return RegionMatch(scores, rows, np.zeros((len(scores), len(relations)), np.float32), plain)
     related = sorted({s for s, _, _, _ in relations} | {o for _, _, o, _ in relations})
     alone = [lexeme for lexeme in range(len(lexemes)) if lexeme not in related]
     scores = np.full((len(images), len(lexemes)), -1.0, dtype=np.float32)
     rows = np.full((len(images), len(lexemes)), -1, dtype=np.int64)
     plain = np.full((len(images), len(lexemes)), -1.0, dtype=np.float32)
-    scores[:, alone], rows[:, alone], plain[:, alone] = _best_regions(table, images, lexemes[alone], box_margin)
+    scores[:, alone], rows[:, alone], plain[:, alone] = _best_regions(
+        table, images, lexemes[alone], box_margin, None if contrast is None else contrast.columns(alone)
+    )
     position = {lexeme: i for i, lexeme in enumerate(related)}
     # The whole-image region holds every object and sits "near" all of them: it is no object's
     # box, so it is not a candidate for a lexeme in a relation.
     whole = table.scales >= 1.0 if table.scales is not None else None
-    top, top_rows = top_regions(table, images, lexemes[related], candidates, whole)
+    rivals = None if contrast is None else contrast.columns(related)
+    top, top_rows = top_regions(table, images, lexemes[related], candidates, whole, rivals)
     valid = top_rows >= 0
     chosen = assign_boxes(
         np.where(valid, top, 0.0),
@@ -220,6 +244,10 @@ def match_regions(
     found = chosen.choice >= 0
     scores[:, related] = np.where(found, chosen.lexeme_scores, -1.0)
     rows[:, related] = np.where(found, picked, -1)
-    bias = 0.0 if table.bias is None else table.bias[np.maximum(rows[:, related], 0)]
-    plain[:, related] = np.where(found, scores[:, related] - bias, -1.0)
+    if contrast is None:  # the penalty is one number per region: take it back off
+        bias = 0.0 if table.bias is None else table.bias[np.maximum(rows[:, related], 0)]
+        plain[:, related] = np.where(found, scores[:, related] - bias, -1.0)
+    else:  # the chosen regions scored again
+        chosen_vectors = np.asarray(table.vectors[np.maximum(rows[:, related], 0)], dtype=np.float32)  # [C, l, D]
+        plain[:, related] = np.where(found, np.einsum("cld,ld->cl", chosen_vectors, lexemes[related]), -1.0)
     return RegionMatch(scores, rows, np.nan_to_num(chosen.relation_scores, nan=0.0).astype(np.float32), plain)

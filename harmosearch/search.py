@@ -26,12 +26,14 @@ from typing import Any, Literal
 import numpy as np
 
 from harmosearch.config import Config, SearchConfig, load_config
+from harmosearch.contrast import Contrast, Vocabulary, embed_vocabulary, vocabulary_phrases
 from harmosearch.errors import ConfigError, IndexStoreError, QueryError
 from harmosearch.fusion import fuse, penalty
 from harmosearch.indexes import latest_index
 from harmosearch.scoring import RegionMatch, RegionTable, best_regions, match_regions
 
 MAX_QUERY_CHARS = 1000
+KEPT_VOCABULARIES = 8  # embedded vocabularies an index keeps (per setting of search.vocabulary)
 # A filtered search scores every allowed image exactly when they hold at most this many regions
 # (about the work of an unfiltered search's candidates); above it, FAISS searches the allowed rows.
 EXACT_SUBSET_REGIONS = 50_000
@@ -174,6 +176,7 @@ class Index:
         self.regions = RegionTable(self.reader.region_vectors, boxes, self.reader.region_start, scales)
         penalty = self.config.search.window_penalty
         self._penalised = (penalty, self.regions.penalising_windows(penalty))
+        self._vocabularies: dict[tuple[str, tuple[int, int] | None], Vocabulary] = {}  # see _contrast
         self.calibration = _stored_calibration(manifest)
         self._tune()
 
@@ -255,6 +258,7 @@ class Index:
         if len(candidates) == 0:
             return SearchResponse(query.text, query.lexeme_texts, [], query.warnings, calibrated)
         global_scores = self.reader.global_vectors[candidates].astype(np.float32) @ query.global_vector
+        contrast = self._contrast(query.lexeme_texts, query.lexeme_vectors, s)
         match = match_regions(
             self._ranking(s.window_penalty),
             candidates,
@@ -263,6 +267,7 @@ class Index:
             s.box_margin,
             s.relation_weight,
             s.relation_candidates,
+            contrast,
         )
         fused = fuse(global_scores, match.scores, s.alpha, match.relation_scores, s.relation_weight)
         penalties = self._penalty(candidates, query, s.alpha)
@@ -278,7 +283,7 @@ class Index:
         if refine:
             lexemes = np.asarray(query.lexeme_vectors, dtype=np.float32)
             order, fused, match, boxes = self._refined(
-                candidates, order, fused, global_scores, penalties, match, lexemes, s, query.warnings
+                candidates, order, fused, global_scores, penalties, match, lexemes, s, query.warnings, contrast
             )
         results = self._results(
             candidates, order[: s.k], fused, global_scores, query.lexeme_texts, query.relations, match, confident
@@ -451,6 +456,20 @@ class Index:
             self._penalised = (window_penalty, table)
         return table
 
+    def _contrast(self, lexeme_texts: list[str], lexeme_vectors: np.ndarray, s: SearchConfig) -> Contrast | None:
+        """The rivals of the query's lexemes in search.vocabulary, embedded once per setting (a
+        file: again when it changes)."""
+        if s.contrast == 0 or not lexeme_texts:
+            return None
+        key = (s.vocabulary, _file_signature(s.vocabulary))
+        vocabulary = self._vocabularies.get(key)
+        if vocabulary is None:
+            vocabulary = embed_vocabulary(self.encoder, vocabulary_phrases(s.vocabulary, self.encoder.vocabulary))
+            if len(self._vocabularies) >= KEPT_VOCABULARIES:
+                self._vocabularies.clear()
+            self._vocabularies[key] = vocabulary
+        return vocabulary.for_lexemes(lexeme_texts, lexeme_vectors, s.contrast)
+
     def _penalty(self, candidates: np.ndarray, query: _Query, alpha: float) -> np.ndarray | float:
         if len(query.negative_global) == 0:
             return 0.0
@@ -561,6 +580,7 @@ class Index:
         lexemes: np.ndarray,
         s: SearchConfig,
         warnings: list[str],
+        contrast: Contrast | None = None,
     ) -> tuple[np.ndarray, np.ndarray, RegionMatch, dict[int, np.ndarray]]:
         """Refinement (refine.py) of the first max(k, s.rerank) positions of `order` (only the k
         shown when s.rerank is 0): each lexeme's box searched again near the indexed one; with
@@ -589,14 +609,26 @@ class Index:
             )
         refined: dict[int, np.ndarray] = {}
         # Refined scores know no window penalty; a picture not read again keeps its indexed
-        # scores without it too, so that one formula scores the reordered results.
+        # scores without it too (with the contrast, as refined scores have it), so that one
+        # formula scores the reordered results.
         lexeme_scores = match.plain_scores.astype(np.float32)
+        count = len(lexemes)
+        if contrast is not None and len(kept) < len(head):
+            others = np.setdiff1d(head, kept)
+            lexeme_scores[others] = best_regions(self.regions, candidates[others], lexemes, s.box_margin, contrast)[0]
         if kept:
-            count = len(lexemes)
             seeds = as_seeds(self.regions.boxes_of(match.rows[kept]))
             image_of = np.repeat(np.arange(len(kept)), count)
+            requests = None if contrast is None else contrast.columns(np.tile(np.arange(count), len(kept)))
             boxes, scores = refine_boxes(
-                self.encoder, pictures, image_of, np.tile(lexemes, (len(kept), 1)), seeds, s.refine_scale, s.box_margin
+                self.encoder,
+                pictures,
+                image_of,
+                np.tile(lexemes, (len(kept), 1)),
+                seeds,
+                s.refine_scale,
+                s.box_margin,
+                requests,
             )
             refined = {p: boxes[i * count : (i + 1) * count] for i, p in enumerate(kept)}
             lexeme_scores[kept] = scores.reshape(len(kept), count)
@@ -836,6 +868,18 @@ def _is_utf8(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def _file_signature(setting: str) -> tuple[int, int] | None:
+    """(mtime, size) of a vocabulary file, None for "auto", "none" or a file that is not there
+    (reading it then says why)."""
+    if setting in ("auto", "none"):
+        return None
+    try:
+        stat = Path(setting).expanduser().stat()
+    except OSError:
+        return None
+    return stat.st_mtime_ns, stat.st_size
 
 
 def _unit(v: np.ndarray) -> np.ndarray:

@@ -79,6 +79,7 @@ class _Queries:
 
     def __init__(self, vectors):
         self.vectors = vectors
+        self.vocabulary = ()  # no phrases of its own: no contrast
 
     def encode_queries(self, texts):
         from types import SimpleNamespace
@@ -380,13 +381,17 @@ def test_refined_bench_tasks_are_what_query_refine_shows(scenes, tmp_path, monke
     from harmosearch.search import Index
 
     monkeypatch.setenv("HARMOSEARCH_CACHE", str(tmp_path / "cache"))
-    # A window penalty too: the bench must score regions as the query does.
+    # A window penalty and a contrast too (harmo-tiny's own vocabulary, then a file's): the
+    # bench must score regions as the query does.
+    rivals = tmp_path / "rivals.txt"
+    rivals.write_text("# rivals\nred circle\nblue star\ngreen ring\nyellow square\n")
     overrides = {
         "encoder.model": "harmo-tiny",
         "encoder.device": "cpu",
         "index.workers": 0,
         "search.refine": True,
         "search.window_penalty": 0.1,
+        "search.contrast": 0.5,
     }
     config = load_config(overrides={**overrides, "search.rerank": 8, "search.refine_alpha": 0.3})
     test_encoder = load_encoder(config)
@@ -394,7 +399,9 @@ def test_refined_bench_tasks_are_what_query_refine_shows(scenes, tmp_path, monke
     images = encode_images(test_encoder, config, bench)
     assert images.regions.bias is not None and images.regions.bias.min() == pytest.approx(-0.1)
     # k=1: the order itself is compared, not only which images make the top.
-    got = phrase_search(Run(test_encoder, config, bench, images), k=1)
+    run = Run(test_encoder, config, bench, images)
+    assert run.vocabulary is not None and len(run.vocabulary.phrases) == 48  # harmo-tiny's colour-shape names
+    got = phrase_search(run, k=1)
     build_index(scenes / "images", tmp_path / "index", config, encoder=test_encoder)
     index = Index(tmp_path / "index", config, encoder=test_encoder)
     precision, hits, boxed = [], [], []
@@ -415,7 +422,9 @@ def test_refined_bench_tasks_are_what_query_refine_shows(scenes, tmp_path, monke
     assert got["refine_seconds_per_image"] > 0 and 0 < np.mean(boxed) < 1
     # Retrieval's "refined" ranking: each caption as `query --refine` ranks it without relations,
     # with the random test model (the bundled one finds every caption's image among 12).
-    config = load_config(overrides={**overrides, "encoder.model": TEST_MODEL, "search.rerank": 8})
+    config = load_config(
+        overrides={**overrides, "encoder.model": TEST_MODEL, "search.rerank": 8, "search.vocabulary": str(rivals)}
+    )
     test_encoder = load_encoder(config)
     build_index(scenes / "images", tmp_path / "random", config, encoder=test_encoder)
     index = Index(tmp_path / "random", config, encoder=test_encoder)

@@ -259,3 +259,15 @@ def test_an_index_in_a_folder_whose_name_is_not_utf8(scenes, tmp_path, test_enco
 def test_control_characters_in_paths_stay_on_one_line(scenes, tmp_path):
     message = one_error(["index", str(tmp_path / "new\nline\x1b[31m"), "--index", str(tmp_path / "idx")])
     assert message == f"photo folder not found: {tmp_path}/new\\nline\\x1b[31m"
+
+
+def test_an_unreadable_vocabulary_file(index, tmp_path):
+    """search.vocabulary names a file of rival phrases; a missing one is one line, exit 2."""
+    config = tmp_path / "rivals.toml"
+    config.write_text(f'[search]\nvocabulary = "{tmp_path / "missing.txt"}"\ncontrast = 0.3\n')
+    message = one_error(["--config", str(config), "query", "red circle", "--index", str(index)])
+    assert message.startswith(f"search.vocabulary: cannot read {tmp_path / 'missing.txt'}: ")
+    config.write_text('[search]\nvocabulary = "  "\n')
+    assert one_error(["--config", str(config), "query", "red circle", "--index", str(index)]) == (
+        f'config file {config}: search.vocabulary must be "auto", "none" or a file of phrases, one per line'
+    )

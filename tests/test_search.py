@@ -139,19 +139,33 @@ def test_other_encoder_is_refused(tmp_path):
         Index(tmp_path / "idx", encoder=other)
 
 
-def reference_scores(data, encoding, alpha, relation_weight=0.5, window_penalty=0.0):
+def reference_scores(data, encoding, alpha, relation_weight=0.5, window_penalty=0.0, contrast=0.0, vocabulary=()):
     """Every image scored by the formula in harmosearch.fusion, with plain loops: lexemes in a
     relation try every combination of their regions (whole image excluded), the others take
-    their best region; a window's score (0 < scale < 1) loses window_penalty."""
+    their best region; a window's score (0 < scale < 1) loses window_penalty; with a contrast,
+    each region's score gains contrast * log p, p the softmax (at the fake's temperature, 100)
+    over the lexeme and its rivals: the vocabulary's phrases whose words neither include all of
+    the lexeme's words nor all occur in it."""
     import itertools
+    import math
 
     from harmosearch.relations import relation_scores
 
     g = encoding.global_vector.numpy()
+    texts = encoding.parsed.lexeme_texts
+    rivals = [
+        [concept(v) for v in vocabulary if not ({*t.split()} <= {*v.split()} or {*v.split()} <= {*t.split()})]
+        for t in texts
+    ]
 
     def region_score(j, m):
         window = 0 < data.regions["scale"][j] < 1
-        return float(data.region_vectors[j] @ lexemes[m]) - (window_penalty if window else 0.0)
+        region = data.region_vectors[j].astype(np.float32)
+        score = float(region @ lexemes[m])
+        if contrast and rivals[m]:
+            mine = math.exp(100 * score)
+            score += contrast * math.log(mine / (mine + sum(math.exp(100 * float(region @ r)) for r in rivals[m])))
+        return score - (window_penalty if window else 0.0)
 
     lexemes = encoding.lexeme_vectors.numpy()
     relations = [(r.subject, r.relation, r.object, r.negated) for r in encoding.parsed.relations if r.decidable]
@@ -181,10 +195,18 @@ def reference_scores(data, encoding, alpha, relation_weight=0.5, window_penalty=
 
 
 @pytest.mark.parametrize(
-    ("index_type", "window_penalty"),
-    [("Flat", 0.0), ("Flat", 0.2), ("SQfp16", 0.0), ("HNSW16", 0.0), ("IVF4,Flat", 0.1)],
+    ("index_type", "window_penalty", "contrast"),
+    [
+        ("Flat", 0.0, 0.0),
+        ("Flat", 0.2, 0.0),
+        ("SQfp16", 0.0, 0.0),
+        ("HNSW16", 0.0, 0.0),
+        ("IVF4,Flat", 0.1, 0.0),
+        ("Flat", 0.1, 0.05),
+        ("SQfp16", 0.0, 0.02),
+    ],
 )
-def test_ranking_equals_the_slow_reference(tmp_path, index_type, window_penalty):
+def test_ranking_equals_the_slow_reference(tmp_path, index_type, window_penalty, contrast):
     rng = np.random.default_rng(3)
     phrases = ["red circle", "blue star", "green ring", "yellow square", "white cross", "black triangle"]
     scenes = [
@@ -194,8 +216,13 @@ def test_ranking_equals_the_slow_reference(tmp_path, index_type, window_penalty)
         ]
         for _ in range(120)
     ]
-    search = SearchConfig(region_candidates=1000, global_candidates=1000, nprobe=4, window_penalty=window_penalty)
+    search = SearchConfig(
+        region_candidates=1000, global_candidates=1000, nprobe=4, window_penalty=window_penalty, contrast=contrast
+    )
     index = open_fake(tmp_path, scenes=scenes, index_type=index_type, search=search, noise=0.6)
+    # The model's own phrases (a checkpoint's vocabulary): rivals for every lexeme but its own.
+    vocabulary = (*phrases, "small red circle", "star")
+    index.encoder.vocabulary = vocabulary
     data = make_data(scenes, 0.6)
     for query in (
         "red circle",
@@ -204,7 +231,7 @@ def test_ranking_equals_the_slow_reference(tmp_path, index_type, window_penalty)
         "red circle near a blue star left of a green ring",
     ):
         encoding = FakeEncoder().encode_queries([query])[0]
-        expected = reference_scores(data, encoding, 0.3, window_penalty=window_penalty)
+        expected = reference_scores(data, encoding, 0.3, 0.5, window_penalty, contrast, vocabulary)
         got = index.search(query, k=10, alpha=0.3)
         assert len(got.results) == 10
         for r in got.results:  # exact rescoring: every returned score is the reference score

@@ -120,6 +120,12 @@ def test_loss_decreases_over_a_few_steps(train_scenes, tmp_path):
     assert encoder.identity.embed_dim == 32
     meta = json.loads((tmp_path / "run" / "final" / "harmosearch.json").read_text())
     assert meta["config"]["train"]["batch_size"] == 8 and meta["step"] == 24
+    # and the names its training scenes annotate, the rivals a search weighs lexemes against
+    from harmosearch.train.data import load_scene_folder
+
+    names = {link.text for sample in load_scene_folder(train_scenes) for link in sample.links}
+    assert names and meta["vocabulary"] == sorted(names)
+    assert encoder.vocabulary == tuple(sorted(names))
 
 
 class Interrupt(Exception):

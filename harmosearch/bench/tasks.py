@@ -8,6 +8,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +18,15 @@ from harmosearch.bench.datasets import BenchSet
 from harmosearch.bench.vectors import (
     ImageVectors,
     Progress,
+    bench_vocabulary,
     encode_texts,
     fused_scores,
     phrase_vectors,
     query_scores,
+    text_contrast,
 )
 from harmosearch.config import Config
+from harmosearch.contrast import Contrast, Vocabulary
 from harmosearch.errors import DataError
 from harmosearch.fusion import fuse
 from harmosearch.metrics import box_iou, recall_image_to_text, recall_text_to_image, topk_accuracy
@@ -45,6 +49,11 @@ class Run:
     save_scores: Path | None = None
     progress: Progress | None = None
 
+    @cached_property
+    def vocabulary(self) -> Vocabulary | None:
+        """search.vocabulary, embedded once per run (None when search.contrast is 0)."""
+        return bench_vocabulary(self.encoder, self.config.search)
+
 
 def retrieval(run: Run) -> dict[str, Any]:
     """Recall@1/5/10 text->image and image->text, for the global, fused and relation-aware
@@ -54,7 +63,7 @@ def retrieval(run: Run) -> dict[str, Any]:
         raise DataError(f"{bench.name} has no captions; retrieval needs them")
     texts = encode_texts(run.encoder, bench.captions, run.images.global_vectors.shape[1], run.progress)
     rankings = RANKINGS if run.mode == "all" else (run.mode,)
-    scores = {mode: query_scores(texts, run.images, run.config.search, mode) for mode in rankings}
+    scores = {mode: query_scores(texts, run.images, run.config.search, mode, None, run.vocabulary) for mode in rankings}
     modes = {}
     for name, matrix in scores.items():
         t2i = recall_text_to_image(matrix, bench.caption_image)
@@ -139,10 +148,11 @@ def _share_fitting(truth: np.ndarray, shown: np.ndarray) -> float:
 
 
 def _refined(
-    run: Run, images: np.ndarray, lexemes: np.ndarray, seeds: np.ndarray
+    run: Run, images: np.ndarray, lexemes: np.ndarray, seeds: np.ndarray, contrast: Contrast | None = None
 ) -> tuple[np.ndarray, np.ndarray, float]:
     """What `harmosearch query --refine` finds for lexemes[r] on image images[r] near the indexed
-    box seeds[r] (refine.py): (boxes [R, 4], their scores [R], wall time per distinct image).
+    box seeds[r] (refine.py): (boxes [R, 4], their scores [R], wall time per distinct image);
+    with a contrast (rows: the requests), the scores rank as a query's reordering ranks.
     Pictures are decoded as a query decodes them; each is encoded once for all its requests."""
     from harmosearch.media.formats import open_still
     from harmosearch.refine import decode_side, refine_boxes
@@ -166,6 +176,7 @@ def _refined(
             seeds[wanted],
             s.refine_scale,
             s.box_margin,
+            None if contrast is None else contrast.columns(wanted),
         )
     return boxes, scores, (time.perf_counter() - started) / max(len(distinct), 1)
 
@@ -187,7 +198,10 @@ def _heads(
     images = np.concatenate([np.repeat(heads[t], len(own[t])) for t in range(len(fused))])
     lexemes = np.concatenate([np.tile(texts.lexemes[own[t]], (depth, 1)) for t in range(len(fused))])
     seeds = as_seeds(np.concatenate([b.reshape(-1, 4) for b in boxes]))
-    refined, scores, seconds = _refined(run, images, lexemes, seeds)
+    contrast = text_contrast(texts, s, run.vocabulary) if s.rerank else None
+    if contrast is not None:  # request rows -> lexeme rows, in the order requests are made
+        contrast = contrast.columns(np.concatenate([np.tile(own[t], depth) for t in range(len(fused))]))
+    refined, scores, seconds = _refined(run, images, lexemes, seeds, contrast)
     at = 0
     for t in range(len(fused)):
         count = depth * len(own[t])
@@ -215,7 +229,8 @@ def search(run: Run, k: int = 5) -> dict[str, Any]:
     phrases = sorted(owners)
     texts = encode_texts(run.encoder, phrases, images.global_vectors.shape[1])
     g = texts.global_vectors @ images.global_vectors.T
-    fused, rows = fused_scores(g, texts.lexemes, texts.owners, images, s.alpha, s.box_margin)
+    contrast = text_contrast(texts, s, run.vocabulary)
+    fused, rows = fused_scores(g, texts.lexemes, texts.owners, images, s.alpha, s.box_margin, contrast)
     heads, boxes, seconds = _heads(run, g, fused, rows, texts, max(k, s.rerank) if s.refine and s.rerank else k)
     precision, hits, boxed = [], [], []
     for p, phrase in enumerate(phrases):
@@ -245,7 +260,9 @@ def compositional(run: Run) -> dict[str, Any]:
     if bench.pairs:
 
         def scorer(mode: str) -> Callable[[list[str], list[Any]], np.ndarray]:
-            return lambda captions, _: query_scores(encode_texts(run.encoder, captions, dim), run.images, s, mode)
+            return lambda captions, _: query_scores(
+                encode_texts(run.encoder, captions, dim), run.images, s, mode, None, run.vocabulary
+            )
 
         return {mode: evaluate_pairs(bench.pairs, scorer(mode)) for mode in RANKINGS}
     if bench.aro:
@@ -253,7 +270,7 @@ def compositional(run: Run) -> dict[str, Any]:
         own = np.repeat(np.arange(len(bench.aro)), 2)[:, None]  # each caption against its item's crop
         results = {}
         for mode in RANKINGS:
-            scores = query_scores(texts, run.images, s, mode, subset=own)[:, 0]
+            scores = query_scores(texts, run.images, s, mode, own, run.vocabulary)[:, 0]
             results[mode] = aro_metrics(bench.aro, scores[0::2], scores[1::2])
         return results
     raise DataError(f"{bench.name} has no twin pairs or ARO items; compositional needs them")

@@ -12,7 +12,7 @@ import json
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ import numpy as np
 
 from harmosearch.bench.datasets import BenchSet
 from harmosearch.config import Config, SearchConfig
+from harmosearch.contrast import Contrast, Vocabulary, embed_vocabulary, vocabulary_phrases
 from harmosearch.errors import DataError
 from harmosearch.fusion import fuse
 from harmosearch.scoring import RegionTable, best_regions, match_regions
@@ -107,10 +108,11 @@ class TextVectors:
     lexemes: np.ndarray  # [L, D], every text's lexeme vectors in order
     owners: np.ndarray  # [L], the text each lexeme belongs to
     relations: list[list[tuple[int, str, int, bool]]]  # per text, its decidable relations
+    lexeme_texts: list[str] = field(default_factory=list)  # [L], what each lexeme says
 
 
 def encode_texts(encoder: Any, texts: list[str], dim: int, progress: Progress | None = None) -> TextVectors:
-    g_rows, lex_rows, owners, relations = [], [], [], []
+    g_rows, lex_rows, owners, relations, lexeme_texts = [], [], [], [], []
     batch = 256
     for start in range(0, len(texts), batch):
         for n, enc in enumerate(encoder.encode_queries(texts[start : start + batch])):
@@ -120,6 +122,7 @@ def encode_texts(encoder: Any, texts: list[str], dim: int, progress: Progress | 
             owners += [start + n] * len(vectors)
             parsed = getattr(enc, "parsed", None)
             found = parsed.relations if parsed is not None else ()
+            lexeme_texts += list(parsed.lexeme_texts) if parsed is not None else [""] * len(vectors)
             relations.append([(r.subject, r.relation, r.object, r.negated) for r in found if r.decidable])
         if progress:
             progress("encoding captions", min(start + batch, len(texts)), len(texts))
@@ -128,6 +131,7 @@ def encode_texts(encoder: Any, texts: list[str], dim: int, progress: Progress | 
         np.concatenate(lex_rows).astype(np.float32) if owners else np.zeros((0, dim), np.float32),
         np.asarray(owners, dtype=np.int64),
         relations,
+        lexeme_texts,
     )
 
 
@@ -138,12 +142,13 @@ def fused_scores(
     images: ImageVectors,
     alpha: float,
     box_margin: float,
+    contrast: Contrast | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Text x image fused scores as `harmosearch query` fuses them, from global_scores [T, I],
-    lexeme vectors [L, D] and the text each belongs to [L]; also the region row shown for each
-    lexeme on each image [I, L]."""
+    lexeme vectors [L, D] and the text each belongs to [L] (and their contrast, rows the
+    lexemes); also the region row shown for each lexeme on each image [I, L]."""
     every = np.arange(images.regions.n_images)
-    best, rows = best_regions(images.regions, every, lexemes, box_margin)  # [I, L]
+    best, rows = best_regions(images.regions, every, lexemes, box_margin, contrast)  # [I, L]
     fused = np.empty_like(global_scores)
     for t in range(len(global_scores)):
         fused[t] = fuse(global_scores[t], best[:, owners == t], alpha)
@@ -151,17 +156,24 @@ def fused_scores(
 
 
 def query_scores(
-    texts: TextVectors, images: ImageVectors, settings: SearchConfig, mode: str, subset: Any = None
+    texts: TextVectors,
+    images: ImageVectors,
+    settings: SearchConfig,
+    mode: str,
+    subset: Any = None,
+    vocabulary: Vocabulary | None = None,
 ) -> np.ndarray:
     """Text x image scores [T, I] as `harmosearch query` scores: mode "global" (the plain CLIP
     ranking), "fused" (lexemes x regions, relations ignored) or "relations" (relation-aware, as a
-    query ranks by default). subset [T, I'] limits each text to the listed images (columns in
-    that order), which is how single-image benchmarks (ARO) are scored."""
+    query ranks by default), the lexemes weighed against `vocabulary` (settings.contrast).
+    subset [T, I'] limits each text to the listed images (columns in that order), which is how
+    single-image benchmarks (ARO) are scored."""
+    contrast = text_contrast(texts, settings, vocabulary)
     if subset is None and mode != "relations":  # every lexeme of every text in one batched pass
         g = texts.global_vectors @ images.global_vectors.T
         if mode == "global":
             return g
-        return fused_scores(g, texts.lexemes, texts.owners, images, settings.alpha, settings.box_margin)[0]
+        return fused_scores(g, texts.lexemes, texts.owners, images, settings.alpha, settings.box_margin, contrast)[0]
     n = len(texts.global_vectors)
     every = np.arange(images.regions.n_images)
     columns = np.asarray(subset) if subset is not None else np.broadcast_to(every, (n, len(every)))
@@ -183,9 +195,24 @@ def query_scores(
             settings.box_margin,
             weight,
             settings.relation_candidates,
+            None if contrast is None else contrast.columns(texts.owners == t),
         )
         out[t] = fuse(g, match.scores, settings.alpha, match.relation_scores, weight)
     return out
+
+
+def text_contrast(texts: TextVectors, settings: SearchConfig, vocabulary: Vocabulary | None) -> Contrast | None:
+    """The contrast of every lexeme of `texts` (rows: texts.lexemes), as a query weighs its own."""
+    return None if vocabulary is None else vocabulary.for_lexemes(texts.lexeme_texts, texts.lexemes, settings.contrast)
+
+
+def bench_vocabulary(encoder: Any, settings: SearchConfig) -> Vocabulary | None:
+    """search.vocabulary embedded by `encoder`, as an index embeds it (None when contrast is 0
+    or the vocabulary is empty)."""
+    if settings.contrast == 0:
+        return None
+    phrases = vocabulary_phrases(settings.vocabulary, encoder.vocabulary)
+    return embed_vocabulary(encoder, phrases) if phrases else None
 
 
 def phrase_vectors(encoder: Any, phrases: list[str], templates: tuple[str, ...] = PROMPTS) -> np.ndarray:

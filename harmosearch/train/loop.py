@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from harmosearch.config import Config
+from harmosearch.contrast import training_vocabulary
 from harmosearch.errors import DataError, TrainingError
 from harmosearch.folders import check_folder
 
@@ -344,8 +345,13 @@ def _run(
     tc = config.train
     checkpoint = latest_checkpoint(out) if resume else None
     source = resolve_spec(str(checkpoint) if checkpoint else config.encoder.model)
-    model, _ = load_model(source)
+    model, meta = load_model(source)
     model_cfg = model_config_of(source if checkpoint else resolve_spec(config.encoder.model))
+    # The phrases the training annotations name, which a search weighs lexemes against
+    # (contrast.py); without any, the starting model's own.
+    vocabulary = training_vocabulary([link.text for sample in samples for link in sample.links]) or list(
+        meta.get("vocabulary") or ()
+    )
     model = model.to(device).train()
     dataset, normalise = training_set(samples, model, config)
     per_epoch, total = total_steps(len(samples), tc)
@@ -376,22 +382,29 @@ def _run(
             if on_step:
                 on_step({**record, "total_steps": total})
             if step % tc.checkpoint_every == 0 and step < total:
-                _checkpoint(out, f"step_{step:06d}", trainer, model_cfg, step, ranks)
+                _checkpoint(out, f"step_{step:06d}", trainer, (model_cfg, vocabulary), step, ranks)
             if step >= total:
                 break
-    final = _checkpoint(out, f"step_{step:06d}", trainer, model_cfg, step, ranks, final=True)
+    final = _checkpoint(out, f"step_{step:06d}", trainer, (model_cfg, vocabulary), step, ranks, final=True)
     if ranks.main:
         plot_losses(log.path, out / "loss_curve.png")
     return TrainResult(final, step, log.resumed_from, last)
 
 
 def _checkpoint(
-    out: Path, tag: str, trainer: Trainer, model_cfg: dict[str, Any], step: int, ranks: Any, final: bool = False
+    out: Path,
+    tag: str,
+    trainer: Trainer,
+    model: tuple[dict[str, Any], list[str]],
+    step: int,
+    ranks: Any,
+    final: bool = False,
 ) -> Path:
-    """A checkpoint (and with `final`, OUT/final) written by rank 0 while the other ranks wait,
-    so that every rank resumes from, or returns, a complete folder."""
+    """A checkpoint (and with `final`, OUT/final) of the model (its open_clip config and its
+    vocabulary) written by rank 0 while the other ranks wait, so that every rank resumes from,
+    or returns, a complete folder."""
     if ranks.main:
-        checkpoint = _save_checkpoint(out, tag, trainer, model_cfg, step)
+        checkpoint = _save_checkpoint(out, tag, trainer, *model, step)
         if final:
             _publish_final(out, checkpoint)
     ranks.barrier()
@@ -431,7 +444,9 @@ class _MetricsLog:
         return record
 
 
-def _save_checkpoint(out: Path, tag: str, trainer: Trainer, model_cfg: dict[str, Any], step: int) -> Path:
+def _save_checkpoint(
+    out: Path, tag: str, trainer: Trainer, model_cfg: dict[str, Any], vocabulary: list[str], step: int
+) -> Path:
     """OUT/checkpoints/TAG (a loadable model folder plus trainer.pt), written beside and renamed;
     the `latest` pointer moves to it; only the two newest step checkpoints are kept."""
     import torch
@@ -442,7 +457,8 @@ def _save_checkpoint(out: Path, tag: str, trainer: Trainer, model_cfg: dict[str,
     target, tmp = folder / tag, folder / f".{tag}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     base = trainer.config.encoder.model
-    write_model_bundle(trainer.model, model_cfg, tmp, trainer.config, {"step": step, "base_model": base})
+    extra = {"step": step, "base_model": base, "vocabulary": vocabulary}
+    write_model_bundle(trainer.model, model_cfg, tmp, trainer.config, extra)
     torch.save(trainer.state(step), tmp / TRAINER_STATE)
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)

@@ -1,0 +1,154 @@
+"""A lexeme's region scores weighed against the other things the model could call the region.
+
+A region's similarity to "red circle" says how much it looks like one, not whether it looks
+more like something else: a box on a red star scores nearly as high for "red circle" as a box on
+a red circle does (measured on the synthetic scenes: about 90% of the wrong results in a phrase
+search's top 5 show an object of the asked colour and another shape). The model itself can tell
+the two apart when asked to choose, so, for ranking, each region's score for a lexeme gains
+
+    weight * log p,  p = softmax over [lexeme, vocabulary entries] of temperature * similarity
+
+taken at the lexeme: the log-probability, at the model's own logit scale, that the region is the
+lexeme's thing rather than one of the vocabulary's. The vocabulary is the phrases the model was
+trained to tell apart (`vocabulary` in a checkpoint's harmosearch.json, written by
+`harmosearch train` from its training annotations) or a file of phrases (search.vocabulary).
+A rival is a phrase that names something else: an entry whose words include all of the
+lexeme's words names the same thing or a more specific one ("red circle", "small red circle"
+for "circle"), and one whose words all occur in the lexeme a more general one ("circle" or "red
+circle" for "small red circle"); both are left out.
+
+Like the window penalty, the term decides how images rank, not which box is shown nor how
+confident a result is (both use the plain similarities).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harmosearch.errors import ConfigError
+
+ARTICLES = frozenset({"a", "an", "the"})
+MAX_ENTRIES = 4096  # a vocabulary file's most phrases
+MAX_RIVALS = 64  # each lexeme weighed against at most this many (its nearest) phrases
+_WORD = re.compile(r"[^\W_]+(?:['-][^\W_]+)*")
+
+
+def words_of(text: str) -> frozenset[str]:
+    """The lowercase words of a phrase, articles left out."""
+    return frozenset(w for w in _WORD.findall(text.lower()) if w not in ARTICLES)
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """Phrases embedded as query lexemes are, and the temperature the model compares them at."""
+
+    phrases: tuple[str, ...]
+    vectors: np.ndarray  # [K, D], L2-normalised
+    temperature: float  # the model's logit scale
+    words: tuple[frozenset[str], ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "words", tuple(words_of(p) for p in self.phrases))
+
+    def for_lexemes(self, texts: Sequence[str], vectors: np.ndarray, weight: float) -> Contrast | None:
+        """The contrast of lexemes named `texts`, embedded as `vectors` [L, D] (None when there
+        is nothing to weigh): each lexeme's rivals, at most MAX_RIVALS of them, the nearest to
+        it in the text space (the ones a region of its thing could be taken for)."""
+        if weight == 0 or not len(self.phrases) or not len(texts):
+            return None
+        lexemes = [words_of(t) for t in texts]
+        keep = np.array([[not (w <= e or e <= w) for e in self.words] for w in lexemes], dtype=bool)
+        if len(self.phrases) > MAX_RIVALS:
+            near = np.where(keep, np.asarray(vectors, dtype=np.float32) @ self.vectors.T, -np.inf)
+            nearest = np.argsort(-near, axis=1, kind="stable")[:, :MAX_RIVALS]
+            limited = np.zeros_like(keep)
+            np.put_along_axis(limited, nearest, True, axis=1)
+            keep &= limited
+        return Contrast(self.vectors, keep, self.temperature, weight)
+
+
+@dataclass(frozen=True)
+class Contrast:
+    """The rivals of each of a query's lexemes (`keep` [L, K] over the vocabulary's vectors)."""
+
+    vectors: np.ndarray  # [K, D]
+    keep: np.ndarray  # [L, K] bool
+    temperature: float
+    weight: float
+
+    def columns(self, which: Any) -> Contrast:
+        """The contrast of the lexemes `which` (an index, slice or list into its rows)."""
+        return Contrast(self.vectors, self.keep[which], self.temperature, self.weight)
+
+    def term(self, sims: np.ndarray, regions: np.ndarray) -> np.ndarray:
+        """What ranking adds to plain scores sims [R, L] of region vectors [R, D]: weight *
+        log p [R, L] (<= 0). One exponential per region and rival serves every lexeme: the sum
+        over each lexeme's rivals is a product with its mask. Logits lie within 2 x temperature
+        below the largest, so float32 holds them without underflow up to a temperature of 40
+        (harmo-tiny's is 25), float64 beyond (CLIP's is 100)."""
+        used = self.keep.any(0)
+        dtype = np.float32 if self.temperature <= 40 else np.float64
+        mine = (self.temperature * np.asarray(sims, dtype=np.float32)).astype(dtype)
+        if not used.any():
+            return np.zeros(mine.shape, dtype=np.float32)  # no rival: p = 1
+        logits = self.temperature * (np.asarray(regions, dtype=np.float32) @ self.vectors[used].T)  # [R, K']
+        top = logits.max(1, keepdims=True).astype(dtype)
+        sums = np.exp(logits.astype(dtype) - top) @ self.keep[:, used].T.astype(dtype)  # [R, L]
+        with np.errstate(divide="ignore"):  # a lexeme without rivals: log 0, so p = 1
+            others = top + np.log(sums)
+        return (self.weight * (mine - np.logaddexp(mine, others))).astype(np.float32)
+
+
+def read_phrases(path: Path) -> list[str]:
+    """A vocabulary file: one phrase per line; blank lines and lines starting with # are skipped."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"search.vocabulary: cannot read {path}: {exc}") from None
+    phrases = list(dict.fromkeys(line.strip() for line in text.splitlines()))
+    phrases = [p for p in phrases if p and not p.startswith("#")]
+    if len(phrases) > MAX_ENTRIES:
+        raise ConfigError(f"search.vocabulary: {path} holds {len(phrases):,} phrases; the most is {MAX_ENTRIES:,}")
+    return phrases
+
+
+def vocabulary_phrases(setting: str, model_vocabulary: Sequence[str]) -> list[str]:
+    """The phrases search.vocabulary names: "auto" the model's own (none for a model without
+    one), "none" none, anything else a file of phrases."""
+    if setting == "auto":
+        return list(model_vocabulary)
+    if setting == "none":
+        return []
+    return read_phrases(Path(setting).expanduser())
+
+
+def embed_vocabulary(encoder: Any, phrases: Sequence[str]) -> Vocabulary:
+    """Each phrase as a query's lexeme is embedded: the vector of its one lexeme (the mean of
+    its lexemes when it parses into several, its global vector when into none)."""
+    dim = encoder.identity.embed_dim
+    rows = []
+    for start in range(0, len(phrases), 256):
+        for encoding in encoder.encode_queries(list(phrases[start : start + 256])):
+            vectors = encoding.lexeme_vectors.numpy()
+            row = vectors.mean(0) if len(vectors) else encoding.global_vector.numpy()
+            rows.append(row / max(float(np.linalg.norm(row)), 1e-12))
+    vectors = np.stack(rows).astype(np.float32) if rows else np.zeros((0, dim), np.float32)
+    return Vocabulary(tuple(phrases), vectors, encoder.temperature)
+
+
+def training_vocabulary(names: Sequence[str], limit: int = MAX_ENTRIES) -> list[str]:
+    """The phrases a checkpoint records from its training annotations: the `limit` most frequent
+    (ties alphabetically), in alphabetical order."""
+    counts: dict[str, int] = {}
+    for name in names:
+        name = name.strip().lower()
+        if name:
+            counts[name] = counts.get(name, 0) + 1
+    common = sorted(counts, key=lambda n: (-counts[n], n))[:limit]
+    return sorted(common)

@@ -1,0 +1,235 @@
+"""Lexemes weighed against a vocabulary of rivals (contrast.py), against written-out softmaxes."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from harmosearch.contrast import (
+    Contrast,
+    Vocabulary,
+    read_phrases,
+    training_vocabulary,
+    vocabulary_phrases,
+    words_of,
+)
+from harmosearch.errors import ConfigError
+from harmosearch.scoring import best_regions, match_regions, top_regions
+
+from .test_scoring import random_table, slow_score
+
+DIM = 8
+
+
+def unit_rows(rng, n, dim=DIM):
+    x = rng.standard_normal((n, dim)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def slow_term(region, lexeme, rivals, temperature, weight):
+    """weight * log p for one region and one lexeme, p the softmax over [lexeme, rivals] written out."""
+    mine = math.exp(temperature * float(region @ lexeme))
+    others = sum(math.exp(temperature * float(region @ r)) for r in rivals)
+    return weight * math.log(mine / (mine + others))
+
+
+def test_rivals_leave_out_the_lexemes_own_thing_and_more_specific_or_general_ones():
+    phrases = ("red circle", "blue circle", "small red circle", "red star", "the circle")
+    vocabulary = Vocabulary(phrases, unit_rows(np.random.default_rng(0), len(phrases)), 10.0)
+    contrast = vocabulary.for_lexemes(
+        ["circle", "red circle", "a red star", "umbrella"], unit_rows(np.random.default_rng(1), 4), 0.5
+    )
+    assert contrast.keep.tolist() == [
+        [False, False, False, True, False],  # every circle names the thing, or a more specific one
+        [False, True, False, True, False],  # nor a more general one ("the circle")
+        [True, True, True, False, True],  # articles do not count
+        [True, True, True, True, True],
+    ]
+    assert words_of("The small-ish RED circle, again") == {"small-ish", "red", "circle", "again"}
+    lexeme = unit_rows(np.random.default_rng(2), 1)
+    assert vocabulary.for_lexemes(["circle"], lexeme, 0.0) is None
+    assert Vocabulary((), np.zeros((0, DIM), np.float32), 10.0).for_lexemes(["circle"], lexeme, 0.5) is None
+
+
+def test_the_term_is_the_written_out_log_probability():
+    rng = np.random.default_rng(1)
+    regions, lexemes, vectors = unit_rows(rng, 7), unit_rows(rng, 4), unit_rows(rng, 5)
+    keep = np.array([[1, 1, 0, 1, 1], [1, 1, 0, 1, 1], [0, 0, 1, 0, 0], [0, 0, 0, 0, 0]], dtype=bool)
+    contrast = Contrast(vectors, keep, 25.0, 0.3)
+    got = contrast.term(regions @ lexemes.T, regions)
+    for r in range(len(regions)):
+        for j in range(len(lexemes)):
+            want = slow_term(regions[r], lexemes[j], vectors[keep[j]], 25.0, 0.3)
+            assert got[r, j] == pytest.approx(want, abs=1e-5)
+    assert (got[:, 3] == 0).all()  # no rival: p = 1
+    assert (got[:, :3] <= 0).all() and (got[:, :3] < 0).any()
+    # One column's contrast is that column's rows of the whole.
+    np.testing.assert_allclose(contrast.columns([2, 0]).term(regions @ lexemes[[2, 0]].T, regions), got[:, [2, 0]])
+
+
+def test_a_lexeme_far_ahead_of_its_rivals_loses_almost_nothing():
+    """Large similarity gaps at a high temperature: the log-sum-exp must not overflow."""
+    region = np.array([[1.0, 0.0]], np.float32)
+    rivals = np.array([[0.0, 1.0], [-1.0, 0.0]], np.float32)
+    contrast = Contrast(rivals, np.ones((2, 2), bool), 1000.0, 1.0)
+    term = contrast.term(np.array([[1.0, -1.0]], np.float32), region)
+    assert term[0, 0] == pytest.approx(0.0, abs=1e-6)
+    assert term[0, 1] == pytest.approx(-1000.0, rel=1e-6)  # p = e^-1000 / (1 + 2 e^-1000): finite
+
+
+def slow_ranked(table, row, lexeme, rivals, temperature, weight, window_penalty):
+    region = np.asarray(table.vectors[row], np.float32)
+    return slow_score(table, row, lexeme, window_penalty) + slow_term(region, lexeme, rivals, temperature, weight)
+
+
+@pytest.mark.parametrize("window_penalty", [0.0, 0.3])
+def test_best_regions_rank_with_the_contrast_and_show_the_plain_box(window_penalty, monkeypatch):
+    from harmosearch import scoring
+
+    monkeypatch.setattr(scoring, "BLOCK_ROWS", 9)  # several blocks of images
+    monkeypatch.setattr(scoring, "BLOCK_LEXEMES", 2)  # and of lexemes
+    rng = np.random.default_rng(5)
+    plain = random_table(rng)
+    table = plain.penalising_windows(window_penalty)
+    lexemes = rng.standard_normal((5, DIM)).astype(np.float32)
+    vectors = unit_rows(rng, 6)
+    keep = rng.random((5, 6)) < 0.7
+    contrast = Contrast(vectors, keep, 20.0, 0.4)
+    images = np.array([5, 3, 0, 17, 5, 29, 12])
+    scores, rows = best_regions(table, images, lexemes, 0.1, contrast)
+    _, plain_rows = best_regions(table, images, lexemes, 0.1)
+    np.testing.assert_array_equal(rows, plain_rows)  # the box shown does not move
+    for c, image in enumerate(images):
+        lo, hi = int(plain.start[image]), int(plain.start[image + 1])
+        for j, lexeme in enumerate(lexemes):
+            if hi == lo:
+                assert scores[c, j] == -1
+                continue
+            want = max(
+                slow_ranked(plain, r, lexeme, vectors[keep[j]], 20.0, 0.4, window_penalty) for r in range(lo, hi)
+            )
+            assert scores[c, j] == pytest.approx(want, abs=1e-4)
+
+
+def test_top_regions_order_by_the_contrasted_scores():
+    rng = np.random.default_rng(8)
+    table = random_table(rng).penalising_windows(0.2)
+    lexemes = rng.standard_normal((3, DIM)).astype(np.float32)
+    vectors = unit_rows(rng, 4)
+    keep = np.ones((3, 4), bool)
+    contrast = Contrast(vectors, keep, 30.0, 1.0)
+    images = np.array([0, 3, 8, 21])
+    scores, rows = top_regions(table, images, lexemes, 3, None, contrast)
+    for c, image in enumerate(images):
+        lo, hi = int(table.start[image]), int(table.start[image + 1])
+        for j, lexeme in enumerate(lexemes):
+            ranked = sorted(
+                ((slow_ranked(table, r, lexeme, vectors, 30.0, 1.0, 0.2), r) for r in range(lo, hi)),
+                key=lambda t: -t[0],
+            )[:3]
+            assert rows[c, j, : len(ranked)].tolist() == [r for _, r in ranked]
+            np.testing.assert_allclose(scores[c, j, : len(ranked)], [s for s, _ in ranked], atol=1e-4)
+
+
+@pytest.mark.parametrize("relations", [[], [(0, "left of", 2, False)]])
+def test_plain_scores_leave_the_contrast_out(relations):
+    """What a result's confidence is measured on does not change with the contrast."""
+    rng = np.random.default_rng(11)
+    table = random_table(rng).penalising_windows(0.1)
+    images = np.arange(table.n_images)
+    lexemes = rng.standard_normal((3, DIM)).astype(np.float32)
+    contrast = Contrast(unit_rows(rng, 5), np.ones((3, 5), bool), 20.0, 0.5)
+    with_contrast = match_regions(table, images, lexemes, relations, 0.05, 0.5, 4, contrast)
+    without = match_regions(table, images, lexemes, relations, 0.05, 0.5, 4)
+    assert not np.allclose(with_contrast.scores, without.scores)
+    for c in range(len(images)):
+        for j, lexeme in enumerate(lexemes):
+            row = with_contrast.rows[c, j]
+            want = -1.0 if row < 0 else slow_score(table, row, lexeme)
+            assert with_contrast.plain_scores[c, j] == pytest.approx(want, abs=1e-5)
+    if not relations:  # lone lexemes: the same box and the same plain best, contrast or not
+        np.testing.assert_array_equal(with_contrast.rows, without.rows)
+        np.testing.assert_allclose(with_contrast.plain_scores, without.plain_scores, atol=1e-6)
+
+
+def test_refined_boxes_rank_by_the_best_contrasted_box_inside_the_seed():
+    import torch
+
+    from harmosearch.refine import best_boxes
+
+    rng = np.random.default_rng(2)
+    vectors = [torch.as_tensor(unit_rows(rng, 20)), torch.as_tensor(unit_rows(rng, 12))]
+    corners = [rng.uniform(0, 0.6, (n, 2)) for n in (20, 12)]
+    frames = [torch.as_tensor(np.concatenate([c, c + 0.3], 1).astype(np.float32)) for c in corners]
+    lexemes = torch.as_tensor(unit_rows(rng, 3))
+    seeds = torch.tensor([[0.0, 0.0, 0.5, 0.5], [float("nan")] * 4, [0.2, 0.2, 1.0, 1.0]])
+    rivals = unit_rows(rng, 4)
+    contrast = Contrast(rivals, np.ones((3, 4), bool), 20.0, 0.5)
+    plain_boxes, _ = best_boxes(vectors, frames, lexemes, seeds, 0.05)
+    boxes, scores = best_boxes(vectors, frames, lexemes, seeds, 0.05, contrast)
+    torch.testing.assert_close(boxes, plain_boxes)  # chosen on the plain scores
+    every = torch.cat(vectors).numpy()
+    frame = torch.cat(frames).numpy()
+    centre = (frame[:, :2] + frame[:, 2:]) / 2
+    for j in range(3):
+        seed = seeds[j].numpy()
+        within = (
+            np.zeros(len(frame), bool) if np.isnan(seed).any() else ((centre >= seed[:2]) & (centre <= seed[2:])).all(1)
+        )
+        rows = np.flatnonzero(within) if within.any() else np.arange(len(frame))
+        lexeme = lexemes[j].numpy()
+        want = max(float(every[r] @ lexeme) + slow_term(every[r], lexeme, rivals, 20.0, 0.5) for r in rows)
+        assert float(scores[j]) == pytest.approx(want, abs=1e-4)
+
+
+def test_vocabulary_settings_and_files(tmp_path):
+    assert vocabulary_phrases("auto", ("red circle", "blue star")) == ["red circle", "blue star"]
+    assert vocabulary_phrases("auto", ()) == []
+    assert vocabulary_phrases("none", ("red circle",)) == []
+    file = tmp_path / "rivals.txt"
+    file.write_text("# my rivals\n\nred circle\n  blue star  \nred circle\n", encoding="utf-8")
+    assert vocabulary_phrases(str(file), ()) == ["red circle", "blue star"]
+    with pytest.raises(ConfigError, match="cannot read"):
+        read_phrases(tmp_path / "missing.txt")
+    (tmp_path / "binary.txt").write_bytes(b"\xff\xfe\x00bad")
+    with pytest.raises(ConfigError, match="cannot read"):
+        read_phrases(tmp_path / "binary.txt")
+
+
+def test_training_vocabulary_keeps_the_most_frequent_names_sorted():
+    names = ["Red Circle", "blue star", "red circle", "", "green ring", "blue star", "red circle"]
+    assert training_vocabulary(names) == ["blue star", "green ring", "red circle"]
+    assert training_vocabulary(names, limit=2) == ["blue star", "red circle"]
+
+
+def test_the_bundled_model_knows_the_names_its_training_scenes_annotate(tmp_path):
+    """harmo-tiny's vocabulary is what `harmosearch train` writes for the scenes make_bundled
+    trains on: every colour-shape name of the synthetic scenes."""
+    from harmosearch.config import SynthConfig
+    from harmosearch.encoder import BUNDLED_DIR
+    from harmosearch.synth import generate
+    from harmosearch.train.data import load_scene_folder
+
+    generate(tmp_path / "scenes", SynthConfig(n=400, seed=1000), workers=1)
+    names = [link.text for sample in load_scene_folder(tmp_path / "scenes") for link in sample.links]
+    bundled = json.loads((BUNDLED_DIR / "harmo-tiny" / "harmosearch.json").read_text())
+    assert bundled["vocabulary"] == training_vocabulary(names)
+    assert len(bundled["vocabulary"]) == 48
+
+
+def test_a_large_vocabulary_gives_each_lexeme_its_nearest_rivals(monkeypatch):
+    from harmosearch import contrast as module
+
+    monkeypatch.setattr(module, "MAX_RIVALS", 3)
+    rng = np.random.default_rng(6)
+    phrases = ("red circle", "red star", "blue star", "green ring", "white cross", "black square", "circle")
+    vectors = unit_rows(rng, len(phrases))
+    lexemes = unit_rows(rng, 2)
+    got = Vocabulary(phrases, vectors, 10.0).for_lexemes(["red circle", "umbrella"], lexemes, 0.5).keep
+    for j, text in enumerate(["red circle", "umbrella"]):
+        allowed = [
+            k for k, p in enumerate(phrases) if not ({*p.split()} <= {*text.split()} or {*text.split()} <= {*p.split()})
+        ]
+        nearest = sorted(allowed, key=lambda k: -float(lexemes[j] @ vectors[k]))[:3]
+        assert np.flatnonzero(got[j]).tolist() == sorted(nearest)
