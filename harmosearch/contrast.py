@@ -36,6 +36,9 @@ from harmosearch.errors import ConfigError
 ARTICLES = frozenset({"a", "an", "the"})
 MAX_ENTRIES = 4096  # a vocabulary file's most phrases
 MAX_RIVALS = 64  # each lexeme weighed against at most this many (its nearest) phrases
+MAX_FILE_BYTES = 1 << 20
+MAX_TEMPERATURE = 100.0
+CHUNK_ROWS = 16_384  # regions weighed at once
 _WORD = re.compile(r"[^\W_]+(?:['-][^\W_]+)*")
 
 
@@ -88,31 +91,49 @@ class Contrast:
 
     def term(self, sims: np.ndarray, regions: np.ndarray) -> np.ndarray:
         """What ranking adds to plain scores sims [R, L] of region vectors [R, D]: weight *
-        log p [R, L] (<= 0). One exponential per region and rival serves every lexeme: the sum
-        over each lexeme's rivals is a product with its mask. Logits lie within 2 x temperature
-        below the largest, so float32 holds them without underflow up to a temperature of 40
-        (harmo-tiny's is 25), float64 beyond (CLIP's is 100)."""
+        log p [R, L] (<= 0), in row chunks. One exponential per region and rival serves every
+        lexeme: the sum over each lexeme's rivals is a product with its mask."""
+        sims = np.asarray(sims, dtype=np.float32)
+        out = np.zeros(sims.shape, dtype=np.float32)  # no rival: p = 1
         used = self.keep.any(0)
-        dtype = np.float32 if self.temperature <= 40 else np.float64
-        mine = (self.temperature * np.asarray(sims, dtype=np.float32)).astype(dtype)
         if not used.any():
-            return np.zeros(mine.shape, dtype=np.float32)  # no rival: p = 1
-        logits = self.temperature * (np.asarray(regions, dtype=np.float32) @ self.vectors[used].T)  # [R, K']
-        top = logits.max(1, keepdims=True).astype(dtype)
-        sums = np.exp(logits.astype(dtype) - top) @ self.keep[:, used].T.astype(dtype)  # [R, L]
-        with np.errstate(divide="ignore"):  # a lexeme without rivals: log 0, so p = 1
-            others = top + np.log(sums)
-        return (self.weight * (mine - np.logaddexp(mine, others))).astype(np.float32)
+            return out
+        vectors, masks = self.vectors[used], self.keep[:, used]
+        # Logits lie within 2 x temperature below a row's largest, so float32 holds their
+        # exponentials without underflow up to a temperature of 40 (harmo-tiny's is 25), float64
+        # up to MAX_TEMPERATURE (CLIP's; its training clamps the scale there too).
+        t = min(float(self.temperature), MAX_TEMPERATURE)
+        dtype = np.float32 if t <= 40 else np.float64
+        masks = masks.T.astype(dtype)
+        for lo in range(0, len(sims), CHUNK_ROWS):
+            part = slice(lo, lo + CHUNK_ROWS)
+            logits = (t * (np.asarray(regions[part], dtype=np.float32) @ vectors.T)).astype(dtype)  # [r, K']
+            top = logits.max(1, keepdims=True)
+            with np.errstate(divide="ignore"):  # a lexeme without rivals: log 0, so p = 1
+                others = top + np.log(np.exp(logits - top) @ masks)  # [r, L]
+            mine = (t * sims[part]).astype(dtype)
+            out[part] = self.weight * (mine - np.logaddexp(mine, others))
+        return out
 
 
 def read_phrases(path: Path) -> list[str]:
-    """A vocabulary file: one phrase per line; blank lines and lines starting with # are skipped."""
+    """A vocabulary file: one phrase per line; blank lines and lines starting with # are skipped,
+    and so is a phrase with the words of an earlier one ("a red star" after "Red star")."""
     try:
+        if Path(path).stat().st_size > MAX_FILE_BYTES:
+            raise ConfigError(
+                f"search.vocabulary: {path} is over {MAX_FILE_BYTES // 2**20} MiB; give a list of phrases"
+            )
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"search.vocabulary: cannot read {path}: {exc}") from None
-    phrases = list(dict.fromkeys(line.strip() for line in text.splitlines()))
-    phrases = [p for p in phrases if p and not p.startswith("#")]
+    seen: set[frozenset[str]] = set()
+    phrases = []
+    for line in text.splitlines():
+        phrase, words = line.strip(), words_of(line)
+        if phrase and not phrase.startswith("#") and words and words not in seen:
+            seen.add(words)
+            phrases.append(phrase)
     if len(phrases) > MAX_ENTRIES:
         raise ConfigError(f"search.vocabulary: {path} holds {len(phrases):,} phrases; the most is {MAX_ENTRIES:,}")
     return phrases

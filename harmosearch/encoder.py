@@ -461,8 +461,13 @@ def load_encoder(config: Config | EncoderConfig | None = None, device: str | Non
         tokenizer = tokenizer_for(source.name)
     except Exception as exc:
         raise ModelLoadError(f"could not load the tokenizer of {source.spec!r}: {exc}; {HINT}") from None
+    vocabulary = meta.get("vocabulary") or []
+    if not isinstance(vocabulary, list) or not all(isinstance(v, str) for v in vocabulary):
+        raise ModelLoadError(
+            f"model {source.spec!r}: its {CHECKPOINT_META} has a vocabulary that is not a list of phrases"
+        )
     device_ = resolve_device(device or config.encoder.device)
-    return Encoder(model, tokenizer, config.encoder, source.spec, device_, meta.get("vocabulary") or ())
+    return Encoder(model, tokenizer, config.encoder, source.spec, device_, vocabulary)
 
 
 def model_config_of(source: ModelSource) -> dict[str, Any]:

@@ -283,7 +283,17 @@ class Index:
         if refine:
             lexemes = np.asarray(query.lexeme_vectors, dtype=np.float32)
             order, fused, match, boxes = self._refined(
-                candidates, order, fused, global_scores, penalties, match, lexemes, s, query.warnings, contrast
+                candidates,
+                order,
+                fused,
+                global_scores,
+                penalties,
+                match,
+                lexemes,
+                s,
+                query.warnings,
+                contrast,
+                sorted({r[0] for r in query.relations} | {r[2] for r in query.relations}) if s.relation_weight else [],
             )
         results = self._results(
             candidates, order[: s.k], fused, global_scores, query.lexeme_texts, query.relations, match, confident
@@ -581,6 +591,7 @@ class Index:
         s: SearchConfig,
         warnings: list[str],
         contrast: Contrast | None = None,
+        related: Sequence[int] = (),
     ) -> tuple[np.ndarray, np.ndarray, RegionMatch, dict[int, np.ndarray]]:
         """Refinement (refine.py) of the first max(k, s.rerank) positions of `order` (only the k
         shown when s.rerank is 0): each lexeme's box searched again near the indexed one; with
@@ -613,9 +624,12 @@ class Index:
         # formula scores the reordered results.
         lexeme_scores = match.plain_scores.astype(np.float32)
         count = len(lexemes)
+        contrast = contrast if s.rerank else None  # only the reordering uses the scores
         if contrast is not None and len(kept) < len(head):
             others = np.setdiff1d(head, kept)
-            lexeme_scores[others] = best_regions(self.regions, candidates[others], lexemes, s.box_margin, contrast)[0]
+            lexeme_scores[others] = self._unread_scores(
+                candidates[others], match.rows[others], lexemes, related, s, contrast
+            )
         if kept:
             seeds = as_seeds(self.regions.boxes_of(match.rows[kept]))
             image_of = np.repeat(np.arange(len(kept)), count)
@@ -642,6 +656,28 @@ class Index:
         if isinstance(s.min_score, float):
             head = head[fused[head].astype(np.float64) >= s.min_score]
         return head, fused, replace(match, scores=lexeme_scores), refined
+
+    def _unread_scores(
+        self,
+        images: np.ndarray,
+        rows: np.ndarray,
+        lexemes: np.ndarray,
+        related: Sequence[int],
+        s: SearchConfig,
+        contrast: Contrast,
+    ) -> np.ndarray:
+        """Lexeme scores [C, L] of results whose pictures could not be read again, scored as
+        refined ones are (no window penalty, the contrast's term): a lone lexeme's best region,
+        a related lexeme's region chosen with the relations (rows [C, L]; -1 without one)."""
+        scores = best_regions(self.regions, images, lexemes, s.box_margin, contrast)[0]
+        for j in related:
+            chosen = rows[:, j]
+            found = chosen >= 0
+            vectors = np.asarray(self.regions.vectors[chosen[found]], dtype=np.float32)
+            plain = (vectors @ lexemes[j])[:, None]
+            scores[found, j] = (plain + contrast.columns([j]).term(plain, vectors))[:, 0]
+            scores[~found, j] = -1.0
+        return scores
 
     def _image_vector(self, path: Path) -> np.ndarray:
         from harmosearch.media.formats import open_still

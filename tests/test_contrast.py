@@ -52,7 +52,10 @@ def test_rivals_leave_out_the_lexemes_own_thing_and_more_specific_or_general_one
     assert Vocabulary((), np.zeros((0, DIM), np.float32), 10.0).for_lexemes(["circle"], lexeme, 0.5) is None
 
 
-def test_the_term_is_the_written_out_log_probability():
+def test_the_term_is_the_written_out_log_probability(monkeypatch):
+    from harmosearch import contrast as module
+
+    monkeypatch.setattr(module, "CHUNK_ROWS", 3)  # rows weighed in chunks, the last one short
     rng = np.random.default_rng(1)
     regions, lexemes, vectors = unit_rows(rng, 7), unit_rows(rng, 4), unit_rows(rng, 5)
     keep = np.array([[1, 1, 0, 1, 1], [1, 1, 0, 1, 1], [0, 0, 1, 0, 0], [0, 0, 0, 0, 0]], dtype=bool)
@@ -72,10 +75,10 @@ def test_a_lexeme_far_ahead_of_its_rivals_loses_almost_nothing():
     """Large similarity gaps at a high temperature: the log-sum-exp must not overflow."""
     region = np.array([[1.0, 0.0]], np.float32)
     rivals = np.array([[0.0, 1.0], [-1.0, 0.0]], np.float32)
-    contrast = Contrast(rivals, np.ones((2, 2), bool), 1000.0, 1.0)
+    contrast = Contrast(rivals, np.ones((2, 2), bool), 100.0, 1.0)
     term = contrast.term(np.array([[1.0, -1.0]], np.float32), region)
     assert term[0, 0] == pytest.approx(0.0, abs=1e-6)
-    assert term[0, 1] == pytest.approx(-1000.0, rel=1e-6)  # p = e^-1000 / (1 + 2 e^-1000): finite
+    assert term[0, 1] == pytest.approx(-100.0, rel=1e-6)  # p = e^-100 / (1 + 2 e^-100): finite
 
 
 def slow_ranked(table, row, lexeme, rivals, temperature, weight, window_penalty):
@@ -188,8 +191,11 @@ def test_vocabulary_settings_and_files(tmp_path):
     assert vocabulary_phrases("auto", ()) == []
     assert vocabulary_phrases("none", ("red circle",)) == []
     file = tmp_path / "rivals.txt"
-    file.write_text("# my rivals\n\nred circle\n  blue star  \nred circle\n", encoding="utf-8")
-    assert vocabulary_phrases(str(file), ()) == ["red circle", "blue star"]
+    file.write_text("# my rivals\n\nred circle\n  blue star  \nRed Circle\na blue star\nthe\n", encoding="utf-8")
+    assert vocabulary_phrases(str(file), ()) == ["red circle", "blue star"]  # one per set of words
+    (tmp_path / "huge.txt").write_bytes(b"x\n" * (1 << 20))
+    with pytest.raises(ConfigError, match="over 1 MiB"):
+        read_phrases(tmp_path / "huge.txt")
     with pytest.raises(ConfigError, match="cannot read"):
         read_phrases(tmp_path / "missing.txt")
     (tmp_path / "binary.txt").write_bytes(b"\xff\xfe\x00bad")
@@ -233,3 +239,33 @@ def test_a_large_vocabulary_gives_each_lexeme_its_nearest_rivals(monkeypatch):
         ]
         nearest = sorted(allowed, key=lambda k: -float(lexemes[j] @ vectors[k]))[:3]
         assert np.flatnonzero(got[j]).tolist() == sorted(nearest)
+
+
+@pytest.mark.parametrize("temperature", [25.0, 100.0, 400.0])
+def test_each_lexemes_rivals_count_however_far_below_the_others(temperature):
+    """Lexemes with disjoint rivals: one lexeme's rivals far below another's must not vanish
+    (a shared shift could underflow them). Temperatures above 100 count as 100, as CLIP clamps."""
+    regions = np.array([[1.0, 0.0, 0.0]], np.float32)
+    vectors = np.array([[1.0, 0.0, 0.0], [-1.0, 0.0, 0.0]], np.float32)  # rival 0 near, rival 1 opposite
+    keep = np.array([[True, False], [False, True]])
+    sims = np.array([[1.0, -1.0]], np.float32)  # lexeme 1 ties with its only rival
+    term = Contrast(vectors, keep, temperature, 1.0).term(sims, regions)
+    assert term[0, 0] == pytest.approx(math.log(0.5), abs=1e-5)
+    assert term[0, 1] == pytest.approx(math.log(0.5), abs=1e-5)
+
+
+def test_a_checkpoint_vocabulary_that_is_not_a_list_of_phrases_is_refused(tmp_path):
+    import shutil
+
+    from harmosearch.config import load_config
+    from harmosearch.encoder import BUNDLED_DIR, load_encoder
+    from harmosearch.errors import ModelLoadError
+
+    model = tmp_path / "model"
+    shutil.copytree(BUNDLED_DIR / "harmo-tiny", model)
+    meta = json.loads((model / "harmosearch.json").read_text())
+    assert load_encoder(load_config(overrides={"encoder.model": str(model)})).vocabulary == tuple(meta["vocabulary"])
+    meta["vocabulary"] = "red circle"
+    (model / "harmosearch.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelLoadError, match="vocabulary that is not a list of phrases"):
+        load_encoder(load_config(overrides={"encoder.model": str(model)}))

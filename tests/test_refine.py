@@ -198,13 +198,22 @@ def test_without_rerank_search_shows_the_refined_boxes_and_keeps_the_ranking(sce
         assert [m.score for m in after.lexemes] == [m.score for m in before.lexemes]
 
 
-def indexed_plain_scores(index, result, lexemes, related):
+def indexed_plain_scores(index, result, lexemes, related, contrast=None):
     """A result's indexed lexeme scores without the window penalty, written out: a lexeme in a
-    relation scores the region of the box it shows, any other its image's best region."""
+    relation scores the region of the box it shows, any other its image's best region; with a
+    contrast, each region's score gains its term (a written-out softmax over the rivals)."""
+    from .test_contrast import slow_term
+
     rows = range(int(index.regions.start[result.image_id]), int(index.regions.start[result.image_id + 1]))
     scores = []
-    for lexeme, match in zip(lexemes, result.lexemes, strict=True):
-        sims = {r: float(np.asarray(index.regions.vectors[r], np.float32) @ lexeme) for r in rows}
+    for j, (lexeme, match) in enumerate(zip(lexemes, result.lexemes, strict=True)):
+        sims = {}
+        for r in rows:
+            region = np.asarray(index.regions.vectors[r], np.float32)
+            sims[r] = float(region @ lexeme)
+            if contrast is not None:
+                rivals = contrast.vectors[contrast.keep[j]]
+                sims[r] += slow_term(region, lexeme, rivals, contrast.temperature, contrast.weight)
         if related:
             (row,) = [r for r in rows if np.allclose(index.regions.boxes[r], match.box)][:1]
             scores.append(sims[row])
@@ -213,7 +222,7 @@ def indexed_plain_scores(index, result, lexemes, related):
     return np.array(scores, np.float32)
 
 
-def reranked(index, encoder, plain, lexemes, s, unreadable=()):
+def reranked(index, encoder, plain, lexemes, s, unreadable=(), contrast=None):
     """The plain ranking's results, each refined alone (or, if unreadable, kept as indexed, with
     the lexeme scores the window penalty leaves out, as refined ones are) and scored
     refine_alpha * global + (1 - refine_alpha) * (lexeme scores + relation part) / m, as
@@ -221,11 +230,13 @@ def reranked(index, encoder, plain, lexemes, s, unreadable=()):
     out = []
     for result in plain:
         boxes = np.array([m.box for m in result.lexemes], np.float32)
-        scores = indexed_plain_scores(index, result, lexemes, bool(result.relations))
+        scores = indexed_plain_scores(index, result, lexemes, bool(result.relations), contrast)
         if result.image_id not in unreadable:
             where = np.zeros(len(lexemes), np.int64)
             picture = index.picture(result.image_id)
-            boxes, scores = refine_boxes(encoder, [picture], where, lexemes, boxes, s.refine_scale, s.box_margin)
+            boxes, scores = refine_boxes(
+                encoder, [picture], where, lexemes, boxes, s.refine_scale, s.box_margin, contrast
+            )
         relation_part = sum(s.relation_weight * (r.score - 0.5) for r in result.relations)
         score = s.refine_alpha * result.global_score + (1 - s.refine_alpha) * (scores.sum() + relation_part) / len(
             lexemes
@@ -236,31 +247,39 @@ def reranked(index, encoder, plain, lexemes, s, unreadable=()):
 
 
 @pytest.mark.parametrize(
-    ("text", "unreadable"),
+    ("text", "unreadable", "rivals"),
     [
-        ("a red circle and a blue star", "none"),
-        ("a red circle left of a blue star", "none"),
-        ("a red circle and a blue star", "second"),
-        ("a red circle left of a blue star", "all"),
+        ("a red circle and a blue star", "none", False),
+        ("a red circle left of a blue star", "none", False),
+        ("a red circle and a blue star", "second", False),
+        ("a red circle left of a blue star", "all", False),
+        ("a red circle and a blue star", "second", True),
+        ("a red circle left of a blue star", "all", True),
     ],
 )
 def test_rerank_orders_the_best_results_by_their_refined_scores(
-    scene_index, test_encoder, monkeypatch, text, unreadable
+    scene_index, test_encoder, monkeypatch, tmp_path, text, unreadable, rivals
 ):
     """With rerank N, the N best results of the plain ranking are each refined alone and
     reordered by one formula (reranked above); the k shown are the best of them, with the
     refined boxes and lexeme scores. A result whose picture cannot be read keeps its indexed
-    boxes and lexeme scores in that same formula."""
+    boxes and lexeme scores in that same formula. With rivals (a vocabulary file), every
+    lexeme score carries the contrast's term, the unread ones' included."""
     from harmosearch.errors import DataError
     from harmosearch.search import Index
 
     path, config = scene_index
     index = Index(path, config, encoder=test_encoder)
-    s = replace(config.search, rerank=6, refine_alpha=0.3)
+    vocabulary = tmp_path / "rivals.txt"
+    vocabulary.write_text("red circle\nblue star\nred star\nblue circle\ngreen ring\n")
+    s = replace(config.search, rerank=6, refine_alpha=0.3, contrast=0.5 if rivals else 0.0, vocabulary=str(vocabulary))
     plain = index.search(text, k=6, refine=False, settings=s).results
-    lexemes = np.asarray(index._encode(text, None, (), False, True).lexeme_vectors, dtype=np.float32)
+    query = index._encode(text, None, (), False, True)
+    lexemes = np.asarray(query.lexeme_vectors, dtype=np.float32)
+    contrast = index._contrast(query.lexeme_texts, lexemes, s)
+    assert (contrast is not None) == rivals
     broken = {"none": set(), "second": {plain[1].image_id}, "all": {r.image_id for r in plain}}[unreadable]
-    expected = reranked(index, test_encoder, plain, lexemes, s, broken)
+    expected = reranked(index, test_encoder, plain, lexemes, s, broken, contrast)
     readable = index.picture
 
     def picture(image_id, min_side=None):
@@ -276,7 +295,7 @@ def test_rerank_orders_the_best_results_by_their_refined_scores(
         assert (result.rank, result.path) == (rank, path)
         assert result.score == pytest.approx(score, abs=1e-4)
         assert np.allclose([m.box for m in result.lexemes], boxes, atol=1e-3)
-        assert np.allclose([m.score for m in result.lexemes], scores, atol=1e-5)
+        assert np.allclose([m.score for m in result.lexemes], scores, atol=1e-4)
     assert [w.split(" (")[0] for w in refined.warnings] == (
         [f"{len(broken)} of the best 6 results were not looked at again, their pictures unread"] if broken else []
     )
