@@ -163,6 +163,12 @@ def embed_vocabulary(encoder: Any, phrases: Sequence[str]) -> Vocabulary:
     return Vocabulary(tuple(phrases), vectors, encoder.temperature)
 
 
+def load_vocabulary(encoder: Any, setting: str) -> Vocabulary | None:
+    """search.vocabulary embedded by `encoder` (None when it names no phrases)."""
+    phrases = vocabulary_phrases(setting, encoder.vocabulary)
+    return embed_vocabulary(encoder, phrases) if phrases else None
+
+
 def training_vocabulary(names: Sequence[str], limit: int = MAX_ENTRIES) -> list[str]:
     """The phrases a checkpoint records from its training annotations: the `limit` most frequent
     (ties alphabetically), in alphabetical order."""

@@ -337,7 +337,7 @@ class Encoder:
         self.model = model.to(device).eval()
         # The phrases the model was trained to tell apart (a checkpoint's harmosearch.json), the
         # rivals of a query's lexemes when search.vocabulary is "auto" (contrast.py).
-        self.vocabulary = tuple(str(v) for v in vocabulary)
+        self.vocabulary = tuple(vocabulary)
         self.tokenizer = tokenizer
         self.config = config
         self.device = device

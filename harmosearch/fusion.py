@@ -2,7 +2,9 @@
 
 For a candidate image with global similarity g (global text vector vs global image vector), and
 for each of the query's m lexemes the similarity r_l of the region chosen for it (less
-search.window_penalty when that region is a window proposal: scoring.RegionTable), and for each
+search.window_penalty when that region is a window proposal: scoring.RegionTable; plus
+search.contrast times the log-probability of the lexeme against its rivals: contrast.py), and
+for each
 of its n decidable relations the geometric score rho_k in [0, 1] of the chosen boxes
 (`relations`):
 

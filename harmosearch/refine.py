@@ -160,7 +160,7 @@ def best_boxes(
 
     vecs = torch.cat(list(vectors))
     frame = torch.cat(list(boxes))
-    scores = vecs @ lexemes.T  # [N, L]
+    sims = vecs @ lexemes.T  # [N, L]
     centre_x = (frame[:, 0] + frame[:, 2]) / 2
     centre_y = (frame[:, 1] + frame[:, 3]) / 2
     inside = (
@@ -170,7 +170,7 @@ def best_boxes(
         & (centre_y[:, None] <= seeds[None, :, 3])
     )
     inside |= ~inside.any(0, keepdim=True)  # no seed (NaN) or no centre inside: every box
-    scores = torch.where(inside, scores, -torch.inf)
+    scores = torch.where(inside, sims, -torch.inf)
     best = scores.max(0).values
     # Rounded, so boxes of one side tie exactly wherever they are (the first one then wins).
     areas = torch.round((frame[:, 2] - frame[:, 0]) * (frame[:, 3] - frame[:, 1]), decimals=6)
@@ -178,9 +178,8 @@ def best_boxes(
     largest = torch.where(near, areas[:, None], -torch.inf)
     pick = largest.argmax(0)  # the first maximum
     if contrast is not None:
-        plain = vecs @ lexemes.T
-        term = torch.as_tensor(contrast.term(plain.numpy(), vecs.numpy()))
-        return frame[pick], torch.where(inside, plain + term, -torch.inf).max(0).values
+        term = torch.as_tensor(contrast.term(sims.numpy(), vecs.numpy()))
+        return frame[pick], torch.where(inside, sims + term, -torch.inf).max(0).values
     return frame[pick], scores[pick, torch.arange(len(best))]
 
 

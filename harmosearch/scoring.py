@@ -196,6 +196,11 @@ class RegionMatch:
     plain_scores: np.ndarray
 
 
+def related_lexemes(relations: list[tuple[int, str, int, bool]]) -> list[int]:
+    """The lexemes that are the subject or the object of a relation, in order."""
+    return sorted({s for s, _, _, _ in relations} | {o for _, _, o, _ in relations})
+
+
 def match_regions(
     table: RegionTable,
     images: np.ndarray,
@@ -218,7 +223,7 @@ def match_regions(
     if not relations or relation_weight == 0 or len(images) == 0 or len(table.vectors) == 0:
         scores, rows, plain = _best_regions(table, images, lexemes, box_margin, contrast)
         return RegionMatch(scores, rows, np.zeros((len(scores), len(relations)), np.float32), plain)
-    related = sorted({s for s, _, _, _ in relations} | {o for _, _, o, _ in relations})
+    related = related_lexemes(relations)
     alone = [lexeme for lexeme in range(len(lexemes)) if lexeme not in related]
     scores = np.full((len(images), len(lexemes)), -1.0, dtype=np.float32)
     rows = np.full((len(images), len(lexemes)), -1, dtype=np.int64)

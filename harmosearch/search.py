@@ -26,11 +26,11 @@ from typing import Any, Literal
 import numpy as np
 
 from harmosearch.config import Config, SearchConfig, load_config
-from harmosearch.contrast import Contrast, Vocabulary, embed_vocabulary, vocabulary_phrases
+from harmosearch.contrast import Contrast, Vocabulary, load_vocabulary
 from harmosearch.errors import ConfigError, IndexStoreError, QueryError
 from harmosearch.fusion import fuse, penalty
 from harmosearch.indexes import latest_index
-from harmosearch.scoring import RegionMatch, RegionTable, best_regions, match_regions
+from harmosearch.scoring import RegionMatch, RegionTable, best_regions, match_regions, related_lexemes
 
 MAX_QUERY_CHARS = 1000
 KEPT_VOCABULARIES = 8  # embedded vocabularies an index keeps (per setting of search.vocabulary)
@@ -176,7 +176,7 @@ class Index:
         self.regions = RegionTable(self.reader.region_vectors, boxes, self.reader.region_start, scales)
         penalty = self.config.search.window_penalty
         self._penalised = (penalty, self.regions.penalising_windows(penalty))
-        self._vocabularies: dict[tuple[str, tuple[int, int] | None], Vocabulary] = {}  # see _contrast
+        self._vocabularies: dict[tuple[str, tuple[int, int] | None], Vocabulary | None] = {}  # see _contrast
         self.calibration = _stored_calibration(manifest)
         self._tune()
 
@@ -293,7 +293,7 @@ class Index:
                 s,
                 query.warnings,
                 contrast,
-                sorted({r[0] for r in query.relations} | {r[2] for r in query.relations}) if s.relation_weight else [],
+                related_lexemes(query.relations) if s.relation_weight else [],
             )
         results = self._results(
             candidates, order[: s.k], fused, global_scores, query.lexeme_texts, query.relations, match, confident
@@ -472,13 +472,12 @@ class Index:
         if s.contrast == 0 or not lexeme_texts:
             return None
         key = (s.vocabulary, _file_signature(s.vocabulary))
-        vocabulary = self._vocabularies.get(key)
-        if vocabulary is None:
-            vocabulary = embed_vocabulary(self.encoder, vocabulary_phrases(s.vocabulary, self.encoder.vocabulary))
+        if key not in self._vocabularies:
             if len(self._vocabularies) >= KEPT_VOCABULARIES:
                 self._vocabularies.clear()
-            self._vocabularies[key] = vocabulary
-        return vocabulary.for_lexemes(lexeme_texts, lexeme_vectors, s.contrast)
+            self._vocabularies[key] = load_vocabulary(self.encoder, s.vocabulary)
+        vocabulary = self._vocabularies[key]
+        return None if vocabulary is None else vocabulary.for_lexemes(lexeme_texts, lexeme_vectors, s.contrast)
 
     def _penalty(self, candidates: np.ndarray, query: _Query, alpha: float) -> np.ndarray | float:
         if len(query.negative_global) == 0:

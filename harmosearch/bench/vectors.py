@@ -20,7 +20,7 @@ import numpy as np
 
 from harmosearch.bench.datasets import BenchSet
 from harmosearch.config import Config, SearchConfig
-from harmosearch.contrast import Contrast, Vocabulary, embed_vocabulary, vocabulary_phrases
+from harmosearch.contrast import Contrast, Vocabulary, load_vocabulary
 from harmosearch.errors import DataError
 from harmosearch.fusion import fuse
 from harmosearch.scoring import RegionTable, best_regions, match_regions
@@ -209,10 +209,7 @@ def text_contrast(texts: TextVectors, settings: SearchConfig, vocabulary: Vocabu
 def bench_vocabulary(encoder: Any, settings: SearchConfig) -> Vocabulary | None:
     """search.vocabulary embedded by `encoder`, as an index embeds it (None when contrast is 0
     or the vocabulary is empty)."""
-    if settings.contrast == 0:
-        return None
-    phrases = vocabulary_phrases(settings.vocabulary, encoder.vocabulary)
-    return embed_vocabulary(encoder, phrases) if phrases else None
+    return None if settings.contrast == 0 else load_vocabulary(encoder, settings.vocabulary)
 
 
 def phrase_vectors(encoder: Any, phrases: list[str], templates: tuple[str, ...] = PROMPTS) -> np.ndarray:
