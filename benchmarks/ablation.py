@@ -74,10 +74,15 @@ def main() -> None:
         run = args.work / "-".join(part.replace(",", "-") for part in (losses, dense_mode, distractors) if part)
         result = train(config, args.scenes, run, resume=False)
         train_s = time.perf_counter() - started
-        # Ranked as when the README's ablation tables were made, before search.window_penalty and
-        # search.contrast existed.
+        # Ranked as when the README's ablation tables were made, before search.window_penalty,
+        # search.contrast and search.phrase_alpha existed.
         eval_config = load_config(
-            overrides={"encoder.model": str(result.final), "search.window_penalty": 0.0, "search.contrast": 0.0}
+            overrides={
+                "encoder.model": str(result.final),
+                "search.window_penalty": 0.0,
+                "search.contrast": 0.0,
+                "search.phrase_alpha": 0.5,
+            }
         )
         scores = run_bench(
             eval_config, "synthetic", ("boxcls", "retrieval", "search"), n=args.eval_n, mode="all", split=args.split

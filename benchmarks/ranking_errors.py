@@ -48,13 +48,15 @@ def main() -> None:
     parser.add_argument("--split", default="val")
     parser.add_argument("--n", type=int, default=300)
     args = parser.parse_args()
-    # The README's figures were measured before search.window_penalty and search.contrast existed: ranked as then.
+    # The README's figures were measured before search.window_penalty, search.contrast and
+    # search.phrase_alpha existed: ranked as then.
     config = load_config(
         overrides={
             "encoder.model": args.model,
             "search.refine": False,
             "search.window_penalty": 0.0,
             "search.contrast": 0.0,
+            "search.phrase_alpha": 0.5,
         }
     )
     encoder = load_encoder(config)
@@ -72,7 +74,7 @@ def main() -> None:
         first = np.array([np.flatnonzero(texts.owners == p)[0] for p in range(len(phrases))])
         g = texts.global_vectors @ images.global_vectors.T
         s = config.search
-        fused, rows = fused_scores(g, texts.lexemes, texts.owners, images, s.alpha, s.box_margin)
+        fused, rows = fused_scores(g, texts.lexemes, texts.owners, images, s)
         # Each image scored by its ground-truth boxes' vectors alone (best box per phrase).
         truth_scores = images.gt_vectors @ texts.lexemes[first].T
         by_truth = np.full((len(bench.images), len(phrases)), -np.inf)

@@ -87,8 +87,8 @@ DetailOption = Annotated[
     str | None,
     typer.Option(
         "--detail",
-        help="normal (default), or high: regions pooled from a second pass at 1.5x the input size; "
-        "finds small objects, indexing takes about 3.5x as long.",
+        help="normal (default), or high: regions pooled from a second pass at 1.5x the input size, "
+        "and boxes around segments of the pixels; finds small objects, indexing takes longer (README).",
     ),
 ]
 RefineOption = Annotated[
@@ -360,7 +360,10 @@ def query(
     index_path: IndexOption = None,
     k: Annotated[int | None, typer.Option("-k", "--top", help="Number of results (default: 10).")] = None,
     alpha: Annotated[
-        float | None, typer.Option("--alpha", help="Weight of the global score in [0, 1] (default: 0.5).")
+        float | None,
+        typer.Option(
+            "--alpha", help="Weight of the global score in [0, 1] (default: 0.5, and 0.15 for a query of one lexeme)."
+        ),
     ] = None,
     global_only: Annotated[bool, typer.Option("--global-only", help="Plain CLIP ranking, no regions.")] = False,
     image: Annotated[
@@ -411,6 +414,7 @@ def query(
         **{
             "search.k": k,
             "search.alpha": alpha,
+            "search.phrase_alpha": alpha,
             "search.min_score": min_score,
             "search.relation_weight": relation_weight,
             "search.refine": refine,

@@ -186,6 +186,11 @@ class SearchConfig(Section):
     SECTION: ClassVar[str] = "search"
     k: Positive = 10
     alpha: Fraction = 0.5  # fused = alpha * global + (1 - alpha) * mean over lexemes of the best region
+    # ... for a query of several lexemes (a caption); a query of one ("red umbrella") fuses with
+    # phrase_alpha: its global vector says what its lexeme says, while a photo's global vector
+    # sums up everything in it, so a small thing counts for more in its regions. Both were chosen
+    # on the validation scenes (README, Small objects); `--alpha` sets both.
+    phrase_alpha: Fraction = 0.15
     region_candidates: Positive = 200  # regions fetched per lexeme before exact rescoring
     global_candidates: Positive = 100
     box_margin: Annotated[float, Range(0)] = 0.05  # the box shown: the largest region within this of the best
@@ -227,6 +232,10 @@ class SearchConfig(Section):
     # Drop results below this fused score; "auto": keep only results the index's calibration
     # finds confident (text queries).
     min_score: Annotated[float, Range()] | Literal["auto"] | None = None
+
+    def alpha_for(self, lexemes: int) -> float:
+        """The weight of the global score for a query of this many lexemes."""
+        return self.phrase_alpha if lexemes == 1 else self.alpha
 
     def check(self) -> None:
         if not self.vocabulary.strip():

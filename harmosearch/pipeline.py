@@ -55,6 +55,7 @@ class _Batch:
     failed: list[tuple[int, str]]
     pixels: Any = None  # uint8 [B, S, S, 3] or float [B, 3, S, S]; dropped once encoded
     fine_pixels: Any = None  # the same at the high-detail input size (regions.detail "high")
+    segments: list[Any] | None = None  # per picture: its pixel segment boxes (regions.detail "high")
     encoded: list[Encoded] | None = None
 
 
@@ -104,9 +105,10 @@ class _BatchJob:
         import torch
 
         from harmosearch.encoder import pixels_from_uint8
+        from harmosearch.regions import pixel_segment_boxes
 
         batch = _Batch(len(self.batches[b]), [], [], [], [])
-        arrays, fine = [], []
+        arrays, fine, segments = [], [], []
         for i in self.batches[b]:
             try:
                 pictures = self._decode(i)
@@ -120,6 +122,7 @@ class _BatchJob:
                     arrays.append(self.encoder.transform(image))
                 if self.fine_transform is not None:
                     fine.append(self.fine_transform(image))
+                    segments.append(torch.from_numpy(pixel_segment_boxes(image, width, height)))
                 batch.positions.append(i)
                 batch.sizes.append((width, height))
                 batch.times.append(seconds)
@@ -130,6 +133,7 @@ class _BatchJob:
                 batch.pixels = torch.stack(arrays)
             if fine:
                 batch.fine_pixels = torch.stack(fine)
+                batch.segments = segments
         return self.encode(batch) if self.encode_here else batch
 
     def _decode(self, i: int) -> list[tuple[Any, int, int, float | None]]:
@@ -169,6 +173,7 @@ class _BatchJob:
                 fine = encoder.encode_pixels(batch.fine_pixels[part])[1]
             positions, sizes = batch.positions[part], batch.sizes[part]
             user = [self.user_boxes[i] for i in positions] if self.user_boxes is not None else None
+            segments = batch.segments[part] if batch.segments is not None else None
             regions = image_regions(
                 dense,
                 global_vectors,
@@ -179,6 +184,7 @@ class _BatchJob:
                 self.regions,
                 user,
                 fine,
+                segments,
             )
             probes = self._probes(dense, positions, sizes, fine)
             for (w, h), g, reg, probe, seconds in zip(
@@ -187,7 +193,7 @@ class _BatchJob:
                 batch.encoded.append(
                     Encoded(w, h, g.numpy(), reg.boxes.numpy(), reg.scales.numpy(), reg.vectors.numpy(), probe, seconds)
                 )
-        batch.pixels = batch.fine_pixels = None
+        batch.pixels = batch.fine_pixels = batch.segments = None
         return batch
 
     def _probes(

@@ -27,6 +27,18 @@ HIGH_DETAIL_WINDOWS = (0.2, 0.15)
 # distinct from the global vector, crowd out the large ones (validation: the proposal ceiling
 # for large objects fell from 0.99 to 0.79).
 HIGH_DETAIL_REGIONS = 2
+# ... and boxes around segments of the picture's own pixels join them: Felzenszwalb and
+# Huttenlocher's graph segmentation (scikit-image) of the picture at PIXEL_SIDE pixels on its
+# short side, at each of PIXEL_SCALES (larger: larger segments), segments of at least
+# PIXEL_MIN_SIZE pixels there. A segment box smaller than PIXEL_MIN_BOX pixels on a side there,
+# or covering more than PIXEL_MAX_FRACTION of the picture, is left out (specks, the background).
+# Pixels find the edges of a small object that a 14 x 14 map of patches cannot.
+PIXEL_SIDE = 112
+PIXEL_SCALES = (300.0,)
+PIXEL_SIGMA = 0.8
+PIXEL_MIN_SIZE = 10
+PIXEL_MIN_BOX = 3
+PIXEL_MAX_FRACTION = 0.7
 USER_BOX = -1.0  # the `scale` recorded for user-supplied boxes; the whole image is 1.0
 SEGMENT = 0.0  # the `scale` recorded for boxes around dense-map segments
 
@@ -153,6 +165,49 @@ def segment_boxes(dense: Any, thresholds: tuple[float, ...], max_fraction: float
     rows = torch.unique(rows, dim=0)  # sorted: by image, then box
     per_image = torch.bincount(rows[:, 0], minlength=batch).tolist()
     return [b.float() for b in torch.split(rows[:, 1:], per_image)]
+
+
+def proposal_constants() -> dict[str, Any]:
+    """The module's constants that shape the regions of a detail, beyond the regions config
+    (a cache of encoded regions keys on them)."""
+    return {
+        "high": [HIGH_DETAIL_SCALE, FINE_BELOW, HIGH_DETAIL_WINDOWS, HIGH_DETAIL_REGIONS],
+        "pixels": [PIXEL_SIDE, PIXEL_SCALES, PIXEL_SIGMA, PIXEL_MIN_SIZE, PIXEL_MIN_BOX, PIXEL_MAX_FRACTION],
+    }
+
+
+def pixel_segment_boxes(image: Any, width: int, height: int) -> Any:
+    """Boxes (pixels of the full width x height picture) around the segments of a decoded
+    picture (PIL, any size) at PIXEL_SCALES, rows distinct: float32 [N, 4] (see PIXEL_SIDE)."""
+    import numpy as np
+    from skimage.segmentation import felzenszwalb
+
+    factor = PIXEL_SIDE / min(image.size)
+    if factor < 1:
+        size = (max(round(image.width * factor), 1), max(round(image.height * factor), 1))
+        image = image.resize(size, resample=2, reducing_gap=2.0)  # bilinear
+    pixels = np.asarray(image.convert("RGB"))
+    rows, cols = pixels.shape[:2]
+    ys = np.repeat(np.arange(rows), cols)
+    xs = np.tile(np.arange(cols), rows)
+    parts = []
+    for scale in PIXEL_SCALES:
+        labels = felzenszwalb(pixels, scale=scale, sigma=PIXEL_SIGMA, min_size=PIXEL_MIN_SIZE).ravel()
+        count = int(labels.max()) + 1
+        x0 = np.full(count, cols)
+        y0 = np.full(count, rows)
+        x1 = np.zeros(count, np.int64)
+        y1 = np.zeros(count, np.int64)
+        np.minimum.at(x0, labels, xs)
+        np.minimum.at(y0, labels, ys)
+        np.maximum.at(x1, labels, xs + 1)
+        np.maximum.at(y1, labels, ys + 1)
+        parts.append(np.stack([x0, y0, x1, y1], 1))
+    boxes = np.unique(np.concatenate(parts), axis=0)
+    sides = boxes[:, 2:] - boxes[:, :2]
+    keep = (sides.min(1) >= PIXEL_MIN_BOX) & (sides.prod(1) <= PIXEL_MAX_FRACTION * rows * cols)
+    scale_xy = np.array([width / cols, height / rows] * 2, dtype=np.float32)
+    return boxes[keep].astype(np.float32) * scale_xy
 
 
 def from_grid(boxes: Any, width: Any, height: Any, grid: tuple[int, int], image_size: int, resize: str) -> Any:
@@ -312,10 +367,12 @@ def image_regions(
     config: RegionConfig,
     user_boxes: list[Any] | None = None,
     fine: Any = None,
+    pixel_boxes: list[Any] | None = None,
 ) -> list[Regions]:
     """Proposals (+ user boxes) for a batch of images, pooled from their dense maps and selected;
     with a fine map (regions.detail "high"), small boxes are pooled from it (pool_detailed) and
-    windows of HIGH_DETAIL_WINDOWS join the proposals."""
+    windows of HIGH_DETAIL_WINDOWS join the proposals, as do pixel_boxes[i] (pixels, boxes
+    around segments of the picture's pixels: pixel_segment_boxes) as segment boxes."""
     import torch
 
     segments = segment_boxes(dense, config.segments) if config.segments else None
@@ -338,6 +395,11 @@ def image_regions(
             pixel_parts.append(segment_pixels[i])
             grid_parts.append(segments[i])
             scale_parts.append(torch.full((len(segments[i]),), SEGMENT))
+        if pixel_boxes is not None and len(pixel_boxes[i]):
+            extra = torch.as_tensor(pixel_boxes[i], dtype=torch.float32).reshape(-1, 4)
+            pixel_parts.append(extra)
+            grid_parts.append(to_grid(extra, width, height, grid, image_size, resize))
+            scale_parts.append(torch.full((len(extra),), SEGMENT))
         scales = config.scales if fine is None else config.scales + HIGH_DETAIL_WINDOWS
         windows, window_scales, window_grid = _windows(width, height, scales, config.overlap, grid, image_size, resize)
         pixel_parts.append(windows)

@@ -215,7 +215,9 @@ class Index:
         sort: Literal["score", "date"] = "score",
         refine: bool | None = None,
     ) -> SearchResponse:
-        """Rank the indexed images for a text (and/or an image) query. relations=False (or
+        """Rank the indexed images for a text (and/or an image) query. alpha weighs the global
+        score for any query (default: settings.alpha, settings.phrase_alpha for a query of one
+        lexeme; fusion.py). relations=False (or
         relation_weight 0) ignores the query's relations, ranking its lexemes independently.
         refine (default: settings.refine) looks at the best max(k, settings.rerank) results
         again on their re-encoded dense maps (refine.py): each lexeme's box is searched again, so
@@ -269,10 +271,11 @@ class Index:
             s.relation_candidates,
             contrast,
         )
-        fused = fuse(global_scores, match.scores, s.alpha, match.relation_scores, s.relation_weight)
-        penalties = self._penalty(candidates, query, s.alpha)
+        alpha = s.alpha_for(len(query.lexeme_vectors))
+        fused = fuse(global_scores, match.scores, alpha, match.relation_scores, s.relation_weight)
+        penalties = self._penalty(candidates, query, alpha)
         fused = fused - penalties
-        confident = self._confident(global_scores, match.plain_scores, penalties, s.alpha) if calibrated else None
+        confident = self._confident(global_scores, match.plain_scores, penalties, alpha) if calibrated else None
         # Without the photo folder (warned about above) there is nothing to re-encode.
         refine = bool(s.refine and len(query.lexeme_vectors) and self.photos_root.is_dir())
         # Reordered results meet a numeric min_score with their reordered scores (in _refined),
@@ -837,6 +840,7 @@ def _settings(
             base,
             k=base.k if k is None else k,
             alpha=base.alpha if alpha is None else alpha,
+            phrase_alpha=base.phrase_alpha if alpha is None else alpha,
             min_score=base.min_score if min_score is None else min_score,
             relation_weight=base.relation_weight if relation_weight is None else relation_weight,
             refine=base.refine if refine is None else refine,

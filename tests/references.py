@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import nms
 
+from harmosearch import regions
 from harmosearch.regions import SEGMENT, USER_BOX
 
 
@@ -37,6 +38,32 @@ def segment_boxes_one_by_one(dense, thresholds, max_fraction=0.7):
                 ys, xs = [c // gw for c in cells], [c % gw for c in cells]
                 found.add((min(xs), min(ys), max(xs) + 1, max(ys) + 1))
     return torch.tensor(sorted(found), dtype=torch.float32).reshape(-1, 4)
+
+
+def pixel_segments_one_by_one(image, width, height):
+    """One decoded picture: shrunk to regions.PIXEL_SIDE on its short side (never enlarged),
+    segmented at each of regions.PIXEL_SCALES, then each segment's pixels found one label at a
+    time; boxes filtered and scaled to the full width x height."""
+    from skimage.segmentation import felzenszwalb
+
+    short = min(image.size)
+    if short > regions.PIXEL_SIDE:
+        factor = regions.PIXEL_SIDE / short
+        image = image.resize((round(image.width * factor), round(image.height * factor)), resample=2, reducing_gap=2.0)
+    pixels = np.asarray(image.convert("RGB"))
+    rows, cols = pixels.shape[:2]
+    found = set()
+    for scale in regions.PIXEL_SCALES:
+        labels = felzenszwalb(pixels, scale=scale, sigma=regions.PIXEL_SIGMA, min_size=regions.PIXEL_MIN_SIZE)
+        for label in np.unique(labels):
+            ys, xs = np.nonzero(labels == label)
+            x0, y0, x1, y1 = xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
+            if min(x1 - x0, y1 - y0) < regions.PIXEL_MIN_BOX:
+                continue
+            if (x1 - x0) * (y1 - y0) > regions.PIXEL_MAX_FRACTION * rows * cols:
+                continue
+            found.add((x0 * width / cols, y0 * height / rows, x1 * width / cols, y1 * height / rows))
+    return np.array(sorted(found), dtype=np.float32).reshape(-1, 4)
 
 
 def select_one_by_one(boxes, scales, vectors, global_vector, config):

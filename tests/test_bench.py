@@ -94,8 +94,9 @@ class _Queries:
         ]
 
 
-def slow_phrase_search(vectors, bench, images, alpha, margin, k):
-    """phrase_search written out: score every image by hand, sort, inspect the top k."""
+def slow_phrase_search(vectors, bench, images, alpha, phrase_alpha, margin, k):
+    """phrase_search written out: score every image by hand (a phrase of one lexeme weighs the
+    global score by phrase_alpha, others by alpha), sort, inspect the top k."""
     from harmosearch.metrics import box_iou
 
     phrases = sorted(set(bench.phrases))
@@ -105,11 +106,12 @@ def slow_phrase_search(vectors, bench, images, alpha, margin, k):
         holders = {i for (i, _, _), p in zip(bench.boxes, bench.phrases, strict=True) if p == phrase}
         scored = []
         table = images.regions
+        weight = phrase_alpha if len(lexemes) == 1 else alpha
         for image in range(len(bench.images)):
             rows = range(table.start[image], table.start[image + 1])
             best = [max((float(table.vectors[r] @ lex) for r in rows), default=-1.0) for lex in lexemes]
             scored.append(
-                (-(alpha * float(images.global_vectors[image] @ g) + (1 - alpha) * sum(best) / len(best)), image)
+                (-(weight * float(images.global_vectors[image] @ g) + (1 - weight) * sum(best) / len(best)), image)
             )
         top = [image for _, image in sorted(scored)[:k]]
         relevant = [i for i in top if i in holders]
@@ -152,10 +154,11 @@ def test_phrase_search_equals_a_written_out_ranking():
             bench.boxes.append((i, box, phrases.index(phrase)))
             bench.phrases.append(str(phrase))
     vectors = {p: (unit(dim), unit(1 + (j == 2), dim)) for j, p in enumerate(phrases)}  # one phrase has 2 lexemes
-    for alpha, margin in ((0.5, 0.0), (0.2, 0.3), (1.0, 0.05)):
-        config = Config(search=SearchConfig(alpha=alpha, box_margin=margin, refine=False))  # the indexed boxes
+    for alpha, phrase_alpha, margin in ((0.5, 0.1, 0.0), (0.2, 0.2, 0.3), (1.0, 0.6, 0.05)):
+        settings = SearchConfig(alpha=alpha, phrase_alpha=phrase_alpha, box_margin=margin, refine=False)
+        config = Config(search=settings)  # the indexed boxes
         got = search(Run(_Queries(vectors), config, bench, images), k=3)
-        expected = slow_phrase_search(vectors, bench, images, alpha, margin, k=3)
+        expected = slow_phrase_search(vectors, bench, images, alpha, phrase_alpha, margin, k=3)
         assert got == pytest.approx(expected)
     assert 0 < expected["P@3"] < 1  # the case is not trivial
 

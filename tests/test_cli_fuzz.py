@@ -80,7 +80,7 @@ WORDS = {  # what an error about an option may call it besides its flag
     "--workers": ("index.workers", "train.workers"),
     "--batch-size": ("encoder.batch_size", "train.batch_size", "batch"),
     "-k": ("search.k",),
-    "--alpha": ("search.alpha",),
+    "--alpha": ("search.alpha", "search.phrase_alpha"),
     "--min-score": ("search.min_score",),
     "--lr": ("train.lr",),
     "--epochs": ("train.epochs",),

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torchvision.ops import roi_align
+from torchvision.ops import box_iou, roi_align
 
 from harmosearch.clip_adapter import eval_transform
 from harmosearch.config import load_config
@@ -23,6 +23,7 @@ from harmosearch.regions import (
     SEGMENT,
     detail_size,
     from_grid,
+    pixel_segment_boxes,
     pool,
     pool_detailed,
     segment_boxes,
@@ -33,6 +34,7 @@ from harmosearch.regions import (
 from harmosearch.store import read_manifest
 
 from .conftest import TEST_MODEL
+from .references import pixel_segments_one_by_one
 
 
 def config_with(detail):
@@ -98,15 +100,44 @@ def test_high_detail_indexing_by_hand(scenes, test_encoder):
         assert fine.shape[-1] > dense.shape[-1]
         g = torch.nn.functional.normalize(g, dim=-1)
         segments = segment_boxes(dense, config.regions.segments)[0]
+        pixel_segments = torch.from_numpy(pixel_segments_one_by_one(image, *image.size))
+        assert len(pixel_segments)
         windows, scales = window_boxes(*image.size, wider.scales, wider.overlap)
-        pixel_boxes = torch.cat([from_grid(segments, *image.size, grid, own_size, resize), windows])
-        grid_boxes = torch.cat([segments, to_grid(windows, *image.size, grid, own_size, resize)])
-        labels = torch.cat([torch.full((len(segments),), SEGMENT), scales])
+        pixel_boxes = torch.cat([from_grid(segments, *image.size, grid, own_size, resize), pixel_segments, windows])
+        grid_boxes = torch.cat(
+            [segments, *(to_grid(b, *image.size, grid, own_size, resize) for b in (pixel_segments, windows))]
+        )
+        labels = torch.cat([torch.full((len(segments) + len(pixel_segments),), SEGMENT), scales])
         (expected,) = select([(pixel_boxes, labels)], [pool_by_loop(dense, fine, grid_boxes)], g, wider)
         np.testing.assert_allclose(high[i].boxes, expected.boxes.numpy(), atol=1e-4)
         np.testing.assert_allclose(high[i].vectors, expected.vectors.numpy(), atol=1e-4)
         box = to_grid(torch.tensor(probes[i]), *image.size, grid, own_size, resize)
         np.testing.assert_allclose(high[i].probes, pool_by_loop(dense, fine, box).numpy(), atol=1e-4)
+
+
+@pytest.mark.parametrize("size", [(224, 224), (448, 336), (90, 150)])
+def test_pixel_segments_equal_the_label_by_label_reference(scenes, size):
+    """Pictures larger than PIXEL_SIDE are shrunk first, smaller ones are not enlarged; the boxes
+    are in pixels of the full picture, which may be larger than the decoded one (draft decoding)."""
+    path = sorted((scenes / "images").glob("*.png"))[1]
+    image = Image.open(path).convert("RGB").resize(size)
+    for full in (size, (size[0] * 3, size[1] * 3)):
+        got = pixel_segment_boxes(image, *full)
+        expected = pixel_segments_one_by_one(image, *full)
+        assert got.dtype == np.float32 and len(got) == len(expected) > 0
+        np.testing.assert_allclose(got, expected, rtol=1e-6)
+
+
+def test_pixel_segments_box_a_small_object_on_a_speckled_ground():
+    """A 24 x 18 px red rectangle in a 640 x 480 speckled grey photo (under a cell of a 14 x 14
+    map) gets a box that fits it."""
+    rng = np.random.default_rng(0)
+    pixels = (128 + rng.integers(-12, 13, (480, 640, 1))).repeat(3, axis=2).astype(np.uint8)
+    pixels[300:318, 400:424] = (200, 30, 30)
+    boxes = pixel_segment_boxes(Image.fromarray(pixels), 640, 480)
+    truth = torch.tensor([[400.0, 300.0, 424.0, 318.0]])
+    assert float(box_iou(truth, torch.from_numpy(boxes)).max()) >= 0.7
+    assert len(boxes) < 50  # the speckles are not boxed one by one
 
 
 def test_an_index_keeps_its_detail_and_old_indexes_count_as_normal(scenes, tmp_path, test_encoder):

@@ -217,7 +217,13 @@ def test_ranking_equals_the_slow_reference(tmp_path, index_type, window_penalty,
         for _ in range(120)
     ]
     search = SearchConfig(
-        region_candidates=1000, global_candidates=1000, nprobe=4, window_penalty=window_penalty, contrast=contrast
+        region_candidates=1000,
+        global_candidates=1000,
+        nprobe=4,
+        window_penalty=window_penalty,
+        contrast=contrast,
+        alpha=0.6,
+        phrase_alpha=0.1,
     )
     index = open_fake(tmp_path, scenes=scenes, index_type=index_type, search=search, noise=0.6)
     # The model's own phrases (a checkpoint's vocabulary): rivals for every lexeme but its own.
@@ -231,13 +237,16 @@ def test_ranking_equals_the_slow_reference(tmp_path, index_type, window_penalty,
         "red circle near a blue star left of a green ring",
     ):
         encoding = FakeEncoder().encode_queries([query])[0]
-        expected = reference_scores(data, encoding, 0.3, 0.5, window_penalty, contrast, vocabulary)
-        got = index.search(query, k=10, alpha=0.3)
-        assert len(got.results) == 10
-        for r in got.results:  # exact rescoring: every returned score is the reference score
-            assert r.score == pytest.approx(expected[r.image_id], abs=2e-3)  # fp16 storage
-        if index_type in ("Flat", "SQfp16"):  # the exact index types
-            assert [r.image_id for r in got.results] == list(np.argsort(-expected, kind="stable")[:10])
+        # The configured weights (phrase_alpha for the one-lexeme query), or an explicit alpha for all.
+        configured = 0.1 if len(encoding.lexeme_vectors) == 1 else 0.6
+        for alpha, weight in ((None, configured), (0.3, 0.3)):
+            expected = reference_scores(data, encoding, weight, 0.5, window_penalty, contrast, vocabulary)
+            got = index.search(query, k=10, alpha=alpha)
+            assert len(got.results) == 10
+            for r in got.results:  # exact rescoring: every returned score is the reference score
+                assert r.score == pytest.approx(expected[r.image_id], abs=2e-3)  # fp16 storage
+            if index_type in ("Flat", "SQfp16"):  # the exact index types
+                assert [r.image_id for r in got.results] == list(np.argsort(-expected, kind="stable")[:10])
 
 
 def test_fusion_formula():
@@ -350,7 +359,8 @@ def dated_library(n=120, seed=4):
 def filtered_reference(data, query, allowed, k):
     """The top k allowed images by the fusion formula, scored one by one."""
     encoding = FakeEncoder().encode_queries([query])[0]
-    scores = reference_scores(data, encoding, 0.5)
+    defaults = SearchConfig()  # a query of one lexeme weighs the global score by phrase_alpha
+    scores = reference_scores(data, encoding, defaults.phrase_alpha if len(encoding.lexeme_vectors) == 1 else 0.5)
     ids = np.flatnonzero(allowed)
     return list(ids[np.argsort(-scores[ids], kind="stable")][:k])
 
@@ -483,8 +493,8 @@ def test_confidence_is_measured_without_the_window_penalty(tmp_path):
     index.calibration = penalised.calibration = calibration
     differ = 0  # results the penalised score would have judged otherwise
     for query in ("red circle", "a blue star and a green ring", "purple elephant"):
-        plain = {r.path: r.score for r in index.search(query, k=len(scenes)).results}
-        for r in penalised.search(query, k=len(scenes)).results:
+        plain = {r.path: r.score for r in index.search(query, k=len(scenes), alpha=0.5).results}
+        for r in penalised.search(query, k=len(scenes), alpha=0.5).results:
             assert r.confident == bool(assess(calibration, [plain[r.path]], 0.5).confident[0])
             differ += r.confident != bool(assess(calibration, [r.score], 0.5).confident[0])
     assert differ

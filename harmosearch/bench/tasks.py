@@ -230,7 +230,7 @@ def search(run: Run, k: int = 5) -> dict[str, Any]:
     texts = encode_texts(run.encoder, phrases, images.global_vectors.shape[1])
     g = texts.global_vectors @ images.global_vectors.T
     contrast = text_contrast(texts, s, run.vocabulary)
-    fused, rows = fused_scores(g, texts.lexemes, texts.owners, images, s.alpha, s.box_margin, contrast)
+    fused, rows = fused_scores(g, texts.lexemes, texts.owners, images, s, contrast)
     heads, boxes, seconds = _heads(run, g, fused, rows, texts, max(k, s.rerank) if s.refine and s.rerank else k)
     precision, hits, boxed = [], [], []
     for p, phrase in enumerate(phrases):

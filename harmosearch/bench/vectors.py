@@ -41,10 +41,12 @@ def encode_images(encoder: Any, config: Config, bench: BenchSet, progress: Progr
     """Global, proposal-region and ground-truth-box vectors of every image, made by the indexing
     pipeline (`pipeline.encode_files`); cached under config.paths.cache."""
     from harmosearch.pipeline import encode_files
+    from harmosearch.regions import proposal_constants
 
-    key = hashlib.sha256(
-        json.dumps([encoder.identity.to_dict(), config.to_json()["regions"], bench.digest()]).encode()
-    ).hexdigest()[:20]
+    regions = config.to_json()["regions"]
+    if config.regions.detail != "normal":  # older caches of normal detail stay valid
+        regions["constants"] = proposal_constants()
+    key = hashlib.sha256(json.dumps([encoder.identity.to_dict(), regions, bench.digest()]).encode()).hexdigest()[:20]
     cache_file = config.paths.cache_dir / "bench" / f"images-{key}.npz"
     if cache_file.is_file():
         return _penalised(_load(cache_file), config)
@@ -140,18 +142,19 @@ def fused_scores(
     lexemes: np.ndarray,
     owners: np.ndarray,
     images: ImageVectors,
-    alpha: float,
-    box_margin: float,
+    settings: SearchConfig,
     contrast: Contrast | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Text x image fused scores as `harmosearch query` fuses them, from global_scores [T, I],
-    lexeme vectors [L, D] and the text each belongs to [L] (and their contrast, rows the
-    lexemes); also the region row shown for each lexeme on each image [I, L]."""
+    """Text x image fused scores as `harmosearch query` fuses them (settings.alpha_for each
+    text's lexeme count, settings.box_margin), from global_scores [T, I], lexeme vectors [L, D]
+    and the text each belongs to [L] (and their contrast, rows the lexemes); also the region row
+    shown for each lexeme on each image [I, L]."""
     every = np.arange(images.regions.n_images)
-    best, rows = best_regions(images.regions, every, lexemes, box_margin, contrast)  # [I, L]
+    best, rows = best_regions(images.regions, every, lexemes, settings.box_margin, contrast)  # [I, L]
     fused = np.empty_like(global_scores)
     for t in range(len(global_scores)):
-        fused[t] = fuse(global_scores[t], best[:, owners == t], alpha)
+        own = owners == t
+        fused[t] = fuse(global_scores[t], best[:, own], settings.alpha_for(int(own.sum())))
     return fused, rows
 
 
@@ -173,7 +176,7 @@ def query_scores(
         g = texts.global_vectors @ images.global_vectors.T
         if mode == "global":
             return g
-        return fused_scores(g, texts.lexemes, texts.owners, images, settings.alpha, settings.box_margin, contrast)[0]
+        return fused_scores(g, texts.lexemes, texts.owners, images, settings, contrast)[0]
     n = len(texts.global_vectors)
     every = np.arange(images.regions.n_images)
     columns = np.asarray(subset) if subset is not None else np.broadcast_to(every, (n, len(every)))
@@ -197,7 +200,7 @@ def query_scores(
             settings.relation_candidates,
             None if contrast is None else contrast.columns(texts.owners == t),
         )
-        out[t] = fuse(g, match.scores, settings.alpha, match.relation_scores, weight)
+        out[t] = fuse(g, match.scores, settings.alpha_for(len(lexemes)), match.relation_scores, weight)
     return out
 
 

@@ -70,7 +70,9 @@ class Options(BaseModel):
 
 class TextQuery(Options):
     text: str = Field("", description='what to look for, e.g. "red umbrella near bench"')
-    alpha: float | None = Field(None, description="weight of the global score in [0, 1] (default: search.alpha)")
+    alpha: float | None = Field(
+        None, description="weight of the global score in [0, 1] (default: search.alpha; phrase_alpha for one lexeme)"
+    )
     global_only: bool = Field(False, description="plain CLIP ranking, no regions")
     negatives: list[str] = Field([], max_length=32, description="push down images showing these")
     relations: bool = Field(
