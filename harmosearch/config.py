@@ -130,7 +130,8 @@ class RegionConfig(Section):
     dedup_cosine: Annotated[float, Range(-1)] = 0.98
     # normal: regions pooled from the dense map of the pass that makes the global vector; high:
     # small boxes pooled from a second pass at regions.HIGH_DETAIL_SCALE times the input size,
-    # where small objects span several patches, with smaller windows and twice the regions
+    # where small objects span several patches, with smaller windows, boxes around segments of
+    # the picture's pixels in place of the dense map's segments, and twice the regions
     # (regions.py; indexing time and index size measured in the README, Small objects).
     detail: Literal["normal", "high"] = "normal"
 

@@ -208,12 +208,17 @@ def _settings(config: Config, old: Any, encoder: Any, index: Path) -> tuple[Conf
         stored, wanted = old.manifest["config"], config.to_json()
         # Indexes made before regions.detail existed pooled at the model's own size.
         stored = {**stored, "regions": {"detail": "normal", **stored["regions"]}}
-        if differs or stored["regions"] != wanted["regions"] or stored.get("media") != wanted["media"]:
+        regions_differ = stored["regions"] != wanted["regions"]
+        # At high detail the proposals also depend on the version's constants (pixel segments).
+        older_proposals = not regions_differ and old.manifest.get("proposals") != _proposals(config)
+        if differs or regions_differ or older_proposals or stored.get("media") != wanted["media"]:
             what = (
                 f"model {built_with.spec!r}"
                 if differs
                 else "other region settings"
-                if stored["regions"] != wanted["regions"]
+                if regions_differ
+                else "the region proposals of an older harmosearch"
+                if older_proposals
                 else "other video frame settings"
             )
             raise IndexStoreError(
@@ -224,6 +229,17 @@ def _settings(config: Config, old: Any, encoder: Any, index: Path) -> tuple[Conf
     if requested != "auto" and (old is None or old.manifest["config"]["index"]["index_type"] != requested):
         check_index_type(requested, encoder.identity.embed_dim)  # before anything is encoded
     return config, encoder
+
+
+def _proposals(config: Config) -> Any:
+    """What an index's manifest records of how its regions were proposed beyond the regions
+    config: at high detail the proposal constants (regions.proposal_constants), as JSON; at
+    normal detail nothing (None)."""
+    if config.regions.detail == "normal":
+        return None
+    from harmosearch.regions import proposal_constants
+
+    return json.loads(json.dumps(proposal_constants()))
 
 
 def _boxes_digest(user_boxes: dict[str, list[list[float]]]) -> str:
@@ -391,6 +407,7 @@ def _encode_and_commit(
             "boxes_digest": _boxes_digest(user_boxes),
             "boxed_paths": sorted(user_boxes),
             **({"calibration": calibration} if calibration is not None else {}),
+            **({"proposals": proposals} if (proposals := _proposals(config)) is not None else {}),
         },
     )
     clear_staging(index)

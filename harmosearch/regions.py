@@ -32,7 +32,11 @@ HIGH_DETAIL_REGIONS = 2
 # short side, at each of PIXEL_SCALES (larger: larger segments), segments of at least
 # PIXEL_MIN_SIZE pixels there. A segment box smaller than PIXEL_MIN_BOX pixels on a side there,
 # or covering more than PIXEL_MAX_FRACTION of the picture, is left out (specks, the background).
-# Pixels find the edges of a small object that a 14 x 14 map of patches cannot.
+# Pixels find the edges of a small object that a 14 x 14 map of patches cannot. They replace the
+# dense-map segment boxes (regions.segments) at that detail: on the validation scenes, without
+# those, phrase search P@5 went from 92.1 / 87.9 / 90.8 to 91.7 / 89.6 / 93.8 (small, large,
+# default set) and caption text->image R@1 from 66.3 / 69.1 to 67.9 / 70.9 (fused, relation-aware).
+PIXELS_REPLACE_SEGMENTS = True
 PIXEL_SIDE = 112
 PIXEL_SCALES = (300.0,)
 PIXEL_SIGMA = 0.8
@@ -172,7 +176,15 @@ def proposal_constants() -> dict[str, Any]:
     (a cache of encoded regions keys on them)."""
     return {
         "high": [HIGH_DETAIL_SCALE, FINE_BELOW, HIGH_DETAIL_WINDOWS, HIGH_DETAIL_REGIONS],
-        "pixels": [PIXEL_SIDE, PIXEL_SCALES, PIXEL_SIGMA, PIXEL_MIN_SIZE, PIXEL_MIN_BOX, PIXEL_MAX_FRACTION],
+        "pixels": [
+            PIXEL_SIDE,
+            PIXEL_SCALES,
+            PIXEL_SIGMA,
+            PIXEL_MIN_SIZE,
+            PIXEL_MIN_BOX,
+            PIXEL_MAX_FRACTION,
+            PIXELS_REPLACE_SEGMENTS,
+        ],
     }
 
 
@@ -372,10 +384,12 @@ def image_regions(
     """Proposals (+ user boxes) for a batch of images, pooled from their dense maps and selected;
     with a fine map (regions.detail "high"), small boxes are pooled from it (pool_detailed) and
     windows of HIGH_DETAIL_WINDOWS join the proposals, as do pixel_boxes[i] (pixels, boxes
-    around segments of the picture's pixels: pixel_segment_boxes) as segment boxes."""
+    around segments of the picture's pixels: pixel_segment_boxes) as segment boxes, in place of
+    the dense-map segments (PIXELS_REPLACE_SEGMENTS)."""
     import torch
 
-    segments = segment_boxes(dense, config.segments) if config.segments else None
+    dense_segments = bool(config.segments) and not (pixel_boxes is not None and PIXELS_REPLACE_SEGMENTS)
+    segments = segment_boxes(dense, config.segments) if dense_segments else None
     segment_pixels: tuple[Any, ...] = ()
     if segments is not None:  # to pixels for the whole batch at once
         counts = torch.tensor([len(b) for b in segments])

@@ -22,7 +22,6 @@ from harmosearch.regions import (
     HIGH_DETAIL_WINDOWS,
     SEGMENT,
     detail_size,
-    from_grid,
     pixel_segment_boxes,
     pool,
     pool_detailed,
@@ -99,15 +98,13 @@ def test_high_detail_indexing_by_hand(scenes, test_encoder):
             _, fine = vision_forward(test_encoder.model, fine_pixels, "value")
         assert fine.shape[-1] > dense.shape[-1]
         g = torch.nn.functional.normalize(g, dim=-1)
-        segments = segment_boxes(dense, config.regions.segments)[0]
+        # Boxes around pixel segments take the place of the dense map's segments.
         pixel_segments = torch.from_numpy(pixel_segments_one_by_one(image, *image.size))
-        assert len(pixel_segments)
+        assert len(pixel_segments) and len(segment_boxes(dense, config.regions.segments)[0])
         windows, scales = window_boxes(*image.size, wider.scales, wider.overlap)
-        pixel_boxes = torch.cat([from_grid(segments, *image.size, grid, own_size, resize), pixel_segments, windows])
-        grid_boxes = torch.cat(
-            [segments, *(to_grid(b, *image.size, grid, own_size, resize) for b in (pixel_segments, windows))]
-        )
-        labels = torch.cat([torch.full((len(segments) + len(pixel_segments),), SEGMENT), scales])
+        pixel_boxes = torch.cat([pixel_segments, windows])
+        grid_boxes = to_grid(pixel_boxes, *image.size, grid, own_size, resize)
+        labels = torch.cat([torch.full((len(pixel_segments),), SEGMENT), scales])
         (expected,) = select([(pixel_boxes, labels)], [pool_by_loop(dense, fine, grid_boxes)], g, wider)
         np.testing.assert_allclose(high[i].boxes, expected.boxes.numpy(), atol=1e-4)
         np.testing.assert_allclose(high[i].vectors, expected.vectors.numpy(), atol=1e-4)
@@ -152,3 +149,22 @@ def test_an_index_keeps_its_detail_and_old_indexes_count_as_normal(scenes, tmp_p
     manifest_file.write_text(json.dumps(manifest))
     report = build_index(scenes / "images", tmp_path / "old", config_with("normal"), encoder=test_encoder)
     assert not report.committed
+
+
+def test_a_high_detail_index_of_older_proposals_must_be_rebuilt(scenes, tmp_path, test_encoder):
+    """A high-detail index records its proposal constants; one without them (written before
+    pixel segments existed) or with others is refused on update, with a one-line reason."""
+    from harmosearch.regions import proposal_constants
+
+    build_index(scenes / "images", tmp_path / "high", config_with("high"), encoder=test_encoder)
+    manifest_file = tmp_path / "high" / "manifest.json"
+    manifest = json.loads(manifest_file.read_text())
+    assert manifest["proposals"] == json.loads(json.dumps(proposal_constants()))
+    report = build_index(scenes / "images", tmp_path / "high", config_with("high"), encoder=test_encoder)
+    assert not report.committed  # nothing changed: no error, nothing written
+    for older in ({k: v for k, v in manifest.items() if k != "proposals"}, {**manifest, "proposals": {"pixels": []}}):
+        manifest_file.write_text(json.dumps(older))
+        with pytest.raises(IndexStoreError, match=r"region proposals of an older harmosearch; re-run with --rebuild"):
+            build_index(scenes / "images", tmp_path / "high", config_with("high"), encoder=test_encoder)
+    build_index(scenes / "images", tmp_path / "normal", config_with("normal"), encoder=test_encoder)
+    assert "proposals" not in read_manifest(tmp_path / "normal")
