@@ -233,13 +233,10 @@ def _settings(config: Config, old: Any, encoder: Any, index: Path) -> tuple[Conf
 
 def _proposals(config: Config) -> Any:
     """What an index's manifest records of how its regions were proposed beyond the regions
-    config: at high detail the proposal constants (regions.proposal_constants), as JSON; at
-    normal detail nothing (None)."""
-    if config.regions.detail == "normal":
-        return None
+    config (regions.proposal_constants), as JSON reads it back; None at normal detail."""
     from harmosearch.regions import proposal_constants
 
-    return json.loads(json.dumps(proposal_constants()))
+    return json.loads(json.dumps(proposal_constants(config.regions.detail)))
 
 
 def _boxes_digest(user_boxes: dict[str, list[list[float]]]) -> str:

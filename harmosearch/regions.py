@@ -171,9 +171,12 @@ def segment_boxes(dense: Any, thresholds: tuple[float, ...], max_fraction: float
     return [b.float() for b in torch.split(rows[:, 1:], per_image)]
 
 
-def proposal_constants() -> dict[str, Any]:
-    """The module's constants that shape the regions of a detail, beyond the regions config
-    (a cache of encoded regions keys on them)."""
+def proposal_constants(detail: str) -> dict[str, Any] | None:
+    """The module's constants that shape the regions of a high detail beyond the regions config
+    (a cache of encoded regions and an index's manifest key on them); None at normal detail,
+    whose regions the config describes in full."""
+    if detail == "normal":
+        return None
     return {
         "high": [HIGH_DETAIL_SCALE, FINE_BELOW, HIGH_DETAIL_WINDOWS, HIGH_DETAIL_REGIONS],
         "pixels": [
@@ -192,6 +195,7 @@ def pixel_segment_boxes(image: Any, width: int, height: int) -> Any:
     """Boxes (pixels of the full width x height picture) around the segments of a decoded
     picture (PIL, any size) at PIXEL_SCALES, rows distinct: float32 [N, 4] (see PIXEL_SIDE)."""
     import numpy as np
+    from scipy.ndimage import find_objects
     from skimage.segmentation import felzenszwalb
 
     factor = PIXEL_SIDE / min(image.size)
@@ -200,22 +204,12 @@ def pixel_segment_boxes(image: Any, width: int, height: int) -> Any:
         image = image.resize(size, resample=2, reducing_gap=2.0)  # bilinear
     pixels = np.asarray(image.convert("RGB"))
     rows, cols = pixels.shape[:2]
-    ys = np.repeat(np.arange(rows), cols)
-    xs = np.tile(np.arange(cols), rows)
-    parts = []
+    found = []
     for scale in PIXEL_SCALES:
-        labels = felzenszwalb(pixels, scale=scale, sigma=PIXEL_SIGMA, min_size=PIXEL_MIN_SIZE).ravel()
-        count = int(labels.max()) + 1
-        x0 = np.full(count, cols)
-        y0 = np.full(count, rows)
-        x1 = np.zeros(count, np.int64)
-        y1 = np.zeros(count, np.int64)
-        np.minimum.at(x0, labels, xs)
-        np.minimum.at(y0, labels, ys)
-        np.maximum.at(x1, labels, xs + 1)
-        np.maximum.at(y1, labels, ys + 1)
-        parts.append(np.stack([x0, y0, x1, y1], 1))
-    boxes = np.unique(np.concatenate(parts), axis=0)
+        labels = felzenszwalb(pixels, scale=scale, sigma=PIXEL_SIGMA, min_size=PIXEL_MIN_SIZE)
+        # find_objects: each label's bounding slices (labels from 1, so shifted by one).
+        found += [(x.start, y.start, x.stop, y.stop) for y, x in filter(None, find_objects(labels + 1))]
+    boxes = np.unique(np.array(found, dtype=np.int64).reshape(-1, 4), axis=0)
     sides = boxes[:, 2:] - boxes[:, :2]
     keep = (sides.min(1) >= PIXEL_MIN_BOX) & (sides.prod(1) <= PIXEL_MAX_FRACTION * rows * cols)
     scale_xy = np.array([width / cols, height / rows] * 2, dtype=np.float32)
@@ -399,31 +393,32 @@ def image_regions(
         segment_pixels = torch.split(flat, counts.tolist())
     proposals, grid_boxes = [], []
     for i, (width, height) in enumerate(sizes):
-        pixel_parts, grid_parts, scale_parts = [], [], []
+        parts = []  # (pixels, labels, grid units) of each kind, in the order select() ranks ties
         if user_boxes and user_boxes[i] is not None and len(user_boxes[i]):
-            extra = torch.as_tensor(user_boxes[i], dtype=torch.float32).reshape(-1, 4)
-            pixel_parts.append(extra)
-            grid_parts.append(to_grid(extra, width, height, grid, image_size, resize))
-            scale_parts.append(torch.full((len(extra),), USER_BOX))
+            parts.append(_given(user_boxes[i], USER_BOX, width, height, grid, image_size, resize))
         if segments is not None:
-            pixel_parts.append(segment_pixels[i])
-            grid_parts.append(segments[i])
-            scale_parts.append(torch.full((len(segments[i]),), SEGMENT))
+            parts.append((segment_pixels[i], torch.full((len(segments[i]),), SEGMENT), segments[i]))
         if pixel_boxes is not None and len(pixel_boxes[i]):
-            extra = torch.as_tensor(pixel_boxes[i], dtype=torch.float32).reshape(-1, 4)
-            pixel_parts.append(extra)
-            grid_parts.append(to_grid(extra, width, height, grid, image_size, resize))
-            scale_parts.append(torch.full((len(extra),), SEGMENT))
+            parts.append(_given(pixel_boxes[i], SEGMENT, width, height, grid, image_size, resize))
         scales = config.scales if fine is None else config.scales + HIGH_DETAIL_WINDOWS
-        windows, window_scales, window_grid = _windows(width, height, scales, config.overlap, grid, image_size, resize)
-        pixel_parts.append(windows)
-        grid_parts.append(window_grid)
-        scale_parts.append(window_scales)
-        proposals.append((torch.cat(pixel_parts), torch.cat(scale_parts)))
-        grid_boxes.append(torch.cat(grid_parts))
+        parts.append(_windows(width, height, scales, config.overlap, grid, image_size, resize))
+        pixels, labels, grid_units = (torch.cat(part) for part in zip(*parts, strict=True))
+        proposals.append((pixels, labels))
+        grid_boxes.append(grid_units)
     if fine is not None:
         config = replace(config, max_regions=config.max_regions * HIGH_DETAIL_REGIONS)
     return select(proposals, pool_detailed(dense, grid_boxes, fine), global_vectors, config)
+
+
+def _given(
+    boxes: Any, label: float, width: int, height: int, grid: tuple[int, int], image_size: int, resize: str
+) -> tuple[Any, Any, Any]:
+    """Boxes given in pixels of one image (user boxes, pixel segments) as proposals with this
+    label: (pixels, labels, grid units), as _windows gives its own."""
+    import torch
+
+    pixels = torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4)
+    return pixels, torch.full((len(pixels),), label), to_grid(pixels, width, height, grid, image_size, resize)
 
 
 @lru_cache(maxsize=64)

@@ -159,7 +159,7 @@ def test_a_high_detail_index_of_older_proposals_must_be_rebuilt(scenes, tmp_path
     build_index(scenes / "images", tmp_path / "high", config_with("high"), encoder=test_encoder)
     manifest_file = tmp_path / "high" / "manifest.json"
     manifest = json.loads(manifest_file.read_text())
-    assert manifest["proposals"] == json.loads(json.dumps(proposal_constants()))
+    assert manifest["proposals"] == json.loads(json.dumps(proposal_constants("high")))
     report = build_index(scenes / "images", tmp_path / "high", config_with("high"), encoder=test_encoder)
     assert not report.committed  # nothing changed: no error, nothing written
     for older in ({k: v for k, v in manifest.items() if k != "proposals"}, {**manifest, "proposals": {"pixels": []}}):

@@ -44,8 +44,9 @@ def encode_images(encoder: Any, config: Config, bench: BenchSet, progress: Progr
     from harmosearch.regions import proposal_constants
 
     regions = config.to_json()["regions"]
-    if config.regions.detail != "normal":  # older caches of normal detail stay valid
-        regions["constants"] = proposal_constants()
+    constants = proposal_constants(config.regions.detail)
+    if constants is not None:  # older caches of normal detail stay valid
+        regions["constants"] = constants
     key = hashlib.sha256(json.dumps([encoder.identity.to_dict(), regions, bench.digest()]).encode()).hexdigest()[:20]
     cache_file = config.paths.cache_dir / "bench" / f"images-{key}.npz"
     if cache_file.is_file():
