@@ -74,8 +74,9 @@ def merge(out: Path, parts: list[Path]) -> Path:
     return out
 
 
-# The README's figures were measured before search.contrast and search.phrase_alpha existed: ranked as then.
-RANKED_AS_THEN = {"search.contrast": 0.0, "search.phrase_alpha": 0.5}
+# The README's figures were measured before search.contrast, search.phrase_alpha and
+# search.crop_weight existed: ranked as then.
+RANKED_AS_THEN = {"search.contrast": 0.0, "search.phrase_alpha": 0.5, "search.crop_weight": 0.0}
 
 
 def evaluate(model: Path) -> dict[str, Any]:

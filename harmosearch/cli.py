@@ -96,8 +96,9 @@ RefineOption = Annotated[
     typer.Option(
         "--refine/--no-refine",
         help="Look at the best results again on their re-encoded pictures: boxes that fit small things, "
-        "and those results reordered by their refined scores (search.rerank, 20); two image encodings "
-        "per refined result (default: off).",
+        "and those results reordered by how well the crop around each box matches its words "
+        "(search.rerank, 20; search.crop_weight); two image encodings per refined result and one per "
+        "crop (default: off).",
     ),
 ]
 RefineScaleOption = Annotated[

@@ -215,15 +215,20 @@ class SearchConfig(Section):
     vocabulary: str = "auto"
     # Refinement (--refine, refine.py): the best `rerank` results (at least k) are encoded again,
     # at the model's input size and at refine_scale times it, where small objects span several
-    # patches; each lexeme's box is searched again near the indexed one, and those results are
-    # reordered by refine_alpha * global + (1 - refine_alpha) * their refined lexeme scores (the
-    # relation part as fused); rerank 0 refines only the boxes of the k shown, keeping their order
-    # and scores. Costs two image encodings per refined result (about 44 ms with harmo-tiny on 2
-    # cores, more with larger models), so it is off unless asked for; no storage. refine_scale,
-    # rerank and refine_alpha were chosen on the validation scenes (README, Small objects).
+    # patches, and each lexeme's box is searched again near the indexed one. Those results are
+    # then reordered by their fused score + crop_weight * the mean over lexemes of how well the
+    # square crop around the lexeme's new box, encoded alone, matches the lexeme's text (one more
+    # image encoding per lexeme; a result whose picture cannot be read gains nothing). With
+    # crop_weight 0 they are reordered as before crops came in: refine_alpha * global +
+    # (1 - refine_alpha) * their refined lexeme scores (the relation part as fused). rerank 0
+    # refines only the boxes of the k shown, keeping their order and scores. Costs two image
+    # encodings per refined result, plus the crops (about 60 ms with harmo-tiny on 2 cores, more
+    # with larger models), so it is off unless asked for; no storage. refine_scale, rerank and
+    # crop_weight were chosen on the validation scenes (README, Small objects).
     refine: bool = False
     refine_scale: Annotated[float, Range(1, 4)] = 1.5
     rerank: NonNegative = 20
+    crop_weight: Annotated[float, Range(0, 10)] = 1.0
     refine_alpha: Fraction = 0.2
     nprobe: Positive = 16
     ef_search: Positive = 64

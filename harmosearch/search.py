@@ -297,6 +297,7 @@ class Index:
                 query.warnings,
                 contrast,
                 related_lexemes(query.relations) if s.relation_weight else [],
+                query.lexeme_texts,
             )
         results = self._results(
             candidates, order[: s.k], fused, global_scores, query.lexeme_texts, query.relations, match, confident
@@ -594,16 +595,20 @@ class Index:
         warnings: list[str],
         contrast: Contrast | None = None,
         related: Sequence[int] = (),
+        lexeme_texts: Sequence[str] = (),
     ) -> tuple[np.ndarray, np.ndarray, RegionMatch, dict[int, np.ndarray]]:
         """Refinement (refine.py) of the first max(k, s.rerank) positions of `order` (only the k
         shown when s.rerank is 0): each lexeme's box searched again near the indexed one; with
-        s.rerank, those positions, scored by fuse(global, lexeme scores, refine_alpha, relation
+        s.rerank, those positions, scored by fused + s.crop_weight * the mean crop score of
+        their lexemes' new boxes (refine.crop_scores against `lexeme_texts` embedded as
+        captions), or with crop_weight 0 by fuse(global, lexeme scores, refine_alpha, relation
         part) - penalties, reordered and cut at a numeric s.min_score (the rest of `order` is
         dropped: every result shown is scored the same way). Returns (order, fused, match,
         position -> refined boxes [L, 4]). A result whose picture is gone or cannot be decoded
-        keeps its indexed boxes and lexeme scores (in that same formula), with a warning."""
+        keeps its indexed boxes and lexeme scores (in that same formula; no crop score), with a
+        warning."""
         from harmosearch.errors import HarmosearchError
-        from harmosearch.refine import as_seeds, decode_side, refine_boxes
+        from harmosearch.refine import as_seeds, crop_scores, decode_side, refine_boxes
 
         head = order[: max(s.k, s.rerank)]
         pictures, kept, unread = [], [], []
@@ -621,6 +626,7 @@ class Index:
                 f"({unread[0]}); they keep their indexed boxes"
             )
         refined: dict[int, np.ndarray] = {}
+        crops = np.zeros(len(fused), np.float32)  # each candidate's mean crop score
         # Refined scores know no window penalty; a picture not read again keeps its indexed
         # scores without it too (with the contrast, as refined scores have it), so that one
         # formula scores the reordered results.
@@ -648,12 +654,21 @@ class Index:
             )
             refined = {p: boxes[i * count : (i + 1) * count] for i, p in enumerate(kept)}
             lexeme_scores[kept] = scores.reshape(len(kept), count)
+            if s.rerank and s.crop_weight:
+                texts = self.encoder.encode_texts(list(lexeme_texts)).numpy()
+                looks = crop_scores(self.encoder, pictures, image_of, boxes, np.tile(texts, (len(kept), 1)))
+                crops[kept] = looks.reshape(len(kept), count).mean(1)
         if not s.rerank:
             return order, fused, match, refined
         fused = fused.copy()
-        relation_scores = match.relation_scores[head] if match.relation_scores.size else None
-        fused[head] = fuse(global_scores[head], lexeme_scores[head], s.refine_alpha, relation_scores, s.relation_weight)
-        fused[head] -= penalties[head] if isinstance(penalties, np.ndarray) else penalties
+        if s.crop_weight:
+            fused[head] += s.crop_weight * crops[head]
+        else:
+            relation_scores = match.relation_scores[head] if match.relation_scores.size else None
+            fused[head] = fuse(
+                global_scores[head], lexeme_scores[head], s.refine_alpha, relation_scores, s.relation_weight
+            )
+            fused[head] -= penalties[head] if isinstance(penalties, np.ndarray) else penalties
         head = head[np.lexsort((candidates[head], -fused[head]))]
         if isinstance(s.min_score, float):
             head = head[fused[head].astype(np.float64) >= s.min_score]

@@ -396,7 +396,7 @@ def test_refined_bench_tasks_are_what_query_refine_shows(scenes, tmp_path, monke
         "search.window_penalty": 0.1,
         "search.contrast": 0.5,
     }
-    config = load_config(overrides={**overrides, "search.rerank": 8, "search.refine_alpha": 0.3})
+    config = load_config(overrides={**overrides, "search.rerank": 8, "search.crop_weight": 0.7})
     test_encoder = load_encoder(config)
     bench = load_bench_set(str(scenes), None, config.paths.cache_dir, 12, "search", "test")
     images = encode_images(test_encoder, config, bench)

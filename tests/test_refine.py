@@ -17,6 +17,8 @@ from harmosearch.refine import (
     Sides,
     best_boxes,
     candidate_boxes,
+    crop_scores,
+    crop_square,
     lattice_pool,
     pool_candidates,
     refine_boxes,
@@ -162,6 +164,51 @@ def test_seeds_are_given_in_pixels(test_encoder):
     )
 
 
+def crop_by_hand(image, box, width, height, margin=0.2):
+    """The square around `box` (pixels of the width x height original), `margin` wider than its
+    longer side, cut out of `image` (decoded at another size) onto a black canvas."""
+    x0, y0, x1, y1 = box
+    side = max(x1 - x0, y1 - y0) * (1 + margin)
+    sx, sy = image.width / width, image.height / height
+    left, top = round(((x0 + x1) / 2 - side / 2) * sx), round(((y0 + y1) / 2 - side / 2) * sy)
+    right = max(round(((x0 + x1) / 2 - side / 2) * sx + side * sx), left + 1)
+    bottom = max(round(((y0 + y1) / 2 - side / 2) * sy + side * sy), top + 1)
+    size = (right - left, bottom - top)
+    canvas = Image.new("RGB", size)
+    canvas.paste(image, (-left, -top))
+    return canvas
+
+
+def test_crop_square_by_hand():
+    # a 20 x 10 box: a square of 24 around its centre (20, 25); at half scale, half of it
+    assert crop_square((10, 20, 30, 30), 1.0, 1.0, 0.2) == (8, 13, 32, 37)
+    assert crop_square((10, 20, 30, 30), 0.5, 0.5, 0.2) == (4, 6, 16, 18)
+    assert crop_square((0, 0, 10, 10), 1.0, 1.0, 1.0) == (-5, -5, 15, 15)  # past the edges
+    assert crop_square((5, 5, 5, 5), 1.0, 1.0, 0.2) == (5, 5, 6, 6)  # an empty box still cuts a pixel
+
+
+def test_crop_scores_equal_cutting_and_encoding_each_box_alone(test_encoder, monkeypatch):
+    """Crops in batches (of 2 here), from pictures decoded smaller than the original, some
+    reaching past the edges, against each box cut out by hand onto black and encoded alone."""
+    monkeypatch.setattr(test_encoder, "config", replace(test_encoder.config, batch_size=2))
+    rng = np.random.default_rng(5)
+    pictures = []
+    for (width, height), (full_w, full_h) in (((60, 40), (120, 80)), ((50, 50), (50, 50))):
+        pixels = rng.integers(0, 255, size=(height, width, 3), dtype=np.uint8)
+        pictures.append((Image.fromarray(pixels), full_w, full_h))
+    image_of = np.array([0, 1, 0, 1, 1])
+    boxes = np.array(
+        [[10, 10, 50, 30], [0, 0, 20, 45], [100, 60, 120, 80], [20, 20, 26, 24], [5, 30, 45, 50]], np.float32
+    )
+    texts = F.normalize(torch.randn(5, 32, generator=torch.Generator().manual_seed(6)), dim=-1).numpy()
+    got = crop_scores(test_encoder, pictures, image_of, boxes, texts)
+    for r, i in enumerate(image_of):
+        image, width, height = pictures[i]
+        crop = crop_by_hand(image, boxes[r].tolist(), width, height)
+        vector = test_encoder.encode_images([crop])[0][0].numpy()
+        assert got[r] == pytest.approx(float(vector @ texts[r]), abs=1e-5)
+
+
 @pytest.fixture(scope="module")
 def scene_index(scenes, tmp_path_factory, test_encoder):
     from harmosearch.config import load_config
@@ -222,30 +269,42 @@ def indexed_plain_scores(index, result, lexemes, related, contrast=None):
     return np.array(scores, np.float32)
 
 
-def reranked(index, encoder, plain, lexemes, s, unreadable=(), contrast=None):
+def reranked(index, encoder, plain, lexemes, s, unreadable=(), contrast=None, texts=()):
     """The plain ranking's results, each refined alone (or, if unreadable, kept as indexed, with
-    the lexeme scores the window penalty leaves out, as refined ones are) and scored
-    refine_alpha * global + (1 - refine_alpha) * (lexeme scores + relation part) / m, as
-    fusion.py writes it out; best first, ties by image id: (score, path, boxes, lexeme scores)."""
+    the lexeme scores the window penalty leaves out, as refined ones are) and scored, with
+    s.crop_weight, by its plain score + crop_weight * the mean over lexemes of the cosine between
+    the hand-cut crop around its refined box, encoded alone, and the lexeme's text encoded alone
+    (nothing for an unread picture); with crop_weight 0 by refine_alpha * global +
+    (1 - refine_alpha) * (lexeme scores + relation part) / m, as fusion.py writes it out. Best
+    first, ties by image id: (score, path, boxes, lexeme scores)."""
     out = []
     for result in plain:
         boxes = np.array([m.box for m in result.lexemes], np.float32)
         scores = indexed_plain_scores(index, result, lexemes, bool(result.relations), contrast)
+        looks = []
         if result.image_id not in unreadable:
             where = np.zeros(len(lexemes), np.int64)
             picture = index.picture(result.image_id)
             boxes, scores = refine_boxes(
                 encoder, [picture], where, lexemes, boxes, s.refine_scale, s.box_margin, contrast
             )
-        relation_part = sum(s.relation_weight * (r.score - 0.5) for r in result.relations)
-        score = s.refine_alpha * result.global_score + (1 - s.refine_alpha) * (scores.sum() + relation_part) / len(
-            lexemes
-        )
+            image, width, height = picture
+            for box, text in zip(boxes, texts, strict=True):
+                crop = encoder.encode_images([crop_by_hand(image, box.tolist(), width, height)])[0][0]
+                looks.append(float(crop @ encoder.encode_texts([text])[0]))
+        if s.crop_weight:
+            score = result.score + s.crop_weight * (np.mean(looks) if looks else 0.0)
+        else:
+            relation_part = sum(s.relation_weight * (r.score - 0.5) for r in result.relations)
+            score = s.refine_alpha * result.global_score + (1 - s.refine_alpha) * (scores.sum() + relation_part) / len(
+                lexemes
+            )
         out.append((-round(float(score), 5), result.image_id, result.path, boxes, scores))
     out.sort(key=lambda e: (e[0], e[1]))
     return [(-neg, path, boxes, scores) for neg, _, path, boxes, scores in out]
 
 
+@pytest.mark.parametrize("crop_weight", [0.0, 0.7])
 @pytest.mark.parametrize(
     ("text", "unreadable", "rivals"),
     [
@@ -258,13 +317,13 @@ def reranked(index, encoder, plain, lexemes, s, unreadable=(), contrast=None):
     ],
 )
 def test_rerank_orders_the_best_results_by_their_refined_scores(
-    scene_index, test_encoder, monkeypatch, tmp_path, text, unreadable, rivals
+    scene_index, test_encoder, monkeypatch, tmp_path, text, unreadable, rivals, crop_weight
 ):
     """With rerank N, the N best results of the plain ranking are each refined alone and
-    reordered by one formula (reranked above); the k shown are the best of them, with the
-    refined boxes and lexeme scores. A result whose picture cannot be read keeps its indexed
-    boxes and lexeme scores in that same formula. With rivals (a vocabulary file), every
-    lexeme score carries the contrast's term, the unread ones' included."""
+    reordered by one formula (reranked above: with crops, or as before them); the k shown are
+    the best of them, with the refined boxes and lexeme scores. A result whose picture cannot be
+    read keeps its indexed boxes and lexeme scores in that same formula. With rivals (a
+    vocabulary file), every lexeme score carries the contrast's term, the unread ones' included."""
     from harmosearch.errors import DataError
     from harmosearch.search import Index
 
@@ -272,14 +331,21 @@ def test_rerank_orders_the_best_results_by_their_refined_scores(
     index = Index(path, config, encoder=test_encoder)
     vocabulary = tmp_path / "rivals.txt"
     vocabulary.write_text("red circle\nblue star\nred star\nblue circle\ngreen ring\n")
-    s = replace(config.search, rerank=6, refine_alpha=0.3, contrast=0.5 if rivals else 0.0, vocabulary=str(vocabulary))
+    s = replace(
+        config.search,
+        rerank=6,
+        refine_alpha=0.3,
+        crop_weight=crop_weight,
+        contrast=0.5 if rivals else 0.0,
+        vocabulary=str(vocabulary),
+    )
     plain = index.search(text, k=6, refine=False, settings=s).results
     query = index._encode(text, None, (), False, True)
     lexemes = np.asarray(query.lexeme_vectors, dtype=np.float32)
     contrast = index._contrast(query.lexeme_texts, lexemes, s)
-    assert (contrast is not None) == rivals
+    assert (contrast is not None) == rivals and query.lexeme_texts == ["red circle", "blue star"]
     broken = {"none": set(), "second": {plain[1].image_id}, "all": {r.image_id for r in plain}}[unreadable]
-    expected = reranked(index, test_encoder, plain, lexemes, s, broken, contrast)
+    expected = reranked(index, test_encoder, plain, lexemes, s, broken, contrast, query.lexeme_texts)
     readable = index.picture
 
     def picture(image_id, min_side=None):

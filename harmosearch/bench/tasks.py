@@ -125,9 +125,9 @@ def grounding(run: Run) -> dict[str, Any]:
     _, rows = best_regions(regions, images, vectors, run.config.search.box_margin)
     own = np.array([column[p] for p in bench.phrases], dtype=np.int64)
     indexed = regions.boxes_of(rows[np.arange(len(own)), own])
-    refined, seconds = (
-        _refined(run, images, vectors[own], as_seeds(indexed))[::2] if run.config.search.refine else (None, 0.0)
-    )
+    refined, seconds = None, 0.0
+    if run.config.search.refine:
+        refined, _, _, seconds = _refined(run, images, vectors[own], as_seeds(indexed))
     truth = np.array([box for _, box, _ in bench.boxes], dtype=np.float32).reshape(-1, 4)
     ceiling = [
         bool((box_iou(truth[n : n + 1], regions.boxes[regions.rows_of(image)]) >= 0.5).any())
@@ -148,19 +148,26 @@ def _share_fitting(truth: np.ndarray, shown: np.ndarray) -> float:
 
 
 def _refined(
-    run: Run, images: np.ndarray, lexemes: np.ndarray, seeds: np.ndarray, contrast: Contrast | None = None
-) -> tuple[np.ndarray, np.ndarray, float]:
+    run: Run,
+    images: np.ndarray,
+    lexemes: np.ndarray,
+    seeds: np.ndarray,
+    contrast: Contrast | None = None,
+    texts: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """What `harmosearch query --refine` finds for lexemes[r] on image images[r] near the indexed
-    box seeds[r] (refine.py): (boxes [R, 4], their scores [R], wall time per distinct image);
-    with a contrast (rows: the requests), the scores rank as a query's reordering ranks.
+    box seeds[r] (refine.py): (boxes [R, 4], their scores [R], the crop scores of those boxes
+    against texts[r] [R, D] (refine.crop_scores; zeros without texts), wall time per distinct
+    image); with a contrast (rows: the requests), the scores rank as a query's reordering ranks.
     Pictures are decoded as a query decodes them; each is encoded once for all its requests."""
     from harmosearch.media.formats import open_still
-    from harmosearch.refine import decode_side, refine_boxes
+    from harmosearch.refine import crop_scores, decode_side, refine_boxes
 
     s = run.config.search
     started = time.perf_counter()
     distinct, image_of = np.unique(images, return_inverse=True)
     boxes, scores = np.zeros((len(images), 4), np.float32), np.zeros(len(images), np.float32)
+    crops = np.zeros(len(images), np.float32)
     chunk = 256  # decoded images held at once
     for first in range(0, len(distinct), chunk):
         pictures = [
@@ -178,7 +185,9 @@ def _refined(
             s.box_margin,
             None if contrast is None else contrast.columns(wanted),
         )
-    return boxes, scores, (time.perf_counter() - started) / max(len(distinct), 1)
+        if texts is not None:
+            crops[wanted] = crop_scores(run.encoder, pictures, image_of[wanted] - first, boxes[wanted], texts[wanted])
+    return boxes, scores, crops, (time.perf_counter() - started) / max(len(distinct), 1)
 
 
 def _heads(
@@ -198,16 +207,23 @@ def _heads(
     images = np.concatenate([np.repeat(heads[t], len(own[t])) for t in range(len(fused))])
     lexemes = np.concatenate([np.tile(texts.lexemes[own[t]], (depth, 1)) for t in range(len(fused))])
     seeds = as_seeds(np.concatenate([b.reshape(-1, 4) for b in boxes]))
+    rows_of = np.concatenate([np.tile(own[t], depth) for t in range(len(fused))])  # request -> lexeme row
     contrast = text_contrast(texts, s, run.vocabulary) if s.rerank else None
-    if contrast is not None:  # request rows -> lexeme rows, in the order requests are made
-        contrast = contrast.columns(np.concatenate([np.tile(own[t], depth) for t in range(len(fused))]))
-    refined, scores, seconds = _refined(run, images, lexemes, seeds, contrast)
+    if contrast is not None:
+        contrast = contrast.columns(rows_of)
+    captions = None
+    if s.rerank and s.crop_weight:  # each lexeme's text embedded as a caption, for its crops
+        captions = run.encoder.encode_texts(list(texts.lexeme_texts)).numpy()[rows_of]
+    refined, scores, crops, seconds = _refined(run, images, lexemes, seeds, contrast, captions)
     at = 0
     for t in range(len(fused)):
         count = depth * len(own[t])
         boxes[t] = refined[at : at + count].reshape(depth, len(own[t]), 4)
         if s.rerank and len(own[t]):
-            new = fuse(g[t, heads[t]], scores[at : at + count].reshape(depth, -1), s.refine_alpha)
+            if s.crop_weight:
+                new = fused[t, heads[t]] + s.crop_weight * crops[at : at + count].reshape(depth, -1).mean(1)
+            else:
+                new = fuse(g[t, heads[t]], scores[at : at + count].reshape(depth, -1), s.refine_alpha)
             order = np.lexsort((heads[t], -new))
             heads[t], boxes[t] = heads[t][order], boxes[t][order]
         at += count

@@ -86,7 +86,8 @@ class TextQuery(Options):
     refine: bool | None = Field(
         None,
         description="look at the best search.rerank results again on their re-encoded pictures: boxes that fit, "
-        "and those results reordered by their refined scores (default: search.refine)",
+        "and those results reordered by how well the crop around each box matches its words "
+        "(default: search.refine)",
     )
 
 
