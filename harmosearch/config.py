@@ -230,6 +230,10 @@ class SearchConfig(Section):
     rerank: NonNegative = 20
     crop_weight: Annotated[float, Range(0, 10)] = 1.0
     refine_alpha: Fraction = 0.2
+    # Whether --refine searches the boxes again: "auto" does at the default detail and keeps the
+    # indexed boxes at regions.detail "high", where they already fit (there refinement only looks
+    # at crops, with no image encoded again; chosen on the validation scenes), "on" and "off" always.
+    refine_boxes: Literal["auto", "on", "off"] = "auto"
     nprobe: Positive = 16
     ef_search: Positive = 64
     # FAISS searches on the GPUs (harmosearch[gpu]): a copy of the index on each, or a shard of it
@@ -242,6 +246,15 @@ class SearchConfig(Section):
     def alpha_for(self, lexemes: int) -> float:
         """The weight of the global score for a query of this many lexemes."""
         return self.phrase_alpha if lexemes == 1 else self.alpha
+
+    def searches_boxes(self, detail: str) -> bool:
+        """Whether refinement searches the boxes again on an index of this regions.detail."""
+        return self.refine_boxes == "on" or (self.refine_boxes == "auto" and detail != "high")
+
+    def refines_anything(self, detail: str) -> bool:
+        """Whether refinement changes anything there: it searches boxes, or reorders by crops
+        (kept boxes give a reordering without crops nothing to go by)."""
+        return self.searches_boxes(detail) or bool(self.rerank and self.crop_weight)
 
     def check(self) -> None:
         if not self.vocabulary.strip():

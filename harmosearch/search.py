@@ -598,7 +598,8 @@ class Index:
         lexeme_texts: Sequence[str] = (),
     ) -> tuple[np.ndarray, np.ndarray, RegionMatch, dict[int, np.ndarray]]:
         """Refinement (refine.py) of the first max(k, s.rerank) positions of `order` (only the k
-        shown when s.rerank is 0): each lexeme's box searched again near the indexed one; with
+        shown when s.rerank is 0): each lexeme's box searched again near the indexed one (unless
+        s.searches_boxes says the indexed boxes are kept: then they are shown and cropped); with
         s.rerank, those positions, scored by fused + s.crop_weight * the mean crop score of
         their lexemes' new boxes (refine.crop_scores against `lexeme_texts` embedded as
         captions), or with crop_weight 0 by fuse(global, lexeme scores, refine_alpha, relation
@@ -610,6 +611,8 @@ class Index:
         from harmosearch.errors import HarmosearchError
         from harmosearch.refine import as_seeds, crop_scores, decode_side, refine_boxes
 
+        if not s.refines_anything(self.config.regions.detail):
+            return order, fused, match, {}
         head = order[: max(s.k, s.rerank)]
         pictures, kept, unread = [], [], []
         for p in head:
@@ -627,33 +630,35 @@ class Index:
             )
         refined: dict[int, np.ndarray] = {}
         crops = np.zeros(len(fused), np.float32)  # each candidate's mean crop score
-        # Refined scores know no window penalty; a picture not read again keeps its indexed
-        # scores without it too (with the contrast, as refined scores have it), so that one
-        # formula scores the reordered results.
+        # Refined scores know no window penalty; a picture not read again, or every one when the
+        # indexed boxes are kept, keeps its indexed scores without it too (with the contrast, as
+        # refined scores have it), so that one formula scores the reordered results.
+        searching = s.searches_boxes(self.config.regions.detail)
         lexeme_scores = match.plain_scores.astype(np.float32)
         count = len(lexemes)
         contrast = contrast if s.rerank else None  # only the reordering uses the scores
-        if contrast is not None and len(kept) < len(head):
-            others = np.setdiff1d(head, kept)
+        if contrast is not None and (len(kept) < len(head) or not searching):
+            others = np.setdiff1d(head, kept) if searching else head
             lexeme_scores[others] = self._unread_scores(
                 candidates[others], match.rows[others], lexemes, related, s, contrast
             )
         if kept:
-            seeds = as_seeds(self.regions.boxes_of(match.rows[kept]))
+            boxes = self.regions.boxes_of(match.rows[kept]).reshape(-1, 4)
             image_of = np.repeat(np.arange(len(kept)), count)
             requests = None if contrast is None else contrast.columns(np.tile(np.arange(count), len(kept)))
-            boxes, scores = refine_boxes(
-                self.encoder,
-                pictures,
-                image_of,
-                np.tile(lexemes, (len(kept), 1)),
-                seeds,
-                s.refine_scale,
-                s.box_margin,
-                requests,
-            )
-            refined = {p: boxes[i * count : (i + 1) * count] for i, p in enumerate(kept)}
-            lexeme_scores[kept] = scores.reshape(len(kept), count)
+            if searching:
+                boxes, scores = refine_boxes(
+                    self.encoder,
+                    pictures,
+                    image_of,
+                    np.tile(lexemes, (len(kept), 1)),
+                    as_seeds(boxes),
+                    s.refine_scale,
+                    s.box_margin,
+                    requests,
+                )
+                refined = {p: boxes[i * count : (i + 1) * count] for i, p in enumerate(kept)}
+                lexeme_scores[kept] = scores.reshape(len(kept), count)
             if s.rerank and s.crop_weight:
                 texts = self.encoder.encode_texts(list(lexeme_texts)).numpy()
                 looks = crop_scores(self.encoder, pictures, image_of, boxes, np.tile(texts, (len(kept), 1)))

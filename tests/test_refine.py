@@ -269,12 +269,13 @@ def indexed_plain_scores(index, result, lexemes, related, contrast=None):
     return np.array(scores, np.float32)
 
 
-def reranked(index, encoder, plain, lexemes, s, unreadable=(), contrast=None, texts=()):
+def reranked(index, encoder, plain, lexemes, s, unreadable=(), contrast=None, texts=(), search=True):
     """The plain ranking's results, each refined alone (or, if unreadable, kept as indexed, with
     the lexeme scores the window penalty leaves out, as refined ones are) and scored, with
     s.crop_weight, by its plain score + crop_weight * the mean over lexemes of the cosine between
     the hand-cut crop around its refined box, encoded alone, and the lexeme's text encoded alone
-    (nothing for an unread picture); with crop_weight 0 by refine_alpha * global +
+    (nothing for an unread picture); without `search` the indexed boxes are kept (and cropped)
+    with their indexed scores; with crop_weight 0 by refine_alpha * global +
     (1 - refine_alpha) * (lexeme scores + relation part) / m, as fusion.py writes it out. Best
     first, ties by image id: (score, path, boxes, lexeme scores)."""
     out = []
@@ -285,9 +286,10 @@ def reranked(index, encoder, plain, lexemes, s, unreadable=(), contrast=None, te
         if result.image_id not in unreadable:
             where = np.zeros(len(lexemes), np.int64)
             picture = index.picture(result.image_id)
-            boxes, scores = refine_boxes(
-                encoder, [picture], where, lexemes, boxes, s.refine_scale, s.box_margin, contrast
-            )
+            if search:
+                boxes, scores = refine_boxes(
+                    encoder, [picture], where, lexemes, boxes, s.refine_scale, s.box_margin, contrast
+                )
             image, width, height = picture
             for box, text in zip(boxes, texts, strict=True):
                 crop = encoder.encode_images([crop_by_hand(image, box.tolist(), width, height)])[0][0]
@@ -304,20 +306,23 @@ def reranked(index, encoder, plain, lexemes, s, unreadable=(), contrast=None, te
     return [(-neg, path, boxes, scores) for neg, _, path, boxes, scores in out]
 
 
-@pytest.mark.parametrize("crop_weight", [0.0, 0.7])
+CASES = [
+    ("a red circle and a blue star", "none", False),
+    ("a red circle left of a blue star", "none", False),
+    ("a red circle and a blue star", "second", False),
+    ("a red circle left of a blue star", "all", False),
+    ("a red circle and a blue star", "second", True),
+    ("a red circle left of a blue star", "all", True),
+]
+
+
 @pytest.mark.parametrize(
-    ("text", "unreadable", "rivals"),
-    [
-        ("a red circle and a blue star", "none", False),
-        ("a red circle left of a blue star", "none", False),
-        ("a red circle and a blue star", "second", False),
-        ("a red circle left of a blue star", "all", False),
-        ("a red circle and a blue star", "second", True),
-        ("a red circle left of a blue star", "all", True),
-    ],
+    ("crop_weight", "boxes"),
+    [(0.0, "on"), (0.7, "on"), (0.7, "off")],
 )
+@pytest.mark.parametrize(("text", "unreadable", "rivals"), CASES)
 def test_rerank_orders_the_best_results_by_their_refined_scores(
-    scene_index, test_encoder, monkeypatch, tmp_path, text, unreadable, rivals, crop_weight
+    scene_index, test_encoder, monkeypatch, tmp_path, text, unreadable, rivals, crop_weight, boxes
 ):
     """With rerank N, the N best results of the plain ranking are each refined alone and
     reordered by one formula (reranked above: with crops, or as before them); the k shown are
@@ -336,6 +341,7 @@ def test_rerank_orders_the_best_results_by_their_refined_scores(
         rerank=6,
         refine_alpha=0.3,
         crop_weight=crop_weight,
+        refine_boxes=boxes,
         contrast=0.5 if rivals else 0.0,
         vocabulary=str(vocabulary),
     )
@@ -345,7 +351,7 @@ def test_rerank_orders_the_best_results_by_their_refined_scores(
     contrast = index._contrast(query.lexeme_texts, lexemes, s)
     assert (contrast is not None) == rivals and query.lexeme_texts == ["red circle", "blue star"]
     broken = {"none": set(), "second": {plain[1].image_id}, "all": {r.image_id for r in plain}}[unreadable]
-    expected = reranked(index, test_encoder, plain, lexemes, s, broken, contrast, query.lexeme_texts)
+    expected = reranked(index, test_encoder, plain, lexemes, s, broken, contrast, query.lexeme_texts, boxes == "on")
     readable = index.picture
 
     def picture(image_id, min_side=None):
@@ -365,6 +371,39 @@ def test_rerank_orders_the_best_results_by_their_refined_scores(
     assert [w.split(" (")[0] for w in refined.warnings] == (
         [f"{len(broken)} of the best 6 results were not looked at again, their pictures unread"] if broken else []
     )
+
+
+def test_refine_boxes_auto_keeps_the_indexed_boxes_at_high_detail():
+    from harmosearch.config import SearchConfig
+
+    auto, on, off = SearchConfig(), SearchConfig(refine_boxes="on"), SearchConfig(refine_boxes="off")
+    assert [c.searches_boxes("normal") for c in (auto, on, off)] == [True, True, False]
+    assert [c.searches_boxes("high") for c in (auto, on, off)] == [False, True, False]
+    assert auto.refines_anything("high") and not replace(auto, crop_weight=0.0).refines_anything("high")
+    assert not replace(auto, rerank=0).refines_anything("high") and replace(auto, rerank=0).refines_anything("normal")
+
+
+def test_kept_boxes_without_crops_leave_search_as_it_was(scene_index, test_encoder, monkeypatch):
+    """With the indexed boxes kept and nothing to reorder by (crop_weight 0, or rerank 0),
+    --refine changes nothing and reads no picture."""
+    from harmosearch.search import Index
+
+    path, config = scene_index
+    index = Index(path, config, encoder=test_encoder)
+    plain = index.search("a red circle and a blue star", k=4, refine=False)
+
+    def unread(image_id, min_side=None):
+        raise AssertionError("no picture should be read")
+
+    monkeypatch.setattr(index, "picture", unread)
+    for s in (
+        replace(config.search, refine_boxes="off", crop_weight=0.0),
+        replace(config.search, refine_boxes="off", rerank=0),
+    ):
+        kept = index.search("a red circle and a blue star", k=4, refine=True, settings=s)
+        assert [(r.path, r.score, r.lexemes) for r in kept.results] == [
+            (r.path, r.score, r.lexemes) for r in plain.results
+        ]
 
 
 def test_without_rerank_unreadable_pictures_keep_their_indexed_boxes(scene_index, test_encoder, monkeypatch):

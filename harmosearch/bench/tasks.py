@@ -126,7 +126,7 @@ def grounding(run: Run) -> dict[str, Any]:
     own = np.array([column[p] for p in bench.phrases], dtype=np.int64)
     indexed = regions.boxes_of(rows[np.arange(len(own)), own])
     refined, seconds = None, 0.0
-    if run.config.search.refine:
+    if run.config.search.refine and run.config.search.searches_boxes(run.config.regions.detail):
         refined, _, _, seconds = _refined(run, images, vectors[own], as_seeds(indexed))
     truth = np.array([box for _, box, _ in bench.boxes], dtype=np.float32).reshape(-1, 4)
     ceiling = [
@@ -159,7 +159,9 @@ def _refined(
     box seeds[r] (refine.py): (boxes [R, 4], their scores [R], the crop scores of those boxes
     against texts[r] [R, D] (refine.crop_scores; zeros without texts), wall time per distinct
     image); with a contrast (rows: the requests), the scores rank as a query's reordering ranks.
-    Pictures are decoded as a query decodes them; each is encoded once for all its requests."""
+    Where search.searches_boxes keeps the indexed boxes, they are the boxes (a NaN seed: an
+    empty one) and the scores are zeros. Pictures are decoded as a query decodes them; each is
+    encoded once for all its requests."""
     from harmosearch.media.formats import open_still
     from harmosearch.refine import crop_scores, decode_side, refine_boxes
 
@@ -175,16 +177,19 @@ def _refined(
             for i in distinct[first : first + chunk]
         ]
         wanted = np.flatnonzero((image_of >= first) & (image_of < first + chunk))
-        boxes[wanted], scores[wanted] = refine_boxes(
-            run.encoder,
-            pictures,
-            image_of[wanted] - first,
-            lexemes[wanted],
-            seeds[wanted],
-            s.refine_scale,
-            s.box_margin,
-            None if contrast is None else contrast.columns(wanted),
-        )
+        if s.searches_boxes(run.config.regions.detail):
+            boxes[wanted], scores[wanted] = refine_boxes(
+                run.encoder,
+                pictures,
+                image_of[wanted] - first,
+                lexemes[wanted],
+                seeds[wanted],
+                s.refine_scale,
+                s.box_margin,
+                None if contrast is None else contrast.columns(wanted),
+            )
+        else:
+            boxes[wanted] = np.nan_to_num(seeds[wanted])
         if texts is not None:
             crops[wanted] = crop_scores(run.encoder, pictures, image_of[wanted] - first, boxes[wanted], texts[wanted])
     return boxes, scores, crops, (time.perf_counter() - started) / max(len(distinct), 1)
@@ -202,7 +207,7 @@ def _heads(
     heads = np.stack([np.lexsort((np.arange(len(row)), -row))[:depth] for row in fused])
     own = [np.flatnonzero(texts.owners == t) for t in range(len(fused))]
     boxes = [regions.boxes_of(rows[heads[t]][:, own[t]]) for t in range(len(fused))]
-    if not s.refine or not len(texts.lexemes):
+    if not s.refine or not len(texts.lexemes) or not s.refines_anything(run.config.regions.detail):
         return heads, boxes, None
     images = np.concatenate([np.repeat(heads[t], len(own[t])) for t in range(len(fused))])
     lexemes = np.concatenate([np.tile(texts.lexemes[own[t]], (depth, 1)) for t in range(len(fused))])
