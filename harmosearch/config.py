@@ -222,9 +222,10 @@ class SearchConfig(Section):
     # crop_weight 0 they are reordered as before crops came in: refine_alpha * global +
     # (1 - refine_alpha) * their refined lexeme scores (the relation part as fused). rerank 0
     # refines only the boxes of the k shown, keeping their order and scores. Costs two image
-    # encodings per refined result, plus the crops (about 60 ms with harmo-tiny on 2 cores, more
-    # with larger models), so it is off unless asked for; no storage. refine_scale, rerank and
-    # crop_weight were chosen on the validation scenes (README, Small objects).
+    # encodings per refined result, plus the crops (about 70 ms with harmo-tiny on 2 cores; 15 ms
+    # at high detail, where only the crops are encoded; more with larger models), so it is off
+    # unless asked for; no storage. refine_scale, rerank, crop_weight and refine_boxes were chosen
+    # on the validation scenes (README, Small objects).
     refine: bool = False
     refine_scale: Annotated[float, Range(1, 4)] = 1.5
     rerank: NonNegative = 20
