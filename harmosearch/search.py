@@ -277,7 +277,13 @@ class Index:
         fused = fused - penalties
         confident = self._confident(global_scores, match.plain_scores, penalties, alpha) if calibrated else None
         # Without the photo folder (warned about above) there is nothing to re-encode.
-        refine = bool(s.refine and len(query.lexeme_vectors) and self.photos_root.is_dir())
+        # Kept boxes with nothing to reorder by leave nothing to refine (SearchConfig.refines_anything).
+        refine = bool(
+            s.refine
+            and len(query.lexeme_vectors)
+            and self.photos_root.is_dir()
+            and s.refines_anything(self.config.regions.detail)
+        )
         # Reordered results meet a numeric min_score with their reordered scores (in _refined),
         # so it must not drop any of them before they are looked at again.
         later = refine and s.rerank > 0 and isinstance(s.min_score, float)
@@ -611,8 +617,6 @@ class Index:
         from harmosearch.errors import HarmosearchError
         from harmosearch.refine import as_seeds, crop_scores, decode_side, refine_boxes
 
-        if not s.refines_anything(self.config.regions.detail):
-            return order, fused, match, {}
         head = order[: max(s.k, s.rerank)]
         pictures, kept, unread = [], [], []
         for p in head:

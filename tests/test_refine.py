@@ -404,6 +404,11 @@ def test_kept_boxes_without_crops_leave_search_as_it_was(scene_index, test_encod
         assert [(r.path, r.score, r.lexemes) for r in kept.results] == [
             (r.path, r.score, r.lexemes) for r in plain.results
         ]
+    # A numeric min_score still applies, as without --refine.
+    bound = plain.results[1].score
+    s = replace(config.search, refine_boxes="off", crop_weight=0.0, min_score=bound)
+    cut = index.search("a red circle and a blue star", k=4, refine=True, settings=s).results
+    assert [r.path for r in cut] == [r.path for r in plain.results if r.score >= bound] and len(cut) == 2
 
 
 def test_without_rerank_unreadable_pictures_keep_their_indexed_boxes(scene_index, test_encoder, monkeypatch):
