@@ -6,7 +6,7 @@ For each seed: N synthetic scenes are drawn and indexed with the bundled model (
 Then for every colour C, the scenes holding no C object and none of seven colour-shape pairs
 (one in each other colour, the shape turning with the colour) form an index of their own (rows
 of the full index picked out, so every sub-index is encoded once), which is calibrated
-(harmosearch.calibration.calibrate) and asked three kinds of queries, each its best fused
+(harmosearch.search.calibration.calibrate) and asked three kinds of queries, each its best fused
 score over that sub-index compared with the calibration:
 - absent colour: "C <shape>" for the six shapes; "no confident match" is right;
 - absent object, colour present: the seven pairs left out, in colours other scenes have;
@@ -35,10 +35,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import append_result
 
-from harmosearch.calibration import CONFIDENT_QUANTILE, assess, best_fused, calibrate, fuse_parts, score_parts
 from harmosearch.config import SynthConfig, load_config
-from harmosearch.encoder import load_encoder
 from harmosearch.indexing import build_index
+from harmosearch.model.encoder import load_encoder
+from harmosearch.search.calibration import CONFIDENT_QUANTILE, assess, best_fused, calibrate, fuse_parts, score_parts
 from harmosearch.store import IndexReader
 from harmosearch.synth import COLOURS, SHAPES, generate
 

@@ -28,7 +28,7 @@ from _common import append_result, interleaved, paired_ratio
 from search import random_index
 
 from harmosearch.config import load_config
-from harmosearch.encoder import load_encoder
+from harmosearch.model.encoder import load_encoder
 from harmosearch.search import Index
 
 QUERIES = ("red circle", "small blue star and a white ring", "yellow square above a green cross")

@@ -3,7 +3,7 @@
     python benchmarks/cpu_precision.py [--batch 32] [--steps 3]
 
 `train.precision = "auto"` trains in bf16 only on CPUs that multiply bf16 natively (AVX512-BF16 or
-AMX; `harmosearch.device.cpu_has_native_bf16`). This measures why: the median step time of
+AMX; `harmosearch.model.device.cpu_has_native_bf16`). This measures why: the median step time of
 harmo-tiny with GC + LRC + GR + TIGHT at each precision (the first step excluded), and one
 1024 x 1024 matrix product at each. Appended to benchmarks/results/cpu_precision.jsonl.
 """
@@ -23,7 +23,7 @@ from _common import append_result
 from train_step import step_time
 
 from harmosearch.config import SynthConfig
-from harmosearch.device import cpu_has_native_bf16
+from harmosearch.model.device import cpu_has_native_bf16
 from harmosearch.synth import generate
 from harmosearch.train.data import load_dataset
 

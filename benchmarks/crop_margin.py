@@ -19,9 +19,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import append_result
 
-from harmosearch import refine
 from harmosearch.bench import run_bench
 from harmosearch.config import load_config
+from harmosearch.search import box_search as refine
 
 
 def main() -> None:

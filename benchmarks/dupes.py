@@ -43,8 +43,8 @@ from harmosearch.dupes import (
     pair_scores,
     pixel_difference,
 )
-from harmosearch.encoder import load_encoder
 from harmosearch.media.formats import open_still
+from harmosearch.model.encoder import load_encoder
 
 COSINES = np.round(np.arange(0.70, 0.981, 0.01), 2)
 PIXELS = np.round(np.arange(0.04, 0.301, 0.01), 2)

@@ -25,11 +25,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import append_result, best_of, interleaved, paired_ratio
 
 from harmosearch.config import SynthConfig, load_config
-from harmosearch.device import autocast
-from harmosearch.encoder import load_encoder, vision_forward
 from harmosearch.indexing import build_index
 from harmosearch.media.formats import open_still
-from harmosearch.regions import image_regions, window_boxes
+from harmosearch.model.device import autocast
+from harmosearch.model.encoder import load_encoder, vision_forward
+from harmosearch.regions.proposals import image_regions, window_boxes
 from harmosearch.synth import generate
 
 

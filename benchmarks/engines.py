@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import append_result, interleaved, paired_ratio
 
 from harmosearch.config import SynthConfig, load_config
-from harmosearch.encoder import load_encoder
 from harmosearch.indexing import build_index
+from harmosearch.model.encoder import load_encoder
 from harmosearch.synth import generate
 
 

@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import append_result
 
 from harmosearch.config import SynthConfig, load_config
-from harmosearch.encoder import load_encoder
 from harmosearch.indexing import build_index
+from harmosearch.model.encoder import load_encoder
 from harmosearch.search import Index
 from harmosearch.store import read_manifest
 from harmosearch.synth import generate

@@ -28,7 +28,7 @@ import sys
 
 import torch
 
-from harmosearch.device import faiss_module, gpu_count
+from harmosearch.model.device import faiss_module, gpu_count
 from harmosearch.errors import ConfigError
 
 if not torch.cuda.is_available():
@@ -39,7 +39,7 @@ except ConfigError as exc:  # faiss-cpu and faiss-gpu clash, or faiss cannot be 
     sys.exit(f"gpu_check: {exc}")
 print(f"torch {torch.__version__} on {torch.cuda.get_device_name(0)}; faiss sees {gpu_count()} GPU(s)")
 EOF
-faiss_gpus=$("$PY" -c 'from harmosearch.device import gpu_count; print(gpu_count())' 2>/dev/null || echo 0)
+faiss_gpus=$("$PY" -c 'from harmosearch.model.device import gpu_count; print(gpu_count())' 2>/dev/null || echo 0)
 
 failed=0
 log=$(mktemp)

@@ -4,7 +4,7 @@
 
 1. draws 16,000 synthetic scenes (seed 1000; tests and benchmarks use other seeds),
 2. trains harmo-tiny-vit from random weights with GC + LRC + GR + TIGHT (seed 0; 9 epochs of 128),
-3. writes the final weights in fp16 to harmosearch/bundled/harmo-tiny/.
+3. writes the final weights in fp16 to harmosearch/model/bundled/harmo-tiny/.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import append_result
 
 from harmosearch.config import SynthConfig, load_config
-from harmosearch.encoder import BUNDLED_DIR, load_encoder, model_config_of, resolve_spec, write_model_bundle
+from harmosearch.model.encoder import BUNDLED_DIR, load_encoder, model_config_of, resolve_spec, write_model_bundle
 from harmosearch.synth import generate
 from harmosearch.train.loop import train
 

@@ -23,9 +23,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import append_result
 
-from harmosearch import regions
 from harmosearch.bench import run_bench
 from harmosearch.config import load_config
+from harmosearch.regions import proposals as regions
 
 
 def no_segments(image: Any, width: int, height: int) -> np.ndarray:

@@ -24,10 +24,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import append_result
 
 from harmosearch.bench.datasets import load_bench_set
+from harmosearch.bench.metrics import box_iou
 from harmosearch.bench.vectors import encode_images, encode_texts, fused_scores
 from harmosearch.config import load_config
-from harmosearch.encoder import load_encoder
-from harmosearch.metrics import box_iou
+from harmosearch.model.encoder import load_encoder
 
 
 def what_is_shown(phrase: str, box: np.ndarray, objects: list[tuple[np.ndarray, str]]) -> str:

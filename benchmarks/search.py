@@ -195,7 +195,7 @@ def end_to_end(n_regions: int, model: str, rng: np.random.Generator, per_image: 
     """Warm Index.search over an index of n_regions random region vectors in the model's space,
     per_image regions to an image (31 at --detail normal on the small-object scenes, 76 at high)."""
     from harmosearch.config import load_config
-    from harmosearch.encoder import load_encoder
+    from harmosearch.model.encoder import load_encoder
     from harmosearch.search import Index
 
     config = load_config(overrides={"encoder.model": model, "encoder.device": "cpu"})

@@ -29,9 +29,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import append_result, interleaved, paired_ratio
 
 from harmosearch.config import GLOBAL_ONLY_REGIONS, Config, SynthConfig, load_config
-from harmosearch.encoder import load_encoder
 from harmosearch.indexing import build_index
-from harmosearch.pipeline import encode_files
+from harmosearch.indexing.encode import encode_files
+from harmosearch.model.encoder import load_encoder
 from harmosearch.search import Index
 from harmosearch.synth import generate
 

@@ -32,8 +32,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import append_result
 
 from harmosearch.config import load_config
-from harmosearch.encoder import load_encoder
-from harmosearch.pipeline import Encoded
+from harmosearch.indexing.encode import Encoded
+from harmosearch.model.encoder import load_encoder
 from harmosearch.store import claim_staging, read_manifest, save_chunk, sha256_file
 
 CHUNK = 256

@@ -23,7 +23,7 @@ def __getattr__(name: str) -> Any:
 
         return build_index
     if name == "load_encoder":
-        from harmosearch.encoder import load_encoder
+        from harmosearch.model.encoder import load_encoder
 
         return load_encoder
     raise AttributeError(f"module 'harmosearch' has no attribute {name!r}")

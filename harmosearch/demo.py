@@ -30,8 +30,8 @@ def run_demo(
     """Returns (responses, index report); writes scenes, index and annotated results under folder.
     The bundled model indexes the scenes unless `config` names another."""
     from harmosearch.annotate import save_annotated
-    from harmosearch.encoder import load_encoder
     from harmosearch.indexing import build_index
+    from harmosearch.model.encoder import load_encoder
     from harmosearch.search import Index
     from harmosearch.synth import generate, generate_pairs
 
@@ -66,7 +66,7 @@ def run_demo(
 def twin_queries(twins: Path) -> tuple[str, ...]:
     """The caption of the first image of each twin pair: its twin holds the same two objects the
     other way round, so only the relation can put the right one first."""
-    from harmosearch.compositional import load_pairs
+    from harmosearch.bench.compositional import load_pairs
 
     return tuple(pair.captions[0] for pair in load_pairs(twins))
 

@@ -14,7 +14,7 @@ TEST_MODEL = "harmo-test-vit:random"
 @pytest.fixture(scope="session")
 def test_encoder():
     from harmosearch.config import load_config
-    from harmosearch.encoder import load_encoder
+    from harmosearch.model.encoder import load_encoder
 
     return load_encoder(load_config(overrides={"encoder.model": TEST_MODEL, "encoder.device": "cpu"}))
 

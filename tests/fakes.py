@@ -8,8 +8,8 @@ import numpy as np
 import torch
 
 from harmosearch.config import EncoderConfig
-from harmosearch.encoder import EncoderIdentity, TextEncoding
-from harmosearch.lexemes import parse
+from harmosearch.model.encoder import EncoderIdentity, TextEncoding
+from harmosearch.model.lexemes import parse
 
 DIM = 64
 

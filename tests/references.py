@@ -5,8 +5,8 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import nms
 
-from harmosearch import regions
-from harmosearch.regions import SEGMENT, USER_BOX
+from harmosearch.regions import proposals as regions
+from harmosearch.regions.proposals import SEGMENT, USER_BOX
 
 
 def segment_boxes_one_by_one(dense, thresholds, max_fraction=0.7):

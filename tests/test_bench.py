@@ -12,7 +12,7 @@ from harmosearch.bench.tasks import Run, retrieval, search
 from harmosearch.bench.vectors import ImageVectors
 from harmosearch.config import Config, SearchConfig, load_config
 from harmosearch.errors import DataError
-from harmosearch.scoring import RegionTable
+from harmosearch.search.score import RegionTable
 
 from .conftest import TEST_MODEL
 
@@ -97,7 +97,7 @@ class _Queries:
 def slow_phrase_search(vectors, bench, images, alpha, phrase_alpha, margin, k):
     """phrase_search written out: score every image by hand (a phrase of one lexeme weighs the
     global score by phrase_alpha, others by alpha), sort, inspect the top k."""
-    from harmosearch.metrics import box_iou
+    from harmosearch.bench.metrics import box_iou
 
     phrases = sorted(set(bench.phrases))
     precision, hits, boxed = [], [], []
@@ -185,7 +185,7 @@ def test_bench_end_to_end_on_synthetic_scenes_with_cache(scenes, tmp_path, monke
     matrix = np.load(tmp_path / "s.global.npy")
     mapping = json.loads((tmp_path / "s.json").read_text())
     assert matrix.shape == (60, 12) and len(mapping["caption_image"]) == 60
-    from harmosearch.metrics import recall_text_to_image
+    from harmosearch.bench.metrics import recall_text_to_image
 
     assert recall_text_to_image(matrix, mapping["caption_image"])[1] == retrieval["modes"]["global"]["t2i_R@1"]
     cached = list((tmp_path / "cache" / "bench").glob("images-*.npz"))
@@ -343,11 +343,11 @@ def test_refined_grounding_is_refine_boxes_phrase_by_phrase(scenes, tmp_path, mo
     """Grounding with refine on: for each annotated phrase alone, its indexed box (refine off, the
     box grounding reports as indexed_accuracy) searched again by refine_boxes on its own image,
     then IoU >= 0.5 with the phrase's box."""
+    from harmosearch.bench.metrics import box_iou
     from harmosearch.bench.tasks import grounding
     from harmosearch.bench.vectors import encode_images, phrase_vectors
-    from harmosearch.metrics import box_iou
-    from harmosearch.refine import refine_boxes
-    from harmosearch.scoring import best_regions
+    from harmosearch.search.box_search import refine_boxes
+    from harmosearch.search.score import best_regions
 
     monkeypatch.setenv("HARMOSEARCH_CACHE", str(tmp_path / "cache"))
     overrides = {"encoder.model": TEST_MODEL, "encoder.device": "cpu", "search.refine": True}
@@ -376,11 +376,11 @@ def test_refined_bench_tasks_are_what_query_refine_shows(scenes, tmp_path, monke
     and boxes each phrase as `Index.search` does for it (refined, reordered): P@1, hit@1 and
     box@0.5 computed from the query's own results.
     With the bundled model, so that some boxes fit and some do not."""
+    from harmosearch.bench.metrics import box_iou
     from harmosearch.bench.tasks import search as phrase_search
     from harmosearch.bench.vectors import encode_images
-    from harmosearch.encoder import load_encoder
     from harmosearch.indexing import build_index
-    from harmosearch.metrics import box_iou
+    from harmosearch.model.encoder import load_encoder
     from harmosearch.search import Index
 
     monkeypatch.setenv("HARMOSEARCH_CACHE", str(tmp_path / "cache"))

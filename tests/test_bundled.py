@@ -5,10 +5,10 @@ import json
 import numpy as np
 import pytest
 
+from harmosearch.bench.metrics import box_iou
 from harmosearch.config import SynthConfig, load_config
-from harmosearch.encoder import bundled_models
 from harmosearch.indexing import build_index
-from harmosearch.metrics import box_iou
+from harmosearch.model.encoder import bundled_models
 from harmosearch.search import Index
 from harmosearch.synth import generate
 

@@ -5,8 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from harmosearch import calibration as cal
-from harmosearch.calibration import (
+from harmosearch.errors import DataError
+from harmosearch.search import calibration as cal
+from harmosearch.search.calibration import (
     ALPHAS,
     CONFIDENT_QUANTILE,
     NULL_QUERIES,
@@ -16,8 +17,7 @@ from harmosearch.calibration import (
     best_region_scores,
     calibrate,
 )
-from harmosearch.errors import DataError
-from harmosearch.fusion import fuse
+from harmosearch.search.fuse import fuse
 
 
 def unit(rows):
@@ -141,8 +141,8 @@ def test_bundled_model_says_no_confident_match_for_a_colour_the_scenes_lack(tmp_
     import json as json_
 
     from harmosearch.config import SynthConfig, load_config
-    from harmosearch.encoder import load_encoder
     from harmosearch.indexing import build_index
+    from harmosearch.model.encoder import load_encoder
     from harmosearch.store import IndexReader
     from harmosearch.synth import SHAPES, generate
 

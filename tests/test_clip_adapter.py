@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from harmosearch.clip_adapter import BlockParts, TextParts, vision_parts
 from harmosearch.errors import ModelLoadError
+from harmosearch.model.clip_adapter import BlockParts, TextParts, vision_parts
 
 
 def pixels(n=2, size=32, seed=0):
@@ -77,7 +77,7 @@ def test_other_input_sizes_match_a_model_built_for_that_size(test_encoder):
     import open_clip
     from open_clip.model import resize_pos_embed
 
-    from harmosearch.encoder import vision_forward
+    from harmosearch.model.encoder import vision_forward
 
     model = test_encoder.model
     bigger = open_clip.create_model("harmo-test-vit", force_image_size=56)

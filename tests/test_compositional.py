@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from harmosearch.compositional import (
+from harmosearch.bench.compositional import (
     ARO_MIN_ATTRIBUTE_ITEMS,
     AROItem,
     aro_image,

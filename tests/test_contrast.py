@@ -6,7 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from harmosearch.contrast import (
+from harmosearch.errors import ConfigError
+from harmosearch.search.contrast import (
     Contrast,
     Vocabulary,
     read_phrases,
@@ -14,8 +15,7 @@ from harmosearch.contrast import (
     vocabulary_phrases,
     words_of,
 )
-from harmosearch.errors import ConfigError
-from harmosearch.scoring import best_regions, match_regions, top_regions
+from harmosearch.search.score import best_regions, match_regions, top_regions
 
 from .test_scoring import random_table, slow_score
 
@@ -53,7 +53,7 @@ def test_rivals_leave_out_the_lexemes_own_thing_and_more_specific_or_general_one
 
 
 def test_the_term_is_the_written_out_log_probability(monkeypatch):
-    from harmosearch import contrast as module
+    from harmosearch.search import contrast as module
 
     monkeypatch.setattr(module, "CHUNK_ROWS", 3)  # rows weighed in chunks, the last one short
     rng = np.random.default_rng(1)
@@ -88,7 +88,7 @@ def slow_ranked(table, row, lexeme, rivals, temperature, weight, window_penalty)
 
 @pytest.mark.parametrize("window_penalty", [0.0, 0.3])
 def test_best_regions_rank_with_the_contrast_and_show_the_plain_box(window_penalty, monkeypatch):
-    from harmosearch import scoring
+    from harmosearch.search import score as scoring
 
     monkeypatch.setattr(scoring, "BLOCK_ROWS", 9)  # several blocks of images
     monkeypatch.setattr(scoring, "BLOCK_LEXEMES", 2)  # and of lexemes
@@ -159,7 +159,7 @@ def test_plain_scores_leave_the_contrast_out(relations):
 def test_refined_boxes_rank_by_the_best_contrasted_box_inside_the_seed():
     import torch
 
-    from harmosearch.refine import best_boxes
+    from harmosearch.search.box_search import best_boxes
 
     rng = np.random.default_rng(2)
     vectors = [torch.as_tensor(unit_rows(rng, 20)), torch.as_tensor(unit_rows(rng, 12))]
@@ -213,7 +213,7 @@ def test_the_bundled_model_knows_the_names_its_training_scenes_annotate(tmp_path
     """harmo-tiny's vocabulary is what `harmosearch train` writes for the scenes make_bundled
     trains on: every colour-shape name of the synthetic scenes."""
     from harmosearch.config import SynthConfig
-    from harmosearch.encoder import BUNDLED_DIR
+    from harmosearch.model.encoder import BUNDLED_DIR
     from harmosearch.synth import generate
     from harmosearch.train.data import load_scene_folder
 
@@ -225,7 +225,7 @@ def test_the_bundled_model_knows_the_names_its_training_scenes_annotate(tmp_path
 
 
 def test_a_large_vocabulary_gives_each_lexeme_its_nearest_rivals(monkeypatch):
-    from harmosearch import contrast as module
+    from harmosearch.search import contrast as module
 
     monkeypatch.setattr(module, "MAX_RIVALS", 3)
     rng = np.random.default_rng(6)
@@ -258,8 +258,8 @@ def test_a_checkpoint_vocabulary_that_is_not_a_list_of_phrases_is_refused(tmp_pa
     import shutil
 
     from harmosearch.config import load_config
-    from harmosearch.encoder import BUNDLED_DIR, load_encoder
     from harmosearch.errors import ModelLoadError
+    from harmosearch.model.encoder import BUNDLED_DIR, load_encoder
 
     model = tmp_path / "model"
     shutil.copytree(BUNDLED_DIR / "harmo-tiny", model)

@@ -9,13 +9,13 @@ import torch
 from PIL import Image
 from torchvision.ops import box_iou, roi_align
 
-from harmosearch.clip_adapter import eval_transform
 from harmosearch.config import load_config
-from harmosearch.encoder import vision_forward
 from harmosearch.errors import IndexStoreError
 from harmosearch.indexing import build_index
-from harmosearch.pipeline import encode_files
-from harmosearch.regions import (
+from harmosearch.indexing.encode import encode_files
+from harmosearch.model.clip_adapter import eval_transform
+from harmosearch.model.encoder import vision_forward
+from harmosearch.regions.proposals import (
     FINE_BELOW,
     HIGH_DETAIL_REGIONS,
     HIGH_DETAIL_SCALE,
@@ -154,7 +154,7 @@ def test_an_index_keeps_its_detail_and_old_indexes_count_as_normal(scenes, tmp_p
 def test_a_high_detail_index_of_older_proposals_must_be_rebuilt(scenes, tmp_path, test_encoder):
     """A high-detail index records its proposal constants; one without them (written before
     pixel segments existed) or with others is refused on update, with a one-line reason."""
-    from harmosearch.regions import proposal_constants
+    from harmosearch.regions.proposals import proposal_constants
 
     build_index(scenes / "images", tmp_path / "high", config_with("high"), encoder=test_encoder)
     manifest_file = tmp_path / "high" / "manifest.json"

@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from harmosearch import device
 from harmosearch.errors import ConfigError
+from harmosearch.model import device
 
 
 @pytest.mark.parametrize(
@@ -101,7 +101,7 @@ def test_a_module_that_cannot_be_imported_is_named(fresh_check, monkeypatch):
 def test_training_precision_auto_uses_bf16_only_where_the_cpu_has_it(monkeypatch):
     import torch
 
-    from harmosearch.device import training_precision
+    from harmosearch.model.device import training_precision
 
     cpu, gpu = torch.device("cpu"), torch.device("cuda", 0)
     for native, expected in ((True, "bf16"), (False, "fp32")):

@@ -163,7 +163,7 @@ def test_the_planted_groups_are_found_exactly_with_the_bundled_model(planted):
     import torch
 
     from harmosearch.config import load_config
-    from harmosearch.encoder import load_encoder
+    from harmosearch.model.encoder import load_encoder
 
     folder, items = planted
     encoder = load_encoder(load_config(overrides={"encoder.model": "harmo-tiny", "encoder.device": "cpu"}))

@@ -6,7 +6,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from harmosearch.config import Config, EncoderConfig, RegionConfig, load_config
-from harmosearch.encoder import (
+from harmosearch.errors import ModelLoadError
+from harmosearch.model.encoder import (
     load_encoder,
     model_config_of,
     pool_spans,
@@ -15,8 +16,7 @@ from harmosearch.encoder import (
     vision_forward,
     write_model_bundle,
 )
-from harmosearch.errors import ModelLoadError
-from harmosearch.regions import image_regions, pool, to_grid, window_boxes
+from harmosearch.regions.proposals import image_regions, pool, to_grid, window_boxes
 
 
 def images(n, size=32, seed=0):
@@ -283,7 +283,7 @@ def test_training_forward_pools_lexemes_like_the_encoder(test_encoder):
 def test_class_token_shortcut_equals_the_full_last_block(test_encoder, monkeypatch):
     """The value-mode forward that attends for the class token only equals running the whole
     last block (open_clip's way) and the value path separately."""
-    import harmosearch.encoder as encoder_module
+    import harmosearch.model.encoder as encoder_module
 
     model, x = test_encoder.model, images(3, seed=5)
     with torch.no_grad():
@@ -298,7 +298,7 @@ def test_class_token_shortcut_has_the_same_gradients(test_encoder, monkeypatch):
     """Training runs through the same forward, so its gradients must match the full block's."""
     import copy
 
-    import harmosearch.encoder as encoder_module
+    import harmosearch.model.encoder as encoder_module
 
     x = images(2, seed=6)
     grads = []
@@ -314,7 +314,7 @@ def test_class_token_shortcut_has_the_same_gradients(test_encoder, monkeypatch):
 
 @pytest.mark.parametrize("seed", range(4))
 def test_batched_segment_boxes_equal_union_find_reference(seed):
-    from harmosearch.regions import segment_boxes
+    from harmosearch.regions.proposals import segment_boxes
 
     from .references import segment_boxes_one_by_one
 
@@ -334,7 +334,7 @@ def test_batched_segment_boxes_equal_union_find_reference(seed):
 
 def test_segment_boxes_follow_a_snake_shaped_segment():
     """A long, winding segment needs many propagation rounds: its box is still the whole snake."""
-    from harmosearch.regions import segment_boxes
+    from harmosearch.regions.proposals import segment_boxes
 
     dense = torch.zeros(1, 2, 7, 7)
     dense[0, 1] = 1.0  # background: one direction
@@ -350,7 +350,7 @@ def test_segment_boxes_follow_a_snake_shaped_segment():
 
 @pytest.mark.parametrize("seed", range(3))
 def test_batched_selection_equals_one_by_one_reference(test_encoder, seed):
-    from harmosearch.regions import image_regions
+    from harmosearch.regions.proposals import image_regions
 
     from .references import select_one_by_one
 
@@ -373,7 +373,7 @@ def test_batched_selection_equals_one_by_one_reference(test_encoder, seed):
 
 @pytest.mark.parametrize("resize", ["squash", "shortest"])
 def test_from_grid_inverts_to_grid_per_box_and_per_batch(resize):
-    from harmosearch.regions import from_grid
+    from harmosearch.regions.proposals import from_grid
 
     sizes = [(640, 480), (300, 500), (224, 224)]
     pixel_boxes = torch.tensor([[100.0, 120.0, 400.0, 360.0], [50.0, 150.0, 250.0, 350.0], [0.0, 0.0, 112.0, 200.0]])

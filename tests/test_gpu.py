@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from harmosearch.config import load_config
-from harmosearch.encoder import load_encoder
+from harmosearch.model.encoder import load_encoder
 
 from .conftest import TEST_MODEL
 
@@ -31,7 +31,7 @@ def test_cuda_encoding_matches_cpu():
 
 
 def test_faiss_gpu_search_matches_cpu():
-    from harmosearch.device import faiss_to_gpu, gpu_count
+    from harmosearch.model.device import faiss_to_gpu, gpu_count
     from harmosearch.store import build_faiss
 
     if gpu_count() == 0:
@@ -80,7 +80,7 @@ def test_cuda_training_with_amp_and_every_loss(tmp_path):
 
 
 def faiss_gpus() -> int:
-    from harmosearch.device import gpu_count
+    from harmosearch.model.device import gpu_count
 
     return gpu_count()
 

@@ -264,12 +264,12 @@ def test_batched_uint8_preprocessing_equals_the_open_clip_transform(resize):
     import torch
     from PIL import Image
 
-    from harmosearch.encoder import load_encoder
+    from harmosearch.model.encoder import load_encoder
 
     encoder = load_encoder(
         load_config(overrides={"encoder.model": TEST_MODEL, "encoder.device": "cpu", "encoder.resize": resize})
     )
-    from harmosearch.encoder import pixels_from_uint8, split_transform
+    from harmosearch.model.encoder import pixels_from_uint8, split_transform
 
     split = split_transform(encoder.transform)
     assert split is not None
@@ -306,8 +306,8 @@ def test_encoding_in_worker_processes_equals_encoding_in_the_main_process(photos
     """On CPU the workers may run the model themselves (one thread each); the index is the same."""
     from dataclasses import replace
 
-    from harmosearch import pipeline
-    from harmosearch.pipeline import encode_in_workers
+    from harmosearch.indexing import encode as pipeline
+    from harmosearch.indexing.encode import encode_in_workers
 
     main_pid, encode = os.getpid(), pipeline._BatchJob.encode
 
@@ -331,7 +331,7 @@ def test_encoding_in_worker_processes_equals_encoding_in_the_main_process(photos
 
 
 def test_staged_chunks_keep_each_video_frame_with_its_time(tmp_path):
-    from harmosearch.pipeline import Encoded
+    from harmosearch.indexing.encode import Encoded
     from harmosearch.store import read_staged, save_chunk, staged_pictures
 
     rng = np.random.default_rng(0)
@@ -362,7 +362,7 @@ def test_staged_chunks_keep_each_video_frame_with_its_time(tmp_path):
 def test_stills_are_batched_and_each_video_is_a_batch_of_its_own():
     from pathlib import Path
 
-    from harmosearch.pipeline import file_batches
+    from harmosearch.indexing.encode import file_batches
 
     paths = [Path(p) for p in ("a.jpg", "b.mp4", "c.png", "d.heic", "e.MOV", "f.jpg")]
     assert file_batches(paths, 2) == [[1], [0, 2], [4], [3, 5]]
@@ -377,7 +377,7 @@ def test_assembly_copies_each_vector_from_where_it_lies_without_holding_them(tmp
 
     import harmosearch.store as indexing_store
     from harmosearch.indexing import _vectors
-    from harmosearch.pipeline import Encoded
+    from harmosearch.indexing.encode import Encoded
     from harmosearch.store import read_staged, save_chunk, staged_pictures
 
     rng = np.random.default_rng(5)
@@ -439,7 +439,7 @@ def test_a_damaged_staged_batch_is_removed_and_named(tmp_path):
     its images again, and the error names it in one line."""
     from harmosearch.errors import IndexStoreError
     from harmosearch.indexing import _vectors
-    from harmosearch.pipeline import Encoded
+    from harmosearch.indexing.encode import Encoded
     from harmosearch.store import save_chunk, staged_pictures
 
     vectors = np.ones((3, 8), np.float32)
@@ -461,7 +461,7 @@ def test_staged_work_of_another_model_is_not_resumed(photos, tmp_path, test_enco
     """Chunks that an interrupted run staged with other encoder settings or other regions (here:
     other regions) are dropped, not mixed into this index: nothing is resumed, and the index
     equals a fresh build."""
-    from harmosearch.pipeline import Encoded
+    from harmosearch.indexing.encode import Encoded
     from harmosearch.store import claim_staging, save_chunk, sha256_file
 
     entries, _ = scan(photos, False, ())

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harmosearch.lexemes import (
+from harmosearch.model.lexemes import (
     NEGATORS,
     RELATION_PHRASES,
     RELATIONS,
@@ -262,7 +262,7 @@ class _FakeSpacy:
 
 
 def test_spacy_noun_chunks_map_onto_tokenizer_spans(monkeypatch):
-    from harmosearch import lexemes
+    from harmosearch.model import lexemes
 
     fake = _FakeSpacy([("the big red umbrella", "DET ADJ ADJ NOUN"), ("a wooden bench", "DET ADJ NOUN")])
     monkeypatch.setattr(lexemes, "_spacy_pipeline", lambda: fake)
@@ -277,7 +277,7 @@ def test_spacy_noun_chunks_map_onto_tokenizer_spans(monkeypatch):
 
 
 def test_spacy_chunk_of_only_function_words_gives_no_lexeme(monkeypatch):
-    from harmosearch import lexemes
+    from harmosearch.model import lexemes
 
     monkeypatch.setattr(lexemes, "_spacy_pipeline", lambda: _FakeSpacy([("it", "PRON"), ("a dog", "DET NOUN")]))
     parsed = lexemes.parse("it chased a dog", parser="spacy")
@@ -285,7 +285,7 @@ def test_spacy_chunk_of_only_function_words_gives_no_lexeme(monkeypatch):
 
 
 def test_spacy_relations_come_from_the_words_between_chunks(monkeypatch):
-    from harmosearch import lexemes
+    from harmosearch.model import lexemes
 
     chunks = [
         ("the big red umbrella", "DET ADJ ADJ NOUN"),
@@ -306,7 +306,7 @@ def test_spacy_relations_come_from_the_words_between_chunks(monkeypatch):
 
 
 def test_spacy_chunks_next_to_each_other_are_not_related(monkeypatch):
-    from harmosearch import lexemes
+    from harmosearch.model import lexemes
 
     chunks = [("the tennis", "DET NOUN"), ("ball", "NOUN"), ("a net", "DET NOUN")]
     monkeypatch.setattr(lexemes, "_spacy_pipeline", lambda: _FakeSpacy(chunks))

@@ -18,10 +18,10 @@ import pytest
 from PIL import Image, TiffImagePlugin
 
 from harmosearch.config import DEFAULT_MODEL, SHAPES_MODEL, load_config
-from harmosearch.encoder import bundled_models, load_encoder
 from harmosearch.errors import QueryError
 from harmosearch.indexing import build_index
 from harmosearch.media.ignore import IGNORE_FILE
+from harmosearch.model.encoder import bundled_models, load_encoder
 from harmosearch.search import Index
 from harmosearch.store import IndexReader, read_manifest
 from harmosearch.synth import COLOURS, Scene, SceneObject, render
@@ -374,8 +374,8 @@ def test_dupes_finds_the_planted_groups_among_the_stills(tmp_path, encoder):
 
 
 def test_the_default_model_is_a_pretrained_class_token_vit_that_env_and_file_can_change(tmp_path):
-    from harmosearch.clip_adapter import architecture_config
     from harmosearch.config import shapes_model_unless_named
+    from harmosearch.model.clip_adapter import architecture_config
 
     name = DEFAULT_MODEL.split(":")[0]
     vision = architecture_config(name)["vision_cfg"]
@@ -395,7 +395,7 @@ def test_index_and_query_load_the_default_model_through_open_clip(tmp_path, monk
     default spec, and the index records the default spec."""
     import open_clip
 
-    from harmosearch.clip_adapter import register_model_configs
+    from harmosearch.model.clip_adapter import register_model_configs
 
     register_model_configs()
     tiny, tokenizer = open_clip.create_model("harmo-test-vit"), open_clip.get_tokenizer("harmo-test-vit")

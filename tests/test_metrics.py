@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harmosearch.metrics import box_iou, recall_image_to_text, recall_text_to_image, topk_accuracy
+from harmosearch.bench.metrics import box_iou, recall_image_to_text, recall_text_to_image, topk_accuracy
 
 
 def test_text_to_image_hand_worked():

@@ -91,7 +91,7 @@ def test_a_killed_actor_is_restarted_and_its_shard_encoded_again(photos, tmp_pat
 
 def test_staged_shards_of_an_interrupted_run_are_resumed_by_either_engine(photos, tmp_path, test_encoder, local_ray):
     """Shards staged by Ray before a failure are not encoded again by the next run, even a local one."""
-    from harmosearch.engines.ray import encode_on_ray, make_shards
+    from harmosearch.indexing.engines.ray import encode_on_ray, make_shards
     from harmosearch.media.scan import scan
     from harmosearch.store import claim_staging, sha256_file, staged_pictures
 

@@ -10,8 +10,9 @@ import torch.nn.functional as F
 from PIL import Image
 from torchvision.ops import roi_align
 
-from harmosearch.encoder import vision_forward
-from harmosearch.refine import (
+from harmosearch.model.encoder import vision_forward
+from harmosearch.regions.proposals import from_grid, to_grid
+from harmosearch.search.box_search import (
     RATIO,
     BoxSearch,
     Sides,
@@ -23,7 +24,6 @@ from harmosearch.refine import (
     pool_candidates,
     refine_boxes,
 )
-from harmosearch.regions import from_grid, to_grid
 
 from .conftest import TEST_MODEL
 
@@ -119,7 +119,7 @@ def test_refine_boxes_equals_encoding_and_searching_each_image_alone(test_encode
     """The batched path (two passes per batch, lattice pooling, seeds, pixels) against one image at
     a time: its pixels resized by open_clip's transform for each size, one forward each, then every
     candidate box pooled by roi_align and picked by the loop above."""
-    from harmosearch.clip_adapter import eval_transform
+    from harmosearch.model.clip_adapter import eval_transform
 
     encoder = test_encoder
     rng = np.random.default_rng(0)

@@ -6,10 +6,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harmosearch import relations as rel
 from harmosearch.errors import QueryError
-from harmosearch.lexemes import RELATIONS, UNDECIDABLE
-from harmosearch.relations import (
+from harmosearch.model.lexemes import RELATIONS, UNDECIDABLE
+from harmosearch.search import relations as rel
+from harmosearch.search.relations import (
     SCORED,
     UndecidableRelationError,
     assign_boxes,

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from harmosearch import scoring
-from harmosearch.scoring import RegionTable, best_regions
+from harmosearch.search import score as scoring
+from harmosearch.search.score import RegionTable, best_regions
 
 
 def slow_score(table, row, lexeme, window_penalty=0.0):
@@ -104,7 +104,7 @@ def test_no_images_or_no_lexemes():
 
 @pytest.mark.parametrize("window_penalty", [0.0, 0.3])
 def test_top_regions_equal_a_sort_per_image(window_penalty):
-    from harmosearch.scoring import top_regions
+    from harmosearch.search.score import top_regions
 
     rng = np.random.default_rng(7)
     plain = random_table(rng)
@@ -135,7 +135,7 @@ def test_only_windows_are_penalised():
 def test_plain_scores_leave_the_window_penalty_out(relations):
     """What a query's confidence is measured on: each lone lexeme's best region and each related
     lexeme's chosen region, scored without the penalty (the calibration knows no penalty)."""
-    from harmosearch.scoring import match_regions
+    from harmosearch.search.score import match_regions
 
     rng = np.random.default_rng(11)
     plain = random_table(rng)

@@ -5,8 +5,8 @@ import pytest
 
 from harmosearch.config import Config, SearchConfig, load_config
 from harmosearch.errors import IndexStoreError, QueryError
-from harmosearch.fusion import fuse, penalty
 from harmosearch.search import Index
+from harmosearch.search.fuse import fuse, penalty
 from harmosearch.store import IndexData, write_generation
 
 from .fakes import DIM, FakeEncoder, concept, unit
@@ -140,7 +140,7 @@ def test_other_encoder_is_refused(tmp_path):
 
 
 def reference_scores(data, encoding, alpha, relation_weight=0.5, window_penalty=0.0, contrast=0.0, vocabulary=()):
-    """Every image scored by the formula in harmosearch.fusion, with plain loops: lexemes in a
+    """Every image scored by the formula in harmosearch.search.fuse, with plain loops: lexemes in a
     relation try every combination of their regions (whole image excluded), the others take
     their best region; a window's score (0 < scale < 1) loses window_penalty; with a contrast,
     each region's score gains contrast * log p, p the softmax (at the fake's temperature, 100)
@@ -149,7 +149,7 @@ def reference_scores(data, encoding, alpha, relation_weight=0.5, window_penalty=
     import itertools
     import math
 
-    from harmosearch.relations import relation_scores
+    from harmosearch.search.relations import relation_scores
 
     g = encoding.global_vector.numpy()
     texts = encoding.parsed.lexeme_texts
@@ -438,7 +438,7 @@ def test_sort_by_date_and_the_python_api_accepts_dates(tmp_path):
 
 
 def calibrated_fake(tmp_path, scenes=SCENES):
-    from harmosearch.calibration import calibrate
+    from harmosearch.search.calibration import calibrate
 
     data = make_data(scenes)
     counts = np.bincount(np.asarray(data.regions["image_id"], np.int64), minlength=len(scenes))
@@ -452,7 +452,7 @@ def calibrated_fake(tmp_path, scenes=SCENES):
 
 
 def test_weak_results_are_marked_and_min_score_auto_keeps_the_confident_ones(tmp_path):
-    from harmosearch.calibration import assess
+    from harmosearch.search.calibration import assess
 
     index, calibration = calibrated_fake(tmp_path)
     present = index.search("red circle", k=5)
@@ -478,7 +478,7 @@ def test_confidence_is_measured_without_the_window_penalty(tmp_path):
     confidence compares, while its ranking score does carry the penalty."""
     from dataclasses import replace
 
-    from harmosearch.calibration import assess
+    from harmosearch.search.calibration import assess
 
     # A crowded scene: its red circle is a window (make_data: every second object), and its
     # whole-image vector, shared among five objects, matches no lexeme well.

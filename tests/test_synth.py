@@ -175,8 +175,8 @@ def test_relation_twins_exchange_positions_and_nothing_else():
 
 
 def test_relation_captions_hold_for_their_image_and_fail_for_the_twin(pairs):
-    from harmosearch.lexemes import parse
-    from harmosearch.relations import relation_scores
+    from harmosearch.model.lexemes import parse
+    from harmosearch.search.relations import relation_scores
 
     _, data = pairs
     boxes = boxes_by_image(data)
@@ -199,7 +199,7 @@ def test_relation_captions_hold_for_their_image_and_fail_for_the_twin(pairs):
 
 
 def test_attribute_twins_exchange_colours_between_the_shapes(pairs):
-    from harmosearch.lexemes import parse
+    from harmosearch.model.lexemes import parse
 
     out, data = pairs
     objects = {}
@@ -225,7 +225,7 @@ def test_attribute_twins_exchange_colours_between_the_shapes(pairs):
 
 
 def test_pair_captions_use_the_parsers_relation_vocabulary():
-    from harmosearch.lexemes import RELATION_PHRASES
+    from harmosearch.model.lexemes import RELATION_PHRASES
     from harmosearch.synth import PAIR_PHRASES
 
     for relation, phrases in PAIR_PHRASES.items():

@@ -5,8 +5,8 @@ import torch
 from safetensors.torch import load_file
 
 from harmosearch.config import SynthConfig, load_config
-from harmosearch.encoder import load_encoder
-from harmosearch.lexemes import parse
+from harmosearch.model.encoder import load_encoder
+from harmosearch.model.lexemes import parse
 from harmosearch.synth import generate
 from harmosearch.train.data import Link, link_lexemes, load_dataset
 from harmosearch.train.loop import train
@@ -68,7 +68,7 @@ def test_training_set_yields_linked_spans(train_scenes):
 def test_pixel_cache_is_filled_by_workers_and_then_replaces_decoding(train_scenes, tmp_path):
     import shutil
 
-    from harmosearch.encoder import pixels_from_uint8, split_transform
+    from harmosearch.model.encoder import pixels_from_uint8, split_transform
     from harmosearch.train.data import PixelCache, TrainingSet
 
     encoder = load_encoder(tiny_config())
@@ -266,7 +266,7 @@ def test_loose_boxes_grow_about_the_centre_and_stay_inside_the_grid():
 def test_part_and_shifted_boxes_stay_off_the_object():
     import numpy as np
 
-    from harmosearch.metrics import box_iou
+    from harmosearch.bench.metrics import box_iou
     from harmosearch.train.data import distractor_boxes, part_box, shifted_box
 
     grid, rng = (14, 14), np.random.default_rng(0)

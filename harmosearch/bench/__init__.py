@@ -62,7 +62,7 @@ def run_bench(
     if mode not in MODES:
         raise DataError(f"unknown mode {mode!r}: use {', '.join(MODES)}")
     if encoder is None:
-        from harmosearch.encoder import load_encoder
+        from harmosearch.model.encoder import load_encoder
 
         encoder = load_encoder(config)
     result: dict[str, Any] = {

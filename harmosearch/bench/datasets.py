@@ -152,7 +152,7 @@ def load_scene_folder(root: Path) -> BenchSet:
 
 def load_pair_set(root: Path, name: str) -> BenchSet:
     """Twin pairs (synth.generate_pairs) as a bench set whose images are in pair order."""
-    from harmosearch.compositional import load_pairs, pair_texts
+    from harmosearch.bench.compositional import load_pairs, pair_texts
 
     pairs = load_pairs(root)
     return BenchSet(name, root, pair_texts(pairs)[1], pairs=pairs)
@@ -160,7 +160,7 @@ def load_pair_set(root: Path, name: str) -> BenchSet:
 
 def load_aro_set(kind: str, root: Path) -> BenchSet:
     """ARO items as a bench set: image i is item i's picture cropped to its box."""
-    from harmosearch.compositional import load_aro
+    from harmosearch.bench.compositional import load_aro
 
     items = load_aro(kind, root)
     return BenchSet(f"aro-{kind}", root, [item.image for item in items], crops=[item.box for item in items], aro=items)

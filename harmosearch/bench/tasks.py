@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from harmosearch.bench.datasets import BenchSet
+from harmosearch.bench.metrics import box_iou, recall_image_to_text, recall_text_to_image, topk_accuracy
 from harmosearch.bench.vectors import (
     ImageVectors,
     Progress,
@@ -26,12 +27,11 @@ from harmosearch.bench.vectors import (
     text_contrast,
 )
 from harmosearch.config import Config
-from harmosearch.contrast import Contrast, Vocabulary
 from harmosearch.errors import DataError
-from harmosearch.fusion import fuse
-from harmosearch.metrics import box_iou, recall_image_to_text, recall_text_to_image, topk_accuracy
-from harmosearch.refine import as_seeds
-from harmosearch.scoring import best_regions
+from harmosearch.search.box_search import as_seeds
+from harmosearch.search.contrast import Contrast, Vocabulary
+from harmosearch.search.fuse import fuse
+from harmosearch.search.score import best_regions
 
 # Rankings: the plain CLIP one, lexemes x regions without relations, and relation-aware (what
 # `harmosearch query` does by default); "all" scores the three side by side.
@@ -163,7 +163,7 @@ def _refined(
     empty one) and the scores are zeros. Pictures are decoded as a query decodes them; each is
     encoded once for all its requests."""
     from harmosearch.media.formats import open_still
-    from harmosearch.refine import crop_scores, decode_side, refine_boxes
+    from harmosearch.search.box_search import crop_scores, decode_side, refine_boxes
 
     s = run.config.search
     started = time.perf_counter()
@@ -274,7 +274,7 @@ def compositional(run: Run) -> dict[str, Any]:
     """Twin pairs that differ only by a relation or an attribute swap (Winoground-style shares and
     recall among all pair images), or ARO's true-vs-false captions, for the global ranking, the
     fused ranking without relations and the relation-aware ranking side by side."""
-    from harmosearch.compositional import aro_metrics, evaluate_pairs
+    from harmosearch.bench.compositional import aro_metrics, evaluate_pairs
 
     bench, s = run.bench, run.config.search
     dim = run.images.global_vectors.shape[1]

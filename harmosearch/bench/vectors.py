@@ -20,10 +20,10 @@ import numpy as np
 
 from harmosearch.bench.datasets import BenchSet
 from harmosearch.config import Config, SearchConfig
-from harmosearch.contrast import Contrast, Vocabulary, load_vocabulary
 from harmosearch.errors import DataError
-from harmosearch.fusion import fuse
-from harmosearch.scoring import RegionTable, best_regions, match_regions
+from harmosearch.search.contrast import Contrast, Vocabulary, load_vocabulary
+from harmosearch.search.fuse import fuse
+from harmosearch.search.score import RegionTable, best_regions, match_regions
 
 PROMPTS = ("a photo of a {}.", "a {}.", "a picture of a {}.", "an image of a {}.", "a photo of the {}.")
 Progress = Callable[[str, int, int], None]
@@ -40,8 +40,8 @@ class ImageVectors:
 def encode_images(encoder: Any, config: Config, bench: BenchSet, progress: Progress | None = None) -> ImageVectors:
     """Global, proposal-region and ground-truth-box vectors of every image, made by the indexing
     pipeline (`pipeline.encode_files`); cached under config.paths.cache."""
-    from harmosearch.pipeline import encode_files
-    from harmosearch.regions import proposal_constants
+    from harmosearch.indexing.encode import encode_files
+    from harmosearch.regions.proposals import proposal_constants
 
     regions = config.to_json()["regions"]
     constants = proposal_constants(config.regions.detail)
@@ -221,8 +221,8 @@ def phrase_vectors(encoder: Any, phrases: list[str], templates: tuple[str, ...] 
     space the phrase's own tokens inside each prompt are pooled; in prompt mode the EOT feature."""
     import torch.nn.functional as F
 
-    from harmosearch.encoder import pool_spans
-    from harmosearch.lexemes import span_of
+    from harmosearch.model.encoder import pool_spans
+    from harmosearch.model.lexemes import span_of
 
     out = []
     for phrase in phrases:

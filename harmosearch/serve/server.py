@@ -29,7 +29,7 @@ def load_indexes(
     distinct model once. `model` overrides the indexes' own (it must be the one they were built
     with); `config` supplies the search settings."""
     from harmosearch.config import config_from_dict
-    from harmosearch.encoder import load_encoder
+    from harmosearch.model.encoder import load_encoder
     from harmosearch.store import read_manifest
 
     encoders: dict[Any, Any] = {}

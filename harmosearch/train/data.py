@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from harmosearch.errors import DataError
-from harmosearch.lexemes import ParsedText
+from harmosearch.model.lexemes import ParsedText
 
 # COCO category -> words a caption may use for it (the category's own words are always in).
 COCO_SYNONYMS: dict[str, tuple[str, ...]] = {
@@ -325,7 +325,7 @@ class TrainingSet:
 
     def _pairs(self, caption: str, links: tuple[Link, ...]) -> list[tuple[str, tuple[int, int], Link]]:
         """(lexeme text, token span in the caption or -1s, link) for each supervised lexeme."""
-        from harmosearch.lexemes import parse
+        from harmosearch.model.lexemes import parse
 
         if self.lexeme_source == "annotations":
             return [(link.text or " ".join(sorted(link.words)), (-1, -1), link) for link in links[: self.max_links]]
@@ -340,8 +340,8 @@ class TrainingSet:
         import torch
         from PIL import Image
 
-        from harmosearch.lexemes import parse, span_of
-        from harmosearch.regions import to_grid
+        from harmosearch.model.lexemes import parse, span_of
+        from harmosearch.regions.proposals import to_grid
 
         sample = self.samples[index]
         rng = np.random.default_rng([self.seed, self.epoch, index])

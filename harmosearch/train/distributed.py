@@ -94,7 +94,7 @@ class Ranks:
 def join(device: Any, batch_size: int) -> tuple[Ranks, Any]:
     """This process's Ranks and its device: the process group torchrun describes, joined (or the
     one already joined), with cuda:LOCAL_RANK as the device on GPUs; one rank outside torchrun."""
-    from harmosearch.device import distributed_backend, rank_device
+    from harmosearch.model.device import distributed_backend, rank_device
 
     world = launched_world_size()
     if world == 1:

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from harmosearch.config import Config
-from harmosearch.contrast import training_vocabulary
 from harmosearch.errors import DataError, TrainingError
 from harmosearch.folders import check_folder
+from harmosearch.search.contrast import training_vocabulary
 
 TRAINER_STATE = "trainer.pt"
 
@@ -68,8 +68,8 @@ def forward_batch(
     import torch.nn.functional as F
     from torchvision.ops import roi_align
 
-    from harmosearch.encoder import text_forward, vision_forward
-    from harmosearch.regions import pool
+    from harmosearch.model.encoder import text_forward, vision_forward
+    from harmosearch.regions.proposals import pool
 
     pixels, tokens, valid = batch["pixels"], batch["tokens"], batch["valid"]
     pooled, dense = vision_forward(model, pixels, dense_mode)
@@ -165,8 +165,8 @@ class Trainer:
         the optimizer and schedule steps, and the logit scale clamped as CLIP clamps it."""
         import torch
 
-        from harmosearch.device import autocast_dtype
-        from harmosearch.encoder import pixels_from_uint8
+        from harmosearch.model.device import autocast_dtype
+        from harmosearch.model.encoder import pixels_from_uint8
 
         tc, ec = self.config.train, self.config.encoder
         batch = {k: v.to(self.device) for k, v in batch.items()}
@@ -221,7 +221,7 @@ def make_trainer(
     forward pass in DDP and the loss over the global batch."""
     import torch
 
-    from harmosearch.device import autocast_dtype, training_precision
+    from harmosearch.model.device import autocast_dtype, training_precision
     from harmosearch.train.losses import HarmoLoss
 
     tc = config.train
@@ -241,8 +241,8 @@ def make_trainer(
 def training_set(samples: list[Any], model: Any, config: Config) -> tuple[Any, Any]:
     """The dataset of `samples` for `model`, and the (mean, std) its uint8 batches are finished
     with (None when its items are already normalised)."""
-    from harmosearch.clip_adapter import eval_transform, image_size_of, tokenizer_for
-    from harmosearch.encoder import split_transform
+    from harmosearch.model.clip_adapter import eval_transform, image_size_of, tokenizer_for
+    from harmosearch.model.encoder import split_transform
     from harmosearch.train.data import PixelCache, TrainingSet
 
     tc, ec = config.train, config.encoder
@@ -274,7 +274,7 @@ def training_set(samples: list[Any], model: Any, config: Config) -> tuple[Any, A
 
 
 def resolve_name(spec: str) -> str:
-    from harmosearch.encoder import resolve_spec
+    from harmosearch.model.encoder import resolve_spec
 
     return resolve_spec(spec).name
 
@@ -311,8 +311,8 @@ def train(
     together (`train.distributed`); `on_step` is called on rank 0 only."""
     import torch
 
-    from harmosearch.device import resolve_device
-    from harmosearch.encoder import canonical_spec
+    from harmosearch.model.device import resolve_device
+    from harmosearch.model.encoder import canonical_spec
     from harmosearch.train.distributed import join
 
     out = Path(out)
@@ -340,7 +340,7 @@ def _run(
 ) -> TrainResult:
     import torch
 
-    from harmosearch.encoder import load_model, model_config_of, resolve_spec
+    from harmosearch.model.encoder import load_model, model_config_of, resolve_spec
 
     tc = config.train
     checkpoint = latest_checkpoint(out) if resume else None
@@ -451,7 +451,7 @@ def _save_checkpoint(
     the `latest` pointer moves to it; only the two newest step checkpoints are kept."""
     import torch
 
-    from harmosearch.encoder import write_model_bundle
+    from harmosearch.model.encoder import write_model_bundle
 
     folder = out / "checkpoints"
     target, tmp = folder / tag, folder / f".{tag}.tmp"

@@ -16,7 +16,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from harmosearch.clip_adapter import (
+from harmosearch.config import DEFAULT_MODEL, SHAPES_MODEL, Config, EncoderConfig
+from harmosearch.errors import ConfigError, ModelLoadError
+from harmosearch.folders import is_dir, is_file, kind
+from harmosearch.model.clip_adapter import (
     BlockParts,
     TextParts,
     VisionParts,
@@ -28,10 +31,7 @@ from harmosearch.clip_adapter import (
     tokenizer_for,
     vision_parts,
 )
-from harmosearch.config import DEFAULT_MODEL, SHAPES_MODEL, Config, EncoderConfig
-from harmosearch.errors import ConfigError, ModelLoadError
-from harmosearch.folders import is_dir, is_file, kind
-from harmosearch.lexemes import ParsedText, parse
+from harmosearch.model.lexemes import ParsedText, parse
 
 logger = logging.getLogger(__name__)
 
@@ -375,7 +375,7 @@ class Encoder:
         import torch
         import torch.nn.functional as F
 
-        from harmosearch.device import autocast
+        from harmosearch.model.device import autocast
 
         with torch.inference_mode(), autocast(self.device, self.config.precision):
             pooled, dense = vision_forward(self.model, pixels.to(self.device), self.config.dense_mode)
@@ -414,7 +414,7 @@ class Encoder:
         import torch
         import torch.nn.functional as F
 
-        from harmosearch.device import autocast
+        from harmosearch.model.device import autocast
 
         with torch.inference_mode(), autocast(self.device, self.config.precision):
             pooled, per_token = text_forward(self.model, tokens.to(self.device))
@@ -449,7 +449,7 @@ TRAINED_SETTINGS = ("encoder.dense_mode", "encoder.lexeme_mode", "encoder.lexeme
 
 def load_encoder(config: Config | EncoderConfig | None = None, device: str | None = None) -> Encoder:
     """Load the model named by config.encoder.model, offline-safe, with one-line errors."""
-    from harmosearch.device import resolve_device
+    from harmosearch.model.device import resolve_device
 
     if not isinstance(config, Config):
         config = Config(encoder=config or EncoderConfig())

@@ -26,11 +26,11 @@ from typing import Any, Literal
 import numpy as np
 
 from harmosearch.config import Config, SearchConfig, load_config
-from harmosearch.contrast import Contrast, Vocabulary, load_vocabulary
 from harmosearch.errors import ConfigError, IndexStoreError, QueryError
-from harmosearch.fusion import fuse, penalty
 from harmosearch.indexes import latest_index
-from harmosearch.scoring import RegionMatch, RegionTable, best_regions, match_regions, related_lexemes
+from harmosearch.search.contrast import Contrast, Vocabulary, load_vocabulary
+from harmosearch.search.fuse import fuse, penalty
+from harmosearch.search.score import RegionMatch, RegionTable, best_regions, match_regions, related_lexemes
 
 MAX_QUERY_CHARS = 1000
 KEPT_VOCABULARIES = 8  # embedded vocabularies an index keeps (per setting of search.vocabulary)
@@ -149,7 +149,7 @@ class Index:
         self, path: Path, config: Config | None = None, encoder: Any = None, device: str | None = None
     ) -> None:
         from harmosearch.config import config_from_dict
-        from harmosearch.encoder import EncoderIdentity, load_encoder
+        from harmosearch.model.encoder import EncoderIdentity, load_encoder
         from harmosearch.store import IndexReader
 
         self.path = Path(path)
@@ -320,7 +320,7 @@ class Index:
         relations' geometric term and the window penalty, which the null queries do not get (so an
         index's calibration holds whatever search.window_penalty is); a query without lexemes
         ranks by its global score, which the calibration holds at alpha 1."""
-        from harmosearch.calibration import assess
+        from harmosearch.search.calibration import assess
 
         plain = fuse(global_scores, lexeme_scores, alpha) - penalties
         at = alpha if lexeme_scores.shape[1] else 1.0
@@ -615,7 +615,7 @@ class Index:
         keeps its indexed boxes and lexeme scores (in that same formula; no crop score), with a
         warning."""
         from harmosearch.errors import HarmosearchError
-        from harmosearch.refine import as_seeds, crop_scores, decode_side, refine_boxes
+        from harmosearch.search.box_search import as_seeds, crop_scores, decode_side, refine_boxes
 
         head = order[: max(s.k, s.rerank)]
         pictures, kept, unread = [], [], []
@@ -793,7 +793,7 @@ class Index:
         dense map as indexing pools proposals: the image is encoded again, once."""
         import torch
 
-        from harmosearch.regions import detail_size, pool_detailed, to_grid
+        from harmosearch.regions.proposals import detail_size, pool_detailed, to_grid
 
         x0, y0, x1, y1 = self._clip_box(image_id, box)
         encoder = self.encoder
@@ -907,7 +907,7 @@ def _relations(parsed: Any, warnings: list[str]) -> list[tuple[int, str, int, bo
 
 def _stored_calibration(manifest: dict[str, Any]) -> Any:
     """The index's calibration, or None when it has none of the current version."""
-    from harmosearch.calibration import CALIBRATION_VERSION, Calibration
+    from harmosearch.search.calibration import CALIBRATION_VERSION, Calibration
 
     stored = manifest.get("calibration")
     if not stored or stored.get("version") != CALIBRATION_VERSION:

@@ -85,8 +85,8 @@ class ShardEncoder:
     one shard per call."""
 
     def __init__(self, config: Config, stage: str, token: str, gpus: float) -> None:
-        from harmosearch.device import device_for_gpus
-        from harmosearch.encoder import load_encoder
+        from harmosearch.model.device import device_for_gpus
+        from harmosearch.model.encoder import load_encoder
 
         # A CPU actor is one of many Ray runs side by side: it decodes and encodes in its own
         # process. A GPU actor keeps the DataLoader workers that feed its GPU.
@@ -120,7 +120,7 @@ class ShardEncoder:
     def encode(self, shard: Shard) -> tuple[int, dict[str, str]]:
         """Encode a shard and stage it as one chunk: (files done, hash -> reason for each file
         that could not be decoded)."""
-        from harmosearch.pipeline import encode_files
+        from harmosearch.indexing.encode import encode_files
         from harmosearch.store import save_chunk
 
         records: list[tuple[str, Any]] = []
@@ -210,7 +210,7 @@ def _start_actors(ray: Any, config: Config, stage: Path, token: str, count: int)
 
 def _check_actors(ray: Any, actors: list[Any], photo: str, identity: Any) -> None:
     """Every actor sees the files and loaded the driver's model, or EngineError."""
-    from harmosearch.encoder import EncoderIdentity
+    from harmosearch.model.encoder import EncoderIdentity
 
     for problem, theirs in ray.get([a.check.remote(photo) for a in actors]):
         if problem:

@@ -18,7 +18,7 @@ from typing import Any
 
 from harmosearch.errors import ModelLoadError
 
-MODEL_CONFIGS = Path(__file__).parent / "model_configs"
+MODEL_CONFIGS = Path(__file__).parent / "configs"
 
 
 def register_model_configs() -> None:

@@ -38,10 +38,10 @@ from typing import Any
 
 import numpy as np
 
-from harmosearch.device import faiss_module, faiss_to_cpu, faiss_to_gpu
 from harmosearch.errors import IndexStoreError
 from harmosearch.folders import make_folder
 from harmosearch.indexes import MANIFEST
+from harmosearch.model.device import faiss_module, faiss_to_cpu, faiss_to_gpu
 
 SCHEMA_VERSION = 2  # 2: video frames and capture metadata in the images table, calibration in the manifest
 LOCK = "index.lock"

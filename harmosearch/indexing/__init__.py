@@ -26,8 +26,8 @@ import numpy as np
 from harmosearch.config import Config, load_config
 from harmosearch.errors import DataError, IndexStoreError
 from harmosearch.folders import check_folder
+from harmosearch.indexing.encode import Encoded
 from harmosearch.media.scan import FileEntry, scan
-from harmosearch.pipeline import Encoded
 
 CHUNK = 256  # images per staged chunk (a video's frames are never split between chunks)
 # What an update takes from the index it updates, unless the caller set it.
@@ -195,7 +195,7 @@ def _settings(config: Config, old: Any, encoder: Any, index: Path) -> tuple[Conf
     caller asks for a model or region settings other than the index's own."""
     from dataclasses import replace
 
-    from harmosearch.encoder import EncoderIdentity, canonical_spec, load_encoder
+    from harmosearch.model.encoder import EncoderIdentity, canonical_spec, load_encoder
     from harmosearch.store import check_index_type
 
     if old is not None:
@@ -234,7 +234,7 @@ def _settings(config: Config, old: Any, encoder: Any, index: Path) -> tuple[Conf
 def _proposals(config: Config) -> Any:
     """What an index's manifest records of how its regions were proposed beyond the regions
     config (regions.proposal_constants), as JSON reads it back; None at normal detail."""
-    from harmosearch.regions import proposal_constants
+    from harmosearch.regions.proposals import proposal_constants
 
     return json.loads(json.dumps(proposal_constants(config.regions.detail)))
 
@@ -339,7 +339,7 @@ def _reusable_rows(
 def _up_to_date(plan: _Plan, old: Any, report: IndexReport, config: Config) -> bool:
     """Nothing to encode, nothing moved or removed, every file as it was, the same FAISS type,
     and a calibration of the current version."""
-    from harmosearch.calibration import CALIBRATION_VERSION
+    from harmosearch.search.calibration import CALIBRATION_VERSION
 
     calibration = old.manifest.get("calibration")
     return (
@@ -423,11 +423,11 @@ def _encode(
     every CHUNK images, a video's frames always together (nothing is kept in memory: assembly
     reads the staged chunks); returns hash -> reason for the files that could not be decoded.
     index.engine = "ray" hands the files to Ray actors instead."""
-    from harmosearch.pipeline import encode_files
+    from harmosearch.indexing.encode import encode_files
     from harmosearch.store import save_chunk
 
     if config.index.engine == "ray":
-        from harmosearch.engines.ray import encode_on_ray
+        from harmosearch.indexing.engines.ray import encode_on_ray
 
         boxed = [(e.absolute, sha, user_boxes.get(e.path)) for e, sha in pending]
         return encode_on_ray(boxed, encoder.identity, config, stage, progress)
@@ -608,9 +608,9 @@ def _old_metadata(old: Any, row: int) -> dict[str, Any]:
 
 
 def _calibration(data: Any, encoder: Any) -> dict[str, Any] | None:
-    """The calibration of the new generation (see harmosearch.calibration), from its vectors as
+    """The calibration of the new generation (see harmosearch.search.calibration), from its vectors as
     stored (float16), as the manifest keeps it; None for an empty index."""
-    from harmosearch.calibration import calibrate
+    from harmosearch.search.calibration import calibrate
 
     if data.n_images == 0:
         return None

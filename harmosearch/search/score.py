@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from harmosearch.contrast import Contrast
+    from harmosearch.search.contrast import Contrast
 
 BLOCK_ROWS = 65_536  # region rows scored at once
 BLOCK_LEXEMES = 512
@@ -218,7 +218,7 @@ def match_regions(
     with a window penalty in the table that choice weighs the penalised scores, so for them the
     penalty (and the contrast's term, for the lexemes `contrast` covers) also steers which boxes
     are shown."""
-    from harmosearch.relations import assign_boxes
+    from harmosearch.search.relations import assign_boxes
 
     if not relations or relation_weight == 0 or len(images) == 0 or len(table.vectors) == 0:
         scores, rows, plain = _best_regions(table, images, lexemes, box_margin, contrast)

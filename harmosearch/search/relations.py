@@ -61,7 +61,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from harmosearch.errors import QueryError
-from harmosearch.lexemes import UNDECIDABLE
+from harmosearch.model.lexemes import UNDECIDABLE
 
 # At a centre offset of one sum of half-extents (boxes touching side by side) a direction
 # scores σ(3) = 0.95: steep enough that the mirrored layout scores 0.05, soft enough that a

@@ -75,9 +75,9 @@ class _BatchJob:
         crops: Sequence[Any] | None = None,
         media: MediaConfig | None = None,
     ) -> None:
-        from harmosearch.clip_adapter import eval_transform
-        from harmosearch.encoder import split_transform
-        from harmosearch.regions import detail_size
+        from harmosearch.model.clip_adapter import eval_transform
+        from harmosearch.model.encoder import split_transform
+        from harmosearch.regions.proposals import detail_size
 
         self.paths = paths
         self.batches = batches
@@ -104,8 +104,8 @@ class _BatchJob:
     def __getitem__(self, b: int) -> _Batch:
         import torch
 
-        from harmosearch.encoder import pixels_from_uint8
-        from harmosearch.regions import pixel_segment_boxes
+        from harmosearch.model.encoder import pixels_from_uint8
+        from harmosearch.regions.proposals import pixel_segment_boxes
 
         batch = _Batch(len(self.batches[b]), [], [], [], [])
         arrays, fine, segments = [], [], []
@@ -158,7 +158,7 @@ class _BatchJob:
     def encode(self, batch: _Batch) -> _Batch:
         """Global vectors, selected regions and probe vectors for the decoded pictures of a batch,
         at most encoder.config.batch_size per forward pass (a video may bring many frames)."""
-        from harmosearch.regions import image_regions
+        from harmosearch.regions.proposals import image_regions
 
         batch.encoded = []
         if batch.pixels is None:
@@ -201,7 +201,7 @@ class _BatchJob:
     ) -> list[np.ndarray | None]:
         import torch
 
-        from harmosearch.regions import pool_detailed, to_grid
+        from harmosearch.regions.proposals import pool_detailed, to_grid
 
         if self.probe_boxes is None:
             return [None] * len(positions)

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from harmosearch.contrast import Contrast
+    from harmosearch.search.contrast import Contrast
 
 RATIO = 1.19  # successive box sides
 FINE_BELOW = 3.0  # boxes narrower than this many cells of the model's own grid use the fine map
@@ -222,7 +222,7 @@ def refine_boxes(
     whose rows are the requests, the scores that rank, see best_boxes)."""
     import torch
 
-    from harmosearch.regions import from_grid, to_grid
+    from harmosearch.regions.proposals import from_grid, to_grid
 
     search = BoxSearch(encoder.image_size, encoder.image_size // encoder.grid[0], scale)
     resize = encoder.config.resize

@@ -1,0 +1,1 @@
+"""Region proposals (windows, segments, pixel segments, user boxes) and their pooling."""
