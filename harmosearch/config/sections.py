@@ -1,15 +1,5 @@
-"""Configuration: a tree of frozen dataclasses with defaults, each field validating itself.
-
-Precedence, lowest to highest: the defaults below, environment variables (`ENVIRONMENT`), a
-TOML file (`--config FILE`), then flags. Every field's type says what it accepts: `Literal`
-choices, and `Annotated` bounds (`Range`, `NonEmpty`), checked whenever a section is built, so
-`Config()`, `dataclasses.replace(...)`, a TOML file and a flag all pass the same checks.
-
-A Config remembers which keys the user gave (`given`), so stored settings (an index's model
-and regions, a checkpoint's dense and lexeme settings) are overridden only by keys the user
-actually set, even when the value set equals the default. The resolved tree is written into
-every index manifest, checkpoint and bench result.
-"""
+"""The configuration tree: one frozen dataclass section per stage, with defaults, and `Config`,
+which holds them all and remembers which keys the user gave."""
 
 from __future__ import annotations
 
@@ -17,16 +7,26 @@ import dataclasses
 import functools
 import hashlib
 import json
-import math
-import os
-import tomllib
-import types
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
+from harmosearch.config.fields import (
+    Device,
+    Fraction,
+    NonEmpty,
+    NonNegative,
+    Positive,
+    Precision,
+    Range,
+    Section,
+    Seed,
+    Workers,
+    flatten,
+    merge,
+    nest,
+)
 from harmosearch.errors import ConfigError
 
 # The model `index` uses unless told otherwise: a pretrained open_clip ViT-B/16, fetched on first
@@ -34,72 +34,6 @@ from harmosearch.errors import ConfigError
 # start from it.
 DEFAULT_MODEL = "ViT-B-16:laion2b_s34b_b88k"
 SHAPES_MODEL = "harmo-tiny"
-# Environment variables and the config keys they set (between the defaults and a TOML file).
-ENVIRONMENT = {
-    "HARMOSEARCH_INDEXES": "paths.indexes",
-    "HARMOSEARCH_CACHE": "paths.cache",
-    "HARMOSEARCH_MODEL": "encoder.model",
-}
-
-
-@dataclass(frozen=True)
-class Range:
-    """Bounds of a number: low <= x (low < x when low_open), x <= high."""
-
-    low: float | None = None
-    high: float | None = None
-    low_open: bool = False
-
-    def check(self, value: float, where: str) -> None:
-        if not math.isfinite(value):
-            raise ConfigError(f"{where} must be a finite number, got {value!r}")
-        if self.high is not None and self.low is not None:
-            if value > self.high or value < self.low or (self.low_open and value == self.low):
-                left = "(" if self.low_open else "["
-                raise ConfigError(f"{where} must lie in {left}{_num(self.low)}, {_num(self.high)}], got {_num(value)}")
-        elif self.low is not None and (value < self.low or (self.low_open and value == self.low)):
-            if self.low == 0 and not self.low_open:
-                raise ConfigError(f"{where} must not be negative, got {_num(value)}")
-            bound = "above" if self.low_open else "at least"
-            raise ConfigError(f"{where} must be {bound} {_num(self.low)}, got {_num(value)}")
-
-
-@dataclass(frozen=True)
-class NonEmpty:
-    """A tuple that must hold at least one item."""
-
-
-def _num(x: float) -> str:
-    """Integers as written (2**64 stays exact); floats short (1e+300, 0.001)."""
-    return str(x) if isinstance(x, int) else f"{x:g}"
-
-
-Positive = Annotated[int, Range(1)]
-NonNegative = Annotated[int, Range(0)]
-MAX_SCENES = 1_000_000  # synthetic scenes in one set: more is hours of drawing and gigabytes
-Seed = Annotated[int, Range(0, 2**32 - 1)]  # what every random generator used here accepts
-# More processes than this only exhaust memory (each holds a copy of the model or the decoders).
-Workers = Annotated[int, Range(0, 64)]
-Fraction = Annotated[float, Range(0, 1)]
-Device = str  # auto | cpu | cuda | cuda:N, checked when the device is resolved
-Precision = Literal["auto", "fp32", "fp16", "bf16"]
-
-
-class Section:
-    """Base of the config sections: on construction every field is coerced to its type and checked."""
-
-    SECTION: ClassVar[str] = ""
-
-    def __post_init__(self) -> None:
-        hints = _hints(type(self))
-        for f in dataclasses.fields(self):  # type: ignore[arg-type]
-            value = getattr(self, f.name)
-            if not dataclasses.is_dataclass(value):
-                object.__setattr__(self, f.name, _coerce(value, hints[f.name], f"{self.SECTION}.{f.name}"))
-        self.check()
-
-    def check(self) -> None:
-        """Rules that tie several fields together."""
 
 
 @dataclass(frozen=True)
@@ -262,6 +196,9 @@ class SearchConfig(Section):
             raise ConfigError('search.vocabulary must be "auto", "none" or a file of phrases, one per line')
 
 
+MAX_SCENES = 1_000_000  # synthetic scenes in one set: more is hours of drawing and gigabytes
+
+
 @dataclass(frozen=True)
 class SynthConfig(Section):
     SECTION: ClassVar[str] = "synth"
@@ -358,14 +295,14 @@ class Config:
 
     def user_keys(self) -> frozenset[str]:
         """Keys the user set: given explicitly, or holding a value other than the default."""
-        mine, defaults = _flatten(self.to_json()), _flatten(Config().to_json())
+        mine, defaults = flatten(self.to_json()), flatten(Config().to_json())
         return self.given | {key for key, value in mine.items() if value != defaults[key]}
 
     def over(self, stored: Mapping[str, Any], keys: tuple[str, ...]) -> Config:
         """Stored settings (a manifest's or checkpoint's `config`) for `keys` (dotted keys, or whole
         sections such as "regions"), except where the user set a key: the user's value wins."""
         mine = self.user_keys()
-        flat = _flatten(dict(stored))
+        flat = flatten(dict(stored))
         taken = {
             key: value
             for key, value in flat.items()
@@ -378,186 +315,13 @@ class Config:
         return _merge_into(self, values, given=True)
 
 
-def _coerce(value: Any, hint: Any, where: str) -> Any:
-    """`value` converted to `hint` (a str from a flag or TOML, a list for a tuple), or ConfigError."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin is Annotated:
-        value = _coerce(value, args[0], where)
-        for rule in hint.__metadata__:
-            if isinstance(rule, Range):
-                rule.check(value, where)
-            elif isinstance(rule, NonEmpty) and not value:
-                raise ConfigError(f"{where} must not be empty")
-        return value
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        words = [w for a in inner if typing.get_origin(a) is Literal for w in typing.get_args(a)]
-        if value in words:
-            return value
-        try:
-            return _coerce(value, inner[0], where)
-        except ConfigError:
-            if words and isinstance(value, str):
-                raise ConfigError(f"{where} must be a number or {' or '.join(words)}, got {value!r}") from None
-            raise
-    if origin is Literal:
-        if value not in args:
-            choices = ", ".join(str(a) for a in args)
-            raise ConfigError(f"{where} must be one of {choices}, got {value!r}")
-        return value
-    if origin is tuple:
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        if not isinstance(value, list | tuple):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        return tuple(_coerce(v, args[0], where) for v in value)
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "false", "0", "no"):
-            return value.lower() in ("true", "1", "yes")
-        raise ConfigError(f"{where}: expected true or false, got {value!r}")
-    if hint in (int, float):
-        if isinstance(value, bool):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        try:
-            number = float(value)
-        except (TypeError, ValueError, OverflowError):
-            raise ConfigError(f"{where}: expected a number, got {value!r}") from None
-        if hint is int:
-            if not math.isfinite(number) or not number.is_integer():
-                raise ConfigError(f"{where}: expected an integer, got {value!r}")
-            return int(number)
-        return number
-    if hint is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected text, got {value!r}")
-        return value
-    return value
-
-
-@functools.cache
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls, include_extras=True)
-
-
 @functools.cache
 def _known_keys() -> frozenset[str]:
-    return frozenset(_flatten(Config().to_json()))
-
-
-def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            flat |= _flatten(value, dotted + ".")
-        else:
-            flat[dotted] = value
-    return flat
-
-
-def nest(flat: Mapping[str, Any]) -> dict[str, Any]:
-    """{"search.alpha": 0.3} -> {"search": {"alpha": 0.3}}; None values mean "not given"."""
-    tree: dict[str, Any] = {}
-    for dotted, value in flat.items():
-        if value is None:
-            continue
-        *parents, leaf = dotted.split(".")
-        node = tree
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    return tree
-
-
-def _merge(node: Any, updates: Mapping[str, Any], where: str, strict: bool = True) -> Any:
-    hints = _hints(type(node))
-    names = {f.name for f in dataclasses.fields(node)} - {"given"}
-    changes: dict[str, Any] = {}
-    for key, value in updates.items():
-        path = f"{where}.{key}" if where else key
-        if key not in names:
-            if not strict:
-                continue
-            raise ConfigError(f"unknown config key {path!r} (known here: {', '.join(sorted(names))})")
-        current = getattr(node, key)
-        if dataclasses.is_dataclass(current):
-            if not isinstance(value, Mapping):
-                raise ConfigError(f"{path} must be a table")
-            changes[key] = _merge(current, value, path, strict)
-        else:
-            changes[key] = _coerce(value, hints[key], path)
-    return dataclasses.replace(node, **changes)
+    return frozenset(flatten(Config().to_json()))
 
 
 def _merge_into(config: Config, values: Mapping[str, Any], given: bool = False) -> Config:
-    merged = _merge(config, nest(values), "")
+    merged = merge(config, nest(values), "")
     if given:
         merged = dataclasses.replace(merged, given=config.given | {k for k, v in values.items() if v is not None})
     return merged
-
-
-def load_config(
-    path: Path | None = None,
-    overrides: Mapping[str, Any] | None = None,
-    base: Config | None = None,
-    environ: Mapping[str, str] | None = None,
-) -> Config:
-    """Defaults (or `base`), the environment (ENVIRONMENT), the TOML file, then dotted overrides
-    such as {"search.k": 5} (None: not given). Every key set on the way is recorded as given."""
-    config = base or Config()
-    environ = os.environ if environ is None else environ
-    from_env = {key: environ[name] for name, key in ENVIRONMENT.items() if environ.get(name)}
-    if from_env:
-        config = config.with_values(from_env)
-    if path is not None:
-        try:
-            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"config file not found: {path}") from None
-        except IsADirectoryError:
-            raise ConfigError(f"config file {path} is a folder") from None
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-        except OSError as exc:
-            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
-        try:
-            config = _merge(config, data, "")
-        except ConfigError as exc:
-            raise ConfigError(f"config file {path}: {exc}") from None
-        config = dataclasses.replace(config, given=config.given | frozenset(_flatten(data)))
-    if overrides:
-        config = config.with_values(overrides)
-    return config
-
-
-def shapes_model_unless_named(config: Config) -> Config:
-    """The config with the bundled model unless a model was named (a flag, HARMOSEARCH_MODEL or
-    the config file): the demo, bench and train work in the synthetic world it knows."""
-    return config if "encoder.model" in config.given else config.with_values({"encoder.model": SHAPES_MODEL})
-
-
-def config_from_dict(data: Mapping[str, Any]) -> Config:
-    """Rebuild a Config written by `Config.to_dict` (manifests, checkpoints); keys that older or
-    newer versions wrote and this one does not know are ignored."""
-    return _merge(Config(), data, "", strict=False)
-
-
-def parse_weights(text: str | None) -> dict[str, float]:
-    """Loss weights as given on the command line: "lrc=0.5,gr=2,tight=1" or "0.5,2" (w_lrc, w_gr)
-    -> {"train.w_lrc": 0.5, "train.w_gr": 2.0, ...}."""
-    if not text:
-        return {}
-    named: dict[str, float] = {}
-    for i, part in enumerate(p.strip() for p in text.split(",") if p.strip()):
-        key, sep, value = part.partition("=")
-        if not sep:
-            key, value = ("lrc", "gr")[i] if i < 2 else "?", part
-        key = key.strip()
-        if key not in ("lrc", "gr", "tight"):
-            raise ConfigError(f"unknown loss weight {key!r} in {text!r}; use lrc=W,gr=W,tight=W")
-        named[f"train.w_{key}"] = _coerce(value.strip(), Annotated[float, Range(0)], f"weight {key}")
-    return named
