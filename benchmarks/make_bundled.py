@@ -19,7 +19,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import append_result
 
 from harmosearch.config import SynthConfig, load_config
-from harmosearch.model.encoder import BUNDLED_DIR, load_encoder, model_config_of, resolve_spec, write_model_bundle
+from harmosearch.model.encoder import load_encoder
+from harmosearch.model.loading import BUNDLED_DIR, model_config_of, resolve_spec, write_model_bundle
 from harmosearch.synth import generate
 from harmosearch.train.loop import train
 

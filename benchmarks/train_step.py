@@ -20,7 +20,7 @@ from _common import append_result
 
 from harmosearch.config import SynthConfig, load_config
 from harmosearch.model.device import resolve_device, training_precision
-from harmosearch.model.encoder import load_model, resolve_spec
+from harmosearch.model.loading import load_model, resolve_spec
 from harmosearch.synth import generate
 from harmosearch.train.data import load_dataset
 from harmosearch.train.loop import make_trainer, training_set

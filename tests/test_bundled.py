@@ -8,7 +8,7 @@ import pytest
 from harmosearch.bench.metrics import box_iou
 from harmosearch.config import SynthConfig, load_config
 from harmosearch.indexing import build_index
-from harmosearch.model.encoder import bundled_models
+from harmosearch.model.loading import bundled_models
 from harmosearch.search import Index
 from harmosearch.synth import generate
 

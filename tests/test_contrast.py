@@ -213,7 +213,7 @@ def test_the_bundled_model_knows_the_names_its_training_scenes_annotate(tmp_path
     """harmo-tiny's vocabulary is what `harmosearch train` writes for the scenes make_bundled
     trains on: every colour-shape name of the synthetic scenes."""
     from harmosearch.config import SynthConfig
-    from harmosearch.model.encoder import BUNDLED_DIR
+    from harmosearch.model.loading import BUNDLED_DIR
     from harmosearch.synth import generate
     from harmosearch.train.data import load_scene_folder
 
@@ -259,7 +259,8 @@ def test_a_checkpoint_vocabulary_that_is_not_a_list_of_phrases_is_refused(tmp_pa
 
     from harmosearch.config import load_config
     from harmosearch.errors import ModelLoadError
-    from harmosearch.model.encoder import BUNDLED_DIR, load_encoder
+    from harmosearch.model.encoder import load_encoder
+    from harmosearch.model.loading import BUNDLED_DIR
 
     model = tmp_path / "model"
     shutil.copytree(BUNDLED_DIR / "harmo-tiny", model)

@@ -7,7 +7,7 @@ import pytest
 
 from harmosearch.config import load_config
 from harmosearch.demo import QUERIES, run_demo, slug, twin_queries
-from harmosearch.model.encoder import bundled_models
+from harmosearch.model.loading import bundled_models
 
 pytestmark = pytest.mark.skipif("harmo-tiny" not in bundled_models(), reason="bundled model not built")
 

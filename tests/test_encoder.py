@@ -7,15 +7,8 @@ from PIL import Image
 
 from harmosearch.config import Config, EncoderConfig, RegionConfig, load_config
 from harmosearch.errors import ModelLoadError
-from harmosearch.model.encoder import (
-    load_encoder,
-    model_config_of,
-    pool_spans,
-    resolve_spec,
-    text_forward,
-    vision_forward,
-    write_model_bundle,
-)
+from harmosearch.model.encoder import load_encoder, pool_spans, text_forward, vision_forward
+from harmosearch.model.loading import model_config_of, resolve_spec, write_model_bundle
 from harmosearch.regions.proposals import image_regions, pool, to_grid, window_boxes
 
 

@@ -21,7 +21,8 @@ from harmosearch.config import DEFAULT_MODEL, SHAPES_MODEL, load_config
 from harmosearch.errors import QueryError
 from harmosearch.indexing import build_index
 from harmosearch.media.ignore import IGNORE_FILE
-from harmosearch.model.encoder import bundled_models, load_encoder
+from harmosearch.model.encoder import load_encoder
+from harmosearch.model.loading import bundled_models
 from harmosearch.search import Index
 from harmosearch.store import IndexReader, read_manifest
 from harmosearch.synth import COLOURS, Scene, SceneObject, render

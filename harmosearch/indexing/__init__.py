@@ -195,7 +195,8 @@ def _settings(config: Config, old: Any, encoder: Any, index: Path) -> tuple[Conf
     caller asks for a model or region settings other than the index's own."""
     from dataclasses import replace
 
-    from harmosearch.model.encoder import EncoderIdentity, canonical_spec, load_encoder
+    from harmosearch.model.encoder import EncoderIdentity, load_encoder
+    from harmosearch.model.loading import canonical_spec
     from harmosearch.store import check_index_type
 
     if old is not None:

@@ -274,7 +274,7 @@ def training_set(samples: list[Any], model: Any, config: Config) -> tuple[Any, A
 
 
 def resolve_name(spec: str) -> str:
-    from harmosearch.model.encoder import resolve_spec
+    from harmosearch.model.loading import resolve_spec
 
     return resolve_spec(spec).name
 
@@ -312,7 +312,7 @@ def train(
     import torch
 
     from harmosearch.model.device import resolve_device
-    from harmosearch.model.encoder import canonical_spec
+    from harmosearch.model.loading import canonical_spec
     from harmosearch.train.distributed import join
 
     out = Path(out)
@@ -340,7 +340,7 @@ def _run(
 ) -> TrainResult:
     import torch
 
-    from harmosearch.model.encoder import load_model, model_config_of, resolve_spec
+    from harmosearch.model.loading import load_model, model_config_of, resolve_spec
 
     tc = config.train
     checkpoint = latest_checkpoint(out) if resume else None
@@ -451,7 +451,7 @@ def _save_checkpoint(
     the `latest` pointer moves to it; only the two newest step checkpoints are kept."""
     import torch
 
-    from harmosearch.model.encoder import write_model_bundle
+    from harmosearch.model.loading import write_model_bundle
 
     folder = out / "checkpoints"
     target, tmp = folder / tag, folder / f".{tag}.tmp"
