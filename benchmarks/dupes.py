@@ -2,7 +2,7 @@
 
     python benchmarks/dupes.py [--scenes 150] [--val-seed 71] [--test-seed 72] [--model harmo-tiny]
 
-Two sets are drawn with harmosearch.dupes.make_eval_set (synthetic scenes as originals; copies
+Two sets are drawn with harmosearch.bench.dupes.make_eval_set (synthetic scenes as originals; copies
 byte-identical, resized, JPEG re-encoded, cropped 3-8%, or cropped, resized and re-encoded;
 near-misses: the same scene drawn again with an object moved or recoloured, each its own
 family). Every image goes through the real path: open_still at the encoder's input size, then
@@ -30,6 +30,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import append_result
 
+from harmosearch.bench.dupes import make_eval_set, pair_scores
 from harmosearch.config import load_config
 from harmosearch.dupes import (
     DEFAULT_THRESHOLD,
@@ -39,8 +40,6 @@ from harmosearch.dupes import (
     find_duplicates,
     group_duplicates,
     keeper_order,
-    make_eval_set,
-    pair_scores,
     pixel_difference,
 )
 from harmosearch.media.formats import open_still

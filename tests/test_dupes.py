@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from harmosearch.bench.dupes import make_eval_set, pair_scores
 from harmosearch.dupes import (
     DEFAULT_THRESHOLD,
     PIXEL_THRESHOLD,
@@ -14,8 +15,6 @@ from harmosearch.dupes import (
     DupeGroup,
     find_duplicates,
     keeper_order,
-    make_eval_set,
-    pair_scores,
     pixel_difference,
     similar_pairs,
 )

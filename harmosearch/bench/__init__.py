@@ -4,7 +4,7 @@
     append_record(Path("benchmarks/results/bench.jsonl"), result, "harmosearch bench ...")
 
 Rooms: `datasets` reads the benchmark sets, `vectors` encodes them (images through the indexing
-pipeline), `tasks` scores them.
+pipeline), `tasks` scores them. `dupes` holds the duplicate finder's own set (benchmarks/dupes.py).
 """
 
 from __future__ import annotations
