@@ -249,7 +249,7 @@ def test_last_token_pooling_takes_the_span_end():
 
 def test_training_forward_pools_lexemes_like_the_encoder(test_encoder):
     """The loop's vectorised span pooling equals pool_spans for both pooling modes."""
-    from harmosearch.train.loop import forward_batch
+    from harmosearch.train.forward import forward_batch
 
     texts = ["a small red circle near a blue star", "one green ring"]
     tokens = test_encoder.tokenize(texts)

@@ -1,1 +1,2 @@
-"""HarmoCLIP fine-tuning: datasets with region-phrase links, the three losses, the loop."""
+"""HarmoCLIP fine-tuning: datasets with region-phrase links, the losses, the forward pass, the loop,
+and training on several processes."""

@@ -26,6 +26,7 @@ import torch.distributed as dist
 from torch import nn
 
 from harmosearch.errors import ConfigError, EngineError
+from harmosearch.train.forward import forward_batch
 
 # Loss inputs with one row per (region, lexeme) pair: their count differs between ranks.
 PAIR_KEYS = ("regions", "lexemes", "lexeme_ids", "distractors", "crops")
@@ -122,8 +123,6 @@ class BatchForward(nn.Module):
         self.model = model
 
     def forward(self, batch: dict[str, Any], *options: Any) -> dict[str, Any]:
-        from harmosearch.train.loop import forward_batch
-
         return forward_batch(self.model, batch, *options)
 
 
