@@ -43,14 +43,15 @@ def paired_ratio(numerator: list[float], denominator: list[float]) -> float:
 
 
 def append_result(name: str, payload: dict[str, Any]) -> Path:
-    """Append one JSON line to benchmarks/results/NAME.jsonl."""
+    """Append one JSON line to benchmarks/results/NAME.jsonl, with the commit that made it."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.jsonl"
-    from harmosearch.bench import machine_info
+    from harmosearch.bench import machine_info, source_state
 
     record = {
         "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "command": " ".join(["python", *sys.argv]),
+        **source_state(),
         "machine": machine_info(),
         **payload,
     }

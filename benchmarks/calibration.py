@@ -38,7 +38,7 @@ from _common import append_result
 from harmosearch.config import SynthConfig, load_config
 from harmosearch.indexing import build_index
 from harmosearch.model.encoder import load_encoder
-from harmosearch.search.calibration import CONFIDENT_QUANTILE, assess, best_fused, calibrate, fuse_parts, score_parts
+from harmosearch.search.calibration import CONFIDENT_QUANTILE, assess, best_fused, calibrate, score_parts
 from harmosearch.store import IndexReader
 from harmosearch.synth import COLOURS, SHAPES, generate
 
@@ -119,7 +119,7 @@ def confident(row: dict, quantile: float, alpha: float) -> bool:
 
 def top_images(g, r, start, texts, lexemes, alpha: float) -> np.ndarray:
     """The row (in the sub-index) of each query's best-scoring image."""
-    return fuse_parts(*score_parts(g, r, start, texts, lexemes), alpha).argmax(axis=0)
+    return score_parts(g, r, start, texts, lexemes).fused(alpha).argmax(axis=0)
 
 
 def rates(rows: list[dict], quantile: float, alpha: float) -> dict[str, float]:

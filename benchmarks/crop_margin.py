@@ -1,5 +1,5 @@
 """How wide the crop around a box should be when `--refine` reorders results by crops
-(refine.CROP_MARGIN): phrase search P@5 on the validation scenes, small, large and default-set
+(search.crops.CROP_MARGIN): phrase search P@5 on the validation scenes, small, large and default-set
 objects, at the default and the high detail, for several margins.
 
     python benchmarks/crop_margin.py [--model harmo-tiny] [--n 300] [--margins 0.1 0.2 0.5 1.0]
@@ -21,7 +21,7 @@ from _common import append_result
 
 from harmosearch.bench import run_bench
 from harmosearch.config import load_config
-from harmosearch.search import box_search as refine
+from harmosearch.search import crops
 
 
 def main() -> None:
@@ -31,9 +31,9 @@ def main() -> None:
     parser.add_argument("--margins", type=float, nargs="+", default=[0.1, 0.2, 0.5, 1.0])
     args = parser.parse_args()
     record: dict[str, Any] = {"model": args.model, "split": "val", "n": args.n, "rows": {}}
-    shipped = refine.CROP_MARGIN
+    shipped = crops.CROP_MARGIN
     for margin in args.margins:
-        refine.CROP_MARGIN = margin
+        crops.CROP_MARGIN = margin
         row = {}
         for detail in ("normal", "high"):
             config = load_config(
@@ -46,7 +46,7 @@ def main() -> None:
         row["mean"] = sum(row.values()) / len(row)
         record["rows"][str(margin)] = row
         print(f"margin {margin}: " + ", ".join(f"{k} {100 * v:.1f}" for k, v in row.items()), flush=True)
-    refine.CROP_MARGIN = shipped
+    crops.CROP_MARGIN = shipped
     print(f"appended to {append_result('crop_margin', record)}")
 
 

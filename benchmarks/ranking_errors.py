@@ -25,7 +25,7 @@ from _common import append_result
 
 from harmosearch.bench.datasets import load_bench_set
 from harmosearch.bench.metrics import box_iou
-from harmosearch.bench.vectors import encode_images, encode_texts, fused_scores
+from harmosearch.bench.vectors import encode_images, encode_texts, fused_table
 from harmosearch.config import load_config
 from harmosearch.model.encoder import load_encoder
 
@@ -74,7 +74,7 @@ def main() -> None:
         first = np.array([np.flatnonzero(texts.owners == p)[0] for p in range(len(phrases))])
         g = texts.global_vectors @ images.global_vectors.T
         s = config.search
-        fused, rows = fused_scores(g, texts.lexemes, texts.owners, images, s)
+        fused, rows = fused_table(g, texts.lexemes, texts.owners, images, s)
         # Each image scored by its ground-truth boxes' vectors alone (best box per phrase).
         truth_scores = images.gt_vectors @ texts.lexemes[first].T
         by_truth = np.full((len(bench.images), len(phrases)), -np.inf)

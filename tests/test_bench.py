@@ -240,8 +240,10 @@ def test_compositional_task_on_twin_pairs(pairs, tmp_path, monkeypatch):
 
 
 def test_relation_aware_bench_scores_are_the_query_scores(pairs, tmp_path, monkeypatch, test_encoder):
-    """The compositional task scores a caption against an image exactly as `harmosearch query`
-    ranks that image for it (up to the index's float16 vectors)."""
+    """The bench scores a caption against an image exactly as `harmosearch query` ranks that
+    image for it (up to the index's float16 vectors), in each of its rankings: relation-aware
+    (the query's stages, caption by caption), fused without relations (every caption in one
+    batched pass) and global (--global-only)."""
     from harmosearch.bench.datasets import load_pair_set
     from harmosearch.bench.vectors import encode_images, encode_texts, query_scores
     from harmosearch.indexing import build_index
@@ -254,15 +256,18 @@ def test_relation_aware_bench_scores_are_the_query_scores(pairs, tmp_path, monke
     build_index(pairs / "images", tmp_path / "index", config, encoder=test_encoder)
     index = Index(tmp_path / "index", config, encoder=test_encoder)
     captions = [bench.pairs[0].captions[0], "a red circle above a blue star", "a green ring near a white cross"]
-    for mode, relations in (("relations", True), ("fused", False)):
+    compared = 0
+    for mode, options in (("relations", {}), ("fused", {"relations": False}), ("global", {"global_only": True})):
         texts = encode_texts(test_encoder, captions, images.global_vectors.shape[1])
         scores = query_scores(texts, images, config.search, mode)
         for t, caption in enumerate(captions):
-            found = index.search(caption, k=len(bench.images), relations=relations).results
+            found = index.search(caption, k=len(bench.images), **options).results
             by_name = {r.path: r.score for r in found}
             for i, path in enumerate(bench.images):
                 if path.name in by_name:
                     assert scores[t, i] == pytest.approx(by_name[path.name], abs=3e-3), (mode, caption, path.name)
+                    compared += 1
+    assert compared == 3 * len(captions) * len(bench.images)  # every image of every ranking
 
 
 def write_aro(root, kind="relation"):
@@ -341,12 +346,12 @@ def test_synthetic_object_sets_have_their_own_seeds_and_folders(tmp_path):
 
 def test_refined_grounding_is_refine_boxes_phrase_by_phrase(scenes, tmp_path, monkeypatch, test_encoder):
     """Grounding with refine on: for each annotated phrase alone, its indexed box (refine off, the
-    box grounding reports as indexed_accuracy) searched again by refine_boxes on its own image,
+    box grounding reports as indexed_accuracy) searched again by search_boxes on its own image,
     then IoU >= 0.5 with the phrase's box."""
     from harmosearch.bench.metrics import box_iou
     from harmosearch.bench.tasks import grounding
     from harmosearch.bench.vectors import encode_images, phrase_vectors
-    from harmosearch.search.box_search import refine_boxes
+    from harmosearch.search.box_search import search_boxes
     from harmosearch.search.score import best_regions
 
     monkeypatch.setenv("HARMOSEARCH_CACHE", str(tmp_path / "cache"))
@@ -363,7 +368,7 @@ def test_refined_grounding_is_refine_boxes_phrase_by_phrase(scenes, tmp_path, mo
         _, rows = best_regions(images.regions, np.array([image]), vector, s.box_margin)
         seed = images.regions.boxes[rows[0, 0]][None]
         picture = Image.open(bench.images[image]).convert("RGB")
-        shown, _ = refine_boxes(
+        shown, _ = search_boxes(
             test_encoder, [(picture, *picture.size)], np.zeros(1, np.int64), vector, seed, s.refine_scale, s.box_margin
         )
         hits.append(box_iou(np.array([box], np.float32), shown)[0, 0] >= 0.5)
@@ -441,3 +446,29 @@ def test_refined_bench_tasks_are_what_query_refine_shows(scenes, tmp_path, monke
     for k in (1, 5, 10):
         assert refined[f"t2i_R@{k}"] == pytest.approx(np.mean(np.array(ranks) < k))
     assert 0 < refined["t2i_R@1"] < 1
+
+
+def test_records_carry_the_commit_and_whether_the_tree_was_clean(tmp_path):
+    """Every appended record names the commit that made it and whether the tree was clean."""
+    import subprocess
+
+    from harmosearch.bench import append_record, source_state
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+
+    def git(*args):
+        return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=True).stdout
+
+    git("init", "-q")
+    (repo / "a.txt").write_text("a")
+    git("add", "a.txt")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "a")
+    head = git("rev-parse", "HEAD").strip()
+    assert source_state(repo) == {"commit": head, "clean": True}
+    (repo / "b.txt").write_text("b")  # untracked
+    assert source_state(repo) == {"commit": head, "clean": False}
+    assert source_state(tmp_path / "nowhere") == {"commit": None, "clean": None}
+    record = json.loads(append_record(tmp_path / "r.jsonl", {"figure": 1}, "harmosearch bench").read_text())
+    assert record["commit"] == source_state()["commit"] and record["commit"]  # this checkout's
+    assert isinstance(record["clean"], bool) and record["figure"] == 1

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from harmosearch.errors import DataError
-from harmosearch.search import calibration as cal
+from harmosearch.search import score as scoring
 from harmosearch.search.calibration import (
     ALPHAS,
     CONFIDENT_QUANTILE,
@@ -14,10 +14,10 @@ from harmosearch.search.calibration import (
     Calibration,
     assess,
     best_fused,
-    best_region_scores,
     calibrate,
 )
 from harmosearch.search.fuse import fuse
+from harmosearch.search.score import best_region_scores
 
 
 def unit(rows):
@@ -36,7 +36,7 @@ def test_best_region_scores_match_a_loop_over_images(monkeypatch):
     rng = np.random.default_rng(0)
     _, regions, start = random_index(rng)
     lexemes = unit(rng.standard_normal((4, 16)))
-    monkeypatch.setattr(cal, "REGION_BLOCK", 7)  # many blocks, some cutting between images
+    monkeypatch.setattr(scoring, "BLOCK_ROWS", 7)  # many blocks, some cutting between images
     got = best_region_scores(regions, start, lexemes)
     for i in range(len(start) - 1):
         rows = regions[start[i] : start[i + 1]]

@@ -1,4 +1,5 @@
-"""The query-time box search (refine.py) against slow, obvious references."""
+"""The query-time box search (search/box_search.py), crop scoring (search/crops.py) and the rerank
+stage against slow, obvious references."""
 
 import math
 from dataclasses import replace
@@ -18,12 +19,12 @@ from harmosearch.search.box_search import (
     Sides,
     best_boxes,
     candidate_boxes,
-    crop_scores,
-    crop_square,
     lattice_pool,
     pool_candidates,
-    refine_boxes,
+    search_boxes,
 )
+from harmosearch.search.crops import crop_scores, crop_square
+from harmosearch.search.query import encode_query
 
 from .conftest import TEST_MODEL
 
@@ -115,7 +116,7 @@ def test_box_search_splits_sides_between_the_maps():
     assert fine is None and (coarse.low, coarse.high) == (2.0, 14.0)
 
 
-def test_refine_boxes_equals_encoding_and_searching_each_image_alone(test_encoder):
+def test_search_boxes_equals_encoding_and_searching_each_image_alone(test_encoder):
     """The batched path (two passes per batch, lattice pooling, seeds, pixels) against one image at
     a time: its pixels resized by open_clip's transform for each size, one forward each, then every
     candidate box pooled by roi_align and picked by the loop above."""
@@ -130,7 +131,7 @@ def test_refine_boxes_equals_encoding_and_searching_each_image_alone(test_encode
     image_of = np.array([0, 0, 1, 2, 2])
     lexemes = F.normalize(torch.randn(5, 32, generator=torch.Generator().manual_seed(2)), dim=-1).numpy()
     seeds = np.array([[np.nan] * 4, [0, 0, 20, 20], [30, 10, 60, 40], [np.nan] * 4, [5, 25, 25, 50]], np.float32)
-    boxes, scores = refine_boxes(encoder, images, image_of, lexemes, seeds, scale=2.0, margin=0.02)
+    boxes, scores = search_boxes(encoder, images, image_of, lexemes, seeds, scale=2.0, margin=0.02)
     resize = encoder.config.resize
     for r, image_index in enumerate(image_of):
         image, width, height = images[image_index]
@@ -157,7 +158,7 @@ def test_seeds_are_given_in_pixels(test_encoder):
     image = Image.fromarray(np.random.default_rng(3).integers(0, 255, size=(40, 80, 3), dtype=np.uint8))
     lexeme = F.normalize(torch.randn(1, 32, generator=torch.Generator().manual_seed(4)), dim=-1).numpy()
     seed = np.array([[40, 0, 80, 40]], np.float32)
-    boxes, _ = refine_boxes(test_encoder, [(image, 80, 40)], np.array([0]), lexeme, seed, scale=2.0, margin=0.0)
+    boxes, _ = search_boxes(test_encoder, [(image, 80, 40)], np.array([0]), lexeme, seed, scale=2.0, margin=0.0)
     assert 40 <= (boxes[0, 0] + boxes[0, 2]) / 2 <= 80
     assert torch.allclose(
         to_grid(torch.tensor([[40.0, 0, 80, 40]]), 80, 40, (1, 1), 32, "squash"), torch.tensor([[0.5, 0, 1, 1]])
@@ -223,7 +224,7 @@ def scene_index(scenes, tmp_path_factory, test_encoder):
 
 
 def test_without_rerank_search_shows_the_refined_boxes_and_keeps_the_ranking(scene_index, test_encoder):
-    """With refine on and rerank 0, each result's boxes are refine_boxes of its picture near the
+    """With refine on and rerank 0, each result's boxes are search_boxes of its picture near the
     indexed boxes (the ones shown with refine off); ranks and scores do not move."""
     from harmosearch.search import Index
 
@@ -233,14 +234,14 @@ def test_without_rerank_search_shows_the_refined_boxes_and_keeps_the_ranking(sce
     plain = index.search("a red circle and a blue star", k=4, refine=False, settings=settings)
     refined = index.search("a red circle and a blue star", k=4, refine=True, settings=settings)
     assert [(r.path, r.score) for r in refined.results] == [(r.path, r.score) for r in plain.results]
-    lexemes = index._encode("a red circle and a blue star", None, (), False, True).lexeme_vectors
+    lexemes = encode_query(index.encoder, "a red circle and a blue star").lexeme_vectors
     lexemes = np.asarray(lexemes, dtype=np.float32)
     assert len(plain.results) == 4 and len(lexemes) == 2 and not refined.warnings
     scale, margin = config.search.refine_scale, config.search.box_margin
     for before, after in zip(plain.results, refined.results, strict=True):
         picture = index.picture(before.image_id)
         seeds = np.array([m.box for m in before.lexemes], np.float32)
-        boxes, _ = refine_boxes(test_encoder, [picture], np.zeros(2, np.int64), lexemes, seeds, scale, margin)
+        boxes, _ = search_boxes(test_encoder, [picture], np.zeros(2, np.int64), lexemes, seeds, scale, margin)
         assert np.allclose([m.box for m in after.lexemes], boxes, atol=1e-3)
         assert [m.score for m in after.lexemes] == [m.score for m in before.lexemes]
 
@@ -287,7 +288,7 @@ def reranked(index, encoder, plain, lexemes, s, unreadable=(), contrast=None, te
             where = np.zeros(len(lexemes), np.int64)
             picture = index.picture(result.image_id)
             if search:
-                boxes, scores = refine_boxes(
+                boxes, scores = search_boxes(
                     encoder, [picture], where, lexemes, boxes, s.refine_scale, s.box_margin, contrast
                 )
             image, width, height = picture
@@ -346,9 +347,9 @@ def test_rerank_orders_the_best_results_by_their_refined_scores(
         vocabulary=str(vocabulary),
     )
     plain = index.search(text, k=6, refine=False, settings=s).results
-    query = index._encode(text, None, (), False, True)
+    query = encode_query(index.encoder, text)
     lexemes = np.asarray(query.lexeme_vectors, dtype=np.float32)
-    contrast = index._contrast(query.lexeme_texts, lexemes, s)
+    contrast = index.vocabularies.contrast(query.lexeme_texts, lexemes, s.vocabulary, s.contrast)
     assert (contrast is not None) == rivals and query.lexeme_texts == ["red circle", "blue star"]
     broken = {"none": set(), "second": {plain[1].image_id}, "all": {r.image_id for r in plain}}[unreadable]
     expected = reranked(index, test_encoder, plain, lexemes, s, broken, contrast, query.lexeme_texts, boxes == "on")

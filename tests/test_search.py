@@ -6,7 +6,7 @@ import pytest
 from harmosearch.config import Config, SearchConfig, load_config
 from harmosearch.errors import IndexStoreError, QueryError
 from harmosearch.search import Index
-from harmosearch.search.fuse import fuse, penalty
+from harmosearch.search.fuse import fuse, negatives_term
 from harmosearch.store import IndexData, write_generation
 
 from .fakes import DIM, FakeEncoder, concept, unit
@@ -254,7 +254,7 @@ def test_fusion_formula():
     lex = np.array([[0.4, 0.6], [0.9, 0.9]])
     assert fuse(g, lex, 0.25) == pytest.approx([0.25 * 0.5 + 0.75 * 0.5, 0.25 * 0.2 + 0.75 * 0.9])
     assert fuse(g, np.zeros((2, 0)), 0.25) == pytest.approx(g)
-    assert penalty(np.array([[0.1, 0.3]]), np.array([[0.5, 0.1]]), 0.5) == pytest.approx([0.3])
+    assert negatives_term(np.array([[0.1, 0.3]]), np.array([[0.5, 0.1]]), 0.5) == pytest.approx([0.3])
 
 
 def test_exact_search_equals_faiss_flat_including_ties_and_padding():
@@ -378,10 +378,10 @@ FILTERS = [
 def test_filters_apply_before_ranking_so_k_results_come_back(tmp_path, monkeypatch, index_type, exact_subset):
     """Candidates limited to the single best global image and region: without filtering before
     ranking, a filter that leaves out the query's top matches would leave almost nothing."""
-    import harmosearch.search
+    import harmosearch.search.retrieve
 
     if not exact_subset:  # FAISS searches the allowed rows through an ID selector
-        monkeypatch.setattr(harmosearch.search, "EXACT_SUBSET_REGIONS", 0)
+        monkeypatch.setattr(harmosearch.search.retrieve, "EXACT_SUBSET_REGIONS", 0)
     scenes, data = dated_library()
     narrow = SearchConfig(global_candidates=1, region_candidates=1, box_margin=0.0, window_penalty=0.0)
     index = open_fake(tmp_path, index_type=index_type, search=narrow, data=data)

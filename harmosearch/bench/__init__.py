@@ -96,10 +96,30 @@ def append_record(path: Path, result: dict[str, Any], command: str) -> Path:
     """Append one bench result, with the command that made it, as a JSON line (the raw record
     behind a published figure)."""
     path = output_file(path, "--record")
-    record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "command": command, **result}
+    record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "command": command, **source_state(), **result}
     with path.open("a", encoding="utf-8") as f:
         f.write(json.dumps(record, default=str) + "\n")
     return path
+
+
+def source_state(root: Path | None = None) -> dict[str, Any]:
+    """The git commit of the code that made a record, and whether its tree was clean (no change
+    to tracked files, no untracked file outside .gitignore); both None outside a git checkout.
+    `root`: the checkout (default: the one this package runs from)."""
+    import subprocess
+
+    root = root or Path(__file__).resolve().parents[2]
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return done.stdout if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain") if commit else None
+    return {"commit": commit.strip() if commit else None, "clean": None if status is None else status == ""}
 
 
 def machine_info() -> dict[str, Any]:
@@ -116,4 +136,4 @@ def machine_info() -> dict[str, Any]:
     }
 
 
-__all__ = ["append_record", "default_tasks", "machine_info", "run_bench"]
+__all__ = ["append_record", "default_tasks", "machine_info", "run_bench", "source_state"]

@@ -21,7 +21,7 @@ from harmosearch.bench.vectors import (
     Progress,
     bench_vocabulary,
     encode_texts,
-    fused_scores,
+    fused_table,
     phrase_vectors,
     query_scores,
     text_contrast,
@@ -30,7 +30,6 @@ from harmosearch.config import Config
 from harmosearch.errors import DataError
 from harmosearch.search.box_search import as_seeds
 from harmosearch.search.contrast import Contrast, Vocabulary
-from harmosearch.search.fuse import fuse
 from harmosearch.search.score import best_regions
 
 # Rankings: the plain CLIP one, lexemes x regions without relations, and relation-aware (what
@@ -156,16 +155,18 @@ def _refined(
     texts: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """What `harmosearch query --refine` finds for lexemes[r] on image images[r] near the indexed
-    box seeds[r] (refine.py): (boxes [R, 4], their scores [R], the crop scores of those boxes
-    against texts[r] [R, D] (refine.crop_scores; zeros without texts), wall time per distinct
-    image); with a contrast (rows: the requests), the scores rank as a query's reordering ranks.
-    Where search.searches_boxes keeps the indexed boxes, they are the boxes (a NaN seed: an
-    empty one) and the scores are zeros. Pictures are decoded as a query decodes them; each is
-    encoded once for all its requests."""
+    box seeds[r] (search.rerank.look_again): (boxes [R, 4], their scores [R], the crop scores of
+    those boxes against texts[r] [R, D] (zeros without texts), wall time per distinct image);
+    with a contrast (rows: the requests), the scores rank as a query's reordering ranks. Where
+    search.searches_boxes keeps the indexed boxes, they are the boxes (a NaN seed: an empty one)
+    and the scores are zeros. Pictures are decoded as a query decodes them; each is encoded once
+    for all its requests."""
     from harmosearch.media.formats import open_still
-    from harmosearch.search.box_search import crop_scores, decode_side, refine_boxes
+    from harmosearch.search.box_search import decode_side
+    from harmosearch.search.rerank import look_again
 
     s = run.config.search
+    searching = s.searches_boxes(run.config.regions.detail)
     started = time.perf_counter()
     distinct, image_of = np.unique(images, return_inverse=True)
     boxes, scores = np.zeros((len(images), 4), np.float32), np.zeros(len(images), np.float32)
@@ -177,21 +178,17 @@ def _refined(
             for i in distinct[first : first + chunk]
         ]
         wanted = np.flatnonzero((image_of >= first) & (image_of < first + chunk))
-        if s.searches_boxes(run.config.regions.detail):
-            boxes[wanted], scores[wanted] = refine_boxes(
-                run.encoder,
-                pictures,
-                image_of[wanted] - first,
-                lexemes[wanted],
-                seeds[wanted],
-                s.refine_scale,
-                s.box_margin,
-                None if contrast is None else contrast.columns(wanted),
-            )
-        else:
-            boxes[wanted] = np.nan_to_num(seeds[wanted])
-        if texts is not None:
-            crops[wanted] = crop_scores(run.encoder, pictures, image_of[wanted] - first, boxes[wanted], texts[wanted])
+        boxes[wanted], scores[wanted], crops[wanted] = look_again(
+            run.encoder,
+            pictures,
+            image_of[wanted] - first,
+            lexemes[wanted],
+            seeds[wanted],
+            s,
+            searching,
+            None if contrast is None else contrast.columns(wanted),
+            None if texts is None else texts[wanted],
+        )
     return boxes, scores, crops, (time.perf_counter() - started) / max(len(distinct), 1)
 
 
@@ -200,8 +197,11 @@ def _heads(
 ) -> tuple[np.ndarray, list[np.ndarray], float | None]:
     """Per text, the first `depth` images of its fused ranking [T, depth] and the boxes shown
     there for each of its m lexemes ([depth, m, 4] per text): the indexed ones, or with
-    search.refine the refined ones, the images reordered as Index.search reorders them when
-    search.rerank is set (fused ranking, relations aside). Also the refinement's seconds per image."""
+    search.refine the refined ones, the images reordered as a query's rerank stage reorders them
+    when search.rerank is set (fused ranking, relations aside). Also the refinement's seconds
+    per image."""
+    from harmosearch.search.rerank import reordered_scores
+
     s, regions = run.config.search, run.images.regions
     depth = min(depth, fused.shape[1])
     heads = np.stack([np.lexsort((np.arange(len(row)), -row))[:depth] for row in fused])
@@ -225,10 +225,13 @@ def _heads(
         count = depth * len(own[t])
         boxes[t] = refined[at : at + count].reshape(depth, len(own[t]), 4)
         if s.rerank and len(own[t]):
-            if s.crop_weight:
-                new = fused[t, heads[t]] + s.crop_weight * crops[at : at + count].reshape(depth, -1).mean(1)
-            else:
-                new = fuse(g[t, heads[t]], scores[at : at + count].reshape(depth, -1), s.refine_alpha)
+            new = reordered_scores(
+                s,
+                fused[t, heads[t]],
+                g[t, heads[t]],
+                scores[at : at + count].reshape(depth, -1),
+                crops[at : at + count].reshape(depth, -1).mean(1),
+            )
             order = np.lexsort((heads[t], -new))
             heads[t], boxes[t] = heads[t][order], boxes[t][order]
         at += count
@@ -251,7 +254,7 @@ def search(run: Run, k: int = 5) -> dict[str, Any]:
     texts = encode_texts(run.encoder, phrases, images.global_vectors.shape[1])
     g = texts.global_vectors @ images.global_vectors.T
     contrast = text_contrast(texts, s, run.vocabulary)
-    fused, rows = fused_scores(g, texts.lexemes, texts.owners, images, s, contrast)
+    fused, rows = fused_table(g, texts.lexemes, texts.owners, images, s, contrast)
     heads, boxes, seconds = _heads(run, g, fused, rows, texts, max(k, s.rerank) if s.refine and s.rerank else k)
     precision, hits, boxed = [], [], []
     for p, phrase in enumerate(phrases):

@@ -22,8 +22,9 @@ from harmosearch.bench.datasets import BenchSet
 from harmosearch.config import Config, SearchConfig
 from harmosearch.errors import DataError
 from harmosearch.search.contrast import Contrast, Vocabulary, load_vocabulary
-from harmosearch.search.fuse import fuse
-from harmosearch.search.score import RegionTable, best_regions, match_regions
+from harmosearch.search.fuse import fuse, fused_scores
+from harmosearch.search.query import Query
+from harmosearch.search.score import RegionTable, best_regions, score_candidates
 
 PROMPTS = ("a photo of a {}.", "a {}.", "a picture of a {}.", "an image of a {}.", "a photo of the {}.")
 Progress = Callable[[str, int, int], None]
@@ -138,7 +139,7 @@ def encode_texts(encoder: Any, texts: list[str], dim: int, progress: Progress | 
     )
 
 
-def fused_scores(
+def fused_table(
     global_scores: np.ndarray,
     lexemes: np.ndarray,
     owners: np.ndarray,
@@ -177,31 +178,26 @@ def query_scores(
         g = texts.global_vectors @ images.global_vectors.T
         if mode == "global":
             return g
-        return fused_scores(g, texts.lexemes, texts.owners, images, settings, contrast)[0]
+        return fused_table(g, texts.lexemes, texts.owners, images, settings, contrast)[0]
     n = len(texts.global_vectors)
     every = np.arange(images.regions.n_images)
     columns = np.asarray(subset) if subset is not None else np.broadcast_to(every, (n, len(every)))
-    weight = settings.relation_weight if mode == "relations" else 0.0
+    s = replace(settings, relation_weight=settings.relation_weight if mode == "relations" else 0.0)
     out = np.empty(columns.shape, np.float32)
     for t in range(n):
-        cols = columns[t]
-        g = images.global_vectors[cols] @ texts.global_vectors[t]
-        lexemes = texts.lexemes[texts.owners == t]
-        if mode == "global" or len(lexemes) == 0:
-            out[t] = g
-            continue
-        relations = texts.relations[t] if weight else []
-        match = match_regions(
-            images.regions,
-            cols,
-            lexemes,
-            relations,
-            settings.box_margin,
-            weight,
-            settings.relation_candidates,
-            None if contrast is None else contrast.columns(texts.owners == t),
+        own = texts.owners == t
+        query = Query(
+            text="",
+            global_vector=texts.global_vectors[t],
+            lexeme_texts=[text for text, mine in zip(texts.lexeme_texts, own, strict=True) if mine],
+            lexeme_vectors=texts.lexemes[own] if mode != "global" else texts.lexemes[:0],
+            relations=texts.relations[t] if s.relation_weight else [],
+            negative_global=texts.lexemes[:0],
+            negative_regions=texts.lexemes[:0],
         )
-        out[t] = fuse(g, match.scores, settings.alpha_for(len(lexemes)), match.relation_scores, weight)
+        rivals = None if contrast is None or mode == "global" else contrast.columns(own)
+        scored = score_candidates(images.regions, images.regions, images.global_vectors, columns[t], query, s, rivals)
+        out[t] = fused_scores(scored, s)
     return out
 
 

@@ -1,4 +1,4 @@
-"""Boxes that fit: the box shown for a lexeme, searched again on the result's dense maps.
+"""Box search: the box shown for a lexeme, searched again on the result's dense maps.
 
 The indexed regions rank images, but the box of the best region is often a slice of the object
 (a piece of a ring), a window around it, or, for a small object, no fit at all: the smallest
@@ -10,13 +10,6 @@ Boxes narrower than FINE_BELOW cells of the model's own grid are pooled from the
 where a small object spans as many patches as the objects the model was trained on; wider ones
 from the model's own map, where large objects do. The box shown is the largest scoring within
 `margin` of the best, as for indexed regions (scoring.best_regions).
-
-Reordering (search.rerank) also looks at each box on its own: the square around it, a CROP_MARGIN
-wider than its longer side, is cut out of the picture and encoded as a whole image, and its
-global vector is compared with the lexeme's text embedded as a caption (`crop_scores`). A dense
-map pools the box from features that also saw its surroundings; the crop shows the model the
-object alone, as large as its input allows, which tells shapes of one colour apart better
-(measured on the validation scenes, README, Small objects).
 
 A lexeme's similarity to single patches does not find the object: measured on the validation
 scenes, the patch with the highest similarity lies on the object for circles, squares and rings,
@@ -44,7 +37,6 @@ if TYPE_CHECKING:
 RATIO = 1.19  # successive box sides
 FINE_BELOW = 3.0  # boxes narrower than this many cells of the model's own grid use the fine map
 SMALLEST = 2.0  # the smallest side, in cells of the finest map searched
-CROP_MARGIN = 0.2  # a crop's side: the box's longer side and this share more (chosen on validation: crop_margin.py)
 
 
 @dataclass(frozen=True)
@@ -192,7 +184,7 @@ def best_boxes(
 
 
 def as_seeds(boxes: np.ndarray) -> np.ndarray:
-    """Indexed boxes [N, 4] as the seeds refine_boxes takes: an empty box (an image without
+    """Indexed boxes [N, 4] as the seeds search_boxes takes: an empty box (an image without
     regions) is no seed (NaN), so the box is searched anywhere."""
     seeds = np.array(boxes, dtype=np.float32).reshape(-1, 4)
     seeds[(seeds[:, 2] <= seeds[:, 0]) | (seeds[:, 3] <= seeds[:, 1])] = np.nan
@@ -205,7 +197,7 @@ def decode_side(encoder: Any, scale: float) -> int:
     return math.ceil(encoder.image_size * scale)
 
 
-def refine_boxes(
+def search_boxes(
     encoder: Any,
     images: Sequence[tuple[Any, int, int]],
     image_of: np.ndarray,
@@ -257,43 +249,3 @@ def refine_boxes(
             out_boxes[wanted] = from_grid(boxes, width, height, (1, 1), size, resize).numpy()
             out_scores[wanted] = scores.numpy()
     return out_boxes, out_scores
-
-
-def crop_square(box: Sequence[float], scale_x: float, scale_y: float, margin: float) -> tuple[int, ...]:
-    """The square crop around `box` (pixels of the original image), `margin` wider than its
-    longer side and centred on it, in pixels of a picture decoded at (scale_x, scale_y) of the
-    original; it may reach past the picture's edges (cut out as black)."""
-    x0, y0, x1, y1 = (float(v) for v in box)
-    side = max(x1 - x0, y1 - y0) * (1 + margin)
-    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-    left, top = (cx - side / 2) * scale_x, (cy - side / 2) * scale_y
-    return (
-        round(left),
-        round(top),
-        max(round(left + side * scale_x), round(left) + 1),
-        max(round(top + side * scale_y), round(top) + 1),
-    )
-
-
-def crop_scores(
-    encoder: Any,
-    images: Sequence[tuple[Any, int, int]],
-    image_of: np.ndarray,
-    boxes: np.ndarray,
-    texts: np.ndarray,
-) -> np.ndarray:
-    """How well each box looks like its text on its own: the cosine between the global vector of
-    the square crop around boxes[r] [R, 4] (pixels of the original image image_of[r] of `images`,
-    as refine_boxes takes them) and texts[r] [R, D] (normalised caption vectors). Crops are encoded
-    in batches of the encoder's batch size. Returns [R] float32."""
-    out = np.zeros(len(image_of), np.float32)
-    batch = encoder.config.batch_size
-    for start in range(0, len(image_of), batch):
-        crops = []
-        for r in range(start, min(start + batch, len(image_of))):
-            image, width, height = images[int(image_of[r])]
-            square = crop_square(boxes[r], image.width / width, image.height / height, CROP_MARGIN)
-            crops.append(image.crop(square))
-        vectors = encoder.encode_images(crops)[0].numpy()
-        out[start : start + len(crops)] = (vectors * np.asarray(texts[start : start + len(crops)])).sum(1)
-    return out

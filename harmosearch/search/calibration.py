@@ -35,11 +35,12 @@ from typing import Any
 import numpy as np
 
 from harmosearch.errors import DataError
+from harmosearch.search.fuse import fuse
+from harmosearch.search.score import best_region_scores
 
 CALIBRATION_VERSION = 1  # of the method and the bank: a stored calibration of another version is stale
 CONFIDENT_QUANTILE = 0.92
 ALPHAS: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(11))
-REGION_BLOCK = 1 << 16  # regions scored at a time, to bound memory
 
 NULL_QUERIES: tuple[str, ...] = (
     "a dog",
@@ -248,11 +249,28 @@ def best_fused(
     alphas: Sequence[float],
 ) -> np.ndarray:
     """[queries, alphas]: each query's highest fused score over all images."""
-    global_scores, region_scores = score_parts(global_vectors, region_vectors, region_start, texts, lexemes)
+    parts = score_parts(global_vectors, region_vectors, region_start, texts, lexemes)
     out = np.empty((len(texts), len(alphas)), dtype=np.float64)
     for a, alpha in enumerate(alphas):
-        out[:, a] = fuse_parts(global_scores, region_scores, alpha).max(axis=0)
+        out[:, a] = parts.fused(alpha).max(axis=0)
     return out
+
+
+@dataclass(frozen=True)
+class ScoreParts:
+    """Every image's score parts for a batch of queries."""
+
+    global_scores: np.ndarray  # [n, Q] each query's global vector against each image's
+    lexeme_scores: np.ndarray  # [n, L] each lexeme's best region in each image (-1 without regions)
+    owners: list[slice]  # the lexemes (columns of lexeme_scores) of each query
+
+    def fused(self, alpha: float) -> np.ndarray:
+        """[n, Q]: each image's score for each query at alpha, as a query fuses it (fuse.fuse);
+        a query without lexemes scores its global score."""
+        return np.stack(
+            [fuse(self.global_scores[:, q], self.lexeme_scores[:, own], alpha) for q, own in enumerate(self.owners)],
+            axis=1,
+        ).reshape(len(self.global_scores), len(self.owners))
 
 
 def score_parts(
@@ -261,49 +279,22 @@ def score_parts(
     region_start: np.ndarray,
     texts: np.ndarray,
     lexemes: Sequence[np.ndarray],
-) -> tuple[np.ndarray, np.ndarray]:
-    """([n, Q] global scores, [n, Q] mean over each query's lexemes of the image's best region
-    score, NaN for a query without lexemes; an image without regions scores -1 per lexeme, as
-    in search)."""
+) -> ScoreParts:
+    """The score parts of queries with global vectors `texts` [Q, D] and lexemes [L_q, D] each,
+    on every image: global_vectors [n, D]; region_vectors [R, D] with image i's regions at rows
+    region_start[i]:region_start[i + 1]."""
     global_scores = np.asarray(global_vectors, dtype=np.float32) @ np.asarray(texts, dtype=np.float32).T
     dim = np.asarray(texts).shape[1]
-    flat = np.concatenate(
-        [np.zeros((0, dim), np.float32)] + [np.asarray(lex, np.float32).reshape(-1, dim) for lex in lexemes]
-    )
-    per_lexeme = best_region_scores(region_vectors, region_start, flat)
-    region_scores = np.full(global_scores.shape, np.nan, dtype=np.float32)
-    offset = 0
-    for q, own in enumerate(lexemes):
-        if len(own):
-            region_scores[:, q] = per_lexeme[:, offset : offset + len(own)].mean(axis=1)
-        offset += len(own)
-    return global_scores, region_scores
+    own = [np.asarray(lex, np.float32).reshape(-1, dim) for lex in lexemes]
+    flat = np.concatenate([np.zeros((0, dim), np.float32), *own])
+    ends = np.cumsum([len(lex) for lex in own], dtype=np.int64)
+    owners = [slice(int(end - len(lex)), int(end)) for end, lex in zip(ends, own, strict=True)]
+    return ScoreParts(global_scores, best_region_scores(region_vectors, region_start, flat), owners)
 
 
-def fuse_parts(global_scores: np.ndarray, region_scores: np.ndarray, alpha: float) -> np.ndarray:
-    """fusion.fuse over [n, Q] arrays: a query without lexemes (NaN) scores its global score."""
-    fused = alpha * global_scores + (1 - alpha) * region_scores
-    return np.where(np.isnan(region_scores), global_scores, fused)
-
-
-def best_region_scores(region_vectors: np.ndarray, region_start: np.ndarray, lexemes: np.ndarray) -> np.ndarray:
-    """[n_images, L]: per image and lexeme, the best cosine over the image's regions (-1 without
-    regions). Regions are scored in image-aligned blocks of about REGION_BLOCK rows."""
-    region_start = np.asarray(region_start, dtype=np.int64)
-    n = len(region_start) - 1
-    best = np.full((n, len(lexemes)), -1.0, dtype=np.float32)
-    if len(lexemes) == 0 or region_start[-1] == 0:
-        return best
-    first = 0
-    while first < n:
-        # the images whose regions fit in one block (at least one image)
-        last = int(np.searchsorted(region_start, region_start[first] + REGION_BLOCK, side="right")) - 1
-        last = min(max(last, first + 1), n)
-        lo, hi = int(region_start[first]), int(region_start[last])
-        if hi > lo:
-            sims = np.asarray(region_vectors[lo:hi], dtype=np.float32) @ lexemes.T
-            starts = region_start[first:last] - lo
-            has = region_start[first + 1 : last + 1] > region_start[first:last]
-            best[first:last][has] = np.maximum.reduceat(sims, starts[has], axis=0)
-        first = last
-    return best
+def stored_calibration(manifest: dict[str, Any]) -> Calibration | None:
+    """The index's calibration, or None when it has none of the current version."""
+    stored = manifest.get("calibration")
+    if not stored or stored.get("version") != CALIBRATION_VERSION:
+        return None
+    return Calibration.from_dict(stored)

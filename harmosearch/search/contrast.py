@@ -39,6 +39,7 @@ MAX_RIVALS = 64  # each lexeme weighed against at most this many (its nearest) p
 MAX_FILE_BYTES = 1 << 20
 MAX_TEMPERATURE = 100.0
 CHUNK_ROWS = 16_384  # regions weighed at once
+KEPT_VOCABULARIES = 8  # embedded vocabularies an index keeps (per setting of search.vocabulary)
 _WORD = re.compile(r"[^\W_]+(?:['-][^\W_]+)*")
 
 
@@ -167,6 +168,40 @@ def load_vocabulary(encoder: Any, setting: str) -> Vocabulary | None:
     """search.vocabulary embedded by `encoder` (None when it names no phrases)."""
     phrases = vocabulary_phrases(setting, encoder.vocabulary)
     return embed_vocabulary(encoder, phrases) if phrases else None
+
+
+class Vocabularies:
+    """The vocabularies one encoder has embedded, once per setting of search.vocabulary (a file:
+    again when it changes), so that a query pays for its rivals, not for embedding them."""
+
+    def __init__(self, encoder: Any) -> None:
+        self.encoder = encoder
+        self._kept: dict[tuple[str, tuple[int, int] | None], Vocabulary | None] = {}
+
+    def contrast(self, texts: Sequence[str], vectors: np.ndarray, setting: str, weight: float) -> Contrast | None:
+        """The rivals of lexemes `texts` [L] with `vectors` [L, D] in the vocabulary `setting`
+        names, at `weight` (None when the weight is 0, there are no lexemes or no phrases)."""
+        if weight == 0 or not len(texts):
+            return None
+        key = (setting, _file_signature(setting))
+        if key not in self._kept:
+            if len(self._kept) >= KEPT_VOCABULARIES:
+                self._kept.clear()
+            self._kept[key] = load_vocabulary(self.encoder, setting)
+        vocabulary = self._kept[key]
+        return None if vocabulary is None else vocabulary.for_lexemes(texts, vectors, weight)
+
+
+def _file_signature(setting: str) -> tuple[int, int] | None:
+    """(mtime, size) of a vocabulary file, None for "auto", "none" or a file that is not there
+    (reading it then says why)."""
+    if setting in ("auto", "none"):
+        return None
+    try:
+        stat = Path(setting).expanduser().stat()
+    except OSError:
+        return None
+    return stat.st_mtime_ns, stat.st_size
 
 
 def training_vocabulary(names: Sequence[str], limit: int = MAX_ENTRIES) -> list[str]:

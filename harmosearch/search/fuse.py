@@ -24,7 +24,13 @@ its best-region similarity) and subtracted:
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    from harmosearch.config import SearchConfig
+    from harmosearch.search.score import Scored
 
 
 def fuse(
@@ -46,10 +52,29 @@ def fuse(
     return alpha * global_scores + (1 - alpha) * regions / m
 
 
-def penalty(negative_global: np.ndarray, negative_region: np.ndarray, alpha: float) -> np.ndarray:
+def negatives_term(negative_global: np.ndarray, negative_region: np.ndarray, alpha: float) -> np.ndarray:
     """negative_global, negative_region [C, n] for n --not phrases -> the amount to subtract [C]."""
     negative_global = np.asarray(negative_global, dtype=np.float32)
     if negative_global.size == 0:
         return np.zeros(negative_global.shape[0], dtype=np.float32)
     combined = alpha * negative_global + (1 - alpha) * np.asarray(negative_region, dtype=np.float32)
     return combined.max(axis=1)
+
+
+def fused_scores(scored: Scored, settings: SearchConfig) -> np.ndarray:
+    """The score that ranks each candidate [C]: the formula above at the query's alpha
+    (settings.alpha_for its lexeme count), less its --not phrases."""
+    alpha = settings.alpha_for(scored.n_lexemes)
+    fused = fuse(
+        scored.global_scores, scored.match.scores, alpha, scored.match.relation_scores, settings.relation_weight
+    )
+    return fused - negatives_term(scored.negative_global, scored.negative_regions, alpha)
+
+
+def plain_fused_scores(scored: Scored, settings: SearchConfig) -> np.ndarray:
+    """The score an index's calibration measures [C]: the plain lexeme scores (no window
+    penalty, no rivals), no relation term, less the --not phrases; a query without lexemes
+    scores its global score."""
+    alpha = settings.alpha_for(scored.n_lexemes)
+    plain = fuse(scored.global_scores, scored.match.plain_scores, alpha)
+    return plain - negatives_term(scored.negative_global, scored.negative_regions, alpha)

@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
+    from harmosearch.config import SearchConfig
     from harmosearch.search.contrast import Contrast
+    from harmosearch.search.query import Query
 
 BLOCK_ROWS = 65_536  # region rows scored at once
 BLOCK_LEXEMES = 512
@@ -54,6 +56,22 @@ class RegionTable:
         boxes = np.zeros((*rows.shape, 4), np.float32)
         boxes[rows >= 0] = self.boxes[rows[rows >= 0]]
         return boxes
+
+
+class PenalisedTable:
+    """A region table with the window penalty a query asks for: the last one is kept, in one
+    tuple, so that threads serving queries never see a table with another's penalty."""
+
+    def __init__(self, plain: RegionTable, window_penalty: float) -> None:
+        self.plain = plain
+        self._last = (window_penalty, plain.penalising_windows(window_penalty))
+
+    def at(self, window_penalty: float) -> RegionTable:
+        penalty, table = self._last
+        if penalty != window_penalty:
+            table = self.plain.penalising_windows(window_penalty)
+            self._last = (window_penalty, table)
+        return table
 
 
 def best_regions(
@@ -138,6 +156,29 @@ def _reduce(sims: np.ndarray, offsets: np.ndarray, areas: np.ndarray, margin: fl
     position = np.arange(len(sims))[:, None]
     first = np.where(masked == np.repeat(largest, sizes, axis=0), position, len(sims))
     return best, np.minimum.reduceat(first, offsets, axis=0)
+
+
+def best_region_scores(region_vectors: np.ndarray, region_start: np.ndarray, lexemes: np.ndarray) -> np.ndarray:
+    """[n_images, L]: per image and lexeme, the best cosine over the image's regions (-1 without
+    regions). Regions are scored in image-aligned blocks of about BLOCK_ROWS rows."""
+    region_start = np.asarray(region_start, dtype=np.int64)
+    n = len(region_start) - 1
+    best = np.full((n, len(lexemes)), -1.0, dtype=np.float32)
+    if len(lexemes) == 0 or region_start[-1] == 0:
+        return best
+    first = 0
+    while first < n:
+        # the images whose regions fit in one block (at least one image)
+        last = int(np.searchsorted(region_start, region_start[first] + BLOCK_ROWS, side="right")) - 1
+        last = min(max(last, first + 1), n)
+        lo, hi = int(region_start[first]), int(region_start[last])
+        if hi > lo:
+            sims = np.asarray(region_vectors[lo:hi], dtype=np.float32) @ lexemes.T
+            starts = region_start[first:last] - lo
+            has = region_start[first + 1 : last + 1] > region_start[first:last]
+            best[first:last][has] = np.maximum.reduceat(sims, starts[has], axis=0)
+        first = last
+    return best
 
 
 def top_regions(
@@ -256,3 +297,50 @@ def match_regions(
         chosen_vectors = np.asarray(table.vectors[np.maximum(rows[:, related], 0)], dtype=np.float32)  # [C, l, D]
         plain[:, related] = np.where(found, np.einsum("cld,ld->cl", chosen_vectors, lexemes[related]), -1.0)
     return RegionMatch(scores, rows, np.nan_to_num(chosen.relation_scores, nan=0.0).astype(np.float32), plain)
+
+
+@dataclass(frozen=True)
+class Scored:
+    """The parts of every candidate's score, before fusion (`fuse.fused_scores`)."""
+
+    candidates: np.ndarray  # [C] image ids
+    global_scores: np.ndarray  # [C] the query's global vector against each image's
+    match: RegionMatch  # the region chosen for each lexeme, and the relations' scores
+    negative_global: np.ndarray  # [C, N] each --not phrase against the image
+    negative_regions: np.ndarray  # [C, N] and against its best region
+    contrast: Contrast | None = None  # the lexemes' rivals, which weighed `match.scores`
+
+    @property
+    def n_lexemes(self) -> int:
+        return self.match.scores.shape[1]
+
+
+def score_candidates(
+    plain: RegionTable,
+    ranking: RegionTable,
+    global_vectors: np.ndarray,
+    candidates: np.ndarray,
+    query: Query,
+    settings: SearchConfig,
+    contrast: Contrast | None = None,
+) -> Scored:
+    """Score the candidates for the query from the stored vectors: the global vectors, the
+    regions chosen for its lexemes in `ranking` (the table with the window penalty), and its
+    --not phrases against the `plain` table (negatives know no window penalty)."""
+    global_scores = np.asarray(global_vectors[candidates], dtype=np.float32) @ query.global_vector
+    match = match_regions(
+        ranking,
+        candidates,
+        query.lexeme_vectors,
+        query.relations,
+        settings.box_margin,
+        settings.relation_weight,
+        settings.relation_candidates,
+        contrast,
+    )
+    negative_global = np.zeros((len(candidates), 0), np.float32)
+    negative_regions = negative_global
+    if len(query.negative_global):
+        negative_global = np.asarray(global_vectors[candidates], dtype=np.float32) @ query.negative_global.T
+        negative_regions, _ = best_regions(plain, candidates, query.negative_regions, 0.0)
+    return Scored(candidates, global_scores, match, negative_global, negative_regions, contrast)
