@@ -33,10 +33,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import typer
 from hypothesis import HealthCheck, Phase, event, given, settings
 from hypothesis import strategies as st
 
 from harmosearch import cli
+from harmosearch.cli.core import line
 from harmosearch.config import ENVIRONMENT, SynthConfig, load_config
 from harmosearch.indexing import build_index
 from harmosearch.synth import generate
@@ -157,7 +159,7 @@ def names_in(args: list[str]) -> set[str]:
     or at a folder the environment names (where indexes are looked for without --index)."""
     names = {os.environ[name] for name in ENVIRONMENT if name in os.environ}
     for arg in (a for a in args if a not in COMMANDS):  # "index" would match most messages
-        names |= {cli.line(arg), repr(arg)} if len(arg) > 1 else {repr(arg)}
+        names |= {line(arg), repr(arg)} if len(arg) > 1 else {repr(arg)}
         if not arg.strip():
             names |= {"empty", "blank"}  # "empty query; give some text or --image PATH"
         names |= set(WORDS.get(arg, ()))
@@ -577,7 +579,7 @@ def test_a_folder_that_cannot_be_written(world):
 
 def test_every_option_of_every_command_is_fuzzed():
     """A new option or argument must get a menu in MENUS; --debug stays out (it shows tracebacks)."""
-    group = cli.typer.main.get_command(cli.app)
+    group = typer.main.get_command(cli.app)
     assert {p.opts[0] for p in group.params if p.opts[0] != "--help"} == {"--config", "--debug"}
     assert set(group.commands) - NOT_FUZZED == set(MENUS)
     for name, command in group.commands.items():

@@ -444,7 +444,7 @@ def run_cli(*args, env=None):
 
 
 def test_many_files_skipped_for_one_reason_share_a_line(capsys):
-    from harmosearch.cli import _print_skipped
+    from harmosearch.cli.index import _print_skipped
 
     no_pyav = "videos need PyAV; install harmosearch[video]"
     _print_skipped([(f"v{i}.mp4", no_pyav) for i in range(5)] + [("a.jpg", "cannot decode image: truncated")])

@@ -1,0 +1,80 @@
+"""harmosearch info: what an index holds, and with --verify whether its files are intact."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.text import Text
+
+from harmosearch.cli.core import err, line, out, plural, resolve
+from harmosearch.cli.options import IndexArgument, JsonOption
+
+
+def info(
+    ctx: typer.Context,
+    index_path: IndexArgument = None,
+    verify: Annotated[bool, typer.Option("--verify", help="Check checksums and row alignment of every file.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Show what an index holds: counts, model, configuration, size on disk."""
+    import json
+
+    from harmosearch.indexes import latest_index
+    from harmosearch.store import describe
+    from harmosearch.store import verify as verify_index
+
+    config = resolve(ctx)  # a bad --config is reported even when the index is named
+    path = index_path or latest_index(config.paths.indexes_dir)
+    facts = describe(path)
+    problems = verify_index(path) if verify else []
+    if as_json:
+        print(json.dumps({**facts, **({"problems": problems} if verify else {})}, default=list))
+    else:
+        _print_info(facts)
+    if not facts["photos_found"]:
+        err.print(
+            line(
+                f"warning: the photo folder {facts['photos']} no longer exists; if it moved, run: "
+                f"harmosearch index NEW_PLACE --index {path}"
+            ),
+            highlight=False,
+        )
+    for problem in problems:
+        err.print(Text.assemble(("problem:", "bold red"), " ", line(problem)))
+    if problems:
+        raise typer.Exit(2)
+    if verify and not as_json:
+        out.print("verify: every file matches its checksum and all tables are row-aligned")
+
+
+def _print_info(facts: dict[str, Any]) -> None:
+    import json
+
+    from rich.table import Table
+
+    table = Table(title=f"index {facts['index']}", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    frames = f", {facts['frames']} of them frames of {plural(facts['videos'], 'video')}" if facts["videos"] else ""
+    rows = [
+        ("photos", facts["photos"]),
+        ("images", f"{facts['images']}{frames}"),
+        ("regions", str(facts["regions"])),
+        (
+            "model",
+            f"{facts['model']} (weights {facts['weights']}, dim {facts['embed_dim']}, "
+            f"{facts['image_size']} px, grid {tuple(facts['grid'])})",
+        ),
+        ("faiss", f"global {facts['faiss']['global']}, regions {facts['faiss']['regions']}"),
+        ("created", facts["created"]),
+        ("updated", facts["updated"]),
+        ("generation", str(facts["generation"])),
+        ("calibrated", "yes" if facts["calibrated"] else "no (update the index to compute it)"),
+        ("size on disk", f"{facts['bytes'] / 1e6:.2f} MB"),
+        ("last update", ", ".join(f"{k} {v}" for k, v in facts["last_update"].items())),
+        ("config", json.dumps(facts["config"], default=list)),
+    ]
+    for key, value in rows:
+        table.add_row(key, value)
+    out.print(table)
