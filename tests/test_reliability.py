@@ -323,12 +323,12 @@ def test_full_disk_leaves_the_previous_index(tmp_path, scenes, test_encoder, mon
     shutil.copytree(scenes / "images", photos)
     build_index(photos, tmp_path / "idx", CONFIG, encoder=test_encoder)
     Image.new("RGB", (40, 40)).save(photos / "added.png")
-    import harmosearch.store as store
+    from harmosearch.store import writer
 
     def no_space(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(store, "_save_npy", no_space)
+    monkeypatch.setattr(writer, "_save_npy", no_space)
     with pytest.raises(OSError, match="No space"):
         build_index(photos, tmp_path / "idx", CONFIG, encoder=test_encoder)
     monkeypatch.undo()
