@@ -165,8 +165,10 @@ def test_old_schema_and_damaged_files_are_reported(tmp_path, scenes, test_encode
 
 def run_index(photos, index, *extra, env=None, chunk=None):
     """`harmosearch index` in a child process; `chunk`: stage encoded images every `chunk` images
-    instead of every indexing.CHUNK, so that an interrupted run leaves staged work sooner."""
-    staging = f"import harmosearch.indexing as i; i.CHUNK = {chunk}; from harmosearch.cli import main; main()"
+    instead of every engines.local.CHUNK, so that an interrupted run leaves staged work sooner."""
+    staging = (
+        f"import harmosearch.indexing.engines.local as i; i.CHUNK = {chunk}; from harmosearch.cli import main; main()"
+    )
     return subprocess.Popen(
         [
             sys.executable,
