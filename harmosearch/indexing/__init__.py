@@ -12,7 +12,8 @@ unless the caller set them (then the index must be rebuilt).
 
 The rooms: `plan` (what changed since the last generation), `engines` (who encodes: `local` or
 `ray`, both through `encode`), `assemble` (the new generation from old rows and staged chunks),
-`boxes` (user boxes), `report` and `build` (`build_index`, which runs them in turn).
+`boxes` (user boxes), `report` (what a run did) and `build` (`build_index`, which runs them in
+turn).
 """
 
 from harmosearch.indexing.boxes import load_user_boxes

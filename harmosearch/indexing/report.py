@@ -8,6 +8,8 @@ from pathlib import Path
 
 @dataclass
 class IndexReport:
+    """What one `build_index` run did, counted as it goes; `harmosearch index` prints it."""
+
     index: Path
     images: int = 0
     regions: int = 0
