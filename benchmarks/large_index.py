@@ -1,4 +1,4 @@
-"""Region search at 10M vectors: memory per vector, latency and recall@10 after exact refinement.
+"""Region search at 10M vectors: memory per vector, latency and recall@10 after exact rescoring.
 
     python benchmarks/large_index.py [--n 10000000] [--dim 128] [--queries 200] [--threads 2]
                                      [--nprobe 16,32,64] [--candidates 200] [--shards 0] [--workdir DIR]
@@ -10,11 +10,11 @@ all in RAM), computes the exact top 10 of each query by streaming the file, then
 index harmosearch's policy picks for that size (`store.choose_index_type`; `--index-type` for
 another) with `store.build_shards`, writes it and opens it as an index is opened (memory-mapped
 above 256 MB). Each query asks FAISS for `--candidates` ids and rescores them exactly from the
-float16 file (`store.refine`); with `--faiss-gpu` the FAISS search runs on copies of the index on
+float16 file (`store.rescore_exact`); with `--faiss-gpu` the FAISS search runs on copies of the index on
 the GPUs (`store.to_gpus`, as search.faiss_gpu = "replicate"; the build uses them whenever faiss
-has GPUs) and refinement stays on the CPU. Reported: build time, bytes per vector of the FAISS file and the
+has GPUs) and the rescoring stays on the CPU. Reported: build time, bytes per vector of the FAISS file and the
 resident memory the opened index adds, p50/p95 latency per query (one query at a time, search
-plus refinement) and recall@10 against exact search, for each nprobe. A memory-mapped index
+plus rescoring) and recall@10 against exact search, for each nprobe. A memory-mapped index
 adds little heap; its lists are read from the page cache as probed, like the float16 vectors. Appends to
 benchmarks/results/large_index.jsonl.
 """
@@ -34,7 +34,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import append_result
 
-from harmosearch.store import build_shards, choose_index_type, open_faiss, refine, search_vectors, to_gpus, tune
+from harmosearch.store import build_shards, choose_index_type, open_faiss, rescore_exact, search_vectors, to_gpus, tune
 
 CHUNK = 500_000
 
@@ -90,7 +90,7 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--nprobe", default="16,32,64")
-    parser.add_argument("--candidates", type=int, default=200, help="ids FAISS returns per query for refinement")
+    parser.add_argument("--candidates", type=int, default=200, help="ids FAISS returns per query for exact rescoring")
     parser.add_argument("--index-type", default="auto")
     parser.add_argument("--shards", type=int, default=0, help="build the index as this many shards (0: one)")
     parser.add_argument(
@@ -134,12 +134,12 @@ def main() -> None:
         tune(index, nprobe, 64)
         searched = to_gpus(index, shard=False) if args.faiss_gpu else index  # a copy takes the CPU's nprobe
         for q in queries[:20]:  # warm the memory-mapped lists and the page cache of the vectors
-            refine(q[None], search_vectors(searched, q[None], args.candidates)[1], data, 10)
+            rescore_exact(q[None], search_vectors(searched, q[None], args.candidates)[1], data, 10)
         times, found = [], []
         for q in queries:
             start = time.perf_counter()
             _, candidates = search_vectors(searched, q[None], args.candidates)
-            _, ids = refine(q[None], candidates, data, 10)
+            _, ids = rescore_exact(q[None], candidates, data, 10)
             times.append(time.perf_counter() - start)
             found.append(ids[0])
         recall = float(np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth, strict=True)]))

@@ -85,12 +85,12 @@ def faiss_gpus() -> int:
     return gpu_count()
 
 
-def test_ivf_pq_trained_and_filled_on_the_gpu_then_refined_finds_the_exact_top_10():
+def test_ivf_pq_trained_and_filled_on_the_gpu_then_rescored_finds_the_exact_top_10():
     """build_shards trains and adds on the GPU whenever faiss has one; the index it returns is a
     CPU index (written and opened like any other), shards sharing the GPU-trained quantizers."""
     if faiss_gpus() == 0:
         pytest.skip("faiss has no GPU (install the gpu extra)")
-    from harmosearch.store import ShardedIndex, build_shards, refine, search_vectors, tune
+    from harmosearch.store import ShardedIndex, build_shards, rescore_exact, search_vectors, tune
 
     from .test_large_index import clustered, exact_top, recall
 
@@ -100,7 +100,7 @@ def test_ivf_pq_trained_and_filled_on_the_gpu_then_refined_finds_the_exact_top_1
     index = ShardedIndex(shards)
     tune(index, 16, 64)
     _, candidates = search_vectors(index, queries, 200)
-    _, ids = refine(queries, candidates, data, 10)
+    _, ids = rescore_exact(queries, candidates, data, 10)
     assert recall(ids, exact_top(data, queries, 10)) >= 0.95
 
 

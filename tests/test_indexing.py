@@ -375,8 +375,8 @@ def test_assembly_copies_each_vector_from_where_it_lies_without_holding_them(tmp
     import tracemalloc
     from types import SimpleNamespace
 
-    import harmosearch.store as indexing_store
-    from harmosearch.indexing import _vectors
+    from harmosearch.indexing import assemble
+    from harmosearch.indexing.assemble import _vectors
     from harmosearch.indexing.encode import Encoded
     from harmosearch.store import read_staged, save_chunk, staged_pictures
 
@@ -422,7 +422,7 @@ def test_assembly_copies_each_vector_from_where_it_lies_without_holding_them(tmp
     want = np.concatenate(want_regions)
     largest = max(p.chunk.stat().st_size for p in staged)
     reads = []
-    monkeypatch.setattr(indexing_store, "read_staged", lambda chunk: reads.append(chunk) or read_staged(chunk))
+    monkeypatch.setattr(assemble, "read_staged", lambda chunk: reads.append(chunk) or read_staged(chunk))
     tracemalloc.start()
     got_global, got_regions = _vectors(sources, np.array(counts), old, dim, stage)
     peak = tracemalloc.get_traced_memory()[1]
@@ -438,7 +438,7 @@ def test_a_damaged_staged_batch_is_removed_and_named(tmp_path):
     """A staged chunk whose vectors fail their checksum is removed, so that the next run encodes
     its images again, and the error names it in one line."""
     from harmosearch.errors import IndexStoreError
-    from harmosearch.indexing import _vectors
+    from harmosearch.indexing.assemble import _vectors
     from harmosearch.indexing.encode import Encoded
     from harmosearch.store import save_chunk, staged_pictures
 

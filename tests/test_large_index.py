@@ -1,5 +1,5 @@
 """Large indexes: the index policy from 10k to 1B vectors, sharded and memory-mapped FAISS files,
-exact refinement and deletions, each checked against exact search on synthetic vectors."""
+exact rescoring and deletions, each checked against exact search on synthetic vectors."""
 
 from pathlib import Path
 
@@ -7,16 +7,16 @@ import faiss
 import numpy as np
 import pytest
 
-from harmosearch import store
 from harmosearch.config import Config, SearchConfig, load_config
 from harmosearch.search import Index
 from harmosearch.store import (
     IndexReader,
     ShardedIndex,
+    ann,
     build_faiss,
     build_shards,
     choose_index_type,
-    refine,
+    rescore_exact,
     search_vectors,
     tune,
     verify,
@@ -68,14 +68,14 @@ def test_the_policy_names_an_index_for_every_size_that_faiss_builds():
 @pytest.mark.parametrize(
     "index_type", ["SQfp16", "HNSW32,SQ8", "IVF32,SQ8", "IVF32,PQ8", "IVF64_HNSW32,PQ8", "IVF32,PQ8x4fs"]
 )
-def test_every_index_type_refined_from_stored_vectors_finds_the_exact_top_10(index_type):
+def test_every_index_type_rescored_from_stored_vectors_finds_the_exact_top_10(index_type):
     """Each family the policy picks, at a size this machine builds in a moment: 200 candidates
     from FAISS, rescored exactly from the float16 vectors, hold the exact top 10."""
     data, queries = clustered(6000, 32, seed=1)
     index = build_faiss(data, index_type)
     tune(index, nprobe=8, ef_search=64)
     _, candidates = search_vectors(index, queries, 200)
-    scores, ids = refine(queries, candidates, data, 10)
+    scores, ids = rescore_exact(queries, candidates, data, 10)
     truth = exact_top(data, queries, 10)
     assert recall(ids, truth) >= 0.97
     np.testing.assert_allclose(
@@ -88,10 +88,10 @@ def test_every_index_type_refined_from_stored_vectors_finds_the_exact_top_10(ind
         assert [list(row) for row in ids] == truth
 
 
-def test_refine_scores_only_the_candidates_and_pads_missing_ones():
+def test_rescoring_scores_only_the_candidates_and_pads_missing_ones():
     data, queries = clustered(300, 16, seed=2)
     candidates = np.array([[5, 7, 7, -1, 200], [-1, -1, -1, -1, -1]])
-    scores, ids = refine(queries[:2], candidates, data, 4)
+    scores, ids = rescore_exact(queries[:2], candidates, data, 4)
     by_hand = sorted(((float(data[i].astype(np.float32) @ queries[0]), i) for i in (5, 7, 200)), reverse=True)
     assert list(ids[0]) == [i for _, i in by_hand] + [-1] and list(ids[1]) == [-1] * 4
     np.testing.assert_allclose(scores[0, :3], [s for s, _ in by_hand], rtol=1e-6)
@@ -157,13 +157,13 @@ def mapped_files():
 @pytest.mark.parametrize("index_type", ["SQfp16", "IVF16,SQ8", "IVF16,PQ4", "sharded"])
 def test_large_files_are_memory_mapped_and_find_the_exact_top_10(tmp_path, monkeypatch, index_type):
     """An index file above MMAP_ABOVE stays on disk, mapped into memory (so it may be larger than
-    RAM: the kernel pages its lists in and out); searched and refined, it finds what exact search
+    RAM: the kernel pages its lists in and out); searched and rescored, it finds what exact search
     finds, and the same candidates as the file read into memory."""
     data, queries = clustered(3000, 16, seed=5)
     options = {"index_type": "SQfp16", "shard_size": 1000} if index_type == "sharded" else {"index_type": index_type}
     generation(tmp_path, vectors_as_data(data), **options)
     read = IndexReader(tmp_path / "idx")
-    monkeypatch.setattr(store, "MMAP_ABOVE", 0)
+    monkeypatch.setattr(ann, "MMAP_ABOVE", 0)
     mapped = IndexReader(tmp_path / "idx")
     names = mapped.manifest["files"]["region_index"]
     assert {str(tmp_path / "idx" / name) for name in ([names] if isinstance(names, str) else names)} <= mapped_files()
@@ -171,7 +171,7 @@ def test_large_files_are_memory_mapped_and_find_the_exact_top_10(tmp_path, monke
         tune(reader.region_index, 16, 64)
     _, candidates = search_vectors(mapped.region_index, queries, 100)
     assert (candidates == search_vectors(read.region_index, queries, 100)[1]).all()
-    _, ids = refine(queries, candidates, mapped.region_vectors, 10)
+    _, ids = rescore_exact(queries, candidates, mapped.region_vectors, 10)
     truth = exact_top(data, queries, 10)
     if index_type in ("SQfp16", "sharded"):
         assert [list(row) for row in ids] == truth
@@ -184,7 +184,7 @@ def test_large_files_are_memory_mapped_and_find_the_exact_top_10(tmp_path, monke
 )
 def test_deleted_rows_leave_every_index_type(tmp_path, index_type):
     """A generation keeps only the rows that remain: FAISS returns no id of a removed row, and
-    refined results equal exact search over the kept vectors."""
+    rescored results equal exact search over the kept vectors."""
     data, queries = clustered(1200, 16, seed=6)
     kept = np.random.default_rng(7).random(len(data)) < 0.6
     options = {"index_type": "SQfp16", "shard_size": 300} if index_type == "sharded" else {"index_type": index_type}
@@ -195,7 +195,7 @@ def test_deleted_rows_leave_every_index_type(tmp_path, index_type):
     tune(reader.region_index, 8, 64)
     _, candidates = search_vectors(reader.region_index, queries, 100)
     assert candidates.max() < kept.sum()
-    _, ids = refine(queries, candidates, reader.region_vectors, 10)
+    _, ids = rescore_exact(queries, candidates, reader.region_vectors, 10)
     truth = exact_top(data[kept], queries, 10)
     assert recall(ids, truth) >= (1.0 if index_type in ("Flat", "SQfp16", "sharded") else 0.95)
 

@@ -202,8 +202,8 @@ def test_an_update_reuses_a_video_as_a_whole_and_follows_its_rename(library, tmp
 
 
 def test_an_interrupted_run_resumes_with_whole_videos(library, tmp_path, encoder, monkeypatch):
-    import harmosearch.indexing
-    import harmosearch.store
+    from harmosearch.indexing import build
+    from harmosearch.indexing.engines import local
 
     photos, index, _ = library
     copy = tmp_path / "photos"
@@ -212,9 +212,9 @@ def test_an_interrupted_run_resumes_with_whole_videos(library, tmp_path, encoder
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(harmosearch.indexing, "CHUNK", 1)  # every file staged as soon as it is encoded
+    monkeypatch.setattr(local, "CHUNK", 1)  # every file staged as soon as it is encoded
     with monkeypatch.context() as m:
-        m.setattr(harmosearch.store, "write_generation", interrupted)
+        m.setattr(build, "write_generation", interrupted)
         with pytest.raises(KeyboardInterrupt):
             build_index(copy, tmp_path / "index", CONFIG, encoder=encoder)
     report = build_index(copy, tmp_path / "index", CONFIG, encoder=encoder)
@@ -226,7 +226,7 @@ def test_an_interrupted_run_resumes_with_whole_videos(library, tmp_path, encoder
 
 
 def test_videos_without_pyav_are_skipped_unhashed_with_the_extra_named(tmp_path, encoder, monkeypatch):
-    from harmosearch import store
+    from harmosearch.indexing import plan
 
     photos = tmp_path / "photos"
     photos.mkdir()
@@ -240,8 +240,8 @@ def test_videos_without_pyav_are_skipped_unhashed_with_the_extra_named(tmp_path,
             hashed.append(path.name)
         return real_hash(path)
 
-    real_hash = store.sha256_file
-    monkeypatch.setattr(store, "sha256_file", sha256_file)
+    real_hash = plan.sha256_file
+    monkeypatch.setattr(plan, "sha256_file", sha256_file)
     monkeypatch.setitem(sys.modules, "av", None)  # PyAV not installed
     report = build_index(photos, tmp_path / "index", CONFIG, encoder=encoder)
     assert report.skipped == [(name, "videos need PyAV; install harmosearch[video]") for name in ("one.mp4", "two.mov")]

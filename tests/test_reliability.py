@@ -165,8 +165,10 @@ def test_old_schema_and_damaged_files_are_reported(tmp_path, scenes, test_encode
 
 def run_index(photos, index, *extra, env=None, chunk=None):
     """`harmosearch index` in a child process; `chunk`: stage encoded images every `chunk` images
-    instead of every indexing.CHUNK, so that an interrupted run leaves staged work sooner."""
-    staging = f"import harmosearch.indexing as i; i.CHUNK = {chunk}; from harmosearch.cli import main; main()"
+    instead of every engines.local.CHUNK, so that an interrupted run leaves staged work sooner."""
+    staging = (
+        f"import harmosearch.indexing.engines.local as i; i.CHUNK = {chunk}; from harmosearch.cli import main; main()"
+    )
     return subprocess.Popen(
         [
             sys.executable,
@@ -323,12 +325,12 @@ def test_full_disk_leaves_the_previous_index(tmp_path, scenes, test_encoder, mon
     shutil.copytree(scenes / "images", photos)
     build_index(photos, tmp_path / "idx", CONFIG, encoder=test_encoder)
     Image.new("RGB", (40, 40)).save(photos / "added.png")
-    import harmosearch.store as store
+    from harmosearch.store import writer
 
     def no_space(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(store, "_save_npy", no_space)
+    monkeypatch.setattr(writer, "_save_npy", no_space)
     with pytest.raises(OSError, match="No space"):
         build_index(photos, tmp_path / "idx", CONFIG, encoder=test_encoder)
     monkeypatch.undo()

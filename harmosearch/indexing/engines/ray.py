@@ -1,12 +1,12 @@
 """The Ray engine: actors on a Ray cluster encode shards of the files an index update needs.
 
-Each actor loads the model once and runs the shared pipeline (`pipeline.encode_files`) over one
+Each actor loads the model once and runs the shared pipeline (`encode.encode_files`) over one
 shard of files at a time. It stages the shard's vectors beside the index as one chunk, in the
 format the local engine stages (`store.save_chunk`), named after the shard's content hashes: a
 retried shard rewrites the same chunk, and a re-run resumes from the staged chunks with either
 engine. The driver hands shards to actors as they free up (Ray's `ActorPool`), reports progress as
-shards finish, then reads the chunks back; `indexing` assembles the generation exactly as for the
-local engine, so an update keeps, reuses and removes rows the same way.
+shards finish, then reads the chunks back; `indexing.assemble` makes the generation exactly as
+for the local engine, so an update keeps, reuses and removes rows the same way.
 
 Ray restarts an actor whose process dies (`ray.max_retries` times) and runs the shard it held
 again; staged shards stay whatever happens, so nothing encoded is lost. The photos and the index

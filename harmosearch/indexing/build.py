@@ -1,0 +1,224 @@
+"""`build_index`: create or update an index, from the settings it keeps to the committed
+generation with its calibration."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harmosearch.config import Config, load_config
+from harmosearch.errors import IndexStoreError
+from harmosearch.folders import check_folder
+from harmosearch.indexes import MANIFEST
+from harmosearch.indexing.assemble import assemble
+from harmosearch.indexing.boxes import boxes_digest, load_user_boxes
+from harmosearch.indexing.encode import Progress
+from harmosearch.indexing.engines.local import encode_locally
+from harmosearch.indexing.plan import Plan, moved_from, plan_update, up_to_date
+from harmosearch.indexing.report import IndexReport
+from harmosearch.media.scan import FileEntry, scan
+from harmosearch.store import (
+    IndexData,
+    IndexLock,
+    IndexReader,
+    check_index_type,
+    claim_staging,
+    clear_staging,
+    staged_pictures,
+    video_counts,
+    write_generation,
+)
+
+# What an update takes from the index it updates, unless the caller set it.
+KEPT_ON_UPDATE = ("encoder.model", "encoder.dense_mode", "encoder.resize", "regions", "media", "index.index_type")
+
+
+def default_index_path(photos: Path, config: Config) -> Path:
+    """indexes/<photo folder name> under config.paths.indexes."""
+    name = Path(photos).resolve().name or "photos"
+    return config.paths.indexes_dir / name
+
+
+def build_index(
+    photos: Path,
+    index: Path | None = None,
+    config: Config | None = None,
+    encoder: Any = None,
+    boxes_file: Path | None = None,
+    rebuild: bool = False,
+    progress: Progress | None = None,
+) -> IndexReport:
+    """Create or update the index at `index` (default: indexes/<folder name>) from the images
+    under `photos`."""
+    started = time.perf_counter()
+    config = config or load_config()
+    photos = Path(photos)
+    index = Path(index) if index is not None else default_index_path(photos, config)
+    check_folder(index, "--index", IndexStoreError)  # before the photos are scanned
+    entries, skipped = scan(photos, config.index.include_hidden, config.index.exclude)
+    user_boxes = load_user_boxes(boxes_file)
+    report = IndexReport(index=index, skipped=skipped)
+    with IndexLock(index):
+        old = None if rebuild else _previous(index)
+        config, encoder = _settings(config, old, encoder, index)
+        report.model = encoder.identity.spec
+        report.moved_from = moved_from(old, photos)
+        # A moved folder is matched by content alone: equal names, sizes and times in another
+        # folder are no proof of equal pictures.
+        plan = plan_update(entries, old, user_boxes, report, progress, by_path=not report.moved_from)
+        if report.moved_from:
+            report.moved = sum(rows is not None for _, _, rows, _ in plan.rows)
+        if old is not None and not report.moved_from and up_to_date(plan, old, report, config):
+            report.images, report.regions = old.n_images, old.n_regions
+            report.videos, report.frames = old.manifest["counts"]["videos"], old.manifest["counts"]["frames"]
+        else:
+            _encode_and_commit(photos, index, config, encoder, plan, old, user_boxes, report, progress)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _previous(index: Path) -> Any:
+    return IndexReader(index, load_indexes=False) if (index / MANIFEST).is_file() else None
+
+
+def _settings(config: Config, old: Any, encoder: Any, index: Path) -> tuple[Config, Any]:
+    """The settings an update keeps from its index, the loaded encoder, and a clear error when the
+    caller asks for a model or region settings other than the index's own."""
+    from harmosearch.model.encoder import EncoderIdentity, load_encoder
+    from harmosearch.model.loading import canonical_spec
+
+    if old is not None:
+        config = config.over(old.manifest["config"], KEPT_ON_UPDATE)
+    config = replace(config, encoder=replace(config.encoder, model=canonical_spec(config.encoder.model)))
+    encoder = encoder or load_encoder(config)
+    if old is not None:
+        built_with = EncoderIdentity.from_dict(old.manifest["encoder"])
+        differs = built_with.mismatch(encoder.identity)
+        stored, wanted = old.manifest["config"], config.to_json()
+        # Indexes made before regions.detail existed pooled at the model's own size.
+        stored = {**stored, "regions": {"detail": "normal", **stored["regions"]}}
+        regions_differ = stored["regions"] != wanted["regions"]
+        # At high detail the proposals also depend on the version's constants (pixel segments).
+        older_proposals = not regions_differ and old.manifest.get("proposals") != _proposals(config)
+        if differs or regions_differ or older_proposals or stored.get("media") != wanted["media"]:
+            what = (
+                f"model {built_with.spec!r}"
+                if differs
+                else "other region settings"
+                if regions_differ
+                else "the region proposals of an older harmosearch"
+                if older_proposals
+                else "other video frame settings"
+            )
+            raise IndexStoreError(
+                f"index {index} was built with {what}; re-run with --rebuild to re-encode everything "
+                f"with {encoder.identity.spec!r}"
+            )
+    requested = config.index.index_type
+    if requested != "auto" and (old is None or old.manifest["config"]["index"]["index_type"] != requested):
+        check_index_type(requested, encoder.identity.embed_dim)  # before anything is encoded
+    return config, encoder
+
+
+def _proposals(config: Config) -> Any:
+    """What an index's manifest records of how its regions were proposed beyond the regions
+    config (regions.proposal_constants), as JSON reads it back; None at normal detail."""
+    from harmosearch.regions.proposals import proposal_constants
+
+    return json.loads(json.dumps(proposal_constants(config.regions.detail)))
+
+
+def _encode_and_commit(
+    photos: Path,
+    index: Path,
+    config: Config,
+    encoder: Any,
+    plan: Plan,
+    old: Any,
+    user_boxes: dict[str, list[list[float]]],
+    report: IndexReport,
+    progress: Progress | None,
+) -> None:
+    """Encode what is new (resuming staged work), then write the next generation."""
+    stage = claim_staging(index, {"encoder": encoder.identity.to_dict(), "regions": config.to_json()["regions"]})
+    staged = staged_pictures(stage)
+    to_encode = plan.to_encode
+    report.resumed = sum(1 for _, sha in to_encode if sha in staged)
+    first: dict[str, FileEntry] = {}  # copies of one new file are encoded once
+    for entry, sha in to_encode:
+        if sha not in staged:
+            first.setdefault(sha, entry)
+    pending = [(entry, sha) for sha, entry in first.items()]
+    failed = _encode(pending, encoder, config, user_boxes, stage, progress)
+    report.skipped += [(e.path, failed[s]) for e, s in to_encode if s in failed]
+    plan.rows = [row for row in plan.rows if not (row[2] is None and row[1] in failed)]
+    report.encoded = len(pending) - len(failed)
+    data = assemble(plan, old, staged_pictures(stage), encoder.identity.embed_dim, stage)
+    report.images, report.regions = data.n_images, data.n_regions
+    counts = video_counts(data.images)
+    report.videos, report.frames = counts["videos"], counts["frames"]
+    calibration = _calibration(data, encoder)
+    stats = {key: getattr(report, key) for key in ("added", "changed", "removed", "renamed", "unchanged", "encoded")}
+    write_generation(
+        index,
+        data,
+        encoder.identity.to_dict(),
+        config.to_dict(),
+        config.index.index_type,
+        photos,
+        old.manifest if old is not None else None,
+        {**stats, "skipped": len(report.skipped)},
+        {
+            "boxes_digest": boxes_digest(user_boxes),
+            "boxed_paths": sorted(user_boxes),
+            **({"calibration": calibration} if calibration is not None else {}),
+            **({"proposals": proposals} if (proposals := _proposals(config)) is not None else {}),
+        },
+    )
+    clear_staging(index)
+    report.committed = True
+
+
+def _encode(
+    pending: list[tuple[FileEntry, str]],
+    encoder: Any,
+    config: Config,
+    user_boxes: dict[str, list[list[float]]],
+    stage: Path,
+    progress: Progress | None,
+) -> dict[str, str]:
+    """Encode `pending` (one file per content hash) on the engine index.engine names, staging
+    what it encodes; returns hash -> reason for the files that could not be decoded."""
+    boxed = [(e.absolute, sha, user_boxes.get(e.path)) for e, sha in pending]
+    if config.index.engine == "ray":
+        from harmosearch.indexing.engines.ray import encode_on_ray
+
+        return encode_on_ray(boxed, encoder.identity, config, stage, progress)
+    return encode_locally(boxed, encoder, config, stage, progress)
+
+
+def _calibration(data: IndexData, encoder: Any) -> dict[str, Any] | None:
+    """The calibration of the new generation (see harmosearch.search.calibration), from its vectors as
+    stored (float16), as the manifest keeps it; None for an empty index."""
+    from harmosearch.search.calibration import calibrate
+
+    if data.n_images == 0:
+        return None
+    counts = np.bincount(data.regions["image_id"].astype(np.int64), minlength=data.n_images)
+    start = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+
+    def encode(texts: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+        return [(e.global_vector.numpy(), e.lexeme_vectors.numpy()) for e in encoder.encode_queries(texts)]
+
+    # float16 as stored (the vectors already are: asarray copies nothing)
+    return calibrate(
+        np.asarray(data.global_vectors, dtype=np.float16),
+        np.asarray(data.region_vectors, dtype=np.float16),
+        start,
+        encode,
+    ).to_dict()
