@@ -11,6 +11,14 @@ os.environ.pop("HARMOSEARCH_MODEL", None)  # the tests name their models
 TEST_MODEL = "harmo-test-vit:random"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def state_folder(tmp_path_factory):
+    """The server token the tests make is kept here, never in the user's state folder."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HARMOSEARCH_STATE", str(tmp_path_factory.mktemp("state")))
+        yield
+
+
 @pytest.fixture(scope="session")
 def test_encoder():
     from harmosearch.config import load_config

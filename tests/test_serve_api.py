@@ -44,7 +44,8 @@ def served(scenes, test_encoder, tmp_path_factory):
 @pytest.fixture(scope="module")
 def client(served):
     index, thumbnails = served
-    with TestClient(create_app({"scenes": index}, thumbnails)) as test_client:
+    # Named by address: the app answers no other name (tests/test_serve_access.py).
+    with TestClient(create_app({"scenes": index}, thumbnails), base_url="http://127.0.0.1") as test_client:
         yield test_client
 
 

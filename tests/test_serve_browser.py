@@ -1,8 +1,10 @@
 """The page of `harmosearch serve`, driven end to end in a real headless browser: Debian's
-chromium under Playwright, against a real uvicorn server on a free local port."""
+chromium under Playwright, against a real uvicorn server on a free local port that asks for its
+token, which the page takes once from the address the server prints."""
 
 import json
 import os
+import secrets
 import shutil
 import urllib.request
 from pathlib import Path
@@ -13,6 +15,8 @@ from PIL import Image, ImageDraw
 from harmosearch.config import load_config
 from harmosearch.indexing import build_index
 from harmosearch.search import Index
+from harmosearch.serve.access import Access
+from harmosearch.serve.guard import COOKIE
 from harmosearch.serve.server import WarmServer
 
 from .conftest import TEST_MODEL
@@ -50,7 +54,8 @@ def server(scenes, test_encoder, tmp_path_factory):
     wide.save(photos / "wide.png")
     build_index(photos, root / "index", CONFIG, encoder=test_encoder)
     index = Index(root / "index", CONFIG, encoder=test_encoder)
-    with WarmServer({"scenes": index}, port=0, thumbnails=root / "thumbnails") as warm:
+    access = Access(secrets.token_urlsafe(32), require_token=True)
+    with WarmServer({"scenes": index}, port=0, thumbnails=root / "thumbnails", access=access) as warm:
         yield warm
 
 
@@ -64,10 +69,8 @@ def browser():
         chromium.close()
 
 
-@pytest.fixture()
-def page(browser, server):
-    context = browser.new_context(viewport={"width": 1280, "height": 800})
-    page = context.new_page()
+def watched(page, server):
+    """Every page error, console error and request to another site, noted in `page.problems`."""
     problems = []
     page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
     page.on("console", lambda m: m.type == "error" and problems.append(f"console: {m.text}"))
@@ -75,19 +78,30 @@ def page(browser, server):
         "request",
         lambda r: r.url.startswith((server.url, "data:")) or problems.append(f"request elsewhere: {r.url}"),
     )
-    page.goto(f"{server.url}/")
-    page.wait_for_function("document.getElementById('status').textContent.includes('images')")
     page.problems = problems
+
+
+@pytest.fixture()
+def page(browser, server):
+    # Playwright's wait_for_function evaluates its text in the page, which the page's
+    # Content-Security-Policy forbids (no 'unsafe-eval'); the page itself is checked under it in
+    # test_the_page_works_under_its_content_security_policy.
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, bypass_csp=True)
+    page = context.new_page()
+    watched(page, server)
+    page.goto(server.page)
+    assert page.url == f"{server.url}/"  # the token is out of the address bar (and history)
+    page.wait_for_function("document.getElementById('status').textContent.includes('images')")
     yield page
     context.close()
-    assert problems == []
+    assert page.problems == []
 
 
 def api(server, kind, body):
     request = urllib.request.Request(
         f"{server.url}/api/indexes/scenes/{kind}",
         data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json"},
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {server.access.token}"},
     )
     with urllib.request.urlopen(request) as reply:
         return json.loads(reply.read())
@@ -285,3 +299,37 @@ def test_refusals_are_shown_as_their_one_line(page):
     assert page.inner_text("#status") == "k must be at least 1, got 0"
     assert page.locator("#status.error").count() == 1
     page.problems.remove("console: Failed to load resource: the server responded with a status of 400 (Bad Request)")
+
+
+def test_the_token_is_kept_in_a_cookie_scripts_cannot_read(page, server):
+    (cookie,) = page.context.cookies()
+    assert (cookie["name"], cookie["value"]) == (COOKIE, server.access.token)
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["path"] == "/"
+    assert page.evaluate("document.cookie") == ""
+    assert "token" not in page.evaluate("location.href")
+    assert page.context.request.get(f"{server.url}/api/indexes").status == 200  # the cookie goes along
+    page.context.clear_cookies()
+    for target in ("/", "/api/indexes"):
+        refused = page.context.request.get(f"{server.url}{target}")
+        assert refused.status == 401 and "asks for its token" in refused.json()["detail"]
+
+
+def test_the_page_works_under_its_content_security_policy(browser, server):
+    """Scripts, styles and pictures from this server only, none inline: the page loads, searches
+    and draws its boxes with nothing refused (a refusal is a console error)."""
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    watched(page, server)
+    violations = []
+    page.on("console", lambda m: "Content Security Policy" in m.text and violations.append(m.text))
+    reply = page.goto(server.page)
+    assert "default-src 'self'" in reply.request.redirected_from.response().headers["content-security-policy"]
+    assert "default-src 'self'" in reply.headers["content-security-policy"]
+    page.wait_for_selector("#status:has-text('images')")
+    page.fill("#q", "red circle next to a blue square")
+    page.press("#q", "Enter")
+    page.wait_for_selector(".card .box")
+    page.click(".card")
+    page.wait_for_selector("#viewer:not([hidden]) #stage .box")
+    context.close()
+    assert violations == [] and page.problems == []

@@ -15,7 +15,7 @@ from harmosearch.config import load_config
 from harmosearch.errors import ConfigError, QueryError
 from harmosearch.indexing import build_index
 from harmosearch.search import Index
-from harmosearch.serve.client import DISCOVERY, find_server, index_url, remote_search
+from harmosearch.serve.client import DISCOVERY, Remote, find_server, index_url, remote_search
 from harmosearch.serve.server import WarmServer
 
 from .conftest import TEST_MODEL, run_cli_noting_imports
@@ -67,9 +67,12 @@ def test_a_running_server_is_found_and_answers_as_in_process(index, tmp_path):
     assert find_server(index.path) is None
     with WarmServer({"photos": index}, port=0, thumbnails=tmp_path / "thumbs") as server:
         record = json.loads((index.path / DISCOVERY).read_text())
-        assert record == {"pid": os.getpid(), "url": server.url, "index": "photos", "generation": 1}
+        token = server.access.token
+        assert record == {"pid": os.getpid(), "url": server.url, "index": "photos", "generation": 1, "token": token}
+        assert (index.path / DISCOVERY).stat().st_mode & 0o777 == 0o600  # the token is the owner's
         found = find_server(index.path, timeout=30)  # a loaded machine may answer slowly
-        assert found == index_url(server.url, "photos") == f"{server.url}/api/indexes/photos"
+        assert found == Remote(index_url(server.url, "photos"), token)
+        assert found.url == f"{server.url}/api/indexes/photos"
         cases = [
             ("red circle", {}),
             ("a blue star above a white ring", {"k": 3, "alpha": 0.2}),
@@ -89,7 +92,7 @@ def test_a_running_server_is_found_and_answers_as_in_process(index, tmp_path):
             remote_search(found, "red circle", alpha=float("-inf"))
         # An option this server does not know: no answer, so the caller searches in-process.
         assert remote_search(found, "red circle", colour_of_the_sky="blue") is None
-        assert remote_search(index_url(server.url, "nothing"), "red circle") is None
+        assert remote_search(Remote(index_url(server.url, "nothing"), token), "red circle") is None
     assert not (index.path / DISCOVERY).exists()
     assert find_server(index.path) is None
     assert remote_search(found, "red circle") is None  # the server is gone
@@ -143,12 +146,12 @@ def test_entering_a_warm_server_waits_for_its_discovery_file(index, tmp_path, mo
     monkeypatch.setattr(WarmServer, "_announce", slow_announce)
     with WarmServer({"index": index}, port=0, thumbnails=tmp_path / "thumbs") as server:
         assert (index.path / DISCOVERY).exists()
-        assert find_server(index.path, timeout=30) == index_url(server.url, "index")
+        assert find_server(index.path, timeout=30).url == index_url(server.url, "index")
 
 
 def test_a_server_for_an_older_generation_is_ignored(index, photos, test_encoder, tmp_path):
     with WarmServer({"index": index}, port=0, thumbnails=tmp_path / "thumbs") as server:
-        assert find_server(index.path, timeout=30) == index_url(server.url, "index")
+        assert find_server(index.path, timeout=30).url == index_url(server.url, "index")
         Image.new("RGB", (64, 48), (200, 20, 20)).save(photos / "new.png")
         build_index(photos, index.path, CONFIG, encoder=test_encoder)  # generation 2 on disk
         assert find_server(index.path) is None
@@ -195,7 +198,7 @@ def test_serve_runs_until_signalled_and_withdraws_its_discovery_file(index, tmp_
         deadline = time.monotonic() + 30
         while (found := find_server(index.path)) is None and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert found == index_url(url, "index")
+        assert found.url == index_url(url, "index")
         assert json.loads((index.path / DISCOVERY).read_text())["pid"] == server.pid
         assert as_library(remote_search(found, "red circle")) == index.search("red circle").to_dict()
         server.send_signal(stop)
@@ -238,7 +241,7 @@ def test_serve_command_serves_until_sigterm(index, tmp_path):
         deadline = time.monotonic() + 60  # the discovery file appears once the socket accepts
         while find_server(tmp_path / "index") is None and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert find_server(tmp_path / "index") == index_url(url, "index")
+        assert find_server(tmp_path / "index").url == index_url(url, "index")
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=60)

@@ -12,6 +12,7 @@ from PIL import Image, ImageDraw
 from harmosearch.config import Config, SearchConfig, load_config
 from harmosearch.errors import DataError, QueryError
 from harmosearch.indexing import build_index
+from harmosearch.limits import MAX_K, MAX_NEGATIVES
 from harmosearch.search import Index
 from harmosearch.store import size_on_disk, write_generation
 
@@ -137,6 +138,36 @@ def test_boxes_are_clipped_to_the_image_and_empty_ones_refused(index):
         index.similar(0, k=0)
     with pytest.raises(QueryError, match="alpha must lie in"):
         index.search_region(0, (0, 0, 10, 10), alpha=1.5)
+
+
+def test_limits_and_messages_a_server_can_send_as_they_are(index):
+    """k and the --not phrases have a ceiling (harmosearch.limits); refusals print numbers as
+    written and name no folder of the machine the index lies on."""
+    with pytest.raises(QueryError, match=f"k must be at most {MAX_K}, got {10**9}"):
+        index.search("red circle", k=10**9)
+    with pytest.raises(QueryError, match=f"k must be at most {MAX_K}, got {MAX_K + 1}"):
+        index.similar(0, k=MAX_K + 1)
+    assert len(index.similar(0, k=MAX_K).results) == index.n_images - 1  # the ceiling itself is a k
+    with pytest.raises(QueryError, match=f"at most {MAX_NEGATIVES} --not phrases"):
+        index.search("red circle", negatives=tuple(f"thing {i}" for i in range(MAX_NEGATIVES + 1)))
+    assert index.search("red circle", k=2, negatives=("blue",) * MAX_NEGATIVES).results
+    messages = []
+    for call in (
+        lambda: index.search_region(0, np.array([50.0, 50.0, 10.0, 80.5])),
+        lambda: index.search_region(0, (1.0, float("inf"), 3.0, 4.0)),
+        lambda: index.search_region(0, ("a", "b", "c", "d")),
+        lambda: index.similar(-1),
+        lambda: index.search("red", min_score="auto", under=["/nowhere/else"]),
+    ):
+        with pytest.raises(QueryError) as refused:
+            call()
+        messages.append(str(refused.value))
+    assert messages[0] == "box [50, 50, 10, 80.5] holds no pixels of image 0 (224x224)"
+    assert messages[1] == "a box is four finite numbers x0, y0, x1, y1, got [1, inf, 3, 4]"
+    assert messages[2] == "a box is four finite numbers x0, y0, x1, y1"
+    assert messages[3] == f"no image -1 in this index: image ids run from 0 to {index.n_images - 1}"
+    for message in messages:
+        assert str(index.path.parent) not in message and "np." not in message and "array" not in message
 
 
 def test_image_file_is_the_indexed_file(index):

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from harmosearch.cli.core import out, resolve
+from harmosearch.cli.core import err, out, resolve
 from harmosearch.cli.options import DeviceOption, ModelOption, checked_paths
 
 
@@ -25,13 +25,28 @@ def serve(
     port: Annotated[int, typer.Option("--port", help="Port to listen on.", min=0, max=65535)] = 8000,
     model: ModelOption = None,
     device: DeviceOption = None,
+    allow_hosts: Annotated[
+        list[str] | None, typer.Option("--allow-host", help="Also answer to this host name (repeatable).")
+    ] = None,
+    allow_origins: Annotated[
+        list[str] | None,
+        typer.Option("--allow-origin", help="Let pages of this origin call the API, as http://host:port (repeatable)."),
+    ] = None,
+    require_token: Annotated[
+        bool, typer.Option("--require-token", help="Ask for the token on loopback too (always beyond it).")
+    ] = False,
 ) -> None:
     """Serve indexes over HTTP with the model kept loaded: a JSON API and a page of results with
     boxes; `harmosearch query` uses a running server for its index."""
     config = resolve(ctx, **{"encoder.model": model})
+    from harmosearch.serve.access import is_loopback
     from harmosearch.serve.server import serve as run
 
-    def ready(url: str, indexes: dict[str, Any]) -> None:
-        out.print(f"serving {', '.join(indexes)} at {url}/ (Ctrl-C stops)")
+    def ready(page: str, indexes: dict[str, Any]) -> None:
+        out.print(f"serving {', '.join(indexes)} at {page} (Ctrl-C stops)")
+        if not is_loopback(host):
+            reach = f"warning: bound to {host or 'every address'}, other machines can reach this server"
+            err.print(f"{reach}; each request needs its token, as in {page} (elsewhere, with this machine's address)")
 
-    run(index_paths or [], host, port, model, config, device, on_ready=ready)
+    access = {"allow_hosts": tuple(allow_hosts or ()), "allow_origins": tuple(allow_origins or ())}
+    run(index_paths or [], host, port, model, config, device, on_ready=ready, require_token=require_token, **access)

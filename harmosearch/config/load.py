@@ -18,6 +18,7 @@ from harmosearch.errors import ConfigError
 ENVIRONMENT = {
     "HARMOSEARCH_INDEXES": "paths.indexes",
     "HARMOSEARCH_CACHE": "paths.cache",
+    "HARMOSEARCH_STATE": "paths.state",
     "HARMOSEARCH_MODEL": "encoder.model",
 }
 

@@ -256,6 +256,7 @@ class PathsConfig(Section):
     SECTION: ClassVar[str] = "paths"
     indexes: str = "indexes"  # where `index` puts new indexes and `query` looks for the newest
     cache: str = "~/.cache/harmosearch"  # bench datasets and embeddings
+    state: str = "~/.local/state/harmosearch"  # what outlives a run: the server's token
 
     @property
     def indexes_dir(self) -> Path:
@@ -264,6 +265,10 @@ class PathsConfig(Section):
     @property
     def cache_dir(self) -> Path:
         return Path(self.cache).expanduser()
+
+    @property
+    def state_dir(self) -> Path:
+        return Path(self.state).expanduser()
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,8 @@ regions, `relations` between the boxes chosen, rivals from `contrast`); `fuse` m
 and wires the stages; the bench and the calibration call the same stages.
 """
 
+from harmosearch.limits import MAX_QUERY_CHARS
 from harmosearch.search.index import Index, open_index
-from harmosearch.search.query import MAX_QUERY_CHARS
 from harmosearch.search.results import LexemeMatch, RelationMatch, Result, SearchResponse
 
 __all__ = ["MAX_QUERY_CHARS", "Index", "LexemeMatch", "RelationMatch", "Result", "SearchResponse", "open_index"]

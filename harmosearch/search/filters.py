@@ -64,7 +64,7 @@ def folder_of(folder: str | os.PathLike[str], photos_root: Path) -> str:
         try:
             text = path.resolve().relative_to(photos_root.resolve()).as_posix()
         except ValueError:
-            raise QueryError(f"--under {folder}: not inside the photo folder {photos_root}") from None
+            raise QueryError(f"--under {folder}: not inside the photo folder") from None
     parts = [p for p in PurePosixPath(text.replace(os.sep, "/")).parts if p != "."]
     if ".." in parts or (parts and parts[0] == "/"):
         raise QueryError(f"--under {folder}: give a folder inside the photo folder, relative to it")

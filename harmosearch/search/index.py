@@ -107,7 +107,7 @@ class Index:
         index's calibration finds confident (text queries only)."""
         weight = 0.0 if not relations else relation_weight
         s = query_settings(settings or self.config.search, k, alpha, min_score, weight, refine)
-        s = text_settings(s, min_score, image is not None, self.calibration is not None, sort, self.path)
+        s = text_settings(s, min_score, image is not None, self.calibration is not None, sort)
         query = encode_query(self.encoder, text, image, negatives, not global_only, s.relation_weight > 0)
         calibrated = self.calibration is not None and image is None
         warnings = [*query.warnings, *self._warnings(image is not None)]
@@ -228,7 +228,7 @@ class Index:
         }
 
     def _check_image(self, image_id: int) -> None:
-        pictures.check_image(image_id, self.n_images, self.path)
+        pictures.check_image(image_id, self.n_images)
 
     def _clip_box(self, image_id: int, box: Any) -> tuple[float, float, float, float]:
         self._check_image(image_id)

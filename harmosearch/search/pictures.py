@@ -1,5 +1,9 @@
 """The pictures behind an index's rows: their files (which a server may hand out), their pixels,
-and the vector of a box drawn on one (a box query)."""
+and the vector of a box drawn on one (a box query).
+
+A server sends these messages to its clients as they are, so they name a picture by its path
+relative to the photo folder, never by where the index or the photos lie on the server.
+"""
 
 from __future__ import annotations
 
@@ -14,9 +18,9 @@ from harmosearch.errors import DataError, QueryError
 Box = tuple[float, float, float, float]
 
 
-def check_image(image_id: int, n_images: int, where: Path) -> None:
+def check_image(image_id: int, n_images: int) -> None:
     if not 0 <= image_id < n_images:
-        raise QueryError(f"no image {image_id} in {where}: image ids run from 0 to {n_images - 1}")
+        raise QueryError(f"no image {image_id} in this index: image ids run from 0 to {n_images - 1}")
 
 
 def image_file(images: Mapping[str, np.ndarray], photos_root: Path, image_id: int) -> Path:
@@ -27,9 +31,10 @@ def image_file(images: Mapping[str, np.ndarray], photos_root: Path, image_id: in
     try:
         real = (photos_root / relative).resolve(strict=True)
     except (OSError, RuntimeError):
-        raise DataError(f"image {image_id} ({relative}) is no longer in {root}; re-run harmosearch index") from None
+        gone = f"image {image_id} ({relative}) is no longer in the photo folder"
+        raise DataError(f"{gone}; re-run harmosearch index") from None
     if not real.is_relative_to(root):
-        raise QueryError(f"image {image_id} ({relative}) leads outside the photo folder {root}; it is not served")
+        raise QueryError(f"image {image_id} ({relative}) leads outside the photo folder; it is not served")
     if not real.is_file():
         raise DataError(f"image {image_id} ({relative}) is not a file; re-run harmosearch index")
     return real
@@ -47,15 +52,23 @@ def decode(path: Path, frame_time: float, min_side: int | None = None) -> tuple[
 
 def clip_box(images: Mapping[str, np.ndarray], image_id: int, box: Any) -> Box:
     """The box clipped to the image; an empty or malformed one is refused."""
-    values = np.asarray(box, dtype=np.float64).reshape(-1)
+    try:
+        values = np.asarray(box, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        raise QueryError("a box is four finite numbers x0, y0, x1, y1") from None
     if len(values) != 4 or not np.all(np.isfinite(values)):
-        raise QueryError(f"a box is four finite numbers x0, y0, x1, y1, got {box!r}")
+        raise QueryError(f"a box is four finite numbers x0, y0, x1, y1, got {_numbers(values)}")
     width, height = int(images["width"][image_id]), int(images["height"][image_id])
     x0, x1 = np.clip(values[[0, 2]], 0, width)
     y0, y1 = np.clip(values[[1, 3]], 0, height)
     if x1 <= x0 or y1 <= y0:
-        raise QueryError(f"box {list(values)} holds no pixels of image {image_id} ({width}x{height})")
+        raise QueryError(f"box {_numbers(values)} holds no pixels of image {image_id} ({width}x{height})")
     return float(x0), float(y0), float(x1), float(y1)
+
+
+def _numbers(values: np.ndarray) -> str:
+    """Numbers as a user writes them, [10, 20.5, 30, 40], not as numpy shows them."""
+    return "[" + ", ".join(f"{v:g}" for v in values) + "]"
 
 
 def box_vector(encoder: Any, detail: str, picture: Any, box: Box) -> np.ndarray:

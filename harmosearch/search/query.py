@@ -16,8 +16,8 @@ import numpy as np
 
 from harmosearch.config import SearchConfig
 from harmosearch.errors import ConfigError, QueryError
+from harmosearch.limits import check_k, check_negatives, cut_query
 
-MAX_QUERY_CHARS = 1000
 SORTS = ("score", "date")
 
 Relation = tuple[int, str, int, bool]  # (subject lexeme, relation, object lexeme, negated)
@@ -53,7 +53,7 @@ def query_settings(
     """The search settings with a call's options on top, checked like the config file. An
     `alpha` given for the call weighs the global score of every query, one lexeme or many."""
     try:
-        return replace(
+        s = replace(
             base,
             k=base.k if k is None else k,
             alpha=base.alpha if alpha is None else alpha,
@@ -64,11 +64,11 @@ def query_settings(
         )
     except ConfigError as exc:
         raise QueryError(str(exc).removeprefix("search.")) from None
+    check_k(s.k)
+    return s
 
 
-def text_settings(
-    s: SearchConfig, asked_min_score: Any, has_image: bool, calibrated: bool, sort: str, where: Path
-) -> SearchConfig:
+def text_settings(s: SearchConfig, asked_min_score: Any, has_image: bool, calibrated: bool, sort: str) -> SearchConfig:
     """The settings of a text or image query, with `--min-score auto` checked: refused when the
     caller asked it for an image query or the index has no calibration; a configured "auto"
     does not apply to image queries."""
@@ -79,7 +79,7 @@ def text_settings(
             raise QueryError("--min-score auto does not apply to --image queries: image similarity is not calibrated")
         s = replace(s, min_score=None)
     if s.min_score == "auto" and not calibrated:
-        raise QueryError(f"index {where} has no calibration for --min-score auto; update it with harmosearch index")
+        raise QueryError("this index has no calibration for --min-score auto; update it with harmosearch index")
     return s
 
 
@@ -94,11 +94,8 @@ def encode_query(
     """The query text (cut to MAX_QUERY_CHARS), the --not phrases and the query image, in vectors.
     lexemes=False (--global-only) keeps the global vector only; relations=False ranks the
     lexemes independently."""
-    warnings: list[str] = []
-    text = text or ""
-    if len(text) > MAX_QUERY_CHARS:
-        warnings.append(f"query truncated to its first {MAX_QUERY_CHARS} characters")
-        text = text[:MAX_QUERY_CHARS]
+    text, cut = cut_query(text or "")
+    warnings = [cut] if cut else []
     if not text.strip() and image is None:
         raise QueryError("empty query; give some text or --image PATH")
     for phrase in (text, *negatives):
@@ -106,6 +103,7 @@ def encode_query(
             raise QueryError(f"{phrase!r} is not valid UTF-8 text; check the terminal's encoding (LANG)")
     has_text = bool(text.strip())
     negatives = tuple(n for n in negatives if n.strip())
+    check_negatives(negatives)
     encodings = encoder.encode_queries(([text] if has_text else []) + list(negatives))
     positive, negative = (encodings[0], encodings[1:]) if has_text else (None, encodings)
     vectors = []

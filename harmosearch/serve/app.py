@@ -3,7 +3,9 @@
 Every search is an `Index` method run in a worker thread, so the event loop never waits for a
 model. Files are only ever named by image id: the original comes from `Index.image_file`, which
 refuses paths that leave the photo folder, and thumbnails are made from it once and cached by
-content hash. Errors are JSON objects with a one-line "detail".
+content hash. Errors are JSON objects with a one-line "detail", and what the server sends names
+no folder of its own: absolute paths in messages, warnings and an index's settings are cut to
+their last part. Every request first passes `guard` (Host, Origin, token, body size).
 """
 
 from __future__ import annotations
@@ -26,12 +28,18 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 
 from harmosearch.errors import DataError, HarmosearchError, QueryError
+from harmosearch.limits import MAX_K, MAX_NEGATIVES, MAX_QUERY_CHARS
 from harmosearch.search import Index, SearchResponse
+from harmosearch.serve.access import Access
+from harmosearch.serve.guard import Guard
 
 STATIC = Path(__file__).parent / "static"
 THUMBNAIL_SIDE = 256
 T = TypeVar("T")
 ImageId = Annotated[int, PathParam(ge=0, description="row of the index's images table")]
+Phrase = Annotated[str, Field(max_length=MAX_QUERY_CHARS)]
+# An absolute path in a message: "/" where no word, "~", "." or URL goes on before it.
+ABSOLUTE_PATH = re.compile(r"(?<![\w.~:/…-])/[^\s'\"(),;:]+")
 
 
 class Match(BaseModel):
@@ -64,17 +72,21 @@ class Options(BaseModel):
     # itself, so that a refused query reads the same through the server and in-process.
     model_config = ConfigDict(extra="forbid")
 
-    k: int | None = Field(None, description="number of results, at least 1 (default: search.k)")
+    k: int | None = Field(None, description=f"number of results, 1 to {MAX_K} (default: search.k)")
     min_score: float | None = Field(None, description="drop results scoring below this")
 
 
 class TextQuery(Options):
-    text: str = Field("", description='what to look for, e.g. "red umbrella near bench"')
+    text: str = Field(
+        "",
+        max_length=MAX_QUERY_CHARS,
+        description='what to look for, e.g. "red umbrella near bench" (a longer text is refused: cut it first)',
+    )
     alpha: float | None = Field(
         None, description="weight of the global score in [0, 1] (default: search.alpha; phrase_alpha for one lexeme)"
     )
     global_only: bool = Field(False, description="plain CLIP ranking, no regions")
-    negatives: list[str] = Field([], max_length=32, description="push down images showing these")
+    negatives: list[Phrase] = Field([], description=f"push down images showing these (at most {MAX_NEGATIVES})")
     relations: bool = Field(
         True, description="use the query's relations (left of, near, ...); false ranks lexemes alone"
     )
@@ -100,15 +112,6 @@ class RegionQuery(ImageQuery):
     alpha: float = Field(0.0, description="weight of the images' global similarity in [0, 1] (0: regions only)")
 
 
-def ranking(response: SearchResponse) -> dict[str, Any]:
-    """`SearchResponse.to_dict()` plus what a page needs to fetch and draw each result."""
-    body = response.to_dict()
-    for item, result in zip(body["results"], response.results, strict=True):
-        item.update(image_id=result.image_id, width=result.width, height=result.height)
-    body["warnings"] = list(response.warnings)
-    return body
-
-
 def thumbnail(index: Index, image_id: int, cache: Path) -> Path:
     """A JPEG of at most THUMBNAIL_SIDE pixels a side, made once per image content (and video time)."""
     index.image_file(image_id)  # checked every time: a cached thumbnail is the picture too
@@ -131,11 +134,16 @@ def thumbnail(index: Index, image_id: int, cache: Path) -> Path:
 
 class Served:
     """The indexes of one app by name, and how requests reach them: one search at a time per
-    model, file reads in worker threads, unknown names and ids as 404s."""
+    model, file reads in worker threads, unknown names and ids as 404s, no folder of this
+    machine named in an answer."""
 
     def __init__(self, indexes: dict[str, Index], thumbnails: Path) -> None:
         self.indexes = indexes
         self.thumbnails = thumbnails
+        # The folders a message may name, longest first: the pattern would split a name with spaces.
+        folders = {thumbnails, *(f for i in indexes.values() for f in (i.path, i.photos_root))}
+        named = {str(f) for folder in folders for f in (folder, folder.resolve())}
+        self.folders = sorted((f for f in named if len(f) > 1), key=len, reverse=True)
         # One search at a time per model. Index is safe to share between threads (50 concurrent
         # searches gave the sequential answers either way), but on 2 CPU cores they finished in
         # 0.82-0.89 s one at a time against 0.98-1.03 s all at once, and queued requests hold no thread.
@@ -163,11 +171,34 @@ class Served:
         try:
             return await anyio.to_thread.run_sync(functools.partial(call, *args))
         except QueryError as exc:  # the file leads outside the photo folder
-            raise HTTPException(403, one_line(exc)) from None
+            raise HTTPException(403, self.scrub(one_line(exc))) from None
+
+    def ranking(self, response: SearchResponse) -> JSONResponse:
+        """`SearchResponse.to_dict()` plus what a page needs to fetch and draw each result."""
+        body = response.to_dict()
+        for item, result in zip(body["results"], response.results, strict=True):
+            item.update(image_id=result.image_id, width=result.width, height=result.height)
+        body["warnings"] = [self.scrub(warning) for warning in response.warnings]
+        return JSONResponse(body)
+
+    def scrub(self, value: Any) -> Any:
+        """`value` (a text, or lists and dicts of them) with every absolute path cut to its last
+        part, "/home/me/photos" to "…/photos"."""
+        if isinstance(value, dict):
+            return {key: self.scrub(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [self.scrub(item) for item in value]
+        if not isinstance(value, str):
+            return value
+        for folder in self.folders:
+            value = value.replace(folder, _last_part(folder))
+        return ABSOLUTE_PATH.sub(lambda found: _last_part(found.group()), value)
 
 
-def create_app(indexes: dict[str, Index], thumbnails: Path) -> FastAPI:
-    """The app serving these indexes by name; thumbnails are cached under `thumbnails`."""
+def create_app(indexes: dict[str, Index], thumbnails: Path, access: Access | None = None) -> FastAPI:
+    """The app serving these indexes by name; thumbnails are cached under `thumbnails`. `access`
+    says whom it answers (default: any client on this machine that names it by address or as
+    localhost)."""
     import harmosearch
 
     app = FastAPI(
@@ -176,6 +207,8 @@ def create_app(indexes: dict[str, Index], thumbnails: Path) -> FastAPI:
         description="Region-aware image search: each lexeme of a query is matched to the region it describes.",
     )
     served = Served(indexes, thumbnails)
+    docs = tuple(u for u in (app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url) if u)
+    app.add_middleware(Guard, access=access or Access(), docs=docs)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -184,7 +217,7 @@ def create_app(indexes: dict[str, Index], thumbnails: Path) -> FastAPI:
     @app.exception_handler(HarmosearchError)
     async def refused(_: Request, exc: HarmosearchError) -> JSONResponse:
         status = 400 if isinstance(exc, QueryError) else 404 if isinstance(exc, DataError) else 500
-        return JSONResponse({"detail": one_line(exc)}, status_code=status)
+        return JSONResponse({"detail": served.scrub(one_line(exc))}, status_code=status)
 
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:
@@ -213,7 +246,7 @@ def _add_index_routes(app: FastAPI, served: Served) -> None:
                 "name": name,
                 "images": index.n_images,
                 "regions": index.reader.n_regions,
-                "model": index.encoder.identity.spec,
+                "model": served.scrub(index.encoder.identity.spec),
                 "generation": index.reader.manifest["generation"],
             }
             for name, index in served.indexes.items()
@@ -222,7 +255,9 @@ def _add_index_routes(app: FastAPI, served: Served) -> None:
     @app.get("/api/indexes/{name}", summary="What an index holds: counts, model, configuration, size")
     async def index_info(name: str) -> dict[str, Any]:
         index = served.index(name)
-        return {"name": name, **await anyio.to_thread.run_sync(index.info)}
+        info = await anyio.to_thread.run_sync(index.info)
+        del info["path"], info["photos_root"]  # where the index and its photos lie here is the server's business
+        return {"name": name, **served.scrub(info)}
 
 
 def _add_search_routes(app: FastAPI, served: Served) -> None:
@@ -246,13 +281,13 @@ def _add_search_routes(app: FastAPI, served: Served) -> None:
             sort=query.sort,
             refine=query.refine,
         )
-        return JSONResponse(ranking(response))
+        return served.ranking(response)
 
     @app.post("/api/indexes/{name}/similar", response_model=Ranking, summary="More like an indexed image")
     async def similar(name: str, query: ImageQuery) -> JSONResponse:
         index = served.index(name)
         response = await served.on_model(index, index.similar, query.image_id, k=query.k, min_score=query.min_score)
-        return JSONResponse(ranking(response))
+        return served.ranking(response)
 
     @app.post("/api/indexes/{name}/region", response_model=Ranking, summary="Search by a box drawn on an indexed image")
     async def region(name: str, query: RegionQuery) -> JSONResponse:
@@ -266,7 +301,7 @@ def _add_search_routes(app: FastAPI, served: Served) -> None:
             alpha=query.alpha,
             min_score=query.min_score,
         )
-        return JSONResponse(ranking(response))
+        return served.ranking(response)
 
 
 def _add_file_routes(app: FastAPI, served: Served) -> None:
@@ -286,6 +321,11 @@ def _add_file_routes(app: FastAPI, served: Served) -> None:
         index = served.image_of(name, image_id)
         path = await served.on_disk(thumbnail, index, image_id, served.thumbnails)
         return FileResponse(path, media_type="image/jpeg", headers=image_headers)
+
+
+def _last_part(path: str) -> str:
+    name = path.rstrip("/.").rsplit("/", 1)[-1]
+    return f"…/{name}" if name else "…"
 
 
 def one_line(exc: Exception) -> str:

@@ -1,5 +1,7 @@
 """Running the server: load indexes once, serve them with uvicorn, and announce the server in
-each index folder (see `client` for the discovery file) for exactly as long as it answers."""
+each index folder (see `client` for the discovery file) for exactly as long as it answers.
+
+The discovery file holds the server's token, so it is readable by its owner alone (0600)."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from typing import Any
 from harmosearch.config import Config
 from harmosearch.errors import ConfigError
 from harmosearch.search import Index
+from harmosearch.serve.access import Access, server_token
 from harmosearch.serve.client import DISCOVERY
 
 log = logging.getLogger(__name__)
@@ -57,11 +60,17 @@ class WarmServer:
 
     `run()` serves until SIGINT or SIGTERM; `with WarmServer(...) as s:` serves from a thread
     until the block ends. Discovery files are written once the socket accepts connections and
-    removed before it closes.
+    removed before it closes. `access` says whom it answers (default: the user's token, required
+    when bound beyond loopback).
     """
 
     def __init__(
-        self, indexes: dict[str, Index], host: str = "127.0.0.1", port: int = 8000, thumbnails: Path | None = None
+        self,
+        indexes: dict[str, Index],
+        host: str = "127.0.0.1",
+        port: int = 8000,
+        thumbnails: Path | None = None,
+        access: Access | None = None,
     ) -> None:
         _require_web()
         import uvicorn
@@ -70,19 +79,27 @@ class WarmServer:
         from harmosearch.serve.app import create_app
 
         self.indexes = indexes
+        self.access = access or Access.of(host, server_token(load_config().paths.state_dir))
         try:
             self.socket = socket.create_server((host, port))
         except OSError as exc:
             raise ConfigError(f"cannot listen on {host}:{port} ({exc.strerror}); pick another --port") from None
         bound_host, bound_port = self.socket.getsockname()[:2]
         self.url = f"http://{_url_host(bound_host)}:{bound_port}"
-        app = create_app(indexes, thumbnails or load_config().paths.cache_dir / "thumbnails")
+        self.app = create_app(indexes, thumbnails or load_config().paths.cache_dir / "thumbnails", self.access)
         # log_config=None: uvicorn must not reconfigure the process's logging.
-        config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=5)
+        config = uvicorn.Config(
+            self.app, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=5
+        )
         self._uvicorn = _uvicorn_server(config, self._announce, self._withdraw)
         self._thread: threading.Thread | None = None
         # Set once the discovery files are written: uvicorn's `started` comes true before that.
         self._announced = threading.Event()
+
+    @property
+    def page(self) -> str:
+        """The page's address, with the token when the server asks for it."""
+        return f"{self.url}/?token={self.access.token}" if self.access.require_token else f"{self.url}/"
 
     def run(self) -> None:
         try:
@@ -111,6 +128,7 @@ class WarmServer:
             "url": self.url,
             "index": name,
             "generation": index.reader.manifest["generation"],
+            "token": self.access.token,
         }
 
     def _announce(self) -> None:
@@ -118,7 +136,9 @@ class WarmServer:
             file = index.path / DISCOVERY
             partial = file.with_name(f".{DISCOVERY}.{os.getpid()}")
             try:
-                partial.write_text(json.dumps(self._discovery(name)), encoding="utf-8")
+                partial.unlink(missing_ok=True)  # left by a crash, perhaps with other permissions
+                with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as out:
+                    out.write(json.dumps(self._discovery(name)))
                 os.replace(partial, file)
             except OSError as exc:
                 log.warning("cannot write %s (%s): `harmosearch query` will not find this server", file, exc.strerror)
@@ -143,19 +163,26 @@ def serve(
     device: str | None = None,
     thumbnails: Path | None = None,
     on_ready: Callable[[str, dict[str, Index]], None] | None = None,
+    allow_hosts: tuple[str, ...] = (),
+    allow_origins: tuple[str, ...] = (),
+    require_token: bool = False,
 ) -> None:
     """`harmosearch serve`: load the indexes (the newest under indexes/ when none is given) and
-    serve them until SIGINT or SIGTERM. on_ready(url, indexes) is called once they are loaded
-    and the socket is bound, before the first request is taken."""
+    serve them until SIGINT or SIGTERM. on_ready(page, indexes) is called once they are loaded
+    and the socket is bound, before the first request is taken; `page` is the page's address,
+    with ?token= when the token is required (bound beyond loopback, or require_token). The
+    server answers to its IP addresses, localhost and `allow_hosts`; pages of `allow_origins`
+    may call it (CORS)."""
     from harmosearch.config import load_config
     from harmosearch.indexes import latest_index
 
     _require_web()
     config = config or load_config()
+    access = Access.of(host, server_token(config.paths.state_dir), require_token, allow_hosts, allow_origins)
     indexes = load_indexes(index_paths or [latest_index(config.paths.indexes_dir)], model, config, device)
-    server = WarmServer(indexes, host, port, thumbnails or config.paths.cache_dir / "thumbnails")
+    server = WarmServer(indexes, host, port, thumbnails or config.paths.cache_dir / "thumbnails", access)
     if on_ready is not None:
-        on_ready(server.url, indexes)
+        on_ready(server.page, indexes)
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how a server in a terminal is meant to stop
         server.run()
 
