@@ -254,12 +254,16 @@ class TrainConfig(Section):
 @dataclass(frozen=True)
 class PathsConfig(Section):
     SECTION: ClassVar[str] = "paths"
-    indexes: str = "indexes"  # where `index` puts new indexes and `query` looks for the newest
+    # Where `index` puts new indexes and `query`, `info`, `dupes` and `serve` look for the newest;
+    # auto: ./indexes when the current folder has one, else the per-user data folder (indexes.py).
+    indexes: str = "auto"
     cache: str = "~/.cache/harmosearch"  # bench datasets and embeddings
 
     @property
     def indexes_dir(self) -> Path:
-        return Path(self.indexes).expanduser()
+        from harmosearch.indexes import indexes_root
+
+        return indexes_root(self.indexes)
 
     @property
     def cache_dir(self) -> Path:
