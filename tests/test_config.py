@@ -1,7 +1,9 @@
+from pathlib import Path
+
 import pytest
 
 from harmosearch.config import Config, config_from_dict, load_config
-from harmosearch.errors import ConfigError
+from harmosearch.errors import ConfigError, IndexStoreError
 
 
 def test_defaults_are_frozen():
@@ -73,7 +75,24 @@ def test_environment_sits_between_defaults_and_the_file(tmp_path):
     toml = tmp_path / "c.toml"
     toml.write_text('[paths]\nindexes = "/elsewhere"\n')
     assert load_config(toml, environ=env).paths.indexes == "/elsewhere"
-    assert load_config(environ={}).paths.indexes == "indexes"
+    assert load_config(environ={}).paths.indexes == "auto"
+
+
+def test_indexes_live_in_the_current_folder_when_it_has_them_else_with_the_user(tmp_path, monkeypatch):
+    from harmosearch.indexes import latest_index, user_indexes
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    monkeypatch.delenv("HARMOSEARCH_INDEXES", raising=False)
+    monkeypatch.chdir(tmp_path)
+    paths = load_config(environ={}).paths
+    assert paths.indexes_dir == user_indexes() == tmp_path / "data" / "harmosearch" / "indexes"
+    with pytest.raises(IndexStoreError, match=r"under .*/data/harmosearch/indexes/ \(the per-user index folder"):
+        latest_index(paths.indexes_dir)
+    (tmp_path / "indexes").mkdir()
+    assert paths.indexes_dir == Path("indexes")
+    with pytest.raises(IndexStoreError, match=r"under indexes/ \(the current folder's indexes/"):
+        latest_index(paths.indexes_dir)
+    assert load_config(environ={"HARMOSEARCH_INDEXES": "~/idx"}).paths.indexes_dir == Path("~/idx").expanduser()
 
 
 def test_user_keys_include_values_equal_to_the_default():

@@ -258,6 +258,36 @@ def test_cli_index_query_json_annotated_and_info(photos, tmp_path):
     assert result.returncode == 2 and "no index at" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_an_index_built_in_one_folder_is_found_from_another(photos, tmp_path):
+    """Where neither folder has an indexes/ of its own, `index` writes to the per-user data folder
+    and `query` and `info`, run elsewhere, find the index there; a user without one is told
+    where harmosearch looked."""
+    data = tmp_path / "home" / "data"
+    env = {**os.environ, "HOME": str(tmp_path / "home"), "XDG_DATA_HOME": str(data), "HARMOSEARCH_INDEXES": ""}
+    here, elsewhere = tmp_path / "here", tmp_path / "elsewhere"
+    here.mkdir()
+    elsewhere.mkdir()
+
+    def harmosearch(*args, cwd, env=env):
+        command = [sys.executable, "-m", "harmosearch", *args]
+        return subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=cwd, env=env)
+
+    result = harmosearch("index", str(photos), "--model", TEST_MODEL, "--workers", "0", cwd=here)
+    assert result.returncode == 0, result.stderr
+    built = data / "harmosearch" / "indexes" / "photos"
+    assert (built / "manifest.json").is_file() and not (here / "indexes").exists()
+    result = harmosearch("query", "red circle", "-k", "2", "--json", cwd=elsewhere)
+    assert result.returncode == 0, result.stderr
+    assert len(json.loads(result.stdout)["results"]) == 2
+    result = harmosearch("info", "--json", cwd=elsewhere)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["index"] == str(built) and json.loads(result.stdout)["images"] == 12
+    stranger = {**env, "XDG_DATA_HOME": str(tmp_path / "stranger")}
+    result = harmosearch("query", "red circle", cwd=elsewhere, env=stranger)
+    assert result.returncode == 2
+    assert f"no index found under {tmp_path / 'stranger' / 'harmosearch' / 'indexes'}/ (the per-user" in result.stderr
+
+
 @pytest.mark.parametrize("resize", ["squash", "shortest"])
 def test_batched_uint8_preprocessing_equals_the_open_clip_transform(resize):
     """Workers hand over resized uint8 pixels; ToTensor + Normalize then run once per batch."""

@@ -6,6 +6,7 @@ fixture is built here."""
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -21,6 +22,7 @@ from harmosearch.config import DEFAULT_MODEL, SHAPES_MODEL, load_config
 from harmosearch.errors import QueryError
 from harmosearch.indexing import build_index
 from harmosearch.media.ignore import IGNORE_FILE
+from harmosearch.model import loading
 from harmosearch.model.encoder import load_encoder
 from harmosearch.model.loading import bundled_models
 from harmosearch.search import Index
@@ -409,6 +411,7 @@ def test_index_and_query_load_the_default_model_through_open_clip(tmp_path, monk
 
     monkeypatch.setattr(open_clip, "create_model", create_model)
     monkeypatch.setattr(open_clip, "get_tokenizer", lambda model_name: tokenizer)
+    monkeypatch.setattr(loading, "hub_reachable", lambda: True)  # as if online: the factory "downloads"
     photos = tmp_path / "photos"
     photos.mkdir()
     scene(("blue", "square", 60, 60)).save(photos / "a.jpg")
@@ -420,17 +423,29 @@ def test_index_and_query_load_the_default_model_through_open_clip(tmp_path, monk
     assert asked == [(name, tag)] * 2
 
 
-def test_offline_the_default_model_fails_in_one_line_that_names_the_alternatives(tmp_path):
+@pytest.mark.parametrize("offline", ["hub on a closed port", "HF_HUB_OFFLINE"])
+def test_offline_the_default_model_fails_in_one_line_that_names_the_alternatives(tmp_path, offline):
+    """A first run without a connection: one line within seconds, no retries or library warnings.
+    The hub's address is a local port that nothing listens on (bound here, never listening), so
+    the test needs no network and no name lookup; or the user said HF_HUB_OFFLINE."""
     photos = tmp_path / "photos"
     photos.mkdir()
     scene(("blue", "square", 60, 60)).save(photos / "a.jpg")
-    env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "empty-cache"), "HARMOSEARCH_MODEL": ""}
-    result = run_cli("index", str(photos), "--index", str(tmp_path / "index"), env=env)
+    env = {"HF_HOME": str(tmp_path / "empty-cache"), "HARMOSEARCH_MODEL": "", "HF_HUB_OFFLINE": "1"}
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        if offline == "hub on a closed port":
+            port = closed.getsockname()[1]
+            env |= {"HF_HUB_OFFLINE": "", "HF_ENDPOINT": f"http://127.0.0.1:{port}", "NO_PROXY": "127.0.0.1"}
+        started = time.monotonic()
+        result = run_cli("index", str(photos), "--index", str(tmp_path / "index"), env=env)
+        seconds = time.monotonic() - started
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith(f"error: could not fetch model '{DEFAULT_MODEL}' (the default model)")
     assert "--model harmo-tiny" in lines[0] and "local-dir:PATH" in lines[0]
+    assert seconds < 10, f"took {seconds:.1f} s"
 
 
 def run_cli(*args, env=None):

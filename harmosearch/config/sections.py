@@ -30,7 +30,7 @@ from harmosearch.config.fields import (
 from harmosearch.errors import ConfigError
 
 # The model `index` uses unless told otherwise: a pretrained open_clip ViT-B/16, fetched on first
-# use (README, Models). The bundled toy model knows only drawn shapes; the demo, bench and train
+# use (docs/models.md). The bundled toy model knows only drawn shapes; the demo, bench and train
 # start from it.
 DEFAULT_MODEL = "ViT-B-16:laion2b_s34b_b88k"
 SHAPES_MODEL = "harmo-tiny"
@@ -39,16 +39,16 @@ SHAPES_MODEL = "harmo-tiny"
 @dataclass(frozen=True)
 class EncoderConfig(Section):
     SECTION: ClassVar[str] = "encoder"
-    model: str = DEFAULT_MODEL
-    device: Device = "auto"
+    model: str = DEFAULT_MODEL  # the model of new indexes (--model); an index keeps its own
+    device: Device = "auto"  # auto, cpu, cuda or cuda:N; auto: CUDA when a GPU is visible, else the CPU
     precision: Precision = "auto"  # auto: fp16 on GPU, fp32 on CPU
     dense_mode: Literal["value", "plain"] = "value"  # value: CLIPSelf/FineCLIP value path; plain: last block as is
     resize: Literal["squash", "shortest"] = "squash"  # squash: whole photo; shortest: centre crop, as CLIP
     lexeme_mode: Literal["token", "prompt"] = "token"  # token: text token space; prompt: lexeme as its own prompt
     lexeme_pool: Literal["last", "mean"] = "last"  # token mode: the span's final token, or the mean of its tokens
-    lexeme_prompt: str = "a photo of a {}"
+    lexeme_prompt: str = "a photo of a {}"  # prompt mode: the lexeme goes where {} is
     parser: Literal["auto", "rules", "spacy"] = "auto"  # auto: spaCy when installed
-    batch_size: Positive = 32
+    batch_size: Positive = 32  # images per forward pass
 
 
 @dataclass(frozen=True)
@@ -57,16 +57,16 @@ class RegionConfig(Section):
     # Window side as a fraction of the short side; 1.0 is the whole image.
     scales: Annotated[tuple[Annotated[float, Range(0, 1, low_open=True)], ...], NonEmpty()] = (1.0, 0.5, 0.33, 0.25)
     overlap: Annotated[float, Range(0, 0.95)] = 0.5  # fraction of a window shared with its neighbour
-    segments: tuple[Fraction, ...] = (0.3, 0.5, 0.7)  # cosine thresholds for dense-map segment boxes; () = off
-    max_regions: Positive = 96
+    segments: tuple[Fraction, ...] = (0.3, 0.5, 0.7)  # cosine thresholds for dense-map segment boxes; [] = off
+    max_regions: Positive = 96  # regions kept per image after NMS and de-duplication
     nms_iou: Annotated[float, Range(0, 1, low_open=True)] = 0.7  # boxes overlapping a kept box more are dropped
     # Region vectors this similar to a kept one are dropped (above 1: never).
     dedup_cosine: Annotated[float, Range(-1)] = 0.98
     # normal: regions pooled from the dense map of the pass that makes the global vector; high:
-    # small boxes pooled from a second pass at regions.HIGH_DETAIL_SCALE times the input size,
-    # where small objects span several patches, with smaller windows, boxes around segments of
-    # the picture's pixels in place of the dense map's segments, and twice the regions
-    # (regions.py; indexing time and index size measured in the README, Small objects).
+    # small boxes pooled from a second pass at 1.5 times the input size (HIGH_DETAIL_SCALE in
+    # regions/proposals.py), where small objects span several patches, with smaller windows, boxes
+    # around segments of the picture's pixels in place of the dense map's segments, and twice the
+    # regions (indexing time and index size: docs/benchmarks.md).
     detail: Literal["normal", "high"] = "normal"
 
 
@@ -82,10 +82,10 @@ class IndexConfig(Section):
     # "auto" may pick an HNSW graph (fastest search, slow to build) when it fits in this many MB; 0: never
     hnsw_memory_mb: NonNegative = 0
     shard_size: NonNegative = 0  # vectors per FAISS file; larger indexes are sharded (0: one file)
-    include_hidden: bool = False
+    include_hidden: bool = False  # also index hidden files and folders (--include-hidden)
     # gitignore patterns of files and folders that are not photos, on top of .harmosearchignore
     exclude: tuple[str, ...] = ()
-    workers: Workers = 2
+    workers: Workers = 2  # processes that decode, and on CPU also encode, batches of images (0: the main one alone)
     encode_in: Literal["auto", "main", "workers"] = "auto"  # where images are encoded (auto: workers on CPU)
     engine: Literal["local", "ray"] = "local"  # ray: Ray actors encode shards of the files (the [ray] section)
 
@@ -98,7 +98,7 @@ class RayConfig(Section):
     SECTION: ClassVar[str] = "ray"
     address: str = ""  # a running cluster ("auto", "ray://host:10001", ...); empty: start a local Ray
     workers: Positive = 2  # actors, one model each
-    cpus_per_worker: Annotated[float, Range(0, low_open=True)] = 1.0
+    cpus_per_worker: Annotated[float, Range(0, low_open=True)] = 1.0  # CPU cores Ray reserves for each actor
     gpus_per_worker: Annotated[float, Range(0)] = 0.0  # 0.5: two actors share a GPU
     shard_size: Positive = 256  # files per task; a finished shard is staged, so a re-run resumes
     max_retries: NonNegative = 3  # restarts of a dead actor, and retries of the shard it held
@@ -111,66 +111,67 @@ class MediaConfig(Section):
     thumbnails, 0-1), at most `max_frames` per video."""
 
     SECTION: ClassVar[str] = "media"
-    every_s: Annotated[float, Range(0, low_open=True)] = 2.0
+    every_s: Annotated[float, Range(0, low_open=True)] = 2.0  # a frame every this many seconds
+    # a cut between shots scores 0.15-0.4, an object filling a fifth of the picture about 0.08
     scene_threshold: Fraction = 0.06
-    max_frames: Positive = 200
+    max_frames: Positive = 200  # a long video's interval widens so that its samples span all of it
 
 
 @dataclass(frozen=True)
 class SearchConfig(Section):
     SECTION: ClassVar[str] = "search"
-    k: Positive = 10
-    alpha: Fraction = 0.5  # fused = alpha * global + (1 - alpha) * mean over lexemes of the best region
-    # ... for a query of several lexemes (a caption); a query of one ("red umbrella") fuses with
-    # phrase_alpha: its global vector says what its lexeme says, while a photo's global vector
-    # sums up everything in it, so a small thing counts for more in its regions. Both were chosen
-    # on the validation scenes (README, Small objects); `--alpha` sets both.
+    k: Positive = 10  # results per query (-k)
+    # fused = alpha * global + (1 - alpha) * mean over lexemes of the best region, for a query of
+    # several lexemes (a caption); chosen on the validation scenes; `--alpha` sets it and phrase_alpha
+    alpha: Fraction = 0.5
+    # alpha for a query of one lexeme ("red umbrella"): its global vector says what its lexeme says,
+    # while a photo's global vector sums up everything in it, so a small thing counts for more in
+    # its regions; chosen on the validation scenes
     phrase_alpha: Fraction = 0.15
     region_candidates: Positive = 200  # regions fetched per lexeme before exact rescoring
-    global_candidates: Positive = 100
+    global_candidates: Positive = 100  # images fetched by the global vector before exact rescoring
     box_margin: Annotated[float, Range(0)] = 0.05  # the box shown: the largest region within this of the best
     # Relations between lexemes ("left of", "near"): their geometric score joins the region part
     # of the fused score with this weight (0: relations ignored); each related lexeme's this many
     # best regions per image are the candidates of the joint box choice.
     relation_weight: Annotated[float, Range(0)] = 0.5
-    relation_candidates: Positive = 4
+    relation_candidates: Positive = 4  # best regions per related lexeme and image in the joint box choice
     # Taken off a window proposal's score for every lexeme when images are ranked (not when a lone
-    # lexeme's box is chosen; scoring.RegionTable.penalising_windows), so that boxes around segments,
-    # which fit objects, win near-ties against fixed squares. 0.1 was chosen on the validation
-    # scenes (README, Small objects).
+    # lexeme's box is chosen; search/score.py, RegionTable.penalising_windows), so that boxes around
+    # segments, which fit objects, win near-ties against fixed squares; chosen on the validation
+    # scenes.
     window_penalty: Annotated[float, Range(0, 1)] = 0.1
     # Ranking also weighs each region's score for a lexeme against the vocabulary's other phrases
-    # (contrast.py): + contrast * log p(the lexeme | the region, among the lexeme and its rivals),
-    # so that a red star ranks below a red circle for "red circle". vocabulary: "auto" (the
-    # phrases the model was trained on, from its checkpoint; none for other models), "none", or a
-    # UTF-8 file with one phrase per line. contrast 0.1 was chosen on the validation scenes
-    # (README, Small objects); 0 turns it off.
+    # (search/contrast.py): + contrast * log p(the lexeme | the region, among the lexeme and its
+    # rivals), so that a red star ranks below a red circle for "red circle"; chosen on the
+    # validation scenes; 0 turns it off.
     contrast: Annotated[float, Range(0, 10)] = 0.1
+    # The rivals: "auto" (the phrases the model was trained on, from its checkpoint; none for
+    # other models), "none", or a UTF-8 file with one phrase per line.
     vocabulary: str = "auto"
-    # Refinement (--refine, refine.py): the best `rerank` results (at least k) are encoded again,
+    # Refinement (--refine, search/rerank.py): the best `rerank` results (at least k) are encoded again,
     # at the model's input size and at refine_scale times it, where small objects span several
     # patches, and each lexeme's box is searched again near the indexed one. Those results are
     # then reordered by their fused score + crop_weight * the mean over lexemes of how well the
     # square crop around the lexeme's new box, encoded alone, matches the lexeme's text (one more
     # image encoding per lexeme; a result whose picture cannot be read gains nothing). With
-    # crop_weight 0 they are reordered as before crops came in: refine_alpha * global +
+    # crop_weight 0 they are reordered by refine_alpha * global +
     # (1 - refine_alpha) * their refined lexeme scores (the relation part as fused). rerank 0
     # refines only the boxes of the k shown, keeping their order and scores. Costs two image
-    # encodings per refined result, plus the crops (about 70 ms with harmo-tiny on 2 cores; 15 ms
-    # at high detail, where only the crops are encoded; more with larger models), so it is off
-    # unless asked for; no storage. refine_scale, rerank, crop_weight and refine_boxes were chosen
-    # on the validation scenes (README, Small objects).
+    # encodings per refined result, plus the crops (docs/benchmarks.md has the time per query), so
+    # it is off unless asked for; no storage. refine_scale, rerank, crop_weight and refine_boxes were
+    # chosen on the validation scenes.
     refine: bool = False
-    refine_scale: Annotated[float, Range(1, 4)] = 1.5
-    rerank: NonNegative = 20
-    crop_weight: Annotated[float, Range(0, 10)] = 1.0
-    refine_alpha: Fraction = 0.2
+    refine_scale: Annotated[float, Range(1, 4)] = 1.5  # --refine-scale
+    rerank: NonNegative = 20  # results refined and reordered (at least k); 0: only the boxes of the k shown
+    crop_weight: Annotated[float, Range(0, 10)] = 1.0  # weight of the crops' match in the reordering
+    refine_alpha: Fraction = 0.2  # with crop_weight 0: the weight of the global score in the reordering
     # Whether --refine searches the boxes again: "auto" does at the default detail and keeps the
     # indexed boxes at regions.detail "high", where they already fit (there refinement only looks
     # at crops, with no image encoded again; chosen on the validation scenes), "on" and "off" always.
     refine_boxes: Literal["auto", "on", "off"] = "auto"
-    nprobe: Positive = 16
-    ef_search: Positive = 64
+    nprobe: Positive = 16  # IVF lists searched per query
+    ef_search: Positive = 64  # HNSW search depth
     # FAISS searches on the GPUs (harmosearch[gpu]): a copy of the index on each, or a shard of it
     # on each (for an index larger than one GPU's memory); filtered searches stay on the CPU.
     faiss_gpu: Literal["off", "replicate", "shard"] = "off"
@@ -202,14 +203,14 @@ MAX_SCENES = 1_000_000  # synthetic scenes in one set: more is hours of drawing 
 @dataclass(frozen=True)
 class SynthConfig(Section):
     SECTION: ClassVar[str] = "synth"
-    n: Annotated[int, Range(0, MAX_SCENES)] = 100
-    seed: Seed = 0
-    size: Annotated[int, Range(32, 4096)] = 224
+    n: Annotated[int, Range(0, MAX_SCENES)] = 100  # scenes to draw (--n)
+    seed: Seed = 0  # the same seed draws byte-identical files
+    size: Annotated[int, Range(32, 4096)] = 224  # image side in pixels
     # Object sizes and counts (synth.OBJECT_SETS): mixed, 1-4 objects of 17-36% of the side;
     # small, 2-5 of 22-48 px in 224 px; large, 1-3 of 50-95 px in 224 px.
     objects: Literal["mixed", "small", "large"] = "mixed"
     min_objects: Annotated[int, Range(1, 6)] | None = None  # None: the object set's own count
-    max_objects: Annotated[int, Range(1, 6)] | None = None
+    max_objects: Annotated[int, Range(1, 6)] | None = None  # None: the object set's own count
 
     def check(self) -> None:
         if self.min_objects is not None and self.max_objects is not None and self.min_objects > self.max_objects:
@@ -223,28 +224,30 @@ Distractor = Literal["loose", "part", "shift"]
 @dataclass(frozen=True)
 class TrainConfig(Section):
     SECTION: ClassVar[str] = "train"
-    losses: Annotated[tuple[Loss, ...], NonEmpty()] = ("gc", "lrc", "gr")
-    w_lrc: Annotated[float, Range(0)] = 1.0
-    w_gr: Annotated[float, Range(0)] = 1.0
-    w_tight: Annotated[float, Range(0)] = 1.0
+    losses: Annotated[tuple[Loss, ...], NonEmpty()] = ("gc", "lrc", "gr")  # total = GC + w_lrc LRC + w_gr GR (+ TIGHT)
+    w_lrc: Annotated[float, Range(0)] = 1.0  # --weights lrc=W
+    w_gr: Annotated[float, Range(0)] = 1.0  # --weights gr=W
+    w_tight: Annotated[float, Range(0)] = 1.0  # --weights tight=W
     loose_factor: Annotated[float, Range(1)] = 2.0  # TIGHT's loose box: the object's box grown this many times
     # TIGHT's off-object boxes, drawn around every linked object: loose (the box grown
     # loose_factor times), part (a random box inside it, 35-65% of each side), shift (the box
     # moved by 50-90% of its size, so it covers part object, part background).
     distractors: Annotated[tuple[Distractor, ...], NonEmpty()] = ("loose", "part", "shift")
+    # caption: regions aligned with their image's caption against the batch's other captions;
+    # crop: each region distilled towards the global vector of the image cropped to its box
     gr_variant: Literal["caption", "crop"] = "caption"
     lexeme_source: Literal["caption", "annotations"] = "caption"  # caption: its lexemes linked to boxes
     match: Literal["largest", "skip"] = "largest"  # several boxes fit a lexeme equally
     epochs: Positive = 1
-    max_steps: Annotated[int, Range(0)] | None = None
+    max_steps: Annotated[int, Range(0)] | None = None  # stop after this many steps (None: after the epochs)
     batch_size: Annotated[int, Range(2)] = 64  # contrastive losses need negatives
     lr: Annotated[float, Range(0, 1, low_open=True)] = 5e-4  # above 1 AdamW only diverges
-    weight_decay: Annotated[float, Range(0)] = 0.1
-    warmup_steps: NonNegative = 50
-    grad_clip: Annotated[float, Range(0, low_open=True)] = 1.0
+    weight_decay: Annotated[float, Range(0)] = 0.1  # AdamW's; none on gains, biases, embeddings and the logit scale
+    warmup_steps: NonNegative = 50  # linear warmup, then cosine decay
+    grad_clip: Annotated[float, Range(0, low_open=True)] = 1.0  # gradient norm clipped to this
     seed: Seed = 0
-    checkpoint_every: Positive = 200
-    workers: Workers = 2
+    checkpoint_every: Positive = 200  # steps between checkpoints under OUT/checkpoints/
+    workers: Workers = 2  # processes that decode training images
     # Keep the decoded, resized training images in shared memory when they fit in this many MB
     # (the first epoch fills it; 0: decode every epoch).
     pixel_cache_mb: NonNegative = 4096
@@ -254,13 +257,17 @@ class TrainConfig(Section):
 @dataclass(frozen=True)
 class PathsConfig(Section):
     SECTION: ClassVar[str] = "paths"
-    indexes: str = "indexes"  # where `index` puts new indexes and `query` looks for the newest
+    # Where `index` puts new indexes and `query`, `info`, `dupes` and `serve` look for the newest;
+    # auto: ./indexes when the current folder has one, else the per-user data folder (indexes.py).
+    indexes: str = "auto"
     cache: str = "~/.cache/harmosearch"  # bench datasets and embeddings
     state: str = "~/.local/state/harmosearch"  # what outlives a run: the server's token
 
     @property
     def indexes_dir(self) -> Path:
-        return Path(self.indexes).expanduser()
+        from harmosearch.indexes import indexes_root
+
+        return indexes_root(self.indexes)
 
     @property
     def cache_dir(self) -> Path:

@@ -8,8 +8,14 @@ open_clip local-dir folder plus harmosearch.json (its resolved config and vocabu
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
+import socket
+import threading
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +34,10 @@ RANDOM_TAG = "random"
 LOCAL_MODELS = "a local model: --model local-dir:PATH (an open_clip folder) or --model NAME:/path/to/weights.pt"
 HINT = f"pretrained weights cannot be fetched offline: point at {LOCAL_MODELS}"
 FETCH_HINT = f"use --model {SHAPES_MODEL} (the bundled model; it knows drawn shapes only) or {LOCAL_MODELS}"
+# How long the model hub may take to answer before harmosearch takes the machine to be offline:
+# without this, a first run offline spends most of a minute in huggingface_hub's retries.
+HUB_TIMEOUT_S = 2.0
+HUB_ENDPOINT = "https://huggingface.co"
 
 
 @dataclass(frozen=True)
@@ -82,29 +92,29 @@ def resolve_spec(spec: str) -> ModelSource:
 
 def load_model(source: ModelSource) -> tuple[Any, dict[str, Any]]:
     """The open_clip model behind a resolved spec, and the harmosearch.json beside a checkpoint's weights."""
+    offline = fetches_from_hub(source) and not hub_reachable()
+    if offline and not maybe_cached(source):
+        raise ModelLoadError(fetch_failed(source.spec))  # before torch and open_clip load: at once
     import torch
 
     pretrained = None if source.pretrained == RANDOM_TAG else source.pretrained
     try:
-        if source.pretrained == RANDOM_TAG:
-            # Random weights are for tests and training starts: reproducible, without touching
-            # the caller's random state.
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(0)
-                model = create_model(source.name, None)
-        else:
-            model = create_model(source.name, pretrained)
+        with quiet_hub(offline):
+            if source.pretrained == RANDOM_TAG:
+                # Random weights are for tests and training starts: reproducible, without
+                # touching the caller's random state.
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(0)
+                    model = create_model(source.name, None)
+            else:
+                model = create_model(source.name, pretrained)
     except Exception as exc:  # open_clip raises RuntimeError/ValueError/OSError variously
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if "download" in reason.lower():
+        if offline or "download" in reason.lower():
             # open_clip fetches through huggingface_hub, which says at length that it found no
             # connection and no cached copy: one line says that, the details go to --debug.
             logger.debug("fetching %s failed: %s", source.spec, reason)
-            default = " (the default model)" if source.spec == DEFAULT_MODEL else ""
-            raise ModelLoadError(
-                f"could not fetch model {source.spec!r}{default}: it is not in the Hugging Face cache and "
-                f"cannot be downloaded now (no connection?); {FETCH_HINT}"
-            ) from None
+            raise ModelLoadError(fetch_failed(source.spec)) from None
         if len(reason) > 200:
             reason = reason[:200] + "..."
         raise ModelLoadError(f"could not load model {source.spec!r}: {reason}; {HINT}") from None
@@ -117,6 +127,117 @@ def load_model(source: ModelSource) -> tuple[Any, dict[str, Any]]:
             except (OSError, json.JSONDecodeError) as exc:
                 raise ModelLoadError(f"model {source.spec!r}: cannot read {meta_file}: {exc}") from None
     return model, meta
+
+
+def fetches_from_hub(source: ModelSource) -> bool:
+    """Whether loading the spec may download from the Hugging Face hub: hf-hub:ID, and NAME:TAG
+    where TAG is a pretrained tag rather than a weights file."""
+    if source.name.startswith("hf-hub:"):
+        return True
+    tag = source.pretrained
+    if source.name.startswith("local-dir:") or tag in (None, RANDOM_TAG):
+        return False
+    return not (os.sep in tag or "/" in tag or Path(tag).suffix)
+
+
+def fetch_failed(spec: str) -> str:
+    """The one line that says a model's weights are neither cached nor downloadable now."""
+    default = " (the default model)" if spec == DEFAULT_MODEL else ""
+    return (
+        f"could not fetch model {spec!r}{default}: it is not in the Hugging Face cache and "
+        f"cannot be downloaded now (no connection?); {FETCH_HINT}"
+    )
+
+
+def maybe_cached(source: ModelSource) -> bool:
+    """Whether the Hugging Face cache may hold the spec's weights: the repository's folder for
+    hf-hub:ID; for NAME:TAG, whose repository only open_clip's registry knows (and importing
+    open_clip takes seconds), any open_clip weights at all. False only when they cannot be there."""
+    from huggingface_hub import constants
+
+    cache = Path(constants.HF_HUB_CACHE)
+    if source.name.startswith("hf-hub:"):
+        return (cache / ("models--" + source.name.removeprefix("hf-hub:").replace("/", "--"))).is_dir()
+    return any(cache.glob("models--*/snapshots/*/open_clip_*"))
+
+
+def hub_offline_by_choice() -> bool:
+    """HF_HUB_OFFLINE, as huggingface_hub reads it: the user said there is no hub."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in ("1", "ON", "YES", "TRUE")
+
+
+def hub_reachable(timeout: float = HUB_TIMEOUT_S) -> bool:
+    """Whether the model hub (HF_ENDPOINT, or the proxy that reaches it) accepts a connection
+    within `timeout` seconds: the name lookup and the connect each get that long. HF_HUB_OFFLINE
+    counts as unreachable."""
+    import urllib.parse
+    import urllib.request
+
+    if hub_offline_by_choice():
+        return False
+    url = urllib.parse.urlsplit(os.environ.get("HF_ENDPOINT") or HUB_ENDPOINT)
+    host, port = url.hostname or "", url.port or (443 if url.scheme == "https" else 80)
+    proxy = urllib.request.getproxies().get(url.scheme)
+    if proxy and not urllib.request.proxy_bypass(host):
+        proxied = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        host, port = proxied.hostname or "", proxied.port or 80
+    addresses = _lookup(host, port, timeout)
+    for family, socket_type, protocol, _, address in addresses or []:
+        with contextlib.suppress(OSError), socket.socket(family, socket_type, protocol) as probe:
+            probe.settimeout(timeout)
+            probe.connect(address)
+            return True
+    return False
+
+
+def _lookup(host: str, port: int, timeout: float) -> list[Any] | None:
+    """getaddrinfo with a time limit (it has none of its own): None when it fails or is too
+    slow. It runs in a daemon thread, which a lookup that hangs cannot keep the process alive in."""
+    found: list[Any] = []
+
+    def look() -> None:
+        with contextlib.suppress(OSError, UnicodeError):
+            found.extend(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+
+    worker = threading.Thread(target=look, name="harmosearch-hub-lookup", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    return None if worker.is_alive() else found
+
+
+@contextlib.contextmanager
+def quiet_hub(offline: bool) -> Iterator[None]:
+    """Around open_clip's loading: huggingface_hub offline when the hub is unreachable (a cached
+    copy still loads; a missing one fails at once instead of after minutes of retries), and the
+    libraries' warnings and log lines kept off the screen unless --debug asked for them."""
+    debugging = logging.getLogger().isEnabledFor(logging.DEBUG)
+    hub_log = logging.getLogger("huggingface_hub")
+    level = hub_log.level
+    with warnings.catch_warnings(), _hub_offline(offline):
+        if not debugging:
+            warnings.simplefilter("ignore")
+            hub_log.setLevel(logging.CRITICAL)
+        try:
+            yield
+        finally:
+            hub_log.setLevel(level)
+
+
+@contextlib.contextmanager
+def _hub_offline(offline: bool) -> Iterator[None]:
+    """huggingface_hub's offline mode (what HF_HUB_OFFLINE=1 sets when it is imported) for the
+    duration, whether or not it was imported before."""
+    if not offline or hub_offline_by_choice():
+        yield
+        return
+    from huggingface_hub import constants
+
+    before = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = before
 
 
 def canonical_spec(spec: str) -> str:

@@ -1,0 +1,518 @@
+"""Benchmark tables, generated from the raw records in benchmarks/results/*.jsonl, so that no
+figure in the documentation can drift from the record it comes from. Every row names its record
+(file and time). Quality rows take the latest record whose resolved config matches today's
+defaults (the row's own model, detail and --refine aside); a table row without such a record
+says so instead of showing an older figure. docs/hooks.py puts the tables into the pages when the
+site is built; the README's headline table is checked against `headline()` by tests/test_docs.py.
+`python docs/gen_benchmarks.py` prints them all."""
+
+from __future__ import annotations
+
+import ast
+import functools
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harmosearch.config import SHAPES_MODEL, Config
+from harmosearch.config.fields import flatten
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+NONE = "–"
+# Sections whose settings change what a benchmark measures; of them, the keys that a row names
+# itself, and the keys that only matter with --refine.
+RESULT_SECTIONS = ("encoder", "regions", "search")
+ROW_KEYS = frozenset({"encoder.model", "encoder.device", "encoder.batch_size", "regions.detail", "search.refine"})
+REFINE_ONLY = frozenset(
+    {"search.refine_scale", "search.rerank", "search.crop_weight", "search.refine_alpha", "search.refine_boxes"}
+)
+
+
+@dataclass(frozen=True)
+class Record:
+    file: str
+    data: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return f"`{self.file}` {self.data['time']}"
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return flatten(self.data.get("config") or {})
+
+
+@functools.cache
+def records(file: str) -> tuple[Record, ...]:
+    lines = (RESULTS / file).read_text(encoding="utf-8").splitlines()
+    return tuple(Record(file, json.loads(line)) for line in lines if line.strip())
+
+
+def latest(file: str, fits: Callable[[Record], bool] = lambda r: True) -> Record | None:
+    found = [r for r in records(file) if fits(r)]
+    return max(found, key=lambda r: r.data["time"]) if found else None
+
+
+def at_defaults(record: Record) -> bool:
+    """Whether the record was made with today's defaults for every setting that changes results
+    (a setting it does not record counts as different)."""
+    stored = record.config
+    refine = stored.get("search.refine", False)
+    for key, value in flatten(Config().to_json()).items():
+        if key.split(".")[0] not in RESULT_SECTIONS or key in ROW_KEYS or (key in REFINE_ONLY and not refine):
+            continue
+        if key not in stored or stored[key] != value:
+            return False
+    return True
+
+
+def scenes(task: dict[str, Any]) -> int | None:
+    found = re.search(r"(\d+) scenes", str(task.get("dataset", "")))
+    return int(found.group(1)) if found else None
+
+
+def bench(
+    file: str, task: str, objects: str = "mixed", detail: str = "normal", refine: bool = False, n: int | None = None
+) -> Record | None:
+    """The latest synthetic test record of `harmosearch bench` with the bundled model at today's
+    defaults, for this object set, detail and --refine, holding `task` (on n scenes)."""
+
+    def fits(r: Record) -> bool:
+        d, config = r.data, r.config
+        return (
+            d.get("split") == "test"
+            and d.get("objects") == objects
+            and (d.get("model") or {}).get("spec") == SHAPES_MODEL
+            and task in d.get("tasks", {})
+            and (n is None or scenes(d["tasks"][task]) == n)
+            and config.get("regions.detail") == detail
+            and config.get("search.refine") == refine
+            and at_defaults(r)
+        )
+
+    return latest(file, fits)
+
+
+def pct(value: Any) -> str:
+    return NONE if value is None else f"{100 * value:.1f}"
+
+
+def get(record: Record | None, *path: str) -> Any:
+    node: Any = record.data if record else None
+    for key in path:
+        node = node.get(key) if isinstance(node, dict) else None
+    return node
+
+
+def named(*found: Record | None) -> str:
+    names = [r.name for r in found if r is not None]
+    return "; ".join(dict.fromkeys(names)) or "not measured at today's defaults"
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+DETAILS = (("default", "normal", False), ("`--detail high`", "high", False), ("`--detail high --refine`", "high", True))
+
+
+def headline() -> str:
+    """The README's one table: the bundled model on unseen synthetic test scenes."""
+    rows = []
+    for label, detail, refine in DETAILS:
+        default_set = bench("bench.jsonl", "search", detail=detail, refine=refine, n=500) or bench(
+            "small_objects.jsonl", "search", detail=detail, refine=refine, n=500
+        )
+        captions = bench("bench.jsonl", "retrieval", detail=detail, refine=refine, n=500)
+        small = bench("small_objects.jsonl", "search", "small", detail, refine)
+        rows.append(
+            [
+                label,
+                pct(get(default_set, "tasks", "search", "P@5")),
+                pct(get(small, "tasks", "search", "P@5")),
+                pct(get(captions, "tasks", "grounding", "accuracy")),
+                pct(get(captions, "tasks", "retrieval", "modes", "relations", "t2i_R@1")),
+                named(default_set, captions, small),
+            ]
+        )
+    header = [
+        "harmo-tiny, unseen synthetic test scenes",
+        "phrase search P@5",
+        "small objects P@5",
+        "box fits (grounding)",
+        "caption search R@1",
+        "records",
+    ]
+    return table(header, rows)
+
+
+def retrieval() -> str:
+    rows = []
+    for label, detail, _ in DETAILS[:2]:
+        found = bench("bench.jsonl", "retrieval", detail=detail, n=500)
+        for mode, ranking in (("global", "global (plain CLIP)"), ("fused", "fused"), ("relations", "relation-aware")):
+            modes = get(found, "tasks", "retrieval", "modes", mode) or {}
+            keys = ("t2i_R@1", "t2i_R@5", "t2i_R@10", "i2t_R@1", "i2t_R@5", "i2t_R@10")
+            rows.append([f"{ranking}, {label}", *(pct(modes.get(k)) for k in keys), named(found)])
+    header = ["ranking, detail", "text→image R@1", "R@5", "R@10", "image→text R@1", "R@5", "R@10", "record"]
+    return table(header, rows)
+
+
+def regions() -> str:
+    rows = []
+    for label, detail, refine in DETAILS:
+        found = bench("bench.jsonl", "boxcls", detail=detail, refine=refine, n=500)
+        search = bench("bench.jsonl", "search", detail=detail, refine=refine, n=500) or bench(
+            "small_objects.jsonl", "search", detail=detail, refine=refine, n=500
+        )
+        tasks = get(found, "tasks") or {}
+        rows.append(
+            [
+                label,
+                pct(get(found, "tasks", "boxcls", "top1")),
+                pct(get(found, "tasks", "boxcls", "top1_per_class")),
+                pct(get(found, "tasks", "grounding", "accuracy")),
+                pct(get(found, "tasks", "grounding", "proposal_ceiling")),
+                pct(get(search, "tasks", "search", "P@5")),
+                pct(get(search, "tasks", "search", "hit@5")),
+                pct(get(search, "tasks", "search", "box@0.5")),
+                named(found if tasks else None, search),
+            ]
+        )
+    header = [
+        "harmo-tiny, 500 test scenes",
+        "box classification top-1",
+        "per class",
+        "grounding",
+        "proposal ceiling",
+        "phrase search P@5",
+        "hit@5",
+        "box IoU ≥ 0.5",
+        "records",
+    ]
+    return table(header, rows)
+
+
+def compositional() -> str:
+    rows = []
+    for label, detail, _ in DETAILS[:2]:
+        found = bench("bench.jsonl", "compositional", detail=detail)
+        rankings = ("global", "fused", "relations") if detail == "normal" else ("relations",)
+        for ranking in rankings:
+            pairs = get(found, "tasks", "compositional", ranking) or {}
+            cells = [pct((pairs.get(kind) or {}).get(k)) for kind in ("relation", "attribute") for k in COMPOSED]
+            rows.append([f"{ranking}, {label}", *cells, named(found)])
+    header = [
+        "ranking, detail",
+        "relation pairs: caption wins",
+        "both captions win",
+        "R@1 among pair images",
+        "attribute pairs: caption wins",
+        "both captions win",
+        "R@1 among pair images",
+        "record",
+    ]
+    return table(header, rows)
+
+
+COMPOSED = ("caption_wins", "image_score", "r1")
+
+
+def objects() -> str:
+    rows = []
+    for label, detail, refine in DETAILS:
+        for size in ("small", "large"):
+            found = bench("small_objects.jsonl", "search", size, detail, refine)
+            grounding = get(found, "tasks", "grounding") or {}
+            rows.append(
+                [
+                    f"{size}, {label}",
+                    pct(get(found, "tasks", "search", "P@5")),
+                    pct(get(found, "tasks", "search", "box@0.5")),
+                    pct(grounding.get("accuracy")),
+                    pct(grounding.get("proposal_ceiling")),
+                    pct(get(found, "tasks", "boxcls", "top1")),
+                    named(found),
+                ]
+            )
+    header = ["objects, detail", "phrase search P@5", "box IoU ≥ 0.5", "grounding", "proposal ceiling", "box cls"]
+    header.append("record")
+    return table(header, rows)
+
+
+def fresh() -> str:
+    rows = []
+    for r in sorted(records("small_objects_fresh.jsonl"), key=lambda r: r.data["time"]):
+        size = Path(r.data["dataset"]).name
+        refine = "`--refine`" if r.config.get("search.refine") else "no `--refine`"
+        detail = f"`--detail {r.config.get('regions.detail')}`"
+        rows.append(
+            [
+                f"{size}, {detail}, {refine}",
+                pct(get(r, "tasks", "search", "P@5")),
+                pct(get(r, "tasks", "grounding", "accuracy")),
+                "yes" if at_defaults(r) else "no",
+                r.name,
+            ]
+        )
+    return table(["objects, settings", "phrase search P@5", "grounding", "at today's defaults", "record"], rows)
+
+
+def ms(seconds: float | None) -> str:
+    return NONE if seconds is None else f"{1000 * seconds:,.0f}"
+
+
+def number(value: float | None, digits: int = 1) -> str:
+    return NONE if value is None else f"{value:,.{digits}f}"
+
+
+def per_1000(images_per_s: float | None) -> str:
+    """The time 1,000 pictures take at this rate."""
+    if not images_per_s:
+        return NONE
+    seconds = 1000 / images_per_s
+    return f"{seconds / 60:.0f} min" if seconds >= 120 else f"{seconds:.1f} s"
+
+
+def on_cpu(r: Record) -> bool:
+    return not (r.data.get("machine") or {}).get("cuda")
+
+
+def indexing() -> str:
+    """Images per second, end to end, by model and machine."""
+    default_model = latest("footprint.jsonl")
+    rows = []
+    if default_model:
+        d = default_model.data
+        rows.append(
+            [
+                "ViT-B-16 (the default model's architecture), 320 px scenes",
+                f"{d['cores']} CPU cores, load average {d['load_average_after'][0]:.0f}",
+                number(d["images_per_s"], 2),
+                per_1000(d["images_per_s"]),
+                default_model.name,
+            ]
+        )
+    for fmt in ("png", "jpg"):
+        found = latest("encode.jsonl", lambda r, fmt=fmt: on_cpu(r) and r.data.get("format") == fmt)
+        rate = get(found, "images_per_s", "end-to-end build_index")
+        cores = get(found, "machine", "cpus")
+        rows.append(
+            [
+                f"harmo-tiny, 224 px {fmt.upper()} scenes",
+                f"{cores} CPU cores",
+                number(rate),
+                per_1000(rate),
+                named(found),
+            ]
+        )
+    gpu = latest("encode.jsonl", lambda r: not on_cpu(r))
+    rate = get(gpu, "images_per_s", "end-to-end build_index")
+    rows.append(
+        [
+            "harmo-tiny, 224 px PNG scenes",
+            str(get(gpu, "machine", "cuda")),
+            number(rate),
+            per_1000(rate),
+            named(gpu),
+        ]
+    )
+    return table(["model, pictures", "machine", "images/s, end to end", "1,000 pictures", "record"], rows)
+
+
+def detail_cost() -> str:
+    """What --detail high and --refine cost with the bundled model."""
+    found = latest("small_objects_cost.jsonl")
+    d = found.data if found else {}
+    rows = []
+    for detail in ("normal", "high"):
+        queries = (d.get("query_seconds") or {}).get(detail) or {}
+        rows.append(
+            [
+                f"`--detail {detail}`",
+                number((d.get("regions_over_global_time") or {}).get(detail), 2),
+                number((d.get("regions_per_image") or {}).get(detail)),
+                number((d.get("index_bytes_per_image") or {}).get(detail, 0) / 1024),
+                ms(queries.get("off")),
+                ms(queries.get("1.5")),
+                named(found),
+            ]
+        )
+    header = [
+        "harmo-tiny, 2 CPU cores",
+        "indexing time over `--global-only`",
+        "regions per image",
+        "KiB per image",
+        "ms per query",
+        "ms per query with `--refine`",
+        "record",
+    ]
+    return table(header, rows)
+
+
+def search_latency() -> str:
+    """Warm Index.search over a million region vectors, at the region counts per image of today's
+    normal and high detail (the detail-cost record)."""
+    counts = get(latest("small_objects_cost.jsonl"), "regions_per_image") or {}
+    rows = []
+    for detail, per_image in sorted(counts.items(), key=lambda item: item[1]):
+        wanted = round(per_image)
+        found = latest("search.jsonl", lambda r, w=wanted: get(r, "end_to_end", "regions_per_image") == w)
+        e2e = get(found, "end_to_end") or {}
+        rows.append(
+            [
+                f"{e2e.get('n_regions', 0):,}",
+                f"{wanted} (`--detail {detail}`)",
+                (e2e.get("index_types") or {}).get("regions", NONE),
+                number(e2e.get("p50_ms")),
+                number(e2e.get("p95_ms")),
+                number(e2e.get("relations_over_no_relations"), 2),
+                named(found),
+            ]
+        )
+    header = ["region vectors", "per image", "FAISS index", "p50 ms", "p95 ms", "relations / none", "record"]
+    return table(header, rows)
+
+
+def vector_search() -> str:
+    """FAISS and numpy searches of one query at 1M 512-d vectors: latency, recall, bytes."""
+    found = latest("search.jsonl", lambda r: any(row["n"] == 1_000_000 for row in r.data["rows"]))
+    rows = [
+        [
+            row["method"],
+            number(row["p50_ms"], 2),
+            number(row["p95_ms"], 2),
+            number(row["recall@10"], 3),
+            number(row["bytes_per_vector"], 0),
+        ]
+        for row in (found.data["rows"] if found else [])
+        if row["n"] == 1_000_000
+    ]
+    note = f"\n\nRecord: {named(found)}; vectors of {found.data['rows'][0]['dim']} dimensions." if found else ""
+    return table(["1,000,000 vectors", "p50 ms", "p95 ms", "recall@10", "bytes per vector"], rows) + note
+
+
+def query_costs() -> str:
+    """The rivals, and queries through a running server."""
+    rivals = latest("contrast_cost.jsonl")
+    served = latest("serve.jsonl")
+    median = get(rivals, "median_ms") or {}
+    warm = get(served, "warm_ms") or {}
+    rows = [
+        [f"rivals: {name}", number(median.get(key)), named(rivals)]
+        for name, key in (("off", "off"), ("the model's own 48", "own"), ("a file of 4,096", "file 4096"))
+    ]
+    rows += [
+        [f"demo index: {name}", number((warm.get(key) or {}).get("p50")), named(served)]
+        for name, key in (("in-process", "in-process"), ("through `harmosearch serve` (HTTP)", "http, client"))
+    ]
+    return table(["warm query", "p50 ms", "record"], rows)
+
+
+def training() -> str:
+    rows = []
+    for where, fits in (("CPU", on_cpu), ("GPU", lambda r: not on_cpu(r))):
+        found = latest("train_step.jsonl", fits)
+        for losses, seconds in (get(found, "seconds_per_step") or {}).items():
+            batch = get(found, "batch")
+            label = losses.replace("+", " + ").replace("(a)", " (caption)").replace("(b)", " (crop)")
+            rows.append([where, label, ms(seconds), number(batch / seconds, 0), named(found)])
+    return table(["device", "losses (batch 64, harmo-tiny-vit)", "ms per step", "samples/s", "record"], rows)
+
+
+def ablation_variants() -> list[str]:
+    """The variants benchmarks/ablation.py can run today (its VARIANTS), read without importing it."""
+    tree = ast.parse((ROOT / "benchmarks" / "ablation.py").read_text(encoding="utf-8"))
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "VARIANTS":
+            return [ast.literal_eval(key) for key in node.value.keys]
+    return []
+
+
+def ablation() -> str:
+    """HarmoCLIP's losses against the global loss alone, from the same weights and budget: the
+    latest run of each variant the script still has, per budget (runs of code that was not
+    kept say so in their note and are left out)."""
+    rows = []
+    kept = [r for r in records("ablation.jsonl") if "not kept" not in r.data.get("note", "")]
+    for steps in sorted({r.data["steps"] for r in kept}):
+        for name in ablation_variants():
+            found = latest(
+                "ablation.jsonl", lambda r, n=name, s=steps: r in kept and r.data["steps"] == s and n in r.data["rows"]
+            )
+            if found is None:
+                continue
+            row = found.data["rows"][name]
+            cells = [row.get(k) for k in ("boxcls_top1", "t2i_R@1", "i2t_R@1", "t2i_R@1_fused", "search_P@5")]
+            rows.append([f"{name}, {steps} steps", *(pct(c) for c in cells), found.name])
+    header = [
+        "losses (batch 64, seed 0, validation scenes)",
+        "box cls top-1",
+        "text→image R@1",
+        "image→text R@1",
+        "t→i R@1, fused",
+        "phrase search P@5",
+        "record",
+    ]
+    return table(header, rows)
+
+
+def dupes() -> str:
+    found = latest("dupes.jsonl")
+    rows = []
+    checks = (("vectors and pixel check (the default)", "test_at_defaults"), ("vectors alone", "test_vectors_only"))
+    for label, key in checks:
+        result = get(found, key) or {}
+        cells = [number(result.get("threshold"), 2), pct(result.get("precision")), pct(result.get("recall"))]
+        rows.append([label, *cells])
+    note = f"\n\nRecord: {named(found)}; test set of {get(found, 'test_images')} pictures."
+    return table(["duplicates, harmo-tiny", "threshold", "pair precision", "pair recall"], rows) + note
+
+
+def calibration() -> str:
+    found = latest("calibration.jsonl")
+    test = get(found, "test_at_default_quantile") or {}
+    rows = [
+        ["queries for a colour the scenes lack, called absent", pct(test.get("no_match_said_absent_colour"))],
+        ["queries for an object the scenes lack, called absent", pct(test.get("no_match_said_absent_object"))],
+        ["queries for objects present, called weak", pct(test.get("present_called_weak"))],
+    ]
+    note = f"\n\nRecord: {named(found)}; quantile {test.get('quantile')}."
+    return table(["weak results, harmo-tiny, test scenes", "%"], rows) + note
+
+
+# The tables a page asks for with a line `<!-- generated: NAME -->` (docs/hooks.py).
+TABLES: dict[str, Callable[[], str]] = {
+    "headline": headline,
+    "retrieval": retrieval,
+    "regions": regions,
+    "compositional": compositional,
+    "objects": objects,
+    "fresh": fresh,
+    "indexing": indexing,
+    "detail-cost": detail_cost,
+    "search-latency": search_latency,
+    "vector-search": vector_search,
+    "query-costs": query_costs,
+    "training": training,
+    "ablation": ablation,
+    "dupes": dupes,
+    "calibration": calibration,
+}
+
+
+def minutes_per_1000_photos() -> str:
+    """The README's figure for the default model on a CPU, from the footprint record."""
+    found = latest("footprint.jsonl")
+    return per_1000(found.data["images_per_s"]) if found else NONE
+
+
+if __name__ == "__main__":
+    for name, make in TABLES.items():
+        print(f"## {name}\n\n{make()}\n")
