@@ -13,33 +13,34 @@ from harmosearch.synth.scenes import Scene
 SUPERSAMPLE = 2
 
 
-def _star(cx: float, cy: float, r: float) -> list[tuple[float, float]]:
+def _star(cx: float, cy: float, rx: float, ry: float) -> list[tuple[float, float]]:
     points = []
     for k in range(10):
-        radius = r if k % 2 == 0 else r * 0.45
+        share = 1 if k % 2 == 0 else 0.45
         angle = -math.pi / 2 + k * math.pi / 5
-        points.append((cx + radius * math.cos(angle), cy + radius * math.sin(angle)))
+        points.append((cx + rx * share * math.cos(angle), cy + ry * share * math.sin(angle)))
     return points
 
 
-def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, r: float) -> None:
+def draw_shape(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, rx: float, ry: float) -> None:
+    """Fill a shape whose box has half-sides rx (across) and ry (down); rx == ry draws it unstretched."""
     if shape == "circle":
-        draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=255)
+        draw.ellipse([cx - rx, cy - ry, cx + rx, cy + ry], fill=255)
     elif shape == "square":
-        s = r * 0.88
-        draw.rectangle([cx - s, cy - s, cx + s, cy + s], fill=255)
+        sx, sy = rx * 0.88, ry * 0.88
+        draw.rectangle([cx - sx, cy - sy, cx + sx, cy + sy], fill=255)
     elif shape == "triangle":
-        draw.polygon([(cx, cy - r), (cx + r, cy + r * 0.8), (cx - r, cy + r * 0.8)], fill=255)
+        draw.polygon([(cx, cy - ry), (cx + rx, cy + ry * 0.8), (cx - rx, cy + ry * 0.8)], fill=255)
     elif shape == "star":
-        draw.polygon(_star(cx, cy + r * 0.08, r), fill=255)
+        draw.polygon(_star(cx, cy + ry * 0.08, rx, ry), fill=255)
     elif shape == "cross":
-        t = r * 0.34
-        draw.rectangle([cx - r, cy - t, cx + r, cy + t], fill=255)
-        draw.rectangle([cx - t, cy - r, cx + t, cy + r], fill=255)
+        tx, ty = rx * 0.34, ry * 0.34
+        draw.rectangle([cx - rx, cy - ty, cx + rx, cy + ty], fill=255)
+        draw.rectangle([cx - tx, cy - ry, cx + tx, cy + ry], fill=255)
     elif shape == "ring":
-        draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=255)
-        inner = r * 0.55
-        draw.ellipse([cx - inner, cy - inner, cx + inner, cy + inner], fill=0)
+        draw.ellipse([cx - rx, cy - ry, cx + rx, cy + ry], fill=255)
+        ix, iy = rx * 0.55, ry * 0.55
+        draw.ellipse([cx - ix, cy - iy, cx + ix, cy + iy], fill=0)
     else:
         raise DataError(f"unknown shape {shape!r}")
 
@@ -92,7 +93,8 @@ def render(scene: Scene) -> tuple[Image.Image, list[np.ndarray]]:
     masks = []
     for obj in scene.objects:
         mask = Image.new("L", (side, side), 0)
-        _draw_shape(ImageDraw.Draw(mask), obj.shape, obj.cx * SUPERSAMPLE, obj.cy * SUPERSAMPLE, obj.half * SUPERSAMPLE)
+        r = obj.half * SUPERSAMPLE
+        draw_shape(ImageDraw.Draw(mask), obj.shape, obj.cx * SUPERSAMPLE, obj.cy * SUPERSAMPLE, r, r)
         canvas.paste(Image.new("RGB", (side, side), obj.rgb), (0, 0), mask)
         small = mask.resize((scene.size, scene.size), Image.BOX)
         masks.append(np.asarray(small) > 0)
