@@ -113,6 +113,8 @@ WORDS = {  # what an error about an option may call it besides its flag
     "--num-workers": ("ray.workers",),
     "--gpus-per-worker": ("ray.gpus_per_worker",),
     "--objects": ("synth.objects", "object set"),
+    "--world": ("synth.world", "world"),
+    "--photos": ("synth.photos",),
     "--refine-scale": ("search.refine_scale",),
     "--detail": ("regions.detail",),
 }
@@ -372,6 +374,8 @@ MENUS: dict[str, list[Opt]] = {
         Opt("--seed", ("0", "7"), ("-1", HUGE, "4294967296", *NOT_NUMBERS)),
         Opt("--size", ("32", "40"), ("31", "0", "-1", "4097", HUGE, *NOT_NUMBERS)),
         Opt("--objects", ("mixed", "small", "large"), ("", "bogus", "红色", "x" * 10_000)),
+        Opt("--world", ("flat", "photo", "mixed"), ("", "bogus", "PHOTO", "x" * 10_000)),
+        Opt("--photos", ("train", "val", "test"), ("", "bogus", "astronaut")),
         Opt("--workers", ("1",), ("0", "-1", "65", HUGE, "nan")),
     ],
     "index": [
@@ -437,6 +441,7 @@ MENUS: dict[str, list[Opt]] = {
         Opt("--mode", ("global", "fused", "relations", "all"), ("", "bogus", "both")),
         Opt("--split", ("val", "test"), ("", "bogus")),
         Opt("--objects", ("mixed", "small", "large"), ("", "bogus")),
+        Opt("--world", ("flat", "photo"), ("", "bogus", "mixed")),
         REFINE,
         REFINE_SCALE,
         DETAIL,

@@ -48,10 +48,11 @@ def run_bench(
     save_scores: Path | None = None,
     split: str = "test",
     objects: str = "mixed",
+    world: str = "flat",
 ) -> dict[str, Any]:
     """Run `tasks` (default: default_tasks(dataset)) and return every figure with the model
     identity, the resolved config and the machine. `objects` picks the synthetic scenes: mixed
-    (the default), small or large (synth.OBJECT_SETS)."""
+    (the default), small or large (synth.OBJECT_SETS); `world` flat (the default) or photo."""
     started = time.perf_counter()
     if save_scores is not None:
         output_file(save_scores, "--save-scores", example="scores.npy")
@@ -69,13 +70,14 @@ def run_bench(
         "dataset": dataset,
         "split": split if dataset == "synthetic" else None,
         "objects": objects if dataset == "synthetic" else None,
+        "world": world if dataset == "synthetic" else None,
         "tasks": {},
         "model": encoder.identity.to_dict(),
         "config": config.to_json(),
         "machine": machine_info(),
     }
     for task in tasks:
-        bench = load_bench_set(dataset, data_dir, config.paths.cache_dir, n, task, split, objects)
+        bench = load_bench_set(dataset, data_dir, config.paths.cache_dir, n, task, split, objects, world)
         missing = [p for p in bench.images if not p.is_file()]
         if missing:
             raise DataError(f"{len(missing)} images of {bench.name} are missing, e.g. {missing[0]}")

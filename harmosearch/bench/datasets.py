@@ -7,7 +7,9 @@ harmosearch `annotations.json`.
 Synthetic scenes come in two sets that training never sees: `val`, the 500 scenes every
 setting of harmosearch was chosen on, and `test`, scenes of another seed that no choice looks
 at; the README reports the test set. Besides the default scenes (`objects` "mixed"), sets of
-only small or only large objects (synth.OBJECT_SETS) have their own val and test seeds.
+only small or only large objects (synth.OBJECT_SETS) have their own val and test seeds. So do
+the photo world's scenes and twin pairs (`world` "photo"), whose val and test sets are cut from
+photographs of their own split (synth.PHOTO_SPLITS), never from the training ones.
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ OBJECT_SEEDS = {
     "large": {"val": 626_262, "test": 27_644_437},
 }
 PAIR_SEEDS = {"val": 777, "test": 27_182_818}
+# The photo world's sets (objects of the default sizes): scenes, and twin pairs.
+WORLD_SEEDS = {"photo": {"val": 737_373, "test": 16_180_339}}
+WORLD_PAIR_SEEDS = {"photo": {"val": 888, "test": 14_142_135}}
 ARO_DATASETS = {"aro-relation": "relation", "aro-attribution": "attribution"}
 
 
@@ -131,7 +136,7 @@ def _from_coco_style(data: dict[str, Any], images_dir: Path, name: str, root: Pa
         image_index[im["id"]] = len(bench.images)
         bench.images.append(images_dir / im["file_name"])
     for a in data.get("annotations", []):
-        if a.get("iscrowd"):
+        if a.get("iscrowd") or a.get("hidden"):  # hidden: a photo-world object that barely shows
             continue
         x, y, w, h = a["bbox"]
         bench.boxes.append((image_index[a["image_id"]], (x, y, x + w, y + h), class_index[a["category_id"]]))
@@ -174,16 +179,18 @@ def load_bench_set(
     task: str = "retrieval",
     split: str = "test",
     objects: str = "mixed",
+    world: str = "flat",
 ) -> BenchSet:
     """The named dataset (flickr30k, mscoco, synthetic, aro-relation, aro-attribution) or a scene
-    folder; synthetic scenes (of the `objects` set) and twin pairs of `split` (val or test) are
-    drawn into the cache on first use (n scenes, or n / 2 pairs of each kind)."""
+    folder; synthetic scenes (of the `objects` set, in the flat or the photo `world`) and twin
+    pairs of `split` (val or test) are drawn into the cache on first use (n scenes, or n / 2
+    pairs of each kind)."""
     if dataset in ARO_DATASETS:
         if data_dir is None:
             raise DataError(f"--dataset {dataset} needs --data-dir: the folder with the ARO files and images/")
         return load_aro_set(ARO_DATASETS[dataset], data_dir)
     if dataset == "synthetic":
-        return _synthetic(data_dir, cache, n, task, split, objects)
+        return _synthetic(data_dir, cache, n, task, split, objects, world)
     if dataset in ("flickr30k", "mscoco"):
         root = data_dir or cache / "datasets" / dataset
         if dataset == "mscoco" and task != "retrieval":
@@ -198,31 +205,37 @@ def load_bench_set(
     )
 
 
-def _synthetic(data_dir: Path | None, cache: Path, n: int, task: str, split: str, objects: str) -> BenchSet:
+def _synthetic(data_dir: Path | None, cache: Path, n: int, task: str, split: str, objects: str, world: str) -> BenchSet:
     if split not in SYNTHETIC_SEEDS:
         raise DataError(f"unknown split {split!r}: use {' or '.join(SYNTHETIC_SEEDS)}")
     if objects not in OBJECT_SEEDS:
         raise DataError(f"unknown object set {objects!r}: use {', '.join(OBJECT_SEEDS)}")
+    if world != "flat" and world not in WORLD_SEEDS:
+        raise DataError(f"unknown world {world!r} for a bench set: use flat or {' or '.join(WORLD_SEEDS)}")
+    if world != "flat" and objects != "mixed":
+        raise DataError(f"{world}-world bench sets have objects of the default sizes only; drop --objects")
     if not 2 <= n <= MAX_SCENES:
         raise DataError(f"--n must lie in [2, {MAX_SCENES:,}] scenes, got {n}")
+    folder = "" if world == "flat" else f"{world}-"  # flat sets keep the folders they always had
+    named = "" if world == "flat" else f" {world} world"
     if task == "compositional":
         if objects != "mixed":
             raise DataError("twin pairs have objects of the default sizes only; drop --objects for compositional")
-        seed = PAIR_SEEDS[split]
-        root = data_dir or cache / "bench" / f"pairs-{seed}-{n // 2}"
+        seed = PAIR_SEEDS[split] if world == "flat" else WORLD_PAIR_SEEDS[world][split]
+        root = data_dir or cache / "bench" / f"pairs-{folder}{seed}-{n // 2}"
         if not (root / "annotations.json").is_file():
             from harmosearch.synth import generate_pairs
 
-            generate_pairs(root, n // 2, seed, workers=2)
-        return load_pair_set(root, f"synthetic pairs {split} (seed {seed}, {n // 2} of each kind)")
-    seed = OBJECT_SEEDS[objects][split]
-    kind = "" if objects == "mixed" else f"{objects}-"
-    root = data_dir or cache / "bench" / f"synthetic-{kind}{seed}-{n}"
+            generate_pairs(root, n // 2, seed, workers=2, world=world, photos=split)
+        return load_pair_set(root, f"synthetic pairs{named} {split} (seed {seed}, {n // 2} of each kind)")
+    seed = OBJECT_SEEDS[objects][split] if world == "flat" else WORLD_SEEDS[world][split]
+    if objects != "mixed":
+        folder, named = f"{objects}-", f" {objects} objects"
+    root = data_dir or cache / "bench" / f"synthetic-{folder}{seed}-{n}"
     if not (root / "annotations.json").is_file():
         from harmosearch.synth import generate
 
-        generate(root, SynthConfig(n=n, seed=seed, objects=objects), workers=2)
+        generate(root, SynthConfig(n=n, seed=seed, objects=objects, world=world, photos=split), workers=2)
     bench = load_scene_folder(root)
-    named = "" if objects == "mixed" else f" {objects} objects"
     bench.name = f"synthetic{named} {split} (seed {seed}, {len(bench.images)} scenes)"
     return bench

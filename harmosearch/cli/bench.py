@@ -45,6 +45,9 @@ def bench(
     objects: Annotated[
         str, typer.Option("--objects", help="Synthetic scenes: mixed (default), small or large objects.")
     ] = "mixed",
+    world: Annotated[
+        str, typer.Option("--world", help="Synthetic scenes: flat (default) or photo (shapes on photographs).")
+    ] = "flat",
     as_json: JsonOption = False,
     save_scores: Annotated[
         Path | None, typer.Option("--save-scores", help="Write score matrices (.npy) here.", callback=checked_path)
@@ -89,6 +92,7 @@ def bench(
             save_scores=save_scores,
             split=split,
             objects=objects,
+            world=world,
         )
     if record is not None:
         append_record(record, result, " ".join(["harmosearch", *sys.argv[1:]]))

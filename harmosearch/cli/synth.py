@@ -32,10 +32,32 @@ def synth(
             "or large (1-3 of 50-95 px).",
         ),
     ] = None,
+    world: Annotated[
+        str | None,
+        typer.Option(
+            "--world",
+            help="flat (default: shapes on drawn textures), photo (shaded, overlapping shapes on photographs, "
+            "with clutter, blur, noise and JPEG) or mixed (either, one scene in two).",
+        ),
+    ] = None,
+    photos: Annotated[
+        str | None,
+        typer.Option("--photos", help="Photo world: the photographs of the train (default), val or test split."),
+    ] = None,
     workers: Annotated[int, typer.Option("--workers", help="Processes used to draw.", min=1, max=64)] = 1,
 ) -> None:
     """Generate synthetic scenes (coloured shapes with boxes, phrases and captions)."""
-    config = resolve(ctx, **{"synth.n": n, "synth.seed": seed, "synth.size": size, "synth.objects": objects})
+    config = resolve(
+        ctx,
+        **{
+            "synth.n": n,
+            "synth.seed": seed,
+            "synth.size": size,
+            "synth.objects": objects,
+            "synth.world": world,
+            "synth.photos": photos,
+        },
+    )
     from harmosearch.synth import generate
 
     with progress_bars() as progress:

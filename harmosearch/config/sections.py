@@ -211,6 +211,12 @@ class SynthConfig(Section):
     objects: Literal["mixed", "small", "large"] = "mixed"
     min_objects: Annotated[int, Range(1, 6)] | None = None  # None: the object set's own count
     max_objects: Annotated[int, Range(1, 6)] | None = None  # None: the object set's own count
+    # flat: shapes on drawn textures; photo: shaded, overlapping shapes on cuts of the photographs
+    # that ship with scikit-image, with clutter, blur, noise and JPEG; mixed: either, per scene.
+    world: Literal["flat", "photo", "mixed"] = "flat"
+    # Which photographs the photo world's backgrounds come from (synth.PHOTO_SPLITS): train sets
+    # draw from the train ones; the benchmark's val and test sets from photographs of their own.
+    photos: Literal["train", "val", "test"] = "train"
 
     def check(self) -> None:
         if self.min_objects is not None and self.max_objects is not None and self.min_objects > self.max_objects:

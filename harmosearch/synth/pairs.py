@@ -11,9 +11,18 @@ from typing import Any
 import numpy as np
 
 from harmosearch.errors import ConfigError
+from harmosearch.synth.photo import photo_names
+from harmosearch.synth.photo_scenes import WORLDS, draws_photo, photographed
 from harmosearch.synth.scenes import BACKGROUND_TONES, BACKGROUNDS, COLOURS, SHAPES, SIZES, Scene, SceneObject
 from harmosearch.synth.text import article
-from harmosearch.synth.writer import collect_annotations, draw_all, draw_record, images_folder, write_annotations
+from harmosearch.synth.writer import (
+    collect_annotations,
+    draw_all,
+    draw_photo_record,
+    draw_record,
+    images_folder,
+    write_annotations,
+)
 
 PAIR_KINDS: tuple[str, ...] = ("relation", "attribute")
 # The words pair captions use for each relation (lexemes.RELATION_PHRASES names them all).
@@ -132,14 +141,16 @@ def _separate_centres(rng: np.random.Generator, halves: list[float], size: int) 
     raise ConfigError(f"images of {size} px are too small for two clearly separated objects; draw larger ones")
 
 
-def _pair_records(args: tuple[int, str, int, int, int, str]) -> list[dict[str, Any]]:
-    seed, kind, index, size, first_id, images_dir = args
+def _pair_records(args: tuple[int, str, int, int, int, str, str, str]) -> list[dict[str, Any]]:
+    seed, kind, index, size, first_id, images_dir, world, photos = args
     pair = sample_pair(seed, kind, index, size, first_id)
-    records = []
-    for scene, caption in zip(pair.scenes, pair.captions, strict=True):
-        record = draw_record(scene, images_dir)
+    key = [seed, _PAIR_STREAMS[kind], index]
+    if draws_photo(world, key):
+        records = [draw_photo_record(scene, images_dir)[0] for scene in photographed(pair.scenes, key, photos)]
+    else:
+        records = [draw_record(scene, images_dir) for scene in pair.scenes]
+    for record, caption in zip(records, pair.captions, strict=True):
         record["captions"] = [caption]
-        records.append(record)
     records[0]["pair"] = {
         "kind": kind,
         "images": [first_id, first_id + 1],
@@ -157,11 +168,15 @@ def generate_pairs(
     size: int = 224,
     workers: int = 1,
     progress: Callable[[int], None] | None = None,
+    world: str = "flat",
+    photos: str = "train",
 ) -> dict[str, Any]:
     """Write n_pairs twin pairs of every kind to OUT/images/*.png and OUT/annotations.json (the
     layout of `generate`, plus `pairs`: [{"kind", "images": [id_a, id_b], "captions": [caption_a,
     caption_b], "relation"}]); returns the annotations. Pair i of a kind is the same whatever
-    other kinds are drawn. progress gets the number of images written."""
+    other kinds are drawn. progress gets the number of images written. In the photo world (or
+    for half the pairs, in the mixed one) both twins lie on one cut of a `photos` photograph
+    with the same clutter and finish, as JPEG."""
     kinds = tuple(dict.fromkeys(kinds))
     unknown = [k for k in kinds if k not in _PAIR_STREAMS]
     if unknown or not kinds:
@@ -169,9 +184,12 @@ def generate_pairs(
         raise ConfigError(f"unknown pair kind {named}; choose from {', '.join(PAIR_KINDS)}")
     if n_pairs < 0:
         raise ConfigError(f"the number of pairs must be at least 0, got {n_pairs}")
+    if world not in WORLDS:
+        raise ConfigError(f"unknown world {world!r}; choose from {', '.join(WORLDS)}")
+    photo_names(photos)
     images_dir = images_folder(out)
     jobs = [
-        (seed, kind, i, size, 2 * (k * n_pairs + i), str(images_dir))
+        (seed, kind, i, size, 2 * (k * n_pairs + i), str(images_dir), world, photos)
         for k, kind in enumerate(kinds)
         for i in range(n_pairs)
     ]
@@ -184,6 +202,8 @@ def generate_pairs(
         "kinds": list(kinds),
         "size": size,
     }
+    if world != "flat":
+        info.update(world=world, photos=photos)
     data = collect_annotations(info, records)
     data["pairs"] = [record["pair"] for record in records if "pair" in record]
     write_annotations(Path(out), data)

@@ -82,6 +82,11 @@ class Scene:
     noise_seed: int
     objects: tuple[SceneObject, ...]
 
+    @property
+    def background_word(self) -> str:
+        """The adjective captions use for the background."""
+        return BACKGROUNDS[self.background]
+
 
 def categories() -> list[dict[str, Any]]:
     """All colour-shape classes; ids are stable and start at 1, as in COCO."""

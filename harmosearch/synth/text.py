@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
-from harmosearch.synth.scenes import BACKGROUNDS, Scene, SceneObject
+from harmosearch.synth.scenes import Scene, SceneObject
+
+if TYPE_CHECKING:
+    from harmosearch.synth.photo_scenes import PhotoScene
 
 
 def relation(a: SceneObject, b: SceneObject) -> str:
@@ -35,10 +40,10 @@ def _position(obj: SceneObject, size: int) -> str:
     return "centre" if (row, col) == ("middle", "centre") else f"{row} {col}".replace("middle ", "")
 
 
-def captions(scene: Scene, rng: np.random.Generator, count: int = 5) -> list[str]:
+def captions(scene: Scene | PhotoScene, rng: np.random.Generator, count: int = 5) -> list[str]:
     """`count` different captions; relations and sizes make attribute binding matter."""
     objs = list(scene.objects)
-    bg = BACKGROUNDS[scene.background]
+    bg = scene.background_word
 
     def name(o: SceneObject) -> str:
         return f"{o.size} {o.phrase}" if rng.random() < 0.4 else o.phrase

@@ -124,7 +124,7 @@ def load_scene_folder(root: Path) -> list[Sample]:
     links = defaultdict(list)
     for a in data.get("annotations", []):
         phrase = a.get("phrase")
-        if phrase:
+        if phrase and not a.get("hidden"):  # hidden: a photo-world object that barely shows
             words = frozenset(phrase.lower().split())
             links[a["image_id"]].append(Link(words, xywh_to_xyxy(a["bbox"]), phrase.lower()))
     images_dir = Path(root) / "images"
