@@ -138,3 +138,11 @@ def test_media_settings_and_excludes():
         MediaConfig(every_s=0)
     with pytest.raises(ConfigError, match=r"media\.scene_threshold must lie in \[0, 1\]"):
         MediaConfig(scene_threshold=2)
+
+
+def test_integers_keep_every_digit():
+    """A large integer, given as a number or as text, is not rounded through a float."""
+    huge = 99999999999999999999
+    assert load_config(overrides={"search.k": huge}).search.k == huge
+    assert load_config(overrides={"search.k": str(huge)}).search.k == huge
+    assert load_config(overrides={"search.k": "2e1"}).search.k == 20

@@ -123,6 +123,10 @@ def coerce(value: Any, hint: Any, where: str) -> Any:
     if hint in (int, float):
         if isinstance(value, bool):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if hint is int and isinstance(value, int):
+            return value  # exact, however large: a float would round it
+        if hint is int and isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+            return int(value)
         try:
             number = float(value)
         except (TypeError, ValueError, OverflowError):
