@@ -1,0 +1,86 @@
+"""The verdicts of the check scripts: .ci/run against a fake pytest and a fake apt-get, the
+browser tests without a browser."""
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def fake(path: Path, script: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("#!/usr/bin/env bash\n" + script)
+    path.chmod(0o755)
+    return path
+
+
+@pytest.fixture()
+def clone(tmp_path):
+    """A copy of .ci/ in a folder of its own, with a fake python3 on PATH: its `-m venv .venv`
+    makes a .venv whose pip succeeds and whose python, like pytest, exits $FAKE_PYTEST_EXIT;
+    every command is logged to calls.log."""
+    repo, tools = tmp_path / "repo", tmp_path / "bin"
+    shutil.copytree(ROOT / ".ci", repo / ".ci")
+    log = tmp_path / "calls.log"
+    fake(tools / "venv" / "pip", f'echo "pip $*" >> {log}\n')
+    fake(tools / "venv" / "python", f'echo "python $*" >> {log}\nexit "$FAKE_PYTEST_EXIT"\n')
+    fake(
+        tools / "python3",
+        f'echo "python3 $*" >> {log}\n'
+        '[ "$1 $2 $3" = "-m venv .venv" ] || exit 99\n'
+        f"mkdir -p .venv/bin && cp {tools / 'venv' / 'pip'} {tools / 'venv' / 'python'} .venv/bin/\n",
+    )
+    return repo, tools, log
+
+
+def run_ci(clone, pytest_exit, chromium, apt_get="exit 0"):
+    """.ci/run with `chromium` where it looks for the browser, and `apt_get` the script of apt-get."""
+    repo, tools, log = clone
+    fake(tools / "apt-get", f'echo "apt-get $*" >> {log}\n{apt_get}\n')
+    env = {
+        **os.environ,
+        "PATH": f"{tools}:{os.environ['PATH']}",
+        "FAKE_PYTEST_EXIT": str(pytest_exit),
+        "CHROMIUM": str(chromium),
+    }
+    done = subprocess.run(["bash", str(repo / ".ci" / "run")], capture_output=True, text=True, env=env, timeout=60)
+    calls = log.read_text().splitlines() if log.exists() else []
+    return done, calls
+
+
+@pytest.mark.parametrize(("pytest_exit", "ci_exit"), [(0, 0), (1, 1), (2, 2), (5, 1)])
+def test_ci_fails_when_pytest_fails_or_collects_nothing(clone, tmp_path, pytest_exit, ci_exit):
+    chromium = fake(tmp_path / "chromium", "")
+    done, calls = run_ci(clone, pytest_exit, chromium)
+    assert calls == ["python3 -m venv .venv", "pip install -q -e .[dev]", "python -m pytest"]
+    assert done.returncode == ci_exit, done.stderr
+    if pytest_exit == 5:
+        assert "collected no tests" in done.stderr
+
+
+@pytest.mark.parametrize("apt_get_exit", [100, 0])
+def test_ci_fails_without_chromium_before_running_the_tests(clone, tmp_path, apt_get_exit):
+    """apt-get fails, or succeeds without putting chromium where the tests look for it."""
+    done, calls = run_ci(clone, 0, tmp_path / "no-chromium", f"exit {apt_get_exit}")
+    assert done.returncode == 1
+    assert "could not install chromium" in done.stderr or "is not there" in done.stderr
+    assert calls and all(call.startswith("apt-get") for call in calls)  # the tests never ran
+
+
+def test_ci_installs_chromium_when_missing_and_goes_on(clone, tmp_path):
+    chromium = tmp_path / "chromium-to-be"
+    installs = f'[ "$1" = install ] && printf "" > {chromium} && chmod +x {chromium}\nexit 0'
+    done, calls = run_ci(clone, 0, chromium, installs)
+    assert done.returncode == 0, done.stderr
+    assert [call.split()[0] for call in calls] == ["apt-get", "apt-get", "python3", "pip", "python"]
+
+
+def test_the_browser_tests_fail_without_chromium_instead_of_skipping(tmp_path):
+    from .test_serve_browser import require_chromium
+
+    with pytest.raises(pytest.fail.Exception, match="-m 'not browser'"):
+        require_chromium(tmp_path / "chromium")
