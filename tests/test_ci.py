@@ -1,9 +1,10 @@
-"""The verdicts of the check scripts: .ci/run against a fake pytest and a fake apt-get, the
-browser tests without a browser."""
+"""The verdicts of the check scripts: .ci/run against a fake pytest and a fake apt-get, the GPU
+check's skip filter against canned pytest output, the browser tests without a browser."""
 
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -77,6 +78,53 @@ def test_ci_installs_chromium_when_missing_and_goes_on(clone, tmp_path):
     done, calls = run_ci(clone, 0, chromium, installs)
     assert done.returncode == 0, done.stderr
     assert [call.split()[0] for call in calls] == ["apt-get", "apt-get", "python3", "pip", "python"]
+
+
+def gpu_skips(tmp_path, log_text):
+    (tmp_path / "pytest.log").write_text(log_text)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "gpu_check_skips.py"), str(tmp_path / "pytest.log")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+SUMMARY = """\
+........s                                                                [100%]
+=========================== short test summary info ============================
+{skips}
+8 passed, {n} skipped in 41.02s
+"""
+
+
+def test_gpu_check_allows_only_the_skips_for_more_gpus(tmp_path):
+    allowed = "SKIPPED [1] tests/test_gpu.py:132: needs more GPUs than this machine has (2; it has 1)"
+    done = gpu_skips(tmp_path, SUMMARY.format(skips=allowed, n=1))
+    assert done.returncode == 0, done.stderr
+    assert "tests/test_gpu.py:132: needs more GPUs than this machine has (2; it has 1) [allowed]" in done.stdout
+
+
+@pytest.mark.parametrize(
+    "reason", ["faiss has no GPU (install the gpu extra)", "no CUDA device", "could not import 'rawpy'"]
+)
+def test_gpu_check_fails_on_any_other_skip_and_names_it(tmp_path, reason):
+    skips = "\n".join(
+        [
+            "SKIPPED [1] tests/test_gpu.py:132: needs more GPUs than this machine has (2; it has 1)",
+            f"SKIPPED [2] tests/test_gpu.py:92: {reason}",
+        ]
+    )
+    done = gpu_skips(tmp_path, SUMMARY.format(skips=skips, n=3))
+    assert done.returncode == 1
+    assert f"skipped 2 at tests/test_gpu.py:92: {reason} [NOT ALLOWED]" in done.stdout
+    assert "[allowed]" in done.stdout and "2 GPU test(s) skipped" in done.stderr
+
+
+def test_gpu_check_runs_the_skip_filter_on_the_tests_log():
+    script = (ROOT / "benchmarks" / "gpu_check.sh").read_text()
+    assert 'benchmarks/gpu_check_skips.py "$log" || failed=1' in script
+    assert script.index("gpu_check_skips.py") < script.index('rm -f "$log"')
 
 
 def test_the_browser_tests_fail_without_chromium_instead_of_skipping(tmp_path):
