@@ -21,12 +21,10 @@ from harmosearch.config import DEFAULT_MODEL, SHAPES_MODEL, load_config
 from harmosearch.errors import QueryError
 from harmosearch.indexing import build_index
 from harmosearch.media.ignore import IGNORE_FILE
-from harmosearch.model.encoder import bundled_models, load_encoder
+from harmosearch.model.encoder import load_encoder
 from harmosearch.search import Index
 from harmosearch.store import IndexReader, read_manifest
 from harmosearch.synth import COLOURS, Scene, SceneObject, render
-
-pytestmark = pytest.mark.skipif(SHAPES_MODEL not in bundled_models(), reason="bundled model not built")
 
 SIDE = 224
 FPS = 10
