@@ -12,8 +12,8 @@ a file, names with spaces, newlines or bytes that are not UTF-8, a name too long
 system), numbers (0, negative, huge, NaN, inf, not a number) and strings (empty, 10,000
 characters, other scripts, markup, control characters). Valid values are kept small (a few
 scenes, one training step), so that every example ends in about a second. A folder that cannot
-be written is made by permissions only when the tests do not run as root (root writes anywhere);
-a path below a file stands for it everywhere.
+be written is made read-only and, since root writes anywhere (and CI runs as root), the
+refusal the kernel gives other users is simulated in the process (conftest.deny_writes).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from harmosearch.config import ENVIRONMENT, SynthConfig, load_config
 from harmosearch.indexing import build_index
 from harmosearch.synth import generate
 
-from .conftest import TEST_MODEL
+from .conftest import TEST_MODEL, deny_writes
 
 COMMANDS = ("synth", "index", "query", "info", "bench", "train", "demo")
 HUGE = "99999999999999999999"
@@ -70,9 +70,8 @@ PATH_KINDS = [
     "newline",
     "not utf-8",
     "too long",
+    "read-only",
 ]
-if os.geteuid() != 0:
-    PATH_KINDS.append("read-only")
 WORDS = {  # what an error about an option may call it besides its flag
     "--n": ("synth.n",),
     "--seed": ("synth.seed", "train.seed"),
@@ -124,17 +123,20 @@ class Outcome:
     warnings: list[warnings.WarningMessage]
 
 
-def invoke(args: list[str]) -> Outcome:
-    """`harmosearch ARGS` in this process; the exception, if any, escapes to the test."""
+def invoke(args: list[str], read_only: list[Path] = ()) -> Outcome:
+    """`harmosearch ARGS` in this process, `read_only` folders refusing writes; the exception,
+    if any, escapes to the test."""
     stdout, stderr = io.StringIO(), io.StringIO()
     handlers, level = logging.root.handlers[:], logging.root.level  # the CLI configures logging
     try:
         with (
+            pytest.MonkeyPatch.context() as patch,
             contextlib.redirect_stdout(stdout),
             contextlib.redirect_stderr(stderr),
             warnings.catch_warnings(record=True) as caught,
         ):
             warnings.simplefilter("default")
+            deny_writes(patch, read_only)
             try:
                 cli.main(args)
                 code = 0
@@ -241,6 +243,7 @@ class World:
             self.files[name].write_text(text, encoding="utf-8")
         self.examples = root / "examples"
         self.examples.mkdir()
+        self.read_only: list[Path] = []  # folders no example may write into
 
     def sandbox(self) -> Path:
         return Path(tempfile.mkdtemp(dir=self.examples))
@@ -296,6 +299,7 @@ class World:
             os.symlink(box / "nowhere", made[kind])
         elif kind == "read-only":
             made[kind].parent.mkdir(mode=0o500)
+            self.read_only.append(made[kind].parent)
         return str(made[kind])
 
 
@@ -495,7 +499,7 @@ def fuzz(command: str, examples: int) -> Callable[..., None]:
     @given(data=st.data())
     def test(world, data):
         args = draw_args(data, world, command, MENUS[command])
-        outcome = invoke(args)
+        outcome = invoke(args, world.read_only)
         event(f"exit {outcome.code}")
         check(args, outcome)
 
@@ -566,13 +570,11 @@ def test_a_failing_command_prints_one_line_in_a_real_process(world):
 
 
 def test_a_folder_that_cannot_be_written(world):
-    """Only without root: root may write into a folder whatever its permissions."""
-    if os.geteuid() == 0:
-        pytest.skip("root writes into read-only folders; 'below a file' covers unwritable paths")
     box = world.sandbox()
     (box / "locked").mkdir(mode=0o500)
-    outcome = invoke(["synth", str(box / "locked" / "out"), "--n", "1"])
+    outcome = invoke(["synth", str(box / "locked" / "out"), "--n", "1"], [box / "locked"])
     assert outcome.code == 2 and "Permission denied" in outcome.stderr
+    assert not (box / "locked" / "out").exists()
 
 
 def test_every_option_of_every_command_is_fuzzed():
