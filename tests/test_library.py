@@ -388,32 +388,39 @@ def test_the_default_model_is_a_pretrained_class_token_vit_that_env_and_file_can
     assert shapes_model_unless_named(named).encoder.model == "local-dir:/m"
 
 
-def test_index_and_query_load_the_default_model_through_open_clip(tmp_path, monkeypatch):
-    """Weights cannot be downloaded here: open_clip's factory hands out a tiny model for the
-    default spec, and the index records the default spec."""
+def test_index_and_query_load_the_default_model_through_open_clip(tmp_path, monkeypatch, encoder):
+    """Weights cannot be downloaded here: open_clip's factory hands out the bundled model's
+    network for the default spec (trained, so that each query has one right photo among
+    several), and the index records the default spec."""
     import open_clip
 
-    from harmosearch.model.clip_adapter import register_model_configs
-
-    register_model_configs()
-    tiny, tokenizer = open_clip.create_model("harmo-test-vit"), open_clip.get_tokenizer("harmo-test-vit")
     name, tag = DEFAULT_MODEL.split(":")
     asked = []
 
     def create_model(model_name, pretrained=None, **kwargs):
         asked.append((model_name, pretrained))
-        return tiny
+        return encoder.model
 
     monkeypatch.setattr(open_clip, "create_model", create_model)
-    monkeypatch.setattr(open_clip, "get_tokenizer", lambda model_name: tokenizer)
+    monkeypatch.setattr(open_clip, "get_tokenizer", lambda model_name: encoder.tokenizer)
     photos = tmp_path / "photos"
     photos.mkdir()
-    scene(("blue", "square", 60, 60)).save(photos / "a.jpg")
+    right = {
+        "blue square": scene(("blue", "square", 60, 60)),
+        "red circle": scene(("red", "circle", 150, 90)),
+        "green triangle": scene(("green", "triangle", 100, 160)),
+        "yellow star": scene(("yellow", "star", 160, 160)),
+    }
+    for query, picture in right.items():
+        picture.save(photos / f"{query.replace(' ', '_')}.jpg", quality=95)
     config = load_config(overrides={"encoder.device": "cpu", "index.workers": 0}, environ={})
     report = build_index(photos, tmp_path / "index", config)
     assert report.model == DEFAULT_MODEL and read_manifest(tmp_path / "index")["encoder"]["spec"] == DEFAULT_MODEL
-    response = Index(tmp_path / "index", config).search("blue square", k=1)
-    assert [r.path for r in response.results] == ["a.jpg"]
+    index = Index(tmp_path / "index", config)
+    for query in right:
+        ranked = [r.path for r in index.search(query, k=4).results]
+        assert sorted(ranked) == sorted(p.name for p in photos.iterdir())
+        assert ranked[0] == f"{query.replace(' ', '_')}.jpg", (query, ranked)
     assert asked == [(name, tag)] * 2
 
 
