@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -172,14 +173,62 @@ def test_old_schema_and_damaged_files_are_reported(tmp_path, scenes, test_encode
     assert report.committed and read_manifest(tmp_path / "idx")["schema_version"] == SCHEMA_VERSION
 
 
-def run_index(photos, index, *extra, env=None, chunk=None):
+# `harmosearch index` in a child with test hooks (HOOKS, JSON): indexing.CHUNK set to "chunk";
+# with "marks", the child appends a line to that file at every point of its run where a kill
+# may land: "encoding D/N" after each batch, "staging NAME" once a chunk is in the staging
+# folder, "commit NAME" once a file of the new generation (the manifest last) is in place; at
+# the "nth" line starting with "hold" it stops there, to be killed.
+HOOKED = """
+import json, os, re, time
+import harmosearch.indexing as indexing
+from harmosearch.cli import main
+
+hooks = json.loads(os.environ["HOOKS"])
+indexing.CHUNK = hooks["chunk"]
+if "marks" in hooks:
+    held = []
+
+    def mark(line):
+        with open(hooks["marks"], "a") as f:
+            f.write(line + "\\n")
+        if line.startswith(hooks["hold"]):
+            held.append(line)
+            if len(held) == hooks["nth"]:
+                time.sleep(600)
+
+    build_index, replace = indexing.build_index, os.replace
+
+    def build_marking(*args, progress=None, **kwargs):
+        def report(stage, done, total):
+            if progress:
+                progress(stage, done, total)
+            if stage == "encoding" and done:
+                mark(f"encoding {done}/{total}")
+
+        return build_index(*args, progress=report, **kwargs)
+
+    def replace_marking(source, target, **kwargs):
+        replace(source, target, **kwargs)
+        name = os.path.basename(target)
+        if name.startswith("chunk_"):
+            mark(f"staging {name}")
+        elif name == "manifest.json" or re.search(r"[.]g[0-9]+[.]", name):
+            mark(f"commit {name}")
+
+    indexing.build_index, os.replace = build_marking, replace_marking
+main()
+"""
+
+
+def run_index(photos, index, *extra, env=None, chunk=None, hooks=None):
     """`harmosearch index` in a child process; `chunk`: stage encoded images every `chunk` images
-    instead of every indexing.CHUNK, so that an interrupted run leaves staged work sooner."""
-    staging = f"import harmosearch.indexing as i; i.CHUNK = {chunk}; from harmosearch.cli import main; main()"
+    instead of every indexing.CHUNK, so that an interrupted run leaves staged work sooner;
+    `hooks`: see HOOKED."""
+    hooks = {"chunk": chunk, **(hooks or {})} if chunk or hooks else None
     return subprocess.Popen(
         [
             sys.executable,
-            *(["-m", "harmosearch"] if chunk is None else ["-c", staging]),
+            *(["-m", "harmosearch"] if hooks is None else ["-c", HOOKED]),
             "--config",
             str(index.parent / "c.toml"),
             "index",
@@ -197,44 +246,85 @@ def run_index(photos, index, *extra, env=None, chunk=None):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, **(env or {})},
+        env={**os.environ, **(env or {}), **({"HOOKS": json.dumps(hooks)} if hooks else {})},
         # A shell starts background jobs with SIGINT ignored, and Python then keeps ignoring it:
         # give the command the default disposition so that it sees Ctrl-C wherever the tests run.
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
+def read_lines(path):
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def kill_9_at(photos, index, hold, nth, rng):
+    """Run `harmosearch index` until it stops at the `nth` point starting with `hold` (see
+    HOOKED), and SIGKILL it a moment later; returns the point where the kill landed."""
+    marks = index.parent / "marks"
+    marks.unlink(missing_ok=True)
+    process = run_index(photos, index, hooks={"chunk": 4, "marks": str(marks), "hold": hold, "nth": nth})
+    try:
+        deadline = time.monotonic() + 120
+        while len([line for line in read_lines(marks) if line.startswith(hold)]) < nth:
+            assert process.poll() is None, f"the run ended before {hold!r} #{nth}: {process.stderr.read()[-2000:]}"
+            assert time.monotonic() < deadline, f"{hold!r} #{nth} not reached in 120 s"
+            time.sleep(0.005)
+        time.sleep(rng.uniform(0, 0.2))
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.communicate()
+    return read_lines(marks)[-1]
+
+
 @pytest.mark.slow
-def test_kill_9_at_random_points_never_loses_the_index(tmp_path, scenes):
+@pytest.mark.timeout(600)  # eleven runs of the command, each starting Python and torch
+def test_kill_9_in_every_phase_never_loses_the_index(tmp_path, scenes, test_encoder):
+    """SIGKILL while encoding, once a chunk is staged, and in the commit (between the files of
+    the new generation, and after the manifest swap), first while the index is built, then while
+    an update is: after every kill the index is the last committed generation, whole, and a
+    final run gives the index that a run never interrupted gives."""
     photos = tmp_path / "photos"
     shutil.copytree(scenes / "images", photos)
     (tmp_path / "c.toml").write_text("[regions]\nmax_regions = 8\n")
-    reference = tmp_path / "reference"
-    assert run_index(photos, reference).wait(timeout=300) == 0
-    start = time.perf_counter()
-    assert run_index(photos, tmp_path / "timing").wait(timeout=300) == 0
-    duration = time.perf_counter() - start
     rng = random.Random(0)
     index = tmp_path / "idx"
-    states = set()
-    for attempt in range(20):
-        if attempt == 10:  # second half: kill updates of an existing index
+    landed = []
+    for update in (False, True):
+        if update:  # 2 files renamed, 6 new: the update encodes 6 files, staged in 2 chunks
             for name in ("000000.png", "000001.png"):
-                (photos / name).rename(photos / f"moved_{attempt}_{name}")
-            Image.new("RGB", (50, 50), (attempt * 10, 0, 0)).save(photos / f"new_{attempt}.png")
-        process = run_index(photos, index)
-        time.sleep(rng.uniform(0.2, duration * 1.1))
-        process.send_signal(signal.SIGKILL)
-        process.wait()
-        if (index / "manifest.json").exists():
-            assert verify(index) == [], f"torn index after kill {attempt}"
-            states.add(read_manifest(index)["generation"])
+                (photos / name).rename(photos / f"moved_{name}")
+            for i in range(6):
+                Image.new("RGB", (50, 50), (40 * i, 200, 0)).save(photos / f"new_{i}.png")
+        for hold, nth in (
+            ("encoding", rng.randint(1, 3)),  # before the first chunk is staged
+            ("staging", 1),
+            ("encoding", 1),  # a run that resumed the staged chunk
+            ("commit", rng.randint(1, 6)),  # before the manifest swap: only files no reader opens
+            ("commit manifest.json", 1),  # swapped; the previous generation's files still there
+        ):
+            before = read_manifest(index)["generation"] if (index / "manifest.json").exists() else 0
+            point = kill_9_at(photos, index, hold, nth, rng)
+            landed.append(point.split()[0])
+            assert point.startswith(hold), f"the kill aimed at {hold!r} #{nth} landed at {point!r}"
+            swapped = hold == "commit manifest.json"
+            if (index / "manifest.json").exists():
+                assert verify(index) == [], f"torn index after a kill at {point!r}"
+                assert read_manifest(index)["generation"] == before + swapped, point
+            else:
+                assert before == 0 and not swapped, point
+            written = list(index.glob(f"*.g{before + 1}.*"))
+            if hold == "commit":
+                assert written, f"nothing of the new generation was written before the kill at {point!r}"
+            elif not swapped:
+                assert not written, point
+            if hold == "staging":
+                assert list((index / ".staging").glob("chunk_*.npz"))
+    assert Counter(landed) == {"encoding": 4, "staging": 2, "commit": 4}
     final = run_index(photos, index)
     assert final.wait(timeout=300) == 0, final.stderr.read()
     assert verify(index) == []
-    fresh = tmp_path / "fresh"
-    assert run_index(photos, fresh).wait(timeout=300) == 0
-    assert_same_index(index, fresh)
+    build_index(photos, tmp_path / "fresh", CONFIG, encoder=test_encoder)  # the settings of c.toml and run_index
+    assert_same_index(index, tmp_path / "fresh")
 
 
 def test_ctrl_c_exits_cleanly_with_a_message(tmp_path):
