@@ -11,6 +11,28 @@ os.environ.pop("HARMOSEARCH_MODEL", None)  # the tests name their models
 TEST_MODEL = "harmo-test-vit:random"
 
 
+def pytest_configure(config):
+    """Each xdist worker, and every command a test starts, gets its share of the cores for
+    torch's threads: with more threads than cores OpenMP spins, which on two cores made files
+    take up to four times as long. Set in the controller before it starts the workers (they
+    inherit it), and before any test module imports torch (which reads it once)."""
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT") or getattr(config.option, "numprocesses", None) or 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    workers = int(workers) if str(workers).isdigit() else cores  # -n auto: a worker per core
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, cores // workers)))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def own_folders(tmp_path_factory):
+    """Where commands write by default (indexes/, the cache of bench sets and thumbnails) is a
+    folder of this test process's own: not the checkout's, not the user's, not another xdist
+    worker's. Commands that tests start inherit it."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HARMOSEARCH_INDEXES", str(tmp_path_factory.mktemp("indexes")))
+        patch.setenv("HARMOSEARCH_CACHE", str(tmp_path_factory.mktemp("cache")))
+        yield
+
+
 @pytest.fixture(scope="session")
 def test_encoder():
     from harmosearch.config import load_config
