@@ -26,6 +26,8 @@ from harmosearch.search import Index
 from harmosearch.store import IndexReader, read_manifest
 from harmosearch.synth import COLOURS, Scene, SceneObject, render
 
+from .test_cli_fuzz import invoke
+
 SIDE = 224
 FPS = 10
 SECONDS = 5.0
@@ -107,6 +109,9 @@ def write_library(root):
         scene(("blue", "square", 60, 60), ("red", "circle", 160, 150)),
     )
 
+
+# One worker builds the library (the bundled model, a video) and runs every test that reads it.
+pytestmark = pytest.mark.xdist_group("library")
 
 CONFIG = load_config(
     overrides={
@@ -429,7 +434,7 @@ def test_offline_the_default_model_fails_in_one_line_that_names_the_alternatives
     photos.mkdir()
     scene(("blue", "square", 60, 60)).save(photos / "a.jpg")
     env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "empty-cache"), "HARMOSEARCH_MODEL": ""}
-    result = run_cli("index", str(photos), "--index", str(tmp_path / "index"), env=env)
+    result = run_cli_process("index", str(photos), "--index", str(tmp_path / "index"), env=env)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
@@ -437,7 +442,16 @@ def test_offline_the_default_model_fails_in_one_line_that_names_the_alternatives
     assert "--model harmo-tiny" in lines[0] and "local-dir:PATH" in lines[0]
 
 
-def run_cli(*args, env=None):
+def run_cli(*args):
+    """`harmosearch ARGS`, run in this process: the model loads in a second, where a new process
+    first spends several importing torch (tests/test_cli_fuzz.py runs commands in real processes)."""
+    outcome = invoke(list(args))
+    return subprocess.CompletedProcess(args, outcome.code, outcome.stdout, outcome.stderr)
+
+
+def run_cli_process(*args, env=None):
+    """`harmosearch ARGS` in a process of its own, for what is decided when it starts (the
+    Hugging Face offline switch)."""
     return subprocess.run(
         [sys.executable, "-m", "harmosearch", *args],
         capture_output=True,

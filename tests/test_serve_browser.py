@@ -36,7 +36,8 @@ CONFIG = load_config(
 )
 PIXEL = 1.0  # tolerance, in screen pixels, for where a box is drawn
 
-pytestmark = pytest.mark.browser
+# One worker starts the server and the browser, for every test.
+pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("browser")]
 
 
 def require_chromium(path: Path = CHROMIUM) -> None:
