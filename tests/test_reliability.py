@@ -173,18 +173,18 @@ def test_old_schema_and_damaged_files_are_reported(tmp_path, scenes, test_encode
     assert report.committed and read_manifest(tmp_path / "idx")["schema_version"] == SCHEMA_VERSION
 
 
-# `harmosearch index` in a child with test hooks (HOOKS, JSON): indexing.CHUNK set to "chunk";
-# with "marks", the child appends a line to that file at every point of its run where a kill
-# may land: "encoding D/N" after each batch, "staging NAME" once a chunk is in the staging
-# folder, "commit NAME" once a file of the new generation (the manifest last) is in place; at
-# the "nth" line starting with "hold" it stops there, to be killed.
+# `harmosearch index` in a child with test hooks (HOOKS, JSON): indexing.CHUNK set to "chunk"
+# (when given); with "marks", the child appends a line to that file at every point of its run
+# where a signal may land: "encoding D/N" after each batch, "staging NAME" once a chunk is in
+# the staging folder, "commit NAME" once a file of the new generation (the manifest last) is in
+# place; at the "nth" line starting with "hold" it stops there, to be signalled.
 HOOKED = """
 import json, os, re, time
 import harmosearch.indexing as indexing
 from harmosearch.cli import main
 
 hooks = json.loads(os.environ["HOOKS"])
-indexing.CHUNK = hooks["chunk"]
+indexing.CHUNK = hooks["chunk"] or indexing.CHUNK
 if "marks" in hooks:
     held = []
 
@@ -257,23 +257,27 @@ def read_lines(path):
     return path.read_text().splitlines() if path.exists() else []
 
 
-def kill_9_at(photos, index, hold, nth, rng):
-    """Run `harmosearch index` until it stops at the `nth` point starting with `hold` (see
-    HOOKED), and SIGKILL it a moment later; returns the point where the kill landed."""
+def signal_at(photos, index, hold, nth, sent, *extra, chunk=4, pause=0.0):
+    """Run `harmosearch index ... EXTRA` until it stops at the `nth` point starting with `hold`
+    (see HOOKED), and send it signal `sent` `pause` seconds later (SIGKILL whatever happens);
+    returns the point where it landed, the exit code, stdout and stderr."""
     marks = index.parent / "marks"
     marks.unlink(missing_ok=True)
-    process = run_index(photos, index, hooks={"chunk": 4, "marks": str(marks), "hold": hold, "nth": nth})
+    hooks = {"chunk": chunk, "marks": str(marks), "hold": hold, "nth": nth}
+    process = run_index(photos, index, *extra, hooks=hooks)
     try:
         deadline = time.monotonic() + 120
         while len([line for line in read_lines(marks) if line.startswith(hold)]) < nth:
             assert process.poll() is None, f"the run ended before {hold!r} #{nth}: {process.stderr.read()[-2000:]}"
             assert time.monotonic() < deadline, f"{hold!r} #{nth} not reached in 120 s"
             time.sleep(0.005)
-        time.sleep(rng.uniform(0, 0.2))
+        time.sleep(pause)
+        process.send_signal(sent)
+        stdout, stderr = process.communicate(timeout=60)
     finally:
-        process.send_signal(signal.SIGKILL)
-        process.communicate()
-    return read_lines(marks)[-1]
+        process.kill()
+        process.wait()
+    return read_lines(marks)[-1], process.returncode, stdout, stderr
 
 
 @pytest.mark.slow
@@ -303,7 +307,7 @@ def test_kill_9_in_every_phase_never_loses_the_index(tmp_path, scenes, test_enco
             ("commit manifest.json", 1),  # swapped; the previous generation's files still there
         ):
             before = read_manifest(index)["generation"] if (index / "manifest.json").exists() else 0
-            point = kill_9_at(photos, index, hold, nth, rng)
+            point, _, _, _ = signal_at(photos, index, hold, nth, signal.SIGKILL, pause=rng.uniform(0, 0.2))
             landed.append(point.split()[0])
             assert point.startswith(hold), f"the kill aimed at {hold!r} #{nth} landed at {point!r}"
             swapped = hold == "commit manifest.json"
@@ -327,20 +331,12 @@ def test_kill_9_in_every_phase_never_loses_the_index(tmp_path, scenes, test_enco
     assert_same_index(index, tmp_path / "fresh")
 
 
-def test_ctrl_c_exits_cleanly_with_a_message(tmp_path):
-    # Enough images (run_index encodes one per batch) that indexing still runs when the interrupt arrives.
-    generate(tmp_path / "many", SynthConfig(n=1500, seed=99, size=48), workers=2)
-    photos = tmp_path / "many" / "images"
+def test_ctrl_c_exits_cleanly_with_a_message(tmp_path, scenes):
     (tmp_path / "c.toml").write_text("")
-    process = run_index(photos, tmp_path / "idx")
-    deadline = time.monotonic() + 120
-    while not (tmp_path / "idx" / "index.lock").exists() and time.monotonic() < deadline:
-        time.sleep(0.02)  # wait until the command itself runs, past interpreter start-up
-    time.sleep(0.2)
-    process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 130, "indexing finished before the interrupt arrived"
+    point, code, _, stderr = signal_at(scenes / "images", tmp_path / "idx", "encoding", 1, signal.SIGINT, chunk=None)
+    assert point == "encoding 1/12" and code == 130
     assert "interrupted" in stderr and "Traceback" not in stderr
+    assert not (tmp_path / "idx" / "manifest.json").exists()
 
 
 def test_sigterm_exits_cleanly_and_a_rerun_resumes(tmp_path, scenes):
@@ -352,25 +348,20 @@ def test_sigterm_exits_cleanly_and_a_rerun_resumes(tmp_path, scenes):
     index = tmp_path / "idx"
     assert run_index(photos, index, "--batch-size", "8").wait(timeout=300) == 0
     before = read_manifest(index)
-    generate(tmp_path / "more", SynthConfig(n=64, seed=99, size=48), workers=2)
+    generate(tmp_path / "more", SynthConfig(n=24, seed=99, size=48), workers=2)
     for path in (tmp_path / "more" / "images").iterdir():
         path.rename(photos / f"more_{path.name}")
-    process = run_index(photos, index, "--batch-size", "8", chunk=8)
-    deadline = time.monotonic() + 120
-    while len(list((index / ".staging").glob("chunk_*.npz"))) < 2 and time.monotonic() < deadline:
-        time.sleep(0.02)
-    process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 143, "indexing finished before the signal arrived"
+    # Stopped once the second of three chunks of 8 is staged.
+    point, code, _, stderr = signal_at(photos, index, "staging", 2, signal.SIGTERM, "--batch-size", "8", chunk=8)
+    assert point == "staging chunk_000001.npz" and code == 143
     assert stderr.splitlines() == ["terminated; what was written so far is consistent, and a re-run resumes it"]
     assert read_manifest(index) == before and verify(index) == []
-    staged = len(staged_pictures(index / ".staging"))
-    assert staged >= 16
+    assert len(staged_pictures(index / ".staging")) == 16
     rerun = run_index(photos, index, "--batch-size", "8", chunk=8)
     stdout, stderr = rerun.communicate(timeout=300)
     assert rerun.returncode == 0, stderr  # the lock was released
-    assert f", {staged} taken from an interrupted run" in stdout and f"encoded {64 - staged} " in stdout
-    assert read_manifest(index)["counts"]["images"] == 76 and verify(index) == []
+    assert ", 16 taken from an interrupted run" in stdout and "encoded 8 " in stdout
+    assert read_manifest(index)["counts"]["images"] == 36 and verify(index) == []
 
 
 def test_concurrent_query_sees_old_or_new_index(tmp_path, scenes, test_encoder):
