@@ -132,3 +132,16 @@ def test_the_browser_tests_fail_without_chromium_instead_of_skipping(tmp_path):
 
     with pytest.raises(pytest.fail.Exception, match="-m 'not browser'"):
         require_chromium(tmp_path / "chromium")
+
+
+def test_every_run_reports_its_slowest_tests_times_out_hung_ones_and_uses_both_cores():
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    pytest_options = project["tool"]["pytest"]["ini_options"]
+    addopts = pytest_options["addopts"].split()
+    assert "--durations=25" in addopts and "--strict-markers" in addopts
+    assert addopts[addopts.index("-n") + 1] == "2" and addopts[addopts.index("--dist") + 1] == "loadgroup"
+    assert pytest_options["timeout"] == 300
+    dev = " ".join(project["project"]["optional-dependencies"]["dev"])
+    assert "pytest-xdist" in dev and "pytest-timeout" in dev
