@@ -23,7 +23,7 @@ pytest_verdict() {
     0) return 0 ;;
     5) echo "ci: failed: pytest collected no tests (exit 5): check testpaths and the -m expression" >&2
        return 1 ;;
-    *) echo "ci: failed: pytest exited $rc" >&2
+    *) echo "ci: failed: the test command (venv, install, pytest) exited $rc" >&2
        return "$rc" ;;
   esac
 }
