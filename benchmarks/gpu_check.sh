@@ -6,6 +6,8 @@
 # 1. the GPU tests (pytest -m gpu: encoding on CUDA against the CPU, FAISS built and searched on
 #    the GPU against exact search and the CPU, training steps with AMP, DDP when there are 2 GPUs);
 #    their outcome is appended to benchmarks/results/gpu_check.jsonl with the card (nvidia-smi);
+#    every skip is listed with its reason, and any skip but "needs more GPUs than this machine
+#    has" fails the check (benchmarks/gpu_check_skips.py);
 # 2. benchmarks/encode.py and benchmarks/train_step.py on the GPU, and benchmarks/large_index.py
 #    with N region vectors built and searched on the GPU; each appends its record, with the card's
 #    name as torch reports it, to benchmarks/results/<name>.jsonl.
@@ -43,7 +45,8 @@ faiss_gpus=$("$PY" -c 'from harmosearch.model.device import gpu_count; print(gpu
 
 failed=0
 log=$(mktemp)
-"$PY" -m pytest -m gpu tests/test_gpu.py -q -rs -p no:cacheprovider 2>&1 | tee "$log"
+# One process (-n 0): the GPU tests share the card, and the two-GPU test starts its own processes.
+"$PY" -m pytest -m gpu tests/test_gpu.py -q -rs -n 0 -p no:cacheprovider 2>&1 | tee "$log"
 tests_rc=${PIPESTATUS[0]}
 [ "$tests_rc" -eq 0 ] || failed=1
 "$PY" - "$card" "$tests_rc" "$log" "$faiss_gpus" <<'EOF' || failed=1
@@ -66,6 +69,7 @@ with open("benchmarks/results/gpu_check.jsonl", "a") as f:
     f.write(json.dumps(record) + "\n")
 print(f"appended to benchmarks/results/gpu_check.jsonl: {record['summary']}")
 EOF
+"$PY" benchmarks/gpu_check_skips.py "$log" || failed=1  # a skipped GPU test is a check not run
 rm -f "$log"
 
 workdir=$(mktemp -d)

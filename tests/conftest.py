@@ -11,10 +11,25 @@ os.environ.pop("HARMOSEARCH_MODEL", None)  # the tests name their models
 TEST_MODEL = "harmo-test-vit:random"
 
 
+def pytest_configure(config):
+    """Each xdist worker, and every command a test starts, gets its share of the cores for
+    torch's threads: with more threads than cores OpenMP spins, which on two cores made files
+    take up to four times as long. Set in the controller before it starts the workers (they
+    inherit it), and before any test module imports torch (which reads it once)."""
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT") or getattr(config.option, "numprocesses", None) or 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    workers = int(workers) if str(workers).isdigit() else cores  # -n auto: a worker per core
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, cores // workers)))
+
+
 @pytest.fixture(scope="session", autouse=True)
-def state_folder(tmp_path_factory):
-    """The server token the tests make is kept here, never in the user's state folder."""
+def own_folders(tmp_path_factory):
+    """Where commands write by default (indexes/, the cache of bench sets and thumbnails, the
+    server token's state folder) is a folder of this test process's own: not the checkout's, not
+    the user's, not another xdist worker's. Commands that tests start inherit it."""
     with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HARMOSEARCH_INDEXES", str(tmp_path_factory.mktemp("indexes")))
+        patch.setenv("HARMOSEARCH_CACHE", str(tmp_path_factory.mktemp("cache")))
         patch.setenv("HARMOSEARCH_STATE", str(tmp_path_factory.mktemp("state")))
         yield
 
@@ -60,3 +75,64 @@ def run_cli_noting_imports(args, modules, timeout=60):
     last = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else ""
     assert last.startswith("LOADED"), result.stderr[-2000:]
     return result, last.split()[1:]
+
+
+def deny_writes(patch: pytest.MonkeyPatch, folders) -> None:
+    """Through `patch`, the answers a user without write permission on `folders` gets from the
+    kernel, whoever runs the tests (root writes anywhere, and CI runs as root): creating,
+    opening for writing, renaming or removing anything in them fails with EACCES, and
+    os.access says they cannot be written. Reads are untouched."""
+    import builtins
+    import errno
+    import io
+
+    folders = {os.path.realpath(f) for f in folders}
+
+    def within(path) -> bool:
+        resolved = os.path.realpath(os.fsdecode(path))
+        return any(resolved == f or resolved.startswith(f + os.sep) for f in folders)
+
+    def check(path) -> None:
+        if not isinstance(path, int) and within(os.path.dirname(os.path.realpath(os.fsdecode(path)))):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fsdecode(path))
+
+    def guarded(real, *positions: int):
+        def call(*args, **kwargs):
+            for position in positions:
+                check(args[position])
+            return real(*args, **kwargs)
+
+        return call
+
+    real_open, real_os_open, real_access = builtins.open, os.open, os.access
+    writes = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+
+    def open_(file, mode="r", *args, **kwargs):
+        if any(c in mode for c in "wax+"):
+            check(file)
+        return real_open(file, mode, *args, **kwargs)
+
+    def os_open(path, flags, *args, **kwargs):
+        if flags & writes:
+            check(path)
+        return real_os_open(path, flags, *args, **kwargs)
+
+    def access(path, mode, *args, **kwargs):
+        denied = mode & os.W_OK and not isinstance(path, int) and within(path)
+        return not denied and real_access(path, mode, *args, **kwargs)
+
+    patch.setattr(builtins, "open", open_)
+    patch.setattr(io, "open", open_)
+    patch.setattr(os, "open", os_open)
+    patch.setattr(os, "access", access)
+    for name, positions in {
+        "mkdir": (0,),
+        "rmdir": (0,),
+        "unlink": (0,),
+        "remove": (0,),
+        "symlink": (1,),
+        "replace": (0, 1),
+        "rename": (0, 1),
+        "link": (1,),
+    }.items():
+        patch.setattr(os, name, guarded(getattr(os, name), *positions))

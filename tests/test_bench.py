@@ -17,6 +17,18 @@ from harmosearch.search.score import RegionTable
 from .conftest import TEST_MODEL
 
 
+@pytest.fixture(scope="module")
+def few_scenes(tmp_path_factory):
+    """Six scenes for the refined tasks: each refined query encodes a crop per candidate image,
+    so every scene costs every query (the cross-checks hold at any size)."""
+    from harmosearch.config import SynthConfig
+    from harmosearch.synth import generate
+
+    out = tmp_path_factory.mktemp("few-scenes")
+    generate(out, SynthConfig(n=6, seed=7))
+    return out
+
+
 def write_image(path, colour=(200, 0, 0), size=(40, 30)):
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.new("RGB", size, colour).save(path)
@@ -376,7 +388,7 @@ def test_refined_grounding_is_refine_boxes_phrase_by_phrase(scenes, tmp_path, mo
     assert got["phrases"] == len(hits) and 0 < np.mean(hits) < 1  # not a trivial case
 
 
-def test_refined_bench_tasks_are_what_query_refine_shows(scenes, tmp_path, monkeypatch):
+def test_refined_bench_tasks_are_what_query_refine_shows(few_scenes, tmp_path, monkeypatch):
     """The search task (and retrieval's refined ranking, below) with refine and rerank on ranks
     and boxes each phrase as `Index.search` does for it (refined, reordered): P@1, hit@1 and
     box@0.5 computed from the query's own results.
@@ -403,14 +415,14 @@ def test_refined_bench_tasks_are_what_query_refine_shows(scenes, tmp_path, monke
     }
     config = load_config(overrides={**overrides, "search.rerank": 8, "search.crop_weight": 0.7})
     test_encoder = load_encoder(config)
-    bench = load_bench_set(str(scenes), None, config.paths.cache_dir, 12, "search", "test")
+    bench = load_bench_set(str(few_scenes), None, config.paths.cache_dir, 6, "search", "test")
     images = encode_images(test_encoder, config, bench)
     assert images.regions.bias is not None and images.regions.bias.min() == pytest.approx(-0.1)
     # k=1: the order itself is compared, not only which images make the top.
     run = Run(test_encoder, config, bench, images)
     assert run.vocabulary is not None and len(run.vocabulary.phrases) == 48  # harmo-tiny's colour-shape names
     got = phrase_search(run, k=1)
-    build_index(scenes / "images", tmp_path / "index", config, encoder=test_encoder)
+    build_index(few_scenes / "images", tmp_path / "index", config, encoder=test_encoder)
     index = Index(tmp_path / "index", config, encoder=test_encoder)
     precision, hits, boxed = [], [], []
     for phrase in sorted(set(bench.phrases)):
@@ -429,14 +441,14 @@ def test_refined_bench_tasks_are_what_query_refine_shows(scenes, tmp_path, monke
     assert got["box@0.5"] == pytest.approx(np.mean(boxed))
     assert got["refine_seconds_per_image"] > 0 and 0 < np.mean(boxed) < 1
     # Retrieval's "refined" ranking: each caption as `query --refine` ranks it without relations,
-    # with the random test model (the bundled one finds every caption's image among 12).
+    # with the random test model (the bundled one finds every caption's image among 6).
     config = load_config(
         overrides={**overrides, "encoder.model": TEST_MODEL, "search.rerank": 8, "search.vocabulary": str(rivals)}
     )
     test_encoder = load_encoder(config)
-    build_index(scenes / "images", tmp_path / "random", config, encoder=test_encoder)
+    build_index(few_scenes / "images", tmp_path / "random", config, encoder=test_encoder)
     index = Index(tmp_path / "random", config, encoder=test_encoder)
-    captions = load_bench_set(str(scenes), None, config.paths.cache_dir, 12, "retrieval", "test")
+    captions = load_bench_set(str(few_scenes), None, config.paths.cache_dir, 6, "retrieval", "test")
     run = Run(test_encoder, config, captions, encode_images(test_encoder, config, captions), mode="fused")
     refined = retrieval(run)["modes"]["refined"]
     ranks = []

@@ -12,7 +12,11 @@ from harmosearch.model.loading import bundled_models
 from harmosearch.search import Index
 from harmosearch.synth import generate
 
-pytestmark = pytest.mark.skipif("harmo-tiny" not in bundled_models(), reason="bundled model not built")
+
+def test_the_bundled_model_is_installed():
+    """It is committed (harmosearch/model/bundled/): without it, this file and the tests of the
+    demo and the photo library fail rather than skip."""
+    assert "harmo-tiny" in bundled_models()
 
 
 @pytest.fixture(scope="module")
@@ -45,13 +49,21 @@ def test_single_object_queries_find_the_object_and_box_it(fresh_index, tmp_path,
             grounded.append(iou >= 0.5)
     hit_rate, box_rate, p5 = float(np.mean(found)), float(np.mean(grounded)), float(np.mean(precision))
     print(
-        f"P@5 {p5:.3f}; top-5 holds the object for {hit_rate:.3f} of phrases; its box at IoU >= 0.5 for {box_rate:.3f}"
+        f"P@5 {p5:.4f}; top-5 holds the object for {hit_rate:.4f} of {len(found)} phrases; "
+        f"its box at IoU >= 0.5 for {box_rate:.4f} of {len(grounded)}"
     )
-    # Measured with harmo-tiny (48 phrases, seed 31337): P@5 0.413, hit 0.938, box 0.756; each
-    # threshold sits within about 10% under its figure.
-    assert hit_rate >= 0.85
-    assert box_rate >= 0.68
-    assert p5 >= 0.37  # of five results, about two hold the object (each phrase is in ~4 of 80 scenes)
+    # Regression guards, a phrase or two under what harmo-tiny measured here (48 phrases, seed
+    # 31337): hit 47/48 = 0.979, box 37/47 = 0.787, P@5 129/240 = 0.5375.
+    assert hit_rate >= 0.95
+    assert box_rate >= 0.76
+    assert p5 >= 0.52
+    # Spec floors: the README's test-split figures (hit@5 97.9, box 87.2 over 48 phrases in 500
+    # scenes) less three binomial standard deviations for 48 phrases; P@5 has no such figure
+    # (each phrase is in ~4 of these 80 scenes, 26 of those 500): about two of five results
+    # hold the object.
+    assert hit_rate >= 0.91
+    assert box_rate >= 0.72
+    assert p5 >= 0.4
     # `harmosearch bench --task search` ranks the same way from its own cache of the vectors.
     from harmosearch.bench import run_bench
 
@@ -70,12 +82,28 @@ def test_bench_runs_end_to_end_on_the_bundled_model(tmp_path, monkeypatch):
     config = load_config(overrides={"encoder.model": "harmo-tiny", "encoder.device": "cpu"})
     result = run_bench(config, "synthetic", ("retrieval", "boxcls", "grounding"), n=40)
     tasks = result["tasks"]
+    print(
+        f"t2i R@1 {tasks['retrieval']['modes']['global']['t2i_R@1']:.4f}, box cls {tasks['boxcls']['top1']:.4f}, "
+        f"grounding {tasks['grounding']['accuracy']:.4f} (of {tasks['grounding']['phrases']})"
+    )
     assert tasks["retrieval"]["captions"] == 200 and tasks["boxcls"]["classes"] == 48
-    # Measured on these 40 unseen scenes: t2i R@1 0.84 (chance 1/40), box classification 0.980
-    # (chance 1/48), grounding 0.578; each threshold within about 10% under its figure.
-    assert tasks["retrieval"]["modes"]["global"]["t2i_R@1"] >= 0.75
-    assert tasks["boxcls"]["top1"] >= 0.88
-    assert tasks["grounding"]["accuracy"] >= 0.52
+    recall, top1, grounded = (
+        tasks["retrieval"]["modes"]["global"]["t2i_R@1"],
+        tasks["boxcls"]["top1"],
+        tasks["grounding"]["accuracy"],
+    )
+    # Regression guards, a few items under what harmo-tiny measured on these 40 unseen scenes:
+    # t2i R@1 168/200 = 0.84 (chance 1/40), box classification 0.980 (chance 1/48), grounding
+    # 59/102 = 0.578.
+    assert recall >= 0.82
+    assert top1 >= 0.97
+    assert grounded >= 0.55
+    # Spec floors: the README's test-split figures (global t2i R@1 47.2 among 500 images, which
+    # among 40 can only be easier; box classification 96.2; grounding 57.0) less three binomial
+    # standard deviations for this many captions, boxes and phrases.
+    assert recall >= 0.36
+    assert top1 >= 0.92
+    assert grounded >= 0.42
 
 
 MODES = ("global", "fused", "relations")
@@ -92,7 +120,14 @@ def test_relations_and_attributes_decide_twin_pairs(tmp_path, monkeypatch):
     config = load_config(overrides={"encoder.model": "harmo-tiny", "encoder.device": "cpu"})
     figures = run_bench(config, str(tmp_path / "pairs"), ("compositional",))["tasks"]["compositional"]
     wins = {mode: {kind: figures[mode][kind]["caption_wins"] for kind in ("relation", "attribute")} for mode in MODES}
-    # Measured: relation pairs 1.0 relation-aware, 0.483 global (chance); attribute pairs 0.983.
+    print(f"caption wins: {wins}")
+    # Regression guards, a caption or two under what harmo-tiny measured on these 30 pairs of
+    # each kind: relation pairs 58/60 = 0.967 relation-aware, attribute pairs 59/60 = 0.983.
+    assert wins["relations"]["relation"] >= 0.95
+    assert wins["relations"]["attribute"] >= 0.96
+    # Spec floors: the README's test-split figures (98.2 and 94.2 over 250 pairs) less three
+    # binomial standard deviations for 60 captions; and the global ranking at chance on relation
+    # pairs (README 49.6; measured here 0.483), which it cannot tell apart.
     assert wins["relations"]["relation"] >= 0.93
+    assert wins["relations"]["attribute"] >= 0.85
     assert wins["global"]["relation"] <= 0.6
-    assert wins["relations"]["attribute"] >= 0.9

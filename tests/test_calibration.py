@@ -168,6 +168,10 @@ def test_bundled_model_says_no_confident_match_for_a_colour_the_scenes_lack(tmp_
     best = best_fused(*vectors, reader.region_start, np.stack([e[0] for e in encoded]), [e[1] for e in encoded], [0.5])
     confident = assess(calibration, best[:, 0], 0.5).confident
     assert not confident[: len(absent)].any()
-    # Measured 0.62 on these 60 scenes (several objects appear once); 0.93 on the ~290-scene
-    # indexes of benchmarks/calibration.py.
-    assert confident[len(absent) :].mean() >= 0.5
+    share = float(confident[len(absent) :].mean())
+    print(f"confident: {share:.3f} of {len(present)} present colour-shape pairs")
+    # Regression guard, a pair under what harmo-tiny measured on these 60 scenes: 26/42 = 0.619
+    # (several objects appear once; 0.93 on the ~290-scene indexes of benchmarks/calibration.py).
+    assert share >= 0.59
+    # Spec floor: the docstring's "most", more than half.
+    assert share > 0.5

@@ -3,13 +3,8 @@
 import subprocess
 import sys
 
-import pytest
-
 from harmosearch.config import load_config
 from harmosearch.demo import QUERIES, run_demo, slug, twin_queries
-from harmosearch.model.loading import bundled_models
-
-pytestmark = pytest.mark.skipif("harmo-tiny" not in bundled_models(), reason="bundled model not built")
 
 
 def test_demo_command_indexes_queries_and_draws(tmp_path):

@@ -129,7 +129,7 @@ def test_an_index_searched_on_the_gpus_answers_as_on_the_cpu(tmp_path, mode):
 def test_two_gpus_train_together_under_torchrun(tmp_path):
     """DDP over NCCL: 2 processes, one GPU each, train 2 steps and rank 0 writes the model."""
     if torch.cuda.device_count() < 2:
-        pytest.skip("needs 2 CUDA devices")
+        pytest.skip(f"needs more GPUs than this machine has (2; it has {torch.cuda.device_count()})")
     import os
     import subprocess
     import sys

@@ -24,12 +24,11 @@ from harmosearch.indexing import build_index
 from harmosearch.media.ignore import IGNORE_FILE
 from harmosearch.model import loading
 from harmosearch.model.encoder import load_encoder
-from harmosearch.model.loading import bundled_models
 from harmosearch.search import Index
 from harmosearch.store import IndexReader, read_manifest
 from harmosearch.synth import COLOURS, Scene, SceneObject, render
 
-pytestmark = pytest.mark.skipif(SHAPES_MODEL not in bundled_models(), reason="bundled model not built")
+from .test_cli_fuzz import invoke
 
 SIDE = 224
 FPS = 10
@@ -112,6 +111,9 @@ def write_library(root):
         scene(("blue", "square", 60, 60), ("red", "circle", 160, 150)),
     )
 
+
+# One worker builds the library (the bundled model, a video) and runs every test that reads it.
+pytestmark = pytest.mark.xdist_group("library")
 
 CONFIG = load_config(
     overrides={
@@ -393,33 +395,40 @@ def test_the_default_model_is_a_pretrained_class_token_vit_that_env_and_file_can
     assert shapes_model_unless_named(named).encoder.model == "local-dir:/m"
 
 
-def test_index_and_query_load_the_default_model_through_open_clip(tmp_path, monkeypatch):
-    """Weights cannot be downloaded here: open_clip's factory hands out a tiny model for the
-    default spec, and the index records the default spec."""
+def test_index_and_query_load_the_default_model_through_open_clip(tmp_path, monkeypatch, encoder):
+    """Weights cannot be downloaded here: open_clip's factory hands out the bundled model's
+    network for the default spec (trained, so that each query has one right photo among
+    several), and the index records the default spec."""
     import open_clip
 
-    from harmosearch.model.clip_adapter import register_model_configs
-
-    register_model_configs()
-    tiny, tokenizer = open_clip.create_model("harmo-test-vit"), open_clip.get_tokenizer("harmo-test-vit")
     name, tag = DEFAULT_MODEL.split(":")
     asked = []
 
     def create_model(model_name, pretrained=None, **kwargs):
         asked.append((model_name, pretrained))
-        return tiny
+        return encoder.model
 
     monkeypatch.setattr(open_clip, "create_model", create_model)
-    monkeypatch.setattr(open_clip, "get_tokenizer", lambda model_name: tokenizer)
+    monkeypatch.setattr(open_clip, "get_tokenizer", lambda model_name: encoder.tokenizer)
     monkeypatch.setattr(loading, "hub_reachable", lambda: True)  # as if online: the factory "downloads"
     photos = tmp_path / "photos"
     photos.mkdir()
-    scene(("blue", "square", 60, 60)).save(photos / "a.jpg")
+    right = {
+        "blue square": scene(("blue", "square", 60, 60)),
+        "red circle": scene(("red", "circle", 150, 90)),
+        "green triangle": scene(("green", "triangle", 100, 160)),
+        "yellow star": scene(("yellow", "star", 160, 160)),
+    }
+    for query, picture in right.items():
+        picture.save(photos / f"{query.replace(' ', '_')}.jpg", quality=95)
     config = load_config(overrides={"encoder.device": "cpu", "index.workers": 0}, environ={})
     report = build_index(photos, tmp_path / "index", config)
     assert report.model == DEFAULT_MODEL and read_manifest(tmp_path / "index")["encoder"]["spec"] == DEFAULT_MODEL
-    response = Index(tmp_path / "index", config).search("blue square", k=1)
-    assert [r.path for r in response.results] == ["a.jpg"]
+    index = Index(tmp_path / "index", config)
+    for query in right:
+        ranked = [r.path for r in index.search(query, k=4).results]
+        assert sorted(ranked) == sorted(p.name for p in photos.iterdir())
+        assert ranked[0] == f"{query.replace(' ', '_')}.jpg", (query, ranked)
     assert asked == [(name, tag)] * 2
 
 
@@ -438,7 +447,7 @@ def test_offline_the_default_model_fails_in_one_line_that_names_the_alternatives
             port = closed.getsockname()[1]
             env |= {"HF_HUB_OFFLINE": "", "HF_ENDPOINT": f"http://127.0.0.1:{port}", "NO_PROXY": "127.0.0.1"}
         started = time.monotonic()
-        result = run_cli("index", str(photos), "--index", str(tmp_path / "index"), env=env)
+        result = run_cli_process("index", str(photos), "--index", str(tmp_path / "index"), env=env)
         seconds = time.monotonic() - started
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
@@ -448,7 +457,16 @@ def test_offline_the_default_model_fails_in_one_line_that_names_the_alternatives
     assert seconds < 10, f"took {seconds:.1f} s"
 
 
-def run_cli(*args, env=None):
+def run_cli(*args):
+    """`harmosearch ARGS`, run in this process: the model loads in a second, where a new process
+    first spends several importing torch (tests/test_cli_fuzz.py runs commands in real processes)."""
+    outcome = invoke(list(args))
+    return subprocess.CompletedProcess(args, outcome.code, outcome.stdout, outcome.stderr)
+
+
+def run_cli_process(*args, env=None):
+    """`harmosearch ARGS` in a process of its own, for what is decided when it starts (the
+    Hugging Face offline switch)."""
     return subprocess.run(
         [sys.executable, "-m", "harmosearch", *args],
         capture_output=True,

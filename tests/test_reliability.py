@@ -8,6 +8,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -107,13 +109,21 @@ def test_decoded_modes_are_rgb(tmp_path):
         assert open_still(tmp_path / name).image.mode == "RGB"
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their permissions")
-def test_unreadable_files_are_skipped(tmp_path, test_encoder):
+def test_unreadable_files_are_skipped(tmp_path, test_encoder, monkeypatch):
     (tmp_path / "photos").mkdir()
-    Image.new("RGB", (20, 20)).save(tmp_path / "photos" / "locked.png")
-    os.chmod(tmp_path / "photos" / "locked.png", 0)
+    Image.new("RGB", (20, 20)).save(tmp_path / "photos" / "good.png")
+    locked = tmp_path / "photos" / "locked.png"
+    Image.new("RGB", (20, 20)).save(locked)
+    os.chmod(locked, 0)
+    real_access = os.access
+
+    def access(path, mode, *args, **kwargs):  # root reads anything: the kernel's answer to other users
+        denied = mode & os.R_OK and Path(os.fsdecode(path)) == locked
+        return not denied and real_access(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(os, "access", access)
     report = build_index(tmp_path / "photos", tmp_path / "idx", CONFIG, encoder=test_encoder)
-    assert dict(report.skipped)["locked.png"] == "permission denied"
+    assert report.skipped == [("locked.png", "permission denied")] and report.images == 1
 
 
 @pytest.fixture(scope="module")
@@ -163,16 +173,63 @@ def test_old_schema_and_damaged_files_are_reported(tmp_path, scenes, test_encode
     assert report.committed and read_manifest(tmp_path / "idx")["schema_version"] == SCHEMA_VERSION
 
 
-def run_index(photos, index, *extra, env=None, chunk=None):
+# `harmosearch index` in a child with test hooks (HOOKS, JSON): engines.local.CHUNK set to "chunk"
+# (when given); with "marks", the child appends a line to that file at every point of its run
+# where a signal may land: "encoding D/N" after each batch, "staging NAME" once a chunk is in
+# the staging folder, "commit NAME" once a file of the new generation (the manifest last) is in
+# place; at the "nth" line starting with "hold" it stops there, to be signalled.
+HOOKED = """
+import json, os, re, time
+import harmosearch.indexing as indexing
+import harmosearch.indexing.engines.local as local
+from harmosearch.cli import main
+
+hooks = json.loads(os.environ["HOOKS"])
+local.CHUNK = hooks["chunk"] or local.CHUNK
+if "marks" in hooks:
+    held = []
+
+    def mark(line):
+        with open(hooks["marks"], "a") as f:
+            f.write(line + "\\n")
+        if line.startswith(hooks["hold"]):
+            held.append(line)
+            if len(held) == hooks["nth"]:
+                time.sleep(600)
+
+    build_index, replace = indexing.build_index, os.replace
+
+    def build_marking(*args, progress=None, **kwargs):
+        def report(stage, done, total):
+            if progress:
+                progress(stage, done, total)
+            if stage == "encoding" and done:
+                mark(f"encoding {done}/{total}")
+
+        return build_index(*args, progress=report, **kwargs)
+
+    def replace_marking(source, target, **kwargs):
+        replace(source, target, **kwargs)
+        name = os.path.basename(target)
+        if name.startswith("chunk_"):
+            mark(f"staging {name}")
+        elif name == "manifest.json" or re.search(r"[.]g[0-9]+[.]", name):
+            mark(f"commit {name}")
+
+    indexing.build_index, os.replace = build_marking, replace_marking
+main()
+"""
+
+
+def run_index(photos, index, *extra, env=None, chunk=None, hooks=None):
     """`harmosearch index` in a child process; `chunk`: stage encoded images every `chunk` images
-    instead of every engines.local.CHUNK, so that an interrupted run leaves staged work sooner."""
-    staging = (
-        f"import harmosearch.indexing.engines.local as i; i.CHUNK = {chunk}; from harmosearch.cli import main; main()"
-    )
+    instead of every indexing.engines.local.CHUNK, so that an interrupted run leaves staged work sooner;
+    `hooks`: see HOOKED."""
+    hooks = {"chunk": chunk, **(hooks or {})} if chunk or hooks else None
     return subprocess.Popen(
         [
             sys.executable,
-            *(["-m", "harmosearch"] if chunk is None else ["-c", staging]),
+            *(["-m", "harmosearch"] if hooks is None else ["-c", HOOKED]),
             "--config",
             str(index.parent / "c.toml"),
             "index",
@@ -190,60 +247,97 @@ def run_index(photos, index, *extra, env=None, chunk=None):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, **(env or {})},
+        env={**os.environ, **(env or {}), **({"HOOKS": json.dumps(hooks)} if hooks else {})},
         # A shell starts background jobs with SIGINT ignored, and Python then keeps ignoring it:
         # give the command the default disposition so that it sees Ctrl-C wherever the tests run.
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
+def read_lines(path):
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def signal_at(photos, index, hold, nth, sent, *extra, chunk=4, pause=0.0):
+    """Run `harmosearch index ... EXTRA` until it stops at the `nth` point starting with `hold`
+    (see HOOKED), and send it signal `sent` `pause` seconds later (SIGKILL whatever happens);
+    returns the point where it landed, the exit code, stdout and stderr."""
+    marks = index.parent / "marks"
+    marks.unlink(missing_ok=True)
+    hooks = {"chunk": chunk, "marks": str(marks), "hold": hold, "nth": nth}
+    process = run_index(photos, index, *extra, hooks=hooks)
+    try:
+        deadline = time.monotonic() + 120
+        while len([line for line in read_lines(marks) if line.startswith(hold)]) < nth:
+            assert process.poll() is None, f"the run ended before {hold!r} #{nth}: {process.stderr.read()[-2000:]}"
+            assert time.monotonic() < deadline, f"{hold!r} #{nth} not reached in 120 s"
+            time.sleep(0.005)
+        time.sleep(pause)
+        process.send_signal(sent)
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+        process.wait()
+    return read_lines(marks)[-1], process.returncode, stdout, stderr
+
+
 @pytest.mark.slow
-def test_kill_9_at_random_points_never_loses_the_index(tmp_path, scenes):
+@pytest.mark.timeout(600)  # eleven runs of the command, each starting Python and torch
+def test_kill_9_in_every_phase_never_loses_the_index(tmp_path, scenes, test_encoder):
+    """SIGKILL while encoding, once a chunk is staged, and in the commit (between the files of
+    the new generation, and after the manifest swap), first while the index is built, then while
+    an update is: after every kill the index is the last committed generation, whole, and a
+    final run gives the index that a run never interrupted gives."""
     photos = tmp_path / "photos"
     shutil.copytree(scenes / "images", photos)
     (tmp_path / "c.toml").write_text("[regions]\nmax_regions = 8\n")
-    reference = tmp_path / "reference"
-    assert run_index(photos, reference).wait(timeout=300) == 0
-    start = time.perf_counter()
-    assert run_index(photos, tmp_path / "timing").wait(timeout=300) == 0
-    duration = time.perf_counter() - start
     rng = random.Random(0)
     index = tmp_path / "idx"
-    states = set()
-    for attempt in range(20):
-        if attempt == 10:  # second half: kill updates of an existing index
+    landed = []
+    for update in (False, True):
+        if update:  # 2 files renamed, 6 new: the update encodes 6 files, staged in 2 chunks
             for name in ("000000.png", "000001.png"):
-                (photos / name).rename(photos / f"moved_{attempt}_{name}")
-            Image.new("RGB", (50, 50), (attempt * 10, 0, 0)).save(photos / f"new_{attempt}.png")
-        process = run_index(photos, index)
-        time.sleep(rng.uniform(0.2, duration * 1.1))
-        process.send_signal(signal.SIGKILL)
-        process.wait()
-        if (index / "manifest.json").exists():
-            assert verify(index) == [], f"torn index after kill {attempt}"
-            states.add(read_manifest(index)["generation"])
+                (photos / name).rename(photos / f"moved_{name}")
+            for i in range(6):
+                Image.new("RGB", (50, 50), (40 * i, 200, 0)).save(photos / f"new_{i}.png")
+        for hold, nth in (
+            ("encoding", rng.randint(1, 3)),  # before the first chunk is staged
+            ("staging", 1),
+            ("encoding", 1),  # a run that resumed the staged chunk
+            ("commit", rng.randint(1, 6)),  # before the manifest swap: only files no reader opens
+            ("commit manifest.json", 1),  # swapped; the previous generation's files still there
+        ):
+            before = read_manifest(index)["generation"] if (index / "manifest.json").exists() else 0
+            point, _, _, _ = signal_at(photos, index, hold, nth, signal.SIGKILL, pause=rng.uniform(0, 0.2))
+            landed.append(point.split()[0])
+            assert point.startswith(hold), f"the kill aimed at {hold!r} #{nth} landed at {point!r}"
+            swapped = hold == "commit manifest.json"
+            if (index / "manifest.json").exists():
+                assert verify(index) == [], f"torn index after a kill at {point!r}"
+                assert read_manifest(index)["generation"] == before + swapped, point
+            else:
+                assert before == 0 and not swapped, point
+            written = list(index.glob(f"*.g{before + 1}.*"))
+            if hold == "commit":
+                assert written, f"nothing of the new generation was written before the kill at {point!r}"
+            elif not swapped:
+                assert not written, point
+            if hold == "staging":
+                assert list((index / ".staging").glob("chunk_*.npz"))
+    assert Counter(landed) == {"encoding": 4, "staging": 2, "commit": 4}
     final = run_index(photos, index)
     assert final.wait(timeout=300) == 0, final.stderr.read()
     assert verify(index) == []
-    fresh = tmp_path / "fresh"
-    assert run_index(photos, fresh).wait(timeout=300) == 0
-    assert_same_index(index, fresh)
+    build_index(photos, tmp_path / "fresh", CONFIG, encoder=test_encoder)  # the settings of c.toml and run_index
+    assert_same_index(index, tmp_path / "fresh")
 
 
-def test_ctrl_c_exits_cleanly_with_a_message(tmp_path):
-    # Enough images (run_index encodes one per batch) that indexing still runs when the interrupt arrives.
-    generate(tmp_path / "many", SynthConfig(n=1500, seed=99, size=48), workers=2)
-    photos = tmp_path / "many" / "images"
+def test_ctrl_c_exits_cleanly_with_a_message(tmp_path, scenes):
     (tmp_path / "c.toml").write_text("")
-    process = run_index(photos, tmp_path / "idx")
-    deadline = time.monotonic() + 120
-    while not (tmp_path / "idx" / "index.lock").exists() and time.monotonic() < deadline:
-        time.sleep(0.02)  # wait until the command itself runs, past interpreter start-up
-    time.sleep(0.2)
-    process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 130, "indexing finished before the interrupt arrived"
+    point, code, _, stderr = signal_at(scenes / "images", tmp_path / "idx", "encoding", 1, signal.SIGINT, chunk=None)
+    assert point == "encoding 1/12" and code == 130
     assert "interrupted" in stderr and "Traceback" not in stderr
+    assert not (tmp_path / "idx" / "manifest.json").exists()
 
 
 def test_sigterm_exits_cleanly_and_a_rerun_resumes(tmp_path, scenes):
@@ -255,25 +349,20 @@ def test_sigterm_exits_cleanly_and_a_rerun_resumes(tmp_path, scenes):
     index = tmp_path / "idx"
     assert run_index(photos, index, "--batch-size", "8").wait(timeout=300) == 0
     before = read_manifest(index)
-    generate(tmp_path / "more", SynthConfig(n=64, seed=99, size=48), workers=2)
+    generate(tmp_path / "more", SynthConfig(n=24, seed=99, size=48), workers=2)
     for path in (tmp_path / "more" / "images").iterdir():
         path.rename(photos / f"more_{path.name}")
-    process = run_index(photos, index, "--batch-size", "8", chunk=8)
-    deadline = time.monotonic() + 120
-    while len(list((index / ".staging").glob("chunk_*.npz"))) < 2 and time.monotonic() < deadline:
-        time.sleep(0.02)
-    process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 143, "indexing finished before the signal arrived"
+    # Stopped once the second of three chunks of 8 is staged.
+    point, code, _, stderr = signal_at(photos, index, "staging", 2, signal.SIGTERM, "--batch-size", "8", chunk=8)
+    assert point == "staging chunk_000001.npz" and code == 143
     assert stderr.splitlines() == ["terminated; what was written so far is consistent, and a re-run resumes it"]
     assert read_manifest(index) == before and verify(index) == []
-    staged = len(staged_pictures(index / ".staging"))
-    assert staged >= 16
+    assert len(staged_pictures(index / ".staging")) == 16
     rerun = run_index(photos, index, "--batch-size", "8", chunk=8)
     stdout, stderr = rerun.communicate(timeout=300)
     assert rerun.returncode == 0, stderr  # the lock was released
-    assert f", {staged} taken from an interrupted run" in stdout and f"encoded {64 - staged} " in stdout
-    assert read_manifest(index)["counts"]["images"] == 76 and verify(index) == []
+    assert ", 16 taken from an interrupted run" in stdout and "encoded 8 " in stdout
+    assert read_manifest(index)["counts"]["images"] == 36 and verify(index) == []
 
 
 def test_concurrent_query_sees_old_or_new_index(tmp_path, scenes, test_encoder):

@@ -1,9 +1,11 @@
 """The page of `harmosearch serve`, driven end to end in a real headless browser: Debian's
 chromium under Playwright, against a real uvicorn server on a free local port that asks for its
-token, which the page takes once from the address the server prints."""
+token, which the page takes once from the address the server prints.
+
+The browser is part of the test environment (.ci/run installs it): without /usr/bin/chromium
+these tests fail, saying so. A run that cannot have it says so itself: -m "not browser"."""
 
 import json
-import os
 import secrets
 import shutil
 import urllib.request
@@ -38,10 +40,17 @@ CONFIG = load_config(
 )
 PIXEL = 1.0  # tolerance, in screen pixels, for where a box is drawn
 
-if not CHROMIUM.is_file():
-    if os.environ.get("CI"):
-        pytest.fail(f"{CHROMIUM} is missing: .ci/run installs Debian's chromium for this test", pytrace=False)
-    pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)", allow_module_level=True)
+# One worker starts the server and the browser, for every test.
+pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("browser")]
+
+
+def require_chromium(path: Path = CHROMIUM) -> None:
+    if not path.is_file():
+        pytest.fail(
+            f"{path} is missing: install Debian's chromium (apt-get install chromium, as .ci/run does), "
+            "or leave the browser tests out with -m 'not browser'",
+            pytrace=False,
+        )
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +70,7 @@ def server(scenes, test_encoder, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
+    require_chromium()
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
