@@ -565,6 +565,9 @@ MENUS: dict[str, list[Opt]] = {
         Opt("--port", (), ("<busy port>", "-1", "65536", HUGE, *NOT_NUMBERS), True),
         MODEL,
         DEVICE,
+        Opt("--allow-host", ("photos.lan", "example.org"), repeat=True),
+        Opt("--allow-origin", ("http://photos.lan:8000",), ("photos.lan", "not an origin"), repeat=True),
+        Opt("--require-token", (FLAG,)),
     ],
 }
 

@@ -81,7 +81,8 @@ def load_flickr30k(root: Path) -> BenchSet:
     ann = root / "flickr30k_test_karpathy.txt"
     if not ann.is_file():
         raise DataError(
-            f"Flickr30k test split not found: expected {ann} (CSV 'image,caption', the Karpathy 1K test split "
+            f"--dataset flickr30k: the Flickr30k test split is not there: expected {ann} (CSV 'image,caption', "
+            "the Karpathy 1K test split "
             "as CLIP_benchmark ships it) and the images in flickr30k-images/; get them from the Flickr30k "
             "site and CLIP_benchmark's annotation files, then pass --data-dir"
         )
@@ -104,9 +105,9 @@ def load_mscoco(root: Path) -> BenchSet:
     ann = root / "coco_test_karpathy.json"
     if not ann.is_file():
         raise DataError(
-            f"MSCOCO test split not found: expected {ann} (the Karpathy 5K test split as CLIP_benchmark "
-            "ships it, entries {'image': 'val2014/...jpg', 'caption': [...]}) and the images under the same "
-            "folder; get them from cocodataset.org and CLIP_benchmark, then pass --data-dir"
+            f"--dataset mscoco: the MSCOCO test split is not there: expected {ann} (the Karpathy 5K test split "
+            "as CLIP_benchmark ships it, entries {'image': 'val2014/...jpg', 'caption': [...]}) and the images "
+            "under the same folder; get them from cocodataset.org and CLIP_benchmark, then pass --data-dir"
         )
     bench = BenchSet("mscoco", root, [])
     for i, entry in enumerate(_read_json(ann)):
@@ -122,7 +123,10 @@ def load_coco_instances(root: Path) -> BenchSet:
     """COCO val2017 instances (boxcls, grounding): annotations/instances_val2017.json + val2017/."""
     ann = root / "annotations" / "instances_val2017.json"
     if not ann.is_file():
-        raise DataError(f"COCO val2017 instances not found: expected {ann} and images in {root / 'val2017'}")
+        raise DataError(
+            f"--dataset mscoco: COCO val2017 instances (for boxcls and grounding) are not there: expected {ann} "
+            f"and images in {root / 'val2017'}"
+        )
     data = _read_json(ann)
     return _from_coco_style(data, root / "val2017", "coco-val2017", root)
 
@@ -185,6 +189,8 @@ def load_bench_set(
     folder; synthetic scenes (of the `objects` set, in the flat or the photo `world`) and twin
     pairs of `split` (val or test) are drawn into the cache on first use (n scenes, or n / 2
     pairs of each kind)."""
+    if not 2 <= n <= MAX_SCENES:  # checked for every dataset, so a bad --n never passes unnoticed
+        raise DataError(f"--n must lie in [2, {MAX_SCENES:,}] scenes, got {n}")
     if dataset in ARO_DATASETS:
         if data_dir is None:
             raise DataError(f"--dataset {dataset} needs --data-dir: the folder with the ARO files and images/")
@@ -214,8 +220,6 @@ def _synthetic(data_dir: Path | None, cache: Path, n: int, task: str, split: str
         raise DataError(f"unknown world {world!r} for a bench set: use flat or {' or '.join(WORLD_SEEDS)}")
     if world != "flat" and objects != "mixed":
         raise DataError(f"{world}-world bench sets have objects of the default sizes only; drop --objects")
-    if not 2 <= n <= MAX_SCENES:
-        raise DataError(f"--n must lie in [2, {MAX_SCENES:,}] scenes, got {n}")
     folder = "" if world == "flat" else f"{world}-"  # flat sets keep the folders they always had
     named = "" if world == "flat" else f" {world} world"
     if task == "compositional":

@@ -34,7 +34,8 @@ def dupes(
 
     if threshold is not None and not -1.0 <= threshold <= 1.0:
         raise QueryError(f"--threshold {threshold} is not a cosine in [-1, 1]")
-    path = index_path or latest_index(resolve(ctx).paths.indexes_dir)
+    config = resolve(ctx)  # a bad --config is reported even when the index is named
+    path = index_path or latest_index(config.paths.indexes_dir)
     reader = IndexReader(path, load_indexes=False)
     photos = Path(reader.manifest["photos_root"])
     if not photos.is_dir():
