@@ -476,7 +476,7 @@ MENUS: dict[str, list[Opt]] = {
             odd=STRINGS[4:],  # the other strings that are not blank: any of them is a query
         ),
         Opt("--index", ("<index>", "<index>", "<orphan>"), PATHS),
-        Opt("-k", ("1", "3", HUGE), ("0", "-1", *NOT_NUMBERS)),
+        Opt("-k", ("1", "3", "1000"), ("0", "-1", "1001", HUGE, *NOT_NUMBERS)),  # at most MAX_K
         Opt("--alpha", ("0", "0.5", "1"), ("-0.1", "1.1", *NOT_NUMBERS)),
         Opt("--min-score", ("0", "-1", "1e308", "-1e308", "auto"), NOT_NUMBERS),
         Opt("--relation-weight", ("0", "0.5", "2"), ("-1", *NOT_NUMBERS)),

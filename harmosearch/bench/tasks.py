@@ -90,8 +90,6 @@ def _refined_recall(run: Run, texts: Any, fused: np.ndarray) -> dict[str, float]
 
 
 def _save_scores(save: Path, scores: dict[str, np.ndarray], bench: BenchSet) -> None:
-    for name, matrix in scores.items():
-        np.save(save.with_name(f"{save.stem}.{name}.npy"), matrix.astype(np.float32))
     mapping = {
         "caption_image": bench.caption_image,
         "captions": bench.captions,
@@ -99,7 +97,12 @@ def _save_scores(save: Path, scores: dict[str, np.ndarray], bench: BenchSet) -> 
         "rows": "captions",
         "columns": "images",
     }
-    save.with_suffix(".json").write_text(json.dumps(mapping))
+    try:
+        for name, matrix in scores.items():
+            np.save(save.with_name(f"{save.stem}.{name}.npy"), matrix.astype(np.float32))
+        save.with_suffix(".json").write_text(json.dumps(mapping))
+    except OSError as exc:
+        raise DataError(f"--save-scores {save}: cannot write the scores ({exc.strerror or exc})") from None
 
 
 def boxcls(run: Run) -> dict[str, Any]:

@@ -24,7 +24,15 @@ from harmosearch.search import pictures
 from harmosearch.search.contrast import Vocabularies
 from harmosearch.search.filters import Filters, allowed_images
 from harmosearch.search.fuse import fuse, fused_scores
-from harmosearch.search.query import Query, encode_query, query_settings, text_settings, unit, vector_query
+from harmosearch.search.query import (
+    Query,
+    encode_query,
+    query_settings,
+    require_query,
+    text_settings,
+    unit,
+    vector_query,
+)
 from harmosearch.search.rank import confidence, rank
 from harmosearch.search.rerank import Sight, rerank, reranks
 from harmosearch.search.results import SearchResponse, build_results, by_date
@@ -105,6 +113,7 @@ class Index:
         clocks; under: folders relative to the photo root (or absolute paths inside it).
         sort="date" puts the k best newest first. min_score="auto" keeps only results the
         index's calibration finds confident (text queries only)."""
+        require_query(text, image)
         weight = 0.0 if not relations else relation_weight
         s = query_settings(settings or self.config.search, k, alpha, min_score, weight, refine)
         s = text_settings(s, min_score, image is not None, self.calibration is not None, sort)

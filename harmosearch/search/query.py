@@ -96,8 +96,7 @@ def encode_query(
     lexemes independently."""
     text, cut = cut_query(text or "")
     warnings = [cut] if cut else []
-    if not text.strip() and image is None:
-        raise QueryError("empty query; give some text or --image PATH")
+    require_query(text, image)
     for phrase in (text, *negatives):
         if not _is_utf8(phrase):
             raise QueryError(f"{phrase!r} is not valid UTF-8 text; check the terminal's encoding (LANG)")
@@ -138,6 +137,12 @@ def encode_query(
         has_image=image is not None,
         warnings=tuple(warnings),
     )
+
+
+def require_query(text: str | None, image: Path | None) -> None:
+    """Refuse a query of nothing: no text (or only spaces) and no image."""
+    if not (text or "").strip() and image is None:
+        raise QueryError("empty query; give some text or --image PATH")
 
 
 def vector_query(vector: np.ndarray, lexeme: str | None = None) -> Query:
