@@ -32,6 +32,9 @@ OBJECT_SEEDS = {
     "large": {"val": 626_262, "test": 27_644_437},
 }
 PAIR_SEEDS = {"val": 777, "test": 27_182_818}
+# ... and of the counting scenes and negation pairs (synth.counting).
+COUNTING_SEEDS = {"val": 737_373, "test": 16_180_339}
+NEGATION_SEEDS = {"val": 848_484, "test": 14_142_135}
 ARO_DATASETS = {"aro-relation": "relation", "aro-attribution": "attribution"}
 
 
@@ -48,6 +51,8 @@ class BenchSet:
     crops: list[tuple[float, float, float, float]] | None = None  # per image: encode only this part
     pairs: list[Any] = field(default_factory=list)  # compositional.Pair, images in pair order
     aro: list[Any] = field(default_factory=list)  # compositional.AROItem, one per image
+    counts: list[tuple[int, str, int]] = field(default_factory=list)  # counting scenes: image, thing, copies
+    negations: list[dict[str, Any]] = field(default_factory=list)  # {"images": [with, without], "query", ...}
 
     def digest(self) -> str:
         h = hashlib.sha256(self.name.encode())
@@ -139,6 +144,10 @@ def _from_coco_style(data: dict[str, Any], images_dir: Path, name: str, root: Pa
     for c in data.get("captions", []):
         bench.captions.append(c["caption"])
         bench.caption_image.append(image_index[c["image_id"]])
+    bench.counts = [(image_index[c["image_id"]], c["phrase"], int(c["count"])) for c in data.get("counts", [])]
+    bench.negations = [
+        {**pair, "images": [image_index[i] for i in pair["images"]]} for pair in data.get("negations", [])
+    ]
     return bench
 
 
@@ -215,6 +224,8 @@ def _synthetic(data_dir: Path | None, cache: Path, n: int, task: str, split: str
 
             generate_pairs(root, n // 2, seed, workers=2)
         return load_pair_set(root, f"synthetic pairs {split} (seed {seed}, {n // 2} of each kind)")
+    if task in ("counting", "negation"):
+        return _counting_set(data_dir, cache, n, task, split, objects)
     seed = OBJECT_SEEDS[objects][split]
     kind = "" if objects == "mixed" else f"{objects}-"
     root = data_dir or cache / "bench" / f"synthetic-{kind}{seed}-{n}"
@@ -225,4 +236,22 @@ def _synthetic(data_dir: Path | None, cache: Path, n: int, task: str, split: str
     bench = load_scene_folder(root)
     named = "" if objects == "mixed" else f" {objects} objects"
     bench.name = f"synthetic{named} {split} (seed {seed}, {len(bench.images)} scenes)"
+    return bench
+
+
+def _counting_set(data_dir: Path | None, cache: Path, n: int, task: str, split: str, objects: str) -> BenchSet:
+    """Counting scenes (n) or negation pairs (n / 2 pairs), synth.counting's, of `split`."""
+    from harmosearch.synth.counting import generate_counting, generate_negation_pairs
+
+    if objects != "mixed":
+        raise DataError(f"{task} scenes have objects of 20-60 px of their own; drop --objects")
+    counting = task == "counting"
+    seed = (COUNTING_SEEDS if counting else NEGATION_SEEDS)[split]
+    size = n if counting else n // 2
+    root = data_dir or cache / "bench" / f"{task}-{seed}-{size}"
+    if not (root / "annotations.json").is_file():
+        (generate_counting if counting else generate_negation_pairs)(root, size, seed, workers=2)
+    bench = load_scene_folder(root)
+    what = f"{size} scenes" if counting else f"{size} pairs"
+    bench.name = f"synthetic {task} {split} (seed {seed}, {what})"
     return bench

@@ -14,11 +14,13 @@ from typing import Any
 
 import numpy as np
 
+from harmosearch.bench.counting import counting, negation
 from harmosearch.bench.datasets import BenchSet
 from harmosearch.bench.metrics import box_iou, recall_image_to_text, recall_text_to_image, topk_accuracy
 from harmosearch.bench.vectors import (
     ImageVectors,
     Progress,
+    bench_calibration,
     bench_vocabulary,
     encode_texts,
     fused_table,
@@ -29,6 +31,7 @@ from harmosearch.bench.vectors import (
 from harmosearch.config import Config
 from harmosearch.errors import DataError
 from harmosearch.search.box_search import as_seeds
+from harmosearch.search.calibration import Calibration
 from harmosearch.search.contrast import Contrast, Vocabulary
 from harmosearch.search.score import best_regions
 
@@ -52,6 +55,11 @@ class Run:
     def vocabulary(self) -> Vocabulary | None:
         """search.vocabulary, embedded once per run (None when search.contrast is 0)."""
         return bench_vocabulary(self.encoder, self.config.search)
+
+    @cached_property
+    def calibration(self) -> Calibration:
+        """The images' own calibration, as an index of them holds it (search.calibration)."""
+        return bench_calibration(self.encoder, self.images)
 
 
 def retrieval(run: Run) -> dict[str, Any]:
@@ -311,4 +319,6 @@ TASKS: dict[str, Callable[[Run], dict[str, Any]]] = {
     "grounding": grounding,
     "search": search,
     "compositional": compositional,
+    "counting": counting,
+    "negation": negation,
 }

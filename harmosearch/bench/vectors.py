@@ -206,6 +206,19 @@ def text_contrast(texts: TextVectors, settings: SearchConfig, vocabulary: Vocabu
     return None if vocabulary is None else vocabulary.for_lexemes(texts.lexeme_texts, texts.lexemes, settings.contrast)
 
 
+def bench_calibration(encoder: Any, images: ImageVectors) -> Any:
+    """The calibration of a benchmark's images (search.calibration), as indexing computes an
+    index's, from the vectors as an index stores them (float16)."""
+    from harmosearch.search.calibration import calibrate
+
+    def encode(texts: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+        return [(e.global_vector.numpy(), e.lexeme_vectors.numpy()) for e in encoder.encode_queries(texts)]
+
+    regions = images.regions
+    vectors = (images.global_vectors, regions.vectors)
+    return calibrate(*(np.asarray(v, dtype=np.float16) for v in vectors), regions.start, encode)
+
+
 def bench_vocabulary(encoder: Any, settings: SearchConfig) -> Vocabulary | None:
     """search.vocabulary embedded by `encoder`, as an index embeds it (None when contrast is 0
     or the vocabulary is empty)."""

@@ -177,6 +177,16 @@ class SearchConfig(Section):
     # Drop results below this fused score; "auto": keep only results the index's calibration
     # finds confident (text queries).
     min_score: Annotated[float, Range()] | Literal["auto"] | None = None
+    # Counting and negation (search/count.py): a region holds a thing when its plain score reaches
+    # this quantile of the calibration's null at alpha 0; regions overlapping a kept instance by
+    # count_overlap of the smaller box are the same object; the count term (log distance between
+    # the instances found and the number asked) and a negated lexeme's presence are subtracted
+    # with these weights, in units of the null's spread. Chosen on the validation scenes (README,
+    # Counting and negation).
+    count_quantile: Fraction = 0.5
+    count_overlap: Annotated[float, Range(0, 1, low_open=True)] = 0.2
+    count_weight: Annotated[float, Range(0)] = 1.0
+    negation_weight: Annotated[float, Range(0)] = 1.0
 
     def alpha_for(self, lexemes: int) -> float:
         """The weight of the global score for a query of this many lexemes."""

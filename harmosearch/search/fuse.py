@@ -20,6 +20,10 @@ without lexemes ranks by g alone. Each `--not` phrase is scored the same way (it
 its best-region similarity) and subtracted:
 
     fused -= alpha * g_not + (1 - alpha) * r_not      (the largest over the --not phrases)
+
+A query that counts or negates lexemes ("two red circles", "a beach without people") takes its
+negated lexemes out of the mean (m counts the others, and alpha is that m's) and subtracts the
+count and negation terms of `count.Tally.terms`; any other query ranks exactly as above.
 """
 
 from __future__ import annotations
@@ -63,18 +67,34 @@ def negatives_term(negative_global: np.ndarray, negative_region: np.ndarray, alp
 
 def fused_scores(scored: Scored, settings: SearchConfig) -> np.ndarray:
     """The score that ranks each candidate [C]: the formula above at the query's alpha
-    (settings.alpha_for its lexeme count), less its --not phrases."""
-    alpha = settings.alpha_for(scored.n_lexemes)
+    (settings.alpha_for its lexeme count), less its --not phrases, less the count and negation
+    terms of a query that counts or negates (count.py; its negated lexemes leave the mean)."""
+    alpha = settings.alpha_for(scored.n_wanted)
     fused = fuse(
-        scored.global_scores, scored.match.scores, alpha, scored.match.relation_scores, settings.relation_weight
+        scored.global_scores,
+        scored.match.scores[:, scored.wanted],
+        alpha,
+        scored.match.relation_scores,
+        settings.relation_weight,
     )
-    return fused - negatives_term(scored.negative_global, scored.negative_regions, alpha)
+    return (
+        fused - negatives_term(scored.negative_global, scored.negative_regions, alpha) - quantity_term(scored, settings)
+    )
 
 
 def plain_fused_scores(scored: Scored, settings: SearchConfig) -> np.ndarray:
     """The score an index's calibration measures [C]: the plain lexeme scores (no window
-    penalty, no rivals), no relation term, less the --not phrases; a query without lexemes
-    scores its global score."""
-    alpha = settings.alpha_for(scored.n_lexemes)
-    plain = fuse(scored.global_scores, scored.match.plain_scores, alpha)
-    return plain - negatives_term(scored.negative_global, scored.negative_regions, alpha)
+    penalty, no rivals), no relation term, less the --not phrases and the count and negation
+    terms; a query without lexemes scores its global score."""
+    alpha = settings.alpha_for(scored.n_wanted)
+    plain = fuse(scored.global_scores, scored.match.plain_scores[:, scored.wanted], alpha)
+    return (
+        plain - negatives_term(scored.negative_global, scored.negative_regions, alpha) - quantity_term(scored, settings)
+    )
+
+
+def quantity_term(scored: Scored, settings: SearchConfig) -> np.ndarray | float:
+    """The count and negation terms [C] (count.py); 0 for a query that neither counts nor negates."""
+    if scored.tally is None:
+        return 0.0
+    return scored.tally.terms(settings.count_weight, settings.negation_weight)

@@ -34,7 +34,7 @@ def confidence(calibration: Any, scored: Scored, settings: SearchConfig) -> np.n
     ranks by its global score, which the calibration holds at alpha 1."""
     from harmosearch.search.calibration import assess
 
-    at = settings.alpha_for(scored.n_lexemes) if scored.n_lexemes else 1.0
+    at = settings.alpha_for(scored.n_wanted) if scored.n_wanted else 1.0
     return assess(calibration, plain_fused_scores(scored, settings), at).confident
 
 
