@@ -70,7 +70,11 @@ def retrieval(run: Run) -> dict[str, Any]:
         raise DataError(f"{bench.name} has no captions; retrieval needs them")
     texts = encode_texts(run.encoder, bench.captions, run.images.global_vectors.shape[1], run.progress)
     rankings = RANKINGS if run.mode == "all" else (run.mode,)
-    scores = {mode: query_scores(texts, run.images, run.config.search, mode, None, run.vocabulary) for mode in rankings}
+    calibration = run.calibration if texts.queries else None  # for captions that count ("three shapes")
+    scores = {
+        mode: query_scores(texts, run.images, run.config.search, mode, None, run.vocabulary, calibration)
+        for mode in rankings
+    }
     modes = {}
     for name, matrix in scores.items():
         t2i = recall_text_to_image(matrix, bench.caption_image)
@@ -80,7 +84,12 @@ def retrieval(run: Run) -> dict[str, Any]:
         modes["refined"] = _refined_recall(run, texts, scores["fused"])
     if run.save_scores is not None:
         _save_scores(run.save_scores, scores, bench)
-    return {"modes": modes, "images": len(bench.images), "captions": len(bench.captions)}
+    return {
+        "modes": modes,
+        "images": len(bench.images),
+        "captions": len(bench.captions),
+        "captions_counting_or_negating": len(texts.queries),
+    }
 
 
 def _refined_recall(run: Run, texts: Any, fused: np.ndarray) -> dict[str, float]:

@@ -194,6 +194,11 @@ def _parse(text: str) -> Any:
     return parse(text)
 
 
+def counts_or_negates(parsed: Any) -> bool:
+    """Whether a parsed text counts or negates a lexeme."""
+    return any(lex.count is not None or lex.negated for lex in parsed.lexemes)
+
+
 def _quantified(parsed: Any, lexemes: bool) -> list[int]:
     """The lexemes a query counts or negates (none without lexemes: --global-only)."""
     return [j for j, lex in enumerate(parsed.lexemes) if lex.count is not None or lex.negated] if lexemes else []
