@@ -243,3 +243,41 @@ def test_instances_need_no_dense_table():
     table = RegionTable(np.zeros((0, DIM), np.float32), np.zeros((0, 4), np.float32), np.array([0, 0, 0]))
     found, rows, best = find_instances(table, np.array([0, 1]), unit(np.ones((1, DIM))), 0.0, 0.5)
     assert found.tolist() == [[0], [0]] and (rows == -1).all() and best.tolist() == [[-1.0], [-1.0]]
+
+
+def test_counting_scenes_hold_the_copies_they_say(tmp_path):
+    from collections import Counter
+
+    from harmosearch.bench.datasets import load_scene_folder
+    from harmosearch.synth.counting import COUNTED, MAX_COUNT, count_query, counting_scene, generate_counting
+
+    data = generate_counting(tmp_path / "a", 36, seed=5)
+    assert generate_counting(tmp_path / "b", 36, seed=5) == data  # a pure function of the seed
+    asked = Counter((c["phrase"], c["count"]) for c in data["counts"])
+    assert set(asked) == {(thing, n) for thing in COUNTED for n in range(1, MAX_COUNT + 1)}  # each once
+    for c in data["counts"]:
+        held = [a for a in data["annotations"] if a["image_id"] == c["image_id"] and a["phrase"] == c["phrase"]]
+        assert len(held) == c["count"]
+        assert all(18 <= max(a["bbox"][2:]) <= 62 for a in held)
+    bench = load_scene_folder(tmp_path / "a")
+    assert bench.counts[7] == (7, COUNTED[1], 2)
+    scene, thing, count = counting_scene(5, 7)
+    assert (thing, count) == (COUNTED[1], 2) and len(scene.objects) >= 2
+    assert count_query("red circle", 1) == "one red circle" and count_query("white cross", 3) == "three white crosses"
+
+
+def test_negation_pairs_differ_by_the_negated_thing_alone(tmp_path):
+    from harmosearch.bench.datasets import load_scene_folder
+    from harmosearch.model.lexemes import parse
+    from harmosearch.synth.counting import generate_negation_pairs, negation_pair
+
+    data = generate_negation_pairs(tmp_path, 10, seed=3)
+    for pair in data["negations"]:
+        with_it, without = ([a for a in data["annotations"] if a["image_id"] == i] for i in pair["images"])
+        assert [a["phrase"] for a in with_it if a["phrase"] != pair["negated"]] == [a["phrase"] for a in without]
+        assert pair["negated"] in [a["phrase"] for a in with_it] and pair["kept"] in [a["phrase"] for a in without]
+        parsed = parse(pair["query"])
+        assert [(lex.text, lex.negated) for lex in parsed.lexemes if lex.negated] == [(pair["negated"], True)]
+    first, second, *_ = negation_pair(3, 0)
+    assert first.objects[:1] + first.objects[2:] == second.objects and first.background == second.background
+    assert load_scene_folder(tmp_path).negations[4]["images"] == [8, 9]
