@@ -59,6 +59,7 @@ def counting(run: Any) -> dict[str, Any]:
     modes["counting"] |= accuracy
     return {
         "modes": _asked(modes, run.mode),
+        "proposal_ceiling": _ceiling(bench, run.images.regions),
         "by_count": {
             **{
                 mode: {"exact_P@5": {n: float(np.mean(v)) for n, v in sorted(by_n.items())}}
@@ -131,6 +132,28 @@ def _scored(run: Any, query: Query, images: np.ndarray, s: SearchConfig) -> Scor
 
 def _whole_text_vector(encoder: Any, text: str) -> np.ndarray:
     return encoder.encode_queries([text])[0].global_vector.numpy()
+
+
+SIZE_BANDS = ((0, 30), (30, 45), (45, 1000))  # px, the longer side of an object's box
+
+
+def _ceiling(bench: Any, regions: Any) -> dict[str, float]:
+    """The share of counted objects that some region (not the whole image) fits at IoU >= 0.5,
+    overall and per size band: an object without one can only be counted by luck."""
+    from harmosearch.bench.metrics import box_iou
+
+    counted = {(image, thing) for image, thing, _ in bench.counts}
+    fitted, sides = [], []
+    for image, box, label in bench.boxes:
+        if (image, bench.classes[label]) not in counted:
+            continue
+        rows = np.arange(regions.start[image], regions.start[image + 1])
+        rows = rows[regions.scales[rows] < 1.0]
+        fitted.append(bool(len(rows)) and bool((box_iou(np.array([box]), regions.boxes[rows]) >= 0.5).any()))
+        sides.append(max(box[2] - box[0], box[3] - box[1]))
+    fitted_, sides_ = np.array(fitted), np.array(sides)
+    bands = {f"{lo}-{hi} px" if hi < 1000 else f"{lo}+ px": (sides_ >= lo) & (sides_ < hi) for lo, hi in SIZE_BANDS}
+    return {"all": float(fitted_.mean()), **{name: float(fitted_[m].mean()) for name, m in bands.items() if m.any()}}
 
 
 def _held(bench: Any) -> list[dict[str, int]]:
