@@ -103,7 +103,7 @@ def test_count_distance_prefers_the_number_asked_then_the_nearer_on_a_log_scale(
     assert list(at_least_two[2:]) == [0.0] * 4 and at_least_two[1] > 0
 
 
-def test_terms_add_the_count_distance_and_the_presence_of_negated_lexemes_in_spread_units():
+def test_terms_are_the_count_distance_and_the_presence_of_negated_lexemes_in_spread_units():
     t = Tally(
         found=np.array([[2, 0], [3, 0]]),
         instances=np.full((2, 2, 16), -1),
@@ -114,9 +114,10 @@ def test_terms_add_the_count_distance_and_the_presence_of_negated_lexemes_in_spr
         negated=np.array([False, True]),
         spread=0.1,
     )
-    terms = t.terms(count_weight=2.0, negation_weight=4.0)
-    assert terms[0] == pytest.approx(0.1 * 4.0 * 0.25)
-    assert terms[1] == pytest.approx(0.1 * (2.0 * np.log(3.5 / 2.5) + 4.0 * 0.75))
+    counts = t.count_terms(2.0)
+    assert counts[0].tolist() == [0.0, 0.0] and counts[1, 1] == 0.0
+    assert counts[1, 0] == pytest.approx(0.1 * 2.0 * np.log(3.5 / 2.5))
+    assert t.absence_terms(4.0) == pytest.approx([0.1 * 4.0 * 0.25, 0.1 * 4.0 * 0.75])
 
 
 def test_presence_rises_through_the_null_and_the_rule_reads_the_calibration():
@@ -235,7 +236,8 @@ def test_tally_of_a_query_without_counted_lexemes_is_zero():
     table = random_table(rng, 3)
     rule = PresenceRule(0.0, 0.0, 1.0, 0.1, True)
     t = tally(table, np.arange(3), unit(rng.standard_normal((2, 6))), (None, None), (False, False), rule, 0.5)
-    assert not t.found.any() and not t.presence.any() and t.terms(1.0, 1.0).tolist() == [0.0, 0.0, 0.0]
+    assert not t.found.any() and not t.presence.any()
+    assert not t.count_terms(1.0).any() and t.absence_terms(1.0).tolist() == [0.0, 0.0, 0.0]
 
 
 def test_instances_need_no_dense_table():

@@ -21,13 +21,12 @@ found n with the range asked [low, high] on a log scale, 0 inside it and
 
     d = |log((n + 1/2) / (k + 1/2))|,  k the nearer end of the range,
 
-so "two" prefers two over three over one, and the ranking subtracts
-
-    spread * (count_weight * sum of d over counted lexemes + negation_weight * sum of presences)
-
-where spread is the standard deviation of the null at the query's alpha: the terms are in units
-of how much unrelated queries' best scores vary on this index. A negated lexeme takes no part in
-the mean over lexemes (`fuse`), nor in the retrieval of candidates. An index without a
+so "two" prefers two over three over one. A counted lexeme's score loses spread * count_weight
+* d before the mean over lexemes (`fuse`), and the ranking subtracts spread * negation_weight *
+the sum of the negated lexemes' presences, where spread is the standard deviation of the null
+at the query's alpha: the terms are in units of how much unrelated queries' best scores vary on
+this index. A negated lexeme takes no part in the mean over lexemes, nor in the retrieval of
+candidates. An index without a
 calibration falls back to FALLBACK_BAR, FALLBACK_NULL and FALLBACK_SPREAD, the bundled model's
 values on the validation scenes (a warning says so).
 """
@@ -105,11 +104,14 @@ class Tally:
     negated: np.ndarray  # [L] bool
     spread: float
 
-    def terms(self, count_weight: float, negation_weight: float) -> np.ndarray:
-        """What the ranking subtracts [C] (module docstring)."""
-        distance = count_distance(self.found, self.low, self.high)[:, self.counted].sum(1)
-        absent = self.presence[:, self.negated].sum(1)
-        return (self.spread * (count_weight * distance + negation_weight * absent)).astype(np.float32)
+    def count_terms(self, weight: float) -> np.ndarray:
+        """What each counted lexeme's score loses [C, L] (0 for the others): spread * weight * d."""
+        distance = np.where(self.counted, count_distance(self.found, self.low, self.high), 0.0)
+        return (self.spread * weight * distance).astype(np.float32)
+
+    def absence_terms(self, weight: float) -> np.ndarray:
+        """What the ranking subtracts for the negated lexemes [C]: spread * weight * their presences."""
+        return (self.spread * weight * self.presence[:, self.negated].sum(1)).astype(np.float32)
 
 
 def count_distance(found: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:

@@ -27,7 +27,7 @@ from harmosearch.config import SearchConfig
 from harmosearch.search.box_search import as_seeds, decode_side, search_boxes
 from harmosearch.search.contrast import Contrast
 from harmosearch.search.crops import crop_scores
-from harmosearch.search.fuse import fuse, negatives_term, quantity_term
+from harmosearch.search.fuse import absence_term, fuse, lexeme_part, negatives_term
 from harmosearch.search.query import Query
 from harmosearch.search.rank import Ranking, above
 from harmosearch.search.score import RegionTable, Scored, best_regions, related_lexemes
@@ -156,16 +156,16 @@ def _reordered(
     match = scored.match
     alpha = s.alpha_for(scored.n_wanted)
     fused = ranking.fused.copy()
-    quantities = quantity_term(scored, s)
+    absent = absence_term(scored, s)
     fused[head] = reordered_scores(
         s,
         fused[head],
         scored.global_scores[head],
-        lexeme_scores[head][:, scored.wanted],
+        lexeme_part(scored, s, lexeme_scores)[head],
         crops[head],
         match.relation_scores[head] if match.relation_scores.size else None,
         negatives_term(scored.negative_global[head], scored.negative_regions[head], alpha)
-        + (quantities[head] if isinstance(quantities, np.ndarray) else quantities),
+        + (absent[head] if isinstance(absent, np.ndarray) else absent),
     )
     head = head[np.lexsort((scored.candidates[head], -fused[head]))]
     return replace(
