@@ -87,14 +87,13 @@ def fused_scores(scored: Scored, settings: SearchConfig) -> np.ndarray:
 
 
 def plain_fused_scores(scored: Scored, settings: SearchConfig) -> np.ndarray:
-    """The score an index's calibration measures [C]: the plain lexeme scores (no window
-    penalty, no rivals), no relation term, less the --not phrases and the count and absence
-    terms; a query without lexemes scores its global score."""
+    """The score an index's calibration measures [C]: the plain scores of the lexemes asked to be
+    present (no window penalty, no rivals), no relation, count or absence term (the unrelated
+    queries of the calibration get none), less the --not phrases; a query without such lexemes
+    scores its global score."""
     alpha = settings.alpha_for(scored.n_wanted)
-    plain = fuse(scored.global_scores, lexeme_part(scored, settings, scored.match.plain_scores), alpha)
-    return (
-        plain - negatives_term(scored.negative_global, scored.negative_regions, alpha) - absence_term(scored, settings)
-    )
+    plain = fuse(scored.global_scores, scored.match.plain_scores[:, scored.wanted], alpha)
+    return plain - negatives_term(scored.negative_global, scored.negative_regions, alpha)
 
 
 def lexeme_part(scored: Scored, settings: SearchConfig, scores: np.ndarray) -> np.ndarray:
