@@ -103,6 +103,7 @@ def test_training_precision_auto_uses_bf16_only_where_the_cpu_has_it(monkeypatch
 
     from harmosearch.model.device import training_precision
 
+    monkeypatch.delenv("HARMOSEARCH_CPU_FEATURES", raising=False)  # torch's detection, mocked here
     cpu, gpu = torch.device("cpu"), torch.device("cuda", 0)
     for native, expected in ((True, "bf16"), (False, "fp32")):
         monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda native=native: native)

@@ -195,15 +195,17 @@ def _settings(config: Config, old: Any, encoder: Any, index: Path) -> tuple[Conf
     caller asks for a model or region settings other than the index's own."""
     from dataclasses import replace
 
+    from harmosearch.indexing.inference import check_same_path, kept_settings, load_like_index, recorded
     from harmosearch.model.encoder import EncoderIdentity, load_encoder
     from harmosearch.model.loading import canonical_spec
     from harmosearch.store import check_index_type
 
     if old is not None:
-        config = config.over(old.manifest["config"], KEPT_ON_UPDATE)
+        config = kept_settings(config.over(old.manifest["config"], KEPT_ON_UPDATE), old.manifest["encoder"])
     config = replace(config, encoder=replace(config.encoder, model=canonical_spec(config.encoder.model)))
-    encoder = encoder or load_encoder(config)
+    encoder = encoder or (load_encoder(config) if old is None else load_like_index(config, index))
     if old is not None:
+        check_same_path(index, old.manifest["encoder"], encoder)
         built_with = EncoderIdentity.from_dict(old.manifest["encoder"])
         differs = built_with.mismatch(encoder.identity)
         stored, wanted = old.manifest["config"], config.to_json()
@@ -229,7 +231,7 @@ def _settings(config: Config, old: Any, encoder: Any, index: Path) -> tuple[Conf
     requested = config.index.index_type
     if requested != "auto" and (old is None or old.manifest["config"]["index"]["index_type"] != requested):
         check_index_type(requested, encoder.identity.embed_dim)  # before anything is encoded
-    return config, encoder
+    return recorded(config, encoder), encoder
 
 
 def _proposals(config: Config) -> Any:
