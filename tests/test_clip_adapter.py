@@ -96,3 +96,22 @@ def test_other_input_sizes_match_a_model_built_for_that_size(test_encoder):
     assert dense.shape == (2, 32, 7, 7) and torch.allclose(dense, dense_reference, atol=1e-5)
     with torch.no_grad():  # the model's own size still takes open_clip's own path
         assert torch.equal(parts.embed(pixels()), model.visual._embeds(pixels()))
+
+
+def test_block_forward_equals_the_block_with_and_without_a_mask(test_encoder):
+    """BlockParts.forward (what blocks run under autocast) is open_clip's block, for the image
+    tower's blocks and the text tower's causal ones."""
+    from harmosearch.model.clip_adapter import run_blocks
+
+    model = test_encoder.model
+    g = torch.Generator().manual_seed(8)
+    for transformer, mask in ((model.visual.transformer, None), (model.transformer, model.attn_mask)):
+        tokens = 17 if mask is None else mask.shape[0]
+        x = torch.randn(3, tokens, transformer.width, generator=g)
+        with torch.no_grad():
+            for block in transformer.resblocks:
+                assert torch.allclose(BlockParts(block).forward(x, mask), block(x, attn_mask=mask), atol=1e-5)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                lowered = run_blocks(transformer, x, mask)
+            reference = run_blocks(transformer, x, mask)
+        assert torch.nn.functional.cosine_similarity(lowered.float(), reference, dim=-1).mean() > 0.99
