@@ -77,7 +77,7 @@ def test_bf16_vectors_stay_close_to_fp32(tmp_path):
     bf16, fp32 = encoder_at("bf16", tmp_path), encoder_at("fp32", tmp_path)
     assert bf16.identity.made_with == "bf16 (torch)" and fp32.identity.made_with == "fp32 (torch)"
     # The bf16 path runs a copy with bf16 matrix weights; the model itself stays fp32.
-    assert bf16.images.model.visual.conv1.weight.dtype == torch.bfloat16
+    assert bf16.runner.model.visual.conv1.weight.dtype == torch.bfloat16
     assert bf16.model.visual.conv1.weight.dtype == torch.float32
     assert_close_to_fp32(bf16, fp32, torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(3)))
 
@@ -88,14 +88,14 @@ def test_int8_vectors_stay_close_to_fp32_from_a_graph_cached_by_fingerprint(tmp_
     assert int8.identity.made_with == "int8 (onnxruntime)" and int8.identity.weights == fp32.identity.weights
     pixels = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(4))
     assert_close_to_fp32(int8, fp32, pixels)
-    graphs = list((tmp_path / "onnx").glob("*.onnx"))
-    assert [g.name for g in graphs] == [int8.images.graph_file(32).name]
-    assert graphs[0].name.startswith(f"{int8.identity.weights}-{int8.identity.config_hash}-32px-int8-")
+    graphs = sorted(g.name for g in (tmp_path / "onnx").glob("*.onnx"))
+    assert graphs == sorted([int8.runner.graph_file(32).name, int8.runner.graph_file().name])
+    assert graphs[0].startswith(f"{int8.identity.weights}-{int8.identity.config_hash}-32px-int8-")
 
     def no_export(*_):
         raise AssertionError("exported again")
 
-    monkeypatch.setattr(runtimes, "export_vision", no_export)
+    monkeypatch.setattr(runtimes, "export_tower", no_export)
     again = encoder_at("int8", tmp_path)
     assert torch.equal(again.encode_pixels(pixels)[0], int8.encode_pixels(pixels)[0])  # the cached graph
     monkeypatch.undo()
@@ -106,7 +106,7 @@ def test_int8_vectors_stay_close_to_fp32_from_a_graph_cached_by_fingerprint(tmp_
     assert changed.identity.weights != int8.identity.weights
     g_changed = changed.encode_pixels(pixels)[0]
     assert mean_cosine(g_changed, -int8.encode_pixels(pixels)[0]) >= 0.995  # its own graph, not the other's
-    assert len(list((tmp_path / "onnx").glob("*.onnx"))) == 2
+    assert len(list((tmp_path / "onnx").glob("*.onnx"))) == 3  # its own image graph beside the first two
 
 
 def test_int8_sessions_are_made_again_in_each_process(tmp_path):
@@ -117,8 +117,8 @@ def test_int8_sessions_are_made_again_in_each_process(tmp_path):
     int8 = encoder_at("int8", tmp_path)
     pixels = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(5))
     expected = int8.encode_pixels(pixels)[0]
-    assert int8.images.sessions
-    copied = pickle.loads(pickle.dumps(int8.images))
+    assert int8.runner.sessions
+    copied = pickle.loads(pickle.dumps(int8.runner))
     assert not copied.sessions
-    assert torch.equal(copied.forward(pixels)[0], int8.images.forward(pixels)[0])
+    assert torch.equal(copied.forward(pixels)[0], int8.runner.forward(pixels)[0])
     assert torch.allclose(F.normalize(copied.forward(pixels)[0], dim=-1), expected, atol=1e-6)

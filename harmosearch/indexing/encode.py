@@ -100,7 +100,7 @@ class _BatchJob:
         # A runtime that exports the model does so here, once, before the workers start.
         for size in (encoder.image_size, self.fine_size):
             if size:
-                encoder.images.prepare(size)
+                encoder.runner.prepare(size)
 
     def __len__(self) -> int:
         return len(self.batches)

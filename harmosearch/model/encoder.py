@@ -233,7 +233,7 @@ class Encoder:
         vocabulary: Sequence[str] = (),
         cache_dir: Path | None = None,
     ) -> None:
-        from harmosearch.model.runtimes import image_runner, resolve_path
+        from harmosearch.model.runtimes import resolve_path, runner_for
 
         self.model = model.to(device).eval()
         # The phrases the model was trained to tell apart (a checkpoint's harmosearch.json), the
@@ -260,10 +260,7 @@ class Encoder:
             runtime=path.runtime,
         )
         cache = cache_dir if cache_dir is not None else PathsConfig().cache_dir
-        self.images = image_runner(self.model, path, device, config.dense_mode, self.identity, cache)
-        # Texts run through torch, in bf16 where the images do (with the same lowered weights).
-        self.text_precision = path.precision if path.precision in ("bf16", "fp16") else "fp32"
-        self._text_model = getattr(self.images, "model", self.model)
+        self.runner = runner_for(self.model, path, device, config.dense_mode, self.identity, cache)
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -281,14 +278,14 @@ class Encoder:
 
     @property
     def path(self) -> Any:
-        """How the image vectors are made here (model.runtimes.InferencePath)."""
-        return self.images.path
+        """How vectors are made here (model.runtimes.InferencePath)."""
+        return self.runner.path
 
     def encode_pixels(self, pixels: Any) -> tuple[Any, Any]:
         """[B, 3, S, S] -> (global [B, D] normalised, dense [B, D, gh, gw] float32 on CPU)."""
         import torch.nn.functional as F
 
-        pooled, dense = self.images.forward(pixels)
+        pooled, dense = self.runner.forward(pixels)
         return F.normalize(pooled.float(), dim=-1).cpu(), dense.float().cpu()
 
     def encode_images(self, images: Sequence[Any], size: int | None = None) -> tuple[Any, Any]:
@@ -321,13 +318,9 @@ class Encoder:
         return torch.cat(vectors)
 
     def encode_tokens(self, tokens: Any) -> tuple[Any, Any]:
-        import torch
         import torch.nn.functional as F
 
-        from harmosearch.model.device import autocast
-
-        with torch.inference_mode(), autocast(self.device, self.text_precision):
-            pooled, per_token = text_forward(self._text_model, tokens.to(self.device))
+        pooled, per_token = self.runner.forward_text(tokens)
         return F.normalize(pooled.float(), dim=-1).cpu(), per_token.float().cpu()
 
     def encode_queries(self, texts: list[str]) -> list[TextEncoding]:

@@ -2,19 +2,18 @@
 
 `encoder.precision` and `encoder.runtime` resolve per machine (`resolve_path`): on a CPU, bf16
 through torch where bf16 is native, int8 through ONNX Runtime where the CPU has VNNI and
-onnxruntime is installed, fp32 through torch otherwise; fp16 through torch on a GPU. The image
-tower then runs through one of two runners with one interface, `forward(pixels) -> (global,
-dense)`, both the one-pass value-path forward of `encoder.vision_forward`:
+onnxruntime is installed, fp32 through torch otherwise; fp16 through torch on a GPU. Two runners
+with one interface run the towers: `forward(pixels) -> (global, dense)`, the one-pass value-path
+forward of `encoder.vision_forward`, and `forward_text(tokens) -> (global, per-token)`:
 
-- `TorchImages`: the model itself, under autocast; for bf16 a copy whose matrix weights are
-  bf16 already, so autocast does not cast every weight again on every batch.
-- `OnnxImages`: that forward exported to ONNX once per model, weights fingerprint, settings and
-  input size, with int8 weights and dynamically quantised activations, cached under
-  paths.cache/onnx. Dynamic quantisation scales each batch's activations together, so an
-  image's vector depends very slightly on the others in its batch (cosine to fp32: bench).
-
-Text runs through torch: bf16 where bf16 runs images, fp32 otherwise (one query at a time, the
-int8 export's gain is small next to its cost; benchmarks/cpu_runtime.py measures both).
+- `TorchRunner`: the model under autocast; for bf16 a copy whose matrix weights are bf16
+  already, so autocast does not cast every weight again on every batch.
+- `OnnxRunner`: each tower's forward exported to ONNX once per weights fingerprint, settings and
+  image input size, with int8 weights and dynamically quantised activations, cached under
+  paths.cache/onnx. Dynamic quantisation scales a batch's activations together, so a vector
+  depends very slightly on the others in its batch (cosine to fp32: benchmarks/cpu_runtime.py).
+  Texts go through it too: the calibration of every index update encodes ~200 of them, about
+  the work of 70 images with ViT-B/16.
 """
 
 from __future__ import annotations
@@ -106,8 +105,9 @@ def lowered_copy(model: Any, dtype: Any) -> Any:
     return lowered
 
 
-class TorchImages:
-    """The image tower through torch, under autocast to the path's precision."""
+class TorchRunner:
+    """The towers through torch, under autocast to the path's precision (texts: bf16 or fp16
+    where images run so, else fp32)."""
 
     def __init__(self, model: Any, path: InferencePath, device: Any, dense_mode: str) -> None:
         import torch
@@ -115,7 +115,7 @@ class TorchImages:
         self.model = lowered_copy(model, torch.bfloat16) if path.precision == "bf16" else model
         self.path, self.device, self.dense_mode = path, device, dense_mode
 
-    def prepare(self, size: int) -> None:
+    def prepare(self, size: int | None = None) -> None:
         """Nothing to make ahead for torch."""
 
     def forward(self, pixels: Any) -> tuple[Any, Any]:
@@ -127,64 +127,88 @@ class TorchImages:
         with torch.inference_mode(), autocast(self.device, self.path.precision):
             return vision_forward(self.model, pixels.to(self.device), self.dense_mode)
 
+    def forward_text(self, tokens: Any) -> tuple[Any, Any]:
+        import torch
+
+        from harmosearch.model.device import autocast
+        from harmosearch.model.encoder import text_forward
+
+        with torch.inference_mode(), autocast(self.device, self.path.precision):
+            return text_forward(self.model, tokens.to(self.device))
+
 
 @dataclass
-class OnnxImages:
-    """The image tower through ONNX Runtime: one exported graph per input size, made once per
-    model and cached; one session per process and size (sessions do not survive a fork)."""
+class OnnxRunner:
+    """The towers through ONNX Runtime: one exported graph per image input size and one for
+    texts, each made once per model and cached; one session per process and graph (sessions do
+    not survive a fork)."""
 
     model: Any
     path: InferencePath
     identity: Any  # EncoderIdentity: the weights' fingerprint and settings key the cache
     dense_mode: str
     cache_dir: Path
-    sessions: dict[tuple[int, int], Any] = field(default_factory=dict)
+    sessions: dict[tuple[int, str], Any] = field(default_factory=dict)
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "sessions": {}}
 
-    def graph_file(self, size: int) -> Path:
-        ident = self.identity
-        name = f"{ident.weights}-{ident.config_hash}-{size}px-{self.path.precision}-v{EXPORT_VERSION}.onnx"
+    def graph_file(self, size: int | None = None) -> Path:
+        """The cached graph of the image tower at `size` pixels, or of the text tower."""
+        ident, part = self.identity, f"{size}px" if size else "text"
+        name = f"{ident.weights}-{ident.config_hash}-{part}-{self.path.precision}-v{EXPORT_VERSION}.onnx"
         return self.cache_dir / "onnx" / name
 
-    def prepare(self, size: int) -> Path:
-        """The graph for `size`-pixel inputs, exported (and quantised) unless cached."""
-        target = self.graph_file(size)
-        if not target.is_file():
-            export_vision(self.model, self.dense_mode, size, self.path.precision, target)
-        return target
-
-    def forward(self, pixels: Any) -> tuple[Any, Any]:
+    def prepare(self, size: int | None = None, text_length: int = 77) -> Path:
+        """The graph for `size`-pixel images (or for texts of `text_length` tokens, the
+        tokenizer's context length), exported and quantised unless cached."""
         import torch
 
-        size = int(pixels.shape[-1])
-        key = (os.getpid(), size)
+        target = self.graph_file(size)
+        if not target.is_file():
+            texts = torch.zeros(2, text_length, dtype=torch.long)
+            example = torch.zeros(2, 3, size, size) if size else texts
+            export_tower(self.model, self.dense_mode, example, self.path.precision, target)
+        return target
+
+    def _run(self, size: int | None, inputs: Any) -> tuple[Any, Any]:
+        import torch
+
+        key = (os.getpid(), self.graph_file(size).name)
         if key not in self.sessions:
-            self.sessions[key] = onnx_session(self.prepare(size))
-        pooled, dense = self.sessions[key].run(None, {"pixels": pixels.float().cpu().numpy()})
-        return torch.from_numpy(pooled), torch.from_numpy(dense)
+            self.sessions[key] = onnx_session(self.prepare(size, int(inputs.shape[-1])))
+        session = self.sessions[key]
+        first, second = session.run(None, {session.get_inputs()[0].name: inputs.cpu().numpy()})
+        return torch.from_numpy(first), torch.from_numpy(second)
+
+    def forward(self, pixels: Any) -> tuple[Any, Any]:
+        return self._run(int(pixels.shape[-1]), pixels.float())
+
+    def forward_text(self, tokens: Any) -> tuple[Any, Any]:
+        return self._run(None, tokens.long())
 
 
-def export_vision(model: Any, dense_mode: str, size: int, precision: str, target: Path) -> None:
-    """`vision_forward` for `size`-pixel inputs and any batch size as an ONNX graph at `target`:
-    fp32, or with int8 weights and dynamically quantised activations. Written under a temporary
-    name and renamed, so processes exporting at once leave one whole file."""
+def export_tower(model: Any, dense_mode: str, example: Any, precision: str, target: Path) -> None:
+    """The image tower's `vision_forward` (for an example of pixels) or the text tower's
+    `text_forward` (for an example of tokens) as an ONNX graph for inputs of the example's shape
+    and any batch size, at `target`: fp32, or with int8 weights and dynamically quantised
+    activations. Written under a temporary name and renamed, so processes exporting at once
+    leave one whole file."""
     import torch
 
-    from harmosearch.model.encoder import vision_forward
+    from harmosearch.model.encoder import text_forward, vision_forward
 
     class Tower(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.model = model
 
-        def forward(self, pixels: Any) -> tuple[Any, Any]:
-            return vision_forward(self.model, pixels, dense_mode)
+        def forward(self, x: Any) -> tuple[Any, Any]:
+            return vision_forward(self.model, x, dense_mode) if x.is_floating_point() else text_forward(self.model, x)
 
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = target.with_name(f"{target.stem}.{os.getpid()}.fp32.onnx")
-    logger.info("exporting the image tower to ONNX (%s, %d px), once per model: %s", precision, size, target)
+    logger.info("exporting a model tower to ONNX (%s), once per model: %s", precision, target)
     try:
         # Traced with gradients on: torch's fused attention, which ONNX cannot express, is for
         # inference without them only.
@@ -192,11 +216,11 @@ def export_vision(model: Any, dense_mode: str, size: int, precision: str, target
             warnings.simplefilter("ignore")
             torch.onnx.export(
                 Tower().eval(),
-                (torch.zeros(2, 3, size, size),),
+                (example,),
                 str(staging),
-                input_names=["pixels"],
-                output_names=["global", "dense"],
-                dynamic_axes={name: {0: "batch"} for name in ("pixels", "global", "dense")},
+                input_names=["input"],
+                output_names=["global", "detail"],
+                dynamic_axes={name: {0: "batch"} for name in ("input", "global", "detail")},
                 opset_version=17,
                 dynamo=False,
             )
@@ -209,9 +233,7 @@ def export_vision(model: Any, dense_mode: str, size: int, precision: str, target
     except Exception as exc:
         staging.unlink(missing_ok=True)
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ModelLoadError(
-            f"could not export the image tower to ONNX ({reason}); set encoder.runtime = torch"
-        ) from None
+        raise ModelLoadError(f"could not export the model to ONNX ({reason}); set encoder.runtime = torch") from None
 
 
 def quantise_int8(source: Path, target: Path) -> None:
@@ -260,8 +282,8 @@ def onnx_session(graph: Path) -> Any:
         ) from None
 
 
-def image_runner(model: Any, path: InferencePath, device: Any, dense_mode: str, identity: Any, cache_dir: Path) -> Any:
-    """The runner of the image tower for `path`."""
+def runner_for(model: Any, path: InferencePath, device: Any, dense_mode: str, identity: Any, cache_dir: Path) -> Any:
+    """What runs the towers for `path`."""
     if path.runtime == "onnxruntime":
-        return OnnxImages(model, path, identity, dense_mode, cache_dir)
-    return TorchImages(model, path, device, dense_mode)
+        return OnnxRunner(model, path, identity, dense_mode, cache_dir)
+    return TorchRunner(model, path, device, dense_mode)
