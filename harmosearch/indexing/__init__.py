@@ -613,20 +613,16 @@ def _old_metadata(old: Any, row: int) -> dict[str, Any]:
 def _calibration(data: Any, encoder: Any) -> dict[str, Any] | None:
     """The calibration of the new generation (see harmosearch.search.calibration), from its vectors as
     stored (float16), as the manifest keeps it; None for an empty index."""
-    from harmosearch.search.calibration import calibrate
+    from harmosearch.search.calibration import cached_bank_encoder, calibrate
 
     if data.n_images == 0:
         return None
     counts = np.bincount(data.regions["image_id"].astype(np.int64), minlength=data.n_images)
     start = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-
-    def encode(texts: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
-        return [(e.global_vector.numpy(), e.lexeme_vectors.numpy()) for e in encoder.encode_queries(texts)]
-
     # float16 as stored (the vectors already are: asarray copies nothing)
     return calibrate(
         np.asarray(data.global_vectors, dtype=np.float16),
         np.asarray(data.region_vectors, dtype=np.float16),
         start,
-        encode,
+        cached_bank_encoder(encoder),
     ).to_dict()

@@ -259,8 +259,8 @@ class Encoder:
             precision=path.precision,
             runtime=path.runtime,
         )
-        cache = cache_dir if cache_dir is not None else PathsConfig().cache_dir
-        self.runner = runner_for(self.model, path, device, config.dense_mode, self.identity, cache)
+        self.cache_dir = cache_dir if cache_dir is not None else PathsConfig().cache_dir  # exported graphs, bank texts
+        self.runner = runner_for(self.model, path, device, config.dense_mode, self.identity, self.cache_dir)
 
     @property
     def grid(self) -> tuple[int, int]:
