@@ -115,3 +115,16 @@ def test_block_forward_equals_the_block_with_and_without_a_mask(test_encoder):
                 lowered = run_blocks(transformer, x, mask)
             reference = run_blocks(transformer, x, mask)
         assert torch.nn.functional.cosine_similarity(lowered.float(), reference, dim=-1).mean() > 0.99
+
+
+def test_a_tower_resized_once_equals_resizing_on_every_pass(test_encoder):
+    from harmosearch.model.clip_adapter import at_input_size
+    from harmosearch.model.encoder import vision_forward
+
+    model, x = test_encoder.model, pixels(2, size=64, seed=9)
+    assert at_input_size(model, 32) is model
+    resized = at_input_size(model, 64)
+    with torch.no_grad():
+        for mine, theirs in zip(vision_forward(resized, x, "value"), vision_forward(model, x, "value"), strict=True):
+            assert torch.allclose(mine, theirs, atol=1e-5)
+    assert tuple(model.visual.grid_size) == (4, 4)  # the model itself is left as it was

@@ -122,3 +122,13 @@ def test_int8_sessions_are_made_again_in_each_process(tmp_path):
     assert not copied.sessions
     assert torch.equal(copied.forward(pixels)[0], int8.runner.forward(pixels)[0])
     assert torch.allclose(F.normalize(copied.forward(pixels)[0], dim=-1), expected, atol=1e-6)
+
+
+def test_int8_at_another_input_size_stays_close_to_fp32(tmp_path):
+    """High detail's second pass runs at a larger input: its graph holds the position
+    embeddings resized for that size."""
+    pytest.importorskip("onnxruntime")
+    int8, fp32 = encoder_at("int8", tmp_path), encoder_at("fp32", tmp_path)
+    pixels = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(6))
+    assert_close_to_fp32(int8, fp32, pixels)
+    assert int8.runner.graph_file(64).is_file()

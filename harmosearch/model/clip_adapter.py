@@ -136,6 +136,26 @@ class VisionParts:
         return getattr(self.tower, "pool_type", None) == "tok" and not getattr(self.tower, "final_ln_after_pool", False)
 
 
+def at_input_size(model: Any, size: int) -> Any:
+    """`model`, or a copy of it whose image tower takes `size`-pixel inputs as its own size: the
+    position embeddings resized once as `VisionParts.positions` resizes them on every pass (an
+    exported graph then holds them as they are, without the resizing, which ONNX cannot express)."""
+    import copy
+
+    import torch
+
+    parts = vision_parts(model)
+    grid = parts.grid_of(torch.empty(1, 3, size, size))
+    if grid == parts.grid:
+        return model
+    resized = copy.deepcopy(model)
+    with torch.no_grad():
+        positions = parts.positions(grid).detach().clone()
+    resized.visual.positional_embedding = torch.nn.Parameter(positions, requires_grad=False)
+    resized.visual.grid_size = grid
+    return resized
+
+
 def vision_parts(model: Any) -> VisionParts:
     visual = model.visual
     blocks = getattr(getattr(visual, "transformer", None), "resblocks", None)

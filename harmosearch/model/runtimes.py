@@ -196,7 +196,11 @@ def export_tower(model: Any, dense_mode: str, example: Any, precision: str, targ
     leave one whole file."""
     import torch
 
+    from harmosearch.model.clip_adapter import at_input_size
     from harmosearch.model.encoder import text_forward, vision_forward
+
+    if example.is_floating_point():
+        model = at_input_size(model, int(example.shape[-1]))
 
     class Tower(torch.nn.Module):
         def __init__(self) -> None:
