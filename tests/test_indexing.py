@@ -182,6 +182,8 @@ def test_an_index_that_records_no_path_is_updated_in_fp32(photos, tmp_path, monk
     recorded = {**older, "precision": "int8", "runtime": "onnxruntime"}
     kept = kept_settings(load_config(), recorded).encoder
     assert (kept.precision, kept.runtime) == ("int8", "onnxruntime")
+    mine = kept_settings(load_config(overrides={"encoder.precision": "fp32"}), recorded).encoder
+    assert (mine.precision, mine.runtime) == ("fp32", "auto")  # a way of the user's own, not half the index's
 
 
 def test_python_updates_keep_the_index_model_regions_and_type(photos, tmp_path, test_encoder):

@@ -30,7 +30,10 @@ def made_with(identity: dict[str, Any]) -> dict[str, str]:
 
 
 def kept_settings(config: Config, identity: dict[str, Any]) -> Config:
-    """`config` with the index's precision and runtime, where the user set neither."""
+    """`config` with the index's precision and runtime, where the user set neither (one set
+    names a way of its own: the other is not taken from the index)."""
+    if any(key in config.user_keys() for key in KEYS):
+        return config
     return config.over({"encoder": made_with(identity)}, KEYS)
 
 
