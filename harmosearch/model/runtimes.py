@@ -12,8 +12,8 @@ forward of `encoder.vision_forward`, and `forward_text(tokens) -> (global, per-t
   image input size, with int8 weights and dynamically quantised activations, cached under
   paths.cache/onnx. Dynamic quantisation scales a batch's activations together, so a vector
   depends very slightly on the others in its batch (cosine to fp32: benchmarks/cpu_runtime.py).
-  Texts go through it too: the calibration of every index update encodes ~200 of them, about
-  the work of 70 images with ViT-B/16.
+  Texts go through it too: a query, and the calibration's bank of ~100 texts, about the work of
+  35 photos with ViT-B/16 when a model first calibrates (search.calibration caches it).
 """
 
 from __future__ import annotations
