@@ -1,7 +1,12 @@
+import contextlib
+import io
+import logging
 import os
 import shutil
 import subprocess
 import sys
+import warnings
+from dataclasses import dataclass
 
 import pytest
 
@@ -59,6 +64,42 @@ def photos(scenes, tmp_path):
     target = tmp_path / "photos"
     shutil.copytree(scenes / "images", target)
     return target
+
+
+@dataclass
+class Outcome:
+    code: int
+    stdout: str
+    stderr: str
+    warnings: list[warnings.WarningMessage]
+
+
+def invoke(args: list[str], read_only=()) -> Outcome:
+    """`harmosearch ARGS` in this process (a new process would first spend seconds importing
+    torch), `read_only` folders refusing writes (deny_writes); the exception, if any, escapes
+    to the test."""
+    from harmosearch import cli
+
+    stdout, stderr = io.StringIO(), io.StringIO()
+    handlers, level = logging.root.handlers[:], logging.root.level  # the CLI configures logging
+    try:
+        with (
+            pytest.MonkeyPatch.context() as patch,
+            contextlib.redirect_stdout(stdout),
+            contextlib.redirect_stderr(stderr),
+            warnings.catch_warnings(record=True) as caught,
+        ):
+            warnings.simplefilter("default")
+            deny_writes(patch, read_only)
+            try:
+                cli.main(args)
+                code = 0
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
+    finally:
+        logging.root.handlers[:] = handlers
+        logging.root.setLevel(level)
+    return Outcome(code, stdout.getvalue(), stderr.getvalue(), caught)
 
 
 def run_cli_noting_imports(args, modules, timeout=60):

@@ -18,8 +18,7 @@ from harmosearch.indexing import build_index, load_user_boxes
 from harmosearch.search import Index
 from harmosearch.store import IndexReader, build_faiss, check_index_type, faiss_reason, verify
 
-from .conftest import TEST_MODEL
-from .test_cli_fuzz import invoke
+from .conftest import TEST_MODEL, invoke
 
 CONFIG = load_config(
     overrides={"encoder.model": TEST_MODEL, "encoder.device": "cpu", "index.workers": 0, "regions.max_regions": 8}

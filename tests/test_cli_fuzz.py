@@ -22,18 +22,14 @@ is always taken, so every example must be refused and none serves.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import itertools
 import json
-import logging
 import os
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,7 +45,7 @@ from harmosearch.config import ENVIRONMENT, SynthConfig, load_config
 from harmosearch.indexing import build_index
 from harmosearch.synth import generate
 
-from .conftest import TEST_MODEL, deny_writes
+from .conftest import TEST_MODEL, Outcome, invoke
 
 COMMANDS = ("synth", "index", "query", "info", "bench", "train", "demo", "dupes", "serve")
 HUGE = "99999999999999999999"
@@ -123,39 +119,6 @@ WORDS = {  # what an error about an option may call it besides its flag
     "--refine-scale": ("search.refine_scale",),
     "--detail": ("regions.detail",),
 }
-
-
-@dataclass
-class Outcome:
-    code: int
-    stdout: str
-    stderr: str
-    warnings: list[warnings.WarningMessage]
-
-
-def invoke(args: list[str], read_only: list[Path] = ()) -> Outcome:
-    """`harmosearch ARGS` in this process, `read_only` folders refusing writes; the exception,
-    if any, escapes to the test."""
-    stdout, stderr = io.StringIO(), io.StringIO()
-    handlers, level = logging.root.handlers[:], logging.root.level  # the CLI configures logging
-    try:
-        with (
-            pytest.MonkeyPatch.context() as patch,
-            contextlib.redirect_stdout(stdout),
-            contextlib.redirect_stderr(stderr),
-            warnings.catch_warnings(record=True) as caught,
-        ):
-            warnings.simplefilter("default")
-            deny_writes(patch, read_only)
-            try:
-                cli.main(args)
-                code = 0
-            except SystemExit as exc:
-                code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
-    finally:
-        logging.root.handlers[:] = handlers
-        logging.root.setLevel(level)
-    return Outcome(code, stdout.getvalue(), stderr.getvalue(), caught)
 
 
 def shown_warnings(outcome: Outcome) -> list[str]:

@@ -4,7 +4,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -18,7 +17,7 @@ from harmosearch.media.scan import scan
 from harmosearch.search import Index
 from harmosearch.store import MEDIA_COLUMNS, IndexLock, IndexReader, read_manifest, verify
 
-from .conftest import TEST_MODEL
+from .conftest import TEST_MODEL, invoke
 
 # Batch size 1: an image's vectors then do not depend on which other images share its batch, so
 # an incremental build can be compared with a fresh one exactly (batching itself is tested in
@@ -207,13 +206,14 @@ def test_scan_skips_hidden_folders_and_other_extensions(tmp_path):
 
 
 def run_cli(*args, env=None):
-    return subprocess.run(
-        [sys.executable, "-m", "harmosearch", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, **(env or {})},
-    )
+    """`harmosearch ARGS` in this process, with `env` set (the model loads in a second, where a
+    new process first spends several importing torch; tests/test_demo.py and the real-process
+    tests of tests/test_cli_fuzz.py run commands in processes of their own)."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in (env or {}).items():
+            patch.setenv(name, value)
+        outcome = invoke(list(args))
+    return subprocess.CompletedProcess(args, outcome.code, outcome.stdout, outcome.stderr)
 
 
 def test_cli_index_query_json_annotated_and_info(photos, tmp_path):

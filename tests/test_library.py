@@ -28,7 +28,7 @@ from harmosearch.search import Index
 from harmosearch.store import IndexReader, read_manifest
 from harmosearch.synth import COLOURS, Scene, SceneObject, render
 
-from .test_cli_fuzz import invoke
+from .conftest import invoke
 
 SIDE = 224
 FPS = 10
