@@ -281,54 +281,63 @@ def signal_at(photos, index, hold, nth, sent, *extra, chunk=4, pause=0.0):
     return read_lines(marks)[-1], process.returncode, stdout, stderr
 
 
+def change_photos(photos, renamed, added):
+    """Rename `renamed` of the scenes and add `added` new pictures."""
+    for name in [f"{i:06d}.png" for i in range(renamed)]:
+        (photos / name).rename(photos / f"moved_{name}")
+    for i in range(added):
+        Image.new("RGB", (50, 50), (40 * i, 200, 0)).save(photos / f"new_{i}.png")
+
+
 @pytest.mark.slow
-@pytest.mark.timeout(600)  # eleven runs of the command, each starting Python and torch
-def test_kill_9_in_every_phase_never_loses_the_index(tmp_path, scenes, test_encoder):
+@pytest.mark.timeout(600)  # six runs of the command, each starting Python and torch
+@pytest.mark.parametrize("update", [False, True], ids=["build", "update"])
+def test_kill_9_in_every_phase_never_loses_the_index(tmp_path, scenes, test_encoder, update):
     """SIGKILL while encoding, once a chunk is staged, and in the commit (between the files of
-    the new generation, and after the manifest swap), first while the index is built, then while
-    an update is: after every kill the index is the last committed generation, whole, and a
-    final run gives the index that a run never interrupted gives."""
+    the new generation, and after the manifest swap), while the index is built or while an
+    update is: after every kill the index is the last committed generation, whole, and a final
+    run (in the build, an update over what the last kill left) gives the index that a run never
+    interrupted gives."""
     photos = tmp_path / "photos"
     shutil.copytree(scenes / "images", photos)
     (tmp_path / "c.toml").write_text("[regions]\nmax_regions = 8\n")
-    rng = random.Random(0)
     index = tmp_path / "idx"
+    if update:  # 2 files renamed, 6 new: the update encodes 6 files, staged in 2 chunks
+        build_index(photos, index, CONFIG, encoder=test_encoder)  # the settings of c.toml and run_index
+        change_photos(photos, renamed=2, added=6)
+    rng = random.Random(int(update))
     landed = []
-    for update in (False, True):
-        if update:  # 2 files renamed, 6 new: the update encodes 6 files, staged in 2 chunks
-            for name in ("000000.png", "000001.png"):
-                (photos / name).rename(photos / f"moved_{name}")
-            for i in range(6):
-                Image.new("RGB", (50, 50), (40 * i, 200, 0)).save(photos / f"new_{i}.png")
-        for hold, nth in (
-            ("encoding", rng.randint(1, 3)),  # before the first chunk is staged
-            ("staging", 1),
-            ("encoding", 1),  # a run that resumed the staged chunk
-            ("commit", rng.randint(1, 6)),  # before the manifest swap: only files no reader opens
-            ("commit manifest.json", 1),  # swapped; the previous generation's files still there
-        ):
-            before = read_manifest(index)["generation"] if (index / "manifest.json").exists() else 0
-            point, _, _, _ = signal_at(photos, index, hold, nth, signal.SIGKILL, pause=rng.uniform(0, 0.2))
-            landed.append(point.split()[0])
-            assert point.startswith(hold), f"the kill aimed at {hold!r} #{nth} landed at {point!r}"
-            swapped = hold == "commit manifest.json"
-            if (index / "manifest.json").exists():
-                assert verify(index) == [], f"torn index after a kill at {point!r}"
-                assert read_manifest(index)["generation"] == before + swapped, point
-            else:
-                assert before == 0 and not swapped, point
-            written = list(index.glob(f"*.g{before + 1}.*"))
-            if hold == "commit":
-                assert written, f"nothing of the new generation was written before the kill at {point!r}"
-            elif not swapped:
-                assert not written, point
-            if hold == "staging":
-                assert list((index / ".staging").glob("chunk_*.npz"))
-    assert Counter(landed) == {"encoding": 4, "staging": 2, "commit": 4}
+    for hold, nth in (
+        ("encoding", rng.randint(1, 3)),  # before the first chunk is staged
+        ("staging", 1),
+        ("encoding", 1),  # a run that resumed the staged chunk
+        ("commit", rng.randint(1, 6)),  # before the manifest swap: only files no reader opens
+        ("commit manifest.json", 1),  # swapped; the previous generation's files still there
+    ):
+        before = read_manifest(index)["generation"] if (index / "manifest.json").exists() else 0
+        point, _, _, _ = signal_at(photos, index, hold, nth, signal.SIGKILL, pause=rng.uniform(0, 0.2))
+        landed.append(point.split()[0])
+        assert point.startswith(hold), f"the kill aimed at {hold!r} #{nth} landed at {point!r}"
+        swapped = hold == "commit manifest.json"
+        if (index / "manifest.json").exists():
+            assert verify(index) == [], f"torn index after a kill at {point!r}"
+            assert read_manifest(index)["generation"] == before + swapped, point
+        else:
+            assert before == 0 and not swapped, point
+        written = list(index.glob(f"*.g{before + 1}.*"))
+        if hold == "commit":
+            assert written, f"nothing of the new generation was written before the kill at {point!r}"
+        elif not swapped:
+            assert not written, point
+        if hold == "staging":
+            assert list((index / ".staging").glob("chunk_*.npz"))
+    assert Counter(landed) == {"encoding": 2, "staging": 1, "commit": 2}
+    if not update:
+        change_photos(photos, renamed=1, added=1)
     final = run_index(photos, index)
     assert final.wait(timeout=300) == 0, final.stderr.read()
     assert verify(index) == []
-    build_index(photos, tmp_path / "fresh", CONFIG, encoder=test_encoder)  # the settings of c.toml and run_index
+    build_index(photos, tmp_path / "fresh", CONFIG, encoder=test_encoder)
     assert_same_index(index, tmp_path / "fresh")
 
 
