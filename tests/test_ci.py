@@ -152,7 +152,43 @@ def test_every_run_reports_its_slowest_tests_times_out_hung_ones_and_uses_both_c
     pytest_options = project["tool"]["pytest"]["ini_options"]
     addopts = pytest_options["addopts"].split()
     assert "--durations=25" in addopts and "--strict-markers" in addopts
-    assert addopts[addopts.index("-n") + 1] == "2" and addopts[addopts.index("--dist") + 1] == "loadgroup"
+    assert addopts[addopts.index("-n") + 1] == "2" and addopts[addopts.index("--dist") + 1] == "loadscope"
     assert pytest_options["timeout"] == 300
     dev = " ".join(project["project"]["optional-dependencies"]["dev"])
     assert "pytest-xdist" in dev and "pytest-timeout" in dev
+
+
+def test_the_tests_of_a_file_or_of_a_class_share_a_worker(tmp_path):
+    """What the suite relies on from --dist: the tests of a file run on one worker, in order (its
+    module fixtures built once), and so do those of a class, whose file may be elsewhere. (With
+    pytest 9, --dist loadgroup silently ignores xdist_group marks: a check like this shows it.)"""
+    import tomllib
+
+    options = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]
+    markers = "".join(f"\n    {marker}" for marker in options["markers"])
+    record = (
+        "import os, pathlib\n"
+        "def note(name):\n"
+        "    with open(pathlib.Path(__file__).parent / 'workers.txt', 'a') as f:\n"
+        "        f.write(f\"{name} {os.environ['PYTEST_XDIST_WORKER']}\\n\")\n"
+    )
+    functions = "".join(f"def test_{i}():\n    note('f{i}')\n" for i in range(6))
+    classes = "".join(
+        f"class Test{c}:\n" + "".join(f"    def test_{i}(self):\n        note('{c}{i}')\n" for i in range(3))
+        for c in "AB"
+    )
+    (tmp_path / "test_functions.py").write_text(record + functions)
+    (tmp_path / "test_classes.py").write_text(record + classes)
+    (tmp_path / "pytest.ini").write_text(
+        f"[pytest]\naddopts = {options['addopts']} -p no:cacheprovider\ntimeout = 60\nmarkers ={markers}\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", str(tmp_path)], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stdout[-2000:]
+    ran = dict(line.split() for line in (tmp_path / "workers.txt").read_text().splitlines())
+    assert len(ran) == 12
+    assert len({ran[f"f{i}"] for i in range(6)}) == 1
+    assert [name for name in ran if name.startswith("f")] == [f"f{i}" for i in range(6)]  # in file order
+    assert len({ran[f"A{i}"] for i in range(3)}) == len({ran[f"B{i}"] for i in range(3)}) == 1
+    assert {ran[name] for name in ran} == {"gw0", "gw1"}  # both workers had work

@@ -112,9 +112,6 @@ def write_library(root):
     )
 
 
-# One worker builds the library (the bundled model, a video) and runs every test that reads it.
-pytestmark = pytest.mark.xdist_group("library")
-
 CONFIG = load_config(
     overrides={
         "encoder.model": SHAPES_MODEL,

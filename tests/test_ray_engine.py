@@ -16,9 +16,6 @@ from .test_indexing import CONFIG, assert_same_index
 
 ray = pytest.importorskip("ray", reason="the Ray engine needs ray: pip install 'harmosearch[dist]'")
 
-# One worker, in file order: the command's own Ray must run before the module's shared one starts.
-pytestmark = pytest.mark.xdist_group("ray")
-
 RAY = CONFIG.with_values({"index.engine": "ray", "ray.workers": 2, "ray.shard_size": 3})
 
 

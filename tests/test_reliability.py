@@ -289,10 +289,23 @@ def change_photos(photos, renamed, added):
         Image.new("RGB", (50, 50), (40 * i, 200, 0)).save(photos / f"new_{i}.png")
 
 
+# The kills during a build and during an update are a class each: pytest-xdist (--dist
+# loadscope) hands each class to a worker of its own, so that the two run side by side.
 @pytest.mark.slow
 @pytest.mark.timeout(600)  # six runs of the command, each starting Python and torch
-@pytest.mark.parametrize("update", [False, True], ids=["build", "update"])
-def test_kill_9_in_every_phase_never_loses_the_index(tmp_path, scenes, test_encoder, update):
+class TestKill9DuringABuild:
+    def test_kill_9_in_every_phase_never_loses_the_index(self, tmp_path, scenes, test_encoder):
+        kill_9_in_every_phase(tmp_path, scenes, test_encoder, update=False)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+class TestKill9DuringAnUpdate:
+    def test_kill_9_in_every_phase_never_loses_the_index(self, tmp_path, scenes, test_encoder):
+        kill_9_in_every_phase(tmp_path, scenes, test_encoder, update=True)
+
+
+def kill_9_in_every_phase(tmp_path, scenes, test_encoder, update):
     """SIGKILL while encoding, once a chunk is staged, and in the commit (between the files of
     the new generation, and after the manifest swap), while the index is built or while an
     update is: after every kill the index is the last committed generation, whole, and a final

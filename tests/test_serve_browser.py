@@ -40,8 +40,7 @@ CONFIG = load_config(
 )
 PIXEL = 1.0  # tolerance, in screen pixels, for where a box is drawn
 
-# One worker starts the server and the browser, for every test.
-pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("browser")]
+pytestmark = pytest.mark.browser
 
 
 def require_chromium(path: Path = CHROMIUM) -> None:
