@@ -138,3 +138,19 @@ def test_int8_at_another_input_size_stays_close_to_fp32(tmp_path):
     pixels = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(6))
     assert_close_to_fp32(int8, fp32, pixels)
     assert int8.runner.graph_file(64).is_file()
+
+
+def test_int8_graphs_quantise_the_blocks_and_keep_embeddings_and_projections_in_fp32(tmp_path):
+    needs_onnxruntime()
+    import onnx
+
+    int8 = encoder_at("int8", tmp_path)
+    int8.encode_pixels(torch.zeros(1, 3, 32, 32))
+    int8.encode_texts(["a red circle"])
+    for size, projection in ((32, "model.visual.proj"), (None, "model.text_projection")):
+        graph = onnx.load(str(int8.runner.graph_file(size))).graph
+        ops = [node.op_type for node in graph.node]
+        weights = {init.name: init.data_type for init in graph.initializer}
+        assert ops.count("MatMulInteger") >= 2  # the blocks' products
+        assert "ConvInteger" not in ops and ("Conv" in ops) == (size is not None)  # the patch embedding
+        assert weights[projection] == onnx.TensorProto.FLOAT and f"{projection}_quantized" not in weights
