@@ -150,6 +150,7 @@ class OnnxRunner:
     dense_mode: str
     cache_dir: Path
     sessions: dict[tuple[int, str], Any] = field(default_factory=dict)
+    export_version: int = EXPORT_VERSION
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "sessions": {}}
@@ -297,6 +298,14 @@ def onnx_session(graph: Path) -> Any:
         raise ModelLoadError(
             f"ONNX Runtime cannot load {graph} ({str(exc).splitlines()[0]}); delete it to export it again"
         ) from None
+
+
+def vectors_made_by(encoder: Any) -> dict[str, Any]:
+    """What an encoder's vectors depend on, as caches of them are keyed (bench vectors, the
+    calibration bank): its identity and, for an exported graph, the export's version, which an
+    identity does not hold (an index compares identities, and int8 vectors of two exports mix)."""
+    version = getattr(getattr(encoder, "runner", None), "export_version", None)
+    return {**encoder.identity.to_dict(), **({"export": version} if version else {})}
 
 
 def runner_for(model: Any, path: InferencePath, device: Any, dense_mode: str, identity: Any, cache_dir: Path) -> Any:

@@ -314,13 +314,14 @@ def cached_bank_encoder(encoder: Any) -> TextEncoder:
     import importlib.util
     import json
 
+    from harmosearch.model.runtimes import vectors_made_by
     from harmosearch.store.manifest import write_atomic
 
     def encode(texts: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
         settings = {k: getattr(encoder.config, k) for k in ("lexeme_mode", "lexeme_pool", "lexeme_prompt", "parser")}
         # parser auto takes spaCy when it is installed, which splits lexemes otherwise
         spacy = all(importlib.util.find_spec(name) is not None for name in ("spacy", "en_core_web_sm"))
-        made_by = [BANK_CACHE_VERSION, encoder.identity.to_dict(), settings, spacy, texts]
+        made_by = [BANK_CACHE_VERSION, vectors_made_by(encoder), settings, spacy, texts]
         key = hashlib.sha256(json.dumps(made_by, sort_keys=True).encode()).hexdigest()[:20]
         cache_dir = getattr(encoder, "cache_dir", None)
         cached = None if cache_dir is None else cache_dir / "calibration" / f"bank-{key}.npz"
