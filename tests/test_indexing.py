@@ -154,10 +154,12 @@ def test_the_manifest_records_how_vectors_were_made_and_updates_never_mix_them(p
     from harmosearch.store import describe
 
     index = tmp_path / "idx"
-    build_index(photos, index, CONFIG)  # no CPU features here (conftest): auto is fp32 through torch
+    report = build_index(photos, index, CONFIG)  # no CPU features here (conftest): auto is fp32 through torch
+    assert report.made_with == "fp32 (torch)"
     manifest = read_manifest(index)
     assert (manifest["encoder"]["precision"], manifest["encoder"]["runtime"]) == ("fp32", "torch")
     assert describe(index)["config"]["encoder"]["precision"] == "fp32"
+    assert describe(index)["vectors"] == "fp32 (torch)"
     assert Index(index).info()["model"]["precision"] == "fp32"
     monkeypatch.setenv("HARMOSEARCH_CPU_FEATURES", "bf16")  # now auto would be bf16
     (photos / "000000.png").unlink()
@@ -171,6 +173,8 @@ def test_the_manifest_records_how_vectors_were_made_and_updates_never_mix_them(p
     build_index(photos, index, CONFIG.with_values({"encoder.precision": "bf16"}), rebuild=True)
     assert read_manifest(index)["encoder"]["precision"] == "bf16"
     assert read_manifest(index)["config"]["encoder"]["precision"] == "bf16"
+    outcome = invoke(["info", str(index)])
+    assert outcome.code == 0 and "made in bf16 (torch)" in " ".join(outcome.stdout.split())
 
 
 def test_an_index_that_records_no_path_is_updated_in_fp32(photos, tmp_path, monkeypatch):

@@ -66,7 +66,7 @@ def build_index(
     with IndexLock(index):
         old = None if rebuild else _previous(index)
         config, encoder = _settings(config, old, encoder, index)
-        report.model = encoder.identity.spec
+        report.model, report.made_with = encoder.identity.spec, encoder.identity.made_with
         report.moved_from = moved_from(old, photos)
         # A moved folder is matched by content alone: equal names, sizes and times in another
         # folder are no proof of equal pictures.
