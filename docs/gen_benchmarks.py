@@ -300,7 +300,10 @@ def indexing() -> str:
             ]
         )
     for fmt in ("png", "jpg"):
-        found = latest("encode.jsonl", lambda r, fmt=fmt: on_cpu(r) and r.data.get("format") == fmt)
+        found = latest(
+            "encode.jsonl",
+            lambda r, fmt=fmt: on_cpu(r) and r.data.get("format") == fmt and r.data.get("model") == SHAPES_MODEL,
+        )
         rate = get(found, "images_per_s", "end-to-end build_index")
         cores = get(found, "machine", "cpus")
         rows.append(
@@ -312,7 +315,7 @@ def indexing() -> str:
                 named(found),
             ]
         )
-    gpu = latest("encode.jsonl", lambda r: not on_cpu(r))
+    gpu = latest("encode.jsonl", lambda r: not on_cpu(r) and r.data.get("model") == SHAPES_MODEL)
     rate = get(gpu, "images_per_s", "end-to-end build_index")
     rows.append(
         [
@@ -487,6 +490,85 @@ def calibration() -> str:
     return table(["weak results, harmo-tiny, test scenes", "%"], rows) + note
 
 
+def cpu_runtime_record() -> Record | None:
+    """The latest record of benchmarks/cpu_runtime.py that compares the paths at one detail."""
+    return latest(
+        "cpu_runtime.jsonl",
+        lambda r: "fp32 (torch)" in r.data["images_per_s"] and not any("detail" in p for p in r.data["images_per_s"]),
+    )
+
+
+def features_in_words(features: list[str]) -> str:
+    words = {"bf16": "native bf16", "vnni": "VNNI"}
+    found = [words[f] for f in features if f in words]
+    return " and ".join(found) if found else "neither native bf16 nor VNNI"
+
+
+def cpu_paths() -> str:
+    """Indexing speed and fidelity of each CPU inference path, on one CPU in one run."""
+    found = cpu_runtime_record()
+    if found is None:
+        return "not measured"
+    d = found.data
+    rows = []
+    for path, rate in d["images_per_s"].items():
+        fidelity = d["fidelity_to_fp32"][path]
+        taken_by = [f"`{name}`" for name, resolved in d["settings"].items() if resolved == path]
+        emulated = path.startswith("bf16") and "bf16" not in d["cpu_features"] and d.get("emulated_images")
+        rows.append(
+            [
+                path,
+                f"{rate:.2f} ({d['emulated_images'] if emulated else d['images']} photos)",
+                f"{d['speed_over_fp32'][path]:.2f}×",
+                f"{fidelity['global_cosine']:.4f}",
+                f"{fidelity['region_cosine']:.4f}",
+                ", ".join(taken_by),
+            ]
+        )
+    cpu = f"{d['machine']['cpus']} CPU cores with {features_in_words(d['cpu_features'])}"
+    header = ["path", "images/s, end to end", "over fp32", "cosine to fp32: global", "regions", "settings that take it"]
+    return f"{d['model']} on {cpu}, record {found.name}:\n\n" + table(header, rows)
+
+
+def cpu_fidelity() -> str:
+    """The bundled model's bench on test scenes along each CPU path (its latest record each)."""
+    rows = []
+    for precision in ("fp32", "bf16", "int8"):
+        found = latest(
+            "bench_cpu_paths.jsonl", lambda r, p=precision: (r.data.get("model") or {}).get("precision") == p
+        )
+        if found is None:
+            continue
+        modes = get(found, "tasks", "retrieval", "modes") or {}
+        rows.append(
+            [
+                f"{precision} ({found.data['model']['runtime']})",
+                *(pct((modes.get(mode) or {}).get("t2i_R@1")) for mode in ("global", "fused", "relations")),
+                pct((modes.get("fused") or {}).get("i2t_R@1")),
+                pct(get(found, "tasks", "search", "P@5")),
+                pct(get(found, "tasks", "grounding", "accuracy")),
+                found.name,
+            ]
+        )
+    header = ["path", "R@1 global", "R@1 fused", "R@1 relations", "image→text R@1 fused", "phrase P@5", "grounding"]
+    return table([*header, "record"], rows)
+
+
+def cpu_paths_sentence() -> str:
+    """The README's sentence on the CPU paths' speeds, from the latest cpu_runtime record."""
+    found = cpu_runtime_record()
+    if found is None:
+        return NONE
+    d = found.data
+    default = d["settings"].get("default", "fp32 (torch)")
+    rates, fp32 = d["images_per_s"], d["images_per_s"]["fp32 (torch)"]
+    return (
+        f"On {d['machine']['cpus']} CPU cores with {features_in_words(d['cpu_features'])}, {d['model']} indexed "
+        f"{rates[default]:.2f} photos/s along this CPU's default path, {default}, against {fp32:.2f} in fp32 "
+        f"({d['speed_over_fp32'][default]:.2f}×; record `cpu_runtime.jsonl` {d['time']})"
+    )
+
+
 # The tables a page asks for with a line `<!-- generated: NAME -->` (docs/hooks.py).
 TABLES: dict[str, Callable[[], str]] = {
     "headline": headline,
@@ -496,6 +578,8 @@ TABLES: dict[str, Callable[[], str]] = {
     "objects": objects,
     "fresh": fresh,
     "indexing": indexing,
+    "cpu-paths": cpu_paths,
+    "cpu-fidelity": cpu_fidelity,
     "detail-cost": detail_cost,
     "search-latency": search_latency,
     "vector-search": vector_search,

@@ -12,6 +12,9 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
 os.environ.pop("HARMOSEARCH_MODEL", None)  # the tests name their models
+# The reference path (fp32 through torch) on every machine; the tests of the other paths name
+# the CPU features they mean (model.device.cpu_features).
+os.environ.setdefault("HARMOSEARCH_CPU_FEATURES", "none")
 
 TEST_MODEL = "harmo-test-vit:random"
 

@@ -175,3 +175,29 @@ def test_bundled_model_says_no_confident_match_for_a_colour_the_scenes_lack(tmp_
     assert share >= 0.59
     # Spec floor: the docstring's "most", more than half.
     assert share > 0.5
+
+
+def test_the_bank_is_encoded_once_per_model_and_path(tmp_path, monkeypatch):
+    """An update's calibration reads the bank's encodings from the cache: the same vectors as
+    encoding them, kept apart per inference path."""
+    from harmosearch.config import load_config
+    from harmosearch.model.encoder import load_encoder
+    from harmosearch.search.calibration import cached_bank_encoder
+
+    from .conftest import TEST_MODEL
+
+    def encoder(precision):
+        overrides = {"encoder.model": TEST_MODEL, "encoder.precision": precision, "paths.cache": str(tmp_path)}
+        return load_encoder(load_config(overrides=overrides))
+
+    fp32, texts = encoder("fp32"), ["a red circle", "two blue squares", "nothing"]
+    fresh = cached_bank_encoder(fp32)(texts)
+    expected = fp32.encode_queries(texts)
+    for (g, lexemes), e in zip(fresh, expected, strict=True):
+        assert np.array_equal(g, e.global_vector.numpy()) and np.array_equal(lexemes, e.lexeme_vectors.numpy())
+    monkeypatch.setattr(type(fp32), "encode_queries", lambda *_: pytest.fail("encoded again"))
+    for (g, lexemes), (g2, lexemes2) in zip(fresh, cached_bank_encoder(fp32)(texts), strict=True):
+        assert np.array_equal(g, g2) and np.array_equal(lexemes, lexemes2)
+    monkeypatch.undo()
+    cached_bank_encoder(encoder("bf16"))(texts)
+    assert len(list((tmp_path / "calibration").glob("bank-*.npz"))) == 2

@@ -96,3 +96,35 @@ def test_other_input_sizes_match_a_model_built_for_that_size(test_encoder):
     assert dense.shape == (2, 32, 7, 7) and torch.allclose(dense, dense_reference, atol=1e-5)
     with torch.no_grad():  # the model's own size still takes open_clip's own path
         assert torch.equal(parts.embed(pixels()), model.visual._embeds(pixels()))
+
+
+def test_block_forward_equals_the_block_with_and_without_a_mask(test_encoder):
+    """BlockParts.forward (what blocks run under autocast) is open_clip's block, for the image
+    tower's blocks and the text tower's causal ones."""
+    from harmosearch.model.clip_adapter import run_blocks
+
+    model = test_encoder.model
+    g = torch.Generator().manual_seed(8)
+    for transformer, mask in ((model.visual.transformer, None), (model.transformer, model.attn_mask)):
+        tokens = 17 if mask is None else mask.shape[0]
+        x = torch.randn(3, tokens, transformer.width, generator=g)
+        with torch.no_grad():
+            for block in transformer.resblocks:
+                assert torch.allclose(BlockParts(block).forward(x, mask), block(x, attn_mask=mask), atol=1e-5)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                lowered = run_blocks(transformer, x, mask)
+            reference = run_blocks(transformer, x, mask)
+        assert torch.nn.functional.cosine_similarity(lowered.float(), reference, dim=-1).mean() > 0.99
+
+
+def test_a_tower_resized_once_equals_resizing_on_every_pass(test_encoder):
+    from harmosearch.model.clip_adapter import at_input_size
+    from harmosearch.model.encoder import vision_forward
+
+    model, x = test_encoder.model, pixels(2, size=64, seed=9)
+    assert at_input_size(model, 32) is model
+    resized = at_input_size(model, 64)
+    with torch.no_grad():
+        for mine, theirs in zip(vision_forward(resized, x, "value"), vision_forward(model, x, "value"), strict=True):
+            assert torch.allclose(mine, theirs, atol=1e-5)
+    assert tuple(model.visual.grid_size) == (4, 4)  # the model itself is left as it was

@@ -103,6 +103,7 @@ def test_training_precision_auto_uses_bf16_only_where_the_cpu_has_it(monkeypatch
 
     from harmosearch.model.device import training_precision
 
+    monkeypatch.delenv("HARMOSEARCH_CPU_FEATURES", raising=False)  # torch's detection, mocked here
     cpu, gpu = torch.device("cpu"), torch.device("cuda", 0)
     for native, expected in ((True, "bf16"), (False, "fp32")):
         monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda native=native: native)
@@ -113,3 +114,44 @@ def test_training_precision_auto_uses_bf16_only_where_the_cpu_has_it(monkeypatch
             assert training_precision(cpu, chosen) == chosen
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
     assert training_precision(cpu, "auto") == "bf16"
+
+
+def test_cpu_features_come_from_torch_unless_the_environment_names_them(monkeypatch):
+    import torch
+
+    from harmosearch.model.device import cpu_features
+
+    monkeypatch.delenv("HARMOSEARCH_CPU_FEATURES", raising=False)
+    probes = {"_is_avx512_bf16_supported": False, "_is_amx_tile_supported": True, "_is_vnni_supported": True}
+    for name, value in probes.items():
+        monkeypatch.setattr(torch.cpu, name, lambda value=value: value)
+    assert cpu_features() == {"bf16", "vnni"}
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert cpu_features() == {"vnni"}
+    monkeypatch.setenv("HARMOSEARCH_CPU_FEATURES", "none")
+    assert cpu_features() == frozenset()
+    monkeypatch.setenv("HARMOSEARCH_CPU_FEATURES", "VNNI, bf16")
+    assert cpu_features() == {"bf16", "vnni"}
+    monkeypatch.setenv("HARMOSEARCH_CPU_FEATURES", "avx9")
+    with pytest.raises(ConfigError, match="unknown feature 'avx9'"):
+        cpu_features()
+
+
+@pytest.mark.parametrize(
+    ("features", "expected"), [("bf16,vnni", "bf16"), ("bf16", "bf16"), ("vnni", "int8"), ("none", "fp32")]
+)
+def test_inference_precision_auto_follows_the_cpu(monkeypatch, features, expected):
+    import torch
+
+    from harmosearch.model.device import inference_precision
+
+    monkeypatch.setenv("HARMOSEARCH_CPU_FEATURES", features)
+    cpu, gpu = torch.device("cpu"), torch.device("cuda", 0)
+    assert inference_precision(cpu, "auto") == expected
+    assert inference_precision(gpu, "auto") == "fp16"
+    for chosen in ("fp32", "bf16", "int8"):
+        assert inference_precision(cpu, chosen) == chosen
+    with pytest.raises(ConfigError, match="int8 is for CPUs"):
+        inference_precision(gpu, "int8")
+    with pytest.raises(ConfigError, match="not supported on the CPU"):
+        inference_precision(cpu, "fp16")

@@ -147,6 +147,49 @@ def test_another_model_is_refused_until_rebuild(photos, tmp_path, test_encoder):
     assert report.encoded == 12
 
 
+def test_the_manifest_records_how_vectors_were_made_and_updates_never_mix_them(photos, tmp_path, monkeypatch):
+    """An index keeps the precision and runtime its image vectors were made with: an update on a
+    CPU whose auto path differs makes them the same way, one that names another is refused until
+    --rebuild; `info` shows the path (the resolved config) and queries take their own."""
+    from harmosearch.store import describe
+
+    index = tmp_path / "idx"
+    report = build_index(photos, index, CONFIG)  # no CPU features here (conftest): auto is fp32 through torch
+    assert report.made_with == "fp32 (torch)"
+    manifest = read_manifest(index)
+    assert (manifest["encoder"]["precision"], manifest["encoder"]["runtime"]) == ("fp32", "torch")
+    assert describe(index)["config"]["encoder"]["precision"] == "fp32"
+    assert describe(index)["vectors"] == "fp32 (torch)"
+    assert Index(index).info()["model"]["precision"] == "fp32"
+    monkeypatch.setenv("HARMOSEARCH_CPU_FEATURES", "bf16")  # now auto would be bf16
+    (photos / "000000.png").unlink()
+    report = build_index(photos, index, load_config(overrides={"index.workers": 0}))
+    assert report.committed and report.removed == 1
+    assert read_manifest(index)["encoder"]["precision"] == "fp32"
+    assert Index(index).encoder.identity.precision == "bf16"  # a query is encoded the way this CPU suits
+    bf16 = load_config(overrides={"index.workers": 0, "encoder.precision": "bf16"})
+    with pytest.raises(IndexStoreError, match=r"made in fp32 \(torch\).*bf16 \(torch\).*--rebuild"):
+        build_index(photos, index, bf16)
+    build_index(photos, index, CONFIG.with_values({"encoder.precision": "bf16"}), rebuild=True)
+    assert read_manifest(index)["encoder"]["precision"] == "bf16"
+    assert read_manifest(index)["config"]["encoder"]["precision"] == "bf16"
+    outcome = invoke(["info", str(index)])
+    assert outcome.code == 0 and "made in bf16 (torch)" in " ".join(outcome.stdout.split())
+
+
+def test_an_index_that_records_no_path_is_updated_in_fp32(photos, tmp_path, monkeypatch):
+    from harmosearch.indexing.inference import kept_settings
+
+    older = {"spec": TEST_MODEL, "weights": "w", "config_hash": "c", "embed_dim": 32, "image_size": 32, "grid": [4, 4]}
+    assert kept_settings(load_config(), older).encoder.precision == "fp32"
+    assert kept_settings(load_config(overrides={"encoder.precision": "bf16"}), older).encoder.precision == "bf16"
+    recorded = {**older, "precision": "int8", "runtime": "onnxruntime"}
+    kept = kept_settings(load_config(), recorded).encoder
+    assert (kept.precision, kept.runtime) == ("int8", "onnxruntime")
+    mine = kept_settings(load_config(overrides={"encoder.precision": "fp32"}), recorded).encoder
+    assert (mine.precision, mine.runtime) == ("fp32", "auto")  # a way of the user's own, not half the index's
+
+
 def test_python_updates_keep_the_index_model_regions_and_type(photos, tmp_path, test_encoder):
     """What the CLI does on an update, the Python API does too: without a model or region
     settings of its own, build_index keeps the ones the index was built with."""

@@ -127,6 +127,8 @@ def source_state(root: Path | None = None) -> dict[str, Any]:
 def machine_info() -> dict[str, Any]:
     import torch
 
+    from harmosearch.model.device import cpu_features
+
     return {
         "python": platform.python_version(),
         "platform": platform.platform(),
@@ -134,6 +136,7 @@ def machine_info() -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        "cpu_features": sorted(cpu_features()),  # what encoder.precision auto goes by
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
 

@@ -42,13 +42,14 @@ def encode_images(encoder: Any, config: Config, bench: BenchSet, progress: Progr
     """Global, proposal-region and ground-truth-box vectors of every image, made by the indexing
     pipeline (`pipeline.encode_files`); cached under config.paths.cache."""
     from harmosearch.indexing.encode import encode_files
+    from harmosearch.model.runtimes import vectors_made_by
     from harmosearch.regions.proposals import proposal_constants
 
     regions = config.to_json()["regions"]
     constants = proposal_constants(config.regions.detail)
     if constants is not None:  # older caches of normal detail stay valid
         regions["constants"] = constants
-    key = hashlib.sha256(json.dumps([encoder.identity.to_dict(), regions, bench.digest()]).encode()).hexdigest()[:20]
+    key = hashlib.sha256(json.dumps([vectors_made_by(encoder), regions, bench.digest()]).encode()).hexdigest()[:20]
     cache_file = config.paths.cache_dir / "bench" / f"images-{key}.npz"
     if cache_file.is_file():
         return _penalised(_load(cache_file), config)

@@ -116,6 +116,7 @@ def _print_report(report: IndexReport, photos: Path) -> None:
         f"{report.index}: {held}, {report.regions} regions "
         f"(added {report.added}, changed {report.changed}, renamed {report.renamed}, removed {report.removed}, "
         f"unchanged {report.unchanged}; encoded {report.encoded} at {report.images_per_s:.1f} images/s"
+        + (f" in {report.made_with}" if report.made_with else "")
         + (f", {report.resumed} taken from an interrupted run" if report.resumed else "")
         + f"; skipped {len(report.skipped)})",
         highlight=False,

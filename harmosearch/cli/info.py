@@ -66,6 +66,7 @@ def _print_info(facts: dict[str, Any]) -> None:
             f"{facts['model']} (weights {facts['weights']}, dim {facts['embed_dim']}, "
             f"{facts['image_size']} px, grid {tuple(facts['grid'])})",
         ),
+        ("vectors", f"made in {facts['vectors']}; an update makes new ones the same way"),
         ("faiss", f"global {facts['faiss']['global']}, regions {facts['faiss']['regions']}"),
         ("created", facts["created"]),
         ("updated", facts["updated"]),

@@ -60,6 +60,8 @@ Workers = Annotated[int, Range(0, 64)]
 Fraction = Annotated[float, Range(0, 1)]
 Device = str  # auto | cpu | cuda | cuda:N, checked when the device is resolved
 Precision = Literal["auto", "fp32", "fp16", "bf16"]
+# The encoder's: int8 runs on CPUs (model.runtimes), with weights and activations quantised.
+InferencePrecision = Literal["auto", "fp32", "fp16", "bf16", "int8"]
 
 
 class Section:

@@ -15,6 +15,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from harmosearch.config.fields import (
     Device,
     Fraction,
+    InferencePrecision,
     NonEmpty,
     NonNegative,
     Positive,
@@ -41,7 +42,12 @@ class EncoderConfig(Section):
     SECTION: ClassVar[str] = "encoder"
     model: str = DEFAULT_MODEL  # the model of new indexes (--model); an index keeps its own
     device: Device = "auto"  # auto, cpu, cuda or cuda:N; auto: CUDA when a GPU is visible, else the CPU
-    precision: Precision = "auto"  # auto: fp16 on GPU, fp32 on CPU
+    # auto: fp16 on GPU; on CPU bf16 where it is native, int8 where the CPU has VNNI, else fp32
+    # (model.device.inference_precision). An index keeps the way its image vectors were made.
+    precision: InferencePrecision = "auto"
+    # What runs the image and text towers: auto: ONNX Runtime for int8 when installed
+    # (harmosearch[onnx]), torch otherwise. An index keeps its own.
+    runtime: Literal["auto", "torch", "onnxruntime"] = "auto"
     dense_mode: Literal["value", "plain"] = "value"  # value: CLIPSelf/FineCLIP value path; plain: last block as is
     resize: Literal["squash", "shortest"] = "squash"  # squash: whole photo; shortest: centre crop, as CLIP
     lexeme_mode: Literal["token", "prompt"] = "token"  # token: text token space; prompt: lexeme as its own prompt

@@ -66,7 +66,7 @@ def build_index(
     with IndexLock(index):
         old = None if rebuild else _previous(index)
         config, encoder = _settings(config, old, encoder, index)
-        report.model = encoder.identity.spec
+        report.model, report.made_with = encoder.identity.spec, encoder.identity.made_with
         report.moved_from = moved_from(old, photos)
         # A moved folder is matched by content alone: equal names, sizes and times in another
         # folder are no proof of equal pictures.
@@ -89,14 +89,16 @@ def _previous(index: Path) -> Any:
 def _settings(config: Config, old: Any, encoder: Any, index: Path) -> tuple[Config, Any]:
     """The settings an update keeps from its index, the loaded encoder, and a clear error when the
     caller asks for a model or region settings other than the index's own."""
+    from harmosearch.indexing.inference import check_same_path, kept_settings, load_like_index, recorded
     from harmosearch.model.encoder import EncoderIdentity, load_encoder
     from harmosearch.model.loading import canonical_spec
 
     if old is not None:
-        config = config.over(old.manifest["config"], KEPT_ON_UPDATE)
+        config = kept_settings(config.over(old.manifest["config"], KEPT_ON_UPDATE), old.manifest["encoder"])
     config = replace(config, encoder=replace(config.encoder, model=canonical_spec(config.encoder.model)))
-    encoder = encoder or load_encoder(config)
+    encoder = encoder or (load_encoder(config) if old is None else load_like_index(config, index))
     if old is not None:
+        check_same_path(index, old.manifest["encoder"], encoder)
         built_with = EncoderIdentity.from_dict(old.manifest["encoder"])
         differs = built_with.mismatch(encoder.identity)
         stored, wanted = old.manifest["config"], config.to_json()
@@ -122,7 +124,7 @@ def _settings(config: Config, old: Any, encoder: Any, index: Path) -> tuple[Conf
     requested = config.index.index_type
     if requested != "auto" and (old is None or old.manifest["config"]["index"]["index_type"] != requested):
         check_index_type(requested, encoder.identity.embed_dim)  # before anything is encoded
-    return config, encoder
+    return recorded(config, encoder), encoder
 
 
 def _proposals(config: Config) -> Any:
@@ -205,20 +207,16 @@ def _encode(
 def _calibration(data: IndexData, encoder: Any) -> dict[str, Any] | None:
     """The calibration of the new generation (see harmosearch.search.calibration), from its vectors as
     stored (float16), as the manifest keeps it; None for an empty index."""
-    from harmosearch.search.calibration import calibrate
+    from harmosearch.search.calibration import cached_bank_encoder, calibrate
 
     if data.n_images == 0:
         return None
     counts = np.bincount(data.regions["image_id"].astype(np.int64), minlength=data.n_images)
     start = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-
-    def encode(texts: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
-        return [(e.global_vector.numpy(), e.lexeme_vectors.numpy()) for e in encoder.encode_queries(texts)]
-
     # float16 as stored (the vectors already are: asarray copies nothing)
     return calibrate(
         np.asarray(data.global_vectors, dtype=np.float16),
         np.asarray(data.region_vectors, dtype=np.float16),
         start,
-        encode,
+        cached_bank_encoder(encoder),
     ).to_dict()

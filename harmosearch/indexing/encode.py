@@ -97,6 +97,10 @@ class _BatchJob:
         self.fine_transform = (
             eval_transform(encoder.model, encoder.config.resize, self.fine_size) if self.fine_size else None
         )
+        # A runtime that exports the model does so here, once, before the workers start.
+        for size in (encoder.image_size, self.fine_size):
+            if size:
+                encoder.runner.prepare(size)
 
     def __len__(self) -> int:
         return len(self.batches)

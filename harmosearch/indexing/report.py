@@ -28,6 +28,7 @@ class IndexReport:
     seconds: float = 0.0
     committed: bool = False
     model: str = ""
+    made_with: str = ""  # how the index's image vectors are made, e.g. "int8 (onnxruntime)"
 
     @property
     def images_per_s(self) -> float:

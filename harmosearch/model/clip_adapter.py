@@ -136,6 +136,26 @@ class VisionParts:
         return getattr(self.tower, "pool_type", None) == "tok" and not getattr(self.tower, "final_ln_after_pool", False)
 
 
+def at_input_size(model: Any, size: int) -> Any:
+    """`model`, or a copy of it whose image tower takes `size`-pixel inputs as its own size: the
+    position embeddings resized once as `VisionParts.positions` resizes them on every pass (an
+    exported graph then holds them as they are, without the resizing, which ONNX cannot express)."""
+    import copy
+
+    import torch
+
+    parts = vision_parts(model)
+    grid = parts.grid_of(torch.empty(1, 3, size, size))
+    if grid == parts.grid:
+        return model
+    resized = copy.deepcopy(model)
+    with torch.no_grad():
+        positions = parts.positions(grid).detach().clone()
+    resized.visual.positional_embedding = torch.nn.Parameter(positions, requires_grad=False)
+    resized.visual.grid_size = grid
+    return resized
+
+
 def vision_parts(model: Any) -> VisionParts:
     visual = model.visual
     blocks = getattr(getattr(visual, "transformer", None), "resblocks", None)
@@ -182,6 +202,45 @@ class BlockParts:
     def mlp_residual(self, x: Any) -> Any:
         return x + self.block.ls_2(self.block.mlp(self.block.ln_2(x)))
 
+    def forward(self, x: Any, attn_mask: Any = None) -> Any:
+        """The block as open_clip runs it on batch-first tokens [B, N, W], for a standard block.
+
+        Under autocast torch's MultiheadAttention leaves its inference fast path, and its other
+        path applies the packed q/k/v projection to a transposed view of the tokens, which
+        torch's linear computes as a batched product over the weight expanded per token: in bf16
+        that copies the [3W, W] weight once per token (44% of a ViT-B/16 forward on a CPU). Here
+        the projection runs on the contiguous tokens."""
+        import torch.nn.functional as F
+
+        batch, tokens, width = x.shape
+        weight, bias = self.qkv_weight()
+
+        def split_heads(t: Any) -> Any:
+            return t.reshape(batch, tokens, self.heads, width // self.heads).transpose(1, 2)
+
+        q, k, v = (split_heads(t) for t in F.linear(self.norm_in(x), weight, bias).chunk(3, dim=-1))
+        attended = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        return self.mlp_residual(x + self.attention_out(attended.transpose(1, 2).reshape(batch, tokens, width)))
+
+
+def run_blocks(transformer: Any, x: Any, attn_mask: Any = None, blocks: Any = None) -> Any:
+    """Batch-first tokens through an open_clip transformer's blocks (or `blocks`, some of them):
+    under autocast through `BlockParts.forward` where a block is standard, else through the
+    blocks themselves (torch's fused attention)."""
+    import torch
+
+    blocks = transformer.resblocks if blocks is None else blocks
+    if not torch.is_autocast_enabled(x.device.type) or not getattr(transformer, "batch_first", True):
+        if blocks is transformer.resblocks:
+            return transformer(x, attn_mask=attn_mask)
+        for block in blocks:
+            x = block(x, attn_mask=attn_mask)
+        return x
+    for block in blocks:
+        parts = BlockParts(block)
+        x = parts.forward(x, attn_mask) if parts.is_standard else block(x, attn_mask=attn_mask)
+    return x
+
 
 @dataclass(frozen=True)
 class TextParts:
@@ -197,12 +256,12 @@ class TextParts:
             if getattr(tower, "cls_emb", None) is not None:
                 raise ModelLoadError("text towers with a class token (CoCa) are not supported")
             x, attn_mask = tower._embeds(text)
-            x = tower.ln_final(tower.transformer(x, attn_mask=attn_mask))
+            x = tower.ln_final(run_blocks(tower.transformer, x, attn_mask))
             return x, text, tower.pool_type, getattr(tower, "eos_id", None), tower.text_projection
         model = self.model
         cast = model.transformer.get_cast_dtype()
         x = model.token_embedding(text).to(cast) + model.positional_embedding.to(cast)
-        x = model.ln_final(model.transformer(x, attn_mask=model.attn_mask))
+        x = model.ln_final(run_blocks(model.transformer, x, model.attn_mask))
         return x, text, model.text_pool_type, getattr(model, "text_eos_id", None), model.text_projection
 
     @staticmethod

@@ -56,12 +56,13 @@ def distributed_backend(device: Any) -> str:
 
 
 def autocast_dtype(device: Any, precision: str) -> Any:
-    """The dtype to autocast to, or None for plain fp32. auto: fp16 on GPU, fp32 on CPU."""
+    """The dtype to autocast to, or None for plain fp32 (and for int8, whose runtime keeps its own
+    types). auto: fp16 on GPU, fp32 on CPU (`inference_precision` resolves auto per CPU)."""
     import torch
 
     if precision == "auto":
         return torch.float16 if device.type == "cuda" else None
-    return {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+    return {"fp32": None, "int8": None, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
 
 
 def training_precision(device: Any, precision: str) -> str:
@@ -75,12 +76,56 @@ def training_precision(device: Any, precision: str) -> str:
     return "bf16" if cpu_has_native_bf16() else "fp32"
 
 
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU multiplies bf16 matrices in hardware (AVX512-BF16 or AMX tiles)."""
+def inference_precision(device: Any, precision: str) -> str:
+    """What `encoder.precision` means on this device. auto: fp16 on a GPU; on a CPU bf16 where it
+    multiplies bf16 in hardware, else int8 where it has int8 dot products (VNNI), else fp32 (the
+    speeds of each on one CPU: benchmarks/cpu_runtime.py). int8 is for CPUs, fp16 for GPUs."""
+    if precision == "auto":
+        if device.type != "cpu":
+            return "fp16"
+        features = cpu_features()
+        return "bf16" if "bf16" in features else "int8" if "vnni" in features else "fp32"
+    if precision == "int8" and device.type != "cpu":
+        raise ConfigError("encoder.precision int8 is for CPUs; use fp16 or auto on a GPU")
+    if precision == "fp16" and device.type == "cpu":
+        raise ConfigError("fp16 autocast is not supported on the CPU; use bf16, int8 or fp32")
+    return precision
+
+
+# Overrides what the CPU is found to do natively: "none", or a comma list of CPU_FEATURES, to see
+# (and test) the path another machine takes.
+CPU_FEATURES_ENV = "HARMOSEARCH_CPU_FEATURES"
+CPU_FEATURES = ("bf16", "vnni")
+
+
+def cpu_features() -> frozenset[str]:
+    """What this CPU does in hardware that inference can use: "bf16" (bf16 matrix products:
+    AVX512-BF16 or AMX tiles) and "vnni" (int8 dot products: AVX512-VNNI or AVX-VNNI), as torch
+    detects them, or as HARMOSEARCH_CPU_FEATURES says."""
+    import os
+
+    override = os.environ.get(CPU_FEATURES_ENV)
+    if override is not None:
+        named = {word.strip().lower() for word in override.split(",")} - {"", "none"}
+        unknown = sorted(named - set(CPU_FEATURES))
+        if unknown:
+            raise ConfigError(
+                f"{CPU_FEATURES_ENV}={override!r}: unknown feature {unknown[0]!r}; "
+                f"use none or a comma list of {', '.join(CPU_FEATURES)}"
+            )
+        return frozenset(named)
     import torch
 
-    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
+    def has(*probes: str) -> bool:
+        return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
+
+    found = {"bf16"} if has("_is_avx512_bf16_supported", "_is_amx_tile_supported") else set()
+    return frozenset(found | ({"vnni"} if has("_is_vnni_supported") else set()))
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 matrices in hardware (AVX512-BF16 or AMX tiles)."""
+    return "bf16" in cpu_features()
 
 
 @contextlib.contextmanager
@@ -92,7 +137,7 @@ def autocast(device: Any, precision: str) -> Iterator[None]:
         yield
         return
     if device.type == "cpu" and dtype == torch.float16:
-        raise ConfigError("fp16 autocast is not supported on the CPU; use bf16 or fp32")
+        raise ConfigError("fp16 autocast is not supported on the CPU; use bf16, int8 or fp32")
     with torch.autocast(device_type=device.type, dtype=dtype):
         yield
 

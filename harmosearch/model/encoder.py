@@ -13,9 +13,10 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
-from harmosearch.config import Config, EncoderConfig
+from harmosearch.config import Config, EncoderConfig, PathsConfig
 from harmosearch.errors import ConfigError, ModelLoadError
 from harmosearch.model.clip_adapter import (
     BlockParts,
@@ -23,6 +24,7 @@ from harmosearch.model.clip_adapter import (
     VisionParts,
     eval_transform,
     image_size_of,
+    run_blocks,
     tokenizer_for,
     vision_parts,
 )
@@ -42,6 +44,9 @@ class EncoderIdentity:
     embed_dim: int
     image_size: int
     grid: tuple[int, int]
+    # How the image vectors are made (model.runtimes); "" where an older index did not say.
+    precision: str = ""
+    runtime: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -51,11 +56,17 @@ class EncoderIdentity:
         return cls(**{**data, "grid": tuple(data["grid"])})
 
     def mismatch(self, other: EncoderIdentity) -> str | None:
-        """None when vectors from both are comparable, else what differs."""
+        """None when vectors from both are comparable, else what differs. The precision is not
+        compared: a query may be encoded at any precision."""
         for name in ("weights", "config_hash", "embed_dim", "image_size"):
             if getattr(self, name) != getattr(other, name):
                 return f"{name} differs ({getattr(self, name)} vs {getattr(other, name)})"
         return None
+
+    @property
+    def made_with(self) -> str:
+        """How the image vectors were made, e.g. "int8 (onnxruntime)"; "" when unrecorded."""
+        return f"{self.precision} ({self.runtime})" if self.precision else ""
 
 
 def weights_fingerprint(model: Any) -> str:
@@ -96,15 +107,14 @@ def vision_forward(model: Any, pixels: Any, dense_mode: str) -> tuple[Any, Any]:
     if dense_mode not in ("value", "plain"):
         raise ConfigError(f"unknown dense_mode {dense_mode!r}")
     parts = vision_parts(model)
-    x = parts.embed(pixels)
-    for block in parts.blocks[:-1]:
-        x = block(x)
+    transformer = parts.tower.transformer
+    x = run_blocks(transformer, parts.embed(pixels), blocks=parts.blocks[:-1])
     last = BlockParts(parts.blocks[-1])
     if dense_mode == "value" and _class_token_shortcut(parts, last):
         cls, patches = _last_block_value_path(last, x)
         pooled, tokens = parts.pool(torch.cat([cls, patches], dim=1))
     else:
-        pooled, tokens = parts.pool(last.block(x))
+        pooled, tokens = parts.pool(run_blocks(transformer, x, blocks=parts.blocks[-1:]))
         if dense_mode == "value":
             _, patches = _last_block_value_path(last, x, class_query=False)
             _, tokens = parts.pool(patches)
@@ -221,7 +231,10 @@ class Encoder:
         spec: str,
         device: Any,
         vocabulary: Sequence[str] = (),
+        cache_dir: Path | None = None,
     ) -> None:
+        from harmosearch.model.runtimes import resolve_path, runner_for
+
         self.model = model.to(device).eval()
         # The phrases the model was trained to tell apart (a checkpoint's harmosearch.json), the
         # rivals of a query's lexemes when search.vocabulary is "auto" (contrast.py).
@@ -233,6 +246,7 @@ class Encoder:
         self.image_size = image_size_of(model)
         self.transform = eval_transform(model, config.resize)
         self._transforms = {self.image_size: self.transform}  # by input size
+        path = resolve_path(device, config)
         grid = tuple(int(g) for g in getattr(model.visual, "grid_size", (0, 0)))
         embed_dim = int(model.visual.output_dim)
         self.identity = EncoderIdentity(
@@ -242,7 +256,11 @@ class Encoder:
             embed_dim=embed_dim,
             image_size=self.image_size,
             grid=grid,  # type: ignore[arg-type]
+            precision=path.precision,
+            runtime=path.runtime,
         )
+        self.cache_dir = cache_dir if cache_dir is not None else PathsConfig().cache_dir  # exported graphs, bank texts
+        self.runner = runner_for(self.model, path, device, config.dense_mode, self.identity, self.cache_dir)
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -258,15 +276,16 @@ class Encoder:
         """A PIL image -> a preprocessed [3, S, S] tensor."""
         return self.transform(image.convert("RGB"))
 
+    @property
+    def path(self) -> Any:
+        """How vectors are made here (model.runtimes.InferencePath)."""
+        return self.runner.path
+
     def encode_pixels(self, pixels: Any) -> tuple[Any, Any]:
         """[B, 3, S, S] -> (global [B, D] normalised, dense [B, D, gh, gw] float32 on CPU)."""
-        import torch
         import torch.nn.functional as F
 
-        from harmosearch.model.device import autocast
-
-        with torch.inference_mode(), autocast(self.device, self.config.precision):
-            pooled, dense = vision_forward(self.model, pixels.to(self.device), self.config.dense_mode)
+        pooled, dense = self.runner.forward(pixels)
         return F.normalize(pooled.float(), dim=-1).cpu(), dense.float().cpu()
 
     def encode_images(self, images: Sequence[Any], size: int | None = None) -> tuple[Any, Any]:
@@ -299,13 +318,9 @@ class Encoder:
         return torch.cat(vectors)
 
     def encode_tokens(self, tokens: Any) -> tuple[Any, Any]:
-        import torch
         import torch.nn.functional as F
 
-        from harmosearch.model.device import autocast
-
-        with torch.inference_mode(), autocast(self.device, self.config.precision):
-            pooled, per_token = text_forward(self.model, tokens.to(self.device))
+        pooled, per_token = self.runner.forward_text(tokens)
         return F.normalize(pooled.float(), dim=-1).cpu(), per_token.float().cpu()
 
     def encode_queries(self, texts: list[str]) -> list[TextEncoding]:
@@ -355,4 +370,4 @@ def load_encoder(config: Config | EncoderConfig | None = None, device: str | Non
             f"model {source.spec!r}: its {CHECKPOINT_META} has a vocabulary that is not a list of phrases"
         )
     device_ = resolve_device(device or config.encoder.device)
-    return Encoder(model, tokenizer, config.encoder, source.spec, device_, vocabulary)
+    return Encoder(model, tokenizer, config.encoder, source.spec, device_, vocabulary, config.paths.cache_dir)

@@ -298,3 +298,51 @@ def stored_calibration(manifest: dict[str, Any]) -> Calibration | None:
     if not stored or stored.get("version") != CALIBRATION_VERSION:
         return None
     return Calibration.from_dict(stored)
+
+
+# Bumped when the text forward or the query encoding changes, so bank encodings cached by an
+# older harmosearch are made again.
+BANK_CACHE_VERSION = 1
+
+
+def cached_bank_encoder(encoder: Any) -> TextEncoder:
+    """`encode` for `calibrate`: the encoder's query encodings, kept on disk under paths.cache per
+    model weights, inference path and text settings, so the bank (the same for every index) is
+    encoded once per model and machine, not on every update: its ~100 texts cost about as much
+    as 35 photos with ViT-B/16 (benchmarks/encode.py, calibration texts)."""
+    import hashlib
+    import importlib.util
+    import json
+
+    from harmosearch.model.runtimes import vectors_made_by
+    from harmosearch.store.manifest import write_atomic
+
+    def encode(texts: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+        settings = {k: getattr(encoder.config, k) for k in ("lexeme_mode", "lexeme_pool", "lexeme_prompt", "parser")}
+        # parser auto takes spaCy when it is installed, which splits lexemes otherwise
+        spacy = all(importlib.util.find_spec(name) is not None for name in ("spacy", "en_core_web_sm"))
+        made_by = [BANK_CACHE_VERSION, vectors_made_by(encoder), settings, spacy, texts]
+        key = hashlib.sha256(json.dumps(made_by, sort_keys=True).encode()).hexdigest()[:20]
+        cache_dir = getattr(encoder, "cache_dir", None)
+        cached = None if cache_dir is None else cache_dir / "calibration" / f"bank-{key}.npz"
+        if cached is not None and cached.is_file():
+            with np.load(cached) as data:
+                ends = np.cumsum(data["counts"])
+                return list(zip(data["texts"], np.split(data["lexemes"], ends[:-1]), strict=True))
+        encoded = [(e.global_vector.numpy(), e.lexeme_vectors.numpy()) for e in encoder.encode_queries(texts)]
+        if cached is not None and encoded:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            arrays = {
+                "texts": np.stack([g for g, _ in encoded]),
+                "lexemes": np.concatenate([lex.reshape(-1, len(encoded[0][0])) for _, lex in encoded]),
+                "counts": np.array([len(lex) for _, lex in encoded]),
+            }
+            write_atomic(cached, lambda path: _save_npz(path, arrays))
+        return encoded
+
+    return encode
+
+
+def _save_npz(path: Any, arrays: dict[str, np.ndarray]) -> None:
+    with open(path, "wb") as f:  # a file object: np.savez would add .npz to a temporary name
+        np.savez(f, **arrays)

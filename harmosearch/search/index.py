@@ -55,7 +55,6 @@ class Index:
     def __init__(
         self, path: Path, config: Config | None = None, encoder: Any = None, device: str | None = None
     ) -> None:
-        from harmosearch.config import config_from_dict
         from harmosearch.model.encoder import load_encoder
         from harmosearch.search.calibration import stored_calibration
         from harmosearch.store import IndexReader
@@ -63,10 +62,7 @@ class Index:
         self.path = Path(path)
         self.reader = IndexReader(self.path)
         manifest = self.reader.manifest
-        caller = config or load_config()
-        self.config = replace(
-            config_from_dict(manifest["config"]), **{name: getattr(caller, name) for name in CALLER_SECTIONS}
-        )
+        self.config = search_config(manifest["config"], config or load_config())
         self.encoder = encoder or load_encoder(self.config, device=device)
         _check_model(self.path, manifest["encoder"], self.encoder.identity)
         self.photos_root = Path(manifest["photos_root"])
@@ -242,6 +238,19 @@ class Index:
     def _clip_box(self, image_id: int, box: Any) -> tuple[float, float, float, float]:
         self._check_image(image_id)
         return pictures.clip_box(self.reader.images, image_id, box)
+
+
+def search_config(stored: dict[str, Any], caller: Config) -> Config:
+    """The settings of a search: the index's encoder and region settings with the caller's
+    CALLER_SECTIONS, and the caller's precision and runtime: queries are encoded the way this
+    machine does best, whatever made the index's vectors."""
+    from harmosearch.config import config_from_dict
+
+    index = config_from_dict(stored)
+    here = {key: getattr(caller.encoder, key) for key in ("precision", "runtime")}
+    return replace(
+        index, encoder=replace(index.encoder, **here), **{name: getattr(caller, name) for name in CALLER_SECTIONS}
+    )
 
 
 def _check_model(path: Path, stored: dict[str, Any], identity: Any) -> None:

@@ -116,6 +116,8 @@ def describe(root: Path) -> dict[str, Any]:
         "embed_dim": enc["embed_dim"],
         "image_size": enc["image_size"],
         "grid": list(enc["grid"]),
+        # How the image vectors were made (model.runtimes); indexes that do not say made them in fp32.
+        "vectors": f"{enc['precision']} ({enc['runtime']})" if enc.get("precision") else "fp32 (torch), unrecorded",
         "faiss": dict(manifest["index_types"]),
         "created": manifest["created"],
         "updated": manifest["updated"],

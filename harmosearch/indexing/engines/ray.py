@@ -215,7 +215,10 @@ def _check_actors(ray: Any, actors: list[Any], photo: str, identity: Any) -> Non
     for problem, theirs in ray.get([a.check.remote(photo) for a in actors]):
         if problem:
             raise EngineError(problem)
-        differs = EncoderIdentity.from_dict(theirs).mismatch(identity)
+        made = EncoderIdentity.from_dict(theirs)
+        differs = made.mismatch(identity)
+        if not differs and made.made_with != identity.made_with:  # another CPU, another path
+            differs = f"it makes image vectors in {made.made_with}, the driver in {identity.made_with}"
         if differs:
             raise EngineError(
                 f"a Ray worker loaded {identity.spec!r} with other weights or settings ({differs}); "
