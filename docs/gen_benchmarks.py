@@ -57,13 +57,15 @@ def latest(file: str, fits: Callable[[Record], bool] = lambda r: True) -> Record
     return max(found, key=lambda r: r.data["time"]) if found else None
 
 
-def at_defaults(record: Record) -> bool:
+def at_defaults(record: Record, besides: frozenset[str] = frozenset()) -> bool:
     """Whether the record was made with today's defaults for every setting that changes results
-    (a setting it does not record counts as different)."""
+    but the keys `besides` (a setting it does not record counts as different)."""
     stored = record.config
     refine = stored.get("search.refine", False)
     for key, value in flatten(Config().to_json()).items():
-        if key.split(".")[0] not in RESULT_SECTIONS or key in ROW_KEYS or (key in REFINE_ONLY and not refine):
+        if key.split(".")[0] not in RESULT_SECTIONS or key in ROW_KEYS or key in besides:
+            continue
+        if key in REFINE_ONLY and not refine:
             continue
         if key not in stored or stored[key] != value:
             return False
@@ -488,6 +490,65 @@ def calibration() -> str:
 
 
 # The tables a page asks for with a line `<!-- generated: NAME -->` (docs/hooks.py).
+# The settings benchmarks/configs/counting_high.toml changes for an index of --detail high.
+COUNTING_HIGH = frozenset({"search.count_quantile", "search.count_overlap"})
+COUNTING_ROWS = (
+    ("flat", "normal", "default"),
+    ("flat", "high", "`--detail high` (`counting_high.toml`)"),
+    ("photo", "normal", "photo world, default"),
+)
+COUNTING_RANKINGS = (
+    ("counting and negation", "counting", "negation"),
+    ("fused, without the count and negation terms", "no term", "no term"),
+    ("global only (`--global-only`)", "global", "global"),
+    ("plain CLIP on the whole text", None, "whole text"),
+)
+
+
+def counting_record(world: str, detail: str) -> Record | None:
+    """The latest test record of the counting and negation tasks with the bundled model, in this
+    world at this detail, at today's defaults (at high detail, counting_high.toml's aside)."""
+
+    def fits(r: Record) -> bool:
+        d, config = r.data, r.config
+        return (
+            d.get("split") == "test"
+            and (d.get("world") or "flat") == world
+            and (d.get("model") or {}).get("spec") == SHAPES_MODEL
+            and {"counting", "negation"} <= set(d.get("tasks", {}))
+            and config.get("regions.detail") == detail
+            and not config.get("search.refine")
+            and at_defaults(r, COUNTING_HIGH if detail == "high" else frozenset())
+        )
+
+    return latest("counting.jsonl", fits)
+
+
+def counting() -> str:
+    """Counting and negation on their own test scenes, each ranking of the bench side by side."""
+    rows = []
+    for world, detail, label in COUNTING_ROWS:
+        found = counting_record(world, detail)
+        for ranking, counted, negated in COUNTING_RANKINGS:
+            count = (get(found, "tasks", "counting", "modes", counted) or {}) if counted else {}
+            negation = get(found, "tasks", "negation", "modes", negated) or {}
+            mae = count.get("count_mae_5-6")
+            cells = [pct(count.get(k)) for k in ("exact_P@5_1-4", "exact_P@5_5-6", "count_accuracy_1-4")]
+            cells += [NONE if mae is None else f"{mae:.2f}", pct(negation.get("pairs_won")), pct(negation.get("P@5"))]
+            rows.append([f"{label}: {ranking}", *cells, named(found)])
+    header = [
+        "scenes, ranking",
+        "exact-count P@5, 1–4",
+        "5–6",
+        "count accuracy, 1–4",
+        "mean abs. count error, 5–6",
+        "negation pairs won",
+        "negation P@5",
+        "record",
+    ]
+    return table(header, rows)
+
+
 TABLES: dict[str, Callable[[], str]] = {
     "headline": headline,
     "retrieval": retrieval,
@@ -504,6 +565,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "ablation": ablation,
     "dupes": dupes,
     "calibration": calibration,
+    "counting": counting,
 }
 
 

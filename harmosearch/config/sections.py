@@ -182,8 +182,8 @@ class SearchConfig(Section):
     # this quantile of the calibration's null at alpha 0; regions overlapping a kept instance by
     # count_overlap of the smaller box are the same object; the count term (log distance between
     # the instances found and the number asked) and a negated lexeme's presence are subtracted
-    # with these weights, in units of the null's spread. Chosen on the validation scenes (README,
-    # Counting and negation): count_quantile and count_overlap by exact-count P@5; count_weight
+    # with these weights, in units of the null's spread. Chosen on the validation scenes (docs,
+    # Benchmarks: Counting and negation): count_quantile and count_overlap by exact-count P@5; count_weight
     # by exact-count P@5 among the weights that keep caption retrieval (whose captions count
     # too: "three shapes: ...") within a point of t2i R@1 without the term; negation_weight by
     # pairs won (the smallest weight within 0.01 of the best: a heavier one also pushes down

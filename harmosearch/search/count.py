@@ -46,8 +46,8 @@ RegionTable = Any  # a search.score.RegionTable (score calls this stage, so it i
 
 MAX_INSTANCES = 16  # instance boxes kept per image and lexeme (the count itself is not capped)
 # Without a calibration: the presence bar, the null's mean and standard deviation at alpha 0 and
-# the unit of the terms, in cosine: harmo-tiny's on the validation counting scenes (README,
-# Counting and negation); another model's cosines live elsewhere, so a warning says to update.
+# the unit of the terms, in cosine: harmo-tiny's on the validation counting scenes (docs,
+# Benchmarks: Counting and negation); another model's cosines live elsewhere, so a warning says to update.
 FALLBACK_BAR = 0.36
 FALLBACK_NULL = (0.41, 0.12)
 FALLBACK_SPREAD = 0.10
