@@ -30,6 +30,14 @@ ROW_KEYS = frozenset({"encoder.model", "encoder.device", "encoder.batch_size", "
 REFINE_ONLY = frozenset(
     {"search.refine_scale", "search.rerank", "search.crop_weight", "search.refine_alpha", "search.refine_boxes"}
 )
+# Keys that only matter to queries that count or negate ("two red circles", "without a blue
+# square"), and the tasks none of whose queries do (phrases, boxes, twin captions): for those
+# tasks a record made before the keys existed is still at today's defaults. Retrieval's captions
+# count ("three shapes: ..."), so a retrieval record must hold them.
+COUNTING_ONLY = frozenset(
+    {"search.count_quantile", "search.count_overlap", "search.count_weight", "search.negation_weight"}
+)
+UNCOUNTED_TASKS = frozenset({"boxcls", "grounding", "search", "compositional"})
 
 
 @dataclass(frozen=True)
@@ -93,10 +101,20 @@ def bench(
             and (n is None or scenes(d["tasks"][task]) == n)
             and config.get("regions.detail") == detail
             and config.get("search.refine") == refine
-            and at_defaults(r)
+            and at_defaults(r, COUNTING_ONLY if task in UNCOUNTED_TASKS else frozenset())
         )
 
     return latest(file, fits)
+
+
+def captions(detail: str = "normal", refine: bool = False) -> Record | None:
+    """The latest caption retrieval record on the 500 test scenes at today's defaults, of the
+    full bench or of the retrieval runs beside the counting parser's introduction."""
+    found = [bench(f, "retrieval", detail=detail, refine=refine, n=500) for f in CAPTION_FILES]
+    return max((r for r in found if r), key=lambda r: r.data["time"], default=None)
+
+
+CAPTION_FILES = ("bench.jsonl", "counting_retrieval.jsonl")
 
 
 def pct(value: Any) -> str:
@@ -131,16 +149,17 @@ def headline() -> str:
         default_set = bench("bench.jsonl", "search", detail=detail, refine=refine, n=500) or bench(
             "small_objects.jsonl", "search", detail=detail, refine=refine, n=500
         )
-        captions = bench("bench.jsonl", "retrieval", detail=detail, refine=refine, n=500)
+        retrieved = captions(detail, refine)
+        boxes = bench("bench.jsonl", "grounding", detail=detail, refine=refine, n=500)
         small = bench("small_objects.jsonl", "search", "small", detail, refine)
         rows.append(
             [
                 label,
                 pct(get(default_set, "tasks", "search", "P@5")),
                 pct(get(small, "tasks", "search", "P@5")),
-                pct(get(captions, "tasks", "grounding", "accuracy")),
-                pct(get(captions, "tasks", "retrieval", "modes", "relations", "t2i_R@1")),
-                named(default_set, captions, small),
+                pct(get(boxes, "tasks", "grounding", "accuracy")),
+                pct(get(retrieved, "tasks", "retrieval", "modes", "relations", "t2i_R@1")),
+                named(default_set, boxes, retrieved, small),
             ]
         )
     header = [
@@ -157,7 +176,7 @@ def headline() -> str:
 def retrieval() -> str:
     rows = []
     for label, detail, _ in DETAILS[:2]:
-        found = bench("bench.jsonl", "retrieval", detail=detail, n=500)
+        found = captions(detail)
         for mode, ranking in (("global", "global (plain CLIP)"), ("fused", "fused"), ("relations", "relation-aware")):
             modes = get(found, "tasks", "retrieval", "modes", mode) or {}
             keys = ("t2i_R@1", "t2i_R@5", "t2i_R@10", "i2t_R@1", "i2t_R@5", "i2t_R@10")
