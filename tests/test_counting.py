@@ -20,17 +20,27 @@ from .fakes import DIM, FakeEncoder, concept, unit
 from .test_search import open_fake
 
 
-def slow_instances(table, image, vector, bar, overlap):
+def slow_instances(table, image, vector, bar, overlap, centres=False, holds=lambda r: True):
     """The instances of one lexeme in one image, written out: its regions but the whole image's
-    that score at least `bar`, best first (the first row on ties), each kept unless it overlaps
-    a kept one by `overlap` of the smaller box."""
+    that score at least `bar` (and that `holds`), best first (the first row on ties), each kept
+    unless it overlaps a kept one by `overlap` of the smaller box (or, with `centres`, one of
+    the two boxes holds the other's centre)."""
     rows = [r for r in range(table.start[image], table.start[image + 1]) if table.scales[r] < 1.0]
     scored = sorted((-float(table.vectors[r] @ vector), r) for r in rows)
     kept = []
     for negative, r in scored:
         if -negative < bar:
             break
-        if all(overlap_of_smaller(table.boxes[r], table.boxes[k]) < overlap for k in kept):
+        if not holds(r):
+            continue
+        if all(
+            overlap_of_smaller(table.boxes[r], table.boxes[k]) < overlap
+            and not (
+                centres
+                and (holds_centre(table.boxes[r], table.boxes[k]) or holds_centre(table.boxes[k], table.boxes[r]))
+            )
+            for k in kept
+        ):
             kept.append(r)
     best = max((float(table.vectors[r] @ vector) for r in rows), default=-1.0)
     return kept, best
@@ -41,6 +51,11 @@ def overlap_of_smaller(a, b):
     height = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
     smaller = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
     return width * height / max(smaller, 1e-9)
+
+
+def holds_centre(a, b):
+    cx, cy = (b[0] + b[2]) / 2, (b[1] + b[3]) / 2
+    return a[0] <= cx <= a[2] and a[1] <= cy <= a[3]
 
 
 def random_table(rng, n_images, dim=6, most=9):
@@ -73,6 +88,38 @@ def test_instances_equal_a_written_out_reference(seed, bar, overlap):
             shown = rows[c, j][rows[c, j] >= 0]
             assert list(shown) == kept[: len(shown)] and len(shown) == min(len(kept), rows.shape[2])
             assert best[c, j] == pytest.approx(top, abs=1e-5)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.floats(-0.3, 0.5), st.sampled_from([0.2, 0.5, 0.9]), st.sampled_from([0.2, 0.5]))
+def test_instances_with_rivals_and_centres_equal_the_reference(seed, bar, overlap, share):
+    """A region holds a lexeme's thing only when softmax over the lexeme and its rivals, at the
+    model's temperature, gives the lexeme at least `share`; halves of one object are one."""
+    from harmosearch.search.contrast import Contrast
+
+    rng = np.random.default_rng(seed)
+    table = random_table(rng, n_images=5)
+    images = np.arange(5)
+    lexemes = unit(rng.standard_normal((2, table.vectors.shape[1])))
+    rivals = unit(rng.standard_normal((4, table.vectors.shape[1])))
+    keep = np.array([[True, True, False, True], [False, True, True, False]])
+    contrast = Contrast(rivals, keep, 5.0, 0.1)
+    found, rows, _ = find_instances(table, images, lexemes, bar, overlap, contrast, share, centres=True)
+
+    def holds(j):
+        def share_of(r):
+            x = table.vectors[r]
+            mine = np.exp(5.0 * float(x @ lexemes[j]))
+            others = sum(np.exp(5.0 * float(x @ rivals[k])) for k in range(4) if keep[j, k])
+            return mine / (mine + others) >= share - 1e-6
+
+        return share_of
+
+    for c, image in enumerate(images):
+        for j, vector in enumerate(lexemes):
+            kept, _ = slow_instances(table, image, vector, bar, overlap, centres=True, holds=holds(j))
+            assert found[c, j] == len(kept)
+            assert list(rows[c, j][rows[c, j] >= 0]) == kept[: rows.shape[2]]
 
 
 def test_separate_objects_count_and_windows_of_one_object_do_not():

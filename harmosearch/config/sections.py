@@ -190,6 +190,12 @@ class SearchConfig(Section):
     # images that hold what is wanted).
     count_quantile: Fraction = 0.4
     count_overlap: Annotated[float, Range(0, 1, low_open=True)] = 0.2
+    # ... and, with rivals (search.contrast above 0), only when the model gives the lexeme at
+    # least this share of the probability against its rivals (a red star is no red circle); 0: off.
+    count_rival_share: Fraction = 0.0
+    # ... and a region whose box holds a kept instance's centre, or whose centre lies in one, is
+    # that instance's object too (halves of one object overlap little).
+    count_centres: bool = False
     count_weight: Annotated[float, Range(0)] = 4.0
     negation_weight: Annotated[float, Range(0)] = 20.0
 

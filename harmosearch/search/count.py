@@ -13,7 +13,14 @@ null's empirical distribution function, which is flat between and beyond its hun
 Instances. The instances of a counted lexeme in an image are its regions that hold the thing,
 one per object: taken best first, a region is left out when it overlaps a kept one by at least
 search.count_overlap of the smaller box (windows of one object overlap each other; two objects'
-boxes barely do); the whole-image region is never an instance.
+boxes barely do), and, with search.count_centres, also when its box holds a kept one's centre
+or its centre lies in a kept box (two halves of one object overlap little, but each holds the
+other's centre or lies around it); the whole-image region is never an instance. With the
+lexeme's rivals
+(search/contrast.py: the phrases of search.vocabulary that name something else) a region holds
+the thing only if the model, asked to choose between the lexeme and its rivals, gives the lexeme
+at least search.count_rival_share of the probability: a box on a red star scores nearly as high
+for "red circle" as one on a red circle, and would count as one.
 
 Scoring. Counted and negated lexemes are matched by the vector of one instance ("a red circle"
 for "two red circles": `model.quantities.instance_text`); the count term compares the instances
@@ -34,7 +41,7 @@ values on the validation scenes (a warning says so).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -131,17 +138,23 @@ def tally(
     negated: tuple[bool, ...],
     rule: PresenceRule,
     overlap: float,
+    rivals: Any = None,
+    rival_share: float = 0.0,
+    centres: bool = False,
 ) -> Tally:
     """Count every counted lexeme's instances and measure every negated one's presence in each
     of `images` (the plain table: no window penalty); vectors [L, D] are the lexemes'; counts
-    [L] Count or None, negated [L]."""
+    [L] Count or None, negated [L]; rivals: the lexemes' search.contrast.Contrast, or None."""
     counted = np.array([c is not None for c in counts], dtype=bool)
     wanted = np.flatnonzero(counted | np.asarray(negated, dtype=bool))
     found = np.zeros((len(images), len(counts)), np.int64)
     rows = np.full((len(images), len(counts), MAX_INSTANCES), -1, np.int64)
     presence = np.zeros((len(images), len(counts)), np.float32)
     if len(wanted):
-        found[:, wanted], rows[:, wanted], best = find_instances(table, images, vectors[wanted], rule.bar, overlap)
+        chosen = None if rivals is None else rivals.columns(wanted)
+        found[:, wanted], rows[:, wanted], best = find_instances(
+            table, images, vectors[wanted], rule.bar, overlap, chosen, rival_share, centres
+        )
         presence[:, wanted] = rule.presence(best)
     low = np.array([c.low if c is not None else 0 for c in counts], dtype=np.float64)
     high = np.array([np.inf if c is None or c.high is None else c.high for c in counts], dtype=np.float64)
@@ -149,15 +162,27 @@ def tally(
 
 
 def find_instances(
-    table: RegionTable, images: np.ndarray, vectors: np.ndarray, bar: float, overlap: float
+    table: RegionTable,
+    images: np.ndarray,
+    vectors: np.ndarray,
+    bar: float,
+    overlap: float,
+    rivals: Any = None,
+    rival_share: float = 0.0,
+    centres: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """For each image [C] and lexeme vector [L, D]: the number of instances [C, L], their rows
     [C, L, MAX_INSTANCES] (best first, -1 pads) and the best plain score of a region that is not
     the whole image [C, L] (-1 without one). Greedy suppression runs on every (image, lexeme)
-    at once, one present region position at a time."""
+    at once, one present region position at a time. With `rivals` (a Contrast of the L
+    lexemes) and a rival_share above 0, a region holds a lexeme's thing only when the lexeme
+    has at least that share against its rivals. With `centres`, a region whose box holds a kept
+    one's centre, or whose centre lies in a kept box, is that one's object too."""
     sims, padded = _region_scores(table, images, vectors)  # [C, L, W], [C, W]
     best = np.where(np.isfinite(sims), sims, -1.0).max(axis=2, initial=-1.0)
     present = sims >= bar
+    if rivals is not None and rival_share > 0:
+        present &= _preferred(table, sims, padded, rivals, rival_share)
     depth = int(present.sum(axis=2).max(initial=0))
     found = np.zeros(sims.shape[:2], np.int64)
     rows = np.full((*sims.shape[:2], MAX_INSTANCES), -1, np.int64)
@@ -168,6 +193,9 @@ def find_instances(
     picked = np.take_along_axis(np.broadcast_to(padded[:, None, :], sims.shape), order, axis=2)
     boxes = table.boxes[np.maximum(picked, 0)]  # [C, L, P, 4]
     overlaps = _overlap_of_smaller(boxes[..., :, None, :], boxes[..., None, :, :]) >= overlap  # [C, L, P, P]
+    if centres:
+        overlaps |= _holds_centre(boxes[..., :, None, :], boxes[..., None, :, :])
+        overlaps |= _holds_centre(boxes[..., None, :, :], boxes[..., :, None, :])
     kept = np.zeros(candidate.shape, dtype=bool)
     for p in range(depth):
         kept[..., p] = candidate[..., p] & ~(kept[..., :p] & overlaps[..., p, :p]).any(axis=-1)
@@ -178,6 +206,18 @@ def find_instances(
         np.take_along_axis(kept, first, axis=2), np.take_along_axis(picked, first, axis=2), -1
     )
     return found, rows, best
+
+
+def _preferred(table: RegionTable, sims: np.ndarray, padded: np.ndarray, rivals: Any, share: float) -> np.ndarray:
+    """[C, L, W]: whether the model gives each lexeme at least `share` of the probability
+    against its rivals at each region position (False at pads)."""
+    image_of, position = np.nonzero(padded >= 0)
+    rows = padded[image_of, position]
+    plain = np.where(np.isfinite(sims[image_of, :, position]), sims[image_of, :, position], -1.0)
+    log_p = replace(rivals, weight=1.0).term(plain, np.asarray(table.vectors[rows], dtype=np.float32))  # [R, L]
+    out = np.zeros(sims.shape, dtype=bool)
+    out[image_of, :, position] = log_p >= math.log(share)
+    return out
 
 
 def _region_scores(table: RegionTable, images: np.ndarray, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -201,6 +241,12 @@ def _region_scores(table: RegionTable, images: np.ndarray, vectors: np.ndarray) 
         scores[table.scales[rows] >= 1.0] = -np.inf
     sims[image_of, :, position] = scores
     return sims, padded
+
+
+def _holds_centre(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Whether box a holds box b's centre, boxes [..., 4] broadcast against each other."""
+    cx, cy = (b[..., 0] + b[..., 2]) / 2, (b[..., 1] + b[..., 3]) / 2
+    return (a[..., 0] <= cx) & (cx <= a[..., 2]) & (a[..., 1] <= cy) & (cy <= a[..., 3])
 
 
 def _overlap_of_smaller(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -364,6 +364,15 @@ def score_candidates(
 
         rule = presence or presence_rule(None, settings, 0.0)
         counted = tally(
-            plain, candidates, query.lexeme_vectors, query.counts, query.negated, rule, settings.count_overlap
+            plain,
+            candidates,
+            query.lexeme_vectors,
+            query.counts,
+            query.negated,
+            rule,
+            settings.count_overlap,
+            contrast,
+            settings.count_rival_share,
+            settings.count_centres,
         )
     return Scored(candidates, global_scores, match, negative_global, negative_regions, contrast, counted)
