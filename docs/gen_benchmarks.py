@@ -23,6 +23,7 @@ from harmosearch.config.fields import flatten
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 NONE = "–"
+MISSING = object()
 # Sections whose settings change what a benchmark measures; of them, the keys that a row names
 # itself, and the keys that only matter with --refine.
 RESULT_SECTIONS = ("encoder", "regions", "search")
@@ -35,8 +36,18 @@ REFINE_ONLY = frozenset(
 # tasks a record made before the keys existed is still at today's defaults. Retrieval's captions
 # count ("three shapes: ..."), so a retrieval record must hold them.
 COUNTING_ONLY = frozenset(
-    {"search.count_quantile", "search.count_overlap", "search.count_weight", "search.negation_weight"}
+    {
+        "search.count_quantile",
+        "search.count_overlap",
+        "search.count_weight",
+        "search.negation_weight",
+        "search.count_rival_share",
+        "search.count_centres",
+    }
 )
+# Keys added after records that lack them, with the value that does what the code did before
+# them: a record without such a key was made at that value.
+BEFORE_THEIR_TIME: dict[str, Any] = {"search.count_rival_share": 0.0, "search.count_centres": False}
 UNCOUNTED_TASKS = frozenset({"boxcls", "grounding", "search", "compositional"})
 
 
@@ -75,7 +86,7 @@ def at_defaults(record: Record, besides: frozenset[str] = frozenset()) -> bool:
             continue
         if key in REFINE_ONLY and not refine:
             continue
-        if key not in stored or stored[key] != value:
+        if stored.get(key, BEFORE_THEIR_TIME.get(key, MISSING)) != value:
             return False
     return True
 
@@ -510,7 +521,9 @@ def calibration() -> str:
 
 # The tables a page asks for with a line `<!-- generated: NAME -->` (docs/hooks.py).
 # The settings benchmarks/configs/counting_high.toml changes for an index of --detail high.
-COUNTING_HIGH = frozenset({"search.count_quantile", "search.count_overlap"})
+COUNTING_HIGH = frozenset(
+    {"search.count_quantile", "search.count_overlap", "search.count_rival_share", "search.count_centres"}
+)
 COUNTING_ROWS = (
     ("flat", "normal", "default"),
     ("flat", "high", "`--detail high` (`counting_high.toml`)"),
