@@ -191,10 +191,13 @@ class SearchConfig(Section):
     count_quantile: Fraction = 0.4
     count_overlap: Annotated[float, Range(0, 1, low_open=True)] = 0.2
     # ... and, with rivals (search.contrast above 0), only when the model gives the lexeme at
-    # least this share of the probability against its rivals (a red star is no red circle); 0: off.
+    # least this share of the probability against its rivals (a red star is no red circle); 0:
+    # off, as chosen on the validation scenes (0.3 and 0.5 lowered exact-count P@5).
     count_rival_share: Fraction = 0.0
     # ... and a region whose box holds a kept instance's centre, or whose centre lies in one, is
-    # that instance's object too (halves of one object overlap little).
+    # that instance's object too (halves of one object overlap little). On the validation scenes
+    # it raised exact-count P@5 at --detail high (benchmarks/configs/counting_high.toml) and
+    # changed nothing at the default detail, where count_overlap already joins such boxes.
     count_centres: bool = False
     count_weight: Annotated[float, Range(0)] = 4.0
     negation_weight: Annotated[float, Range(0)] = 20.0
