@@ -23,6 +23,7 @@ from harmosearch.config.fields import flatten
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 NONE = "–"
+MISSING = object()
 # Sections whose settings change what a benchmark measures; of them, the keys that a row names
 # itself, and the keys that only matter with --refine.
 RESULT_SECTIONS = ("encoder", "regions", "search")
@@ -30,6 +31,24 @@ ROW_KEYS = frozenset({"encoder.model", "encoder.device", "encoder.batch_size", "
 REFINE_ONLY = frozenset(
     {"search.refine_scale", "search.rerank", "search.crop_weight", "search.refine_alpha", "search.refine_boxes"}
 )
+# Keys that only matter to queries that count or negate ("two red circles", "without a blue
+# square"), and the tasks none of whose queries do (phrases, boxes, twin captions): for those
+# tasks a record made before the keys existed is still at today's defaults. Retrieval's captions
+# count ("three shapes: ..."), so a retrieval record must hold them.
+COUNTING_ONLY = frozenset(
+    {
+        "search.count_quantile",
+        "search.count_overlap",
+        "search.count_weight",
+        "search.negation_weight",
+        "search.count_rival_share",
+        "search.count_centres",
+    }
+)
+# Keys added after records that lack them, with the value that does what the code did before
+# them: a record without such a key was made at that value.
+BEFORE_THEIR_TIME: dict[str, Any] = {"search.count_rival_share": 0.0, "search.count_centres": False}
+UNCOUNTED_TASKS = frozenset({"boxcls", "grounding", "search", "compositional"})
 
 
 @dataclass(frozen=True)
@@ -57,15 +76,17 @@ def latest(file: str, fits: Callable[[Record], bool] = lambda r: True) -> Record
     return max(found, key=lambda r: r.data["time"]) if found else None
 
 
-def at_defaults(record: Record) -> bool:
+def at_defaults(record: Record, besides: frozenset[str] = frozenset()) -> bool:
     """Whether the record was made with today's defaults for every setting that changes results
-    (a setting it does not record counts as different)."""
+    but the keys `besides` (a setting it does not record counts as different)."""
     stored = record.config
     refine = stored.get("search.refine", False)
     for key, value in flatten(Config().to_json()).items():
-        if key.split(".")[0] not in RESULT_SECTIONS or key in ROW_KEYS or (key in REFINE_ONLY and not refine):
+        if key.split(".")[0] not in RESULT_SECTIONS or key in ROW_KEYS or key in besides:
             continue
-        if key not in stored or stored[key] != value:
+        if key in REFINE_ONLY and not refine:
+            continue
+        if stored.get(key, BEFORE_THEIR_TIME.get(key, MISSING)) != value:
             return False
     return True
 
@@ -91,10 +112,20 @@ def bench(
             and (n is None or scenes(d["tasks"][task]) == n)
             and config.get("regions.detail") == detail
             and config.get("search.refine") == refine
-            and at_defaults(r)
+            and at_defaults(r, COUNTING_ONLY if task in UNCOUNTED_TASKS else frozenset())
         )
 
     return latest(file, fits)
+
+
+def captions(detail: str = "normal", refine: bool = False) -> Record | None:
+    """The latest caption retrieval record on the 500 test scenes at today's defaults, of the
+    full bench or of the retrieval runs beside the counting parser's introduction."""
+    found = [bench(f, "retrieval", detail=detail, refine=refine, n=500) for f in CAPTION_FILES]
+    return max((r for r in found if r), key=lambda r: r.data["time"], default=None)
+
+
+CAPTION_FILES = ("bench.jsonl", "counting_retrieval.jsonl")
 
 
 def pct(value: Any) -> str:
@@ -129,16 +160,17 @@ def headline() -> str:
         default_set = bench("bench.jsonl", "search", detail=detail, refine=refine, n=500) or bench(
             "small_objects.jsonl", "search", detail=detail, refine=refine, n=500
         )
-        captions = bench("bench.jsonl", "retrieval", detail=detail, refine=refine, n=500)
+        retrieved = captions(detail, refine)
+        boxes = bench("bench.jsonl", "grounding", detail=detail, refine=refine, n=500)
         small = bench("small_objects.jsonl", "search", "small", detail, refine)
         rows.append(
             [
                 label,
                 pct(get(default_set, "tasks", "search", "P@5")),
                 pct(get(small, "tasks", "search", "P@5")),
-                pct(get(captions, "tasks", "grounding", "accuracy")),
-                pct(get(captions, "tasks", "retrieval", "modes", "relations", "t2i_R@1")),
-                named(default_set, captions, small),
+                pct(get(boxes, "tasks", "grounding", "accuracy")),
+                pct(get(retrieved, "tasks", "retrieval", "modes", "relations", "t2i_R@1")),
+                named(default_set, boxes, retrieved, small),
             ]
         )
     header = [
@@ -155,7 +187,7 @@ def headline() -> str:
 def retrieval() -> str:
     rows = []
     for label, detail, _ in DETAILS[:2]:
-        found = bench("bench.jsonl", "retrieval", detail=detail, n=500)
+        found = captions(detail)
         for mode, ranking in (("global", "global (plain CLIP)"), ("fused", "fused"), ("relations", "relation-aware")):
             modes = get(found, "tasks", "retrieval", "modes", mode) or {}
             keys = ("t2i_R@1", "t2i_R@5", "t2i_R@10", "i2t_R@1", "i2t_R@5", "i2t_R@10")
@@ -570,6 +602,67 @@ def cpu_paths_sentence() -> str:
 
 
 # The tables a page asks for with a line `<!-- generated: NAME -->` (docs/hooks.py).
+# The settings benchmarks/configs/counting_high.toml changes for an index of --detail high.
+COUNTING_HIGH = frozenset(
+    {"search.count_quantile", "search.count_overlap", "search.count_rival_share", "search.count_centres"}
+)
+COUNTING_ROWS = (
+    ("flat", "normal", "default"),
+    ("flat", "high", "`--detail high` (`counting_high.toml`)"),
+    ("photo", "normal", "photo world, default"),
+)
+COUNTING_RANKINGS = (
+    ("counting and negation", "counting", "negation"),
+    ("fused, without the count and negation terms", "no term", "no term"),
+    ("global only (`--global-only`)", "global", "global"),
+    ("plain CLIP on the whole text", None, "whole text"),
+)
+
+
+def counting_record(world: str, detail: str) -> Record | None:
+    """The latest test record of the counting and negation tasks with the bundled model, in this
+    world at this detail, at today's defaults (at high detail, counting_high.toml's aside)."""
+
+    def fits(r: Record) -> bool:
+        d, config = r.data, r.config
+        return (
+            d.get("split") == "test"
+            and (d.get("world") or "flat") == world
+            and (d.get("model") or {}).get("spec") == SHAPES_MODEL
+            and {"counting", "negation"} <= set(d.get("tasks", {}))
+            and config.get("regions.detail") == detail
+            and not config.get("search.refine")
+            and at_defaults(r, COUNTING_HIGH if detail == "high" else frozenset())
+        )
+
+    return latest("counting.jsonl", fits)
+
+
+def counting() -> str:
+    """Counting and negation on their own test scenes, each ranking of the bench side by side."""
+    rows = []
+    for world, detail, label in COUNTING_ROWS:
+        found = counting_record(world, detail)
+        for ranking, counted, negated in COUNTING_RANKINGS:
+            count = (get(found, "tasks", "counting", "modes", counted) or {}) if counted else {}
+            negation = get(found, "tasks", "negation", "modes", negated) or {}
+            mae = count.get("count_mae_5-6")
+            cells = [pct(count.get(k)) for k in ("exact_P@5_1-4", "exact_P@5_5-6", "count_accuracy_1-4")]
+            cells += [NONE if mae is None else f"{mae:.2f}", pct(negation.get("pairs_won")), pct(negation.get("P@5"))]
+            rows.append([f"{label}: {ranking}", *cells, named(found)])
+    header = [
+        "scenes, ranking",
+        "exact-count P@5, 1–4",
+        "5–6",
+        "count accuracy, 1–4",
+        "mean abs. count error, 5–6",
+        "negation pairs won",
+        "negation P@5",
+        "record",
+    ]
+    return table(header, rows)
+
+
 TABLES: dict[str, Callable[[], str]] = {
     "headline": headline,
     "retrieval": retrieval,
@@ -588,6 +681,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "ablation": ablation,
     "dupes": dupes,
     "calibration": calibration,
+    "counting": counting,
 }
 
 

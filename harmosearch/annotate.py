@@ -32,21 +32,36 @@ def draw_result(result: Any, image: Image.Image | None = None) -> Image.Image:
     width = max(2, round(max(image.size) / 160))
     font = _font(max(11, round(max(image.size) / 28)))
     for i, match in enumerate(result.lexemes):
+        if getattr(match, "negated", False):  # an absence has no box: the strip below names it
+            continue
         colour = PALETTE[i % len(PALETTE)]
+        for n, box in enumerate(getattr(match, "instances", ()), start=1):  # each instance counted
+            bx0, by0, bx1, by1 = (v * scale for v in box)
+            draw.rectangle([bx0, by0, bx1, by1], outline=colour, width=max(1, width // 2))
+            draw.text((bx0 + 3, by1 - font_height(font) - 2), str(n), fill=colour, font=font)
         x0, y0, x1, y1 = (v * scale for v in match.box)
         draw.rectangle([x0, y0, x1, y1], outline=colour, width=width)
-        label = f"{match.text} {match.score:.2f}"
+        counted = getattr(match, "count", None)
+        label = f"{match.text} {match.score:.2f}" + ("" if counted is None else f" x{counted}")
         left, top, right, bottom = draw.textbbox((0, 0), label, font=font)
         ty = y0 - (bottom - top) - 4 if y0 - (bottom - top) - 4 >= 0 else y0 + width
         draw.rectangle([x0, ty, x0 + (right - left) + 6, ty + (bottom - top) + 4], fill=colour)
         draw.text((x0 + 3, ty + 2 - top), label, fill=(0, 0, 0), font=font)
-    return _with_relations(image, result.relations, font) if result.relations else image
+    lines = [f"no {m.text}: presence {m.presence:.2f}" for m in result.lexemes if getattr(m, "negated", False)]
+    lines += [
+        f"{r.subject} {'not ' if r.negated else ''}{r.relation} {r.object}: {r.score:.2f}" for r in result.relations
+    ]
+    return _with_lines(image, lines, font) if lines else image
 
 
-def _with_relations(image: Image.Image, relations: Any, font: Any) -> Image.Image:
-    """The picture with a strip below it naming each relation and how well the boxes above hold it."""
-    lines = [f"{r.subject} {'not ' if r.negated else ''}{r.relation} {r.object}: {r.score:.2f}" for r in relations]
-    height = (font.size if hasattr(font, "size") else 12) + 8
+def font_height(font: Any) -> int:
+    return font.size if hasattr(font, "size") else 12
+
+
+def _with_lines(image: Image.Image, lines: list[str], font: Any) -> Image.Image:
+    """The picture with a strip below it: each relation and how well the boxes above hold it,
+    each absence asked for and how present the thing is."""
+    height = font_height(font) + 8
     out = Image.new("RGB", (image.width, image.height + height * len(lines)), (255, 255, 255))
     out.paste(image, (0, 0))
     draw = ImageDraw.Draw(out)

@@ -311,3 +311,163 @@ def test_spacy_chunks_next_to_each_other_are_not_related(monkeypatch):
     chunks = [("the tennis", "DET NOUN"), ("ball", "NOUN"), ("a net", "DET NOUN")]
     monkeypatch.setattr(lexemes, "_spacy_pipeline", lambda: _FakeSpacy(chunks))
     assert triples("the tennis ball near a net", parser="spacy") == [("ball", "near", "net", False)]
+
+
+# Counts and negations: text -> [(lexeme, count as Count.__str__ or None, negated)].
+QUANTITY_CASES = [
+    ("two red circles", [("red circles", "2", False)]),
+    ("2 red circles", [("red circles", "2", False)]),
+    ("12 eggs", [("eggs", "12", False)]),  # the tokenizer splits digits one by one
+    ("one red circle", [("red circle", "1", False)]),
+    ("ten cups", [("cups", "10", False)]),
+    ("a single red circle", [("red circle", "1", False)]),
+    ("one single cup", [("cup", "1", False)]),
+    ("a pair of shoes", [("shoes", "2", False)]),
+    ("a couple of dogs", [("dogs", "2", False)]),
+    ("several cats", [("cats", "3+", False)]),
+    ("many birds", [("birds", "4+", False)]),
+    ("both red circles", [("red circles", "2", False)]),
+    ("at least two cups", [("cups", "2+", False)]),
+    ("more than three stars", [("stars", "4+", False)]),
+    ("fewer than three stars", [("stars", "1-2", False)]),
+    ("less than four stars", [("stars", "1-3", False)]),
+    ("at most two cups", [("cups", "1-2", False)]),
+    ("up to three cups", [("cups", "1-3", False)]),
+    ("exactly one red circle", [("red circle", "1", False)]),
+    ("only one red circle", [("red circle", "1", False)]),
+    ("no more than two cups", [("cups", "1-2", False)]),  # "no" of a comparator is no negation
+    ("no fewer than two cups", [("cups", "2+", False)]),
+    ("two very large elephants", [("large elephants", "2", False)]),
+    # chains and relations keep working
+    ("two cups on a table", [("cups", "2", False), ("table", None, False)]),
+    ("a red circle above three blue squares", [("red circle", None, False), ("blue squares", "3", False)]),
+    ("at least two cups on a pair of tables", [("cups", "2+", False), ("tables", "2", False)]),
+    # negation
+    ("a red circle without a blue square", [("red circle", None, False), ("blue square", None, True)]),
+    ("a red circle with no blue square", [("red circle", None, False), ("blue square", None, True)]),
+    ("a red circle but no blue square", [("red circle", None, False), ("blue square", None, True)]),
+    ("a red circle and not a blue square", [("red circle", None, False), ("blue square", None, True)]),
+    ("a red circle without any blue squares", [("red circle", None, False), ("blue squares", None, True)]),
+    ("a beach without people", [("beach", None, False), ("people", None, True)]),
+    ("no people on a beach", [("people", None, True), ("beach", None, False)]),
+    ("a people-free beach", [("people", None, True), ("beach", None, False)]),
+    ("a dog and no people", [("dog", None, False), ("people", None, True)]),
+    ("a room that isn't a kitchen", [("room", None, False), ("kitchen", None, True)]),
+    ("zero people", [("people", None, True)]),
+    ("not a single red circle", [("red circle", None, True)]),  # a negation wins over its count
+    ("fewer than one cup", [("cup", None, True)]),
+    # not counts
+    ("one of the cups", [("cups", None, False)]),
+    ("the red one", [("red", None, False)]),
+    ("both a dog and a cat", [("dog", None, False), ("cat", None, False)]),
+    ("a single bed", [("bed", "1", False)]),
+    ("single bed", [("single bed", None, False)]),
+    ("red circles", [("red circles", None, False)]),
+    ("a beach with people", [("beach", None, False), ("people", None, False)]),
+    ("free parking", [("free parking", None, False)]),
+    ("a cup not near a plate", [("cup", None, False), ("plate", None, False)]),  # the relation is negated
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), QUANTITY_CASES)
+def test_counts_and_negations_table(text, expected):
+    parsed = parse(text)
+    found = [(lex.text, None if lex.count is None else str(lex.count), lex.negated) for lex in parsed.lexemes]
+    assert found == expected
+    assert parsed.counts == tuple(lex.count for lex in parsed.lexemes)
+    assert parsed.negated == tuple(e[2] for e in expected)
+
+
+@pytest.mark.parametrize(
+    ("text", "relations"),
+    [
+        ("two cups on a table", [("cups", "on", "table", False)]),
+        ("no people on a beach", [("people", "on", "beach", False)]),  # parsed; the query drops it
+        ("a cup not near a plate", [("cup", "near", "plate", True)]),
+        ("a cup near no plate", [("cup", "near", "plate", False)]),
+        ("a cup not on two tables", [("cup", "on", "tables", True)]),
+    ],
+)
+def test_relations_with_counts_and_negations(text, relations):
+    assert triples(text) == relations
+
+
+@pytest.mark.parametrize(
+    ("text", "positive"),
+    [
+        ("a red circle without a blue square", "a red circle"),
+        ("a red circle with no blue square", "a red circle"),
+        ("a red circle but no blue square", "a red circle"),
+        ("a beach, no people", "a beach"),
+        ("a people-free beach", "a beach"),
+        ("no people on a beach", "on a beach"),
+        ("two red circles", "two red circles"),
+        ("Red Circle", "red circle"),
+    ],
+)
+def test_positive_text_leaves_out_what_is_negated(text, positive):
+    assert parse(text).positive_text() == positive
+
+
+def test_count_and_negation_words_never_join_a_lexeme():
+    for text in (
+        "exactly two cups",
+        "at least two cups",
+        "more than two cups",
+        "fewer than two cups",
+        "a pair of cups",
+    ):
+        assert parse(text).lexeme_texts == ["cups"], text
+    assert parse("a couple of single beds").lexeme_texts == ["single beds"]
+
+
+@pytest.mark.parametrize(
+    ("word", "one"),
+    [
+        ("circles", "circle"),
+        ("boxes", "box"),
+        ("benches", "bench"),
+        ("glasses", "glass"),
+        ("berries", "berry"),
+        ("people", "person"),
+        ("children", "child"),
+        ("glass", "glass"),
+        ("bus", "bus"),
+        ("circle", "circle"),
+    ],
+)
+def test_singular(word, one):
+    from harmosearch.model.quantities import singular
+
+    assert singular(word) == one
+
+
+def test_instance_text():
+    from harmosearch.model.quantities import instance_text
+
+    assert instance_text("small red circles") == "a small red circle"
+    assert instance_text("orange stars") == "an orange star"
+
+
+PLAIN_WORDS = ["red", "cup", "table", "a", "the", "and", ",", "holding", "of", "blue", "star", "-", "free", "single"]
+PLAIN_WORDS += ["pair", "least", "more", "fewer", "than", "at", "couple", "only", "exactly", "very", "many", "both"]
+PLAIN_WORDS += sorted({w for phrase in RELATION_PHRASES for w in phrase.split()})
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(PLAIN_WORDS), max_size=20))
+def test_fuzz_a_text_without_count_or_negation_parses_as_before(words):
+    """A text with no count or negation phrase: its lexemes are the plain chunks, uncounted and
+    not negated, and its relations as they were."""
+    from harmosearch.model import lexemes
+    from harmosearch.model.quantities import free_suffixes, quantity_phrases
+
+    parsed = parse(" ".join(words))
+    adjacent = [True] * len(parsed.words)
+    if quantity_phrases(parsed.words, is_content_word, adjacent) or free_suffixes(parsed.words, is_content_word):
+        return
+    before = lexemes._rule_chunks(list(parsed.words))
+    assert [lex.words for lex in parsed.lexemes] == before
+    assert not any(lex.negated or lex.count for lex in parsed.lexemes)
+    assert parsed.relations == lexemes._relations(list(parsed.words), before)
+    assert parsed.positive_text() == parsed.text

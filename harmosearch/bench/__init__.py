@@ -26,14 +26,19 @@ from harmosearch.folders import output_file
 
 def default_tasks(dataset: str, objects: str = "mixed") -> tuple[str, ...]:
     """Flickr30k has captions only, ARO compositional items only; synthetic scenes come with twin
-    pairs for the compositional task (in the default object set), COCO and scene folders without them."""
+    pairs for the compositional task (in the default object set), COCO and scene folders without
+    them; counting and negation run on scenes of their own when named (--task counting)."""
     if dataset == "flickr30k":
         return ("retrieval",)
     if dataset in ARO_DATASETS:
         return ("compositional",)
     if dataset == "synthetic" and objects == "mixed":
-        return tuple(TASKS)
+        return tuple(t for t in TASKS if t not in OWN_SCENES)
     return ("retrieval", "boxcls", "grounding", "search")
+
+
+# Tasks on scenes of their own (synth.counting), run when asked for by name.
+OWN_SCENES = ("counting", "negation")
 
 
 def run_bench(

@@ -37,6 +37,9 @@ PAIR_SEEDS = {"val": 777, "test": 27_182_818}
 # The photo world's sets (objects of the default sizes): scenes, and twin pairs.
 WORLD_SEEDS = {"photo": {"val": 737_373, "test": 16_180_339}}
 WORLD_PAIR_SEEDS = {"photo": {"val": 888, "test": 14_142_135}}
+# The counting scenes and negation pairs (synth.counting), per world; no seed above is reused.
+COUNTING_SEEDS = {"flat": {"val": 646_464, "test": 17_320_508}, "photo": {"val": 353_535, "test": 22_360_679}}
+NEGATION_SEEDS = {"flat": {"val": 848_484, "test": 26_457_513}, "photo": {"val": 959_595, "test": 24_494_897}}
 ARO_DATASETS = {"aro-relation": "relation", "aro-attribution": "attribution"}
 
 
@@ -53,6 +56,8 @@ class BenchSet:
     crops: list[tuple[float, float, float, float]] | None = None  # per image: encode only this part
     pairs: list[Any] = field(default_factory=list)  # compositional.Pair, images in pair order
     aro: list[Any] = field(default_factory=list)  # compositional.AROItem, one per image
+    counts: list[tuple[int, str, int]] = field(default_factory=list)  # counting scenes: image, thing, copies
+    negations: list[dict[str, Any]] = field(default_factory=list)  # {"images": [with, without], "query", ...}
 
     def digest(self) -> str:
         h = hashlib.sha256(self.name.encode())
@@ -148,6 +153,10 @@ def _from_coco_style(data: dict[str, Any], images_dir: Path, name: str, root: Pa
     for c in data.get("captions", []):
         bench.captions.append(c["caption"])
         bench.caption_image.append(image_index[c["image_id"]])
+    bench.counts = [(image_index[c["image_id"]], c["phrase"], int(c["count"])) for c in data.get("counts", [])]
+    bench.negations = [
+        {**pair, "images": [image_index[i] for i in pair["images"]]} for pair in data.get("negations", [])
+    ]
     return bench
 
 
@@ -237,6 +246,8 @@ def _synthetic(data_dir: Path | None, cache: Path, n: int, task: str, split: str
 
             generate_pairs(root, n // 2, seed, workers=2, world=world, photos=split)
         return load_pair_set(root, f"synthetic pairs{named} {split} (seed {seed}, {n // 2} of each kind)")
+    if task in ("counting", "negation"):
+        return _counting_set(data_dir, cache, n, task, split, objects, world)
     seed = OBJECT_SEEDS[objects][split] if world == "flat" else WORLD_SEEDS[world][split]
     if objects != "mixed":
         folder, named = f"{objects}-", f" {objects} objects"
@@ -247,4 +258,28 @@ def _synthetic(data_dir: Path | None, cache: Path, n: int, task: str, split: str
         generate(root, SynthConfig(n=n, seed=seed, objects=objects, world=world, photos=split), workers=2)
     bench = load_scene_folder(root)
     bench.name = f"synthetic{named} {split} (seed {seed}, {len(bench.images)} scenes)"
+    return bench
+
+
+def _counting_set(
+    data_dir: Path | None, cache: Path, n: int, task: str, split: str, objects: str, world: str
+) -> BenchSet:
+    """Counting scenes (n) or negation pairs (n / 2 pairs), synth.counting's, of `split`, in the
+    flat world or on photographs of the split."""
+    from harmosearch.synth.counting import generate_counting, generate_negation_pairs
+
+    if objects != "mixed":
+        raise DataError(f"{task} scenes have objects of 20-60 px of their own; drop --objects")
+    counting = task == "counting"
+    seed = (COUNTING_SEEDS if counting else NEGATION_SEEDS)[world][split]
+    size = n if counting else n // 2
+    folder = "" if world == "flat" else f"{world}-"
+    root = data_dir or cache / "bench" / f"{task}-{folder}{seed}-{size}"
+    if not (root / "annotations.json").is_file():
+        draw = generate_counting if counting else generate_negation_pairs
+        draw(root, size, seed, workers=2, world=world, photos=split)
+    bench = load_scene_folder(root)
+    what = f"{size} scenes" if counting else f"{size} pairs"
+    named = "" if world == "flat" else f" {world} world"
+    bench.name = f"synthetic {task}{named} {split} (seed {seed}, {what})"
     return bench

@@ -14,11 +14,13 @@ from typing import Any
 
 import numpy as np
 
+from harmosearch.bench.counting import counting, negation
 from harmosearch.bench.datasets import BenchSet
 from harmosearch.bench.metrics import box_iou, recall_image_to_text, recall_text_to_image, topk_accuracy
 from harmosearch.bench.vectors import (
     ImageVectors,
     Progress,
+    bench_calibration,
     bench_vocabulary,
     encode_texts,
     fused_table,
@@ -29,6 +31,7 @@ from harmosearch.bench.vectors import (
 from harmosearch.config import Config
 from harmosearch.errors import DataError
 from harmosearch.search.box_search import as_seeds
+from harmosearch.search.calibration import Calibration
 from harmosearch.search.contrast import Contrast, Vocabulary
 from harmosearch.search.score import best_regions
 
@@ -53,6 +56,11 @@ class Run:
         """search.vocabulary, embedded once per run (None when search.contrast is 0)."""
         return bench_vocabulary(self.encoder, self.config.search)
 
+    @cached_property
+    def calibration(self) -> Calibration:
+        """The images' own calibration, as an index of them holds it (search.calibration)."""
+        return bench_calibration(self.encoder, self.images)
+
 
 def retrieval(run: Run) -> dict[str, Any]:
     """Recall@1/5/10 text->image and image->text, for the global, fused and relation-aware
@@ -62,7 +70,11 @@ def retrieval(run: Run) -> dict[str, Any]:
         raise DataError(f"{bench.name} has no captions; retrieval needs them")
     texts = encode_texts(run.encoder, bench.captions, run.images.global_vectors.shape[1], run.progress)
     rankings = RANKINGS if run.mode == "all" else (run.mode,)
-    scores = {mode: query_scores(texts, run.images, run.config.search, mode, None, run.vocabulary) for mode in rankings}
+    calibration = run.calibration if texts.queries else None  # for captions that count ("three shapes")
+    scores = {
+        mode: query_scores(texts, run.images, run.config.search, mode, None, run.vocabulary, calibration)
+        for mode in rankings
+    }
     modes = {}
     for name, matrix in scores.items():
         t2i = recall_text_to_image(matrix, bench.caption_image)
@@ -72,7 +84,12 @@ def retrieval(run: Run) -> dict[str, Any]:
         modes["refined"] = _refined_recall(run, texts, scores["fused"])
     if run.save_scores is not None:
         _save_scores(run.save_scores, scores, bench)
-    return {"modes": modes, "images": len(bench.images), "captions": len(bench.captions)}
+    return {
+        "modes": modes,
+        "images": len(bench.images),
+        "captions": len(bench.captions),
+        "captions_counting_or_negating": len(texts.queries),
+    }
 
 
 def _refined_recall(run: Run, texts: Any, fused: np.ndarray) -> dict[str, float]:
@@ -314,4 +331,6 @@ TASKS: dict[str, Callable[[Run], dict[str, Any]]] = {
     "grounding": grounding,
     "search": search,
     "compositional": compositional,
+    "counting": counting,
+    "negation": negation,
 }

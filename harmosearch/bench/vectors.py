@@ -22,8 +22,9 @@ from harmosearch.bench.datasets import BenchSet
 from harmosearch.config import Config, SearchConfig
 from harmosearch.errors import DataError
 from harmosearch.search.contrast import Contrast, Vocabulary, load_vocabulary
+from harmosearch.search.count import presence_for
 from harmosearch.search.fuse import fuse, fused_scores
-from harmosearch.search.query import Query
+from harmosearch.search.query import Query, counts_or_negates, encode_query
 from harmosearch.search.score import RegionTable, best_regions, score_candidates
 
 PROMPTS = ("a photo of a {}.", "a {}.", "a picture of a {}.", "an image of a {}.", "a photo of the {}.")
@@ -114,13 +115,19 @@ class TextVectors:
     owners: np.ndarray  # [L], the text each lexeme belongs to
     relations: list[list[tuple[int, str, int, bool]]]  # per text, its decidable relations
     lexeme_texts: list[str] = field(default_factory=list)  # [L], what each lexeme says
+    # the texts that count or negate a lexeme ("one red circle", "three shapes: ..."), as queries
+    # encode them (search/query.py): they are ranked one by one, as such a query is
+    queries: dict[int, Query] = field(default_factory=dict)
 
 
 def encode_texts(encoder: Any, texts: list[str], dim: int, progress: Progress | None = None) -> TextVectors:
     g_rows, lex_rows, owners, relations, lexeme_texts = [], [], [], [], []
+    queries: dict[int, Query] = {}
     batch = 256
     for start in range(0, len(texts), batch):
         for n, enc in enumerate(encoder.encode_queries(texts[start : start + batch])):
+            if getattr(enc, "parsed", None) is not None and counts_or_negates(enc.parsed):
+                queries[start + n] = encode_query(encoder, texts[start + n])
             g_rows.append(enc.global_vector.numpy())
             vectors = enc.lexeme_vectors.numpy()
             lex_rows.append(vectors)
@@ -137,6 +144,7 @@ def encode_texts(encoder: Any, texts: list[str], dim: int, progress: Progress | 
         np.asarray(owners, dtype=np.int64),
         relations,
         lexeme_texts,
+        queries,
     )
 
 
@@ -168,12 +176,45 @@ def query_scores(
     mode: str,
     subset: Any = None,
     vocabulary: Vocabulary | None = None,
+    calibration: Any = None,
 ) -> np.ndarray:
     """Text x image scores [T, I] as `harmosearch query` scores: mode "global" (the plain CLIP
     ranking), "fused" (lexemes x regions, relations ignored) or "relations" (relation-aware, as a
     query ranks by default), the lexemes weighed against `vocabulary` (settings.contrast).
     subset [T, I'] limits each text to the listed images (columns in that order), which is how
-    single-image benchmarks (ARO) are scored."""
+    single-image benchmarks (ARO) are scored. A text that counts or negates (texts.queries) is
+    scored as such a query, its presence rule from `calibration` (search/count.py)."""
+    n = len(texts.global_vectors)
+    every = np.arange(images.regions.n_images)
+    columns = np.asarray(subset) if subset is not None else np.broadcast_to(every, (n, len(every)))
+    s = replace(settings, relation_weight=settings.relation_weight if mode == "relations" else 0.0)
+    out = _plain_scores(texts, images, settings, mode, subset, vocabulary, columns)
+    for t, query in texts.queries.items():
+        if mode == "global":
+            out[t] = np.asarray(images.global_vectors[columns[t]], np.float32) @ query.global_vector
+            continue
+        contrast = (
+            None
+            if vocabulary is None
+            else vocabulary.for_lexemes(query.embedded_texts, query.lexeme_vectors, s.contrast)
+        )
+        rule = presence_for(calibration, query, s, [])
+        plain = replace(images.regions, bias=None)
+        scored = score_candidates(plain, images.regions, images.global_vectors, columns[t], query, s, contrast, rule)
+        out[t] = fused_scores(scored, s)
+    return out
+
+
+def _plain_scores(
+    texts: TextVectors,
+    images: ImageVectors,
+    settings: SearchConfig,
+    mode: str,
+    subset: Any,
+    vocabulary: Vocabulary | None,
+    columns: np.ndarray,
+) -> np.ndarray:
+    """query_scores of texts that neither count nor negate (their rows are all scored here)."""
     contrast = text_contrast(texts, settings, vocabulary)
     if subset is None and mode != "relations":  # every lexeme of every text in one batched pass
         g = texts.global_vectors @ images.global_vectors.T
@@ -181,8 +222,6 @@ def query_scores(
             return g
         return fused_table(g, texts.lexemes, texts.owners, images, settings, contrast)[0]
     n = len(texts.global_vectors)
-    every = np.arange(images.regions.n_images)
-    columns = np.asarray(subset) if subset is not None else np.broadcast_to(every, (n, len(every)))
     s = replace(settings, relation_weight=settings.relation_weight if mode == "relations" else 0.0)
     out = np.empty(columns.shape, np.float32)
     for t in range(n):
@@ -205,6 +244,19 @@ def query_scores(
 def text_contrast(texts: TextVectors, settings: SearchConfig, vocabulary: Vocabulary | None) -> Contrast | None:
     """The contrast of every lexeme of `texts` (rows: texts.lexemes), as a query weighs its own."""
     return None if vocabulary is None else vocabulary.for_lexemes(texts.lexeme_texts, texts.lexemes, settings.contrast)
+
+
+def bench_calibration(encoder: Any, images: ImageVectors) -> Any:
+    """The calibration of a benchmark's images (search.calibration), as indexing computes an
+    index's, from the vectors as an index stores them (float16)."""
+    from harmosearch.search.calibration import calibrate
+
+    def encode(texts: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+        return [(e.global_vector.numpy(), e.lexeme_vectors.numpy()) for e in encoder.encode_queries(texts)]
+
+    regions = images.regions
+    vectors = (images.global_vectors, regions.vectors)
+    return calibrate(*(np.asarray(v, dtype=np.float16) for v in vectors), regions.start, encode)
 
 
 def bench_vocabulary(encoder: Any, settings: SearchConfig) -> Vocabulary | None:

@@ -31,7 +31,9 @@ def bench(
     ] = "synthetic",
     task: Annotated[
         list[str] | None,
-        typer.Option("--task", help="retrieval, boxcls, grounding, search, compositional (repeatable)."),
+        typer.Option(
+            "--task", help="retrieval, boxcls, grounding, search, compositional, counting, negation (repeatable)."
+        ),
     ] = None,
     data_dir: Annotated[
         Path | None, typer.Option("--data-dir", help="Where the dataset's files are.", callback=checked_path)
@@ -61,7 +63,8 @@ def bench(
     detail: DetailOption = None,
     device: DeviceOption = None,
 ) -> None:
-    """Benchmark a model: recall@1/5/10 both ways, box classification, grounding, phrase search, compositional pairs."""
+    """Benchmark a model: recall@1/5/10 both ways, box classification, grounding, phrase search, compositional
+    pairs, counting and negation."""
     import json
 
     config = shapes_model_unless_named(
@@ -123,6 +126,8 @@ def _print_bench(result: dict[str, Any]) -> None:
         table = Table(title=f"{task} on {numbers['dataset']} with {model}", title_justify="left")
         if task == "compositional":
             _compositional_rows(table, numbers)
+        elif task in ("counting", "negation"):
+            _mode_rows(table, numbers["modes"])
         elif task == "retrieval":
             table.add_column("ranking")
             for key in RECALLS:
@@ -138,6 +143,19 @@ def _print_bench(result: dict[str, Any]) -> None:
             table.add_row(*(f"{100 * numbers[key]:.1f}" for _, key in columns), str(numbers[count]))
         out.print(table)
     out.print(f"total {result['seconds']:.1f} s")
+
+
+def _mode_rows(table: Any, modes: dict[str, dict[str, float]]) -> None:
+    """One row per ranking, one column per figure: shares in percent, count errors as they are."""
+    keys = list(dict.fromkeys(key for values in modes.values() for key in values))
+    table.add_column("ranking")
+    for key in keys:
+        table.add_column(key.replace("_", " "), justify="right")
+    for mode, values in modes.items():
+        cells = [
+            ("" if k not in values else f"{values[k]:.2f}" if "mae" in k else f"{100 * values[k]:.1f}") for k in keys
+        ]
+        table.add_row(mode, *cells)
 
 
 COMPOSITIONAL_COLUMNS = {

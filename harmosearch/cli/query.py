@@ -198,8 +198,8 @@ def print_results(body: dict[str, Any]) -> None:
     calibrated = body.get("confident_match") is not None
     if calibrated:
         table.add_column("match")
-    for lexeme in body["lexemes"]:
-        table.add_column(f"{lexeme}: score (box)")
+    for lexeme, shown in zip(body["lexemes"], body["results"][0]["lexemes"], strict=True):
+        table.add_column(f"no {lexeme}: presence" if shown.get("negated") else f"{lexeme}: score (box)")
     for relation in body["results"][0]["relations"]:
         what = f"{'not ' if relation['negated'] else ''}{relation['relation']}"
         table.add_column(f"{relation['subject']} {what} {relation['object']}", justify="right")
@@ -209,9 +209,18 @@ def print_results(body: dict[str, Any]) -> None:
 
     for r in body["results"]:
         cells: list[Any] = ["confident" if r.get("confident") else Text("weak", style="dim")] if calibrated else []
-        cells += [f"{m['score']:.3f} ({','.join(f'{v:.0f}' for v in m['box'])})" for m in r["lexemes"]]
+        cells += [_lexeme_cell(m) for m in r["lexemes"]]
         cells += [f"{relation['score']:.2f}" for relation in r["relations"]]
         score = Text(f"{r['score']:.3f}", style="dim" if r.get("confident") is False else "")
         shown = shown_path(SimpleNamespace(path=r["path"], frame_time=r.get("frame_time")))
         table.add_row(str(r["rank"]), line(shown), score, f"{r['global_score']:.3f}", *cells)
     out.print(table)
+
+
+def _lexeme_cell(match: dict[str, Any]) -> str:
+    """A lexeme's score and box; with the instances counted ("x2") when the query counts it, its
+    presence when the query negates it."""
+    if match.get("negated"):
+        return f"{match['presence']:.2f}"
+    cell = f"{match['score']:.3f} ({','.join(f'{v:.0f}' for v in match['box'])})"
+    return cell if match.get("count") is None else f"{cell} x{match['count']}"

@@ -184,6 +184,29 @@ class SearchConfig(Section):
     # Drop results below this fused score; "auto": keep only results the index's calibration
     # finds confident (text queries).
     min_score: Annotated[float, Range()] | Literal["auto"] | None = None
+    # Counting and negation (search/count.py): a region holds a thing when its plain score reaches
+    # this quantile of the calibration's null at alpha 0; regions overlapping a kept instance by
+    # count_overlap of the smaller box are the same object; the count term (log distance between
+    # the instances found and the number asked) and a negated lexeme's presence are subtracted
+    # with these weights, in units of the null's spread. Chosen on the validation scenes (docs,
+    # Benchmarks: Counting and negation): count_quantile and count_overlap by exact-count P@5; count_weight
+    # by exact-count P@5 among the weights that keep caption retrieval (whose captions count
+    # too: "three shapes: ...") within a point of t2i R@1 without the term; negation_weight by
+    # pairs won (the smallest weight within 0.01 of the best: a heavier one also pushes down
+    # images that hold what is wanted).
+    count_quantile: Fraction = 0.4
+    count_overlap: Annotated[float, Range(0, 1, low_open=True)] = 0.2
+    # ... and, with rivals (search.contrast above 0), only when the model gives the lexeme at
+    # least this share of the probability against its rivals (a red star is no red circle); 0:
+    # off, as chosen on the validation scenes (0.3 and 0.5 lowered exact-count P@5).
+    count_rival_share: Fraction = 0.0
+    # ... and a region whose box holds a kept instance's centre, or whose centre lies in one, is
+    # that instance's object too (halves of one object overlap little). On the validation scenes
+    # it raised exact-count P@5 at --detail high (benchmarks/configs/counting_high.toml) and
+    # changed nothing at the default detail, where count_overlap already joins such boxes.
+    count_centres: bool = False
+    count_weight: Annotated[float, Range(0)] = 4.0
+    negation_weight: Annotated[float, Range(0)] = 20.0
 
     def alpha_for(self, lexemes: int) -> float:
         """The weight of the global score for a query of this many lexemes."""

@@ -15,16 +15,31 @@ longest wins, and of equally long ones the first. A negator ("not", "never", "n'
 before the phrase in its connector negates it. Connectors without a phrase ("holding", "and",
 "with", "of", a comma, nothing at all) give no relation. The rules and the spaCy parser share
 this step: only the lexemes differ.
+
+Counts and negations (`model.quantities`): a lexeme may be counted ("two cups", "at least three
+stars", "a pair of shoes": `Lexeme.count`) or negated ("no people", "a dog without a collar",
+"a sugar-free cake": `Lexeme.negated`); the words that say so never join a lexeme, and a negator
+in the connector goes to the lexeme when nothing but articles (or its count phrase) stands
+between them, to the relation when the relation phrase does. A text without such phrases parses
+as it always did.
 """
 
 from __future__ import annotations
 
 import functools
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from harmosearch.errors import ConfigError, DataError
+from harmosearch.model.quantities import (
+    INTENSIFIERS,
+    Count,
+    QuantityPhrase,
+    free_suffixes,
+    negator_before,
+    quantity_phrases,
+)
 
 DETERMINERS = frozenset(
     "a an the this that these those some any each every either neither no another other my your his "
@@ -121,6 +136,9 @@ RELATIONS: tuple[str, ...] = tuple(dict.fromkeys(RELATION_PHRASES.values()))
 # Depth order cannot be read from 2D boxes: these are parsed and reported, never scored.
 UNDECIDABLE = frozenset({"in front of", "behind"})
 NEGATORS = frozenset({"not", "never", "'t"})
+# Words that join a negation to the text before it ("with no", "but not", "that isn't"): they go
+# with it when the positive text leaves it out.
+GLUE = CONJUNCTIONS | AUXILIARIES | frozenset({"with", "that", "which", "there", ","})
 _PHRASE_WORDS = {tuple(phrase.split()): relation for phrase, relation in RELATION_PHRASES.items()}
 _LONGEST_PHRASE = max(len(words) for words in _PHRASE_WORDS)
 
@@ -140,6 +158,9 @@ class Lexeme:
     text: str
     words: tuple[int, int]  # [start, end) into ParsedText.words
     tokens: tuple[int, int]  # [start, end) positions in the tokenized sequence; 0 is <start_of_text>
+    count: Count | None = None  # how many the text asks for ("two", "at least three"); None: no number
+    negated: bool = False  # the text asks for its absence ("no people", "without a hat", "sugar-free")
+    quantity: tuple[int, int] | None = None  # [start, end) words of its count or negation phrase
 
 
 @dataclass(frozen=True)
@@ -172,6 +193,32 @@ class ParsedText:
     @property
     def lexeme_texts(self) -> list[str]:
         return [lex.text for lex in self.lexemes]
+
+    @property
+    def counts(self) -> tuple[Count | None, ...]:
+        return tuple(lex.count for lex in self.lexemes)
+
+    @property
+    def negated(self) -> tuple[bool, ...]:
+        return tuple(lex.negated for lex in self.lexemes)
+
+    def positive_text(self) -> str:
+        """The text without its negated lexemes and the words that negate them ("a red circle
+        without a blue square" -> "a red circle"): what a global vector should embed, since
+        CLIP embeds "without a blue square" as a blue square. The text itself when nothing is
+        negated."""
+        dropped: set[int] = set()
+        for j, lex in enumerate(self.lexemes):
+            if lex.negated:
+                lo, hi = lex.words
+                q_lo, q_hi = lex.quantity or (lo, hi)
+                start, floor = min(lo, q_lo), self.lexemes[j - 1].words[1] if j else 0
+                while start > floor and self.words[start - 1] in GLUE:  # "with", "but", "that is"
+                    start -= 1
+                dropped.update(range(start, max(hi, q_hi)))
+        if not dropped:
+            return self.text
+        return " ".join(w for i, w in enumerate(self.words) if i not in dropped)
 
 
 @functools.lru_cache(maxsize=1)
@@ -226,14 +273,9 @@ def _rule_chunks(words: list[str]) -> list[tuple[int, int]]:
     return chunks
 
 
-def _spacy_chunks(cleaned: str, words: list[str]) -> list[tuple[int, int]]:
+def _spacy_chunks(cleaned: str, words: list[str], starts: list[int]) -> list[tuple[int, int]]:
     nlp = _spacy_pipeline()
-    starts, ends, cursor = [], [], 0
-    for word in words:  # character offsets of every tokenizer word in the cleaned text
-        cursor = cleaned.index(word, cursor)
-        starts.append(cursor)
-        cursor += len(word)
-        ends.append(cursor)
+    ends = [start + len(word) for start, word in zip(starts, words, strict=True)]
     chunks = []
     for chunk in nlp(cleaned).noun_chunks:
         content = [t for t in chunk if t.pos_ not in ("DET", "PRON", "NUM", "CCONJ", "ADP")]
@@ -277,18 +319,83 @@ def parse(
     """Split `text` into lexemes. parser: rules | spacy | auto (spacy when it is installed)."""
     tokenizer = tokenizer or default_tokenizer()
     cleaned, words, spans, truncated = _words(text, tokenizer, context_length)
+    starts = _offsets(cleaned, words)
+    adjacent = [starts[i] + len(words[i]) == starts[i + 1] for i in range(len(words) - 1)]
+    counted = quantity_phrases(words, is_content_word, adjacent)
+    free = free_suffixes(words, is_content_word)
+    consumed = [False] * len(words)
+    for i in [j for p in counted for j in range(p.start, p.end)] + [j for f in free for j in (f, f + 1)]:
+        consumed[i] = True
     use_spacy = parser == "spacy" or (parser == "auto" and spacy_available())
-    chunks = _spacy_chunks(cleaned, words) if use_spacy else _rule_chunks(words)
+    chunks = _spacy_chunks(cleaned, words, starts) if use_spacy else _rule_chunks(words)
     lexemes = []
     last_usable = context_length - 1
-    for lo, hi in chunks:
+    for lo, hi in _split_at(chunks, consumed):
         # A lexeme cut off by truncation keeps only the words the model will see.
         while hi > lo and spans[hi - 1][1] > last_usable:
             hi -= 1
         if hi > lo:
             lexemes.append(Lexeme(" ".join(words[lo:hi]), (lo, hi), (spans[lo][0], spans[hi - 1][1])))
+    lexemes = _quantified(words, lexemes, counted, free, consumed)
     relations = _relations(words, [lex.words for lex in lexemes])
     return ParsedText(cleaned, tuple(words), tuple(spans), tuple(lexemes), truncated, relations)
+
+
+def _offsets(cleaned: str, words: list[str]) -> list[int]:
+    """Where each tokenizer word starts in the cleaned text."""
+    starts, cursor = [], 0
+    for word in words:
+        cursor = cleaned.index(word, cursor)
+        starts.append(cursor)
+        cursor += len(word)
+    return starts
+
+
+def _split_at(chunks: list[tuple[int, int]], consumed: list[bool]) -> list[tuple[int, int]]:
+    """The chunks with the words of count and negation phrases taken out ("single red circle"
+    -> "red circle"; a chunk split in two where such a word stands inside it)."""
+    out = []
+    for lo, hi in chunks:
+        start = None
+        for i in range(lo, hi + 1):
+            if i < hi and not consumed[i]:
+                start = i if start is None else start
+            elif start is not None:
+                out.append((start, i))
+                start = None
+    return out
+
+
+def _quantified(
+    words: list[str], lexemes: list[Lexeme], counted: list[QuantityPhrase], free: list[int], consumed: list[bool]
+) -> list[Lexeme]:
+    """Each lexeme with the count its phrase asks for, or negated (model.quantities): a negation
+    wins over a count ("not a single red circle" asks for none)."""
+    by_end = {p.end: p for p in counted}
+    out = []
+    for j, lex in enumerate(lexemes):
+        lo, hi = lex.words
+        floor = lexemes[j - 1].words[1] if j else 0
+        before = lo
+        while before > floor and words[before - 1] in INTENSIFIERS:
+            before -= 1
+        phrase = by_end.get(before)
+        count, quantity = None, None
+        if phrase is not None and phrase.start >= floor:
+            count, quantity = phrase.count, (phrase.start, phrase.end)
+            following = words[hi : lexemes[j + 1].words[0]] if j + 1 < len(lexemes) else []
+            if phrase.both and "and" in following:  # "both a dog and a cat": a conjunction
+                count, quantity = None, None
+        negator = negator_before(words, lo, floor, consumed)
+        if negator is not None:
+            out.append(replace(lex, negated=True, quantity=(negator, lo)))
+        elif hi in free:
+            out.append(replace(lex, negated=True, quantity=(hi, hi + 2)))
+        elif quantity is not None and count is None:  # zero, or a range with nothing in it
+            out.append(replace(lex, negated=True, quantity=quantity))
+        else:
+            out.append(replace(lex, count=count, quantity=quantity))
+    return out
 
 
 def _relations(words: list[str], lexeme_words: list[tuple[int, int]]) -> tuple[Relation, ...]:

@@ -20,6 +20,13 @@ without lexemes ranks by g alone. Each `--not` phrase is scored the same way (it
 its best-region similarity) and subtracted:
 
     fused -= alpha * g_not + (1 - alpha) * r_not      (the largest over the --not phrases)
+
+A query that counts or negates lexemes ("two red circles", "a beach without people") takes its
+negated lexemes out of the mean (m counts the others, and alpha is that m's), takes each counted
+lexeme's count term off its r_l (so a count weighs as much as the lexeme it counts: all of a
+"two red circles", a quarter of the region part of "three shapes: a red circle, a blue ring and
+a star"), and subtracts the negated lexemes' absence term (`count.Tally`); any other query ranks
+exactly as above.
 """
 
 from __future__ import annotations
@@ -63,18 +70,44 @@ def negatives_term(negative_global: np.ndarray, negative_region: np.ndarray, alp
 
 def fused_scores(scored: Scored, settings: SearchConfig) -> np.ndarray:
     """The score that ranks each candidate [C]: the formula above at the query's alpha
-    (settings.alpha_for its lexeme count), less its --not phrases."""
-    alpha = settings.alpha_for(scored.n_lexemes)
+    (settings.alpha_for its lexeme count), less its --not phrases; for a query that counts or
+    negates, each counted lexeme's score less its count term and the negated lexemes' absence
+    term subtracted (count.py; negated lexemes leave the mean)."""
+    alpha = settings.alpha_for(scored.n_wanted)
     fused = fuse(
-        scored.global_scores, scored.match.scores, alpha, scored.match.relation_scores, settings.relation_weight
+        scored.global_scores,
+        lexeme_part(scored, settings, scored.match.scores),
+        alpha,
+        scored.match.relation_scores,
+        settings.relation_weight,
     )
-    return fused - negatives_term(scored.negative_global, scored.negative_regions, alpha)
+    return (
+        fused - negatives_term(scored.negative_global, scored.negative_regions, alpha) - absence_term(scored, settings)
+    )
 
 
 def plain_fused_scores(scored: Scored, settings: SearchConfig) -> np.ndarray:
-    """The score an index's calibration measures [C]: the plain lexeme scores (no window
-    penalty, no rivals), no relation term, less the --not phrases; a query without lexemes
+    """The score an index's calibration measures [C]: the plain scores of the lexemes asked to be
+    present (no window penalty, no rivals), no relation, count or absence term (the unrelated
+    queries of the calibration get none), less the --not phrases; a query without such lexemes
     scores its global score."""
-    alpha = settings.alpha_for(scored.n_lexemes)
-    plain = fuse(scored.global_scores, scored.match.plain_scores, alpha)
+    alpha = settings.alpha_for(scored.n_wanted)
+    plain = fuse(scored.global_scores, scored.match.plain_scores[:, scored.wanted], alpha)
     return plain - negatives_term(scored.negative_global, scored.negative_regions, alpha)
+
+
+def lexeme_part(scored: Scored, settings: SearchConfig, scores: np.ndarray) -> np.ndarray:
+    """The lexeme scores [C, L] the mean takes [C, m]: the wanted lexemes', a counted one's less
+    its count term (count.py); all of them, as they are, for a query that neither counts nor
+    negates."""
+    if scored.tally is None:
+        return scores
+    wanted = scored.wanted
+    return scores[:, wanted] - scored.tally.count_terms(settings.count_weight)[:, wanted]
+
+
+def absence_term(scored: Scored, settings: SearchConfig) -> np.ndarray | float:
+    """The negated lexemes' absence term [C] (count.py); 0 for a query that negates nothing."""
+    if scored.tally is None:
+        return 0.0
+    return scored.tally.absence_terms(settings.negation_weight)

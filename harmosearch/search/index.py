@@ -22,6 +22,7 @@ from harmosearch.config import Config, SearchConfig, load_config
 from harmosearch.errors import IndexStoreError
 from harmosearch.search import pictures
 from harmosearch.search.contrast import Vocabularies
+from harmosearch.search.count import presence_for
 from harmosearch.search.filters import Filters, allowed_images
 from harmosearch.search.fuse import fuse, fused_scores
 from harmosearch.search.query import (
@@ -121,10 +122,10 @@ class Index:
         found = candidates(self.searchable, query, s, allowed)
         if len(found) == 0:
             return SearchResponse(query.text, query.lexeme_texts, [], warnings, calibrated)
-        contrast = self.vocabularies.contrast(query.lexeme_texts, query.lexeme_vectors, s.vocabulary, s.contrast)
-        scored = score_candidates(
-            self.regions, self.penalised.at(s.window_penalty), self.reader.global_vectors, found, query, s, contrast
-        )
+        contrast = self.vocabularies.contrast(query.embedded_texts, query.lexeme_vectors, s.vocabulary, s.contrast)
+        rule = presence_for(self.calibration, query, s, warnings)
+        ranked = self.penalised.at(s.window_penalty)
+        scored = score_candidates(self.regions, ranked, self.reader.global_vectors, found, query, s, contrast, rule)
         confident = confidence(self.calibration, scored, s) if calibrated else None
         # Without the photo folder (warned about) there is nothing to look at again.
         again = reranks(query, s, self.config.regions.detail) and self.photos_root.is_dir()

@@ -4,6 +4,12 @@ A text is parsed into lexemes and the relations between them (`model.lexemes`); 
 gives the global vector, averaged with a query image's when there is one. A `--not` phrase
 (a negative) is scored as a whole against images and as the mean of its lexemes against
 regions. The per-call options are laid over the search settings here, once per query.
+
+A counted lexeme ("two red circles") or a negated one ("without a blue square") is embedded as
+one instance of its thing ("a red circle", `model.quantities.instance_text`), which is what one
+box shows; the global vector of a text with a negation embeds the text without it (CLIP reads
+"without a blue square" as a blue square), and relations that touch a negated lexeme are
+dropped: there is no box to relate (search/count.py scores the rest).
 """
 
 from __future__ import annotations
@@ -36,10 +42,28 @@ class Query:
     negative_regions: np.ndarray  # [N, D] and its region vector
     has_image: bool = False
     warnings: tuple[str, ...] = ()
+    counts: tuple[Any, ...] = ()  # per lexeme: the model.quantities.Count asked, or None; () for none
+    negated: tuple[bool, ...] = ()  # per lexeme: asked to be absent; () for none
+    embedded: tuple[str, ...] = ()  # per lexeme: what its vector embeds (an instance's text); () as written
 
     @property
     def dim(self) -> int:
         return len(self.global_vector)
+
+    @property
+    def quantified(self) -> bool:
+        """Whether a lexeme is counted or negated (search/count.py)."""
+        return any(c is not None for c in self.counts) or any(self.negated)
+
+    @property
+    def wanted(self) -> np.ndarray:
+        """The lexemes asked to be present: all but the negated ones."""
+        return np.array([j for j in range(len(self.lexeme_texts)) if not (self.negated and self.negated[j])], np.int64)
+
+    @property
+    def embedded_texts(self) -> list[str]:
+        """What each lexeme vector embeds, as the rivals (contrast.py) should read it."""
+        return list(self.embedded) if self.embedded else list(self.lexeme_texts)
 
 
 def query_settings(
@@ -103,7 +127,9 @@ def encode_query(
     has_text = bool(text.strip())
     negatives = tuple(n for n in negatives if n.strip())
     check_negatives(negatives)
-    encodings = encoder.encode_queries(([text] if has_text else []) + list(negatives))
+    extras = _quantity_texts((getattr(encoder, "parse", None) or _parse)(text), lexemes) if has_text else []
+    encodings = encoder.encode_queries(([text] if has_text else []) + list(negatives) + extras)
+    encodings, more = encodings[: len(encodings) - len(extras)], encodings[len(encodings) - len(extras) :]
     positive, negative = (encodings[0], encodings[1:]) if has_text else (None, encodings)
     vectors = []
     if positive is not None:
@@ -112,13 +138,23 @@ def encode_query(
             warnings.append("query longer than the model's context; its tail was ignored")
     if image is not None:
         vectors.append(image_vector(encoder, image))
+    use_lexemes = positive is not None and lexemes and len(positive.parsed.lexemes) > 0
+    quantities = _quantities(positive.parsed, more, use_lexemes) if more else None
+    if quantities is not None and quantities.global_vector is not None:
+        vectors[0] = quantities.global_vector
     g = unit(np.mean(vectors, axis=0))
     dim = len(g)
-    use_lexemes = positive is not None and lexemes and len(positive.parsed.lexemes) > 0
     lexeme_vectors = np.zeros((0, dim), np.float32)
     if use_lexemes:
         lexeme_vectors = positive.lexeme_vectors.numpy().astype(np.float32)
+    if quantities is not None and use_lexemes and quantities.instances:
+        lexeme_vectors[list(quantities.instances)] = np.stack(list(quantities.instances.values()))
     scored = decidable_relations(positive.parsed, warnings) if use_lexemes and relations else []
+    extra: dict[str, Any] = {}
+    if quantities is not None and use_lexemes:
+        parsed = positive.parsed
+        scored = [r for r in scored if not (parsed.negated[r[0]] or parsed.negated[r[2]])]
+        extra = {"counts": parsed.counts, "negated": parsed.negated, "embedded": quantities.texts}
     return Query(
         text=text,
         global_vector=g,
@@ -136,6 +172,7 @@ def encode_query(
         ),
         has_image=image is not None,
         warnings=tuple(warnings),
+        **extra,
     )
 
 
@@ -143,6 +180,59 @@ def require_query(text: str | None, image: Path | None) -> None:
     """Refuse a query of nothing: no text (or only spaces) and no image."""
     if not (text or "").strip() and image is None:
         raise QueryError("empty query; give some text or --image PATH")
+
+
+@dataclass(frozen=True)
+class _Quantities:
+    global_vector: np.ndarray | None  # of the text without its negations (None: nothing negated)
+    # lexeme -> its vector: one instance's for a counted or negated lexeme, the positive text's
+    # for the others when something is negated
+    instances: dict[int, np.ndarray]
+    texts: tuple[str, ...]  # what each lexeme vector embeds
+
+
+def _parse(text: str) -> Any:
+    from harmosearch.model.lexemes import parse
+
+    return parse(text)
+
+
+def counts_or_negates(parsed: Any) -> bool:
+    """Whether a parsed text counts or negates a lexeme."""
+    return any(lex.count is not None or lex.negated for lex in parsed.lexemes)
+
+
+def _quantified(parsed: Any, lexemes: bool) -> list[int]:
+    """The lexemes a query counts or negates (none without lexemes: --global-only)."""
+    return [j for j, lex in enumerate(parsed.lexemes) if lex.count is not None or lex.negated] if lexemes else []
+
+
+def _quantity_texts(parsed: Any, lexemes: bool) -> list[str]:
+    """The texts a query that counts or negates needs encoded besides its own (in the same call):
+    the text without its negations, one instance of each counted or negated lexeme; none for any
+    other query."""
+    from harmosearch.model.quantities import instance_text
+
+    positive = [parsed.positive_text()] if any(parsed.negated) else []
+    return positive + [instance_text(parsed.lexemes[j].text) for j in _quantified(parsed, lexemes)]
+
+
+def _quantities(parsed: Any, encodings: list[Any], lexemes: bool) -> _Quantities:
+    """What the encodings of `_quantity_texts` give a query: the global vector of its positive
+    text, and the vectors that replace its lexemes' own."""
+    negated = any(parsed.negated)
+    quantified = _quantified(parsed, lexemes)
+    global_vector = encodings[0].global_vector.numpy() if negated else None
+    instances, embedded = {}, list(parsed.lexeme_texts)
+    kept = [j for j, lex in enumerate(parsed.lexemes) if not lex.negated]
+    if negated and lexemes and encodings[0].parsed.lexeme_texts == [parsed.lexemes[j].text for j in kept]:
+        # A lexeme after a negation ("no cars, only a bicycle") would see it in the text's tokens.
+        instances = {j: v.astype(np.float32) for j, v in zip(kept, encodings[0].lexeme_vectors.numpy(), strict=True)}
+    for j, one in zip(quantified, encodings[1:] if negated else encodings, strict=True):
+        if len(one.parsed.lexemes) == 1:  # else the lexeme keeps its vector from the text
+            instances[j] = one.lexeme_vectors.numpy()[0].astype(np.float32)
+            embedded[j] = one.parsed.lexemes[0].text
+    return _Quantities(global_vector, instances, tuple(embedded))
 
 
 def vector_query(vector: np.ndarray, lexeme: str | None = None) -> Query:

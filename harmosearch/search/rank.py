@@ -29,12 +29,13 @@ class Ranking:
 
 def confidence(calibration: Any, scored: Scored, settings: SearchConfig) -> np.ndarray:
     """Which candidates score above the calibration's bar. The score measured leaves out the
-    relations' geometric term and the window penalty, which the null queries do not get (so an
-    index's calibration holds whatever search.window_penalty is); a query without lexemes
-    ranks by its global score, which the calibration holds at alpha 1."""
+    relations' geometric term, the window penalty and the count and negation terms, which the
+    null queries do not get (so an index's calibration holds whatever search.window_penalty
+    is); a query without lexemes (or with negated ones only) ranks by its global score, which
+    the calibration holds at alpha 1."""
     from harmosearch.search.calibration import assess
 
-    at = settings.alpha_for(scored.n_lexemes) if scored.n_lexemes else 1.0
+    at = settings.alpha_for(scored.n_wanted) if scored.n_wanted else 1.0
     return assess(calibration, plain_fused_scores(scored, settings), at).confident
 
 

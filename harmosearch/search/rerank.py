@@ -27,7 +27,7 @@ from harmosearch.config import SearchConfig
 from harmosearch.search.box_search import as_seeds, decode_side, search_boxes
 from harmosearch.search.contrast import Contrast
 from harmosearch.search.crops import crop_scores
-from harmosearch.search.fuse import fuse, negatives_term
+from harmosearch.search.fuse import absence_term, fuse, lexeme_part, negatives_term
 from harmosearch.search.query import Query
 from harmosearch.search.rank import Ranking, above
 from harmosearch.search.score import RegionTable, Scored, best_regions, related_lexemes
@@ -136,7 +136,7 @@ def rerank(
         if searching:
             found = {p: boxes[i * count : (i + 1) * count] for i, p in enumerate(kept)}
             lexeme_scores[kept] = scores.reshape(len(kept), count)
-        crops[kept] = looks.reshape(len(kept), count).mean(1)
+        crops[kept] = looks.reshape(len(kept), count)[:, scored.wanted].mean(1)
     if not s.rerank:
         return replace(ranking, boxes=found), warnings
     return _reordered(ranking, scored, head, lexeme_scores, crops, s, found), warnings
@@ -151,18 +151,21 @@ def _reordered(
     s: SearchConfig,
     found: dict[int, np.ndarray],
 ) -> Ranking:
-    """The head reordered by `reordered_scores` and cut at a numeric min_score."""
+    """The head reordered by `reordered_scores` and cut at a numeric min_score; a query's negated
+    lexemes stay out of the mean, its count and negation terms as the fused scores hold them."""
     match = scored.match
-    alpha = s.alpha_for(scored.n_lexemes)
+    alpha = s.alpha_for(scored.n_wanted)
     fused = ranking.fused.copy()
+    absent = absence_term(scored, s)
     fused[head] = reordered_scores(
         s,
         fused[head],
         scored.global_scores[head],
-        lexeme_scores[head],
+        lexeme_part(scored, s, lexeme_scores)[head],
         crops[head],
         match.relation_scores[head] if match.relation_scores.size else None,
-        negatives_term(scored.negative_global[head], scored.negative_regions[head], alpha),
+        negatives_term(scored.negative_global[head], scored.negative_regions[head], alpha)
+        + (absent[head] if isinstance(absent, np.ndarray) else absent),
     )
     head = head[np.lexsort((scored.candidates[head], -fused[head]))]
     return replace(

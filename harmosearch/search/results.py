@@ -14,12 +14,32 @@ from harmosearch.search.query import Relation
 from harmosearch.search.rank import Ranking
 from harmosearch.search.score import RegionTable, Scored
 
+Box = tuple[float, float, float, float]
+
 
 @dataclass(frozen=True)
 class LexemeMatch:
     text: str
     score: float
-    box: tuple[float, float, float, float]  # x0, y0, x1, y1 in pixels of the original image
+    box: Box  # x0, y0, x1, y1 in pixels of the original image
+    count: int | None = None  # instances found, when the query counts this lexeme ("two red circles")
+    instances: tuple[Box, ...] = ()  # the box of each instance counted, best first
+    negated: bool = False  # the query asks for its absence; `box` is where it would be
+    presence: float | None = None  # a negated lexeme's presence in [0, 1] (search/count.py)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"text": self.text, "score": round(self.score, 6), "box": _rounded(self.box)}
+        if self.count is not None:
+            out["count"] = self.count
+            out["instances"] = [_rounded(box) for box in self.instances]
+        if self.negated:
+            out["negated"] = True
+            out["presence"] = None if self.presence is None else round(self.presence, 4)
+        return out
+
+
+def _rounded(box: Box) -> list[float]:
+    return [round(v, 1) for v in box]
 
 
 @dataclass(frozen=True)
@@ -65,9 +85,7 @@ class Result:
             "global_score": round(self.global_score, 6),
             "confident": self.confident,
             "taken": self.taken,
-            "lexemes": [
-                {"text": m.text, "score": round(m.score, 6), "box": [round(v, 1) for v in m.box]} for m in self.lexemes
-            ],
+            "lexemes": [m.to_dict() for m in self.lexemes],
             "relations": [r.to_dict() for r in self.relations],
         }
 
@@ -115,6 +133,8 @@ def build_results(
             LexemeMatch(text, float(ranking.lexeme_scores[p, j]), tuple(float(v) for v in shown[j]))
             for j, text in enumerate(lexeme_texts)
         )
+        if scored.tally is not None:
+            lexemes = tuple(_counted(m, scored.tally, p, j, regions) for j, m in enumerate(lexemes))
         related = tuple(
             RelationMatch(lexeme_texts[s], name, lexeme_texts[o], negated, float(match.relation_scores[p, r]))
             for r, (s, name, o, negated) in enumerate(relations)
@@ -140,6 +160,17 @@ def build_results(
             )
         )
     return results
+
+
+def _counted(match: LexemeMatch, tally: Any, p: int, j: int, regions: RegionTable) -> LexemeMatch:
+    """A lexeme's match with what the query's count or negation found (search/count.py)."""
+    if tally.negated[j]:
+        return replace(match, negated=True, presence=float(tally.presence[p, j]))
+    if not tally.counted[j]:
+        return match
+    rows = tally.instances[p, j]
+    boxes = tuple(tuple(float(v) for v in box) for box in regions.boxes[rows[rows >= 0]])
+    return replace(match, count=int(tally.found[p, j]), instances=boxes)
 
 
 def by_date(results: list[Result], taken_local: np.ndarray) -> list[Result]:

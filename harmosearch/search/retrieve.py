@@ -81,11 +81,13 @@ def _searched(where: Searchable, query: Query, s: SearchConfig, allowed: np.ndar
         wanted = min(images, max(s.k, s.global_candidates))
         _, ids = search_vectors(gpu.get("global", where.global_index), query.global_vector[None], wanted, allowed)
         found.append(ids[0][ids[0] >= 0])
-    if len(query.lexeme_vectors) and regions:
+    # A negated lexeme's best regions show what the query does not want: they find no candidates.
+    lexemes = query.lexeme_vectors[query.wanted] if query.negated else query.lexeme_vectors
+    if len(lexemes) and regions:
         # One batched call for all lexemes; FAISS pads with -1 when asked for more than it holds.
         wanted = min(regions, s.region_candidates)
         index = gpu.get("regions", where.region_index)
-        _, ids = search_vectors(index, query.lexeme_vectors, wanted, region_allowed)
+        _, ids = search_vectors(index, lexemes, wanted, region_allowed)
         found.append(where.region_images[ids[ids >= 0]])
     if not found:
         return np.zeros(0, dtype=np.int64)

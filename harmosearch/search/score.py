@@ -16,6 +16,7 @@ import numpy as np
 if TYPE_CHECKING:
     from harmosearch.config import SearchConfig
     from harmosearch.search.contrast import Contrast
+    from harmosearch.search.count import PresenceRule, Tally
     from harmosearch.search.query import Query
 
 BLOCK_ROWS = 65_536  # region rows scored at once
@@ -309,10 +310,21 @@ class Scored:
     negative_global: np.ndarray  # [C, N] each --not phrase against the image
     negative_regions: np.ndarray  # [C, N] and against its best region
     contrast: Contrast | None = None  # the lexemes' rivals, which weighed `match.scores`
+    tally: Tally | None = None  # counted and negated lexemes (count.py); None when the query has none
 
     @property
     def n_lexemes(self) -> int:
         return self.match.scores.shape[1]
+
+    @property
+    def wanted(self) -> np.ndarray | slice:
+        """The lexemes asked to be present (the columns the mean over lexemes takes): all but the
+        negated ones."""
+        return slice(None) if self.tally is None else np.flatnonzero(~self.tally.negated)
+
+    @property
+    def n_wanted(self) -> int:
+        return self.n_lexemes if self.tally is None else int((~self.tally.negated).sum())
 
 
 def score_candidates(
@@ -323,10 +335,13 @@ def score_candidates(
     query: Query,
     settings: SearchConfig,
     contrast: Contrast | None = None,
+    presence: PresenceRule | None = None,
 ) -> Scored:
     """Score the candidates for the query from the stored vectors: the global vectors, the
-    regions chosen for its lexemes in `ranking` (the table with the window penalty), and its
-    --not phrases against the `plain` table (negatives know no window penalty)."""
+    regions chosen for its lexemes in `ranking` (the table with the window penalty), its --not
+    phrases against the `plain` table (negatives know no window penalty), and, for a query that
+    counts or negates a lexeme, the instances and presences `presence` finds in the plain table
+    (count.py; its fallback rule when None)."""
     global_scores = np.asarray(global_vectors[candidates], dtype=np.float32) @ query.global_vector
     match = match_regions(
         ranking,
@@ -343,4 +358,21 @@ def score_candidates(
     if len(query.negative_global):
         negative_global = np.asarray(global_vectors[candidates], dtype=np.float32) @ query.negative_global.T
         negative_regions, _ = best_regions(plain, candidates, query.negative_regions, 0.0)
-    return Scored(candidates, global_scores, match, negative_global, negative_regions, contrast)
+    counted = None
+    if query.quantified:
+        from harmosearch.search.count import presence_rule, tally
+
+        rule = presence or presence_rule(None, settings, 0.0)
+        counted = tally(
+            plain,
+            candidates,
+            query.lexeme_vectors,
+            query.counts,
+            query.negated,
+            rule,
+            settings.count_overlap,
+            contrast,
+            settings.count_rival_share,
+            settings.count_centres,
+        )
+    return Scored(candidates, global_scores, match, negative_global, negative_regions, contrast, counted)

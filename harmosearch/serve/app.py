@@ -46,6 +46,10 @@ class Match(BaseModel):
     text: str
     score: float
     box: list[float] = Field(description="x0, y0, x1, y1 in pixels of the original image (after EXIF rotation)")
+    count: int | None = Field(None, description="instances found, when the query counts this lexeme")
+    instances: list[list[float]] | None = Field(None, description="the box of each instance counted")
+    negated: bool | None = Field(None, description="the query asks for its absence ('without a hat')")
+    presence: float | None = Field(None, description="a negated lexeme's presence, 0 to 1")
 
 
 class Hit(BaseModel):

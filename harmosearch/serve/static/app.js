@@ -55,12 +55,30 @@ function boxElement(box, width, height, stroke, label) {
   return node;
 }
 
+// A lexeme as the query asked for it: its score, how many were counted ("×2"), or for an absence
+// asked for ("without a hat"), how present the thing is.
+function lexemeLabel(match, digits) {
+  if (match.negated) return `no ${match.text} (presence ${match.presence.toFixed(2)})`;
+  const counted = match.count === undefined ? "" : ` ×${match.count}`;
+  return `${match.text} ${match.score.toFixed(digits)}${counted}`;
+}
+
+// The boxes of a lexeme: its box, and each instance counted; none for an absence.
+function lexemeBoxes(match, j, result, labelled) {
+  if (match.negated) return [];
+  const label = labelled ? lexemeLabel(match, 2) : undefined;
+  const instances = (match.instances || []).map((box, n) =>
+    boxElement(box, result.width, result.height, colour(j), labelled ? `${n + 1}` : undefined),
+  );
+  return [boxElement(match.box, result.width, result.height, colour(j), label), ...instances];
+}
+
 function scoreList(result, container) {
   result.lexemes.forEach((match, j) => {
     const item = element("span");
     const swatch = element("i", "swatch");
     swatch.style.background = colour(j);
-    item.append(swatch, `${match.text} ${match.score.toFixed(3)}`);
+    item.append(swatch, lexemeLabel(match, 3));
     container.append(item);
   });
   // Each relation of the query and how well the boxes shown hold it (0 to 1).
@@ -88,7 +106,7 @@ function card(result, position) {
   img.addEventListener("error", () => img.classList.add("missing"));
   img.src = `${base()}/thumbnails/${result.image_id}`;
   frame.append(img);
-  result.lexemes.forEach((match, j) => frame.append(boxElement(match.box, result.width, result.height, colour(j))));
+  result.lexemes.forEach((match, j) => frame.append(...lexemeBoxes(match, j, result, false)));
   const cell = element("div", "cell");
   cell.append(frame);
   const caption = element("div", "caption");
@@ -170,9 +188,7 @@ function open(position) {
   stage.querySelectorAll(".box").forEach((node) => node.remove());
   $("full").src = `${base()}/images/${result.image_id}`;
   $("full").alt = result.path;
-  result.lexemes.forEach((match, j) => {
-    stage.append(boxElement(match.box, result.width, result.height, colour(j), `${match.text} ${match.score.toFixed(2)}`));
-  });
+  result.lexemes.forEach((match, j) => stage.append(...lexemeBoxes(match, j, result, true)));
   $("viewer-title").textContent =
     `#${result.rank} of ${state.results.length}  ${result.path}  ${result.width}×${result.height}  score ${result.score.toFixed(3)}`;
   const scores = $("viewer-scores");
