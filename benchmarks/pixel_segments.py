@@ -5,9 +5,9 @@ retrieval.
 
     python benchmarks/pixel_segments.py [--model harmo-tiny] [--n 300]
 
-"With" is `harmosearch bench --detail high` as it is; "without" swaps regions.pixel_segment_boxes
-for one that finds no segment, which also brings the dense map's segments back (they are
-replaced only when pixel boxes are given). One-lexeme queries at phrase_alpha 0.5 (as before
+"With" is `harmosearch bench --detail high` as it is; "without" sets regions.pixel_segments to
+none, which also brings the dense map's segments back (they are replaced only when pixel boxes
+are given). One-lexeme queries at phrase_alpha 0.5 (as before
 it existed) and 0.15 (the default). Appends to benchmarks/results/pixel_segments.jsonl.
 """
 
@@ -18,28 +18,21 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import append_result
 
 from harmosearch.bench import run_bench
-from harmosearch.config import load_config
-from harmosearch.regions import proposals as regions
+from harmosearch.config import RegionConfig, load_config
 
 
-def no_segments(image: Any, width: int, height: int) -> np.ndarray:
-    return np.zeros((0, 4), np.float32)
-
-
-def figures(model: str, n: int, phrase_alpha: float, objects: str) -> dict[str, Any]:
+def figures(model: str, n: int, phrase_alpha: float, objects: str, pixels: bool) -> dict[str, Any]:
     config = load_config(
         overrides={
             "encoder.model": model,
             "regions.detail": "high",
+            "regions.pixel_segments": RegionConfig().pixel_segments if pixels else (),
             "search.refine": False,
             "search.phrase_alpha": phrase_alpha,
-            "index.workers": 0,  # the swap must reach the batches: no worker processes
         }
     )
     tasks = ("search", "grounding", "retrieval") if objects == "mixed" else ("search", "grounding")
@@ -63,17 +56,13 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=300)
     args = parser.parse_args()
     record: dict[str, Any] = {"model": args.model, "split": "val", "n": args.n}
-    found, scales = regions.pixel_segment_boxes, regions.PIXEL_SCALES
     for pixels in (True, False):
-        regions.pixel_segment_boxes = found if pixels else no_segments
-        regions.PIXEL_SCALES = scales if pixels else ()  # a distinct cache key for the encodings
         for phrase_alpha in (0.5, 0.15):
             for objects in ("small", "large", "mixed"):
-                row = figures(args.model, args.n, phrase_alpha, objects)
+                row = figures(args.model, args.n, phrase_alpha, objects, pixels)
                 key = f"{'with' if pixels else 'without'} pixel segments, phrase_alpha {phrase_alpha}, {objects}"
                 record[key] = row
                 print(key, {k: v for k, v in row.items() if k != "retrieval_R@1"}, flush=True)
-    regions.pixel_segment_boxes, regions.PIXEL_SCALES = found, scales
     print(f"appended to {append_result('pixel_segments', record)}")
 
 

@@ -599,6 +599,23 @@ def cpu_paths_sentence() -> str:
         f"{rates[default]:.2f} photos/s along this CPU's default path, {default}, against {fp32:.2f} in fp32 "
         f"({d['speed_over_fp32'][default]:.2f}×; record `cpu_runtime.jsonl` {d['time']})"
     )
+def proposals() -> str:
+    """Whether the proposals fit objects on flat grounds and over photographs (validation)."""
+    found = latest("proposals_clutter.jsonl")
+    rows = []
+    for world, label in (("flat", "flat"), ("photo", "over photographs")):
+        for variant in ("dense-map segments", "pixel segments at 300", "pixel segments at 100, 300, 1000"):
+            row = get(found, f"{world}, {variant}") or {}
+            keys = ("proposal_ceiling", "grounding", "P@5", "box@0.5")
+            rows.append([f"{label}, {variant}", *(pct(row.get(k)) for k in keys)])
+    cost = get(found, "cost", "ViT-B-16:random") or {}
+    share = cost.get("pixel segments at 100, 300, 1000 / encoding")
+    note = (
+        f"\n\nRecord: {named(found)}; validation scenes ({get(found, 'n')} per world), default detail. "
+        f"The three scales take {pct(share)}% of a ViT-B/16 image encoding's time (fp32, this CPU)."
+    )
+    header = ["world, segment boxes", "proposal ceiling", "grounding", "phrase P@5", "box IoU ≥ 0.5"]
+    return table(header, rows) + note
 
 
 # The tables a page asks for with a line `<!-- generated: NAME -->` (docs/hooks.py).
@@ -682,6 +699,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "dupes": dupes,
     "calibration": calibration,
     "counting": counting,
+    "proposals": proposals,
 }
 
 

@@ -40,9 +40,9 @@ def segment_boxes_one_by_one(dense, thresholds, max_fraction=0.7):
     return torch.tensor(sorted(found), dtype=torch.float32).reshape(-1, 4)
 
 
-def pixel_segments_one_by_one(image, width, height):
+def pixel_segments_one_by_one(image, width, height, scales):
     """One decoded picture: shrunk to regions.PIXEL_SIDE on its short side (never enlarged),
-    segmented at each of regions.PIXEL_SCALES, then each segment's pixels found one label at a
+    segmented at each of `scales`, then each segment's pixels found one label at a
     time; boxes filtered and scaled to the full width x height."""
     from skimage.segmentation import felzenszwalb
 
@@ -53,7 +53,7 @@ def pixel_segments_one_by_one(image, width, height):
     pixels = np.asarray(image.convert("RGB"))
     rows, cols = pixels.shape[:2]
     found = set()
-    for scale in regions.PIXEL_SCALES:
+    for scale in scales:
         labels = felzenszwalb(pixels, scale=scale, sigma=regions.PIXEL_SIGMA, min_size=regions.PIXEL_MIN_SIZE)
         for label in np.unique(labels):
             ys, xs = np.nonzero(labels == label)

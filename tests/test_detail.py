@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 from torchvision.ops import box_iou, roi_align
 
-from harmosearch.config import load_config
+from harmosearch.config import RegionConfig, load_config
 from harmosearch.errors import IndexStoreError
 from harmosearch.indexing import build_index
 from harmosearch.indexing.encode import encode_files
@@ -51,11 +51,11 @@ def test_detail_size_is_whole_patches():
 
 def pool_by_loop(dense, fine, boxes):
     """Each box alone: RoIAlign on the model's map, or, when its longer side is under FINE_BELOW
-    cells, on the fine map with the box scaled to that map's grid."""
+    cells, on the fine map with the box scaled to that map's grid (no fine map: all on the model's)."""
     out = []
-    ratio = fine.shape[-1] / dense.shape[-1]
+    ratio = fine.shape[-1] / dense.shape[-1] if fine is not None else 1.0
     for box in boxes.tolist():
-        small = max(box[2] - box[0], box[3] - box[1]) < FINE_BELOW
+        small = fine is not None and max(box[2] - box[0], box[3] - box[1]) < FINE_BELOW
         source, scaled = (fine, [v * ratio for v in box]) if small else (dense, box)
         pooled = roi_align(source, [torch.tensor([scaled])], 1, 1.0, 2, True).flatten(1)
         out.append(torch.nn.functional.normalize(pooled, dim=-1)[0])
@@ -99,7 +99,7 @@ def test_high_detail_indexing_by_hand(scenes, test_encoder):
         assert fine.shape[-1] > dense.shape[-1]
         g = torch.nn.functional.normalize(g, dim=-1)
         # Boxes around pixel segments take the place of the dense map's segments.
-        pixel_segments = torch.from_numpy(pixel_segments_one_by_one(image, *image.size))
+        pixel_segments = torch.from_numpy(pixel_segments_one_by_one(image, *image.size, config.regions.pixel_segments))
         assert len(pixel_segments) and len(segment_boxes(dense, config.regions.segments)[0])
         windows, scales = window_boxes(*image.size, wider.scales, wider.overlap)
         pixel_boxes = torch.cat([pixel_segments, windows])
@@ -110,6 +110,15 @@ def test_high_detail_indexing_by_hand(scenes, test_encoder):
         np.testing.assert_allclose(high[i].vectors, expected.vectors.numpy(), atol=1e-4)
         box = to_grid(torch.tensor(probes[i]), *image.size, grid, own_size, resize)
         np.testing.assert_allclose(high[i].probes, pool_by_loop(dense, fine, box).numpy(), atol=1e-4)
+        # Normal detail: the same pixel segments (in place of the dense map's) and the plain
+        # windows, pooled from the model's own map.
+        windows, scales = window_boxes(*image.size, config.regions.scales, config.regions.overlap)
+        pixel_boxes = torch.cat([pixel_segments, windows])
+        grid_boxes = to_grid(pixel_boxes, *image.size, grid, own_size, resize)
+        labels = torch.cat([torch.full((len(pixel_segments),), SEGMENT), scales])
+        (expected,) = select([(pixel_boxes, labels)], [pool_by_loop(dense, None, grid_boxes)], g, config.regions)
+        np.testing.assert_allclose(normal[i].boxes, expected.boxes.numpy(), atol=1e-4)
+        np.testing.assert_allclose(normal[i].vectors, expected.vectors.numpy(), atol=1e-4)
 
 
 @pytest.mark.parametrize("size", [(224, 224), (448, 336), (90, 150)])
@@ -118,9 +127,10 @@ def test_pixel_segments_equal_the_label_by_label_reference(scenes, size):
     are in pixels of the full picture, which may be larger than the decoded one (draft decoding)."""
     path = sorted((scenes / "images").glob("*.png"))[1]
     image = Image.open(path).convert("RGB").resize(size)
+    scales = RegionConfig().pixel_segments
     for full in (size, (size[0] * 3, size[1] * 3)):
-        got = pixel_segment_boxes(image, *full)
-        expected = pixel_segments_one_by_one(image, *full)
+        got = pixel_segment_boxes(image, *full, scales)
+        expected = pixel_segments_one_by_one(image, *full, scales)
         assert got.dtype == np.float32 and len(got) == len(expected) > 0
         np.testing.assert_allclose(got, expected, rtol=1e-6)
 
@@ -131,7 +141,7 @@ def test_pixel_segments_box_a_small_object_on_a_speckled_ground():
     rng = np.random.default_rng(0)
     pixels = (128 + rng.integers(-12, 13, (480, 640, 1))).repeat(3, axis=2).astype(np.uint8)
     pixels[300:318, 400:424] = (200, 30, 30)
-    boxes = pixel_segment_boxes(Image.fromarray(pixels), 640, 480)
+    boxes = pixel_segment_boxes(Image.fromarray(pixels), 640, 480, RegionConfig().pixel_segments)
     truth = torch.tensor([[400.0, 300.0, 424.0, 318.0]])
     assert float(box_iou(truth, torch.from_numpy(boxes)).max()) >= 0.7
     assert len(boxes) < 50  # the speckles are not boxed one by one
@@ -145,10 +155,12 @@ def test_an_index_keeps_its_detail_and_old_indexes_count_as_normal(scenes, tmp_p
     build_index(scenes / "images", tmp_path / "old", config_with("normal"), encoder=test_encoder)
     manifest_file = tmp_path / "old" / "manifest.json"
     manifest = json.loads(manifest_file.read_text())
+    assert manifest["config"]["regions"]["pixel_segments"] == list(RegionConfig().pixel_segments)
     del manifest["config"]["regions"]["detail"]  # as written before regions.detail existed
+    del manifest["config"]["regions"]["pixel_segments"]  # ... and before normal detail had pixel segments
     manifest_file.write_text(json.dumps(manifest))
     report = build_index(scenes / "images", tmp_path / "old", config_with("normal"), encoder=test_encoder)
-    assert not report.committed
+    assert not report.committed  # its own settings kept: nothing to re-encode, no --rebuild asked
 
 
 def test_a_high_detail_index_of_older_proposals_must_be_rebuilt(scenes, tmp_path, test_encoder):
@@ -162,6 +174,14 @@ def test_a_high_detail_index_of_older_proposals_must_be_rebuilt(scenes, tmp_path
     assert manifest["proposals"] == json.loads(json.dumps(proposal_constants("high")))
     report = build_index(scenes / "images", tmp_path / "high", config_with("high"), encoder=test_encoder)
     assert not report.committed  # nothing changed: no error, nothing written
+    # Before regions.pixel_segments, the scales were the second of the pixel constants: such an
+    # index keeps its own scales on update instead of being re-encoded.
+    legacy = json.loads(json.dumps(manifest))
+    legacy["proposals"]["pixels"].insert(1, [300.0])
+    del legacy["config"]["regions"]["pixel_segments"]
+    manifest_file.write_text(json.dumps(legacy))
+    report = build_index(scenes / "images", tmp_path / "high", config_with("high"), encoder=test_encoder)
+    assert not report.committed
     for older in ({k: v for k, v in manifest.items() if k != "proposals"}, {**manifest, "proposals": {"pixels": []}}):
         manifest_file.write_text(json.dumps(older))
         with pytest.raises(IndexStoreError, match=r"region proposals of an older harmosearch; re-run with --rebuild"):

@@ -53,8 +53,8 @@ DetailOption = Annotated[
     str | None,
     typer.Option(
         "--detail",
-        help="normal (default), or high: regions pooled from a second pass at 1.5x the input size, "
-        "and boxes around segments of the pixels; finds small objects, indexing takes longer (README).",
+        help="normal (default), or high: small regions pooled from a second pass at 1.5x the input size, "
+        "smaller windows, twice the regions; finds small objects, indexing takes longer (README).",
     ),
 ]
 RefineOption = Annotated[

@@ -93,20 +93,19 @@ def _settings(config: Config, old: Any, encoder: Any, index: Path) -> tuple[Conf
     from harmosearch.model.encoder import EncoderIdentity, load_encoder
     from harmosearch.model.loading import canonical_spec
 
+    stored, old_proposals = _as_built(old.manifest) if old is not None else ({}, None)
     if old is not None:
-        config = kept_settings(config.over(old.manifest["config"], KEPT_ON_UPDATE), old.manifest["encoder"])
+        config = kept_settings(config.over(stored, KEPT_ON_UPDATE), old.manifest["encoder"])
     config = replace(config, encoder=replace(config.encoder, model=canonical_spec(config.encoder.model)))
     encoder = encoder or (load_encoder(config) if old is None else load_like_index(config, index))
     if old is not None:
         check_same_path(index, old.manifest["encoder"], encoder)
         built_with = EncoderIdentity.from_dict(old.manifest["encoder"])
         differs = built_with.mismatch(encoder.identity)
-        stored, wanted = old.manifest["config"], config.to_json()
-        # Indexes made before regions.detail existed pooled at the model's own size.
-        stored = {**stored, "regions": {"detail": "normal", **stored["regions"]}}
+        wanted = config.to_json()
         regions_differ = stored["regions"] != wanted["regions"]
         # At high detail the proposals also depend on the version's constants (pixel segments).
-        older_proposals = not regions_differ and old.manifest.get("proposals") != _proposals(config)
+        older_proposals = not regions_differ and old_proposals != _proposals(config)
         if differs or regions_differ or older_proposals or stored.get("media") != wanted["media"]:
             what = (
                 f"model {built_with.spec!r}"
@@ -125,6 +124,24 @@ def _settings(config: Config, old: Any, encoder: Any, index: Path) -> tuple[Conf
     if requested != "auto" and (old is None or old.manifest["config"]["index"]["index_type"] != requested):
         check_index_type(requested, encoder.identity.embed_dim)  # before anything is encoded
     return recorded(config, encoder), encoder
+
+
+def _as_built(manifest: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+    """An index's config and proposal constants as this version names them, for the settings an
+    older version did not record: regions.detail (normal before it existed) and
+    regions.pixel_segments (the scales then kept among the high detail's constants; none at
+    normal detail, where the dense map's segments were the only ones)."""
+    stored = manifest["config"]
+    regions = {"detail": "normal", **stored["regions"]}
+    proposals = manifest.get("proposals")
+    if "pixel_segments" not in regions:
+        pixels = list((proposals or {}).get("pixels") or [])
+        scales: list[Any] = []
+        if len(pixels) == 7:  # [side, scales, sigma, min size, min box, max fraction, replace]
+            scales = list(pixels.pop(1))
+            proposals = {**proposals, "pixels": pixels}
+        regions["pixel_segments"] = scales
+    return {**stored, "regions": regions}, proposals
 
 
 def _proposals(config: Config) -> Any:

@@ -126,7 +126,9 @@ class _BatchJob:
                     arrays.append(self.encoder.transform(image))
                 if self.fine_transform is not None:
                     fine.append(self.fine_transform(image))
-                    segments.append(torch.from_numpy(pixel_segment_boxes(image, width, height)))
+                if self.regions.pixel_segments:
+                    boxes = pixel_segment_boxes(image, width, height, tuple(self.regions.pixel_segments))
+                    segments.append(torch.from_numpy(boxes))
                 batch.positions.append(i)
                 batch.sizes.append((width, height))
                 batch.times.append(seconds)
@@ -137,6 +139,7 @@ class _BatchJob:
                 batch.pixels = torch.stack(arrays)
             if fine:
                 batch.fine_pixels = torch.stack(fine)
+            if segments:
                 batch.segments = segments
         return self.encode(batch) if self.encode_here else batch
 

@@ -27,18 +27,17 @@ HIGH_DETAIL_WINDOWS = (0.2, 0.15)
 # distinct from the global vector, crowd out the large ones (validation: the proposal ceiling
 # for large objects fell from 0.99 to 0.79).
 HIGH_DETAIL_REGIONS = 2
-# ... and boxes around segments of the picture's own pixels join them: Felzenszwalb and
-# Huttenlocher's graph segmentation (scikit-image) of the picture at PIXEL_SIDE pixels on its
-# short side, at each of PIXEL_SCALES (larger: larger segments), segments of at least
+# Boxes around segments of the picture's own pixels (regions.pixel_segments, at every detail):
+# Felzenszwalb and Huttenlocher's graph segmentation (scikit-image) of the picture at PIXEL_SIDE
+# pixels on its short side, at each of the configured scales, segments of at least
 # PIXEL_MIN_SIZE pixels there. A segment box smaller than PIXEL_MIN_BOX pixels on a side there,
 # or covering more than PIXEL_MAX_FRACTION of the picture, is left out (specks, the background).
 # Pixels find the edges of a small object that a 14 x 14 map of patches cannot. They replace the
-# dense-map segment boxes (regions.segments) at that detail: on the validation scenes, without
+# dense-map segment boxes (regions.segments): at high detail on the validation scenes, without
 # those, phrase search P@5 went from 92.1 / 87.9 / 90.8 to 91.7 / 89.6 / 93.8 (small, large,
 # default set) and caption text->image R@1 from 66.3 / 69.1 to 67.9 / 70.9 (fused, relation-aware).
 PIXELS_REPLACE_SEGMENTS = True
 PIXEL_SIDE = 112
-PIXEL_SCALES = (300.0,)
 PIXEL_SIGMA = 0.8
 PIXEL_MIN_SIZE = 10
 PIXEL_MIN_BOX = 3
@@ -181,7 +180,6 @@ def proposal_constants(detail: str) -> dict[str, Any] | None:
         "high": [HIGH_DETAIL_SCALE, FINE_BELOW, HIGH_DETAIL_WINDOWS, HIGH_DETAIL_REGIONS],
         "pixels": [
             PIXEL_SIDE,
-            PIXEL_SCALES,
             PIXEL_SIGMA,
             PIXEL_MIN_SIZE,
             PIXEL_MIN_BOX,
@@ -191,9 +189,9 @@ def proposal_constants(detail: str) -> dict[str, Any] | None:
     }
 
 
-def pixel_segment_boxes(image: Any, width: int, height: int) -> Any:
+def pixel_segment_boxes(image: Any, width: int, height: int, scales: tuple[float, ...]) -> Any:
     """Boxes (pixels of the full width x height picture) around the segments of a decoded
-    picture (PIL, any size) at PIXEL_SCALES, rows distinct: float32 [N, 4] (see PIXEL_SIDE)."""
+    picture (PIL, any size) at each of `scales`, rows distinct: float32 [N, 4] (see PIXEL_SIDE)."""
     import numpy as np
     from scipy.ndimage import find_objects
     from skimage.segmentation import felzenszwalb
@@ -205,7 +203,7 @@ def pixel_segment_boxes(image: Any, width: int, height: int) -> Any:
     pixels = np.asarray(image.convert("RGB"))
     rows, cols = pixels.shape[:2]
     found = []
-    for scale in PIXEL_SCALES:
+    for scale in scales:
         labels = felzenszwalb(pixels, scale=scale, sigma=PIXEL_SIGMA, min_size=PIXEL_MIN_SIZE)
         # find_objects: each label's bounding slices (labels from 1, so shifted by one).
         found += [(x.start, y.start, x.stop, y.stop) for y, x in filter(None, find_objects(labels + 1))]
@@ -377,9 +375,9 @@ def image_regions(
 ) -> list[Regions]:
     """Proposals (+ user boxes) for a batch of images, pooled from their dense maps and selected;
     with a fine map (regions.detail "high"), small boxes are pooled from it (pool_detailed) and
-    windows of HIGH_DETAIL_WINDOWS join the proposals, as do pixel_boxes[i] (pixels, boxes
-    around segments of the picture's pixels: pixel_segment_boxes) as segment boxes, in place of
-    the dense-map segments (PIXELS_REPLACE_SEGMENTS)."""
+    windows of HIGH_DETAIL_WINDOWS join the proposals. pixel_boxes[i] (pixels, boxes around
+    segments of the picture's pixels: pixel_segment_boxes, at any detail) join as segment boxes,
+    in place of the dense-map segments (PIXELS_REPLACE_SEGMENTS)."""
     import torch
 
     dense_segments = bool(config.segments) and not (pixel_boxes is not None and PIXELS_REPLACE_SEGMENTS)
