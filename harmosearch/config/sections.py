@@ -178,6 +178,17 @@ class SearchConfig(Section):
     # Drop results below this fused score; "auto": keep only results the index's calibration
     # finds confident (text queries).
     min_score: Annotated[float, Range()] | Literal["auto"] | None = None
+    # Region trust (regions/trust.py): measured when an index is built, on a sample of its own
+    # images, how well each region's vector picks out its own box shown alone (0: chance, 1:
+    # always). The region part of the fused score (1 - alpha, and the crops' weight in
+    # reordering) is weighed by 0 at or below trust_low, so that regions carrying no signal rank
+    # as --global-only, fully from trust_high, linearly between; an index without a measured trust
+    # ranks as if fully trusted. Chosen on the validation scenes (100, flat and photo world):
+    # trust_low above the most random weights of the bundled architecture reached (0.06 flat,
+    # 0.10 photo), trust_high well below what harmo-tiny reached on flat scenes (0.39; 0.11 on
+    # photographs, where its regions were never trained and tell boxes apart no better than random).
+    trust_low: Fraction = 0.12
+    trust_high: Fraction = 0.25
 
     def alpha_for(self, lexemes: int) -> float:
         """The weight of the global score for a query of this many lexemes."""
@@ -195,6 +206,8 @@ class SearchConfig(Section):
     def check(self) -> None:
         if not self.vocabulary.strip():
             raise ConfigError('search.vocabulary must be "auto", "none" or a file of phrases, one per line')
+        if self.trust_low > self.trust_high:
+            raise ConfigError("search.trust_low must not exceed search.trust_high")
 
 
 MAX_SCENES = 1_000_000  # synthetic scenes in one set: more is hours of drawing and gigabytes
