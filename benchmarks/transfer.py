@@ -62,8 +62,32 @@ def cell(model: str, world: str, n: int) -> dict[str, Any]:
             "fused_fully_weighed": before["search"]["P@5"],
         },
         "grounding": trusted["grounding"]["accuracy"],
+        "build": build_cost(base, encoder, scenes_folder(base, n, world)),
         "seconds": time.perf_counter() - started,
     }
+
+
+def scenes_folder(config: Any, n: int, world: str) -> Path:
+    """The folder of the test scenes the benchmarks above read."""
+    from harmosearch.bench.datasets import load_bench_set
+
+    return (
+        load_bench_set("synthetic", None, config.paths.cache_dir, n, "search", "test", "mixed", world).images[0].parent
+    )
+
+
+def build_cost(config: Any, encoder: Any, folder: Path) -> dict[str, float]:
+    """What measuring the trust costs in a build: `harmosearch index` of the scenes' folder, its
+    seconds and the trust measurement's (as the manifest records them)."""
+    import tempfile
+
+    from harmosearch.indexing import build_index
+    from harmosearch.store import read_manifest
+
+    with tempfile.TemporaryDirectory() as tmp:
+        report = build_index(folder, Path(tmp) / "index", config, encoder=encoder)
+        trust = read_manifest(Path(tmp) / "index")["region_trust"] or {}
+    return {"images": report.images, "seconds": report.seconds, "trust_seconds": trust.get("seconds", 0.0)}
 
 
 def main() -> None:
@@ -87,7 +111,8 @@ def main() -> None:
                 f"grounding {row['grounding']:.3f}; {row['seconds']:.0f} s",
                 flush=True,
             )
-    path = append_result("transfer", {"split": "test", "n": args.n, "rows": rows})
+    config = load_config().to_json()  # the defaults every row ran at (each with its own model)
+    path = append_result("transfer", {"split": "test", "n": args.n, "rows": rows, "config": config})
     print(f"appended to {path}")
 
 

@@ -262,7 +262,10 @@ def test_relation_aware_bench_scores_are_the_query_scores(pairs, tmp_path, monke
     from harmosearch.search import Index
 
     monkeypatch.setenv("HARMOSEARCH_CACHE", str(tmp_path / "cache"))
-    config = load_config(overrides={"encoder.model": TEST_MODEL, "encoder.device": "cpu", "index.workers": 0})
+    # the regions fully weighed whatever the index's measured trust (query_scores takes settings as given)
+    untrusted = {"search.trust_low": 0.0, "search.trust_high": 0.0}
+    overrides = {"encoder.model": TEST_MODEL, "encoder.device": "cpu", "index.workers": 0, **untrusted}
+    config = load_config(overrides=overrides)
     bench = load_pair_set(pairs, "pairs")
     images = encode_images(test_encoder, config, bench)
     build_index(pairs / "images", tmp_path / "index", config, encoder=test_encoder)

@@ -184,11 +184,12 @@ class SearchConfig(Section):
     # reordering) is weighed by 0 at or below trust_low, so that regions carrying no signal rank
     # as --global-only, fully from trust_high, linearly between; an index without a measured trust
     # ranks as if fully trusted. Chosen on the validation scenes (100, flat and photo world):
-    # trust_low above the most random weights of the bundled architecture reached (0.06 flat,
-    # 0.10 photo), trust_high well below what harmo-tiny reached on flat scenes (0.39; 0.11 on
-    # photographs, where its regions were never trained and tell boxes apart no better than random).
-    trust_low: Fraction = 0.12
-    trust_high: Fraction = 0.25
+    # trust_low at the most random weights of the bundled architecture reached (0.06 flat, 0.10
+    # photo), trust_high well below what harmo-tiny reached on flat scenes (0.39; 0.32 with another
+    # sample of the same scenes: a sample of about 100 regions is noisy). On photographs, where
+    # its regions were never trained, harmo-tiny measured 0.11: no better than random weights.
+    trust_low: Fraction = 0.1
+    trust_high: Fraction = 0.2
 
     def alpha_for(self, lexemes: int) -> float:
         """The weight of the global score for a query of this many lexemes."""
