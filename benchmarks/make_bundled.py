@@ -10,8 +10,9 @@
 3. writes the final weights in fp16 to harmosearch/model/bundled/NAME/.
 
 `harmo-tiny-gc` (global loss only, regions never trained) stands in for a stock CLIP: a model the
-ranking's settings were never chosen on. It shipped at the budget of issue #30's stand-in (4,000
-scenes, 450 steps of 128: the full 16,000 x 9 epochs did not fit a shared machine's afternoon).
+ranking's settings were never chosen on. The command above is issue #30's stand-in budget (4,000
+scenes, 450 steps of 128; about 6 minutes on 2 free cores); the bundled budget is the default
+--scenes and --epochs with --losses gc.
 """
 
 from __future__ import annotations

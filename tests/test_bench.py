@@ -415,6 +415,9 @@ def test_refined_bench_tasks_are_what_query_refine_shows(few_scenes, tmp_path, m
         "search.refine": True,
         "search.window_penalty": 0.1,
         "search.contrast": 0.5,
+        # the regions fully weighed whatever the indexes' measured trust: Run takes settings as given
+        "search.trust_low": 0.0,
+        "search.trust_high": 0.0,
     }
     config = load_config(overrides={**overrides, "search.rerank": 8, "search.crop_weight": 0.7})
     test_encoder = load_encoder(config)
