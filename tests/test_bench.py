@@ -262,7 +262,10 @@ def test_relation_aware_bench_scores_are_the_query_scores(pairs, tmp_path, monke
     from harmosearch.search import Index
 
     monkeypatch.setenv("HARMOSEARCH_CACHE", str(tmp_path / "cache"))
-    config = load_config(overrides={"encoder.model": TEST_MODEL, "encoder.device": "cpu", "index.workers": 0})
+    # the regions fully weighed whatever the index's measured trust (query_scores takes settings as given)
+    untrusted = {"search.trust_low": 0.0, "search.trust_high": 0.0}
+    overrides = {"encoder.model": TEST_MODEL, "encoder.device": "cpu", "index.workers": 0, **untrusted}
+    config = load_config(overrides=overrides)
     bench = load_pair_set(pairs, "pairs")
     images = encode_images(test_encoder, config, bench)
     build_index(pairs / "images", tmp_path / "index", config, encoder=test_encoder)
@@ -412,6 +415,9 @@ def test_refined_bench_tasks_are_what_query_refine_shows(few_scenes, tmp_path, m
         "search.refine": True,
         "search.window_penalty": 0.1,
         "search.contrast": 0.5,
+        # the regions fully weighed whatever the indexes' measured trust: Run takes settings as given
+        "search.trust_low": 0.0,
+        "search.trust_high": 0.0,
     }
     config = load_config(overrides={**overrides, "search.rerank": 8, "search.crop_weight": 0.7})
     test_encoder = load_encoder(config)

@@ -216,8 +216,11 @@ def scene_index(scenes, tmp_path_factory, test_encoder):
     from harmosearch.indexing import build_index
 
     path = tmp_path_factory.mktemp("refine") / "index"
+    # Regions fully weighed whatever the random model's measured trust (tests/test_trust.py): the
+    # references below rank by the plain formulas.
+    untrusted = {"search.trust_low": 0.0, "search.trust_high": 0.0}
     config = load_config(
-        overrides={"encoder.model": "harmo-test-vit:random", "encoder.device": "cpu", "index.workers": 0}
+        overrides={"encoder.model": "harmo-test-vit:random", "encoder.device": "cpu", "index.workers": 0, **untrusted}
     )
     build_index(scenes / "images", path, config, encoder=test_encoder)
     return path, config

@@ -13,15 +13,17 @@ import json
 import os
 import platform
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from harmosearch.bench.datasets import ARO_DATASETS, load_bench_set
 from harmosearch.bench.tasks import MODES, TASKS, Run
-from harmosearch.bench.vectors import Progress, encode_images
+from harmosearch.bench.vectors import Progress, bench_trust, encode_images
 from harmosearch.config import Config
 from harmosearch.errors import DataError
 from harmosearch.folders import output_file
+from harmosearch.regions.trust import region_weight, weighed
 
 
 def default_tasks(dataset: str, objects: str = "mixed") -> tuple[str, ...]:
@@ -88,9 +90,13 @@ def run_bench(
             raise DataError(f"{len(missing)} images of {bench.name} are missing, e.g. {missing[0]}")
         t0 = time.perf_counter()
         images = encode_images(encoder, config, bench, progress)
-        figures = TASKS[task](Run(encoder, config, bench, images, mode, save_scores, progress))
+        trust = bench_trust(encoder, bench, images)  # ranking weighs the regions as an index would
+        weighed_config = replace(config, search=weighed(config.search, trust))
+        figures = TASKS[task](Run(encoder, weighed_config, bench, images, mode, save_scores, progress))
         result["tasks"][task] = {
             **figures,
+            "region_trust": trust.to_dict() if trust is not None else None,
+            "region_weight": region_weight(trust, config.search.trust_low, config.search.trust_high),
             "dataset": bench.name,
             "seconds": round(time.perf_counter() - t0, 2),
             "image_encoding_seconds": round(images.seconds, 2),

@@ -288,3 +288,20 @@ def phrase_vectors(encoder: Any, phrases: list[str], templates: tuple[str, ...] 
             vec = sum(pooled) / len(pooled)
         out.append(F.normalize(vec.float(), dim=0).numpy())
     return np.stack(out).astype(np.float32)
+
+
+def bench_trust(encoder: Any, bench: BenchSet, images: ImageVectors) -> Any:
+    """The region trust of a benchmark's images (regions/trust.py), measured as an index measures
+    its own: its sampled pictures read as they were encoded (a set of crops, cropped)."""
+    from harmosearch.indexing.encode import crop_part
+    from harmosearch.regions.trust import measure_trust
+    from harmosearch.search.pictures import decode
+
+    def picture(i: int) -> Any:
+        image, width, height = decode(bench.images[i], float("nan"))
+        if bench.crops is not None and bench.crops[i] is not None:
+            return crop_part(image, width, height, bench.crops[i])
+        return image, width, height
+
+    r = images.regions
+    return measure_trust(encoder, picture, r.n_images, r.vectors, r.boxes, r.start)

@@ -31,7 +31,7 @@ def info(
     if as_json:
         print(json.dumps({**facts, **({"problems": problems} if verify else {})}, default=list))
     else:
-        _print_info(facts)
+        _print_info(facts, config.search)
     if not facts["photos_found"]:
         err.print(
             line(
@@ -48,7 +48,7 @@ def info(
         out.print("verify: every file matches its checksum and all tables are row-aligned")
 
 
-def _print_info(facts: dict[str, Any]) -> None:
+def _print_info(facts: dict[str, Any], search: Any) -> None:
     import json
 
     from rich.table import Table
@@ -72,6 +72,7 @@ def _print_info(facts: dict[str, Any]) -> None:
         ("updated", facts["updated"]),
         ("generation", str(facts["generation"])),
         ("calibrated", "yes" if facts["calibrated"] else "no (update the index to compute it)"),
+        ("region trust", _trust_line(facts["region_trust"], search)),
         ("size on disk", f"{facts['bytes'] / 1e6:.2f} MB"),
         ("last update", ", ".join(f"{k} {v}" for k, v in facts["last_update"].items())),
         ("config", json.dumps(facts["config"], default=list)),
@@ -79,3 +80,26 @@ def _print_info(facts: dict[str, Any]) -> None:
     for key, value in rows:
         table.add_row(key, value)
     out.print(table)
+
+
+def _trust_line(trust: dict[str, Any] | None, search: Any) -> str:
+    """How far ranking believes the index's regions (harmosearch.regions.trust), and the weight
+    the region part gets at these search settings."""
+    from harmosearch.regions.trust import region_weight
+
+    if trust is None:
+        return "not measured (made before it was: the next `harmosearch index` measures it); regions fully weighed"
+    if trust.get("trust") is None:
+        return "not measured (too few images or regions to sample); regions fully weighed"
+    weight = region_weight(trust["trust"], search.trust_low, search.trust_high)
+    weighed = (
+        "regions fully weighed"
+        if weight >= 1
+        else "regions not weighed: ranks as --global-only"
+        if weight <= 0
+        else f"regions weighed {weight:.2f}"
+    )
+    return (
+        f"{trust['trust']:.2f}, {weighed} (0: chance, 1: every sampled region picks its own box; "
+        f"{trust['regions']} regions of {trust['images']} images, {trust['seconds']:.1f} s)"
+    )

@@ -220,6 +220,18 @@ class SearchConfig(Section):
     count_centres: bool = False
     count_weight: Annotated[float, Range(0)] = 4.0
     negation_weight: Annotated[float, Range(0)] = 20.0
+    # Region trust (regions/trust.py): measured when an index is built, on a sample of its own
+    # images, how well each region's vector picks out its own box shown alone (0: chance, 1:
+    # always). The region part of the fused score (1 - alpha, and the crops' weight in
+    # reordering) is weighed by 0 at or below trust_low, so that regions carrying no signal rank
+    # as --global-only, fully from trust_high, linearly between; an index without a measured trust
+    # ranks as if fully trusted. Chosen on the validation scenes (100, flat and photo world):
+    # trust_low at the most random weights of the bundled architecture reached (0.06 flat, 0.10
+    # photo), trust_high well below what harmo-tiny reached on flat scenes (0.39; 0.32 with another
+    # sample of the same scenes: a sample of about 100 regions is noisy). On photographs, where
+    # its regions were never trained, harmo-tiny measured 0.11: no better than random weights.
+    trust_low: Fraction = 0.1
+    trust_high: Fraction = 0.2
 
     def alpha_for(self, lexemes: int) -> float:
         """The weight of the global score for a query of this many lexemes."""
@@ -237,6 +249,8 @@ class SearchConfig(Section):
     def check(self) -> None:
         if not self.vocabulary.strip():
             raise ConfigError('search.vocabulary must be "auto", "none" or a file of phrases, one per line')
+        if self.trust_low > self.trust_high:
+            raise ConfigError("search.trust_low must not exceed search.trust_high")
 
 
 MAX_SCENES = 1_000_000  # synthetic scenes in one set: more is hours of drawing and gigabytes

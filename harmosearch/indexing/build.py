@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from harmosearch.config import Config, load_config
-from harmosearch.errors import IndexStoreError
+from harmosearch.errors import DataError, IndexStoreError
 from harmosearch.folders import check_folder
 from harmosearch.indexes import MANIFEST
 from harmosearch.indexing.assemble import assemble
@@ -182,6 +182,7 @@ def _encode_and_commit(
     counts = video_counts(data.images)
     report.videos, report.frames = counts["videos"], counts["frames"]
     calibration = _calibration(data, encoder)
+    trust = _trust(data, photos, encoder, old)
     stats = {key: getattr(report, key) for key in ("added", "changed", "removed", "renamed", "unchanged", "encoded")}
     write_generation(
         index,
@@ -196,6 +197,7 @@ def _encode_and_commit(
             "boxes_digest": boxes_digest(user_boxes),
             "boxed_paths": sorted(user_boxes),
             **({"calibration": calibration} if calibration is not None else {}),
+            "region_trust": trust,
             **({"proposals": proposals} if (proposals := _proposals(config)) is not None else {}),
         },
     )
@@ -219,6 +221,32 @@ def _encode(
 
         return encode_on_ray(boxed, encoder.identity, config, stage, progress)
     return encode_locally(boxed, encoder, config, stage, progress)
+
+
+def _trust(data: IndexData, photos: Path, encoder: Any, old: Any) -> dict[str, Any] | None:
+    """The new generation's region trust (harmosearch.regions.trust), as the manifest keeps it:
+    an update keeps the one its index measured, a build (or an update of an index made before
+    trust was measured) measures it on a sample of the images; None when nothing could be
+    sampled."""
+    from harmosearch.regions.trust import TRUST_VERSION, measure_trust, stored_trust
+    from harmosearch.search.pictures import decode
+
+    kept = stored_trust(old.manifest) if old is not None else None
+    if kept is not None and kept.version == TRUST_VERSION:
+        return kept.to_dict()
+    counts = np.bincount(data.regions["image_id"].astype(np.int64), minlength=data.n_images)
+    start = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    boxes = np.stack([data.regions[c] for c in ("x0", "y0", "x1", "y1")], axis=1).astype(np.float32)
+
+    def picture(i: int) -> Any:
+        at = data.images["frame_time"][i]
+        try:
+            return decode(photos / str(data.images["path"][i]), float("nan") if at is None else float(at))
+        except (OSError, ValueError, DataError):  # gone or unreadable since it was encoded: not sampled
+            return None
+
+    trust = measure_trust(encoder, picture, data.n_images, data.region_vectors, boxes.reshape(-1, 4), start)
+    return trust.to_dict() if trust is not None else None
 
 
 def _calibration(data: IndexData, encoder: Any) -> dict[str, Any] | None:

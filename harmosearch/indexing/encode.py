@@ -159,7 +159,7 @@ class _BatchJob:
             image, width, height = open_still(path, self.fine_size or self.encoder.image_size)
             pictures = [(image, width, height, None)]
         if self.crops is not None and self.crops[i] is not None:
-            pictures = [(*_crop(image, w, h, self.crops[i]), t) for image, w, h, t in pictures]
+            pictures = [(*crop_part(image, w, h, self.crops[i]), t) for image, w, h, t in pictures]
         return pictures
 
     def encode(self, batch: _Batch) -> _Batch:
@@ -219,7 +219,7 @@ class _BatchJob:
         return [p.numpy() for p in pool_detailed(dense, grids, fine)]
 
 
-def _crop(image: Any, width: int, height: int, box: Sequence[float]) -> tuple[Any, int, int]:
+def crop_part(image: Any, width: int, height: int, box: Sequence[float]) -> tuple[Any, int, int]:
     """The part of a decoded image inside `box` (pixels of the full image, which draft decoding
     may have shrunk), and that part's full-resolution size."""
     x0, y0, x1, y1 = (float(v) for v in box)

@@ -130,7 +130,8 @@ def _reusable_rows(
 
 def up_to_date(plan: Plan, old: Any, report: IndexReport, config: Config) -> bool:
     """Nothing to encode, nothing moved or removed, every file as it was, the same FAISS type,
-    and a calibration of the current version."""
+    a calibration of the current version, and a region trust measured (or tried: None when
+    nothing could be sampled)."""
     from harmosearch.search.calibration import CALIBRATION_VERSION
 
     calibration = old.manifest.get("calibration")
@@ -147,4 +148,5 @@ def up_to_date(plan: Plan, old: Any, report: IndexReport, config: Config) -> boo
             for entry, _, rows, _ in plan.rows
         )
         and (old.n_images == 0 or (calibration or {}).get("version") == CALIBRATION_VERSION)
+        and (old.n_images == 0 or "region_trust" in old.manifest)  # measured (or tried) once
     )

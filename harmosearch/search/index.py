@@ -20,6 +20,7 @@ import numpy as np
 
 from harmosearch.config import Config, SearchConfig, load_config
 from harmosearch.errors import IndexStoreError
+from harmosearch.regions.trust import stored_trust, weighed
 from harmosearch.search import pictures
 from harmosearch.search.contrast import Vocabularies
 from harmosearch.search.count import presence_for
@@ -76,6 +77,7 @@ class Index:
         self.penalised = PenalisedTable(self.regions, self.config.search.window_penalty)
         self.vocabularies = Vocabularies(self.encoder)
         self.calibration = stored_calibration(manifest)
+        self.trust = stored_trust(manifest)  # None: built before trust was measured (fully trusted)
         self._paths = np.asarray(self.reader.images["path"], dtype=object)
         self.searchable = Searchable.tuned(self.reader, self.config.search)
 
@@ -113,7 +115,7 @@ class Index:
         require_query(text, image)
         weight = 0.0 if not relations else relation_weight
         s = query_settings(settings or self.config.search, k, alpha, min_score, weight, refine)
-        s = text_settings(s, min_score, image is not None, self.calibration is not None, sort)
+        s = weighed(text_settings(s, min_score, image is not None, self.calibration is not None, sort), self.trust)
         query = encode_query(self.encoder, text, image, negatives, not global_only, s.relation_weight > 0)
         calibrated = self.calibration is not None and image is None
         warnings = [*query.warnings, *self._warnings(image is not None)]

@@ -111,6 +111,10 @@ def describe(root: Path) -> dict[str, Any]:
         "videos": manifest["counts"].get("videos", 0),
         "frames": manifest["counts"].get("frames", 0),
         "calibrated": "calibration" in manifest,
+        # None: never measured (made before it was); {"trust": None}: tried, nothing to sample
+        "region_trust": (
+            manifest["region_trust"] or {"trust": None} if "region_trust" in manifest else None
+        ),
         "model": enc["spec"],
         "weights": enc["weights"],
         "embed_dim": enc["embed_dim"],

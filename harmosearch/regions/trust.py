@@ -1,0 +1,267 @@
+"""Region trust: how far an index's region vectors can be believed, measured on its own images.
+
+A model whose regions were trained with HarmoCLIP's losses pools, for a box, a vector that says
+what is inside the box; the dense map of a stock CLIP need not. Fusing regions that carry no
+signal ranks worse than the global vector alone, so fusion weighs the region part by how much
+signal they carry. The measurement needs no labels, only the index's images and its encoder:
+
+1. a deterministic sample of up to TRUST_IMAGES images (evenly spaced over the index's rows);
+2. on each, up to TRUST_BOXES of its region boxes, covering MIN_SHARE to MAX_SHARE of the picture
+   and overlapping one another at most MAX_IOU (picked in a fixed pseudo-random order);
+3. each box shown alone: the picture with everything outside the square around the box filled
+   with the picture's mean colour, encoded as a whole picture by the same encoder (the box keeps
+   its place and size, so the model sees it as it sees a whole picture's objects; a crop blown up
+   to the model's input shows objects at sizes it may never have seen);
+4. each region's stored vector ranks its own picture's boxes-alone by cosine (both sides centred
+   on their sample's mean, which takes out the offset between pooled regions and whole
+   pictures): trust is the mean reciprocal rank of its own, rescaled so that chance (a ranking
+   that knows nothing) gives 0 and always first gives 1. Within one picture, so a region that
+   only tells which picture it is in (all a dense map untrained for regions may carry) gains
+   nothing.
+
+Fusion then uses the effective alpha 1 - (1 - alpha) * w, with w = region_weight(trust): 0 at or
+below search.trust_low (the regions count for nothing: the ranking is --global-only's), 1 from
+search.trust_high (the plain fused ranking), linear between. An index built before trust was
+measured has none and ranks as before (w = 1).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from harmosearch.config import SearchConfig
+
+TRUST_VERSION = 1
+TRUST_IMAGES = 16  # images sampled
+TRUST_BOXES = 6  # region boxes per sampled image
+MIN_SHARE, MAX_SHARE = 0.02, 0.5  # a sampled box's area as a share of its picture's
+MAX_IOU = 0.3  # sampled boxes of one picture overlap at most this much
+SEED = 0
+
+# One picture of the index: (PIL image, its full width, its full height), the image possibly
+# decoded at reduced scale; None when it cannot be read.
+Picture = tuple[Any, int, int]
+
+
+@dataclass(frozen=True)
+class RegionTrust:
+    """A measured region trust, as the index manifest keeps it."""
+
+    trust: float  # in [0, 1]: 0 chance, 1 every region finds its own crop first
+    mrr: float  # the raw mean reciprocal rank
+    regions: int  # regions (and crops) sampled
+    images: int  # images they came from
+    seconds: float  # what the measurement took
+    version: int = TRUST_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "trust": self.trust,
+            "mrr": self.mrr,
+            "regions": self.regions,
+            "images": self.images,
+            "seconds": round(self.seconds, 3),
+            "version": self.version,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RegionTrust:
+        return cls(
+            float(data["trust"]),
+            float(data["mrr"]),
+            int(data["regions"]),
+            int(data["images"]),
+            float(data.get("seconds", 0.0)),
+            int(data.get("version", TRUST_VERSION)),
+        )
+
+
+def stored_trust(manifest: dict[str, Any]) -> RegionTrust | None:
+    """The region trust an index's manifest records; None for an index built before it was measured."""
+    data = manifest.get("region_trust")
+    return RegionTrust.from_dict(data) if isinstance(data, dict) else None
+
+
+def region_weight(trust: RegionTrust | float | None, low: float, high: float) -> float:
+    """The weight of the region part in fusion for this trust: 0 at or below `low`, 1 at or above
+    `high`, linear between; 1 when trust was never measured (indexes made before it)."""
+    if trust is None:
+        return 1.0
+    value = trust.trust if isinstance(trust, RegionTrust) else float(trust)
+    if value >= high:
+        return 1.0
+    if value <= low:
+        return 0.0
+    return float((value - low) / (high - low))
+
+
+def trusted_settings(settings: SearchConfig, weight: float) -> SearchConfig:
+    """The search settings with the region part weighed by `weight`: every global weight alpha
+    becomes 1 - (1 - alpha) * weight (alpha, phrase_alpha, refine_alpha), and the crops' weight in
+    reordering is scaled by it. weight 1 returns the settings unchanged; weight 0 ranks as the
+    global vector alone."""
+    if weight >= 1.0:
+        return settings
+    weight = max(0.0, float(weight))
+
+    def lifted(alpha: float) -> float:
+        return 1.0 - (1.0 - alpha) * weight
+
+    return replace(
+        settings,
+        alpha=lifted(settings.alpha),
+        phrase_alpha=lifted(settings.phrase_alpha),
+        refine_alpha=lifted(settings.refine_alpha),
+        crop_weight=settings.crop_weight * weight,
+    )
+
+
+def weighed(settings: SearchConfig, trust: RegionTrust | None) -> SearchConfig:
+    """The search settings of an index of this region trust (trusted_settings at region_weight,
+    between settings.trust_low and settings.trust_high)."""
+    return trusted_settings(settings, region_weight(trust, settings.trust_low, settings.trust_high))
+
+
+def sample_images(n_images: int, count: int = TRUST_IMAGES) -> np.ndarray:
+    """Up to `count` image rows evenly spaced over 0..n_images-1 (the same rows for the same index)."""
+    if n_images <= 0:
+        return np.zeros(0, np.int64)
+    return np.unique(np.linspace(0, n_images - 1, min(count, n_images)).round().astype(np.int64))
+
+
+def sample_boxes(boxes: np.ndarray, width: float, height: float, seed: int, count: int = TRUST_BOXES) -> np.ndarray:
+    """Row numbers of up to `count` of an image's boxes [R, 4] (pixels of its full size) fit for
+    the measurement: covering MIN_SHARE..MAX_SHARE of it, overlapping at most MAX_IOU, picked in
+    a pseudo-random order fixed by `seed`."""
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    area = np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
+    share = area / max(float(width) * float(height), 1.0)
+    fit = np.flatnonzero((share >= MIN_SHARE) & (share <= MAX_SHARE))
+    chosen: list[int] = []
+    for row in np.random.default_rng(seed).permutation(fit):
+        if all(_iou(boxes[row], boxes[other]) <= MAX_IOU for other in chosen):
+            chosen.append(int(row))
+            if len(chosen) == count:
+                break
+    return np.asarray(chosen, dtype=np.int64)
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = w * h
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+def own_box_mrr(region_vectors: np.ndarray, alone_vectors: np.ndarray, picture_of: np.ndarray) -> tuple[float, float]:
+    """(mean reciprocal rank, its chance value): region i ranks the boxes-alone of its own picture
+    (picture_of [N]) by cosine with its vector, both centred on their mean over the sample; ties
+    count against it. Chance is H_k / k for a picture of k sampled boxes, averaged over regions."""
+    r = _unit(_unit(region_vectors) - _unit(region_vectors).mean(axis=0))
+    a = _unit(_unit(alone_vectors) - _unit(alone_vectors).mean(axis=0))
+    reciprocal, chance = [], []
+    for picture in np.unique(picture_of):
+        rows = np.flatnonzero(picture_of == picture)
+        scores = r[rows] @ a[rows].T
+        own = np.diag(scores)[:, None]
+        ranks = (scores >= own).sum(axis=1)  # itself included: ties count against it
+        reciprocal += list(1.0 / ranks)
+        chance += [chance_mrr(len(rows))] * len(rows)
+    return float(np.mean(reciprocal)), float(np.mean(chance))
+
+
+def chance_mrr(n: int) -> float:
+    """The mean reciprocal rank of a random ranking of n: H_n / n."""
+    return float(np.sum(1.0 / np.arange(1, n + 1)) / n) if n else 0.0
+
+
+def normalised(mrr: float, chance: float) -> float:
+    """mrr rescaled so that `chance` is 0 and 1 is 1, clipped to [0, 1]."""
+    if chance >= 1.0:
+        return 0.0
+    return float(np.clip((mrr - chance) / (1.0 - chance), 0.0, 1.0))
+
+
+def box_alone(image: Any, square: tuple[int, ...]) -> Any:
+    """The picture with everything outside `square` (pixels of `image`) in its mean colour."""
+    from PIL import Image, ImageStat
+
+    rgb = image.convert("RGB")
+    fill = tuple(round(v) for v in ImageStat.Stat(rgb).mean)
+    out = Image.new("RGB", rgb.size, fill)
+    x0, y0 = max(square[0], 0), max(square[1], 0)
+    x1, y1 = min(square[2], rgb.width), min(square[3], rgb.height)
+    if x1 > x0 and y1 > y0:
+        out.paste(rgb.crop((x0, y0, x1, y1)), (x0, y0))
+    return out
+
+
+def measure_trust(
+    encoder: Any,
+    picture: Callable[[int], Picture | None],
+    n_images: int,
+    region_vectors: np.ndarray,
+    boxes: np.ndarray,
+    region_start: np.ndarray,
+) -> RegionTrust | None:
+    """The region trust of an index's (or a benchmark's) images and encoder. picture(i) reads
+    image i; region_vectors [R, D] as stored, boxes [R, 4] (pixels of the full image), image i's
+    regions at rows region_start[i]:region_start[i + 1]. None when no picture gave two boxes
+    (an empty or tiny library: nothing to measure)."""
+    from harmosearch.search.crops import crop_square
+
+    started = time.perf_counter()
+    rows: list[int] = []
+    alone: list[Any] = []
+    picture_of: list[int] = []
+    for i in sample_images(n_images):
+        lo, hi = int(region_start[i]), int(region_start[i + 1])
+        read = picture(int(i)) if hi - lo >= 2 else None
+        if read is None:
+            continue
+        image, width, height = read
+        chosen = sample_boxes(boxes[lo:hi], width, height, SEED + int(i))
+        if len(chosen) < 2:
+            continue
+        for row in chosen:
+            square = crop_square(boxes[lo + row], image.width / width, image.height / height, 0.0)
+            alone.append(box_alone(image, square))
+            rows.append(lo + int(row))
+            picture_of.append(int(i))
+    if not rows:
+        return None
+    region = np.asarray(region_vectors[np.asarray(rows)], dtype=np.float32)
+    mrr, chance = own_box_mrr(region, whole_vectors(encoder, alone), np.asarray(picture_of))
+    return RegionTrust(normalised(mrr, chance), mrr, len(rows), len(set(picture_of)), time.perf_counter() - started)
+
+
+def whole_vectors(encoder: Any, pictures: list[Any]) -> np.ndarray:
+    """Global vectors [N, D] of PIL pictures, encoded as the indexing pipeline encodes (the
+    transform's geometry per picture, then ToTensor and Normalize for a whole batch at once:
+    much faster than the transform per picture), in batches of the encoder's batch size."""
+    import torch
+
+    from harmosearch.model.encoder import pixels_from_uint8, split_transform
+
+    split = split_transform(encoder.transform)
+    batch = encoder.config.batch_size
+    out = []
+    for start in range(0, len(pictures), batch):
+        part = pictures[start : start + batch]
+        if split is None:
+            out.append(encoder.encode_images(part)[0].numpy())
+            continue
+        arrays = np.stack([np.asarray(split[0](p.convert("RGB")), dtype=np.uint8) for p in part])
+        out.append(encoder.encode_pixels(pixels_from_uint8(torch.from_numpy(arrays), *split[1]))[0].numpy())
+    return np.concatenate(out).astype(np.float32)
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
