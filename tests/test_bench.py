@@ -484,6 +484,9 @@ def test_records_carry_the_commit_and_whether_the_tree_was_clean(tmp_path):
     git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "a")
     head = git("rev-parse", "HEAD").strip()
     assert source_state(repo) == {"commit": head, "clean": True}
+    (repo / "benchmarks" / "results").mkdir(parents=True)
+    (repo / "benchmarks" / "results" / "r.jsonl").write_text("{}\n")  # a record a run appended
+    assert source_state(repo) == {"commit": head, "clean": True}
     (repo / "b.txt").write_text("b")  # untracked
     assert source_state(repo) == {"commit": head, "clean": False}
     assert source_state(tmp_path / "nowhere") == {"commit": None, "clean": None}

@@ -115,10 +115,14 @@ def append_record(path: Path, result: dict[str, Any], command: str) -> Path:
     return path
 
 
+RECORDS_DIR = "benchmarks/results/"
+
+
 def source_state(root: Path | None = None) -> dict[str, Any]:
     """The git commit of the code that made a record, and whether its tree was clean (no change
-    to tracked files, no untracked file outside .gitignore); both None outside a git checkout.
-    `root`: the checkout (default: the one this package runs from)."""
+    to tracked files, no untracked file outside .gitignore; records appended under
+    benchmarks/results/ are not code, so a run of several benchmarks stays clean); both None
+    outside a git checkout. `root`: the checkout (default: the one this package runs from)."""
     import subprocess
 
     root = root or Path(__file__).resolve().parents[2]
@@ -132,7 +136,8 @@ def source_state(root: Path | None = None) -> dict[str, Any]:
 
     commit = git("rev-parse", "HEAD")
     status = git("status", "--porcelain") if commit else None
-    return {"commit": commit.strip() if commit else None, "clean": None if status is None else status == ""}
+    changed = [line for line in (status or "").splitlines() if not line[3:].startswith(RECORDS_DIR)]
+    return {"commit": commit.strip() if commit else None, "clean": None if status is None else not changed}
 
 
 def machine_info() -> dict[str, Any]:
