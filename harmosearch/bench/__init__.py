@@ -135,7 +135,7 @@ def source_state(root: Path | None = None) -> dict[str, Any]:
         return done.stdout if done.returncode == 0 else None
 
     commit = git("rev-parse", "HEAD")
-    status = git("status", "--porcelain") if commit else None
+    status = git("status", "--porcelain", "--untracked-files=all") if commit else None
     changed = [line for line in (status or "").splitlines() if not line[3:].startswith(RECORDS_DIR)]
     return {"commit": commit.strip() if commit else None, "clean": None if status is None else not changed}
 
