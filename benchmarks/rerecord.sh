@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Re-measure every record that the documentation's quality tables take at today's defaults
+# (docs/gen_benchmarks.py: headline, retrieval, regions, compositional, objects, counting), with
+# the bundled model on synthetic test scenes. Run it after a change of defaults, from the
+# repository root, on a quiet machine, with the code committed: each record names its commit.
+#
+#     bash benchmarks/rerecord.sh            # about 30 min on 2 free cores
+#     HARMOSEARCH="python -m harmosearch" bash benchmarks/rerecord.sh
+set -euo pipefail
+read -r -a hs <<< "${HARMOSEARCH:-harmosearch}"
+R=benchmarks/results
+run() { echo "+ harmosearch $*" >&2; "${hs[@]}" "$@" --json > /dev/null; }
+
+for detail in normal high; do  # every task of the default set, 500 scenes
+  run bench --dataset synthetic --split test --n 500 --detail "$detail" --no-refine --record $R/bench.jsonl
+done
+for objects in small large; do
+  for detail in normal high; do
+    for refine in --no-refine --refine; do
+      run bench --dataset synthetic --objects "$objects" --split test --n 300 --task search --task grounding \
+        --task boxcls "$refine" --detail "$detail" --record $R/small_objects.jsonl
+    done
+  done
+done
+for detail in normal high; do  # phrase search on the default set with --refine
+  run bench --dataset synthetic --split test --n 500 --task search --refine --detail "$detail" \
+    --record $R/small_objects.jsonl
+done
+run bench --task counting --task negation --split test --n 300 --record $R/counting.jsonl
+run --config benchmarks/configs/counting_high.toml bench --task counting --task negation --split test --n 300 \
+  --detail high --record $R/counting.jsonl
+run bench --task counting --task negation --split test --n 300 --world photo --record $R/counting.jsonl
