@@ -714,6 +714,17 @@ def counting() -> str:
     return table(header, rows)
 
 
+def counting_cost() -> str:
+    """What a count or a negation adds to a warm query at 1M regions (benchmarks/counting_cost.py)."""
+    found = latest("counting_cost.jsonl")
+    rows = []
+    for query, ratio in (get(found, "over_plain") or {}).items():
+        rows.append(
+            [f"{query!r}", ms((get(found, "median_ms") or {}).get(query, 0) / 1000), f"{ratio:.2f}x", named(found)]
+        )
+    return table(["query", "median (ms)", "over the same query without the count or negation", "record"], rows)
+
+
 TABLES: dict[str, Callable[[], str]] = {
     "headline": headline,
     "retrieval": retrieval,
@@ -735,6 +746,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "counting": counting,
     "proposals": proposals,
     "transfer": transfer,
+    "counting-cost": counting_cost,
 }
 
 
