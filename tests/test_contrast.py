@@ -187,8 +187,10 @@ def test_refined_boxes_rank_by_the_best_contrasted_box_inside_the_seed():
 
 
 def test_vocabulary_settings_and_files(tmp_path):
-    assert vocabulary_phrases("auto", ("red circle", "blue star")) == ["red circle", "blue star"]
-    assert vocabulary_phrases("auto", ()) == []
+    assert vocabulary_phrases("trained", ("red circle", "blue star")) == ["red circle", "blue star"]
+    assert vocabulary_phrases("trained", ()) == []
+    everyday = vocabulary_phrases("everyday", ("red circle",))
+    assert vocabulary_phrases("auto", ()) == everyday  # the older name of the default
     assert vocabulary_phrases("none", ("red circle",)) == []
     file = tmp_path / "rivals.txt"
     file.write_text("# my rivals\n\nred circle\n  blue star  \nRed Circle\na blue star\nthe\n", encoding="utf-8")
@@ -270,3 +272,55 @@ def test_a_checkpoint_vocabulary_that_is_not_a_list_of_phrases_is_refused(tmp_pa
     (model / "harmosearch.json").write_text(json.dumps(meta))
     with pytest.raises(ModelLoadError, match="vocabulary that is not a list of phrases"):
         load_encoder(load_config(overrides={"encoder.model": str(model)}))
+
+
+def test_the_everyday_rivals_hold_none_of_the_synthetic_scenes_phrases():
+    """The default rivals are everyday things, the same for every model, and none is a phrase
+    the synthetic scenes are drawn from or names one of their shapes: a figure measured with
+    them does not improve because the rivals are the test labels."""
+    from harmosearch.config import SearchConfig
+    from harmosearch.synth import COLOURS, SHAPES, SIZES
+
+    assert SearchConfig().vocabulary == "everyday"
+    everyday = vocabulary_phrases("everyday", ())
+    assert 500 <= len(everyday) <= 1500 + 100
+    assert len({words_of(p) for p in everyday}) == len(everyday)
+    scene_phrases = {
+        words_of(" ".join(parts))
+        for c in COLOURS
+        for shape in SHAPES
+        for parts in [(c, shape), (shape,), (c,), *[(size, c, shape) for size in SIZES]]
+    }
+    assert not scene_phrases & {words_of(p) for p in everyday}
+    assert not any(words_of(p) & set(SHAPES) for p in everyday)
+    assert {"dog", "car", "umbrella", "red car", "wooden chair"} <= set(everyday)
+
+
+def test_an_embedded_vocabulary_is_kept_between_processes(tmp_path):
+    """With a cache folder the vectors are embedded once and read back (the same ones) later,
+    by encoder identity and phrases; an unwritable cache is no error."""
+    from harmosearch.search.contrast import load_vocabulary
+
+    from .fakes import FakeEncoder
+
+    class Counting(FakeEncoder):
+        calls = 0
+
+        def encode_queries(self, texts):
+            Counting.calls += 1
+            return super().encode_queries(texts)
+
+    encoder = Counting()
+    first = load_vocabulary(encoder, "everyday", tmp_path / "cache")
+    calls = Counting.calls
+    assert calls > 0 and len(list((tmp_path / "cache" / "vocabularies").glob("*.npy"))) == 1
+    again = load_vocabulary(encoder, "everyday", tmp_path / "cache")
+    assert Counting.calls == calls  # read, not embedded
+    np.testing.assert_array_equal(again.vectors, first.vectors)
+    assert again.phrases == first.phrases
+    file = tmp_path / "few.txt"
+    file.write_text("dog\ncat\n", encoding="utf-8")
+    few = load_vocabulary(encoder, str(file), tmp_path / "cache")  # other phrases: another file
+    assert few.phrases == ("dog", "cat") and Counting.calls > calls
+    (tmp_path / "blocked").write_text("a file where the cache folder should be")
+    assert load_vocabulary(encoder, "everyday", tmp_path / "blocked").phrases == first.phrases
