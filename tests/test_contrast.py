@@ -2,6 +2,7 @@
 
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -86,8 +87,14 @@ def slow_ranked(table, row, lexeme, rivals, temperature, weight, window_penalty)
     return slow_score(table, row, lexeme, window_penalty) + slow_term(region, lexeme, rivals, temperature, weight)
 
 
-@pytest.mark.parametrize("window_penalty", [0.0, 0.3])
-def test_best_regions_rank_with_the_contrast_and_show_the_plain_box(window_penalty, monkeypatch):
+def weighed_rows(table, lo, hi, lexeme, window_penalty, per_image):
+    """The rows lo:hi an image's contrast weighs for a lexeme: its per_image best by the plain
+    score with the window penalty, the first on ties."""
+    return sorted(range(lo, hi), key=lambda r: (-slow_score(table, r, lexeme, window_penalty), r))[:per_image]
+
+
+@pytest.mark.parametrize(("window_penalty", "per_image"), [(0.0, 100), (0.3, 100), (0.0, 1), (0.3, 2)])
+def test_best_regions_rank_with_the_contrast_and_show_the_plain_box(window_penalty, per_image, monkeypatch):
     from harmosearch.search import score as scoring
 
     monkeypatch.setattr(scoring, "BLOCK_ROWS", 9)  # several blocks of images
@@ -98,9 +105,11 @@ def test_best_regions_rank_with_the_contrast_and_show_the_plain_box(window_penal
     lexemes = rng.standard_normal((5, DIM)).astype(np.float32)
     vectors = unit_rows(rng, 6)
     keep = rng.random((5, 6)) < 0.7
-    contrast = Contrast(vectors, keep, 20.0, 0.4)
-    images = np.array([5, 3, 0, 17, 5, 29, 12])
+    contrast = Contrast(vectors, keep, 20.0, 2.0, per_image)
+    images = np.array([5, 3, 0, 17, 5, 29, 12, 1, 2, 4, 6, 7, 8, 9, 10])
     scores, rows = best_regions(table, images, lexemes, 0.1, contrast)
+    every = best_regions(table, images, lexemes, 0.1, replace(contrast, per_image=100))[0]
+    assert (per_image < 100) == (not np.allclose(scores, every, atol=1e-4))  # a region further down can win
     _, plain_rows = best_regions(table, images, lexemes, 0.1)
     np.testing.assert_array_equal(rows, plain_rows)  # the box shown does not move
     for c, image in enumerate(images):
@@ -110,25 +119,31 @@ def test_best_regions_rank_with_the_contrast_and_show_the_plain_box(window_penal
                 assert scores[c, j] == -1
                 continue
             want = max(
-                slow_ranked(plain, r, lexeme, vectors[keep[j]], 20.0, 0.4, window_penalty) for r in range(lo, hi)
+                slow_ranked(plain, r, lexeme, vectors[keep[j]], 20.0, 2.0, window_penalty)
+                for r in weighed_rows(plain, lo, hi, lexeme, window_penalty, per_image)
             )
             assert scores[c, j] == pytest.approx(want, abs=1e-4)
 
 
-def test_top_regions_order_by_the_contrasted_scores():
+@pytest.mark.parametrize("per_image", [100, 2, 4])
+def test_top_regions_order_by_the_contrasted_scores(per_image):
+    """The k best by the contrasted scores among each image's max(k, per_image) best by the
+    plain ones (the window penalty included)."""
     rng = np.random.default_rng(8)
-    table = random_table(rng).penalising_windows(0.2)
+    plain = random_table(rng)
+    table = plain.penalising_windows(0.2)
     lexemes = rng.standard_normal((3, DIM)).astype(np.float32)
     vectors = unit_rows(rng, 4)
     keep = np.ones((3, 4), bool)
-    contrast = Contrast(vectors, keep, 30.0, 1.0)
+    contrast = Contrast(vectors, keep, 30.0, 1.0, per_image)
     images = np.array([0, 3, 8, 21])
     scores, rows = top_regions(table, images, lexemes, 3, None, contrast)
     for c, image in enumerate(images):
         lo, hi = int(table.start[image]), int(table.start[image + 1])
         for j, lexeme in enumerate(lexemes):
+            weighed = weighed_rows(plain, lo, hi, lexeme, 0.2, max(3, per_image))
             ranked = sorted(
-                ((slow_ranked(table, r, lexeme, vectors, 30.0, 1.0, 0.2), r) for r in range(lo, hi)),
+                ((slow_ranked(plain, r, lexeme, vectors, 30.0, 1.0, 0.2), r) for r in weighed),
                 key=lambda t: -t[0],
             )[:3]
             assert rows[c, j, : len(ranked)].tolist() == [r for _, r in ranked]

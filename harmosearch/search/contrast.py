@@ -45,6 +45,11 @@ from harmosearch.errors import ConfigError
 ARTICLES = frozenset({"a", "an", "the"})
 MAX_ENTRIES = 4096  # a vocabulary file's most phrases
 MAX_RIVALS = 64  # each lexeme weighed against at most this many (its nearest) phrases
+# Each image's this many best regions for a lexeme (by their plain score, the window penalty
+# included) are weighed against its rivals, and its ranking score is the best of theirs: the
+# term is <= 0, so a region further down rarely overtakes them, and weighing 48 regions an image
+# cost a query 1.7x its time with 1,000 rivals (benchmarks/contrast_cost.py).
+WEIGHED_REGIONS = 4
 MAX_FILE_BYTES = 1 << 20
 MAX_TEMPERATURE = 100.0
 CHUNK_ROWS = 16_384  # regions weighed at once
@@ -83,7 +88,7 @@ class Vocabulary:
             limited = np.zeros_like(keep)
             np.put_along_axis(limited, nearest, True, axis=1)
             keep &= limited
-        return Contrast(self.vectors, keep, self.temperature, weight)
+        return Contrast(self.vectors, keep, self.temperature, weight, WEIGHED_REGIONS)
 
 
 @dataclass(frozen=True)
@@ -94,10 +99,11 @@ class Contrast:
     keep: np.ndarray  # [L, K] bool
     temperature: float
     weight: float
+    per_image: int = WEIGHED_REGIONS  # regions of an image weighed, per lexeme (score.py)
 
     def columns(self, which: Any) -> Contrast:
         """The contrast of the lexemes `which` (an index, slice or list into its rows)."""
-        return Contrast(self.vectors, self.keep[which], self.temperature, self.weight)
+        return Contrast(self.vectors, self.keep[which], self.temperature, self.weight, self.per_image)
 
     def term(self, sims: np.ndarray, regions: np.ndarray) -> np.ndarray:
         """What ranking adds to plain scores sims [R, L] of region vectors [R, D]: weight *
