@@ -476,15 +476,42 @@ def dupes() -> str:
 
 
 def calibration() -> str:
-    found = latest("calibration.jsonl")
-    test = get(found, "test_at_default_quantile") or {}
-    rows = [
-        ["queries for a colour the scenes lack, called absent", pct(test.get("no_match_said_absent_colour"))],
-        ["queries for an object the scenes lack, called absent", pct(test.get("no_match_said_absent_object"))],
-        ["queries for objects present, called weak", pct(test.get("present_called_weak"))],
+    """Per model and world, the latest record of benchmarks/calibration.py with the null bank of
+    phrases that name no thing, on a library of scenes plus photographs."""
+    rows = []
+    for found in records("calibration.jsonl"):
+        if "world" not in found.data:
+            continue  # the earlier bank of everyday things, on scenes alone
+        latest_one = latest(
+            "calibration.jsonl",
+            lambda r, f=found: r.data.get("model") == f.data["model"] and r.data.get("world") == f.data["world"],
+        )
+        if latest_one is not found:
+            continue
+        test = found.data["test"]
+        rows.append(
+            [
+                f"{found.data['model']}, {found.data['world']} world",
+                pct(test.get("present_called_confident")),
+                pct(test.get("present_top_right_called_confident")),
+                pct(test.get("absent_thing_called_weak")),
+                pct(test.get("absent_colour_called_weak")),
+                pct(test.get("absent_coloured_thing_called_weak")),
+                pct(test.get("absent_object_called_weak")),
+                found.name,
+            ]
+        )
+    header = [
+        "model, test scenes + photographs",
+        "present, called confident",
+        "present, top result right, called confident",
+        "absent thing, called weak",
+        "absent colour, called weak",
+        "absent thing in a present colour, called weak",
+        "absent pair of present colour and shape, called weak",
+        "record",
     ]
-    note = f"\n\nRecord: {named(found)}; quantile {test.get('quantile')}."
-    return table(["weak results, harmo-tiny, test scenes", "%"], rows) + note
+    return table(header, rows) if rows else "not measured at today's defaults"
 
 
 # The tables a page asks for with a line `<!-- generated: NAME -->` (docs/hooks.py).
