@@ -13,7 +13,8 @@ pairs (one in each other colour, the shape turning with the colour), with every 
 form an index of their own (rows of the full index picked out, so every sub-index is encoded
 once), which is calibrated (harmosearch.search.calibration.calibrate, its null bank of phrases
 that name no thing) and asked four kinds of queries, each its best fused score over that
-sub-index compared with the calibration at the default quantile:
+sub-index compared with the calibration at the default quantile (and, for comparison, with a
+calibration against a bank of everyday things like the earlier one, EVERYDAY_BANK):
 - present: every colour-shape pair some scene holds; "confident" is right (reported also for
   those whose best-scoring image does hold the object);
 - absent colour: "C <shape>" for the six shapes; "weak" is right;
@@ -47,6 +48,7 @@ from harmosearch.errors import HarmosearchError
 from harmosearch.indexing import build_index
 from harmosearch.model.encoder import load_encoder
 from harmosearch.search.calibration import CONFIDENT_QUANTILE, assess, best_fused, calibrate, score_parts
+from harmosearch.search.contrast import vocabulary_phrases
 from harmosearch.store import IndexReader
 from harmosearch.synth import COLOURS, PHOTO_SPLITS, SHAPES, generate
 from harmosearch.synth.photo import photograph
@@ -70,6 +72,22 @@ ABSENT_THINGS = (
     "a yellow umbrella",
     "a green tractor",
     "a dog on a beach",
+)
+
+
+# For comparison, a null bank of everyday things like the earlier one ("a dog", "a red car"):
+# 99 of the shipped everyday rivals, drawn with a fixed seed (none of ABSENT_THINGS).
+EVERYDAY_BANK = tuple(
+    f"a {p}"
+    for p in np.random.default_rng(0).choice(
+        [
+            p
+            for p in vocabulary_phrases("everyday", ())
+            if f"a {p}" not in ABSENT_THINGS and f"an {p}" not in ABSENT_THINGS
+        ],
+        99,
+        replace=False,
+    )
 )
 
 
@@ -126,6 +144,7 @@ def queries_scored(w: dict, encode, alpha: float) -> list[dict]:
         )
         g, r, start = sub_index(w, rows)
         calibration = calibrate(g, r, start, encode)
+        everyday = calibrate(g, r, start, encode, EVERYDAY_BANK)
         present = set().union(*(w["holds"][i] for i in rows))
         colours_here = {p.split()[0] for p in present}
         queries = [
@@ -151,6 +170,7 @@ def queries_scored(w: dict, encode, alpha: float) -> list[dict]:
                 "kind": kind,
                 "score": float(v),
                 "calibration": calibration,
+                "everyday": everyday,
                 "top_right": q in w["holds"][rows[t]],
             }
             for (q, kind), v, t in zip(queries, best, top, strict=True)
@@ -158,9 +178,9 @@ def queries_scored(w: dict, encode, alpha: float) -> list[dict]:
     return out
 
 
-def rates(rows: list[dict], alpha: float) -> dict[str, float]:
+def rates(rows: list[dict], alpha: float, bank: str = "calibration") -> dict[str, float]:
     def called(row: dict) -> bool:
-        calibration = replace(row["calibration"], confident_quantile=CONFIDENT_QUANTILE)
+        calibration = replace(row[bank], confident_quantile=CONFIDENT_QUANTILE)
         return bool(assess(calibration, [row["score"]], alpha).confident[0])
 
     def share(kind: str, confident: bool, right_only: bool = False) -> float:
@@ -207,7 +227,7 @@ def main() -> None:
             payload = {
                 "model": model,
                 "world": kind,
-                "null_bank": "phrases that name no thing (word salad, made-up words)",
+                "null_bank": "phrases that name no thing (word salad, made-up words, a colour before a made-up word)",
                 "library": f"{args.n} scenes + {len({p for v in PHOTO_SPLITS.values() for p in v})} photographs",
                 "n_scenes": args.n,
                 "alpha": args.alpha,
@@ -215,6 +235,7 @@ def main() -> None:
                 "quantile": CONFIDENT_QUANTILE,
                 "queries": counts,
                 "test": rates(rows, args.alpha),
+                "test_with_a_bank_of_everyday_things": rates(rows, args.alpha, "everyday"),
                 "seconds": round(time.perf_counter() - started, 1),
             }
             append_result("calibration", payload)

@@ -488,7 +488,7 @@ def calibration() -> str:
         )
         if latest_one is not found:
             continue
-        test = found.data["test"]
+        test, everyday = found.data["test"], found.data.get("test_with_a_bank_of_everyday_things") or {}
         rows.append(
             [
                 f"{found.data['model']}, {found.data['world']} world",
@@ -498,6 +498,7 @@ def calibration() -> str:
                 pct(test.get("absent_colour_called_weak")),
                 pct(test.get("absent_coloured_thing_called_weak")),
                 pct(test.get("absent_object_called_weak")),
+                f"{pct(everyday.get('present_called_confident'))} / {pct(everyday.get('absent_thing_called_weak'))}",
                 found.name,
             ]
         )
@@ -509,6 +510,7 @@ def calibration() -> str:
         "absent colour, called weak",
         "absent thing in a present colour, called weak",
         "absent pair of present colour and shape, called weak",
+        "with a null bank of everyday things: present confident / absent thing weak",
         "record",
     ]
     return table(header, rows) if rows else "not measured at today's defaults"
