@@ -91,7 +91,7 @@ class _Queries:
 
     def __init__(self, vectors):
         self.vectors = vectors
-        self.vocabulary = ()  # no phrases of its own: no contrast
+        self.vocabulary = ()  # no phrases of its own
 
     def encode_queries(self, texts):
         from types import SimpleNamespace
@@ -167,7 +167,8 @@ def test_phrase_search_equals_a_written_out_ranking():
             bench.phrases.append(str(phrase))
     vectors = {p: (unit(dim), unit(1 + (j == 2), dim)) for j, p in enumerate(phrases)}  # one phrase has 2 lexemes
     for alpha, phrase_alpha, margin in ((0.5, 0.1, 0.0), (0.2, 0.2, 0.3), (1.0, 0.6, 0.05)):
-        settings = SearchConfig(alpha=alpha, phrase_alpha=phrase_alpha, box_margin=margin, refine=False)
+        # No rivals: the stand-in encoder knows only these phrases, and the reference has no contrast.
+        settings = SearchConfig(alpha=alpha, phrase_alpha=phrase_alpha, box_margin=margin, refine=False, contrast=0.0)
         config = Config(search=settings)  # the indexed boxes
         got = search(Run(_Queries(vectors), config, bench, images), k=3)
         expected = slow_phrase_search(vectors, bench, images, alpha, phrase_alpha, margin, k=3)
@@ -257,7 +258,7 @@ def test_relation_aware_bench_scores_are_the_query_scores(pairs, tmp_path, monke
     (the query's stages, caption by caption), fused without relations (every caption in one
     batched pass) and global (--global-only)."""
     from harmosearch.bench.datasets import load_pair_set
-    from harmosearch.bench.vectors import encode_images, encode_texts, query_scores
+    from harmosearch.bench.vectors import bench_vocabulary, encode_images, encode_texts, query_scores
     from harmosearch.indexing import build_index
     from harmosearch.search import Index
 
@@ -271,7 +272,8 @@ def test_relation_aware_bench_scores_are_the_query_scores(pairs, tmp_path, monke
     compared = 0
     for mode, options in (("relations", {}), ("fused", {"relations": False}), ("global", {"global_only": True})):
         texts = encode_texts(test_encoder, captions, images.global_vectors.shape[1])
-        scores = query_scores(texts, images, config.search, mode)
+        rivals = bench_vocabulary(test_encoder, config.search)  # the everyday rivals, as the index weighs them
+        scores = query_scores(texts, images, config.search, mode, None, rivals)
         for t, caption in enumerate(captions):
             found = index.search(caption, k=len(bench.images), **options).results
             by_name = {r.path: r.score for r in found}
