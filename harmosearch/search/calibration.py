@@ -3,25 +3,26 @@ score on the same index.
 
 Cosine scores mean different things with different models, and the best of 100 images scores
 lower than the best of 100,000 by chance alone, so no fixed `--min-score` fits every index.
-At index time, `calibrate` scores a fixed bank of NULL_QUERIES (everyday photo queries:
-objects, animals, food, places, a fifth of them with a colour; chosen without looking at any
-index) as a query's confidence is measured (without the relations' term and the window penalty),
+At index time, `calibrate` scores a fixed bank of NULL_QUERIES (phrases that name no thing, so
+that no library holds what they ask for: word salad, made-up words, a colour before a made-up
+word; see null_bank) as a query's confidence is measured (without the relations' term and the
+window penalty),
 
     fused = alpha * global + (1 - alpha) * mean over lexemes of the image's best region
 
 and keeps, for each null query, its best score over the whole index at each alpha of ALPHAS.
 Those maxima are the null distribution: how high the top result of a query climbs on this
-index with this model when the index may well not hold what it names.
+index with this model when the index cannot hold what it names.
 
 At query time a result is confident when its score beats the `confident_quantile` (0.92)
 quantile of the null maxima at the query's alpha: when it scores higher than the best result of
 92% of the unrelated queries. When the first result is not confident, the honest answer is "no
 confident match"; `--min-score auto` is that quantile. Each null query's maximum is linearly
 interpolated between the stored alphas; the maximum over images of a fused score is convex in
-alpha, so the interpolation errs high, on the side of calling a result weak. A few null queries
-will name something the index does hold; that too only raises the bar. The empirical p-value
+alpha, so the interpolation errs high, on the side of calling a result weak. The empirical p-value
 (the share of null queries whose best score reaches the result's) is given beside. The
-quantile was chosen on synthetic scenes with the bundled model (benchmarks/calibration.py).
+quantile was chosen on synthetic scenes with the bundled model and an earlier bank of everyday
+things; benchmarks/calibration.py measures it with this bank on scenes plus photographs.
 Queries with an image (`--image`) score on another scale and are not calibrated; `--global-only`
 queries use alpha 1.
 """
