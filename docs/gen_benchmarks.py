@@ -456,6 +456,37 @@ def rivals() -> str:
     return table(header, rows)
 
 
+def refine_photo() -> str:
+    """--refine on the photo world's test photographs, per detail: the latest records of
+    harmosearch bench --world photo --split test at today's defaults."""
+
+    def fits(detail: str, refine: bool) -> Callable[[Record], bool]:
+        return lambda r: (
+            r.data.get("world") == "photo"
+            and r.data.get("split") == "test"
+            and r.config.get("regions.detail") == detail
+            and r.config.get("search.refine") == refine
+            and at_defaults(r)
+        )
+
+    rows = []
+    for detail in ("normal", "high"):
+        for refine in (False, True):
+            found = latest("refine_photo.jsonl", fits(detail, refine))
+            rows.append(
+                [
+                    f"{'`--detail high`' if detail == 'high' else 'default detail'}{', `--refine`' if refine else ''}",
+                    pct(get(found, "tasks", "search", "P@5")),
+                    pct(get(found, "tasks", "search", "hit@5")),
+                    pct(get(found, "tasks", "search", "box@0.5")),
+                    pct(get(found, "tasks", "grounding", "accuracy")),
+                    named(found),
+                ]
+            )
+    header = ["harmo-tiny, photo world test photographs", "phrase P@5", "hit@5", "box fits (search)", "grounding"]
+    return table([*header, "record"], rows)
+
+
 def training() -> str:
     rows = []
     for where, fits in (("CPU", on_cpu), ("GPU", lambda r: not on_cpu(r))):
@@ -575,6 +606,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "dupes": dupes,
     "calibration": calibration,
     "rivals": rivals,
+    "refine-photo": refine_photo,
 }
 
 
