@@ -4,10 +4,11 @@
 
 Over an index of random region vectors in the model's space (benchmarks/search.py's, 48 regions
 per image), warm `Index.search` of k = 10 for one-lexeme, two-lexeme and relation queries, in
-interleaved rounds: without the contrast, with the model's own vocabulary (harmo-tiny: 48
-phrases), and with vocabulary files of 1,000 and 4,096 made-up phrases (the most a file may
-hold). Reports the median time per query and the paired ratio to the run without. The index
-bytes do not change: the contrast is computed at query time over the candidates' regions.
+interleaved rounds: without the contrast, with the model's own vocabulary ("trained";
+harmo-tiny: 48 phrases), with the shipped everyday rivals (the default, ~1,500 phrases), and with
+a vocabulary file of 4,096 made-up phrases (the most a file may hold). Reports the median time
+per query and the paired ratio to the run without. The index bytes do not change: the contrast
+is computed at query time over the candidates' regions (each image's WEIGHED_REGIONS best).
 Appends to benchmarks/results/contrast_cost.jsonl.
 """
 
@@ -29,7 +30,8 @@ from search import random_index
 
 from harmosearch.config import load_config
 from harmosearch.model.encoder import load_encoder
-from harmosearch.search import Index
+from harmosearch.search import Index, contrast
+from harmosearch.search.contrast import WEIGHED_REGIONS, vocabulary_phrases
 
 QUERIES = ("red circle", "small blue star and a white ring", "yellow square above a green cross")
 WORDS = ("red", "blue", "green", "small", "large", "striped", "wooden", "shiny", "old", "round")
@@ -45,6 +47,18 @@ def made_up_phrases(count: int, rng: np.random.Generator) -> list[str]:
     return list(phrases)
 
 
+EVERY = "everyday, every region"  # the contrast weighed on all of an image's regions, as before
+
+
+def search(index: Index, query: str, name: str, settings: dict) -> None:
+    """One query at the named settings; EVERY weighs every region of each candidate image."""
+    contrast.WEIGHED_REGIONS = 1 << 30 if name == EVERY else WEIGHED_REGIONS
+    try:
+        index.search(query, k=10, settings=settings[name])
+    finally:
+        contrast.WEIGHED_REGIONS = WEIGHED_REGIONS
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="harmo-tiny")
@@ -58,19 +72,22 @@ def main() -> None:
     try:
         manifest, _ = random_index(work, args.regions, encoder, config, rng, 48)
         index = Index(work / "idx", config, encoder=encoder)
-        settings = {"off": replace(config.search, contrast=0.0), "own": replace(config.search, contrast=0.1)}
-        for count in (1000, 4096):
+        settings = {
+            "off": replace(config.search, contrast=0.0),
+            "own": replace(config.search, contrast=0.1, vocabulary="trained"),
+            "everyday": replace(config.search, contrast=0.1, vocabulary="everyday"),
+        }
+        for count in (4096,):
             path = work / f"vocabulary-{count}.txt"
             path.write_text("\n".join(made_up_phrases(count, rng)) + "\n", encoding="utf-8")
             settings[f"file {count}"] = replace(config.search, contrast=0.1, vocabulary=str(path))
-        for s in settings.values():  # warm: the vocabulary is embedded once per setting
-            index.search(QUERIES[0], k=10, settings=s)
+        settings[EVERY] = settings["everyday"]
+        for name in settings:  # warm: the vocabulary is embedded once per setting
+            search(index, QUERIES[0], name, settings)
         names = list(settings)
         times: dict[str, list[float]] = {name: [] for name in names}
         for query in QUERIES:
-            measured = interleaved(
-                [lambda s=settings[n], q=query: index.search(q, k=10, settings=s) for n in names], args.rounds
-            )
+            measured = interleaved([lambda n=n, q=query: search(index, q, n, settings) for n in names], args.rounds)
             for name, row in zip(names, measured, strict=True):
                 times[name] += row
         vocabulary = len(encoder.vocabulary)
@@ -79,6 +96,8 @@ def main() -> None:
             "n_regions": (args.regions // 48) * 48,
             "index_types": manifest["index_types"],
             "own_vocabulary": vocabulary,
+            "everyday_vocabulary": len(vocabulary_phrases("everyday", ())),
+            "weighed_regions": WEIGHED_REGIONS,
             "median_ms": {n: statistics.median(times[n]) * 1000 for n in names},
             "over_off": {n: paired_ratio(times[n], times["off"]) for n in names},
         }

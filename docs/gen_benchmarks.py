@@ -445,16 +445,86 @@ def query_costs() -> str:
     rivals = latest("contrast_cost.jsonl")
     served = latest("serve.jsonl")
     median = get(rivals, "median_ms") or {}
+    ratio = get(rivals, "over_off") or {}
     warm = get(served, "warm_ms") or {}
+    kinds = (
+        ("off", "off"),
+        ("the model's own 48 (`trained`)", "own"),
+        ("everyday, ~1,500 (the default)", "everyday"),
+        ("everyday, every region of an image weighed", "everyday, every region"),
+        ("a file of 4,096", "file 4096"),
+    )
     rows = [
-        [f"rivals: {name}", number(median.get(key)), named(rivals)]
-        for name, key in (("off", "off"), ("the model's own 48", "own"), ("a file of 4,096", "file 4096"))
+        [f"rivals: {name}", number(median.get(key)), f"{ratio[key]:.2f}x" if key in ratio else NONE, named(rivals)]
+        for name, key in kinds
+        if key in median
     ]
     rows += [
-        [f"demo index: {name}", number((warm.get(key) or {}).get("p50")), named(served)]
+        [f"demo index: {name}", number((warm.get(key) or {}).get("p50")), NONE, named(served)]
         for name, key in (("in-process", "in-process"), ("through `harmosearch serve` (HTTP)", "http, client"))
     ]
-    return table(["warm query", "p50 ms", "record"], rows)
+    return table(["warm query", "p50 ms", "over no rivals", "record"], rows)
+
+
+def rivals() -> str:
+    """harmo-tiny on the flat test scenes with the everyday rivals (the default) and with the
+    phrases it was trained on, which are the test scenes' own labels (rivals.jsonl; the latest
+    record of each, at today's defaults but for search.vocabulary)."""
+
+    def fits(vocabulary: str) -> Callable[[Record], bool]:
+        return lambda r: (
+            r.config.get("search.vocabulary") == vocabulary and at_defaults(r, frozenset({"search.vocabulary"}))
+        )
+
+    rows = []
+    for label, vocabulary in (("everyday (the default)", "everyday"), ("trained: the 48 test phrases", "trained")):
+        found = latest("rivals.jsonl", fits(vocabulary))
+        modes = get(found, "tasks", "retrieval", "modes") or {}
+        rows.append(
+            [
+                label,
+                pct(get(found, "tasks", "search", "P@5")),
+                pct(get(found, "tasks", "grounding", "accuracy")),
+                *(pct((modes.get(m) or {}).get("t2i_R@1")) for m in ("global", "fused", "relations")),
+                named(found),
+            ]
+        )
+    header = ["rivals, harmo-tiny, flat test scenes", "phrase P@5", "grounding", "R@1 global", "fused"]
+    header += ["relations", "record"]
+    return table(header, rows)
+
+
+def refine_photo() -> str:
+    """--refine on the photo world's test photographs, per detail: the latest records of
+    harmosearch bench --world photo --split test at today's defaults."""
+
+    def fits(detail: str, refine: bool) -> Callable[[Record], bool]:
+        return lambda r: (
+            r.data.get("world") == "photo"
+            and r.data.get("split") == "test"
+            and r.config.get("regions.detail") == detail
+            and r.config.get("search.refine") == refine
+            and at_defaults(r)
+        )
+
+    rows = []
+    for detail in ("normal", "high"):
+        for refine in (False, True):
+            found = latest("refine_photo.jsonl", fits(detail, refine))
+            if found is None:
+                continue  # a detail not measured yet
+            rows.append(
+                [
+                    f"{'`--detail high`' if detail == 'high' else 'default detail'}{', `--refine`' if refine else ''}",
+                    pct(get(found, "tasks", "search", "P@5")),
+                    pct(get(found, "tasks", "search", "hit@5")),
+                    pct(get(found, "tasks", "search", "box@0.5")),
+                    pct(get(found, "tasks", "grounding", "accuracy")),
+                    named(found),
+                ]
+            )
+    header = ["harmo-tiny, photo world test photographs", "phrase P@5", "hit@5", "box fits (search)", "grounding"]
+    return table([*header, "record"], rows)
 
 
 def training() -> str:
@@ -518,15 +588,44 @@ def dupes() -> str:
 
 
 def calibration() -> str:
-    found = latest("calibration.jsonl")
-    test = get(found, "test_at_default_quantile") or {}
-    rows = [
-        ["queries for a colour the scenes lack, called absent", pct(test.get("no_match_said_absent_colour"))],
-        ["queries for an object the scenes lack, called absent", pct(test.get("no_match_said_absent_object"))],
-        ["queries for objects present, called weak", pct(test.get("present_called_weak"))],
+    """Per model and world, the latest record of benchmarks/calibration.py with the null bank of
+    phrases that name no thing, on a library of scenes plus photographs."""
+    rows = []
+    for found in records("calibration.jsonl"):
+        if "world" not in found.data:
+            continue  # the earlier bank of everyday things, on scenes alone
+        latest_one = latest(
+            "calibration.jsonl",
+            lambda r, f=found: r.data.get("model") == f.data["model"] and r.data.get("world") == f.data["world"],
+        )
+        if latest_one is not found:
+            continue
+        test, everyday = found.data["test"], found.data.get("test_with_a_bank_of_everyday_things") or {}
+        rows.append(
+            [
+                f"{found.data['model']}, {found.data['world']} world",
+                pct(test.get("present_called_confident")),
+                pct(test.get("present_top_right_called_confident")),
+                pct(test.get("absent_thing_called_weak")),
+                pct(test.get("absent_colour_called_weak")),
+                pct(test.get("absent_coloured_thing_called_weak")),
+                pct(test.get("absent_object_called_weak")),
+                f"{pct(everyday.get('present_called_confident'))} / {pct(everyday.get('absent_thing_called_weak'))}",
+                found.name,
+            ]
+        )
+    header = [
+        "model, test scenes + photographs",
+        "present, called confident",
+        "present, top result right, called confident",
+        "absent thing, called weak",
+        "absent colour, called weak",
+        "absent thing in a present colour, called weak",
+        "absent pair of present colour and shape, called weak",
+        "with a null bank of everyday things: present confident / absent thing weak",
+        "record",
     ]
-    note = f"\n\nRecord: {named(found)}; quantile {test.get('quantile')}."
-    return table(["weak results, harmo-tiny, test scenes", "%"], rows) + note
+    return table(header, rows) if rows else "not measured at today's defaults"
 
 
 def cpu_runtime_record() -> Record | None:
@@ -747,6 +846,8 @@ TABLES: dict[str, Callable[[], str]] = {
     "proposals": proposals,
     "transfer": transfer,
     "counting-cost": counting_cost,
+    "rivals": rivals,
+    "refine-photo": refine_photo,
 }
 
 

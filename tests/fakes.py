@@ -31,7 +31,7 @@ class FakeEncoder:
         self.identity = EncoderIdentity("fake", "fake-weights", "fake", DIM, 32, (4, 4))
         self.grid = (4, 4)
         self.image_size = 32
-        self.vocabulary: tuple[str, ...] = ()  # a checkpoint's phrases (none: no contrast under "auto")
+        self.vocabulary: tuple[str, ...] = ()  # a checkpoint's phrases (none: no contrast under "trained")
         self.temperature = 100.0
 
     def encode_queries(self, texts: list[str]) -> list[TextEncoding]:

@@ -91,7 +91,7 @@ class _Queries:
 
     def __init__(self, vectors):
         self.vectors = vectors
-        self.vocabulary = ()  # no phrases of its own: no contrast
+        self.vocabulary = ()  # no phrases of its own
 
     def encode_queries(self, texts):
         from types import SimpleNamespace
@@ -167,7 +167,8 @@ def test_phrase_search_equals_a_written_out_ranking():
             bench.phrases.append(str(phrase))
     vectors = {p: (unit(dim), unit(1 + (j == 2), dim)) for j, p in enumerate(phrases)}  # one phrase has 2 lexemes
     for alpha, phrase_alpha, margin in ((0.5, 0.1, 0.0), (0.2, 0.2, 0.3), (1.0, 0.6, 0.05)):
-        settings = SearchConfig(alpha=alpha, phrase_alpha=phrase_alpha, box_margin=margin, refine=False)
+        # No rivals: the stand-in encoder knows only these phrases, and the reference has no contrast.
+        settings = SearchConfig(alpha=alpha, phrase_alpha=phrase_alpha, box_margin=margin, refine=False, contrast=0.0)
         config = Config(search=settings)  # the indexed boxes
         got = search(Run(_Queries(vectors), config, bench, images), k=3)
         expected = slow_phrase_search(vectors, bench, images, alpha, phrase_alpha, margin, k=3)
@@ -257,7 +258,7 @@ def test_relation_aware_bench_scores_are_the_query_scores(pairs, tmp_path, monke
     (the query's stages, caption by caption), fused without relations (every caption in one
     batched pass) and global (--global-only)."""
     from harmosearch.bench.datasets import load_pair_set
-    from harmosearch.bench.vectors import encode_images, encode_texts, query_scores
+    from harmosearch.bench.vectors import bench_vocabulary, encode_images, encode_texts, query_scores
     from harmosearch.indexing import build_index
     from harmosearch.search import Index
 
@@ -274,7 +275,8 @@ def test_relation_aware_bench_scores_are_the_query_scores(pairs, tmp_path, monke
     compared = 0
     for mode, options in (("relations", {}), ("fused", {"relations": False}), ("global", {"global_only": True})):
         texts = encode_texts(test_encoder, captions, images.global_vectors.shape[1])
-        scores = query_scores(texts, images, config.search, mode)
+        rivals = bench_vocabulary(test_encoder, config.search)  # the everyday rivals, as the index weighs them
+        scores = query_scores(texts, images, config.search, mode, None, rivals)
         for t, caption in enumerate(captions):
             found = index.search(caption, k=len(bench.images), **options).results
             by_name = {r.path: r.score for r in found}
@@ -404,7 +406,7 @@ def test_refined_bench_tasks_are_what_query_refine_shows(few_scenes, tmp_path, m
     from harmosearch.search import Index
 
     monkeypatch.setenv("HARMOSEARCH_CACHE", str(tmp_path / "cache"))
-    # A window penalty and a contrast too (harmo-tiny's own vocabulary, then a file's): the
+    # A window penalty and a contrast too (the everyday rivals, then a file's): the
     # bench must score regions as the query does.
     rivals = tmp_path / "rivals.txt"
     rivals.write_text("# rivals\nred circle\nblue star\ngreen ring\nyellow square\n")
@@ -426,7 +428,7 @@ def test_refined_bench_tasks_are_what_query_refine_shows(few_scenes, tmp_path, m
     assert images.regions.bias is not None and images.regions.bias.min() == pytest.approx(-0.1)
     # k=1: the order itself is compared, not only which images make the top.
     run = Run(test_encoder, config, bench, images)
-    assert run.vocabulary is not None and len(run.vocabulary.phrases) == 48  # harmo-tiny's colour-shape names
+    assert run.vocabulary is not None and len(run.vocabulary.phrases) > 500  # the everyday rivals
     got = phrase_search(run, k=1)
     build_index(few_scenes / "images", tmp_path / "index", config, encoder=test_encoder)
     index = Index(tmp_path / "index", config, encoder=test_encoder)

@@ -122,9 +122,11 @@ def test_relations_and_attributes_decide_twin_pairs(tmp_path, monkeypatch):
     wins = {mode: {kind: figures[mode][kind]["caption_wins"] for kind in ("relation", "attribute")} for mode in MODES}
     print(f"caption wins: {wins}")
     # Regression guards, a caption or two under what harmo-tiny measured on these 30 pairs of
-    # each kind: relation pairs 58/60 = 0.967 relation-aware, attribute pairs 59/60 = 0.983.
+    # each kind with the everyday rivals (the default): relation pairs 59/60 = 0.983
+    # relation-aware, attribute pairs 57/60 = 0.95 (58/60 and 59/60 with its 48 training phrases
+    # as rivals, which are these scenes' own names).
     assert wins["relations"]["relation"] >= 0.95
-    assert wins["relations"]["attribute"] >= 0.96
+    assert wins["relations"]["attribute"] >= 0.93
     # Spec floors: the README's test-split figures (98.2 and 94.2 over 250 pairs) less three
     # binomial standard deviations for 60 captions; and the global ranking at chance on relation
     # pairs (README 49.6; measured here 0.483), which it cannot tell apart.

@@ -134,6 +134,23 @@ def test_the_bank_is_distinct_and_the_default_quantile_sane():
     assert 0.5 < CONFIDENT_QUANTILE < 1
 
 
+def test_the_null_bank_names_no_thing_a_library_could_hold():
+    """No word of the bank names an everyday thing (the shipped rivals' words) or a shape of the
+    synthetic scenes; colours are its only real content words, and a made-up word is none of
+    the words it was shuffled from."""
+    from harmosearch.search.calibration import COLOUR_WORDS, FUNCTION_WORDS, SHUFFLED_WORDS, null_bank
+    from harmosearch.search.contrast import vocabulary_phrases, words_of
+    from harmosearch.synth import SHAPES
+
+    things = set().union(*(words_of(p) for p in vocabulary_phrases("everyday", ()))) | set(SHAPES)
+    words = set().union(*(words_of(q) for q in NULL_QUERIES))
+    assert words & things <= set(COLOUR_WORDS)
+    assert not words & set(SHUFFLED_WORDS)
+    kinds = [len(words_of(q)) == 3 and words_of(q) <= set(FUNCTION_WORDS) for q in NULL_QUERIES]
+    assert sum(kinds) == len(NULL_QUERIES) // 3  # a third word salad
+    assert null_bank() == NULL_QUERIES and null_bank(seed=1) != NULL_QUERIES  # drawn from a fixed seed
+
+
 @pytest.mark.slow
 def test_bundled_model_says_no_confident_match_for_a_colour_the_scenes_lack(tmp_path):
     """Scenes without purple, indexed with harmo-tiny: every "purple <shape>" query is weak,
@@ -170,9 +187,11 @@ def test_bundled_model_says_no_confident_match_for_a_colour_the_scenes_lack(tmp_
     assert not confident[: len(absent)].any()
     share = float(confident[len(absent) :].mean())
     print(f"confident: {share:.3f} of {len(present)} present colour-shape pairs")
-    # Regression guard, a pair under what harmo-tiny measured on these 60 scenes: 26/42 = 0.619
-    # (several objects appear once; 0.93 on the ~290-scene indexes of benchmarks/calibration.py).
-    assert share >= 0.59
+    # Regression guard, a pair under what harmo-tiny measured on these 60 scenes with the bank of
+    # phrases that name no thing: 23/42 = 0.548 (26/42 with the earlier bank of everyday things,
+    # whose coloured queries set a lower bar; several objects appear once, and harmo-tiny often
+    # ranks another scene first for them).
+    assert share >= 0.52
     # Spec floor: the docstring's "most", more than half.
     assert share > 0.5
 

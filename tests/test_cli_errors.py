@@ -268,5 +268,6 @@ def test_an_unreadable_vocabulary_file(index, tmp_path):
     assert message.startswith(f"search.vocabulary: cannot read {tmp_path / 'missing.txt'}: ")
     config.write_text('[search]\nvocabulary = "  "\n')
     assert one_error(["--config", str(config), "query", "red circle", "--index", str(index)]) == (
-        f'config file {config}: search.vocabulary must be "auto", "none" or a file of phrases, one per line'
+        f"config file {config}: search.vocabulary must be "
+        '"everyday", "trained", "none" or a file of phrases, one per line'
     )

@@ -2,6 +2,7 @@
 
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -86,8 +87,14 @@ def slow_ranked(table, row, lexeme, rivals, temperature, weight, window_penalty)
     return slow_score(table, row, lexeme, window_penalty) + slow_term(region, lexeme, rivals, temperature, weight)
 
 
-@pytest.mark.parametrize("window_penalty", [0.0, 0.3])
-def test_best_regions_rank_with_the_contrast_and_show_the_plain_box(window_penalty, monkeypatch):
+def weighed_rows(table, lo, hi, lexeme, window_penalty, per_image):
+    """The rows lo:hi an image's contrast weighs for a lexeme: its per_image best by the plain
+    score with the window penalty, the first on ties."""
+    return sorted(range(lo, hi), key=lambda r: (-slow_score(table, r, lexeme, window_penalty), r))[:per_image]
+
+
+@pytest.mark.parametrize(("window_penalty", "per_image"), [(0.0, 100), (0.3, 100), (0.0, 1), (0.3, 2)])
+def test_best_regions_rank_with_the_contrast_and_show_the_plain_box(window_penalty, per_image, monkeypatch):
     from harmosearch.search import score as scoring
 
     monkeypatch.setattr(scoring, "BLOCK_ROWS", 9)  # several blocks of images
@@ -98,9 +105,11 @@ def test_best_regions_rank_with_the_contrast_and_show_the_plain_box(window_penal
     lexemes = rng.standard_normal((5, DIM)).astype(np.float32)
     vectors = unit_rows(rng, 6)
     keep = rng.random((5, 6)) < 0.7
-    contrast = Contrast(vectors, keep, 20.0, 0.4)
-    images = np.array([5, 3, 0, 17, 5, 29, 12])
+    contrast = Contrast(vectors, keep, 20.0, 2.0, per_image)
+    images = np.array([5, 3, 0, 17, 5, 29, 12, 1, 2, 4, 6, 7, 8, 9, 10])
     scores, rows = best_regions(table, images, lexemes, 0.1, contrast)
+    every = best_regions(table, images, lexemes, 0.1, replace(contrast, per_image=100))[0]
+    assert (per_image < 100) == (not np.allclose(scores, every, atol=1e-4))  # a region further down can win
     _, plain_rows = best_regions(table, images, lexemes, 0.1)
     np.testing.assert_array_equal(rows, plain_rows)  # the box shown does not move
     for c, image in enumerate(images):
@@ -110,25 +119,31 @@ def test_best_regions_rank_with_the_contrast_and_show_the_plain_box(window_penal
                 assert scores[c, j] == -1
                 continue
             want = max(
-                slow_ranked(plain, r, lexeme, vectors[keep[j]], 20.0, 0.4, window_penalty) for r in range(lo, hi)
+                slow_ranked(plain, r, lexeme, vectors[keep[j]], 20.0, 2.0, window_penalty)
+                for r in weighed_rows(plain, lo, hi, lexeme, window_penalty, per_image)
             )
             assert scores[c, j] == pytest.approx(want, abs=1e-4)
 
 
-def test_top_regions_order_by_the_contrasted_scores():
+@pytest.mark.parametrize("per_image", [100, 2, 4])
+def test_top_regions_order_by_the_contrasted_scores(per_image):
+    """The k best by the contrasted scores among each image's max(k, per_image) best by the
+    plain ones (the window penalty included)."""
     rng = np.random.default_rng(8)
-    table = random_table(rng).penalising_windows(0.2)
+    plain = random_table(rng)
+    table = plain.penalising_windows(0.2)
     lexemes = rng.standard_normal((3, DIM)).astype(np.float32)
     vectors = unit_rows(rng, 4)
     keep = np.ones((3, 4), bool)
-    contrast = Contrast(vectors, keep, 30.0, 1.0)
+    contrast = Contrast(vectors, keep, 30.0, 1.0, per_image)
     images = np.array([0, 3, 8, 21])
     scores, rows = top_regions(table, images, lexemes, 3, None, contrast)
     for c, image in enumerate(images):
         lo, hi = int(table.start[image]), int(table.start[image + 1])
         for j, lexeme in enumerate(lexemes):
+            weighed = weighed_rows(plain, lo, hi, lexeme, 0.2, max(3, per_image))
             ranked = sorted(
-                ((slow_ranked(table, r, lexeme, vectors, 30.0, 1.0, 0.2), r) for r in range(lo, hi)),
+                ((slow_ranked(plain, r, lexeme, vectors, 30.0, 1.0, 0.2), r) for r in weighed),
                 key=lambda t: -t[0],
             )[:3]
             assert rows[c, j, : len(ranked)].tolist() == [r for _, r in ranked]
@@ -187,8 +202,10 @@ def test_refined_boxes_rank_by_the_best_contrasted_box_inside_the_seed():
 
 
 def test_vocabulary_settings_and_files(tmp_path):
-    assert vocabulary_phrases("auto", ("red circle", "blue star")) == ["red circle", "blue star"]
-    assert vocabulary_phrases("auto", ()) == []
+    assert vocabulary_phrases("trained", ("red circle", "blue star")) == ["red circle", "blue star"]
+    assert vocabulary_phrases("trained", ()) == []
+    everyday = vocabulary_phrases("everyday", ("red circle",))
+    assert vocabulary_phrases("auto", ()) == everyday  # the older name of the default
     assert vocabulary_phrases("none", ("red circle",)) == []
     file = tmp_path / "rivals.txt"
     file.write_text("# my rivals\n\nred circle\n  blue star  \nRed Circle\na blue star\nthe\n", encoding="utf-8")
@@ -270,3 +287,55 @@ def test_a_checkpoint_vocabulary_that_is_not_a_list_of_phrases_is_refused(tmp_pa
     (model / "harmosearch.json").write_text(json.dumps(meta))
     with pytest.raises(ModelLoadError, match="vocabulary that is not a list of phrases"):
         load_encoder(load_config(overrides={"encoder.model": str(model)}))
+
+
+def test_the_everyday_rivals_hold_none_of_the_synthetic_scenes_phrases():
+    """The default rivals are everyday things, the same for every model, and none is a phrase
+    the synthetic scenes are drawn from or names one of their shapes: a figure measured with
+    them does not improve because the rivals are the test labels."""
+    from harmosearch.config import SearchConfig
+    from harmosearch.synth import COLOURS, SHAPES, SIZES
+
+    assert SearchConfig().vocabulary == "everyday"
+    everyday = vocabulary_phrases("everyday", ())
+    assert 500 <= len(everyday) <= 1500 + 100
+    assert len({words_of(p) for p in everyday}) == len(everyday)
+    scene_phrases = {
+        words_of(" ".join(parts))
+        for c in COLOURS
+        for shape in SHAPES
+        for parts in [(c, shape), (shape,), (c,), *[(size, c, shape) for size in SIZES]]
+    }
+    assert not scene_phrases & {words_of(p) for p in everyday}
+    assert not any(words_of(p) & set(SHAPES) for p in everyday)
+    assert {"dog", "car", "umbrella", "red car", "wooden chair"} <= set(everyday)
+
+
+def test_an_embedded_vocabulary_is_kept_between_processes(tmp_path):
+    """With a cache folder the vectors are embedded once and read back (the same ones) later,
+    by encoder identity and phrases; an unwritable cache is no error."""
+    from harmosearch.search.contrast import load_vocabulary
+
+    from .fakes import FakeEncoder
+
+    class Counting(FakeEncoder):
+        calls = 0
+
+        def encode_queries(self, texts):
+            Counting.calls += 1
+            return super().encode_queries(texts)
+
+    encoder = Counting()
+    first = load_vocabulary(encoder, "everyday", tmp_path / "cache")
+    calls = Counting.calls
+    assert calls > 0 and len(list((tmp_path / "cache" / "vocabularies").glob("*.npy"))) == 1
+    again = load_vocabulary(encoder, "everyday", tmp_path / "cache")
+    assert Counting.calls == calls  # read, not embedded
+    np.testing.assert_array_equal(again.vectors, first.vectors)
+    assert again.phrases == first.phrases
+    file = tmp_path / "few.txt"
+    file.write_text("dog\ncat\n", encoding="utf-8")
+    few = load_vocabulary(encoder, str(file), tmp_path / "cache")  # other phrases: another file
+    assert few.phrases == ("dog", "cat") and Counting.calls > calls
+    (tmp_path / "blocked").write_text("a file where the cache folder should be")
+    assert load_vocabulary(encoder, "everyday", tmp_path / "blocked").phrases == first.phrases

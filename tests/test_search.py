@@ -1,5 +1,7 @@
 """Ranking logic on hand-made vectors: the right answers are known by construction."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -222,6 +224,7 @@ def test_ranking_equals_the_slow_reference(tmp_path, index_type, window_penalty,
         nprobe=4,
         window_penalty=window_penalty,
         contrast=contrast,
+        vocabulary="trained",
         alpha=0.6,
         phrase_alpha=0.1,
     )
@@ -383,7 +386,8 @@ def test_filters_apply_before_ranking_so_k_results_come_back(tmp_path, monkeypat
     if not exact_subset:  # FAISS searches the allowed rows through an ID selector
         monkeypatch.setattr(harmosearch.search.retrieve, "EXACT_SUBSET_REGIONS", 0)
     scenes, data = dated_library()
-    narrow = SearchConfig(global_candidates=1, region_candidates=1, box_margin=0.0, window_penalty=0.0)
+    # No rivals: the reference scores without the contrast.
+    narrow = SearchConfig(global_candidates=1, region_candidates=1, box_margin=0.0, window_penalty=0.0, contrast=0.0)
     index = open_fake(tmp_path, index_type=index_type, search=narrow, data=data)
     for filters, passes in FILTERS:
         allowed = np.array([passes(i) for i in range(len(scenes))])
@@ -392,7 +396,7 @@ def test_filters_apply_before_ranking_so_k_results_come_back(tmp_path, monkeypat
         assert all(allowed[r.image_id] for r in got.results)
         if exact_subset:  # every allowed image is scored: exactly the reference
             assert [r.image_id for r in got.results] == filtered_reference(data, "red circle", allowed, 10)
-    wide = SearchConfig(global_candidates=1000, region_candidates=1000, box_margin=0.0, window_penalty=0.0)
+    wide = replace(narrow, global_candidates=1000, region_candidates=1000)
     if index_type in ("Flat", "SQfp16"):  # exact index types with every row a candidate
         index = open_fake(tmp_path / "wide", index_type=index_type, search=wide, data=data)
         for filters, passes in FILTERS:

@@ -165,9 +165,10 @@ class SearchConfig(Section):
     # rivals), so that a red star ranks below a red circle for "red circle"; chosen on the
     # validation scenes; 0 turns it off.
     contrast: Annotated[float, Range(0, 10)] = 0.1
-    # The rivals: "auto" (the phrases the model was trained on, from its checkpoint; none for
-    # other models), "none", or a UTF-8 file with one phrase per line.
-    vocabulary: str = "auto"
+    # The rivals: "everyday" (about 1,500 everyday things shipped with the package, the same for
+    # every model; "auto" is its older name), "trained" (the phrases the model was trained on,
+    # from its checkpoint; none for other models), "none", or a UTF-8 file with one phrase per line.
+    vocabulary: str = "everyday"
     # Refinement (--refine, search/rerank.py): the best `rerank` results (at least k) are encoded again,
     # at the model's input size and at refine_scale times it, where small objects span several
     # patches, and each lexeme's box is searched again near the indexed one. Those results are
@@ -248,7 +249,9 @@ class SearchConfig(Section):
 
     def check(self) -> None:
         if not self.vocabulary.strip():
-            raise ConfigError('search.vocabulary must be "auto", "none" or a file of phrases, one per line')
+            raise ConfigError(
+                'search.vocabulary must be "everyday", "trained", "none" or a file of phrases, one per line'
+            )
         if self.trust_low > self.trust_high:
             raise ConfigError("search.trust_low must not exceed search.trust_high")
 

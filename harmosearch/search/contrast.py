@@ -9,9 +9,14 @@ the two apart when asked to choose, so, for ranking, each region's score for a l
     weight * log p,  p = softmax over [lexeme, vocabulary entries] of temperature * similarity
 
 taken at the lexeme: the log-probability, at the model's own logit scale, that the region is the
-lexeme's thing rather than one of the vocabulary's. The vocabulary is the phrases the model was
+lexeme's thing rather than one of the vocabulary's. The vocabulary (search.vocabulary) is by
+default "everyday": about 1,500 everyday things shipped with the package (vocabularies/
+everyday.txt; the kind of objects public detection datasets name, and colour and material
+phrases), the same for every model, none of them a shape of the synthetic scenes, so that no
+figure improves because the rivals are the test labels. "trained" is the phrases the model was
 trained to tell apart (`vocabulary` in a checkpoint's harmosearch.json, written by
-`harmosearch train` from its training annotations) or a file of phrases (search.vocabulary).
+`harmosearch train` from its training annotations; none for other models); a path names a file
+of phrases.
 A rival is a phrase that names something else: an entry whose words include all of the
 lexeme's words names the same thing or a more specific one ("red circle", "small red circle"
 for "circle"), and one whose words all occur in the lexeme a more general one ("circle" or "red
@@ -23,9 +28,13 @@ confident a result is (both use the plain similarities).
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +45,11 @@ from harmosearch.errors import ConfigError
 ARTICLES = frozenset({"a", "an", "the"})
 MAX_ENTRIES = 4096  # a vocabulary file's most phrases
 MAX_RIVALS = 64  # each lexeme weighed against at most this many (its nearest) phrases
+# Each image's this many best regions for a lexeme (by their plain score, the window penalty
+# included) are weighed against its rivals, and its ranking score is the best of theirs: the
+# term is <= 0, so a region further down rarely overtakes them, and weighing 48 regions an image
+# cost a query 1.7x its time with 1,000 rivals (benchmarks/contrast_cost.py).
+WEIGHED_REGIONS = 4
 MAX_FILE_BYTES = 1 << 20
 MAX_TEMPERATURE = 100.0
 CHUNK_ROWS = 16_384  # regions weighed at once
@@ -74,7 +88,7 @@ class Vocabulary:
             limited = np.zeros_like(keep)
             np.put_along_axis(limited, nearest, True, axis=1)
             keep &= limited
-        return Contrast(self.vectors, keep, self.temperature, weight)
+        return Contrast(self.vectors, keep, self.temperature, weight, WEIGHED_REGIONS)
 
 
 @dataclass(frozen=True)
@@ -85,10 +99,11 @@ class Contrast:
     keep: np.ndarray  # [L, K] bool
     temperature: float
     weight: float
+    per_image: int = WEIGHED_REGIONS  # regions of an image weighed, per lexeme (score.py)
 
     def columns(self, which: Any) -> Contrast:
         """The contrast of the lexemes `which` (an index, slice or list into its rows)."""
-        return Contrast(self.vectors, self.keep[which], self.temperature, self.weight)
+        return Contrast(self.vectors, self.keep[which], self.temperature, self.weight, self.per_image)
 
     def term(self, sims: np.ndarray, regions: np.ndarray) -> np.ndarray:
         """What ranking adds to plain scores sims [R, L] of region vectors [R, D]: weight *
@@ -140,10 +155,22 @@ def read_phrases(path: Path) -> list[str]:
     return phrases
 
 
+SHIPPED = ("everyday",)  # vocabularies in the package, by name (vocabularies/<name>.txt)
+NAMED = ("everyday", "auto", "trained", "none")  # settings that are not files; "auto" is "everyday"
+
+
+def shipped_path(name: str) -> Path:
+    """Where a vocabulary shipped with the package lies."""
+    return Path(str(resources.files("harmosearch.search") / "vocabularies" / f"{name}.txt"))
+
+
 def vocabulary_phrases(setting: str, model_vocabulary: Sequence[str]) -> list[str]:
-    """The phrases search.vocabulary names: "auto" the model's own (none for a model without
-    one), "none" none, anything else a file of phrases."""
-    if setting == "auto":
+    """The phrases search.vocabulary names: "everyday" (and its older name "auto") the shipped
+    list of everyday things, "trained" the model's own (none for a model without one), "none"
+    none, anything else a file of phrases."""
+    if setting in ("everyday", "auto"):
+        return read_phrases(shipped_path("everyday"))
+    if setting == "trained":
         return list(model_vocabulary)
     if setting == "none":
         return []
@@ -164,18 +191,52 @@ def embed_vocabulary(encoder: Any, phrases: Sequence[str]) -> Vocabulary:
     return Vocabulary(tuple(phrases), vectors, encoder.temperature)
 
 
-def load_vocabulary(encoder: Any, setting: str) -> Vocabulary | None:
-    """search.vocabulary embedded by `encoder` (None when it names no phrases)."""
+def load_vocabulary(encoder: Any, setting: str, cache: Path | None = None) -> Vocabulary | None:
+    """search.vocabulary embedded by `encoder` (None when it names no phrases). With a `cache`
+    folder the vectors are kept there, by the encoder's identity and the phrases, so that a new
+    process (each `harmosearch query`) reads them instead of embedding ~1,500 phrases again."""
     phrases = vocabulary_phrases(setting, encoder.vocabulary)
-    return embed_vocabulary(encoder, phrases) if phrases else None
+    if not phrases:
+        return None
+    file = None if cache is None else _cache_file(cache, encoder, phrases)
+    if file is not None:
+        try:
+            vectors = np.load(file, allow_pickle=False)
+            if vectors.shape == (len(phrases), encoder.identity.embed_dim) and vectors.dtype == np.float32:
+                return Vocabulary(tuple(phrases), vectors, encoder.temperature)
+        except (OSError, ValueError):
+            pass  # not there yet, or unreadable: embedded again and written anew
+    vocabulary = embed_vocabulary(encoder, phrases)
+    if file is not None:
+        _write_quietly(file, vocabulary.vectors)
+    return vocabulary
+
+
+def _cache_file(cache: Path, encoder: Any, phrases: Sequence[str]) -> Path:
+    """Where the vectors of `phrases` embedded by `encoder` are kept under `cache`."""
+    key = json.dumps([encoder.identity.to_dict(), list(phrases)], sort_keys=True)
+    return Path(cache).expanduser() / "vocabularies" / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.npy"
+
+
+def _write_quietly(file: Path, vectors: np.ndarray) -> None:
+    """Writes the cache file whole (a temporary file renamed over it); a cache that cannot be
+    written is no error, the next process embeds the phrases again."""
+    try:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        partial = file.with_name(f"{file.stem}.{os.getpid()}.tmp.npy")
+        np.save(partial, vectors, allow_pickle=False)
+        os.replace(partial, file)
+    except OSError:
+        pass
 
 
 class Vocabularies:
     """The vocabularies one encoder has embedded, once per setting of search.vocabulary (a file:
     again when it changes), so that a query pays for its rivals, not for embedding them."""
 
-    def __init__(self, encoder: Any) -> None:
+    def __init__(self, encoder: Any, cache: Path | None = None) -> None:
         self.encoder = encoder
+        self.cache = cache  # where embedded vocabularies are kept between processes (None: not kept)
         self._kept: dict[tuple[str, tuple[int, int] | None], Vocabulary | None] = {}
 
     def contrast(self, texts: Sequence[str], vectors: np.ndarray, setting: str, weight: float) -> Contrast | None:
@@ -187,15 +248,15 @@ class Vocabularies:
         if key not in self._kept:
             if len(self._kept) >= KEPT_VOCABULARIES:
                 self._kept.clear()
-            self._kept[key] = load_vocabulary(self.encoder, setting)
+            self._kept[key] = load_vocabulary(self.encoder, setting, self.cache)
         vocabulary = self._kept[key]
         return None if vocabulary is None else vocabulary.for_lexemes(texts, vectors, weight)
 
 
 def _file_signature(setting: str) -> tuple[int, int] | None:
-    """(mtime, size) of a vocabulary file, None for "auto", "none" or a file that is not there
+    """(mtime, size) of a vocabulary file, None for a named setting or a file that is not there
     (reading it then says why)."""
-    if setting in ("auto", "none"):
+    if setting in NAMED:
         return None
     try:
         stat = Path(setting).expanduser().stat()

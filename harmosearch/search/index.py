@@ -75,7 +75,7 @@ class Index:
         # the window penalty (the configured one is kept; a query may ask for another).
         self.regions = RegionTable(self.reader.region_vectors, boxes, self.reader.region_start, scales)
         self.penalised = PenalisedTable(self.regions, self.config.search.window_penalty)
-        self.vocabularies = Vocabularies(self.encoder)
+        self.vocabularies = Vocabularies(self.encoder, self.config.paths.cache_dir)
         self.calibration = stored_calibration(manifest)
         self.trust = stored_trust(manifest)  # None: built before trust was measured (fully trusted)
         self._paths = np.asarray(self.reader.images["path"], dtype=object)

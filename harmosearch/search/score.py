@@ -124,10 +124,30 @@ def _best_regions(
                 plain[nonempty, part] = best
                 ranked = sims if bias is None else sims + bias
                 if contrast is not None:
-                    ranked = ranked + contrast.columns(part).term(sims, vectors)
+                    ranked = _contrasted(ranked, sims, vectors, offsets, contrast.columns(part))
                 best = np.maximum.reduceat(ranked, offsets, axis=0)
             scores[nonempty, part] = best
     return scores, chosen, plain
+
+
+def _contrasted(
+    ranked: np.ndarray, sims: np.ndarray, vectors: np.ndarray, offsets: np.ndarray, contrast: Contrast
+) -> np.ndarray:
+    """Ranking scores [R, L] with the contrast's term, for rows grouped into images starting at
+    `offsets`: each image's contrast.per_image best rows by `ranked` (the first on ties) gain the
+    term, the others drop out (-inf), so the term is computed for those rows alone."""
+    sizes = np.diff(np.append(offsets, len(ranked)))
+    image = np.repeat(np.arange(len(offsets)), sizes)
+    # Sorted by image, then by score, best first (stable: the first row on ties).
+    order = np.lexsort((-ranked, np.broadcast_to(image[:, None], ranked.shape)), axis=0)
+    rank = np.arange(len(ranked))[:, None] - offsets[image[order]]
+    weighed = np.zeros(ranked.shape, dtype=bool)
+    np.put_along_axis(weighed, order, rank < contrast.per_image, axis=0)
+    rows = np.flatnonzero(weighed.any(1))
+    out = np.full(ranked.shape, -np.inf, dtype=np.float32)
+    term = contrast.term(sims[rows], vectors[rows])
+    out[rows] = np.where(weighed[rows], ranked[rows] + term, -np.inf)
+    return out
 
 
 def _image_blocks(counts: np.ndarray) -> list[np.ndarray]:
@@ -208,18 +228,36 @@ def top_regions(
         valid &= ~exclude[padded]
     gathered = np.asarray(table.vectors[padded.reshape(-1)], dtype=np.float32)  # [C * W, D]
     plain = gathered @ lexemes.T
-    if contrast is not None:
-        plain = plain + contrast.term(plain, gathered)
     sims = plain.reshape(len(images), width, len(lexemes)).transpose(0, 2, 1)
     if table.bias is not None:
         sims = sims + table.bias[padded][:, None, :]
     sims = np.where(valid[:, None, :], sims, -np.inf)
+    if contrast is not None:
+        sims = _top_contrasted(sims, plain, gathered, contrast, max(k, contrast.per_image))
     take = min(k, width)
     order = np.argsort(-sims, axis=2, kind="stable")[:, :, :take]
     scores[:, :, :take] = np.take_along_axis(sims, order, axis=2)
     picked = np.take_along_axis(np.broadcast_to(padded[:, None, :], sims.shape), order, axis=2)
     rows[:, :, :take] = np.where(np.isfinite(scores[:, :, :take]), picked, -1)
     return scores, rows
+
+
+def _top_contrasted(
+    sims: np.ndarray, plain: np.ndarray, gathered: np.ndarray, contrast: Contrast, weighed: int
+) -> np.ndarray:
+    """Ranking scores [C, L, W] with the contrast's term for each image's `weighed` best regions
+    per lexeme (by `sims`, the first on ties); the others drop out (-inf)."""
+    c, n_lexemes, width = sims.shape
+    order = np.argsort(-sims, axis=2, kind="stable")
+    chosen = np.zeros(sims.shape, dtype=bool)
+    np.put_along_axis(chosen, order[:, :, :weighed], True, axis=2)
+    chosen &= np.isfinite(sims)
+    flat = chosen.transpose(0, 2, 1).reshape(c * width, n_lexemes)  # rows as `plain`'s
+    rows = np.flatnonzero(flat.any(1))
+    term = np.zeros(plain.shape, dtype=np.float32)
+    term[rows] = contrast.term(plain[rows], gathered[rows])
+    out = sims + term.reshape(c, width, n_lexemes).transpose(0, 2, 1)
+    return np.where(chosen, out, -np.inf)
 
 
 @dataclass(frozen=True)
