@@ -30,3 +30,17 @@ run bench --task counting --task negation --split test --n 300 --record $R/count
 run --config benchmarks/configs/counting_high.toml bench --task counting --task negation --split test --n 300 \
   --detail high --record $R/counting.jsonl
 run bench --task counting --task negation --split test --n 300 --world photo --record $R/counting.jsonl
+# The rivals: today's everyday list against the model's own training phrases, on the same scenes.
+for config in "" "--config benchmarks/configs/rivals_trained.toml"; do
+  # shellcheck disable=SC2086
+  run $config bench --dataset synthetic --split test --n 200 --task search --task grounding --task retrieval \
+    --record $R/rivals.jsonl
+done
+# --refine on the photo world's test photographs, at each detail.
+for detail in normal high; do
+  for refine in --no-refine --refine; do
+    run bench --dataset synthetic --world photo --split test --n 200 --detail "$detail" "$refine" --task search \
+      --task grounding --record $R/refine_photo.jsonl
+  done
+done
+# The transfer table (benchmarks/transfer.py) needs harmo-tiny-gc: python benchmarks/transfer.py --n 300
