@@ -1,7 +1,6 @@
 import json
 import subprocess
 import sys
-import time
 
 from .conftest import run_cli_noting_imports
 
@@ -16,12 +15,9 @@ def run(*args, **kwargs):
 
 def test_help_does_not_import_heavy_modules():
     for args in (["--help"], ["synth", "--help"]):
-        started = time.perf_counter()
         result, loaded = run_cli_noting_imports(args, HEAVY)
-        elapsed = time.perf_counter() - started
         assert "Usage" in result.stdout
-        assert loaded == [], result.stderr[-300:]
-        assert elapsed < 5  # generous: the point is "no torch import", which alone takes seconds
+        assert loaded == [], result.stderr[-300:]  # its time: benchmarks, never a timed assertion
 
 
 def test_library_errors_are_one_line_with_exit_code_2(tmp_path):

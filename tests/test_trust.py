@@ -57,7 +57,10 @@ def test_trust_is_high_for_the_bundled_model_and_low_for_random_regions(built):
     tiny = stored_trust(read_manifest(built["tiny"]))
     random = stored_trust(read_manifest(built["random"]))
     assert tiny is not None and random is not None
-    assert tiny.images == 12 and tiny.regions >= 24  # up to 6 boxes on each of the 12 pictures
+    # up to 6 boxes on each of the 12 pictures; a picture whose regions hold no box of the
+    # measured sizes (2-50% of it; with pixel segments some hold only specks and the background)
+    # is left out
+    assert 10 <= tiny.images <= 12 and tiny.regions >= 24
     assert tiny.trust >= defaults.trust_high  # ranks as it did before trust was measured
     assert random.trust <= defaults.trust_low  # ranks as --global-only
     assert region_weight(tiny, defaults.trust_low, defaults.trust_high) == 1.0
