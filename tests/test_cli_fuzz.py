@@ -371,6 +371,9 @@ def draw_args(data, world: World, command: str, opts: list[Opt]) -> Line:
                     line.refused += given
         if opt is config:
             line.args.append(command)
+    text = line.args[line.args.index(command) + 1 :][:1]
+    if command == "query" and "--image" in line.args and text and not text[0].strip() and text[0] in line.refused:
+        line.refused.remove(text[0])  # TEXT defaults to "": beside --image, a blank one asks for the image alone
     return line
 
 
