@@ -19,6 +19,26 @@ def test_the_bundled_model_is_installed():
     assert "harmo-tiny" in bundled_models()
 
 
+def test_the_stock_clip_stand_in_is_installed_and_trained_with_the_global_loss_only():
+    """harmo-tiny-gc (issue #30's stand-in for a stock CLIP): harmo-tiny's architecture, at most
+    12 MB, its training config naming the global loss alone, loadable by name."""
+    from harmosearch.model.encoder import load_encoder
+    from harmosearch.model.loading import BUNDLED_DIR
+
+    assert "harmo-tiny-gc" in bundled_models()
+    folder = BUNDLED_DIR / "harmo-tiny-gc"
+    assert sum(f.stat().st_size for f in folder.iterdir()) <= 12 * 2**20
+    meta = json.loads((folder / "harmosearch.json").read_text())
+    assert meta["config"]["train"]["losses"] in ("gc", ["gc"])
+    assert json.loads((folder / "open_clip_config.json").read_text()) == json.loads(
+        (BUNDLED_DIR / "harmo-tiny" / "open_clip_config.json").read_text()
+    )
+    config = load_config(overrides={"encoder.model": "harmo-tiny-gc", "encoder.device": "cpu"})
+    encoder = load_encoder(config)
+    (query,) = encoder.encode_queries(["red circle"])
+    assert query.global_vector.shape[-1] == 128
+
+
 @pytest.fixture(scope="module")
 def fresh_index(tmp_path_factory):
     root = tmp_path_factory.mktemp("bundled")
