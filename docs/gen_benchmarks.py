@@ -76,12 +76,6 @@ def latest(file: str, fits: Callable[[Record], bool] = lambda r: True) -> Record
     return max(found, key=lambda r: r.data["time"]) if found else None
 
 
-# Records made before region trust (regions/trust.py) do not hold its settings: they ranked with
-# the regions fully weighed, as today's defaults rank the bundled model on its flat scenes, where
-# its trust is above search.trust_high (the transfer table shows it).
-BEFORE_THEIR_TIME.update({"search.trust_low": 0.1, "search.trust_high": 0.2})
-
-
 def at_defaults(record: Record, besides: frozenset[str] = frozenset()) -> bool:
     """Whether the record was made with today's defaults for every setting that changes results
     but the keys `besides` (a setting it does not record counts as different, unless
