@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Re-measure every record that the documentation's quality tables take at today's defaults
-# (docs/gen_benchmarks.py: headline, retrieval, regions, compositional, objects, counting), with
+# (docs/gen_benchmarks.py: headline, retrieval, regions, compositional, objects, counting,
+# rivals, refine-photo, photo-world), with
 # the bundled model on synthetic test scenes. Run it after a change of defaults, from the
 # repository root, on a quiet machine, with the code committed: each record names its commit.
 #
@@ -35,6 +36,11 @@ for config in "" "--config benchmarks/configs/rivals_trained.toml"; do
   # shellcheck disable=SC2086
   run $config bench --dataset synthetic --split test --n 200 --task search --task grounding --task retrieval \
     --record $R/rivals.jsonl
+done
+# The photo world's test photographs, every task of the default set, at each detail.
+for detail in normal high; do
+  run bench --dataset synthetic --world photo --split test --n 500 --detail "$detail" --no-refine \
+    --record $R/photo_world.jsonl
 done
 # --refine on the photo world's test photographs, at each detail.
 for detail in normal high; do

@@ -24,6 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 NONE = "–"
 MISSING = object()
+# Speed records name the first bundled model; the bundled models share its architecture.
+SPEED_MODEL = "harmo-tiny"
 # Sections whose settings change what a benchmark measures; of them, the keys that a row names
 # itself, and the keys that only matter with --refine.
 RESULT_SECTIONS = ("encoder", "regions", "search")
@@ -76,6 +78,11 @@ def latest(file: str, fits: Callable[[Record], bool] = lambda r: True) -> Record
     return max(found, key=lambda r: r.data["time"]) if found else None
 
 
+def of_bundled(record: Record) -> bool:
+    """Whether the record was made with today's bundled model (SHAPES_MODEL)."""
+    return (record.data.get("model") or {}).get("spec") == SHAPES_MODEL
+
+
 def at_defaults(record: Record, besides: frozenset[str] = frozenset()) -> bool:
     """Whether the record was made with today's defaults for every setting that changes results
     but the keys `besides` (a setting it does not record counts as different, unless
@@ -108,7 +115,8 @@ def bench(
         return (
             d.get("split") == "test"
             and d.get("objects") == objects
-            and (d.get("model") or {}).get("spec") == SHAPES_MODEL
+            and (d.get("world") or "flat") == "flat"
+            and of_bundled(r)
             and task in d.get("tasks", {})
             and (n is None or scenes(d["tasks"][task]) == n)
             and config.get("regions.detail") == detail
@@ -175,7 +183,7 @@ def headline() -> str:
             ]
         )
     header = [
-        "harmo-tiny, unseen synthetic test scenes",
+        f"{SHAPES_MODEL}, unseen synthetic test scenes",
         "phrase search P@5",
         "small objects P@5",
         "box fits (grounding)",
@@ -219,7 +227,7 @@ def regions() -> str:
             ]
         )
     header = [
-        "harmo-tiny, 500 test scenes",
+        f"{SHAPES_MODEL}, 500 test scenes",
         "box classification top-1",
         "per class",
         "grounding",
@@ -335,7 +343,7 @@ def indexing() -> str:
     for fmt in ("png", "jpg"):
         found = latest(
             "encode.jsonl",
-            lambda r, fmt=fmt: on_cpu(r) and r.data.get("format") == fmt and r.data.get("model") == SHAPES_MODEL,
+            lambda r, fmt=fmt: on_cpu(r) and r.data.get("format") == fmt and r.data.get("model") == SPEED_MODEL,
         )
         rate = get(found, "images_per_s", "end-to-end build_index")
         cores = get(found, "machine", "cpus")
@@ -348,7 +356,7 @@ def indexing() -> str:
                 named(found),
             ]
         )
-    gpu = latest("encode.jsonl", lambda r: not on_cpu(r) and r.data.get("model") == SHAPES_MODEL)
+    gpu = latest("encode.jsonl", lambda r: not on_cpu(r) and r.data.get("model") == SPEED_MODEL)
     rate = get(gpu, "images_per_s", "end-to-end build_index")
     rows.append(
         [
@@ -461,13 +469,15 @@ def query_costs() -> str:
 
 
 def rivals() -> str:
-    """harmo-tiny on the flat test scenes with the everyday rivals (the default) and with the
+    """The bundled model on the flat test scenes with the everyday rivals (the default) and with the
     phrases it was trained on, which are the test scenes' own labels (rivals.jsonl; the latest
     record of each, at today's defaults but for search.vocabulary)."""
 
     def fits(vocabulary: str) -> Callable[[Record], bool]:
         return lambda r: (
-            r.config.get("search.vocabulary") == vocabulary and at_defaults(r, frozenset({"search.vocabulary"}))
+            of_bundled(r)
+            and r.config.get("search.vocabulary") == vocabulary
+            and at_defaults(r, frozenset({"search.vocabulary"}))
         )
 
     rows = []
@@ -483,7 +493,7 @@ def rivals() -> str:
                 named(found),
             ]
         )
-    header = ["rivals, harmo-tiny, flat test scenes", "phrase P@5", "grounding", "R@1 global", "fused"]
+    header = [f"rivals, {SHAPES_MODEL}, flat test scenes", "phrase P@5", "grounding", "R@1 global", "fused"]
     header += ["relations", "record"]
     return table(header, rows)
 
@@ -496,6 +506,7 @@ def refine_photo() -> str:
         return lambda r: (
             r.data.get("world") == "photo"
             and r.data.get("split") == "test"
+            and of_bundled(r)
             and r.config.get("regions.detail") == detail
             and r.config.get("search.refine") == refine
             and at_defaults(r)
@@ -517,8 +528,46 @@ def refine_photo() -> str:
                     named(found),
                 ]
             )
-    header = ["harmo-tiny, photo world test photographs", "phrase P@5", "hit@5", "box fits (search)", "grounding"]
+    header = [f"{SHAPES_MODEL}, photo world test photographs", "phrase P@5", "hit@5", "box fits (search)", "grounding"]
     return table([*header, "record"], rows)
+
+
+def photo_world() -> str:
+    """The bundled model on the photo world's test photographs (issue #29's goals), per detail:
+    the latest records of `harmosearch bench --world photo --split test --n 500` at today's
+    defaults; the --refine row from refine_photo.jsonl (phrase search and grounding only)."""
+
+    def fits(file: str, detail: str, refine: bool) -> Record | None:
+        return latest(
+            file,
+            lambda r: (
+                r.data.get("world") == "photo"
+                and r.data.get("split") == "test"
+                and of_bundled(r)
+                and r.config.get("regions.detail") == detail
+                and bool(r.config.get("search.refine")) == refine
+                and at_defaults(r, COUNTING_ONLY)
+            ),
+        )
+
+    rows = []
+    for label, detail, refine in DETAILS:
+        found = fits("refine_photo.jsonl" if refine else "photo_world.jsonl", detail, refine)
+        modes = get(found, "tasks", "retrieval", "modes") or {}
+        relation = (get(found, "tasks", "compositional", "relations") or {}).get("relation") or {}
+        rows.append(
+            [
+                label,
+                pct(get(found, "tasks", "search", "P@5")),
+                pct(get(found, "tasks", "grounding", "accuracy")),
+                pct(relation.get("caption_wins")),
+                *(pct((modes.get(m) or {}).get("t2i_R@1")) for m in ("global", "fused", "relations")),
+                named(found),
+            ]
+        )
+    header = [f"{SHAPES_MODEL}, photo world test photographs", "phrase P@5", "grounding", "relation pairs won"]
+    header += ["t2i R@1 global", "fused", "relation-aware", "record"]
+    return table(header, rows)
 
 
 def training() -> str:
@@ -772,7 +821,7 @@ def counting_record(world: str, detail: str) -> Record | None:
         return (
             d.get("split") == "test"
             and (d.get("world") or "flat") == world
-            and (d.get("model") or {}).get("spec") == SHAPES_MODEL
+            and of_bundled(r)
             and {"counting", "negation"} <= set(d.get("tasks", {}))
             and config.get("regions.detail") == detail
             and not config.get("search.refine")
@@ -842,6 +891,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "counting-cost": counting_cost,
     "rivals": rivals,
     "refine-photo": refine_photo,
+    "photo-world": photo_world,
 }
 
 

@@ -33,6 +33,7 @@ from harmosearch.config.load import (
     shapes_model_unless_named,
 )
 from harmosearch.config.sections import (
+    BUNDLED_MODELS,
     DEFAULT_MODEL,
     GLOBAL_ONLY_REGIONS,
     MAX_SCENES,
@@ -52,6 +53,7 @@ from harmosearch.config.sections import (
 )
 
 __all__ = [
+    "BUNDLED_MODELS",
     "DEFAULT_MODEL",
     "ENVIRONMENT",
     "GLOBAL_ONLY_REGIONS",

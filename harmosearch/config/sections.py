@@ -31,10 +31,12 @@ from harmosearch.config.fields import (
 from harmosearch.errors import ConfigError
 
 # The model `index` uses unless told otherwise: a pretrained open_clip ViT-B/16, fetched on first
-# use (docs/models.md). The bundled toy model knows only drawn shapes; the demo, bench and train
-# start from it.
+# use (docs/models.md). The bundled toy model knows only drawn shapes (on flat grounds and over
+# photographs); the demo, bench and train start from it. harmo-tiny, the first bundled model
+# (flat scenes only), and harmo-tiny-gc (global loss only) stay loadable by name.
 DEFAULT_MODEL = "ViT-B-16:laion2b_s34b_b88k"
-SHAPES_MODEL = "harmo-tiny"
+SHAPES_MODEL = "harmo-mix"
+BUNDLED_MODELS = ("harmo-mix", "harmo-tiny", "harmo-tiny-gc")
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Model loading: a --model spec resolved to an open_clip model and its weights, and a trained
 model written back as a folder that loads the same way.
 
-Specs: the bundled models (harmo-tiny), NAME:TAG, NAME:/weights.pt, NAME:random, hf-hub:ID,
+Specs: the bundled models (harmo-mix, harmo-tiny, harmo-tiny-gc), NAME:TAG, NAME:/weights.pt, NAME:random, hf-hub:ID,
 local-dir:PATH, or a path to a harmosearch checkpoint or open_clip folder. A checkpoint is an
 open_clip local-dir folder plus harmosearch.json (its resolved config and vocabulary).
 """
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harmosearch.config import DEFAULT_MODEL, SHAPES_MODEL, Config
+from harmosearch.config import BUNDLED_MODELS, DEFAULT_MODEL, SHAPES_MODEL, Config
 from harmosearch.errors import ModelLoadError
 from harmosearch.folders import is_dir, is_file, kind
 from harmosearch.model.clip_adapter import architecture_config, create_model, preprocess_config
@@ -56,11 +56,11 @@ def bundled_models() -> list[str]:
 
 
 def resolve_spec(spec: str) -> ModelSource:
-    """Forms: harmo-tiny (bundled), NAME:TAG, NAME:/weights.pt, NAME:random, hf-hub:ID,
+    """Forms: harmo-mix (bundled), NAME:TAG, NAME:/weights.pt, NAME:random, hf-hub:ID,
     local-dir:PATH, or a path to a harmosearch checkpoint / open_clip folder."""
     spec = spec.strip()
     if not spec:
-        raise ModelLoadError("empty model spec; try --model harmo-tiny")
+        raise ModelLoadError(f"empty model spec; try --model {SHAPES_MODEL}")
     if spec.startswith(("hf-hub:", "local-dir:")):
         if spec.startswith("local-dir:"):
             folder = Path(spec.removeprefix("local-dir:")).expanduser()
@@ -76,16 +76,16 @@ def resolve_spec(spec: str) -> ModelSource:
         if not is_file(path / "open_clip_config.json"):
             raise ModelLoadError(f"model {spec!r}: folder holds no open_clip_config.json")
         return ModelSource(spec, f"local-dir:{path}", None)
-    if spec == "harmo-tiny":
+    if spec in BUNDLED_MODELS:
         raise ModelLoadError(
-            "the bundled model harmo-tiny is missing from this installation; reinstall "
-            "harmosearch or rebuild it with: python benchmarks/make_bundled.py"
+            f"the bundled model {spec} is missing from this installation; reinstall "
+            "harmosearch or rebuild it with benchmarks/make_bundled.py (its docstring has the command)"
         )
     name, sep, tag = spec.partition(":")
     if not sep or not tag:
         raise ModelLoadError(
             f"model {spec!r} names no weights; use NAME:TAG (e.g. ViT-B-16:openai), "
-            f"NAME:/path/to/weights.pt, NAME:random, local-dir:PATH or harmo-tiny"
+            f"NAME:/path/to/weights.pt, NAME:random, local-dir:PATH or {SHAPES_MODEL}"
         )
     return ModelSource(spec, name, tag)
 
