@@ -13,10 +13,23 @@ from harmosearch.search import Index
 from harmosearch.synth import generate
 
 
-def test_the_bundled_model_is_installed():
-    """It is committed (harmosearch/model/bundled/): without it, this file and the tests of the
-    demo and the photo library fail rather than skip."""
-    assert "harmo-tiny" in bundled_models()
+def test_the_bundled_models_are_installed():
+    """They are committed (harmosearch/model/bundled/): without them, this file and the tests of
+    the demo and the photo library fail rather than skip. The default, harmo-mix, is harmo-tiny
+    trained further on both worlds (issue #29): the same architecture, at most 20 MB, its recipe
+    recorded, and it starts the demo, bench and train."""
+    from harmosearch.config import BUNDLED_MODELS, SHAPES_MODEL, shapes_model_unless_named
+    from harmosearch.model.loading import BUNDLED_DIR
+
+    assert set(BUNDLED_MODELS) <= set(bundled_models()) and SHAPES_MODEL == "harmo-mix"
+    folder = BUNDLED_DIR / SHAPES_MODEL
+    assert sum(f.stat().st_size for f in folder.iterdir()) <= 20 * 2**20
+    meta = json.loads((folder / "harmosearch.json").read_text())
+    assert meta["base_model"] == "harmo-tiny" and "--world mixed" in meta["reproduce"]
+    assert json.loads((folder / "open_clip_config.json").read_text()) == json.loads(
+        (BUNDLED_DIR / "harmo-tiny" / "open_clip_config.json").read_text()
+    )
+    assert shapes_model_unless_named(load_config(environ={})).encoder.model == SHAPES_MODEL  # bench, demo, train
 
 
 def test_the_stock_clip_stand_in_is_installed_and_trained_with_the_global_loss_only():

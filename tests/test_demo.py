@@ -15,7 +15,7 @@ def test_demo_command_indexes_queries_and_draws(tmp_path):
         timeout=600,
     )
     assert result.returncode == 0, result.stderr
-    assert "indexed 28 scenes" in result.stdout and "harmo-tiny" in result.stdout  # 24 + 2 twin pairs
+    assert "indexed 28 scenes" in result.stdout and "harmo-mix" in result.stdout  # 24 + 2 twin pairs
     twins = twin_queries(tmp_path / "demo" / "scenes" / "images" / "twins")
     assert len(twins) == 2
     for query in QUERIES + twins:

@@ -208,7 +208,7 @@ def test_image_tensor_follows_the_resize_mode(resize):
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        ("ViT-B-16:openai", "could not fetch model 'ViT-B-16:openai': .*--model harmo-tiny.*local-dir:PATH"),
+        ("ViT-B-16:openai", "could not fetch model 'ViT-B-16:openai': .*--model harmo-mix.*local-dir:PATH"),
         ("no-such-net:random", "could not load model"),
         ("harmo-test-vit", "names no weights"),
         ("local-dir:/nonexistent/x", "holds no open_clip_config.json"),

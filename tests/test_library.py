@@ -450,7 +450,7 @@ def test_offline_the_default_model_fails_in_one_line_that_names_the_alternatives
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith(f"error: could not fetch model '{DEFAULT_MODEL}' (the default model)")
-    assert "--model harmo-tiny" in lines[0] and "local-dir:PATH" in lines[0]
+    assert "--model harmo-mix" in lines[0] and "local-dir:PATH" in lines[0]
     assert seconds < 10, f"took {seconds:.1f} s"
 
 
