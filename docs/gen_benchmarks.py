@@ -570,6 +570,26 @@ def photo_world() -> str:
     return table(header, rows)
 
 
+def photo_sentence() -> str:
+    """The README's photo-world figures: the default row of photo_world()."""
+    found = latest(
+        "photo_world.jsonl",
+        lambda r: (
+            r.data.get("split") == "test"
+            and of_bundled(r)
+            and r.config.get("regions.detail") == "normal"
+            and not r.config.get("search.refine")
+            and at_defaults(r, COUNTING_ONLY)
+        ),
+    )
+    relation = (get(found, "tasks", "compositional", "relations") or {}).get("relation") or {}
+    return (
+        f"phrase P@5 {pct(get(found, 'tasks', 'search', 'P@5'))}, grounding "
+        f"{pct(get(found, 'tasks', 'grounding', 'accuracy'))} and relation pairs won "
+        f"{pct(relation.get('caption_wins'))} ({named(found)})"
+    )
+
+
 def training() -> str:
     rows = []
     for where, fits in (("CPU", on_cpu), ("GPU", lambda r: not on_cpu(r))):
