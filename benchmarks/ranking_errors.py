@@ -2,7 +2,8 @@
 top 5, by what the box shown on them holds, and the P@5 that ranking images by their
 ground-truth boxes alone would reach (the ceiling of the region scores, the model given).
 
-    python benchmarks/ranking_errors.py [--model harmo-tiny] [--split val] [--n 300]
+    python benchmarks/ranking_errors.py [--model harmo-tiny] [--split val] [--n 300] [--world flat|photo]
+        [--objects small large]
 
 Both figures use the validation scenes (`--split val`) and the default search settings without
 refinement: the indexed ranking (alpha, box margin), the phrase's first lexeme. A wrong result
@@ -47,6 +48,8 @@ def main() -> None:
     parser.add_argument("--model", default="harmo-tiny")
     parser.add_argument("--split", default="val")
     parser.add_argument("--n", type=int, default=300)
+    parser.add_argument("--world", choices=("flat", "photo"), default="flat")
+    parser.add_argument("--objects", nargs="+", default=["small", "large"], choices=("mixed", "small", "large"))
     args = parser.parse_args()
     # The README's figures were measured before search.window_penalty, search.contrast and
     # search.phrase_alpha existed: ranked as then.
@@ -61,8 +64,10 @@ def main() -> None:
     )
     encoder = load_encoder(config)
     record: dict[str, dict] = {}
-    for objects in ("small", "large"):
-        bench = load_bench_set("synthetic", None, config.paths.cache_dir, args.n, "search", args.split, objects)
+    for objects in args.objects:
+        bench = load_bench_set(
+            "synthetic", None, config.paths.cache_dir, args.n, "search", args.split, objects, args.world
+        )
         images = encode_images(encoder, config, bench)
         holders: dict[str, set[int]] = defaultdict(set)
         in_image: dict[int, list[tuple[np.ndarray, str]]] = defaultdict(list)
@@ -101,7 +106,15 @@ def main() -> None:
             f"{total} wrong results: " + ", ".join(f"{k} {v / total:.0%}" for k, v in wrong.most_common())
         )
     path = append_result(
-        "ranking_errors", {"model": args.model, "split": args.split, "n": args.n, "config": config.to_json(), **record}
+        "ranking_errors",
+        {
+            "model": args.model,
+            "split": args.split,
+            "n": args.n,
+            "world": args.world,
+            "config": config.to_json(),
+            **record,
+        },
     )
     print(f"appended to {path}")
 
