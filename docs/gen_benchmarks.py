@@ -19,6 +19,7 @@ from typing import Any
 
 from harmosearch.config import SHAPES_MODEL, Config
 from harmosearch.config.fields import flatten
+from harmosearch.search.calibration import CONFIDENT_QUANTILE
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -651,22 +652,27 @@ def dupes() -> str:
 
 
 def calibration() -> str:
-    """Per model and world, the latest record of benchmarks/calibration.py with the null bank of
-    phrases that name no thing, on a library of scenes plus photographs."""
+    """Per model and world, the latest test record of benchmarks/calibration.py with the null bank
+    of phrases that name no thing, on a library of scenes plus photographs."""
     rows = []
+
+    def reported(r: Record) -> bool:  # a test record at the default cut (not a validation trial)
+        return r.data.get("split", "test") == "test" and r.data.get("quantile") == CONFIDENT_QUANTILE
+
+    def same(r: Record, f: Record) -> bool:
+        return reported(r) and (r.data.get("model"), r.data.get("world")) == (f.data["model"], f.data["world"])
+
     for found in records("calibration.jsonl"):
-        if "world" not in found.data:
-            continue  # the earlier bank of everyday things, on scenes alone
-        latest_one = latest(
-            "calibration.jsonl",
-            lambda r, f=found: r.data.get("model") == f.data["model"] and r.data.get("world") == f.data["world"],
-        )
+        if "world" not in found.data or not reported(found):
+            continue  # the earlier bank of everyday things, on scenes alone; validation records
+        latest_one = latest("calibration.jsonl", lambda r, f=found: same(r, f))
         if latest_one is not found:
             continue
         test, everyday = found.data["test"], found.data.get("test_with_a_bank_of_everyday_things") or {}
         rows.append(
             [
                 f"{found.data['model']}, {found.data['world']} world",
+                alphas_of(found),
                 pct(test.get("present_called_confident")),
                 pct(test.get("present_top_right_called_confident")),
                 pct(test.get("absent_thing_called_weak")),
@@ -679,6 +685,7 @@ def calibration() -> str:
         )
     header = [
         "model, test scenes + photographs",
+        "alpha its queries fuse at (region trust)",
         "present, called confident",
         "present, top result right, called confident",
         "absent thing, called weak",
@@ -689,6 +696,15 @@ def calibration() -> str:
         "record",
     ]
     return table(header, rows) if rows else "not measured at today's defaults"
+
+
+def alphas_of(found: Record) -> str:
+    """The alphas a calibration record's queries were measured at, with the index's region trust."""
+    alphas = found.data.get("alphas_used")
+    if alphas is None:
+        return f"{found.data.get('alpha')} for every query"
+    trust = found.data.get("region_trust")
+    return ", ".join(f"{a:.2f}" for a in alphas) + ("" if trust is None else f" ({trust:.2f})")
 
 
 def cpu_runtime_record() -> Record | None:
