@@ -46,6 +46,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from harmosearch.search.calibration import FALLBACK_SPREAD
+
 if TYPE_CHECKING:
     from harmosearch.config import SearchConfig
 
@@ -57,7 +59,6 @@ MAX_INSTANCES = 16  # instance boxes kept per image and lexeme (the count itself
 # Benchmarks: Counting and negation); another model's cosines live elsewhere, so a warning says to update.
 FALLBACK_BAR = 0.36
 FALLBACK_NULL = (0.41, 0.12)
-FALLBACK_SPREAD = 0.10
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,7 @@ def presence_rule(calibration: Any, settings: SearchConfig, alpha: float) -> Pre
         return PresenceRule(FALLBACK_BAR, *FALLBACK_NULL, FALLBACK_SPREAD, False)
     null = calibration.null_at(0.0)
     bar = float(np.quantile(null, settings.count_quantile))
-    return PresenceRule(bar, float(np.mean(null)), float(np.std(null)), float(np.std(calibration.null_at(alpha))), True)
+    return PresenceRule(bar, float(np.mean(null)), calibration.spread(0.0), calibration.spread(alpha), True)
 
 
 def presence_for(calibration: Any, query: Any, settings: SearchConfig, warnings: list[str]) -> PresenceRule | None:
