@@ -182,7 +182,7 @@ def ranking_unit(calibration: Calibration | None) -> float:
     for nothing varies there, so how wide the band of this model's region cosines is on this
     library; FALLBACK_SPREAD without a calibration (or with a null that does not vary)."""
     spread = None if calibration is None else calibration.spread(0.0)
-    return spread if spread is not None and math.isfinite(spread) and spread > 0 else FALLBACK_SPREAD
+    return spread if spread is not None and math.isfinite(spread) and spread > 1e-6 else FALLBACK_SPREAD
 
 
 def in_cosines(settings: SearchConfig, calibration: Calibration | None) -> SearchConfig:
