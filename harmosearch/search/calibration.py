@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from harmosearch.errors import DataError
+from harmosearch.search.count import FALLBACK_SPREAD
 from harmosearch.search.fuse import fuse
 from harmosearch.search.score import best_region_scores
 
@@ -169,18 +170,13 @@ class Calibration:
         return float(np.quantile(self.null_at(alpha), self.confident_quantile))
 
 
-# The unit of an index without a calibration, in cosine: harmo-tiny's spread at alpha 0 on the
-# validation scenes (0.103 flat, 200 scenes, benchmarks/results/scale_free_val.jsonl; 0.10 on
-# the counting scenes before, which count.py's terms were chosen with), so that such an index
-# ranks with the amounts the defaults held in cosines before they were set in units.
-FALLBACK_SPREAD = 0.10
-
-
 def ranking_unit(calibration: Calibration | None) -> float:
     """The cosine of one unit of the ranking's additive amounts on an index (`in_cosines`): its
     null's standard deviation at alpha 0, which is how much the best region score of a query
     for nothing varies there, so how wide the band of this model's region cosines is on this
-    library; FALLBACK_SPREAD without a calibration (or with a null that does not vary)."""
+    library. Without a calibration (or with a null that does not vary) FALLBACK_SPREAD, count.py's
+    unit, 0.10: harmo-tiny's spread on its validation scenes, so that such an index ranks with
+    the cosine amounts the defaults held before they were set in units."""
     spread = None if calibration is None else calibration.spread(0.0)
     return spread if spread is not None and math.isfinite(spread) and spread > 1e-6 else FALLBACK_SPREAD
 
