@@ -1,5 +1,6 @@
 import csv
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -370,8 +371,9 @@ def test_refined_grounding_is_refine_boxes_phrase_by_phrase(scenes, tmp_path, mo
     then IoU >= 0.5 with the phrase's box."""
     from harmosearch.bench.metrics import box_iou
     from harmosearch.bench.tasks import grounding
-    from harmosearch.bench.vectors import encode_images, phrase_vectors
+    from harmosearch.bench.vectors import as_an_index, bench_calibration, encode_images, phrase_vectors
     from harmosearch.search.box_search import search_boxes
+    from harmosearch.search.calibration import ranking_unit
     from harmosearch.search.score import best_regions
 
     monkeypatch.setenv("HARMOSEARCH_CACHE", str(tmp_path / "cache"))
@@ -380,8 +382,14 @@ def test_refined_grounding_is_refine_boxes_phrase_by_phrase(scenes, tmp_path, mo
     config = load_config(overrides=overrides)
     bench = load_bench_set(str(scenes), None, config.paths.cache_dir, 12, "grounding", "test")
     images = encode_images(test_encoder, config, bench)
-    got = grounding(Run(test_encoder, config, bench, images))
-    s = config.search
+    # A box margin of 0.05 in cosine on these images, as before it was set in units of the spread:
+    # with the default 0.5 units the random model's boxes (a wider band) never fit, a trivial case.
+    unit = ranking_unit(bench_calibration(test_encoder, images))
+    config = replace(config, search=replace(config.search, box_margin=0.05 / unit))
+    ranked, images, _, _ = as_an_index(test_encoder, config, bench, images)  # the box margin in cosines
+    assert ranked.search.box_margin == pytest.approx(0.05)
+    got = grounding(Run(test_encoder, ranked, bench, images))
+    s = ranked.search
     hits = []
     for (image, box, _), phrase in zip(bench.boxes, bench.phrases, strict=True):
         vector = phrase_vectors(test_encoder, [phrase])
