@@ -172,10 +172,10 @@ class SearchConfig(Section):
     # Ranking also weighs each region's score for a lexeme against the vocabulary's other phrases
     # (search/contrast.py): + contrast * spread * log p(the lexeme | the region, among the lexeme
     # and its rivals), so that a red star ranks below a red circle for "red circle"; chosen on the
-    # validation scenes (as 0.1 cosine per nat); 0 turns it off. log p itself is scale-free (a
-    # log-probability at the model's own logit scale, in nats), but it is added to cosines, and a
-    # model whose cosines crowd into a narrow band has a larger logit scale: the same nats then
-    # stand for fewer cosines, so the term is in units of the spread like the other amounts.
+    # validation scenes (as 0.1 cosine per nat); 0 turns it off. log p itself is free of the
+    # band (a log-probability at the model's own logit scale, in nats), but it is added to
+    # cosines, and how many cosines a nat is worth is the model's: harmo-tiny-gc's spread is half
+    # harmo-tiny's at a logit scale of 16 against 25, so the term is in units of the spread too.
     contrast: Annotated[float, Range(0, 100)] = 1.0
     # The rivals: "everyday" (about 1,500 everyday things shipped with the package, the same for
     # every model; "auto" is its older name), "trained" (the phrases the model was trained on,
