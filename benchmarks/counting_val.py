@@ -28,7 +28,7 @@ from _common import append_result
 
 from harmosearch.bench.datasets import load_bench_set
 from harmosearch.bench.tasks import TASKS, Run
-from harmosearch.bench.vectors import encode_images
+from harmosearch.bench.vectors import as_an_index, encode_images
 from harmosearch.config import load_config
 from harmosearch.config.load import shapes_model_unless_named
 from harmosearch.model.encoder import load_encoder
@@ -92,7 +92,9 @@ def main() -> None:
         images = encode_images(encoder, config, bench)
         for setting in grid:
             settings = replace(config, search=replace(config.search, **setting))
-            figures = TASKS[task](Run(encoder, settings, bench, images))
+            # ranked as an index of the scenes ranks (its trust and its unit)
+            ranked, penalised, _, calibration = as_an_index(encoder, settings, bench, images)
+            figures = TASKS[task](Run(encoder, ranked, bench, penalised, known_calibration=calibration))
             record = {"task": task, "split": args.split, "detail": args.detail, "dataset": bench.name, **setting}
             append_result("counting_val", {**record, "figures": figures})
             modes = figures["modes"]

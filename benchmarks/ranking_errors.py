@@ -29,6 +29,7 @@ from harmosearch.bench.metrics import box_iou
 from harmosearch.bench.vectors import encode_images, encode_texts, fused_table
 from harmosearch.config import load_config
 from harmosearch.model.encoder import load_encoder
+from harmosearch.search.calibration import in_cosines
 
 
 def what_is_shown(phrase: str, box: np.ndarray, objects: list[tuple[np.ndarray, str]]) -> str:
@@ -78,7 +79,7 @@ def main() -> None:
         texts = encode_texts(encoder, phrases, images.global_vectors.shape[1])
         first = np.array([np.flatnonzero(texts.owners == p)[0] for p in range(len(phrases))])
         g = texts.global_vectors @ images.global_vectors.T
-        s = config.search
+        s = in_cosines(config.search, None)  # the box margin in the cosines it was measured with (0.05)
         fused, rows = fused_table(g, texts.lexemes, texts.owners, images, s)
         # Each image scored by its ground-truth boxes' vectors alone (best box per phrase).
         truth_scores = images.gt_vectors @ texts.lexemes[first].T

@@ -1,5 +1,6 @@
 import csv
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -258,7 +259,7 @@ def test_relation_aware_bench_scores_are_the_query_scores(pairs, tmp_path, monke
     (the query's stages, caption by caption), fused without relations (every caption in one
     batched pass) and global (--global-only)."""
     from harmosearch.bench.datasets import load_pair_set
-    from harmosearch.bench.vectors import bench_vocabulary, encode_images, encode_texts, query_scores
+    from harmosearch.bench.vectors import as_an_index, bench_vocabulary, encode_images, encode_texts, query_scores
     from harmosearch.indexing import build_index
     from harmosearch.search import Index
 
@@ -271,12 +272,15 @@ def test_relation_aware_bench_scores_are_the_query_scores(pairs, tmp_path, monke
     images = encode_images(test_encoder, config, bench)
     build_index(pairs / "images", tmp_path / "index", config, encoder=test_encoder)
     index = Index(tmp_path / "index", config, encoder=test_encoder)
+    # the amounts in the images' own unit, as the index's calibration gives it to the query
+    ranked, images, _, calibration = as_an_index(test_encoder, config, bench, images)
+    assert calibration.spread() == pytest.approx(index.calibration.spread(), abs=1e-4)
     captions = [bench.pairs[0].captions[0], "a red circle above a blue star", "a green ring near a white cross"]
     compared = 0
     for mode, options in (("relations", {}), ("fused", {"relations": False}), ("global", {"global_only": True})):
         texts = encode_texts(test_encoder, captions, images.global_vectors.shape[1])
         rivals = bench_vocabulary(test_encoder, config.search)  # the everyday rivals, as the index weighs them
-        scores = query_scores(texts, images, config.search, mode, None, rivals)
+        scores = query_scores(texts, images, ranked.search, mode, None, rivals)
         for t, caption in enumerate(captions):
             found = index.search(caption, k=len(bench.images), **options).results
             by_name = {r.path: r.score for r in found}
@@ -367,8 +371,9 @@ def test_refined_grounding_is_refine_boxes_phrase_by_phrase(scenes, tmp_path, mo
     then IoU >= 0.5 with the phrase's box."""
     from harmosearch.bench.metrics import box_iou
     from harmosearch.bench.tasks import grounding
-    from harmosearch.bench.vectors import encode_images, phrase_vectors
+    from harmosearch.bench.vectors import as_an_index, bench_calibration, encode_images, phrase_vectors
     from harmosearch.search.box_search import search_boxes
+    from harmosearch.search.calibration import ranking_unit
     from harmosearch.search.score import best_regions
 
     monkeypatch.setenv("HARMOSEARCH_CACHE", str(tmp_path / "cache"))
@@ -377,8 +382,14 @@ def test_refined_grounding_is_refine_boxes_phrase_by_phrase(scenes, tmp_path, mo
     config = load_config(overrides=overrides)
     bench = load_bench_set(str(scenes), None, config.paths.cache_dir, 12, "grounding", "test")
     images = encode_images(test_encoder, config, bench)
-    got = grounding(Run(test_encoder, config, bench, images))
-    s = config.search
+    # A box margin of 0.05 in cosine on these images, as before it was set in units of the spread:
+    # with the default 0.5 units the random model's boxes (a wider band) never fit, a trivial case.
+    unit = ranking_unit(bench_calibration(test_encoder, images))
+    config = replace(config, search=replace(config.search, box_margin=0.05 / unit))
+    ranked, images, _, _ = as_an_index(test_encoder, config, bench, images)  # the box margin in cosines
+    assert ranked.search.box_margin == pytest.approx(0.05)
+    got = grounding(Run(test_encoder, ranked, bench, images))
+    s = ranked.search
     hits = []
     for (image, box, _), phrase in zip(bench.boxes, bench.phrases, strict=True):
         vector = phrase_vectors(test_encoder, [phrase])
@@ -400,7 +411,7 @@ def test_refined_bench_tasks_are_what_query_refine_shows(few_scenes, tmp_path, m
     With the bundled model, so that some boxes fit and some do not."""
     from harmosearch.bench.metrics import box_iou
     from harmosearch.bench.tasks import search as phrase_search
-    from harmosearch.bench.vectors import encode_images
+    from harmosearch.bench.vectors import as_an_index, encode_images
     from harmosearch.indexing import build_index
     from harmosearch.model.encoder import load_encoder
     from harmosearch.search import Index
@@ -415,8 +426,8 @@ def test_refined_bench_tasks_are_what_query_refine_shows(few_scenes, tmp_path, m
         "encoder.device": "cpu",
         "index.workers": 0,
         "search.refine": True,
-        "search.window_penalty": 0.1,
-        "search.contrast": 0.5,
+        "search.window_penalty": 1.0,
+        "search.contrast": 5.0,
         # the regions fully weighed whatever the indexes' measured trust: Run takes settings as given
         "search.trust_low": 0.0,
         "search.trust_high": 0.0,
@@ -428,9 +439,12 @@ def test_refined_bench_tasks_are_what_query_refine_shows(few_scenes, tmp_path, m
     test_encoder = load_encoder(config)
     bench = load_bench_set(str(few_scenes), None, config.paths.cache_dir, 6, "search", "test")
     images = encode_images(test_encoder, config, bench)
-    assert images.regions.bias is not None and images.regions.bias.min() == pytest.approx(-0.1)
+    # as an index of these scenes ranks: the amounts (in units) in their calibration's cosines
+    ranked, images, _, calibration = as_an_index(test_encoder, config, bench, images)
+    unit = calibration.spread()
+    assert images.regions.bias is not None and images.regions.bias.min() == pytest.approx(-1.0 * unit)
     # k=1: the order itself is compared, not only which images make the top.
-    run = Run(test_encoder, config, bench, images)
+    run = Run(test_encoder, ranked, bench, images)
     assert run.vocabulary is not None and len(run.vocabulary.phrases) > 500  # the everyday rivals
     got = phrase_search(run, k=1)
     build_index(few_scenes / "images", tmp_path / "index", config, encoder=test_encoder)
@@ -460,7 +474,8 @@ def test_refined_bench_tasks_are_what_query_refine_shows(few_scenes, tmp_path, m
     build_index(few_scenes / "images", tmp_path / "random", config, encoder=test_encoder)
     index = Index(tmp_path / "random", config, encoder=test_encoder)
     captions = load_bench_set(str(few_scenes), None, config.paths.cache_dir, 6, "retrieval", "test")
-    run = Run(test_encoder, config, captions, encode_images(test_encoder, config, captions), mode="fused")
+    ranked, images, _, _ = as_an_index(test_encoder, config, captions, encode_images(test_encoder, config, captions))
+    run = Run(test_encoder, ranked, captions, images, mode="fused")
     refined = retrieval(run)["modes"]["refined"]
     ranks = []
     for caption, image in zip(captions.captions, captions.caption_image, strict=True):

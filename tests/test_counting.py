@@ -261,8 +261,10 @@ def test_plain_queries_rank_exactly_as_the_formula_without_counting(tmp_path, te
     other = index.search(text, k=10, settings=heavy, negatives=("yellow square",))
     assert [(r.path, r.score) for r in plain.results] == [(r.path, r.score) for r in other.results]
     assert [r.to_dict() for r in plain.results] == [r.to_dict() for r in other.results]
+    from harmosearch.search.calibration import in_cosines
     from harmosearch.search.score import score_candidates
 
+    s = in_cosines(s, index.calibration)  # its amounts in the index's cosines, as the query takes them
     images = np.arange(index.n_images)
     negative = encode_query(index.encoder, text, negatives=("yellow square",))
     scored = score_candidates(index.regions, index.regions, index.reader.global_vectors, images, negative, s)

@@ -23,6 +23,7 @@ from harmosearch.search.box_search import (
     pool_candidates,
     search_boxes,
 )
+from harmosearch.search.calibration import in_cosines
 from harmosearch.search.crops import crop_scores, crop_square
 from harmosearch.search.query import encode_query
 
@@ -240,7 +241,8 @@ def test_without_rerank_search_shows_the_refined_boxes_and_keeps_the_ranking(sce
     lexemes = encode_query(index.encoder, "a red circle and a blue star").lexeme_vectors
     lexemes = np.asarray(lexemes, dtype=np.float32)
     assert len(plain.results) == 4 and len(lexemes) == 2 and not refined.warnings
-    scale, margin = config.search.refine_scale, config.search.box_margin
+    # the box margin in the index's cosines, as the query takes it (search.calibration.in_cosines)
+    scale, margin = config.search.refine_scale, in_cosines(config.search, index.calibration).box_margin
     for before, after in zip(plain.results, refined.results, strict=True):
         picture = index.picture(before.image_id)
         seeds = np.array([m.box for m in before.lexemes], np.float32)
@@ -352,10 +354,12 @@ def test_rerank_orders_the_best_results_by_their_refined_scores(
     plain = index.search(text, k=6, refine=False, settings=s).results
     query = encode_query(index.encoder, text)
     lexemes = np.asarray(query.lexeme_vectors, dtype=np.float32)
-    contrast = index.vocabularies.contrast(query.lexeme_texts, lexemes, s.vocabulary, s.contrast)
+    cosines = in_cosines(s, index.calibration)  # the amounts in the index's cosines, as the query takes them
+    contrast = index.vocabularies.contrast(query.lexeme_texts, lexemes, s.vocabulary, cosines.contrast)
     assert (contrast is not None) == rivals and query.lexeme_texts == ["red circle", "blue star"]
     broken = {"none": set(), "second": {plain[1].image_id}, "all": {r.image_id for r in plain}}[unreadable]
-    expected = reranked(index, test_encoder, plain, lexemes, s, broken, contrast, query.lexeme_texts, boxes == "on")
+    texts, search = query.lexeme_texts, boxes == "on"
+    expected = reranked(index, test_encoder, plain, lexemes, cosines, broken, contrast, texts, search)
     readable = index.picture
 
     def picture(image_id, min_side=None):

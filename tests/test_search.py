@@ -200,15 +200,17 @@ def reference_scores(data, encoding, alpha, relation_weight=0.5, window_penalty=
     ("index_type", "window_penalty", "contrast"),
     [
         ("Flat", 0.0, 0.0),
-        ("Flat", 0.2, 0.0),
+        ("Flat", 2.0, 0.0),
         ("SQfp16", 0.0, 0.0),
         ("HNSW16", 0.0, 0.0),
-        ("IVF4,Flat", 0.1, 0.0),
-        ("Flat", 0.1, 0.05),
-        ("SQfp16", 0.0, 0.02),
+        ("IVF4,Flat", 1.0, 0.0),
+        ("Flat", 1.0, 0.5),
+        ("SQfp16", 0.0, 0.2),
     ],
 )
 def test_ranking_equals_the_slow_reference(tmp_path, index_type, window_penalty, contrast):
+    """The amounts are given in units of the index's spread: the reference takes them in cosines,
+    times the standard deviation of the calibration's null at alpha 0, worked out here."""
     rng = np.random.default_rng(3)
     phrases = ["red circle", "blue star", "green ring", "yellow square", "white cross", "black triangle"]
     scenes = [
@@ -228,11 +230,15 @@ def test_ranking_equals_the_slow_reference(tmp_path, index_type, window_penalty,
         alpha=0.6,
         phrase_alpha=0.1,
     )
-    index = open_fake(tmp_path, scenes=scenes, index_type=index_type, search=search, noise=0.6)
+    data = make_data(scenes, 0.6)
+    calibrated = {"calibration": fake_calibration(data, len(scenes)).to_dict()}
+    index = open_fake(tmp_path, data=data, index_type=index_type, search=search, extra=calibrated)
     # The model's own phrases (a checkpoint's vocabulary): rivals for every lexeme but its own.
     vocabulary = (*phrases, "small red circle", "star")
     index.encoder.vocabulary = vocabulary
-    data = make_data(scenes, 0.6)
+    null = np.asarray(index.calibration.null_max)[:, list(index.calibration.alphas).index(0.0)]
+    unit = float(np.std(null))
+    assert 0 < unit < 0.5
     for query in (
         "red circle",
         "blue star and a green ring",
@@ -243,7 +249,8 @@ def test_ranking_equals_the_slow_reference(tmp_path, index_type, window_penalty,
         # The configured weights (phrase_alpha for the one-lexeme query), or an explicit alpha for all.
         configured = 0.1 if len(encoding.lexeme_vectors) == 1 else 0.6
         for alpha, weight in ((None, configured), (0.3, 0.3)):
-            expected = reference_scores(data, encoding, weight, 0.5, window_penalty, contrast, vocabulary)
+            amounts = (search.relation_weight * unit, window_penalty * unit, contrast * unit)
+            expected = reference_scores(data, encoding, weight, *amounts, vocabulary)
             got = index.search(query, k=10, alpha=alpha)
             assert len(got.results) == 10
             for r in got.results:  # exact rescoring: every returned score is the reference score
@@ -441,17 +448,22 @@ def test_sort_by_date_and_the_python_api_accepts_dates(tmp_path):
 # Calibration -----------------------------------------------------------------------------------
 
 
-def calibrated_fake(tmp_path, scenes=SCENES):
+def fake_calibration(data, n_images):
+    """The calibration indexing would give the fake encoder's index of `data`."""
     from harmosearch.search.calibration import calibrate
 
-    data = make_data(scenes)
-    counts = np.bincount(np.asarray(data.regions["image_id"], np.int64), minlength=len(scenes))
+    counts = np.bincount(np.asarray(data.regions["image_id"], np.int64), minlength=n_images)
     start = np.concatenate([[0], np.cumsum(counts)])
 
     def encode(texts):
         return [(e.global_vector.numpy(), e.lexeme_vectors.numpy()) for e in FakeEncoder().encode_queries(texts)]
 
-    calibration = calibrate(data.global_vectors, data.region_vectors, start, encode)
+    return calibrate(data.global_vectors, data.region_vectors, start, encode)
+
+
+def calibrated_fake(tmp_path, scenes=SCENES):
+    data = make_data(scenes)
+    calibration = fake_calibration(data, len(scenes))
     return open_fake(tmp_path, data=data, extra={"calibration": calibration.to_dict()}), calibration
 
 
@@ -489,10 +501,11 @@ def test_confidence_is_measured_without_the_window_penalty(tmp_path):
     names = ["blue star", "red circle", "green ring", "white cross", "black triangle"]
     scenes = [*SCENES, [(p, (20 * k, 20 * k, 20 * k + 15, 20 * k + 15)) for k, p in enumerate(names)]]
     index, calibration = calibrated_fake(tmp_path, scenes)
-    # The bar at 0.6, between the crowded scene's red-circle score with and without the penalty.
+    # The bar at 0.6, between the crowded scene's red-circle score with and without the penalty;
+    # a null that does not vary gives the fallback unit, 0.10: the penalty is 0.3 in cosine.
     calibration = replace(calibration, null_max=tuple((0.6,) * len(row) for row in calibration.null_max))
     penalised = Index(
-        tmp_path / "idx", Config(search=SearchConfig(box_margin=0.0, window_penalty=0.3)), encoder=FakeEncoder()
+        tmp_path / "idx", Config(search=SearchConfig(box_margin=0.0, window_penalty=3.0)), encoder=FakeEncoder()
     )
     index.calibration = penalised.calibration = calibration
     differ = 0  # results the penalised score would have judged otherwise

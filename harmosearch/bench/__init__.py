@@ -13,17 +13,17 @@ import json
 import os
 import platform
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from harmosearch.bench.datasets import ARO_DATASETS, load_bench_set
 from harmosearch.bench.tasks import MODES, TASKS, Run
-from harmosearch.bench.vectors import Progress, bench_trust, encode_images
+from harmosearch.bench.vectors import Progress, as_an_index, encode_images
 from harmosearch.config import Config
 from harmosearch.errors import DataError
 from harmosearch.folders import output_file
-from harmosearch.regions.trust import region_weight, weighed
+from harmosearch.regions.trust import region_weight
+from harmosearch.search.calibration import ranking_unit
 
 
 def default_tasks(dataset: str, objects: str = "mixed") -> tuple[str, ...]:
@@ -90,11 +90,12 @@ def run_bench(
             raise DataError(f"{len(missing)} images of {bench.name} are missing, e.g. {missing[0]}")
         t0 = time.perf_counter()
         images = encode_images(encoder, config, bench, progress)
-        trust = bench_trust(encoder, bench, images)  # ranking weighs the regions as an index would
-        weighed_config = replace(config, search=weighed(config.search, trust))
-        figures = TASKS[task](Run(encoder, weighed_config, bench, images, mode, save_scores, progress))
+        # ranked as an index of these images ranks: its trust, its unit (and its calibration)
+        ranked, images, trust, calibration = as_an_index(encoder, config, bench, images)
+        figures = TASKS[task](Run(encoder, ranked, bench, images, mode, save_scores, progress, calibration))
         result["tasks"][task] = {
             **figures,
+            "ranking_unit": ranking_unit(calibration),
             "region_trust": trust.to_dict() if trust is not None else None,
             "region_weight": region_weight(trust, config.search.trust_low, config.search.trust_high),
             "dataset": bench.name,

@@ -50,6 +50,7 @@ class Run:
     mode: str = "all"  # retrieval rankings: global, fused, relations or all
     save_scores: Path | None = None
     progress: Progress | None = None
+    known_calibration: Calibration | None = None  # the images' calibration, when already made
 
     @cached_property
     def vocabulary(self) -> Vocabulary | None:
@@ -59,7 +60,7 @@ class Run:
     @cached_property
     def calibration(self) -> Calibration:
         """The images' own calibration, as an index of them holds it (search.calibration)."""
-        return bench_calibration(self.encoder, self.images)
+        return self.known_calibration or bench_calibration(self.encoder, self.images)
 
 
 def retrieval(run: Run) -> dict[str, Any]:

@@ -86,8 +86,9 @@ def encode_images(encoder: Any, config: Config, bench: BenchSet, progress: Progr
 
 
 def _penalised(vectors: ImageVectors, config: Config) -> ImageVectors:
-    """The vectors with their regions scored as `harmosearch query` scores them (search.window_penalty);
-    the cache holds them without, since the penalty is a search setting."""
+    """The vectors with their regions penalised by search.window_penalty as given (taken as
+    cosines: `as_an_index` penalises them again in an index's unit); the cache holds them
+    without, since the penalty is a search setting."""
     return replace(vectors, regions=vectors.regions.penalising_windows(config.search.window_penalty))
 
 
@@ -257,6 +258,25 @@ def bench_calibration(encoder: Any, images: ImageVectors) -> Any:
     regions = images.regions
     vectors = (images.global_vectors, regions.vectors)
     return calibrate(*(np.asarray(v, dtype=np.float16) for v in vectors), regions.start, encode)
+
+
+def as_an_index(
+    encoder: Any, config: Config, bench: BenchSet, images: ImageVectors
+) -> tuple[Config, ImageVectors, Any, Any]:
+    """What a benchmark ranks with, as an index of its images ranks: the settings with the
+    regions weighed by the trust measured on these images (regions/trust.py) and the amounts in
+    cosines of their calibration's unit (search.calibration.in_cosines), the images' windows
+    penalised by that amount; also the trust and the calibration. `config` gives the amounts in
+    units, as the config file does; the tasks (bench.tasks.Run) take the returned settings as
+    given."""
+    from harmosearch.regions.trust import weighed
+    from harmosearch.search.calibration import in_cosines
+
+    trust = bench_trust(encoder, bench, images)
+    calibration = bench_calibration(encoder, images)
+    search = in_cosines(weighed(config.search, trust), calibration)
+    images = replace(images, regions=images.regions.penalising_windows(search.window_penalty))
+    return replace(config, search=search), images, trust, calibration
 
 
 def bench_vocabulary(encoder: Any, settings: SearchConfig) -> Vocabulary | None:

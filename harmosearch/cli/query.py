@@ -58,7 +58,7 @@ def query(
     sort: Annotated[str, typer.Option("--sort", help="Order of the k best: score, or date (newest first).")] = "score",
     relation_weight: Annotated[
         float | None,
-        typer.Option("--relation-weight", help="Weight of relations such as 'left of' or 'near' (default: 0.5)."),
+        typer.Option("--relation-weight", help="Weight of relations such as 'left of' (in spreads; default 5)."),
     ] = None,
     no_relations: Annotated[
         bool, typer.Option("--no-relations", help="Ignore relations: rank the lexemes independently.")

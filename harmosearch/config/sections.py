@@ -151,22 +151,34 @@ class SearchConfig(Section):
     phrase_alpha: Fraction = 0.15
     region_candidates: Positive = 200  # regions fetched per lexeme before exact rescoring
     global_candidates: Positive = 100  # images fetched by the global vector before exact rescoring
-    box_margin: Annotated[float, Range(0)] = 0.05  # the box shown: the largest region within this of the best
+    # The additive amounts below (box_margin, relation_weight, window_penalty, contrast) are in
+    # units of the index's spread: the standard deviation of its calibration's null at alpha 0
+    # (search/calibration.py, ranking_unit), how much the best region score of a query for nothing
+    # varies on this index, so that one setting serves models whose cosines live in bands of
+    # different widths: an amount A takes A x spread off or onto cosines. harmo-tiny's spread on
+    # the validation scenes is 0.103 (flat) and 0.107 (photo), so the defaults are the cosine
+    # amounts they were chosen as, divided by 0.10 (benchmarks/results/scale_free_val.jsonl); an
+    # index without a calibration takes a spread of 0.10 and ranks with exactly those amounts.
+    box_margin: Annotated[float, Range(0)] = 0.5  # the box shown: the largest region within this of the best
     # Relations between lexemes ("left of", "near"): their geometric score joins the region part
-    # of the fused score with this weight (0: relations ignored); each related lexeme's this many
+    # of the fused score with this weight (0: relations ignored): a relation that holds adds up to
+    # relation_weight / 2 units, one violated takes as much away; each related lexeme's this many
     # best regions per image are the candidates of the joint box choice.
-    relation_weight: Annotated[float, Range(0)] = 0.5
+    relation_weight: Annotated[float, Range(0)] = 5.0
     relation_candidates: Positive = 4  # best regions per related lexeme and image in the joint box choice
     # Taken off a window proposal's score for every lexeme when images are ranked (not when a lone
     # lexeme's box is chosen; search/score.py, RegionTable.penalising_windows), so that boxes around
     # segments, which fit objects, win near-ties against fixed squares; chosen on the validation
-    # scenes.
-    window_penalty: Annotated[float, Range(0, 1)] = 0.1
+    # scenes (as 0.1 in cosine).
+    window_penalty: Annotated[float, Range(0, 10)] = 1.0
     # Ranking also weighs each region's score for a lexeme against the vocabulary's other phrases
-    # (search/contrast.py): + contrast * log p(the lexeme | the region, among the lexeme and its
-    # rivals), so that a red star ranks below a red circle for "red circle"; chosen on the
-    # validation scenes; 0 turns it off.
-    contrast: Annotated[float, Range(0, 10)] = 0.1
+    # (search/contrast.py): + contrast * spread * log p(the lexeme | the region, among the lexeme
+    # and its rivals), so that a red star ranks below a red circle for "red circle"; chosen on the
+    # validation scenes (as 0.1 cosine per nat); 0 turns it off. log p itself is free of the
+    # band (a log-probability at the model's own logit scale, in nats), but it is added to
+    # cosines, and how many cosines a nat is worth is the model's: harmo-tiny-gc's spread is half
+    # harmo-tiny's at a logit scale of 16 against 25, so the term is in units of the spread too.
+    contrast: Annotated[float, Range(0, 100)] = 1.0
     # The rivals: "everyday" (about 1,500 everyday things shipped with the package, the same for
     # every model; "auto" is its older name), "trained" (the phrases the model was trained on,
     # from its checkpoint; none for other models), "none", or a UTF-8 file with one phrase per line.
@@ -186,7 +198,10 @@ class SearchConfig(Section):
     refine: bool = False
     refine_scale: Annotated[float, Range(1, 4)] = 1.5  # --refine-scale
     rerank: NonNegative = 20  # results refined and reordered (at least k); 0: only the boxes of the k shown
-    crop_weight: Annotated[float, Range(0, 10)] = 1.0  # weight of the crops' match in the reordering
+    # The weight of the crops' match in the reordering: a cosine weighed against the fused score,
+    # itself made of cosines, so already free of the band's width (a model whose cosines are all
+    # c times narrower reorders the same): not in units of the spread.
+    crop_weight: Annotated[float, Range(0, 10)] = 1.0
     refine_alpha: Fraction = 0.2  # with crop_weight 0: the weight of the global score in the reordering
     # Whether --refine searches the boxes again: "auto" does at the default detail and keeps the
     # indexed boxes at regions.detail "high", where they already fit (there refinement only looks

@@ -31,15 +31,20 @@ queries use alpha 1.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from harmosearch.errors import DataError
+from harmosearch.search.count import FALLBACK_SPREAD
 from harmosearch.search.fuse import fuse
 from harmosearch.search.score import best_region_scores
+
+if TYPE_CHECKING:
+    from harmosearch.config import SearchConfig
 
 CALIBRATION_VERSION = 2  # of the method and the bank: a stored calibration of another version is stale
 CONFIDENT_QUANTILE = 0.92
@@ -157,9 +162,42 @@ class Calibration:
         weight = (alpha - alphas[lo]) / (alphas[lo + 1] - alphas[lo])
         return (1 - weight) * table[:, lo] + weight * table[:, lo + 1]
 
+    def spread(self, alpha: float = 0.0) -> float:
+        """The standard deviation of the null at this alpha: how much the best score of a query
+        for nothing varies on this index (the unit of the ranking's amounts, `ranking_unit`)."""
+        return float(np.std(self.null_at(alpha)))
+
     def min_score(self, alpha: float) -> float:
         """`--min-score auto`: scores above this are confident at this alpha."""
         return float(np.quantile(self.null_at(alpha), self.confident_quantile))
+
+
+def ranking_unit(calibration: Calibration | None) -> float:
+    """The cosine of one unit of the ranking's additive amounts on an index (`in_cosines`): its
+    null's standard deviation at alpha 0, which is how much the best region score of a query
+    for nothing varies there, so how wide the band of this model's region cosines is on this
+    library. Without a calibration (or with a null that does not vary) FALLBACK_SPREAD, count.py's
+    unit, 0.10: harmo-tiny's spread on its validation scenes, so that such an index ranks with
+    the cosine amounts the defaults held before they were set in units."""
+    spread = None if calibration is None else calibration.spread(0.0)
+    return spread if spread is not None and math.isfinite(spread) and spread > 1e-6 else FALLBACK_SPREAD
+
+
+def in_cosines(settings: SearchConfig, calibration: Calibration | None) -> SearchConfig:
+    """The search settings with their additive amounts, which the config gives in units of an
+    index's spread, in cosines of this index (`ranking_unit`): search.window_penalty,
+    search.box_margin, search.relation_weight (a relation adds up to relation_weight / 2 units)
+    and search.contrast (contrast units per nat of log p). Ratios of two cosines (alpha,
+    crop_weight) and the count and negation weights (count.py multiplies them by the spread
+    itself) are left as they are. Called once per query, on settings in units."""
+    unit = ranking_unit(calibration)
+    return replace(
+        settings,
+        window_penalty=settings.window_penalty * unit,
+        box_margin=settings.box_margin * unit,
+        relation_weight=settings.relation_weight * unit,
+        contrast=settings.contrast * unit,
+    )
 
 
 @dataclass(frozen=True)

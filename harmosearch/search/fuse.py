@@ -10,14 +10,16 @@ of its n decidable relations the geometric score rho_k in [0, 1] of the chosen b
 
     fused = alpha * g + (1 - alpha) * (r_1 + ... + r_m + w * ((rho_1 - 1/2) + ... + (rho_n - 1/2))) / m
 
-where w is search.relation_weight. The regions are chosen jointly to maximise the bracket
-(`scoring.match_regions`); a lexeme in no relation takes its best region, so a query without
-relations (or with w = 0) ranks by alpha * g + (1 - alpha) * mean best region score. A relation
-that holds adds up to w/2, one that is violated takes up to w/2 away, and one the boxes cannot
-tell (rho = 1/2) changes nothing: so captions with relations do not outscore captions without
-them merely for having them (which matters when one image ranks many captions). A query
-without lexemes ranks by g alone. Each `--not` phrase is scored the same way (its global and
-its best-region similarity) and subtracted:
+where w is search.relation_weight. The amounts here and in the region scores (w, the window
+penalty, the contrast's weight) are in cosines: the settings give them in units of the index's
+spread, and the query turns them into its cosines once (calibration.in_cosines). The regions
+are chosen jointly to maximise the bracket (`scoring.match_regions`); a lexeme in no relation
+takes its best region, so a query without relations (or with w = 0) ranks by alpha * g + (1 -
+alpha) * mean best region score. A relation that holds adds up to w/2, one that is violated
+takes up to w/2 away, and one the boxes cannot tell (rho = 1/2) changes nothing: so captions
+with relations do not outscore captions without them merely for having them (which matters when
+one image ranks many captions). A query without lexemes ranks by g alone. Each `--not` phrase
+is scored the same way (its global and its best-region similarity) and subtracted:
 
     fused -= alpha * g_not + (1 - alpha) * r_not      (the largest over the --not phrases)
 

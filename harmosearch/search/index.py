@@ -22,6 +22,7 @@ from harmosearch.config import Config, SearchConfig, load_config
 from harmosearch.errors import IndexStoreError
 from harmosearch.regions.trust import stored_trust, weighed
 from harmosearch.search import pictures
+from harmosearch.search.calibration import in_cosines, stored_calibration
 from harmosearch.search.contrast import Vocabularies
 from harmosearch.search.count import presence_for
 from harmosearch.search.filters import Filters, allowed_images
@@ -58,7 +59,6 @@ class Index:
         self, path: Path, config: Config | None = None, encoder: Any = None, device: str | None = None
     ) -> None:
         from harmosearch.model.encoder import load_encoder
-        from harmosearch.search.calibration import stored_calibration
         from harmosearch.store import IndexReader
 
         self.path = Path(path)
@@ -71,12 +71,13 @@ class Index:
         r = self.reader.regions
         boxes = np.stack([r[c] for c in ("x0", "y0", "x1", "y1")], axis=1).astype(np.float32).reshape(-1, 4)
         scales = np.asarray(r["scale"], dtype=np.float32)
+        self.calibration = stored_calibration(manifest)  # also the unit of the ranking's amounts (in_cosines)
         # Plain region scores (boxes, negatives, box queries) and, for ranking, the same table with
         # the window penalty (the configured one is kept; a query may ask for another).
         self.regions = RegionTable(self.reader.region_vectors, boxes, self.reader.region_start, scales)
-        self.penalised = PenalisedTable(self.regions, self.config.search.window_penalty)
+        penalty = in_cosines(self.config.search, self.calibration).window_penalty
+        self.penalised = PenalisedTable(self.regions, penalty)
         self.vocabularies = Vocabularies(self.encoder, self.config.paths.cache_dir)
-        self.calibration = stored_calibration(manifest)
         self.trust = stored_trust(manifest)  # None: built before trust was measured (fully trusted)
         self._paths = np.asarray(self.reader.images["path"], dtype=object)
         self.searchable = Searchable.tuned(self.reader, self.config.search)
@@ -116,6 +117,7 @@ class Index:
         weight = 0.0 if not relations else relation_weight
         s = query_settings(settings or self.config.search, k, alpha, min_score, weight, refine)
         s = weighed(text_settings(s, min_score, image is not None, self.calibration is not None, sort), self.trust)
+        s = in_cosines(s, self.calibration)
         query = encode_query(self.encoder, text, image, negatives, not global_only, s.relation_weight > 0)
         calibrated = self.calibration is not None and image is None
         warnings = [*query.warnings, *self._warnings(image is not None)]
@@ -147,7 +149,7 @@ class Index:
     ) -> SearchResponse:
         """More like an indexed image: the other images ranked by global similarity to its stored
         vector, as `search(image=...)` ranks a query image (without encoding it again)."""
-        s = query_settings(settings or self.config.search, k, None, min_score)
+        s = in_cosines(query_settings(settings or self.config.search, k, None, min_score), self.calibration)
         self._check_image(image_id)
         query = vector_query(unit(self.reader.global_vectors[image_id].astype(np.float32)))
         return self._by_vector(query, image_id, s, str(self.reader.images["path"][image_id]))
@@ -165,6 +167,7 @@ class Index:
         ranked by their best region's similarity to the box's vector, each with that region's box.
         alpha > 0 mixes in the images' global similarity to it, as `fuse` does for a lexeme."""
         s = replace(query_settings(settings or self.config.search, k, alpha, min_score), relation_weight=0.0)
+        s = in_cosines(s, self.calibration)
         x0, y0, x1, y1 = clipped = self._clip_box(image_id, box)
         query = vector_query(self.region_vector(image_id, clipped), lexeme="region")
         where = f"region ({x0:.0f}, {y0:.0f}, {x1:.0f}, {y1:.0f}) of {self.reader.images['path'][image_id]}"
