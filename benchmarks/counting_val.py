@@ -3,11 +3,12 @@
     python benchmarks/counting_val.py [--split val] [--n 300] [--detail normal]
                                       [--quantiles 0.3,0.5,0.6,0.7,0.8] [--overlaps 0.2,0.3,0.5]
                                       [--count-weights 0.5,1,2,4,8] [--negation-weights 0,1,3,5,10,20,30]
-                                      [--rival-shares 0] [--centres false]
+                                      [--rival-shares 0] [--centres false] [--segments false]
+                                      [--softness 0]
                                       [--tasks counting,negation,retrieval] [--retrieval-n 500]
 
 Runs `harmosearch bench --task counting` for every search.count_quantile x count_overlap x
-count_weight x count_rival_share x count_centres, `--task negation` for every
+count_weight x count_rival_share x count_centres x count_segments x count_softness, `--task negation` for every
 search.negation_weight, and `--task retrieval` (the captions, a fifth of which count: "three
 shapes: ...", "one small red circle ...") for every count_weight at the configured quantile and
 overlap (the task functions themselves, on images encoded once, with each query's text encoded
@@ -67,6 +68,8 @@ def main() -> None:
     parser.add_argument("--negation-weights", type=floats, default=floats("0,1,3,5,10,20,30"))
     parser.add_argument("--rival-shares", type=floats, default=floats("0"))
     parser.add_argument("--centres", default="false", help="false, true or false,true")
+    parser.add_argument("--segments", default="false", help="search.count_segments: false, true or false,true")
+    parser.add_argument("--softness", type=floats, default=floats("0"), help="search.count_softness values")
     parser.add_argument("--tasks", default="counting,negation")
     parser.add_argument("--retrieval-n", type=int, default=500)
     args = parser.parse_args()
@@ -74,12 +77,22 @@ def main() -> None:
     encoder = Remembering(load_encoder(config))
     grids = {
         "counting": [
-            {"count_quantile": q, "count_overlap": o, "count_weight": w, "count_rival_share": r, "count_centres": c}
+            {
+                "count_quantile": q,
+                "count_overlap": o,
+                "count_weight": w,
+                "count_rival_share": r,
+                "count_centres": c,
+                "count_segments": g,
+                "count_softness": f,
+            }
             for q in args.quantiles
             for o in args.overlaps
             for w in args.count_weights
             for r in args.rival_shares
             for c in (v == "true" for v in args.centres.split(","))
+            for g in (v == "true" for v in args.segments.split(","))
+            for f in args.softness
         ],
         "negation": [{"negation_weight": w} for w in args.negation_weights],
         "retrieval": [{"count_weight": w} for w in args.count_weights],

@@ -80,7 +80,8 @@ def test_instances_equal_a_written_out_reference(seed, bar, overlap):
     table = random_table(rng, n_images=6)
     images = rng.permutation(6)[:4]
     lexemes = unit(rng.standard_normal((3, table.vectors.shape[1])))
-    found, rows, best = find_instances(table, images, lexemes, bar, overlap)
+    got = find_instances(table, images, lexemes, bar, overlap)
+    found, rows, best = got.found, got.rows, got.best
     for c, image in enumerate(images):
         for j, vector in enumerate(lexemes):
             kept, top = slow_instances(table, image, vector, bar, overlap)
@@ -104,7 +105,8 @@ def test_instances_with_rivals_and_centres_equal_the_reference(seed, bar, overla
     rivals = unit(rng.standard_normal((4, table.vectors.shape[1])))
     keep = np.array([[True, True, False, True], [False, True, True, False]])
     contrast = Contrast(rivals, keep, 5.0, 0.1)
-    found, rows, _ = find_instances(table, images, lexemes, bar, overlap, contrast, share, centres=True)
+    got = find_instances(table, images, lexemes, bar, overlap, contrast, share, centres=True)
+    found, rows = got.found, got.rows
 
     def holds(j):
         def share_of(r):
@@ -134,7 +136,8 @@ def test_separate_objects_count_and_windows_of_one_object_do_not():
     scales = [1.0, 0.0, 0.25, 0.0, 0.0]
     vectors = unit(np.array([[1, 1, 1, 1], [1, 1, 1, 1.1], [1, 1, 1, 1.2], [1, 1, 1.1, 1], [-1, 1, -1, 1]], float))
     table = RegionTable(vectors, np.array(boxes, np.float32), np.array([0, 5]), np.array(scales, np.float32))
-    found, rows, _ = find_instances(table, np.array([0]), vector[None], 0.9, 0.5)
+    got = find_instances(table, np.array([0]), vector[None], 0.9, 0.5)
+    found, rows = got.found, got.rows
     assert found[0, 0] == 2
     assert set(rows[0, 0][rows[0, 0] >= 0]) in ({1, 3}, {2, 3})
 
@@ -291,7 +294,8 @@ def test_tally_of_a_query_without_counted_lexemes_is_zero():
 def test_instances_need_no_dense_table():
     """Images without regions count nothing and have no best region."""
     table = RegionTable(np.zeros((0, DIM), np.float32), np.zeros((0, 4), np.float32), np.array([0, 0, 0]))
-    found, rows, best = find_instances(table, np.array([0, 1]), unit(np.ones((1, DIM))), 0.0, 0.5)
+    got = find_instances(table, np.array([0, 1]), unit(np.ones((1, DIM))), 0.0, 0.5)
+    found, rows, best = got.found, got.rows, got.best
     assert found.tolist() == [[0], [0]] and (rows == -1).all() and best.tolist() == [[-1.0], [-1.0]]
 
 
