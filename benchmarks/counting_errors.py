@@ -74,7 +74,7 @@ def main() -> None:
     for thing in sorted({t for _, t, _ in bench.counts}):
         vector = encode_query(encoder, count_query(thing, 2)).lexeme_vectors[:1]
         scenes = [(i, k) for i, t, k in bench.counts if t == thing]
-        got = find_instances(
+        found, rows, _ = find_instances(
             images.regions,
             np.array([i for i, _ in scenes]),
             vector,
@@ -83,7 +83,7 @@ def main() -> None:
             centres=args.centres,
             segments_only=args.segments,
         )
-        for (image, held), n, kept in zip(scenes, got.found[:, 0], got.rows[:, 0], strict=True):
+        for (image, held), n, kept in zip(scenes, found[:, 0], rows[:, 0], strict=True):
             verdicts[(held, "right" if n == held else "high" if n > held else "low")] += 1
             counted: set[int] = set()
             kinds.update(kind_of(images.regions.boxes[r], objects[image], thing, counted) for r in kept[kept >= 0])

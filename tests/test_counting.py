@@ -80,8 +80,7 @@ def test_instances_equal_a_written_out_reference(seed, bar, overlap):
     table = random_table(rng, n_images=6)
     images = rng.permutation(6)[:4]
     lexemes = unit(rng.standard_normal((3, table.vectors.shape[1])))
-    got = find_instances(table, images, lexemes, bar, overlap)
-    found, rows, best = got.found, got.rows, got.best
+    found, rows, best = find_instances(table, images, lexemes, bar, overlap)
     for c, image in enumerate(images):
         for j, vector in enumerate(lexemes):
             kept, top = slow_instances(table, image, vector, bar, overlap)
@@ -105,8 +104,7 @@ def test_instances_with_rivals_and_centres_equal_the_reference(seed, bar, overla
     rivals = unit(rng.standard_normal((4, table.vectors.shape[1])))
     keep = np.array([[True, True, False, True], [False, True, True, False]])
     contrast = Contrast(rivals, keep, 5.0, 0.1)
-    got = find_instances(table, images, lexemes, bar, overlap, contrast, share, centres=True)
-    found, rows = got.found, got.rows
+    found, rows, _ = find_instances(table, images, lexemes, bar, overlap, contrast, share, centres=True)
 
     def holds(j):
         def share_of(r):
@@ -136,10 +134,29 @@ def test_separate_objects_count_and_windows_of_one_object_do_not():
     scales = [1.0, 0.0, 0.25, 0.0, 0.0]
     vectors = unit(np.array([[1, 1, 1, 1], [1, 1, 1, 1.1], [1, 1, 1, 1.2], [1, 1, 1.1, 1], [-1, 1, -1, 1]], float))
     table = RegionTable(vectors, np.array(boxes, np.float32), np.array([0, 5]), np.array(scales, np.float32))
-    got = find_instances(table, np.array([0]), vector[None], 0.9, 0.5)
-    found, rows = got.found, got.rows
+    found, rows, _ = find_instances(table, np.array([0]), vector[None], 0.9, 0.5)
     assert found[0, 0] == 2
     assert set(rows[0, 0][rows[0, 0] >= 0]) in ({1, 3}, {2, 3})
+
+
+def test_with_segments_only_no_window_is_an_instance():
+    """search.count_segments: a window (0 < scale < 1) that straddles two objects, and one that
+    covers an object scoring best there, are never instances; segments and user boxes are."""
+    vector = unit(np.ones(4))
+    boxes = [
+        (0, 0, 100, 100),  # the whole image
+        (5, 5, 60, 60),  # a window straddling objects 1 and 2, the best score
+        (10, 10, 30, 30),  # object 1, a segment
+        (40, 40, 58, 58),  # object 2, a user box
+        (8, 8, 34, 34),  # a window around object 1
+    ]
+    scales = [1.0, 0.5, 0.0, -1.0, 0.25]
+    vectors = unit(np.array([[1, 1, 1, 1], [1, 1, 1, 1.0], [1, 1, 1, 1.1], [1, 1, 1.1, 1], [1, 1, 1, 1.05]], float))
+    table = RegionTable(vectors, np.array(boxes, np.float32), np.array([0, 5]), np.array(scales, np.float32))
+    found, rows, _ = find_instances(table, np.array([0]), vector[None], 0.9, 0.5)
+    assert found[0, 0] == 1 and rows[0, 0, 0] == 1  # the straddling window hides both objects
+    found, rows, _ = find_instances(table, np.array([0]), vector[None], 0.9, 0.5, segments_only=True)
+    assert found[0, 0] == 2 and set(rows[0, 0][rows[0, 0] >= 0]) == {2, 3}
 
 
 def test_count_distance_prefers_the_number_asked_then_the_nearer_on_a_log_scale():
@@ -294,8 +311,7 @@ def test_tally_of_a_query_without_counted_lexemes_is_zero():
 def test_instances_need_no_dense_table():
     """Images without regions count nothing and have no best region."""
     table = RegionTable(np.zeros((0, DIM), np.float32), np.zeros((0, 4), np.float32), np.array([0, 0, 0]))
-    got = find_instances(table, np.array([0, 1]), unit(np.ones((1, DIM))), 0.0, 0.5)
-    found, rows, best = got.found, got.rows, got.best
+    found, rows, best = find_instances(table, np.array([0, 1]), unit(np.ones((1, DIM))), 0.0, 0.5)
     assert found.tolist() == [[0], [0]] and (rows == -1).all() and best.tolist() == [[-1.0], [-1.0]]
 
 

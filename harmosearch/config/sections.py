@@ -222,12 +222,6 @@ class SearchConfig(Section):
     # ... and only boxes that fit objects (segments of the picture, user boxes) are instances, not
     # fixed windows (a window straddles two objects or covers part of one).
     count_segments: bool = False
-    # Soft count: above 0, a candidate region is an instance with the chance Phi((score - bar) /
-    # (count_softness * the null's standard deviation at alpha 0)), and the count term is the
-    # expected log distance over the count those chances give (an image whose count hangs on
-    # regions near the bar loses more than one whose instances are clear); the count shown is
-    # still the regions that reach the bar. 0: the hard count.
-    count_softness: Annotated[float, Range(0)] = 0.0
     count_weight: Annotated[float, Range(0)] = 4.0
     negation_weight: Annotated[float, Range(0)] = 20.0
     # Region trust (regions/trust.py): measured when an index is built, on a sample of its own

@@ -15,7 +15,9 @@ one per object: taken best first, a region is left out when it overlaps a kept o
 search.count_overlap of the smaller box (windows of one object overlap each other; two objects'
 boxes barely do), and, with search.count_centres, also when its box holds a kept one's centre
 or its centre lies in a kept box (two halves of one object overlap little, but each holds the
-other's centre or lies around it); the whole-image region is never an instance. With the
+other's centre or lies around it); the whole-image region is never an instance, and with
+search.count_segments no fixed window is either: only boxes drawn around something (segments
+of the picture, user boxes), since a window straddles two objects or covers part of one. With the
 lexeme's rivals
 (search/contrast.py: the phrases of search.vocabulary that name something else) a region holds
 the thing only if the model, asked to choose between the lexeme and its rivals, gives the lexeme
@@ -58,7 +60,6 @@ MAX_INSTANCES = 16  # instance boxes kept per image and lexeme (the count itself
 FALLBACK_BAR = 0.36
 FALLBACK_NULL = (0.41, 0.12)
 FALLBACK_SPREAD = 0.10
-SOFT_REACH = 3.0  # a soft count's candidates reach this many softness units below the bar (chance 0.0013)
 
 
 @dataclass(frozen=True)
@@ -75,14 +76,6 @@ class PresenceRule:
         """Where best region scores fall in the null, in [0, 1]."""
         z = (np.asarray(best, dtype=np.float64) - self.mean) / max(self.deviation, 1e-9)
         return (0.5 * (1.0 + np.asarray(_erf(z / math.sqrt(2.0)), dtype=np.float64))).astype(np.float32)
-
-    def chance(self, scores: np.ndarray, unit: float) -> np.ndarray:
-        """Phi((score - bar) / unit) [...]: how likely a region of that plain score holds the
-        thing, for a soft count (0 at -inf pads)."""
-        from scipy.special import ndtr
-
-        z = np.where(np.isfinite(scores), (np.asarray(scores, np.float64) - self.bar) / unit, -40.0)
-        return ndtr(z).astype(np.float32)
 
 
 _erf = np.frompyfunc(math.erf, 1, 1)
@@ -120,36 +113,15 @@ class Tally:
     counted: np.ndarray  # [L] bool
     negated: np.ndarray  # [L] bool
     spread: float
-    chances: np.ndarray | None = None  # [C, L, P] each candidate instance's chance of being one (soft count)
 
     def count_terms(self, weight: float) -> np.ndarray:
-        """What each counted lexeme's score loses [C, L] (0 for the others): spread * weight * d,
-        or, with chances, spread * weight * the expected d over the count they give."""
-        if self.chances is None:
-            distance = count_distance(self.found, self.low, self.high)
-        else:
-            odds = count_odds(self.chances)  # [C, L, P + 1]
-            counts = np.broadcast_to(np.arange(odds.shape[2]), odds.shape)
-            at = count_distance(counts.transpose(2, 0, 1), self.low, self.high).transpose(1, 2, 0)
-            distance = (odds * at).sum(axis=2)
-        distance = np.where(self.counted, distance, 0.0)
+        """What each counted lexeme's score loses [C, L] (0 for the others): spread * weight * d."""
+        distance = np.where(self.counted, count_distance(self.found, self.low, self.high), 0.0)
         return (self.spread * weight * distance).astype(np.float32)
 
     def absence_terms(self, weight: float) -> np.ndarray:
         """What the ranking subtracts for the negated lexemes [C]: spread * weight * their presences."""
         return (self.spread * weight * self.presence[:, self.negated].sum(1)).astype(np.float32)
-
-
-def count_odds(chances: np.ndarray) -> np.ndarray:
-    """The distribution [C, L, P + 1] of the number of candidates that are instances, each one
-    independently with its chance [C, L, P] (Poisson binomial)."""
-    odds = np.zeros((*chances.shape[:2], chances.shape[2] + 1), np.float64)
-    odds[..., 0] = 1.0
-    for p in range(chances.shape[2]):
-        chance = chances[..., p, None].astype(np.float64)
-        odds[..., 1 : p + 2] = odds[..., 1 : p + 2] * (1 - chance) + odds[..., : p + 1] * chance
-        odds[..., 0] *= 1 - chances[..., p]
-    return odds
 
 
 def count_distance(found: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
@@ -171,47 +143,25 @@ def tally(
     rivals: Any = None,
     rival_share: float = 0.0,
     centres: bool = False,
-    softness: float = 0.0,
     segments_only: bool = False,
 ) -> Tally:
     """Count every counted lexeme's instances and measure every negated one's presence in each
     of `images` (the plain table: no window penalty); vectors [L, D] are the lexemes'; counts
-    [L] Count or None, negated [L]; rivals: the lexemes' search.contrast.Contrast, or None.
-    With softness above 0 (search.count_softness), each kept candidate down to SOFT_REACH
-    softness units below the bar gets the chance Phi((score - bar) / (softness * the null's
-    deviation)) of being an instance."""
+    [L] Count or None, negated [L]; rivals: the lexemes' search.contrast.Contrast, or None."""
     counted = np.array([c is not None for c in counts], dtype=bool)
     wanted = np.flatnonzero(counted | np.asarray(negated, dtype=bool))
     found = np.zeros((len(images), len(counts)), np.int64)
     rows = np.full((len(images), len(counts), MAX_INSTANCES), -1, np.int64)
     presence = np.zeros((len(images), len(counts)), np.float32)
-    unit = softness * rule.deviation
-    chances = None
     if len(wanted):
         chosen = None if rivals is None else rivals.columns(wanted)
-        floor = rule.bar - SOFT_REACH * unit if unit > 0 else None
-        got = find_instances(
-            table, images, vectors[wanted], rule.bar, overlap, chosen, rival_share, centres, floor, segments_only
+        found[:, wanted], rows[:, wanted], best = find_instances(
+            table, images, vectors[wanted], rule.bar, overlap, chosen, rival_share, centres, segments_only
         )
-        found[:, wanted], rows[:, wanted] = got.found, got.rows
-        presence[:, wanted] = rule.presence(got.best)
-        if unit > 0:
-            chances = np.zeros((len(images), len(counts), got.scores.shape[2]), np.float32)
-            chances[:, wanted] = rule.chance(got.scores, unit)
+        presence[:, wanted] = rule.presence(best)
     low = np.array([c.low if c is not None else 0 for c in counts], dtype=np.float64)
     high = np.array([np.inf if c is None or c.high is None else c.high for c in counts], dtype=np.float64)
-    negated_ = np.asarray(negated, dtype=bool)
-    return Tally(found, rows, presence, low, high, counted, negated_, rule.spread, chances)
-
-
-@dataclass(frozen=True)
-class Instances:
-    """What find_instances finds for each image [C] and lexeme [L]."""
-
-    found: np.ndarray  # [C, L] instances: kept regions that reach the bar
-    rows: np.ndarray  # [C, L, MAX_INSTANCES] their region rows, best first; -1 pads
-    best: np.ndarray  # [C, L] the best plain score of a region that is not the whole image (-1: none)
-    scores: np.ndarray  # [C, L, P] plain scores of the kept candidates down to the floor, best first; -inf pads
+    return Tally(found, rows, presence, low, high, counted, np.asarray(negated, dtype=bool), rule.spread)
 
 
 def find_instances(
@@ -223,42 +173,40 @@ def find_instances(
     rivals: Any = None,
     rival_share: float = 0.0,
     centres: bool = False,
-    floor: float | None = None,
     segments_only: bool = False,
-) -> Instances:
-    """The instances of each lexeme vector [L, D] in each image [C] (Instances). Greedy
-    suppression runs on every (image, lexeme) at once, one candidate region position at a time,
-    best first; candidates are the regions scoring at least `floor` (None: the bar), and those
-    below the bar are kept or suppressed like the others but are no instances (they only give
-    the soft count its chances). With `rivals` (a Contrast of the L lexemes) and a rival_share
-    above 0, a region holds a lexeme's thing only when the lexeme has at least that share
-    against its rivals. With `centres`, a region whose box holds a kept one's centre, or whose
-    centre lies in a kept box, is that one's object too. With `segments_only`, window proposals
-    (0 < scale < 1) are never candidates."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each image [C] and lexeme vector [L, D]: the number of instances [C, L], their rows
+    [C, L, MAX_INSTANCES] (best first, -1 pads) and the best plain score of a region that is not
+    the whole image [C, L] (-1 without one). Greedy suppression runs on every (image, lexeme)
+    at once, one present region position at a time. With `rivals` (a Contrast of the L
+    lexemes) and a rival_share above 0, a region holds a lexeme's thing only when the lexeme
+    has at least that share against its rivals. With `centres`, a region whose box holds a kept
+    one's centre, or whose centre lies in a kept box, is that one's object too. With
+    `segments_only`, no window proposal (0 < scale < 1) is an instance."""
     sims, padded = _region_scores(table, images, vectors)  # [C, L, W], [C, W]
     best = np.where(np.isfinite(sims), sims, -1.0).max(axis=2, initial=-1.0)
-    candidate = sims >= (bar if floor is None else min(floor, bar))
+    present = sims >= bar
     if rivals is not None and rival_share > 0:
-        candidate &= _preferred(table, sims, padded, rivals, rival_share)
+        present &= _preferred(table, sims, padded, rivals, rival_share)
     if segments_only and table.scales is not None:
         scales = table.scales[np.maximum(padded, 0)]
-        candidate &= ~((scales > 0) & (scales < 1))[:, None, :]
-    depth = int(candidate.sum(axis=2).max(initial=0))
+        present &= ~((scales > 0) & (scales < 1))[:, None, :]
+    depth = int(present.sum(axis=2).max(initial=0))
+    found = np.zeros(sims.shape[:2], np.int64)
     rows = np.full((*sims.shape[:2], MAX_INSTANCES), -1, np.int64)
     if depth == 0:
-        return Instances(np.zeros(sims.shape[:2], np.int64), rows, best, np.full((*sims.shape[:2], 0), -np.inf))
-    order = np.argsort(-np.where(candidate, sims, -np.inf), axis=2, kind="stable")[:, :, :depth]
-    scores = np.where(np.take_along_axis(candidate, order, axis=2), np.take_along_axis(sims, order, axis=2), -np.inf)
+        return found, rows, best
+    order = np.argsort(-np.where(present, sims, -np.inf), axis=2, kind="stable")[:, :, :depth]
+    candidate = np.take_along_axis(present, order, axis=2)  # [C, L, P]
     picked = np.take_along_axis(np.broadcast_to(padded[:, None, :], sims.shape), order, axis=2)
-    kept = _suppressed(table.boxes[np.maximum(picked, 0)], np.isfinite(scores), overlap, centres)
-    scores = np.where(kept, scores, -np.inf)
-    present = kept & (scores >= bar)
-    first = np.argsort(~present, axis=2, kind="stable")[:, :, :MAX_INSTANCES]  # instances, best first
+    kept = _suppressed(table.boxes[np.maximum(picked, 0)], candidate, overlap, centres)
+    found = kept.sum(axis=2)
+    first = np.argsort(~kept, axis=2, kind="stable")[:, :, :MAX_INSTANCES]  # kept positions, best first
     taken = min(MAX_INSTANCES, depth)
     rows[:, :, :taken] = np.where(
-        np.take_along_axis(present, first, axis=2), np.take_along_axis(picked, first, axis=2), -1
+        np.take_along_axis(kept, first, axis=2), np.take_along_axis(picked, first, axis=2), -1
     )
-    return Instances(present.sum(axis=2), rows, best, scores)
+    return found, rows, best
 
 
 def _suppressed(boxes: np.ndarray, candidate: np.ndarray, overlap: float, centres: bool) -> np.ndarray:
