@@ -17,7 +17,8 @@ boxes barely do), and, with search.count_centres, also when its box holds a kept
 or its centre lies in a kept box (two halves of one object overlap little, but each holds the
 other's centre or lies around it); the whole-image region is never an instance, and with
 search.count_segments no fixed window is either: only boxes drawn around something (segments
-of the picture, user boxes), since a window straddles two objects or covers part of one. With the
+of the picture, user boxes), since a window straddles two objects or covers part of one (an
+image with windows alone, from an index built without segments, keeps its windows). With the
 lexeme's rivals
 (search/contrast.py: the phrases of search.vocabulary that name something else) a region holds
 the thing only if the model, asked to choose between the lexeme and its rivals, gives the lexeme
@@ -182,15 +183,18 @@ def find_instances(
     lexemes) and a rival_share above 0, a region holds a lexeme's thing only when the lexeme
     has at least that share against its rivals. With `centres`, a region whose box holds a kept
     one's centre, or whose centre lies in a kept box, is that one's object too. With
-    `segments_only`, no window proposal (0 < scale < 1) is an instance."""
+    `segments_only`, no window proposal (0 < scale < 1) is an instance in an image that has
+    other boxes (segments, user boxes)."""
     sims, padded = _region_scores(table, images, vectors)  # [C, L, W], [C, W]
     best = np.where(np.isfinite(sims), sims, -1.0).max(axis=2, initial=-1.0)
     present = sims >= bar
     if rivals is not None and rival_share > 0:
         present &= _preferred(table, sims, padded, rivals, rival_share)
     if segments_only and table.scales is not None:
-        scales = table.scales[np.maximum(padded, 0)]
-        present &= ~((scales > 0) & (scales < 1))[:, None, :]
+        scales = np.where(padded >= 0, table.scales[np.maximum(padded, 0)], 1.0)
+        windows = (scales > 0) & (scales < 1)
+        windows &= (scales <= 0).any(axis=1, keepdims=True)  # an image with windows alone keeps them
+        present &= ~windows[:, None, :]
     depth = int(present.sum(axis=2).max(initial=0))
     found = np.zeros(sims.shape[:2], np.int64)
     rows = np.full((*sims.shape[:2], MAX_INSTANCES), -1, np.int64)
