@@ -2,7 +2,7 @@
 the scene's objects.
 
     python benchmarks/counting_errors.py [--detail high] [--quantile 0.6] [--overlap 0.3]
-                                         [--centres] [--world flat] [--split val]
+                                         [--centres] [--segments] [--world flat] [--split val]
 
 For each scene, the instances found for its thing ("two red circles" asks for one instance's
 vector: the same for every n) are matched to the annotated objects: an instance is on an object
@@ -56,6 +56,7 @@ def main() -> None:
     parser.add_argument("--quantile", type=float, default=0.6)
     parser.add_argument("--overlap", type=float, default=0.3)
     parser.add_argument("--centres", action="store_true")
+    parser.add_argument("--segments", action="store_true", help="search.count_segments: no window is an instance")
     parser.add_argument("--world", default="flat")
     parser.add_argument("--split", default="val")
     args = parser.parse_args()
@@ -74,7 +75,13 @@ def main() -> None:
         vector = encode_query(encoder, count_query(thing, 2)).lexeme_vectors[:1]
         scenes = [(i, k) for i, t, k in bench.counts if t == thing]
         found, rows, _ = find_instances(
-            images.regions, np.array([i for i, _ in scenes]), vector, rule.bar, args.overlap, centres=args.centres
+            images.regions,
+            np.array([i for i, _ in scenes]),
+            vector,
+            rule.bar,
+            args.overlap,
+            centres=args.centres,
+            segments_only=args.segments,
         )
         for (image, held), n, kept in zip(scenes, found[:, 0], rows[:, 0], strict=True):
             verdicts[(held, "right" if n == held else "high" if n > held else "low")] += 1

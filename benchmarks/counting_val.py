@@ -3,14 +3,14 @@
     python benchmarks/counting_val.py [--split val] [--n 300] [--detail normal]
                                       [--quantiles 0.3,0.5,0.6,0.7,0.8] [--overlaps 0.2,0.3,0.5]
                                       [--count-weights 0.5,1,2,4,8] [--negation-weights 0,1,3,5,10,20,30]
-                                      [--rival-shares 0] [--centres false]
+                                      [--rival-shares 0] [--centres false] [--segments false]
                                       [--tasks counting,negation,retrieval] [--retrieval-n 500]
 
 Runs `harmosearch bench --task counting` for every search.count_quantile x count_overlap x
-count_weight x count_rival_share x count_centres, `--task negation` for every
-search.negation_weight, and `--task retrieval` (the captions, a fifth of which count: "three
-shapes: ...", "one small red circle ...") for every count_weight at the configured quantile and
-overlap (the task functions themselves, on images encoded once, with each query's text encoded
+count_weight x count_rival_share x count_centres x count_segments, `--task
+negation` for every search.negation_weight, and `--task retrieval` (the captions, a fifth of
+which count: "three shapes: ...", "one small red circle ...") for every setting of the counting
+grid (the task functions themselves, on images encoded once, with each query's text encoded
 once), on the scenes of --split (val: the settings are chosen here; never test). Appends one
 record per setting to benchmarks/results/counting_val.jsonl and prints the best of every figure.
 """
@@ -67,6 +67,7 @@ def main() -> None:
     parser.add_argument("--negation-weights", type=floats, default=floats("0,1,3,5,10,20,30"))
     parser.add_argument("--rival-shares", type=floats, default=floats("0"))
     parser.add_argument("--centres", default="false", help="false, true or false,true")
+    parser.add_argument("--segments", default="false", help="search.count_segments: false, true or false,true")
     parser.add_argument("--tasks", default="counting,negation")
     parser.add_argument("--retrieval-n", type=int, default=500)
     args = parser.parse_args()
@@ -74,16 +75,24 @@ def main() -> None:
     encoder = Remembering(load_encoder(config))
     grids = {
         "counting": [
-            {"count_quantile": q, "count_overlap": o, "count_weight": w, "count_rival_share": r, "count_centres": c}
+            {
+                "count_quantile": q,
+                "count_overlap": o,
+                "count_weight": w,
+                "count_rival_share": r,
+                "count_centres": c,
+                "count_segments": g,
+            }
             for q in args.quantiles
             for o in args.overlaps
             for w in args.count_weights
             for r in args.rival_shares
             for c in (v == "true" for v in args.centres.split(","))
+            for g in (v == "true" for v in args.segments.split(","))
         ],
         "negation": [{"negation_weight": w} for w in args.negation_weights],
-        "retrieval": [{"count_weight": w} for w in args.count_weights],
     }
+    grids["retrieval"] = grids["counting"]
     best: dict[str, list[tuple[float, dict[str, float]]]] = {}
     for task in args.tasks.split(","):
         grid = grids[task]

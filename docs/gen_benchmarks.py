@@ -46,11 +46,16 @@ COUNTING_ONLY = frozenset(
         "search.negation_weight",
         "search.count_rival_share",
         "search.count_centres",
+        "search.count_segments",
     }
 )
 # Keys added after records that lack them, with the value that does what the code did before
 # them: a record without such a key was made at that value.
-BEFORE_THEIR_TIME: dict[str, Any] = {"search.count_rival_share": 0.0, "search.count_centres": False}
+BEFORE_THEIR_TIME: dict[str, Any] = {
+    "search.count_rival_share": 0.0,
+    "search.count_centres": False,
+    "search.count_segments": False,
+}
 UNCOUNTED_TASKS = frozenset({"boxcls", "grounding", "search", "compositional"})
 
 

@@ -139,6 +139,31 @@ def test_separate_objects_count_and_windows_of_one_object_do_not():
     assert set(rows[0, 0][rows[0, 0] >= 0]) in ({1, 3}, {2, 3})
 
 
+def test_with_segments_only_no_window_is_an_instance():
+    """search.count_segments: a window (0 < scale < 1) that straddles two objects, and one that
+    covers an object scoring best there, are never instances; segments and user boxes are."""
+    vector = unit(np.ones(4))
+    boxes = [
+        (0, 0, 100, 100),  # the whole image
+        (5, 5, 60, 60),  # a window straddling objects 1 and 2, the best score
+        (10, 10, 30, 30),  # object 1, a segment
+        (40, 40, 58, 58),  # object 2, a user box
+        (8, 8, 34, 34),  # a window around object 1
+    ]
+    scales = [1.0, 0.5, 0.0, -1.0, 0.25]
+    vectors = unit(np.array([[1, 1, 1, 1], [1, 1, 1, 1.0], [1, 1, 1, 1.1], [1, 1, 1.1, 1], [1, 1, 1, 1.05]], float))
+    table = RegionTable(vectors, np.array(boxes, np.float32), np.array([0, 5]), np.array(scales, np.float32))
+    found, rows, _ = find_instances(table, np.array([0]), vector[None], 0.9, 0.5)
+    assert found[0, 0] == 1 and rows[0, 0, 0] == 1  # the straddling window hides both objects
+    found, rows, _ = find_instances(table, np.array([0]), vector[None], 0.9, 0.5, segments_only=True)
+    assert found[0, 0] == 2 and set(rows[0, 0][rows[0, 0] >= 0]) == {2, 3}
+    windows_alone = RegionTable(
+        table.vectors[[0, 1, 4]], table.boxes[[0, 1, 4]], np.array([0, 3]), np.array([1, 0.5, 0.25])
+    )
+    found, _, _ = find_instances(windows_alone, np.array([0]), vector[None], 0.9, 0.5, segments_only=True)
+    assert found[0, 0] == 1  # an index without segments still counts by its windows
+
+
 def test_count_distance_prefers_the_number_asked_then_the_nearer_on_a_log_scale():
     found = np.array([[0], [1], [2], [3], [4], [6]])
     two = count_distance(found, np.array([2.0]), np.array([2.0]))[:, 0]
@@ -182,7 +207,10 @@ def test_presence_rises_through_the_null_and_the_rule_reads_the_calibration():
     assert not fallback.calibrated
 
 
-# Images for counting and negation on the fake encoder: separate boxes of known things.
+# Images for counting and negation on the fake encoder: separate boxes of known things, each the
+# one region of its object, a window or a segment in turn (test_search.make_data): every box
+# fits its object, so windows count too (count_segments off; open_fake's search settings).
+EVERY_BOX = SearchConfig(box_margin=0.0, window_penalty=0.0, count_segments=False)
 COUNTING_SCENES = [
     [("red circle", (0, 0, 20, 20))],
     [("red circle", (0, 0, 20, 20)), ("red circle", (40, 40, 60, 60))],
@@ -194,7 +222,7 @@ COUNTING_SCENES = [
 
 @pytest.mark.parametrize(("query", "first"), [("one red circle", 0), ("two red circles", 1), ("three red circles", 2)])
 def test_a_count_ranks_the_image_with_that_many_first(tmp_path, query, first):
-    index = open_fake(tmp_path, scenes=COUNTING_SCENES)
+    index = open_fake(tmp_path, scenes=COUNTING_SCENES, search=EVERY_BOX)
     response = index.search(query, k=5)
     assert response.results[0].path == f"img{first:03d}.png"
     counted = {r.path: r.lexemes[0].count for r in response.results}
@@ -203,7 +231,7 @@ def test_a_count_ranks_the_image_with_that_many_first(tmp_path, query, first):
 
 
 def test_a_negated_lexeme_scores_its_absence(tmp_path):
-    index = open_fake(tmp_path, scenes=COUNTING_SCENES)
+    index = open_fake(tmp_path, scenes=COUNTING_SCENES, search=EVERY_BOX)
     response = index.search("a red circle without a blue square", k=5)
     ranked = [r.path for r in response.results]
     assert ranked.index("img003.png") > max(ranked.index(p) for p in ("img000.png", "img001.png", "img002.png"))
@@ -213,7 +241,7 @@ def test_a_negated_lexeme_scores_its_absence(tmp_path):
 
 
 def test_the_json_gives_counts_instances_and_absences_only_when_asked(tmp_path):
-    index = open_fake(tmp_path, scenes=COUNTING_SCENES)
+    index = open_fake(tmp_path, scenes=COUNTING_SCENES, search=EVERY_BOX)
     counted = index.search("two red circles", k=5).results[0].to_dict()["lexemes"][0]
     assert counted["count"] == 2 and counted["instances"] == [[0.0, 0.0, 20.0, 20.0], [40.0, 40.0, 60.0, 60.0]]
     negated = index.search("a red circle without a blue square", k=5).to_dict()["results"][0]["lexemes"]
@@ -257,6 +285,7 @@ def test_plain_queries_rank_exactly_as_the_formula_without_counting(tmp_path, te
     # No rivals (the reference below scores the plain region table): counting is what is tested.
     s = SearchConfig(box_margin=0.0, window_penalty=0.0, contrast=0.0)
     heavy = replace(s, count_weight=9.0, negation_weight=9.0, count_quantile=0.1, count_overlap=0.1)
+    heavy = replace(heavy, count_segments=not s.count_segments, count_centres=not s.count_centres)
     plain = index.search(text, k=10, settings=s, negatives=("yellow square",))
     other = index.search(text, k=10, settings=heavy, negatives=("yellow square",))
     assert [(r.path, r.score) for r in plain.results] == [(r.path, r.score) for r in other.results]

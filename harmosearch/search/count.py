@@ -15,7 +15,10 @@ one per object: taken best first, a region is left out when it overlaps a kept o
 search.count_overlap of the smaller box (windows of one object overlap each other; two objects'
 boxes barely do), and, with search.count_centres, also when its box holds a kept one's centre
 or its centre lies in a kept box (two halves of one object overlap little, but each holds the
-other's centre or lies around it); the whole-image region is never an instance. With the
+other's centre or lies around it); the whole-image region is never an instance, and with
+search.count_segments no fixed window is either: only boxes drawn around something (segments
+of the picture, user boxes), since a window straddles two objects or covers part of one (an
+image with windows alone, from an index built without segments, keeps its windows). With the
 lexeme's rivals
 (search/contrast.py: the phrases of search.vocabulary that name something else) a region holds
 the thing only if the model, asked to choose between the lexeme and its rivals, gives the lexeme
@@ -144,6 +147,7 @@ def tally(
     rivals: Any = None,
     rival_share: float = 0.0,
     centres: bool = False,
+    segments_only: bool = False,
 ) -> Tally:
     """Count every counted lexeme's instances and measure every negated one's presence in each
     of `images` (the plain table: no window penalty); vectors [L, D] are the lexemes'; counts
@@ -156,7 +160,7 @@ def tally(
     if len(wanted):
         chosen = None if rivals is None else rivals.columns(wanted)
         found[:, wanted], rows[:, wanted], best = find_instances(
-            table, images, vectors[wanted], rule.bar, overlap, chosen, rival_share, centres
+            table, images, vectors[wanted], rule.bar, overlap, chosen, rival_share, centres, segments_only
         )
         presence[:, wanted] = rule.presence(best)
     low = np.array([c.low if c is not None else 0 for c in counts], dtype=np.float64)
@@ -173,6 +177,7 @@ def find_instances(
     rivals: Any = None,
     rival_share: float = 0.0,
     centres: bool = False,
+    segments_only: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """For each image [C] and lexeme vector [L, D]: the number of instances [C, L], their rows
     [C, L, MAX_INSTANCES] (best first, -1 pads) and the best plain score of a region that is not
@@ -180,12 +185,19 @@ def find_instances(
     at once, one present region position at a time. With `rivals` (a Contrast of the L
     lexemes) and a rival_share above 0, a region holds a lexeme's thing only when the lexeme
     has at least that share against its rivals. With `centres`, a region whose box holds a kept
-    one's centre, or whose centre lies in a kept box, is that one's object too."""
+    one's centre, or whose centre lies in a kept box, is that one's object too. With
+    `segments_only`, no window proposal (0 < scale < 1) is an instance in an image that has
+    other boxes (segments, user boxes)."""
     sims, padded = _region_scores(table, images, vectors)  # [C, L, W], [C, W]
     best = np.where(np.isfinite(sims), sims, -1.0).max(axis=2, initial=-1.0)
     present = sims >= bar
     if rivals is not None and rival_share > 0:
         present &= _preferred(table, sims, padded, rivals, rival_share)
+    if segments_only and table.scales is not None:
+        scales = np.where(padded >= 0, table.scales[np.maximum(padded, 0)], 1.0)
+        windows = (scales > 0) & (scales < 1)
+        windows &= (scales <= 0).any(axis=1, keepdims=True)  # an image with windows alone keeps them
+        present &= ~windows[:, None, :]
     depth = int(present.sum(axis=2).max(initial=0))
     found = np.zeros(sims.shape[:2], np.int64)
     rows = np.full((*sims.shape[:2], MAX_INSTANCES), -1, np.int64)
@@ -194,14 +206,7 @@ def find_instances(
     order = np.argsort(-np.where(present, sims, -np.inf), axis=2, kind="stable")[:, :, :depth]
     candidate = np.take_along_axis(present, order, axis=2)  # [C, L, P]
     picked = np.take_along_axis(np.broadcast_to(padded[:, None, :], sims.shape), order, axis=2)
-    boxes = table.boxes[np.maximum(picked, 0)]  # [C, L, P, 4]
-    overlaps = _overlap_of_smaller(boxes[..., :, None, :], boxes[..., None, :, :]) >= overlap  # [C, L, P, P]
-    if centres:
-        overlaps |= _holds_centre(boxes[..., :, None, :], boxes[..., None, :, :])
-        overlaps |= _holds_centre(boxes[..., None, :, :], boxes[..., :, None, :])
-    kept = np.zeros(candidate.shape, dtype=bool)
-    for p in range(depth):
-        kept[..., p] = candidate[..., p] & ~(kept[..., :p] & overlaps[..., p, :p]).any(axis=-1)
+    kept = _suppressed(table.boxes[np.maximum(picked, 0)], candidate, overlap, centres)
     found = kept.sum(axis=2)
     first = np.argsort(~kept, axis=2, kind="stable")[:, :, :MAX_INSTANCES]  # kept positions, best first
     taken = min(MAX_INSTANCES, depth)
@@ -209,6 +214,20 @@ def find_instances(
         np.take_along_axis(kept, first, axis=2), np.take_along_axis(picked, first, axis=2), -1
     )
     return found, rows, best
+
+
+def _suppressed(boxes: np.ndarray, candidate: np.ndarray, overlap: float, centres: bool) -> np.ndarray:
+    """Greedy suppression [C, L, P] of candidates in the order given (best first), boxes [C, L, P, 4]:
+    a candidate is kept unless it overlaps a kept one by `overlap` of the smaller box (or, with
+    `centres`, holds its centre or lies around it)."""
+    overlaps = _overlap_of_smaller(boxes[..., :, None, :], boxes[..., None, :, :]) >= overlap  # [C, L, P, P]
+    if centres:
+        overlaps |= _holds_centre(boxes[..., :, None, :], boxes[..., None, :, :])
+        overlaps |= _holds_centre(boxes[..., None, :, :], boxes[..., :, None, :])
+    kept = np.zeros(candidate.shape, dtype=bool)
+    for p in range(candidate.shape[-1]):
+        kept[..., p] = candidate[..., p] & ~(kept[..., :p] & overlaps[..., p, :p]).any(axis=-1)
+    return kept
 
 
 def _preferred(table: RegionTable, sims: np.ndarray, padded: np.ndarray, rivals: Any, share: float) -> np.ndarray:

@@ -412,5 +412,6 @@ def score_candidates(
             contrast,
             settings.count_rival_share,
             settings.count_centres,
+            settings.count_segments,
         )
     return Scored(candidates, global_scores, match, negative_global, negative_regions, contrast, counted)
