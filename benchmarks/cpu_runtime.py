@@ -35,7 +35,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import append_result, interleaved, paired_ratio
+from _common import append_result, interleaved, paired_ratio, without_region_trust
 
 from harmosearch.config import SynthConfig, load_config
 from harmosearch.indexing import build_index
@@ -93,25 +93,33 @@ def mean_cosine(a: dict, b: dict) -> tuple[float, float]:
     return float(cos.mean()), len(keys) / len(a)
 
 
-def timed_builds(photos: Path, work: Path, configs: dict, rounds: int) -> tuple[dict, dict]:
+def timed_builds(photos: Path, work: Path, configs: dict, rounds: int, skip_trust: bool) -> tuple[dict, dict, dict]:
     """Seconds per round of build_index for each path (after a warm-up build that exports), and
     of each build's region trust measurement (a fixed cost per build: up to 96 pictures encoded,
-    whatever the library's size), as the build's manifest records it."""
-    encoders = {}
+    whatever the library's size), as the build's manifest records it: of the timed builds, and of
+    the warm-up build (the only one that measures it with skip_trust)."""
+    encoders, warm = {}, {}
     for path, (config, feats) in configs.items():
         with features(feats):
             encoders[path] = load_encoder(config)
             build_index(photos, work / "warm", config, encoder=encoders[path], rebuild=True)
+        warm[path] = trust_seconds(work / "warm")
     trust: dict[str, list[float]] = {path: [] for path in configs}
 
     def build(path: str) -> None:
         config, feats = configs[path]
         with features(feats):
             build_index(photos, work / path, config, encoder=encoders[path], rebuild=True)
-        trust[path].append(float((read_manifest(work / path).get("region_trust") or {}).get("seconds", 0.0)))
+        trust[path].append(trust_seconds(work / path))
 
-    times = interleaved([lambda p=p: build(p) for p in configs], rounds=rounds)
-    return dict(zip(configs, times, strict=True)), trust
+    with without_region_trust(skip_trust):
+        times = interleaved([lambda p=p: build(p) for p in configs], rounds=rounds)
+    return dict(zip(configs, times, strict=True)), trust, warm
+
+
+def trust_seconds(index: Path) -> float:
+    """What the index's region trust measurement took, as its manifest records it (0: none)."""
+    return float((read_manifest(index).get("region_trust") or {}).get("seconds", 0.0))
 
 
 def per_image(times: dict[str, list[float]], trust: dict[str, list[float]]) -> dict[str, list[float]]:
@@ -126,6 +134,11 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--emulated-n", type=int, default=8, help="images for bf16 where it is emulated")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--cache", default=None, help="paths.cache (exported graphs); default: the config's")
+    parser.add_argument(
+        "--skip-trust",
+        action="store_true",
+        help="timed builds leave out the region trust measurement (measured once per path, in the warm-up build)",
+    )
     parser.add_argument("--settings", default=";".join(SETTINGS), help="which of SETTINGS, by name, separated by ';'")
     return parser.parse_args()
 
@@ -167,11 +180,12 @@ def main() -> None:
         print("paths:", resolved)
         fp32 = "fp32 (torch)"
         full = {p: c for p, c in configs.items() if "bf16" in cpu_features() or not p.startswith("bf16")}
-        times, trust = timed_builds(photos, work / "full", full, args.rounds)
+        times, trust, warm_trust = timed_builds(photos, work / "full", full, args.rounds, args.skip_trust)
         emulated = {p: c for p, c in configs.items() if p not in full}
         few_times, few_trust = ({}, {})
         if emulated:
-            few_times, few_trust = timed_builds(few, work / "few-index", {fp32: configs[fp32], **emulated}, 1)
+            few_configs = {fp32: configs[fp32], **emulated}
+            few_times, few_trust, _ = timed_builds(few, work / "few-index", few_configs, 1, args.skip_trust)
         speeds, ratios, whole, fidelity = {}, {}, {}, {}
         for path in configs:
             n, seconds, trusts, folder = (
@@ -203,8 +217,14 @@ def main() -> None:
                 "settings": resolved,
                 "images_per_s": speeds,
                 "speed_over_fp32": ratios,
-                "images_per_s_whole_build": whole,
-                "per_image": "each build's region trust measurement (its manifest's seconds) taken out",
+                **({} if args.skip_trust else {"images_per_s_whole_build": whole}),
+                "trust_skipped_in_rounds": args.skip_trust,
+                "trust_seconds_warm_up": warm_trust,
+                "per_image": (
+                    "timed builds left out the region trust measurement (its seconds in the warm-up builds)"
+                    if args.skip_trust
+                    else "each build's region trust measurement (its manifest's seconds) taken out"
+                ),
                 "fidelity_to_fp32": fidelity,
                 "seconds_per_round": {**times, **few_named},
                 "trust_seconds_per_round": {
