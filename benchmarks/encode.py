@@ -65,7 +65,7 @@ def arguments() -> argparse.Namespace:
     parser.add_argument(
         "--skip-trust",
         action="store_true",
-        help="timed builds leave out the region trust measurement (measured once, in the warm-up build)",
+        help="builds leave out the region trust measurement (a fixed cost per build)",
     )
     return parser.parse_args()
 
@@ -195,26 +195,26 @@ class Variants:
 def timed(args: argparse.Namespace, v: Variants) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
     """Seconds per round of each variant, and of each stage alone, rounds alternating between
     them all (a noisy spell on a shared machine hits all alike); and the fixed costs: the region
-    trust of each end-to-end build (the build's own clock; with --skip-trust, of the warm-up
-    build only), the calibration's texts (once per model and machine)."""
+    trust of each end-to-end build (the build's own clock; none with --skip-trust), the
+    calibration's texts (once per model and machine)."""
     torch_path = v.encoder.path.runtime == "torch"
     variants = {"raw": v.raw_forward, "regions": v.with_regions, "end to end": v.end_to_end}
     if torch_path:
         variants["global only"] = v.global_only
     stages = {"decode": v.decode, "pixel segments": v.pixel_segments, "forward": v.raw_forward, "regions": v.regions}
     once = {"calibration texts": v.calibration_texts}
-    v.with_regions(), v.end_to_end()  # warm up (the end-to-end build also caches the calibration's texts)
-    warm_trust = list(v.trust_seconds)
-    v.trust_seconds.clear()
     fns = [*variants.values(), *stages.values(), *once.values()]
     with without_region_trust(args.skip_trust):
+        v.with_regions(), v.end_to_end()  # warm up (the end-to-end build also caches the calibration's texts)
+        v.trust_seconds.clear()
         rounds = interleaved(fns, rounds=args.rounds)
     times = dict(zip([*variants, *(f"stage: {k}" for k in stages), *once], rounds, strict=True))
     times["end to end, region trust taken out"] = [
         t - trust for t, trust in zip(times["end to end"], v.trust_seconds, strict=True)
     ]
     fixed = {k: times.pop(k) for k in once}
-    fixed["region trust (per build)"] = warm_trust if args.skip_trust else list(v.trust_seconds)
+    if not args.skip_trust:
+        fixed["region trust (per build)"] = list(v.trust_seconds)
     return times, fixed
 
 
