@@ -1,6 +1,6 @@
 """Indexing speed and fidelity of each CPU inference path, side by side in one run.
 
-    python benchmarks/cpu_runtime.py [--model ViT-B-16:random] [--n 48] [--rounds 3]
+    python benchmarks/cpu_runtime.py [--model ViT-B-16:random] [--n 48] [--rounds 3] [--skip-trust]
 
 Builds one folder of synthetic scenes (as JPEG photos) into an index with `build_index` and the
 default settings, once per setting: `precision = "fp32"` (the reference), the default (auto),
@@ -13,6 +13,7 @@ images/s of the build (decoding, pixel segments, both towers' forward passes, re
 calibration, Parquet and FAISS) with its region trust measurement taken out (a fixed cost per
 build, up to 96 pictures encoded whatever the library's size, its seconds as the manifest
 records them): the per-image rate of a large library; the whole build's rate is kept beside.
+With --skip-trust no build measures it (on a loaded machine it is most of a small folder's build).
 Ratios are the median of each round's pair with fp32.
 Where bf16 is emulated (no AVX512-BF16 or AMX) it runs on --emulated-n images, paired with fp32
 on the same. Fidelity: the mean cosine of each path's vectors to fp32's, global vectors by photo

@@ -1,7 +1,7 @@
 """Encoding and indexing throughput, as ratios measured in one run on the same images.
 
     python benchmarks/encode.py [--model harmo-tiny] [--n 256] [--batch 64] [--device cpu]
-                                [--precision auto] [--runtime auto]
+                                [--precision auto] [--runtime auto] [--skip-trust]
 
 Prints images/s for (a) the raw forward of the inference path (`encoder.runner`: one pass of
 the image tower giving global vectors and the value-path dense map; through torch, also open_clip's
@@ -31,6 +31,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -41,7 +42,7 @@ from harmosearch.config import SynthConfig, load_config
 from harmosearch.indexing import build_index
 from harmosearch.media.formats import open_still
 from harmosearch.model.device import autocast
-from harmosearch.model.encoder import load_encoder
+from harmosearch.model.encoder import load_encoder, pixels_from_uint8, split_transform
 from harmosearch.regions.proposals import image_regions, pixel_segment_boxes, window_boxes
 from harmosearch.search.calibration import NULL_QUERIES
 from harmosearch.store.manifest import read_manifest
@@ -135,8 +136,16 @@ class Variants:
         self.finished()
 
     def decode(self) -> None:
-        for p in self.paths:
-            self.encoder.transform(open_still(p, self.encoder.image_size).image)
+        """As the indexing workers decode: draft mode, the transform's geometry to uint8 per
+        picture, ToTensor and Normalize once per batch (indexing.encode)."""
+        split = split_transform(self.encoder.transform)
+        pictures = [open_still(p, self.encoder.image_size).image for p in self.paths]
+        if split is None:
+            [self.encoder.transform(im) for im in pictures]
+            return
+        for lo in range(0, len(pictures), self.args.batch):
+            arrays = np.stack([np.asarray(split[0](im), dtype=np.uint8) for im in pictures[lo : lo + self.args.batch]])
+            pixels_from_uint8(torch.from_numpy(arrays), *split[1])
 
     def _segment_boxes(self) -> list[Any] | None:
         scales = tuple(self.config.regions.pixel_segments)
