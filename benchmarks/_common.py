@@ -2,14 +2,32 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 RESULTS = Path(__file__).parent / "results"
+
+
+@contextlib.contextmanager
+def without_region_trust(skip: bool = True) -> Iterator[None]:
+    """Index builds inside the block leave out their region trust measurement
+    (harmosearch.regions.trust): a fixed cost per build, up to 96 pictures encoded whatever the
+    library's size, that the per-image timings of a small folder would otherwise be mostly made
+    of. Their indexes then have no trust (they rank as fully trusted). skip=False: a no-op."""
+    from harmosearch.regions import trust
+
+    original = trust.measure_trust
+    if skip:
+        trust.measure_trust = lambda *args, **kwargs: None
+    try:
+        yield
+    finally:
+        trust.measure_trust = original
 
 
 def best_of(fn: Callable[[], Any], repeat: int = 3) -> float:

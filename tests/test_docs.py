@@ -77,7 +77,8 @@ def test_the_readme_is_a_front_door():
 
 
 def test_the_readme_figures_are_the_records_figures():
-    """The headline table, the indexing time, the CPU paths' speeds and the photo world's figures are what
+    """The headline table, the indexing time, the CPU paths' speeds, high detail's cost and the photo
+    world's figures are what
     docs/gen_benchmarks.py makes of the records today; a new record or a changed default shows here first."""
     benchmarks = docs_module("gen_benchmarks")
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -86,6 +87,7 @@ def test_the_readme_figures_are_the_records_figures():
     for page in ("README.md", "docs/getting-started.md"):
         assert f"about {minutes} per 1,000 photos" in " ".join((ROOT / page).read_text(encoding="utf-8").split()), page
     assert benchmarks.cpu_paths_sentence() in " ".join(readme.split())  # images/s per CPU path
+    assert benchmarks.detail_sentence() in " ".join(readme.split())  # high detail's cost and quality
     assert benchmarks.photo_sentence() in " ".join(readme.split())  # the photo world's default row
 
 
