@@ -5,8 +5,8 @@
 # the bundled model on synthetic test scenes. Run it after a change of defaults, from the
 # repository root, on a quiet machine, with the code committed: each record names its commit.
 #
-#     bash benchmarks/rerecord.sh            # about 30 min on 2 free cores
-#     HARMOSEARCH="python -m harmosearch" bash benchmarks/rerecord.sh
+#     bash benchmarks/rerecord.sh            # about an hour on 2 free cores
+#     HARMOSEARCH="python -m harmosearch" PYTHON=python bash benchmarks/rerecord.sh
 set -euo pipefail
 read -r -a hs <<< "${HARMOSEARCH:-harmosearch}"
 R=benchmarks/results
@@ -49,4 +49,7 @@ for detail in normal high; do
       --task grounding --record $R/refine_photo.jsonl
   done
 done
-# The transfer table (benchmarks/transfer.py) needs harmo-tiny-gc: python benchmarks/transfer.py --n 300
+# The transfer table and the calibration's (weak results) table, each model on both worlds.
+py() { echo "+ python $*" >&2; "${PYTHON:-python}" "$@" > /dev/null; }
+py benchmarks/transfer.py --n 300
+py benchmarks/calibration.py --split test --n 300 --model harmo-mix harmo-tiny harmo-tiny-gc

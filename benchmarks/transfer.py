@@ -1,8 +1,9 @@
 """Does the ranking transfer to a model and a world it was not tuned on? (issue #30)
 
-    python benchmarks/transfer.py [--n 300] [--models harmo-tiny,harmo-tiny-gc] [--worlds flat,photo]
+    python benchmarks/transfer.py [--n 300] [--models harmo-mix,harmo-tiny,harmo-tiny-gc] [--worlds flat,photo]
 
-For each model (harmo-tiny; harmo-tiny-gc, the global-loss-only stand-in for a stock CLIP whose
+For each model (harmo-mix, the bundled model, trained on both worlds; harmo-tiny, trained on flat
+scenes only; harmo-tiny-gc, the global-loss-only stand-in for a stock CLIP whose
 regions were never trained) and each world (flat scenes; shapes drawn over photographs), on the
 test split: text->image R@1 of the captions and phrase-search P@5, each ranked by the global
 vector alone (--global-only) and fused as `harmosearch query` fuses (relations ignored), with the
@@ -93,7 +94,7 @@ def build_cost(config: Any, encoder: Any, folder: Path) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=300, help="test scenes per world")
-    parser.add_argument("--models", default="harmo-tiny,harmo-tiny-gc")
+    parser.add_argument("--models", default="harmo-mix,harmo-tiny,harmo-tiny-gc")
     parser.add_argument("--worlds", default="flat,photo")
     args = parser.parse_args()
     rows = []
