@@ -116,3 +116,85 @@ def test_encoder_in_another_mode_keeps_its_model_and_changes_its_identity(test_e
     g0, dense0 = test_encoder.encode_pixels(images(2))
     assert torch.allclose(g, g0, atol=1e-5)
     assert not torch.allclose(dense, dense0, atol=1e-4)
+
+
+# encoder.dense_mode = "auto": chosen per index by region trust (indexing.dense_choice)
+
+AUTO = {"encoder.device": "cpu", "index.workers": 0, "regions.max_regions": 24, "encoder.dense_mode": "auto"}
+
+
+def test_auto_picks_the_highest_trust_and_ties_go_to_value():
+    from harmosearch.indexing.dense_choice import pick_dense_mode
+
+    assert pick_dense_mode({"value": 0.1, "clear": 0.3, "sclip": 0.2, "naclip": None}) == "clear"
+    assert pick_dense_mode({"value": 0.2, "clear": 0.2, "sclip": 0.2}) == "value"
+    assert pick_dense_mode({"value": None, "clear": None}) == "value"
+    assert pick_dense_mode({}) == "value"
+
+
+def _prefer(monkeypatch, favourite):
+    """A fake trust that prefers `favourite`; returns the modes it was asked about."""
+    from harmosearch.indexing import dense_choice
+
+    asked = []
+
+    def fake(encoder, pictures, regions):
+        asked.append((encoder.config.dense_mode, len(pictures)))
+        return 0.9 if encoder.config.dense_mode == favourite else 0.1
+
+    monkeypatch.setattr(dense_choice, "sample_trust", fake)
+    return asked
+
+
+def test_auto_builds_the_index_in_the_mode_of_highest_trust_and_an_update_keeps_it(photos, tmp_path, monkeypatch):
+    from PIL import Image
+
+    from harmosearch.config import load_config
+    from harmosearch.indexing import build_index
+    from harmosearch.model.dense_modes import AUTO_CANDIDATES
+    from harmosearch.model.encoder import EncoderConfig, encoder_settings_hash
+    from harmosearch.search.index import Index
+    from harmosearch.store import read_manifest
+    from tests.conftest import TEST_MODEL, invoke
+
+    config = load_config(overrides={**AUTO, "encoder.model": TEST_MODEL})
+    asked = _prefer(monkeypatch, "sclip")
+    index = tmp_path / "index"
+    build_index(photos, index, config)
+    manifest = read_manifest(index)
+    assert [mode for mode, _ in asked] == list(AUTO_CANDIDATES) and all(n == 12 for _, n in asked)
+    assert manifest["config"]["encoder"]["dense_mode"] == "sclip"
+    assert manifest["encoder"]["config_hash"] == encoder_settings_hash(EncoderConfig(dense_mode="sclip"))
+    choice = manifest["dense_mode_choice"]
+    assert choice["chosen"] == "sclip" and set(choice["trust"]) == set(AUTO_CANDIDATES)
+    assert choice["trust"]["sclip"] == 0.9
+    shown = invoke(["info", str(index)])
+    assert shown.code == 0 and "sclip, chosen by auto" in " ".join(shown.stdout.split())
+
+    # an update, asked for auto again or not at all, keeps the index's mode and its record
+    asked = _prefer(monkeypatch, "naclip")
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(photos / "new.png")
+    report = build_index(photos, index, config)
+    assert report.encoded == 1 and asked == []
+    updated = read_manifest(index)
+    assert updated["config"]["encoder"]["dense_mode"] == "sclip"
+    assert updated["encoder"]["config_hash"] == manifest["encoder"]["config_hash"]
+    assert updated["dense_mode_choice"] == choice
+    (photos / "new.png").unlink()
+    build_index(photos, index, load_config(overrides={k: v for k, v in AUTO.items() if k != "encoder.dense_mode"}))
+    assert read_manifest(index)["config"]["encoder"]["dense_mode"] == "sclip"
+    # queries take the mode from the index, whatever the caller's config says
+    assert Index(index, config).search("red circle", k=3).results
+
+
+def test_sample_trust_measures_a_mode_on_pictures(test_encoder, scenes):
+    from harmosearch.config import RegionConfig
+    from harmosearch.indexing.dense_choice import sample_trust, sampled_pictures
+    from harmosearch.media.scan import scan
+
+    entries, _ = scan(scenes / "images")
+    pictures = sampled_pictures(entries)
+    assert len(pictures) == min(16, len(entries))
+    for mode in ("value", "naclip"):
+        trust = sample_trust(test_encoder.with_dense_mode(mode), pictures, RegionConfig(max_regions=24))
+        assert trust is not None and 0.0 <= trust <= 1.0
