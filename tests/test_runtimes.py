@@ -154,3 +154,13 @@ def test_int8_graphs_quantise_the_blocks_and_keep_embeddings_and_projections_in_
         assert ops.count("MatMulInteger") >= 2  # the blocks' products
         assert "ConvInteger" not in ops and ("Conv" in ops) == (size is not None)  # the patch embedding
         assert weights[projection] == onnx.TensorProto.FLOAT and f"{projection}_quantized" not in weights
+
+
+@pytest.mark.parametrize("mode", ["clear", "sclip", "naclip"])
+def test_int8_graphs_of_the_training_free_dense_maps_stay_close_to_fp32(tmp_path, mode):
+    """Each dense mode exports its own graph (keyed by the settings' hash) that keeps the mode's map."""
+    needs_onnxruntime()
+    int8 = encoder_at("int8", tmp_path, **{"encoder.dense_mode": mode})
+    fp32 = encoder_at("fp32", tmp_path, **{"encoder.dense_mode": mode})
+    assert_close_to_fp32(int8, fp32, torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(5)))
+    assert int8.runner.graph_file(32).is_file()

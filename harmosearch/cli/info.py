@@ -73,6 +73,7 @@ def _print_info(facts: dict[str, Any], search: Any) -> None:
         ("generation", str(facts["generation"])),
         ("calibrated", "yes" if facts["calibrated"] else "no (update the index to compute it)"),
         ("region trust", _trust_line(facts["region_trust"], search)),
+        ("dense map", _dense_line(facts["config"], facts["dense_mode_choice"])),
         ("size on disk", f"{facts['bytes'] / 1e6:.2f} MB"),
         ("last update", ", ".join(f"{k} {v}" for k, v in facts["last_update"].items())),
         ("config", json.dumps(facts["config"], default=list)),
@@ -80,6 +81,18 @@ def _print_info(facts: dict[str, Any], search: Any) -> None:
     for key, value in rows:
         table.add_row(key, value)
     out.print(table)
+
+
+def _dense_line(config: dict[str, Any], choice: dict[str, Any] | None) -> str:
+    """The index's dense mode, and where encoder.dense_mode auto chose it, every mode's trust."""
+    mode = config.get("encoder", {}).get("dense_mode", "value")
+    if not choice:
+        return f"{mode}; an update keeps it"
+    trusts = ", ".join(
+        f"{name} {trust:.2f}" if trust is not None else f"{name} not measured"
+        for name, trust in choice["trust"].items()
+    )
+    return f"{mode}, chosen by auto for the highest region trust ({trusts}); an update keeps it"
 
 
 def _trust_line(trust: dict[str, Any] | None, search: Any) -> str:

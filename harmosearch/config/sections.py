@@ -50,7 +50,12 @@ class EncoderConfig(Section):
     # What runs the image and text towers: auto: ONNX Runtime for int8 when installed
     # (harmosearch[onnx]), torch otherwise. An index keeps its own.
     runtime: Literal["auto", "torch", "onnxruntime"] = "auto"
-    dense_mode: Literal["value", "plain"] = "value"  # value: CLIPSelf/FineCLIP value path; plain: last block as is
+    # How the last block makes the dense map (model.dense_modes): value: CLIPSelf/FineCLIP value
+    # path; plain: last block as is; clear / sclip / naclip: training-free maps for stock models
+    # (ClearCLIP, SCLIP, NACLIP's ideas); auto: chosen per index when it is built, the mode of
+    # highest region trust on the index's own sample (an update keeps it; outside indexing auto
+    # means value). The default stays "value" until the benchmarks are re-recorded with auto.
+    dense_mode: Literal["value", "plain", "clear", "sclip", "naclip", "auto"] = "value"
     resize: Literal["squash", "shortest"] = "squash"  # squash: whole photo; shortest: centre crop, as CLIP
     lexeme_mode: Literal["token", "prompt"] = "token"  # token: text token space; prompt: lexeme as its own prompt
     lexeme_pool: Literal["last", "mean"] = "last"  # token mode: the span's final token, or the mean of its tokens

@@ -66,6 +66,7 @@ def build_index(
     with IndexLock(index):
         old = None if rebuild else _previous(index)
         config, encoder = _settings(config, old, encoder, index)
+        config, encoder, choice = _dense_mode(config, encoder, old, entries)
         report.model, report.made_with = encoder.identity.spec, encoder.identity.made_with
         report.moved_from = moved_from(old, photos)
         # A moved folder is matched by content alone: equal names, sizes and times in another
@@ -77,7 +78,7 @@ def build_index(
             report.images, report.regions = old.n_images, old.n_regions
             report.videos, report.frames = old.manifest["counts"]["videos"], old.manifest["counts"]["frames"]
         else:
-            _encode_and_commit(photos, index, config, encoder, plan, old, user_boxes, report, progress)
+            _encode_and_commit(photos, index, config, encoder, plan, old, user_boxes, report, progress, choice)
     report.seconds = time.perf_counter() - started
     return report
 
@@ -96,6 +97,8 @@ def _settings(config: Config, old: Any, encoder: Any, index: Path) -> tuple[Conf
     stored, old_proposals = _as_built(old.manifest) if old is not None else ({}, None)
     if old is not None:
         config = kept_settings(config.over(stored, KEPT_ON_UPDATE), old.manifest["encoder"])
+        if config.encoder.dense_mode == "auto":  # chosen when the index was built: kept
+            config = replace(config, encoder=replace(config.encoder, dense_mode=stored["encoder"]["dense_mode"]))
     config = replace(config, encoder=replace(config.encoder, model=canonical_spec(config.encoder.model)))
     encoder = encoder or (load_encoder(config) if old is None else load_like_index(config, index))
     if old is not None:
@@ -124,6 +127,22 @@ def _settings(config: Config, old: Any, encoder: Any, index: Path) -> tuple[Conf
     if requested != "auto" and (old is None or old.manifest["config"]["index"]["index_type"] != requested):
         check_index_type(requested, encoder.identity.embed_dim)  # before anything is encoded
     return recorded(config, encoder), encoder
+
+
+def _dense_mode(
+    config: Config, encoder: Any, old: Any, entries: list[FileEntry]
+) -> tuple[Config, Any, dict[str, Any] | None]:
+    """The settings and encoder with a new index's dense map chosen where encoder.dense_mode is
+    auto (indexing.dense_choice), and auto's record for the manifest (an update's: its index's)."""
+    from harmosearch.indexing.dense_choice import CHOICE_KEY, choose_dense_mode, sampled_pictures
+
+    if old is not None:
+        return config, encoder, old.manifest.get(CHOICE_KEY)
+    if config.encoder.dense_mode != "auto":
+        return config, encoder, None
+    choice = choose_dense_mode(encoder, sampled_pictures(entries), config.regions)
+    config = replace(config, encoder=replace(config.encoder, dense_mode=choice["chosen"]))
+    return config, encoder.with_dense_mode(choice["chosen"]), choice
 
 
 def _as_built(manifest: dict[str, Any]) -> tuple[dict[str, Any], Any]:
@@ -162,8 +181,10 @@ def _encode_and_commit(
     user_boxes: dict[str, list[list[float]]],
     report: IndexReport,
     progress: Progress | None,
+    choice: dict[str, Any] | None = None,
 ) -> None:
-    """Encode what is new (resuming staged work), then write the next generation."""
+    """Encode what is new (resuming staged work), then write the next generation (with auto's
+    choice of dense map, `choice`, where it made one)."""
     stage = claim_staging(index, {"encoder": encoder.identity.to_dict(), "regions": config.to_json()["regions"]})
     staged = staged_pictures(stage)
     to_encode = plan.to_encode
@@ -198,6 +219,7 @@ def _encode_and_commit(
             "boxed_paths": sorted(user_boxes),
             **({"calibration": calibration} if calibration is not None else {}),
             "region_trust": trust,
+            **({"dense_mode_choice": choice} if choice is not None else {}),
             **({"proposals": proposals} if (proposals := _proposals(config)) is not None else {}),
         },
     )

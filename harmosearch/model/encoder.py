@@ -9,10 +9,11 @@ that lexemes pool over their token span: HarmoCLIP's text token space.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -96,39 +97,61 @@ def vision_forward(model: Any, pixels: Any, dense_mode: str) -> tuple[Any, Any]:
 
     dense_mode "plain" projects the last block's patch tokens as they are; "value" recomputes
     the last block with its attention replaced by the value path (CLIPSelf / FineCLIP), which
-    keeps each patch about its own location instead of mixing in global context.
+    keeps each patch about its own location instead of mixing in global context; "clear",
+    "sclip" and "naclip" recompute it for the patches training-free (model.dense_modes). The
+    global vector is the ordinary model's in every mode.
 
-    In value mode the patch tokens of the ordinary last block are never used, so for class-token
+    In every mode but plain the patch tokens of the ordinary last block are never used, so for class-token
     ViTs the last block runs its attention for the class token's query only and shares the
     value projection with the value path: global + dense cost about one forward, not 1.2.
     """
     import torch
 
-    if dense_mode not in ("value", "plain"):
+    from harmosearch.model.dense_modes import DENSE_MODES
+
+    if dense_mode not in DENSE_MODES:
         raise ConfigError(f"unknown dense_mode {dense_mode!r}")
     parts = vision_parts(model)
     transformer = parts.tower.transformer
     x = run_blocks(transformer, parts.embed(pixels), blocks=parts.blocks[:-1])
     last = BlockParts(parts.blocks[-1])
-    if dense_mode == "value" and _class_token_shortcut(parts, last):
-        cls, patches = _last_block_value_path(last, x)
+    grid = parts.grid_of(pixels)
+    if dense_mode != "plain" and _class_token_shortcut(parts, last):
+        cls, patches = _last_block_dense(last, x, dense_mode, grid)
         pooled, tokens = parts.pool(torch.cat([cls, patches], dim=1))
     else:
         pooled, tokens = parts.pool(run_blocks(transformer, x, blocks=parts.blocks[-1:]))
-        if dense_mode == "value":
-            _, patches = _last_block_value_path(last, x, class_query=False)
+        if dense_mode != "plain":
+            _, patches = _last_block_dense(last, x, dense_mode, grid, class_query=False)
             _, tokens = parts.pool(patches)
     if parts.proj is not None:
         pooled = pooled @ parts.proj
         tokens = tokens @ parts.proj
-    grid_h, grid_w = parts.grid_of(pixels)
-    dense = tokens.reshape(pixels.shape[0], grid_h, grid_w, -1).permute(0, 3, 1, 2)
+    dense = tokens.reshape(pixels.shape[0], grid[0], grid[1], -1).permute(0, 3, 1, 2)
     return pooled, dense
 
 
 def _class_token_shortcut(parts: VisionParts, last: BlockParts) -> bool:
     """True when only the class token needs the last block's full attention."""
     return parts.global_is_class_token and last.is_standard
+
+
+def _last_block_dense(
+    last: BlockParts, x: Any, dense_mode: str, grid: tuple[int, int], class_query: bool = True
+) -> tuple[Any, Any]:
+    """The last block's (class token or None, tokens for the dense map) in `dense_mode` ("value"
+    or a training-free mode of model.dense_modes); without class_query the tokens are [B, N, W],
+    the class token's place kept by its input, for the tower's pooling to drop."""
+    from harmosearch.model.dense_modes import last_block_training_free
+
+    if dense_mode == "value":
+        return _last_block_value_path(last, x, class_query)
+    cls, patches = last_block_training_free(last, x, dense_mode, grid, class_query)
+    if not class_query:
+        import torch
+
+        patches = torch.cat([x[:, :1], patches], dim=1)
+    return cls, patches
 
 
 def _last_block_value_path(last: BlockParts, x: Any, class_query: bool = True) -> tuple[Any, Any]:
@@ -235,6 +258,8 @@ class Encoder:
     ) -> None:
         from harmosearch.model.runtimes import resolve_path, runner_for
 
+        if config.dense_mode == "auto":  # chosen per index when one is built (indexing.dense_choice)
+            config = replace(config, dense_mode="value")
         self.model = model.to(device).eval()
         # The phrases the model was trained to tell apart (a checkpoint's harmosearch.json), the
         # rivals of a query's lexemes when search.vocabulary is "auto" (contrast.py).
@@ -265,6 +290,16 @@ class Encoder:
     @property
     def grid(self) -> tuple[int, int]:
         return self.identity.grid
+
+    def with_dense_mode(self, dense_mode: str) -> Encoder:
+        """This encoder (the same loaded model) making its dense maps in `dense_mode`."""
+        from harmosearch.model.runtimes import runner_for
+
+        other = copy.copy(self)
+        other.config = replace(self.config, dense_mode=dense_mode)
+        other.identity = replace(self.identity, config_hash=encoder_settings_hash(other.config))
+        other.runner = runner_for(self.model, self.path, self.device, dense_mode, other.identity, self.cache_dir)
+        return other
 
     @property
     def temperature(self) -> float:

@@ -115,6 +115,8 @@ def describe(root: Path) -> dict[str, Any]:
         "region_trust": (
             manifest["region_trust"] or {"trust": None} if "region_trust" in manifest else None
         ),
+        # encoder.dense_mode auto's choice when the index was built (indexing.dense_choice); None otherwise
+        "dense_mode_choice": manifest.get("dense_mode_choice"),
         "model": enc["spec"],
         "weights": enc["weights"],
         "embed_dim": enc["embed_dim"],
