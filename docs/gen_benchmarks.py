@@ -869,24 +869,6 @@ def detail_sentence() -> str:
     )
 
 
-# The tables a page asks for with a line `<!-- generated: NAME -->` (docs/hooks.py).
-# The settings benchmarks/configs/counting_high.toml changes for an index of --detail high.
-COUNTING_HIGH = frozenset(
-    {"search.count_quantile", "search.count_overlap", "search.count_rival_share", "search.count_centres"}
-)
-COUNTING_ROWS = (
-    ("flat", "normal", "default"),
-    ("flat", "high", "`--detail high` (`counting_high.toml`)"),
-    ("photo", "normal", "photo world, default"),
-)
-COUNTING_RANKINGS = (
-    ("counting and negation", "counting", "negation"),
-    ("fused, without the count and negation terms", "no term", "no term"),
-    ("global only (`--global-only`)", "global", "global"),
-    ("plain CLIP on the whole text", None, "whole text"),
-)
-
-
 def proposals() -> str:
     """Whether the proposals fit objects on flat grounds and over photographs (validation)."""
     found = latest("proposals_clutter.jsonl")
