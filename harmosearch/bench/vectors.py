@@ -41,7 +41,8 @@ class ImageVectors:
 
 def encode_images(encoder: Any, config: Config, bench: BenchSet, progress: Progress | None = None) -> ImageVectors:
     """Global, proposal-region and ground-truth-box vectors of every image, made by the indexing
-    pipeline (`pipeline.encode_files`); cached under config.paths.cache."""
+    pipeline (`pipeline.encode_files`); cached under config.paths.cache. The regions are the plain
+    table, as an index stores them: `as_an_index` adds the window penalty in the index's unit."""
     from harmosearch.indexing.encode import encode_files
     from harmosearch.model.runtimes import vectors_made_by
     from harmosearch.regions.proposals import proposal_constants
@@ -53,7 +54,7 @@ def encode_images(encoder: Any, config: Config, bench: BenchSet, progress: Progr
     key = hashlib.sha256(json.dumps([vectors_made_by(encoder), regions, bench.digest()]).encode()).hexdigest()[:20]
     cache_file = config.paths.cache_dir / "bench" / f"images-{key}.npz"
     if cache_file.is_file():
-        return _penalised(_load(cache_file), config)
+        return _load(cache_file)
     started = time.perf_counter()
     probes: list[list[tuple[float, float, float, float]]] = [[] for _ in bench.images]
     owners: dict[int, list[int]] = defaultdict(list)
@@ -82,14 +83,7 @@ def encode_images(encoder: Any, config: Config, bench: BenchSet, progress: Progr
         time.perf_counter() - started,
     )
     _save(cache_file, result)
-    return _penalised(result, config)
-
-
-def _penalised(vectors: ImageVectors, config: Config) -> ImageVectors:
-    """The vectors with their regions penalised by search.window_penalty as given (taken as
-    cosines: `as_an_index` penalises them again in an index's unit); the cache holds them
-    without, since the penalty is a search setting."""
-    return replace(vectors, regions=vectors.regions.penalising_windows(config.search.window_penalty))
+    return result
 
 
 def _save(path: Path, v: ImageVectors) -> None:
