@@ -22,6 +22,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import append_result
+from transfer import FULLY_WEIGHED, GLOBAL_ONLY
 
 from harmosearch.bench import run_bench
 from harmosearch.config import load_config
@@ -29,8 +30,6 @@ from harmosearch.indexing.dense_choice import pick_dense_mode
 from harmosearch.model.dense_modes import AUTO_CANDIDATES
 from harmosearch.model.encoder import load_encoder
 
-FULLY_WEIGHED = {"search.trust_low": 0.0, "search.trust_high": 0.0}  # regions weighed as before trust
-GLOBAL_ONLY = {"search.alpha": 1.0, "search.phrase_alpha": 1.0}  # the fused formula at alpha 1 is g
 TASKS = ("retrieval", "search", "grounding")
 
 

@@ -516,24 +516,30 @@ def rivals() -> str:
     return table(header, rows)
 
 
-def refine_photo() -> str:
-    """--refine on the photo world's test photographs, per detail: the latest records of
-    harmosearch bench --world photo --split test at today's defaults."""
-
-    def fits(detail: str, refine: bool) -> Callable[[Record], bool]:
-        return lambda r: (
+def photo_record(file: str, detail: str, refine: bool) -> Record | None:
+    """The latest test record in `file` of the bundled model on the photo world's photographs at
+    this detail and --refine, at today's defaults (the counting settings aside: these tasks do
+    not count)."""
+    return latest(
+        file,
+        lambda r: (
             r.data.get("world") == "photo"
             and r.data.get("split") == "test"
             and of_bundled(r)
             and r.config.get("regions.detail") == detail
-            and r.config.get("search.refine") == refine
-            and at_defaults(r)
-        )
+            and bool(r.config.get("search.refine")) == refine
+            and at_defaults(r, COUNTING_ONLY)
+        ),
+    )
 
+
+def refine_photo() -> str:
+    """--refine on the photo world's test photographs, per detail: the latest records of
+    harmosearch bench --world photo --split test at today's defaults."""
     rows = []
     for detail in ("normal", "high"):
         for refine in (False, True):
-            found = latest("refine_photo.jsonl", fits(detail, refine))
+            found = photo_record("refine_photo.jsonl", detail, refine)
             if found is None:
                 continue  # a detail not measured yet
             rows.append(
@@ -554,23 +560,9 @@ def photo_world() -> str:
     """The bundled model on the photo world's test photographs (issue #29's goals), per detail:
     the latest records of `harmosearch bench --world photo --split test --n 500` at today's
     defaults; the --refine row from refine_photo.jsonl (phrase search and grounding only)."""
-
-    def fits(file: str, detail: str, refine: bool) -> Record | None:
-        return latest(
-            file,
-            lambda r: (
-                r.data.get("world") == "photo"
-                and r.data.get("split") == "test"
-                and of_bundled(r)
-                and r.config.get("regions.detail") == detail
-                and bool(r.config.get("search.refine")) == refine
-                and at_defaults(r, COUNTING_ONLY)
-            ),
-        )
-
     rows = []
     for label, detail, refine in DETAILS:
-        found = fits("refine_photo.jsonl" if refine else "photo_world.jsonl", detail, refine)
+        found = photo_record("refine_photo.jsonl" if refine else "photo_world.jsonl", detail, refine)
         modes = get(found, "tasks", "retrieval", "modes") or {}
         relation = (get(found, "tasks", "compositional", "relations") or {}).get("relation") or {}
         rows.append(
@@ -590,16 +582,7 @@ def photo_world() -> str:
 
 def photo_sentence() -> str:
     """The README's photo-world figures: the default row of photo_world()."""
-    found = latest(
-        "photo_world.jsonl",
-        lambda r: (
-            r.data.get("split") == "test"
-            and of_bundled(r)
-            and r.config.get("regions.detail") == "normal"
-            and not r.config.get("search.refine")
-            and at_defaults(r, COUNTING_ONLY)
-        ),
-    )
+    found = photo_record("photo_world.jsonl", "normal", False)
     relation = (get(found, "tasks", "compositional", "relations") or {}).get("relation") or {}
     return (
         f"phrase P@5 {pct(get(found, 'tasks', 'search', 'P@5'))}, grounding "

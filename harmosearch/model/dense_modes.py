@@ -24,8 +24,8 @@ from typing import Any
 
 TRAINING_FREE = ("clear", "sclip", "naclip")
 DENSE_MODES = ("value", "plain", *TRAINING_FREE)
-# What `encoder.dense_mode = "auto"` chooses among when an index is built (ties to the first).
-AUTO_CANDIDATES = ("value", "plain", *TRAINING_FREE)
+# What `encoder.dense_mode = "auto"` chooses among when an index is built (ties to the first): every mode.
+AUTO_CANDIDATES = DENSE_MODES
 NEIGHBOUR_SIGMA = 5.0  # naclip's Gaussian width, in patches (NACLIP's choice for ViT-B/16)
 
 
