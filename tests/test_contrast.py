@@ -339,3 +339,14 @@ def test_an_embedded_vocabulary_is_kept_between_processes(tmp_path):
     assert few.phrases == ("dog", "cat") and Counting.calls > calls
     (tmp_path / "blocked").write_text("a file where the cache folder should be")
     assert load_vocabulary(encoder, "everyday", tmp_path / "blocked").phrases == first.phrases
+
+
+def test_rivals_by_word_counts_are_the_set_comparisons_written_out():
+    rng = np.random.default_rng(12)
+    words = ["red", "blue", "small", "circle", "star", "ring", "the", "old"]
+    phrases = tuple(dict.fromkeys(" ".join(rng.choice(words, rng.integers(1, 4))) for _ in range(60)))
+    vocabulary = Vocabulary(phrases, unit_rows(rng, len(phrases)), 10.0)
+    for lexeme in ["circle", "red circle", "a small red star", "umbrella", "red umbrella", "the", "old the ring"]:
+        w = words_of(lexeme)
+        want = [not (w <= words_of(p) or words_of(p) <= w) for p in phrases]
+        assert vocabulary.rivals(w).tolist() == want, lexeme

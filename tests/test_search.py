@@ -556,3 +556,30 @@ def test_negatives_are_scored_without_the_window_penalty(tmp_path):
     want, got = subtracted(plain), subtracted(penalised)
     assert got == pytest.approx(want, abs=1e-6)
     assert want["img001.png"] > 0.1  # its red circle is a window (make_data: every second object)
+
+
+def test_a_query_scores_its_candidates_at_one_thread_per_pool(tmp_path, monkeypatch):
+    """Every OpenMP and BLAS pool at one thread while the candidates are scored, and each back at
+    its own count after (model/device.one_thread_per_pool)."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from harmosearch.model import device
+    from harmosearch.search import index as module
+
+    index = open_fake(tmp_path)
+    device._thread_pools.cache_clear()  # find the pools this process has loaded by now
+    seen = []
+    score = module.score_candidates
+
+    def scoring(*args, **kwargs):
+        seen.append({p["filepath"]: p["num_threads"] for p in threadpool_info()})
+        return score(*args, **kwargs)
+
+    monkeypatch.setattr(module, "score_candidates", scoring)
+    with threadpool_limits(limits=2):
+        before = {p["filepath"]: p["num_threads"] for p in threadpool_info()}
+        assert index.search("a red circle", k=3).results
+        after = {p["filepath"]: p["num_threads"] for p in threadpool_info()}
+    assert before and set(before.values()) == {2}
+    assert seen == [dict.fromkeys(before, 1)]
+    assert after == before

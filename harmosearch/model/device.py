@@ -1,4 +1,4 @@
-"""The one module that knows about CUDA and faiss GPU resources."""
+"""The one module that knows about CUDA, faiss GPU resources and the CPU's thread pools."""
 
 from __future__ import annotations
 
@@ -140,6 +140,27 @@ def autocast(device: Any, precision: str) -> Iterator[None]:
         raise ConfigError("fp16 autocast is not supported on the CPU; use bf16, int8 or fp32")
     with torch.autocast(device_type=device.type, dtype=dtype):
         yield
+
+
+@contextlib.contextmanager
+def one_thread_per_pool() -> Iterator[None]:
+    """The block runs with every OpenMP and BLAS thread pool loaded (faiss's, torch's, numpy's) at
+    one thread, and each back as it was after. A query's numeric work is small: one query vector
+    against FAISS, which splits a search over its queries (one query is one thread's work
+    anyway), and products over a few hundred candidates' regions. With two threads per pool on
+    2 cores, each pool's idle threads spin against the others' work: a warm query at 1M regions
+    took 2.4x its time at one thread (benchmarks/query_threads.py)."""
+    with _thread_pools().limit(limits=1):
+        yield
+
+
+@functools.cache
+def _thread_pools() -> Any:
+    """The thread pools of the libraries loaded at the first call (threadpoolctl finds them once;
+    a query has loaded numpy, faiss and the encoder's torch by then)."""
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
 
 
 def gpu_count() -> int:

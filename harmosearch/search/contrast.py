@@ -70,9 +70,29 @@ class Vocabulary:
     vectors: np.ndarray  # [K, D], L2-normalised
     temperature: float  # the model's logit scale
     words: tuple[frozenset[str], ...] = field(init=False, repr=False, compare=False)
+    # which of the vocabulary's words each phrase holds [K, W], the column of each word, and each
+    # phrase's number of words [K]: a lexeme's rivals by array sums, not K set comparisons
+    _holds: np.ndarray = field(init=False, repr=False, compare=False)
+    _column: dict[str, int] = field(init=False, repr=False, compare=False)
+    _sizes: np.ndarray = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "words", tuple(words_of(p) for p in self.phrases))
+        words = tuple(words_of(p) for p in self.phrases)
+        column = {w: i for i, w in enumerate(sorted(set().union(*words)))}
+        holds = np.zeros((len(words), len(column)), dtype=np.int32)
+        for k, phrase in enumerate(words):
+            holds[k, [column[w] for w in phrase]] = 1
+        object.__setattr__(self, "words", words)
+        object.__setattr__(self, "_holds", holds)
+        object.__setattr__(self, "_column", column)
+        object.__setattr__(self, "_sizes", np.array([len(w) for w in words], dtype=np.int32))
+
+    def rivals(self, lexeme: frozenset[str]) -> np.ndarray:
+        """[K] bool: the entries that name something else than a lexeme of these words: not
+        every word of the lexeme in the entry (the same or a more specific thing), nor every
+        word of the entry in the lexeme (a more general one)."""
+        shared = self._holds[:, [self._column[w] for w in lexeme if w in self._column]].sum(1)
+        return (shared != len(lexeme)) & (shared != self._sizes)
 
     def for_lexemes(self, texts: Sequence[str], vectors: np.ndarray, weight: float) -> Contrast | None:
         """The contrast of lexemes named `texts`, embedded as `vectors` [L, D] (None when there
@@ -80,8 +100,7 @@ class Vocabulary:
         it in the text space (the ones a region of its thing could be taken for)."""
         if weight == 0 or not len(self.phrases) or not len(texts):
             return None
-        lexemes = [words_of(t) for t in texts]
-        keep = np.array([[not (w <= e or e <= w) for e in self.words] for w in lexemes], dtype=bool)
+        keep = np.stack([self.rivals(words_of(t)) for t in texts])
         if len(self.phrases) > MAX_RIVALS:
             near = np.where(keep, np.asarray(vectors, dtype=np.float32) @ self.vectors.T, -np.inf)
             nearest = np.argsort(-near, axis=1, kind="stable")[:, :MAX_RIVALS]
@@ -115,18 +134,18 @@ class Contrast:
         if not used.any():
             return out
         vectors, masks = self.vectors[used], self.keep[:, used]
-        # Logits lie within 2 x temperature below a row's largest, so float32 holds their
-        # exponentials without underflow up to a temperature of 40 (harmo-tiny's is 25), float64
-        # up to MAX_TEMPERATURE (CLIP's; its training clamps the scale there too).
+        # Cosines lie in [-1, 1], so logits shifted down by the temperature lie in [-2t, 0]: float32
+        # holds their exponentials without underflow up to a temperature of 40 (harmo-tiny's is
+        # 25), float64 up to MAX_TEMPERATURE (CLIP's; its training clamps the scale there too). A
+        # fixed shift spares a pass for each row's largest logit.
         t = min(float(self.temperature), MAX_TEMPERATURE)
         dtype = np.float32 if t <= 40 else np.float64
         masks = masks.T.astype(dtype)
         for lo in range(0, len(sims), CHUNK_ROWS):
             part = slice(lo, lo + CHUNK_ROWS)
-            logits = (t * (np.asarray(regions[part], dtype=np.float32) @ vectors.T)).astype(dtype)  # [r, K']
-            top = logits.max(1, keepdims=True)
+            shifted = (t * (np.asarray(regions[part], dtype=np.float32) @ vectors.T) - t).astype(dtype)  # [r, K']
             with np.errstate(divide="ignore"):  # a lexeme without rivals: log 0, so p = 1
-                others = top + np.log(np.exp(logits - top) @ masks)  # [r, L]
+                others = t + np.log(np.exp(shifted) @ masks)  # [r, L]
             mine = (t * sims[part]).astype(dtype)
             out[part] = self.weight * (mine - np.logaddexp(mine, others))
         return out

@@ -49,6 +49,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from harmosearch.store.vectors import rows_as_float32
+
 if TYPE_CHECKING:
     from harmosearch.config import SearchConfig
 
@@ -236,7 +238,7 @@ def _preferred(table: RegionTable, sims: np.ndarray, padded: np.ndarray, rivals:
     image_of, position = np.nonzero(padded >= 0)
     rows = padded[image_of, position]
     plain = np.where(np.isfinite(sims[image_of, :, position]), sims[image_of, :, position], -1.0)
-    log_p = replace(rivals, weight=1.0).term(plain, np.asarray(table.vectors[rows], dtype=np.float32))  # [R, L]
+    log_p = replace(rivals, weight=1.0).term(plain, rows_as_float32(table.vectors, rows))  # [R, L]
     out = np.zeros(sims.shape, dtype=bool)
     out[image_of, :, position] = log_p >= math.log(share)
     return out
@@ -258,7 +260,7 @@ def _region_scores(table: RegionTable, images: np.ndarray, vectors: np.ndarray) 
     rows = np.repeat(table.start[images], counts) + position
     image_of = np.repeat(np.arange(len(images)), counts)
     padded[image_of, position] = rows
-    scores = np.asarray(table.vectors[rows], dtype=np.float32) @ vectors.T  # [R, L]
+    scores = rows_as_float32(table.vectors, rows) @ vectors.T  # [R, L]
     if table.scales is not None:
         scores[table.scales[rows] >= 1.0] = -np.inf
     sims[image_of, :, position] = scores

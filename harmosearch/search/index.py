@@ -20,6 +20,7 @@ import numpy as np
 
 from harmosearch.config import Config, SearchConfig, load_config
 from harmosearch.errors import IndexStoreError
+from harmosearch.model.device import one_thread_per_pool
 from harmosearch.regions.trust import stored_trust, weighed
 from harmosearch.search import pictures
 from harmosearch.search.calibration import in_cosines, stored_calibration
@@ -123,19 +124,20 @@ class Index:
         warnings = [*query.warnings, *self._warnings(image is not None)]
         allowed, filtered = allowed_images(self.reader.images, self.photos_root, Filters(after, before, under))
         warnings += filtered
-        found = candidates(self.searchable, query, s, allowed)
-        if len(found) == 0:
-            return SearchResponse(query.text, query.lexeme_texts, [], warnings, calibrated)
         contrast = self.vocabularies.contrast(query.embedded_texts, query.lexeme_vectors, s.vocabulary, s.contrast)
-        rule = presence_for(self.calibration, query, s, warnings)
-        ranked = self.penalised.at(s.window_penalty)
-        scored = score_candidates(self.regions, ranked, self.reader.global_vectors, found, query, s, contrast, rule)
-        confident = confidence(self.calibration, scored, s) if calibrated else None
-        # Without the photo folder (warned about) there is nothing to look at again.
-        again = reranks(query, s, self.config.regions.detail) and self.photos_root.is_dir()
-        # Reordered results meet a numeric min_score with their reordered scores (in rerank).
-        later = again and s.rerank > 0 and isinstance(s.min_score, float)
-        ranking = rank(scored, fused_scores(scored, s), self._paths, None if later else s.min_score, confident)
+        with one_thread_per_pool():  # the query's numeric work is small (model/device.py)
+            found = candidates(self.searchable, query, s, allowed)
+            if len(found) == 0:
+                return SearchResponse(query.text, query.lexeme_texts, [], warnings, calibrated)
+            rule = presence_for(self.calibration, query, s, warnings)
+            ranked = self.penalised.at(s.window_penalty)
+            scored = score_candidates(self.regions, ranked, self.reader.global_vectors, found, query, s, contrast, rule)
+            confident = confidence(self.calibration, scored, s) if calibrated else None
+            # Without the photo folder (warned about) there is nothing to look at again.
+            again = reranks(query, s, self.config.regions.detail) and self.photos_root.is_dir()
+            # Reordered results meet a numeric min_score with their reordered scores (in rerank).
+            later = again and s.rerank > 0 and isinstance(s.min_score, float)
+            ranking = rank(scored, fused_scores(scored, s), self._paths, None if later else s.min_score, confident)
         if again:
             ranking, looked = rerank(ranking, scored, query, s, self._sight())
             warnings += looked
@@ -176,9 +178,10 @@ class Index:
     def _by_vector(self, query: Query, image_id: int, s: SearchConfig, where: str) -> SearchResponse:
         """The other images ranked for a query made of a stored or pooled vector, by the plain
         region table; fused at s.alpha whatever the query's lexeme count."""
-        found = candidates(self.searchable, query, replace(s, k=s.k + 1))
-        scored = score_candidates(self.regions, self.regions, self.reader.global_vectors, found, query, s)
-        fused = fuse(scored.global_scores, scored.match.scores, s.alpha)
+        with one_thread_per_pool():
+            found = candidates(self.searchable, query, replace(s, k=s.k + 1))
+            scored = score_candidates(self.regions, self.regions, self.reader.global_vectors, found, query, s)
+            fused = fuse(scored.global_scores, scored.match.scores, s.alpha)
         results = self._results(
             scored, rank(scored, fused, self._paths, s.min_score, exclude=image_id).head(s.k), query
         )

@@ -31,6 +31,7 @@ from harmosearch.search.fuse import absence_term, fuse, lexeme_part, negatives_t
 from harmosearch.search.query import Query
 from harmosearch.search.rank import Ranking, above
 from harmosearch.search.score import RegionTable, Scored, best_regions, related_lexemes
+from harmosearch.store.vectors import rows_as_float32
 
 
 @dataclass(frozen=True)
@@ -209,7 +210,7 @@ def _indexed_scores(
     for j in related_lexemes(query.relations) if s.relation_weight else []:
         chosen = rows[:, j]
         present = chosen >= 0
-        vectors = np.asarray(regions.vectors[chosen[present]], dtype=np.float32)
+        vectors = rows_as_float32(regions.vectors, chosen[present])
         plain = (vectors @ lexemes[j])[:, None]
         scores[present, j] = (plain + contrast.columns([j]).term(plain, vectors))[:, 0]
         scores[~present, j] = -1.0

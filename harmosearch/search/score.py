@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from harmosearch.store.vectors import reading_once, rows_as_float32
+
 if TYPE_CHECKING:
     from harmosearch.config import SearchConfig
     from harmosearch.search.contrast import Contrast
@@ -110,7 +112,7 @@ def _best_regions(
         rows, offsets = _rows_of(table, images[block], counts[block])
         if len(rows) == 0:
             continue
-        vectors = np.asarray(table.vectors[rows], dtype=np.float32)
+        vectors = rows_as_float32(table.vectors, rows)
         boxes = table.boxes[rows]
         areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
         bias = None if table.bias is None else table.bias[rows][:, None]
@@ -135,19 +137,35 @@ def _contrasted(
 ) -> np.ndarray:
     """Ranking scores [R, L] with the contrast's term, for rows grouped into images starting at
     `offsets`: each image's contrast.per_image best rows by `ranked` (the first on ties) gain the
-    term, the others drop out (-inf), so the term is computed for those rows alone."""
-    sizes = np.diff(np.append(offsets, len(ranked)))
-    image = np.repeat(np.arange(len(offsets)), sizes)
-    # Sorted by image, then by score, best first (stable: the first row on ties).
-    order = np.lexsort((-ranked, np.broadcast_to(image[:, None], ranked.shape)), axis=0)
-    rank = np.arange(len(ranked))[:, None] - offsets[image[order]]
-    weighed = np.zeros(ranked.shape, dtype=bool)
-    np.put_along_axis(weighed, order, rank < contrast.per_image, axis=0)
-    rows = np.flatnonzero(weighed.any(1))
+    term, the others drop out (-inf), so the term is computed for those rows alone, and for each
+    lexeme against its own rivals alone."""
     out = np.full(ranked.shape, -np.inf, dtype=np.float32)
-    term = contrast.term(sims[rows], vectors[rows])
-    out[rows] = np.where(weighed[rows], ranked[rows] + term, -np.inf)
+    weighed = _best_per_image(ranked, offsets, contrast.per_image)
+    for j in range(ranked.shape[1]):
+        rows = np.flatnonzero(weighed[:, j])
+        term = contrast.columns([j]).term(sims[rows, j : j + 1], vectors[rows])[:, 0]
+        out[rows, j] = ranked[rows, j] + term
     return out
+
+
+def _best_per_image(scores: np.ndarray, offsets: np.ndarray, k: int) -> np.ndarray:
+    """[R, L] bool: per column, each image's (its rows start at `offsets`) k best rows by
+    `scores`, the first on ties, taken one round at a time: the first row at its image's best,
+    which then drops out. k rounds of whole-column passes cost less than sorting the rows when k
+    is a handful (benchmarks/contrast_cost.py)."""
+    n = len(scores)
+    sizes = np.diff(np.append(offsets, n))
+    left = np.array(scores, dtype=np.float32)
+    chosen = np.zeros(scores.shape, dtype=bool)
+    position = np.arange(n)[:, None]
+    columns = np.broadcast_to(np.arange(scores.shape[1]), (len(offsets), scores.shape[1]))
+    for _ in range(min(k, int(sizes.max(initial=0)))):
+        best = np.maximum.reduceat(left, offsets, axis=0)
+        first = np.minimum.reduceat(np.where(left == np.repeat(best, sizes, axis=0), position, n), offsets, axis=0)
+        found = first < n  # not where an image's scores are NaN
+        chosen[first[found], columns[found]] = True
+        left[first[found], columns[found]] = -np.inf
+    return chosen
 
 
 def _image_blocks(counts: np.ndarray) -> list[np.ndarray]:
@@ -226,7 +244,7 @@ def top_regions(
     padded = np.where(valid, padded, 0)
     if exclude is not None:
         valid &= ~exclude[padded]
-    gathered = np.asarray(table.vectors[padded.reshape(-1)], dtype=np.float32)  # [C * W, D]
+    gathered = rows_as_float32(table.vectors, padded.reshape(-1))  # [C * W, D]
     plain = gathered @ lexemes.T
     sims = plain.reshape(len(images), width, len(lexemes)).transpose(0, 2, 1)
     if table.bias is not None:
@@ -248,14 +266,18 @@ def _top_contrasted(
     """Ranking scores [C, L, W] with the contrast's term for each image's `weighed` best regions
     per lexeme (by `sims`, the first on ties); the others drop out (-inf)."""
     c, n_lexemes, width = sims.shape
-    order = np.argsort(-sims, axis=2, kind="stable")
     chosen = np.zeros(sims.shape, dtype=bool)
-    np.put_along_axis(chosen, order[:, :, :weighed], True, axis=2)
+    left = sims.copy()
+    for _ in range(min(weighed, width)):  # a round per region: the first at the best, which drops out
+        best = np.argmax(left, axis=2)[:, :, None]
+        np.put_along_axis(chosen, best, True, axis=2)
+        np.put_along_axis(left, best, -np.inf, axis=2)
     chosen &= np.isfinite(sims)
     flat = chosen.transpose(0, 2, 1).reshape(c * width, n_lexemes)  # rows as `plain`'s
-    rows = np.flatnonzero(flat.any(1))
     term = np.zeros(plain.shape, dtype=np.float32)
-    term[rows] = contrast.term(plain[rows], gathered[rows])
+    for j in range(n_lexemes):  # each lexeme's chosen rows against its own rivals
+        rows = np.flatnonzero(flat[:, j])
+        term[rows, j] = contrast.columns([j]).term(plain[rows, j : j + 1], gathered[rows])[:, 0]
     out = sims + term.reshape(c, width, n_lexemes).transpose(0, 2, 1)
     return np.where(chosen, out, -np.inf)
 
@@ -333,7 +355,7 @@ def match_regions(
         bias = 0.0 if table.bias is None else table.bias[np.maximum(rows[:, related], 0)]
         plain[:, related] = np.where(found, scores[:, related] - bias, -1.0)
     else:  # the chosen regions scored again
-        chosen_vectors = np.asarray(table.vectors[np.maximum(rows[:, related], 0)], dtype=np.float32)  # [C, l, D]
+        chosen_vectors = rows_as_float32(table.vectors, np.maximum(rows[:, related], 0))  # [C, l, D]
         plain[:, related] = np.where(found, np.einsum("cld,ld->cl", chosen_vectors, lexemes[related]), -1.0)
     return RegionMatch(scores, rows, np.nan_to_num(chosen.relation_scores, nan=0.0).astype(np.float32), plain)
 
@@ -380,38 +402,39 @@ def score_candidates(
     phrases against the `plain` table (negatives know no window penalty), and, for a query that
     counts or negates a lexeme, the instances and presences `presence` finds in the plain table
     (count.py; its fallback rule when None)."""
-    global_scores = np.asarray(global_vectors[candidates], dtype=np.float32) @ query.global_vector
-    match = match_regions(
-        ranking,
-        candidates,
-        query.lexeme_vectors,
-        query.relations,
-        settings.box_margin,
-        settings.relation_weight,
-        settings.relation_candidates,
-        contrast,
-    )
-    negative_global = np.zeros((len(candidates), 0), np.float32)
-    negative_regions = negative_global
-    if len(query.negative_global):
-        negative_global = np.asarray(global_vectors[candidates], dtype=np.float32) @ query.negative_global.T
-        negative_regions, _ = best_regions(plain, candidates, query.negative_regions, 0.0)
-    counted = None
-    if query.quantified:
-        from harmosearch.search.count import presence_rule, tally
-
-        rule = presence or presence_rule(None, settings, 0.0)
-        counted = tally(
-            plain,
+    with reading_once():  # the candidates' rows are read once for all that scores them
+        global_scores = rows_as_float32(global_vectors, candidates) @ query.global_vector
+        match = match_regions(
+            ranking,
             candidates,
             query.lexeme_vectors,
-            query.counts,
-            query.negated,
-            rule,
-            settings.count_overlap,
+            query.relations,
+            settings.box_margin,
+            settings.relation_weight,
+            settings.relation_candidates,
             contrast,
-            settings.count_rival_share,
-            settings.count_centres,
-            settings.count_segments,
         )
+        negative_global = np.zeros((len(candidates), 0), np.float32)
+        negative_regions = negative_global
+        if len(query.negative_global):
+            negative_global = rows_as_float32(global_vectors, candidates) @ query.negative_global.T
+            negative_regions, _ = best_regions(plain, candidates, query.negative_regions, 0.0)
+        counted = None
+        if query.quantified:
+            from harmosearch.search.count import presence_rule, tally
+
+            rule = presence or presence_rule(None, settings, 0.0)
+            counted = tally(
+                plain,
+                candidates,
+                query.lexeme_vectors,
+                query.counts,
+                query.negated,
+                rule,
+                settings.count_overlap,
+                contrast,
+                settings.count_rival_share,
+                settings.count_centres,
+                settings.count_segments,
+            )
     return Scored(candidates, global_scores, match, negative_global, negative_regions, contrast, counted)

@@ -21,8 +21,8 @@ until the next update, for readers that loaded its manifest a moment before the 
 The rooms: `manifest` (the manifest, its schema version, the writer lock, atomic writes, hashes),
 `tables` (the Parquet tables), `ann` (FAISS: index types, building, shards, GPU copies, search,
 exact rescoring), `staging` (encoded batches not yet committed), `reader` (opening, verifying and
-describing an index) and `writer` (the next generation and the manifest swap). What other
-packages use is imported here.
+describing an index), `writer` (the next generation and the manifest swap) and `vectors` (stored
+float16 rows read back as float32 for scoring). What other packages use is imported here.
 """
 
 from harmosearch.store.ann import (

@@ -18,6 +18,7 @@ import numpy as np
 
 from harmosearch.errors import IndexStoreError
 from harmosearch.model.device import faiss_module, faiss_to_cpu, faiss_to_gpu
+from harmosearch.store.vectors import rows_as_float32
 
 # The index policy (choose_index_type): IVF with SQ8 codes (d + 8 bytes a vector) up to this many
 # vectors, PQ codes (at most 64 + 8 bytes) from here on.
@@ -303,7 +304,7 @@ def rescore_exact(
         rows = np.unique(found[found >= 0])  # sorted: the map is read in order
         if not len(rows):
             continue
-        scores = np.asarray(vectors[rows], dtype=np.float32) @ np.asarray(query, dtype=np.float32)
+        scores = rows_as_float32(vectors, rows) @ np.asarray(query, dtype=np.float32)
         top = np.lexsort((rows, -scores))[:k]
         out_scores[j, : len(top)], out_ids[j, : len(top)] = scores[top], rows[top]
     return out_scores, out_ids

@@ -112,9 +112,7 @@ def describe(root: Path) -> dict[str, Any]:
         "frames": manifest["counts"].get("frames", 0),
         "calibrated": "calibration" in manifest,
         # None: never measured (made before it was); {"trust": None}: tried, nothing to sample
-        "region_trust": (
-            manifest["region_trust"] or {"trust": None} if "region_trust" in manifest else None
-        ),
+        "region_trust": (manifest["region_trust"] or {"trust": None} if "region_trust" in manifest else None),
         # encoder.dense_mode auto's choice when the index was built (indexing.dense_choice); None otherwise
         "dense_mode_choice": manifest.get("dense_mode_choice"),
         "model": enc["spec"],
