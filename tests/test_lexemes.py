@@ -1,3 +1,4 @@
+import functools
 import itertools
 import re
 from pathlib import Path
@@ -266,6 +267,8 @@ def test_spacy_noun_chunks_map_onto_tokenizer_spans(monkeypatch):
 
     fake = _FakeSpacy([("the big red umbrella", "DET ADJ ADJ NOUN"), ("a wooden bench", "DET ADJ NOUN")])
     monkeypatch.setattr(lexemes, "_spacy_pipeline", lambda: fake)
+    # spacy_available asks once a process: a fresh cache for this test, the real one back after
+    monkeypatch.setattr(lexemes, "spacy_available", functools.cache(lexemes.spacy_available.__wrapped__))
     text = "the big red umbrella near a wooden bench"
     spacy_parse = lexemes.parse(text, parser="spacy")
     auto_parse = lexemes.parse(text, parser="auto")  # spaCy is "installed": auto uses it

@@ -302,7 +302,10 @@ def _spacy_pipeline() -> Any:
         ) from None
 
 
+@functools.cache
 def spacy_available() -> bool:
+    """Whether spaCy and its model load (asked once a process: a failed import is not cached by
+    Python, and looking for spaCy again cost every query half a millisecond)."""
     try:
         _spacy_pipeline()
     except ConfigError:
