@@ -70,3 +70,22 @@ def test_each_thread_keeps_its_own_reads(tmp_path):
         worker.join()
     assert theirs[0] is not mine
     np.testing.assert_array_equal(theirs[0], mine)
+
+
+def test_products_with_query_vectors_are_kept_for_the_same_rows_and_queries(tmp_path):
+    from harmosearch.store.vectors import rows_dot
+
+    vectors = stored(tmp_path)
+    rows = np.array([3, 9, 9, 0])
+    queries = np.random.default_rng(4).standard_normal((2, 8)).astype(np.float32)
+    want = np.asarray(vectors[rows], np.float32) @ queries.T
+    np.testing.assert_allclose(rows_dot(vectors, rows, queries), want, rtol=1e-6)
+    with reading_once():
+        got = rows_dot(vectors, rows, queries)
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+        assert not got.flags.writeable
+        assert rows_dot(vectors, rows.copy(), queries.copy()) is got
+        assert rows_dot(vectors, rows, queries[:1]) is not got  # other queries
+        assert rows_dot(vectors, rows[::-1], queries) is not got  # other rows
+    with reading_once():
+        assert rows_dot(vectors, rows, queries) is not got

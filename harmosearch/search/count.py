@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from harmosearch.store.vectors import rows_as_float32
+from harmosearch.store.vectors import rows_as_float32, rows_dot
 
 if TYPE_CHECKING:
     from harmosearch.config import SearchConfig
@@ -260,7 +260,7 @@ def _region_scores(table: RegionTable, images: np.ndarray, vectors: np.ndarray) 
     rows = np.repeat(table.start[images], counts) + position
     image_of = np.repeat(np.arange(len(images)), counts)
     padded[image_of, position] = rows
-    scores = rows_as_float32(table.vectors, rows) @ vectors.T  # [R, L]
+    scores = np.array(rows_dot(table.vectors, rows, vectors))  # [R, L], a copy: the whole image's are set below
     if table.scales is not None:
         scores[table.scales[rows] >= 1.0] = -np.inf
     sims[image_of, :, position] = scores

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from harmosearch.store.vectors import reading_once, rows_as_float32
+from harmosearch.store.vectors import reading_once, rows_as_float32, rows_dot
 
 if TYPE_CHECKING:
     from harmosearch.config import SearchConfig
@@ -119,7 +119,7 @@ def _best_regions(
         nonempty = block[counts[block] > 0]
         for lo in range(0, len(lexemes), BLOCK_LEXEMES):
             part = slice(lo, lo + BLOCK_LEXEMES)
-            sims = vectors @ lexemes[part].T
+            sims = rows_dot(table.vectors, rows, lexemes[part])
             best, pick = _reduce(sims, offsets, areas, box_margin)
             chosen[nonempty, part] = rows[pick]
             if adjusted:
