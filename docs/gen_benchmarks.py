@@ -486,6 +486,20 @@ def query_costs() -> str:
     return table(["warm query", "p50 ms", "over no rivals", "record"], rows)
 
 
+def query_threads() -> str:
+    """A warm query at one thread per OpenMP and BLAS pool (the default) against the pools as
+    they are (benchmarks/query_threads.py)."""
+    found = latest("query_threads.jsonl")
+    one, own = "one thread per pool", "pools as they are"
+    rows = [
+        [f"{query!r}", number(times.get(one)), number(times.get(own)), named(found)]
+        for query, times in (get(found, "median_ms_per_query") or {}).items()
+    ]
+    ratio = get(found, "own_counts_over_one")
+    note = f"\n\nThe pools as they are: {ratio:.2f}x the time at one thread each (paired over rounds)." if ratio else ""
+    return table(["warm query", f"{one} (ms)", f"{own} (ms)", "record"], rows) + note
+
+
 def rivals() -> str:
     """The bundled model on the flat test scenes with the everyday rivals (the default) and with the
     phrases it was trained on, which are the test scenes' own labels (rivals.jsonl; the latest
@@ -987,6 +1001,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "search-latency": search_latency,
     "vector-search": vector_search,
     "query-costs": query_costs,
+    "query-threads": query_threads,
     "training": training,
     "ablation": ablation,
     "dupes": dupes,
