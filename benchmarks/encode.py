@@ -1,7 +1,7 @@
 """Encoding and indexing throughput, as ratios measured in one run on the same images.
 
     python benchmarks/encode.py [--model harmo-tiny] [--n 256] [--batch 64] [--device cpu]
-                                [--precision auto] [--runtime auto] [--skip-trust]
+                                [--precision auto] [--runtime auto] [--skip-trust] [--small M]
 
 Prints images/s for (a) the raw forward of the inference path (`encoder.runner`: one pass of
 the image tower giving global vectors and the value-path dense map; through torch, also open_clip's
@@ -16,6 +16,10 @@ resizing the files (JPEG draft mode), the pixel segment proposals (regions.pixel
 forward, region proposals and pooling, region trust; the rest is hashing, DataLoader workers,
 calibration, Parquet and FAISS. The calibration's texts are encoded once per model and machine
 (then cached under paths.cache): their seconds are printed apart, not as a share.
+With --small M, each round also builds an index of the first M images, and the per-image cost is
+the slope between the two builds ((d at n) - (d at M)) / (n - M): what each further picture of a
+large library costs, every build's start-up left out (the issue's measure: between a 32- and a
+160-picture folder).
 Goals: (b)/(a) time ratio <= 1.15, (d, per image)/(a) throughput ratio >= 0.85. On a GPU
 (`--device cuda`) every variant runs under the encoder's autocast and is timed to the GPU's last
 kernel.
@@ -63,6 +67,13 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--precision", default="auto", help="encoder.precision: auto, fp32, bf16, int8, fp16")
     parser.add_argument("--runtime", default="auto", help="encoder.runtime: auto, torch, onnxruntime")
     parser.add_argument("--cache", default=None, help="paths.cache (exported graphs); default: the config's")
+    parser.add_argument(
+        "--small",
+        type=int,
+        default=0,
+        help="also build an index of the first SMALL images each round: the per-image cost is then the slope "
+        "between the two builds, each build's start-up (workers, sessions, calibration, writes) left out",
+    )
     parser.add_argument(
         "--skip-trust",
         action="store_true",
@@ -191,6 +202,16 @@ class Variants:
         trust = read_manifest(self.work / "index").get("region_trust") or {}
         self.trust_seconds.append(float(trust.get("seconds", 0.0)))
 
+    def end_to_end_small(self) -> None:
+        """build_index over the first --small images (a folder of links to them)."""
+        folder = self.work / "small"
+        if not folder.exists():
+            folder.mkdir()
+            for path in self.paths[: self.args.small]:
+                (folder / path.name).symlink_to(path)
+        shutil.rmtree(self.work / "index-small", ignore_errors=True)
+        build_index(folder, self.work / "index-small", self.config, encoder=self.encoder)
+
     def crop_per_region(self) -> None:
         regions, e = self.config.regions, self.encoder
         with torch.inference_mode(), autocast(self.device, e.path.precision):
@@ -210,6 +231,8 @@ def timed(args: argparse.Namespace, v: Variants) -> tuple[dict[str, list[float]]
     variants = {"raw": v.raw_forward, "regions": v.with_regions, "end to end": v.end_to_end}
     if torch_path:
         variants["global only"] = v.global_only
+    if 0 < args.small < args.n:
+        variants["end to end, small"] = v.end_to_end_small
     stages = {"decode": v.decode, "pixel segments": v.pixel_segments, "forward": v.raw_forward, "regions": v.regions}
     once = {"calibration texts": v.calibration_texts}
     fns = [*variants.values(), *stages.values(), *once.values()]
@@ -221,6 +244,10 @@ def timed(args: argparse.Namespace, v: Variants) -> tuple[dict[str, list[float]]
     times["end to end, region trust taken out"] = [
         t - trust for t, trust in zip(times["end to end"], v.trust_seconds, strict=True)
     ]
+    if "end to end, small" in times:  # seconds per round of the n - small pictures the larger build adds
+        times["end to end, marginal"] = [
+            big - small for big, small in zip(times["end to end"], times.pop("end to end, small"), strict=True)
+        ]
     fixed = {k: times.pop(k) for k in once}
     if not args.skip_trust:
         fixed["region trust (per build)"] = list(v.trust_seconds)
@@ -240,6 +267,11 @@ def measure(args: argparse.Namespace, work: Path, paths: list[Path], config: Any
     if not args.skip_trust:
         rows["end-to-end build_index"] = n / best["end to end"]
     rows["end-to-end build_index, region trust taken out"] = n / best["end to end, region trust taken out"]
+    marginal = "end to end, marginal" in times
+    if marginal:
+        rows[f"end-to-end build_index, per further picture ({args.small} to {n})"] = (n - args.small) / best[
+            "end to end, marginal"
+        ]
     for name, rate in rows.items():
         print(f"{name:50s} {rate:8.2f} images/s")
     per_image = best["end to end, region trust taken out"]
@@ -256,6 +288,11 @@ def measure(args: argparse.Namespace, work: Path, paths: list[Path], config: Any
     print(
         f"end-to-end indexing (region trust taken out) / raw forward throughput: {per_image_ratio:.3f}  (goal >= 0.85)"
     )
+    marginal_ratio = None
+    if marginal:  # throughputs per picture: raw's n pictures against the marginal n - small
+        raw, extra = times["raw"], times["end to end, marginal"]
+        marginal_ratio = paired_ratio([r / n for r in raw], [t / (n - args.small) for t in extra])
+        print(f"per further picture, end-to-end / raw forward throughput: {marginal_ratio:.3f}  (goal >= 0.85)")
     path = append_result(
         "encode",
         {
@@ -277,6 +314,8 @@ def measure(args: argparse.Namespace, work: Path, paths: list[Path], config: Any
             "regions_over_raw_time": regions_ratio,
             "end_to_end_over_raw": e2e_ratio,
             "end_to_end_without_trust_over_raw": per_image_ratio,
+            "small": args.small or None,
+            "end_to_end_marginal_over_raw": marginal_ratio,
         },
     )
     print(f"appended to {path}")
