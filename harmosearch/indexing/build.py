@@ -17,6 +17,7 @@ from harmosearch.folders import check_folder
 from harmosearch.indexes import MANIFEST
 from harmosearch.indexing.assemble import assemble
 from harmosearch.indexing.boxes import boxes_digest, load_user_boxes
+from harmosearch.indexing.dense_choice import CHOICE_KEY
 from harmosearch.indexing.encode import Progress
 from harmosearch.indexing.engines.local import encode_locally
 from harmosearch.indexing.plan import Plan, moved_from, plan_update, up_to_date
@@ -65,8 +66,10 @@ def build_index(
     report = IndexReport(index=index, skipped=skipped)
     with IndexLock(index):
         old = None if rebuild else _previous(index)
+        config, choice = _kept_dense_mode(config, old) if old is not None else (config, None)
         config, encoder = _settings(config, old, encoder, index)
-        config, encoder, choice = _dense_mode(config, encoder, old, entries)
+        if old is None:
+            config, encoder, choice = _dense_mode(config, encoder, entries)
         report.model, report.made_with = encoder.identity.spec, encoder.identity.made_with
         report.moved_from = moved_from(old, photos)
         # A moved folder is matched by content alone: equal names, sizes and times in another
@@ -97,8 +100,6 @@ def _settings(config: Config, old: Any, encoder: Any, index: Path) -> tuple[Conf
     stored, old_proposals = _as_built(old.manifest) if old is not None else ({}, None)
     if old is not None:
         config = kept_settings(config.over(stored, KEPT_ON_UPDATE), old.manifest["encoder"])
-        if config.encoder.dense_mode == "auto":  # chosen when the index was built: kept
-            config = replace(config, encoder=replace(config.encoder, dense_mode=stored["encoder"]["dense_mode"]))
     config = replace(config, encoder=replace(config.encoder, model=canonical_spec(config.encoder.model)))
     encoder = encoder or (load_encoder(config) if old is None else load_like_index(config, index))
     if old is not None:
@@ -129,15 +130,22 @@ def _settings(config: Config, old: Any, encoder: Any, index: Path) -> tuple[Conf
     return recorded(config, encoder), encoder
 
 
-def _dense_mode(
-    config: Config, encoder: Any, old: Any, entries: list[FileEntry]
-) -> tuple[Config, Any, dict[str, Any] | None]:
-    """The settings and encoder with a new index's dense map chosen where encoder.dense_mode is
-    auto (indexing.dense_choice), and auto's record for the manifest (an update's: its index's)."""
-    from harmosearch.indexing.dense_choice import CHOICE_KEY, choose_dense_mode, sampled_pictures
+def _kept_dense_mode(config: Config, old: Any) -> tuple[Config, dict[str, Any] | None]:
+    """What an update keeps of its index's dense map, decided here alone: where the caller asks
+    for auto, the mode the index was built in (auto chose it then; an index never mixes vectors
+    made two ways), for the settings the encoder is loaded and checked with; and the index's
+    record of auto's choice (None where it was built in a named mode), for the new manifest."""
+    if config.encoder.dense_mode == "auto":
+        kept = old.manifest["config"]["encoder"]["dense_mode"]
+        config = replace(config, encoder=replace(config.encoder, dense_mode=kept))
+    return config, old.manifest.get(CHOICE_KEY)
 
-    if old is not None:
-        return config, encoder, old.manifest.get(CHOICE_KEY)
+
+def _dense_mode(config: Config, encoder: Any, entries: list[FileEntry]) -> tuple[Config, Any, dict[str, Any] | None]:
+    """The settings and encoder with a new index's dense map chosen where encoder.dense_mode is
+    auto (indexing.dense_choice), and auto's record for the manifest."""
+    from harmosearch.indexing.dense_choice import choose_dense_mode, sampled_pictures
+
     if config.encoder.dense_mode != "auto":
         return config, encoder, None
     choice = choose_dense_mode(encoder, sampled_pictures(entries), config.regions)
@@ -219,7 +227,7 @@ def _encode_and_commit(
             "boxed_paths": sorted(user_boxes),
             **({"calibration": calibration} if calibration is not None else {}),
             "region_trust": trust,
-            **({"dense_mode_choice": choice} if choice is not None else {}),
+            **({CHOICE_KEY: choice} if choice is not None else {}),
             **({"proposals": proposals} if (proposals := _proposals(config)) is not None else {}),
         },
     )
