@@ -104,7 +104,14 @@ def main() -> None:
             # ranked as an index of the scenes ranks (its trust and its unit)
             ranked, penalised, _, calibration = as_an_index(encoder, settings, bench, images)
             figures = TASKS[task](Run(encoder, ranked, bench, penalised, known_calibration=calibration))
-            record = {"task": task, "split": args.split, "detail": args.detail, "dataset": bench.name, **setting}
+            record = {
+                "task": task,
+                "split": args.split,
+                "detail": args.detail,
+                "dataset": bench.name,
+                "model": config.encoder.model,
+                **setting,
+            }
             append_result("counting_val", {**record, "figures": figures})
             modes = figures["modes"]
             shown = {f"{m} {k}": v for m, values in modes.items() for k, v in values.items() if m != "global"}
