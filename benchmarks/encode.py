@@ -159,10 +159,10 @@ class Variants:
             pixels_from_uint8(torch.from_numpy(arrays), *split[1])
 
     def _segment_boxes(self) -> list[Any] | None:
-        regions = self.config.regions
-        if not regions.pixel_segments:
+        scales = tuple(self.config.regions.pixel_segments)
+        if not scales:
             return None
-        return [torch.from_numpy(pixel_segment_boxes(d.image, d.width, d.height, regions)) for d in self.drafted]
+        return [torch.from_numpy(pixel_segment_boxes(d.image, d.width, d.height, scales)) for d in self.drafted]
 
     def pixel_segments(self) -> None:
         self._segment_boxes()

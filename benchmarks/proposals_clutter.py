@@ -1,14 +1,12 @@
 """Do the region proposals fit objects in clutter? The validation scenes of both worlds (flat,
-and shapes over photographs) at one detail, with the dense map's segment boxes (as before
-regions.pixel_segments), with pixel segments at one Felzenszwalb scale, at three with every
-scale at full size (regions.pixel_coarsening 0), and at three with the coarser scales on a
-shrunk picture (the default): phrase search, grounding and the proposal ceiling (the share of
-annotated objects that some proposal fits at IoU >= 0.5). Then what the pixel segments cost:
-their time per picture against one image encoding of the bundled model and of ViT-B/16 (random
-weights), timed in turns in this run.
+and shapes over photographs) at the default detail, with the dense map's segment boxes (as
+before regions.pixel_segments), with pixel segments at one Felzenszwalb scale, and at three
+(the default): phrase search, grounding and the proposal ceiling (the share of annotated
+objects that some proposal fits at IoU >= 0.5). Then what the pixel segments cost: their time
+per picture against one image encoding of the bundled model and of ViT-B/16 (random weights),
+timed in turns in this run.
 
-    python benchmarks/proposals_clutter.py [--n 100] [--model harmo-mix] [--detail normal]
-                                           [--variants NAME ...]
+    python benchmarks/proposals_clutter.py [--n 100]
 
 Appends to benchmarks/results/proposals_clutter.jsonl.
 """
@@ -25,27 +23,20 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import append_result, interleaved, paired_ratio
 
 from harmosearch.bench import run_bench
-from harmosearch.config import SHAPES_MODEL, load_config
+from harmosearch.config import load_config
 
-# Each variant's region settings (the rest are the defaults).
-VARIANTS: dict[str, dict[str, Any]] = {
-    "dense-map segments": {"regions.pixel_segments": ()},
-    "pixel segments at 300": {"regions.pixel_segments": (300.0,)},
-    "pixel segments at 100, 300, 1000": {
-        "regions.pixel_segments": (100.0, 300.0, 1000.0),
-        "regions.pixel_coarsening": 0.0,
-    },
-    "pixel segments at 100, 300, 1000, coarser scales shrunk": {
-        "regions.pixel_segments": (100.0, 300.0, 1000.0),
-        "regions.pixel_coarsening": 0.3,
-    },
+VARIANTS = {
+    "dense-map segments": (),
+    "pixel segments at 300": (300.0,),
+    "pixel segments at 100, 300, 1000": (100.0, 300.0, 1000.0),
 }
 
 
-def figures(args: argparse.Namespace, regions: dict[str, Any], world: str) -> dict[str, Any]:
-    overrides = {"encoder.model": args.model, "search.refine": False, "regions.detail": args.detail, **regions}
-    config = load_config(overrides=overrides)
-    out = run_bench(config, "synthetic", ("search", "grounding"), n=args.n, split="val", world=world)["tasks"]
+def figures(scales: tuple[float, ...], world: str, n: int) -> dict[str, Any]:
+    config = load_config(
+        overrides={"encoder.model": "harmo-tiny", "search.refine": False, "regions.pixel_segments": scales}
+    )
+    out = run_bench(config, "synthetic", ("search", "grounding"), n=n, split="val", world=world)["tasks"]
     return {
         "P@5": out["search"]["P@5"],
         "box@0.5": out["search"]["box@0.5"],
@@ -55,7 +46,7 @@ def figures(args: argparse.Namespace, regions: dict[str, Any], world: str) -> di
     }
 
 
-def costs(world: str, variants: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def costs(world: str) -> dict[str, Any]:
     """Seconds per picture of the pixel segments at each variant's scales, and their ratio to one
     image encoding (batch of 8) of each model, timed in turns."""
     import torch
@@ -78,19 +69,18 @@ def costs(world: str, variants: dict[str, dict[str, Any]]) -> dict[str, Any]:
             with torch.no_grad():
                 encoder.encode_pixels(batch)
 
-        segmented = {
-            name: load_config(overrides=regions).regions
-            for name, regions in variants.items()
-            if regions["regions.pixel_segments"]
-        }
         segmenters = [
-            lambda regions=regions: [pixel_segment_boxes(p, *p.size, regions) for p in pictures]
-            for regions in segmented.values()
+            lambda scales=scales: [pixel_segment_boxes(p, *p.size, scales) for p in pictures]
+            for scales in VARIANTS.values()
+            if scales
         ]
         times = interleaved([encode, *segmenters], rounds=5)
         out[model] = {
             "encode_s_per_picture": min(times[0]) / len(pictures),
-            **{f"{name} / encoding": paired_ratio(t, times[0]) for name, t in zip(segmented, times[1:], strict=True)},
+            **{
+                f"{name} / encoding": paired_ratio(t, times[0])
+                for name, t in zip([k for k, v in VARIANTS.items() if v], times[1:], strict=True)
+            },
         }
     return out
 
@@ -98,18 +88,14 @@ def costs(world: str, variants: dict[str, dict[str, Any]]) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=100)
-    parser.add_argument("--model", default=SHAPES_MODEL)
-    parser.add_argument("--detail", choices=("normal", "high"), default="normal")
-    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS), metavar="NAME")
     args = parser.parse_args()
-    variants = {name: VARIANTS[name] for name in args.variants}
-    record: dict[str, Any] = {"model": args.model, "split": "val", "n": args.n, "detail": args.detail}
+    record: dict[str, Any] = {"model": "harmo-tiny", "split": "val", "n": args.n, "detail": "normal"}
     for world in ("flat", "photo"):
-        for name, regions in variants.items():
-            row = figures(args, regions, world)
+        for name, scales in VARIANTS.items():
+            row = figures(scales, world, args.n)
             record[f"{world}, {name}"] = row
             print(world, name, {k: round(v, 3) for k, v in row.items() if k != "config"}, flush=True)
-    record["cost"] = costs("photo", variants)
+    record["cost"] = costs("photo")
     print(record["cost"])
     print(f"appended to {append_result('proposals_clutter', record)}")
 

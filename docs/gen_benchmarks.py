@@ -868,10 +868,11 @@ def detail_sentence() -> str:
 
 def proposals() -> str:
     """Whether the proposals fit objects on flat grounds and over photographs (validation)."""
-    found = latest("proposals_clutter.jsonl")
+    variants = ("dense-map segments", "pixel segments at 300", "pixel segments at 100, 300, 1000")
+    found = latest("proposals_clutter.jsonl", lambda r: all(f"photo, {v}" in r.data for v in variants))
     rows = []
     for world, label in (("flat", "flat"), ("photo", "over photographs")):
-        for variant in ("dense-map segments", "pixel segments at 300", "pixel segments at 100, 300, 1000"):
+        for variant in variants:
             row = get(found, f"{world}, {variant}") or {}
             keys = ("proposal_ceiling", "grounding", "P@5", "box@0.5")
             rows.append([f"{label}, {variant}", *(pct(row.get(k)) for k in keys)])

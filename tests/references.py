@@ -40,37 +40,29 @@ def segment_boxes_one_by_one(dense, thresholds, max_fraction=0.7):
     return torch.tensor(sorted(found), dtype=torch.float32).reshape(-1, 4)
 
 
-def pixel_segments_one_by_one(image, width, height, scales, coarsening=0.0):
-    """One decoded picture: for each scale, shrunk to regions.PIXEL_SIDE on its short side
-    (never enlarged) times (finest scale / scale) ** coarsening, segmented at the scale times that
-    shrink squared, then each segment's pixels found one label at a time; boxes filtered (the
-    smallest side in units of the finest picture) and scaled to the full width x height."""
+def pixel_segments_one_by_one(image, width, height, scales):
+    """One decoded picture: shrunk to regions.PIXEL_SIDE on its short side (never enlarged),
+    segmented at each of `scales`, then each segment's pixels found one label at a
+    time; boxes filtered and scaled to the full width x height."""
     from skimage.segmentation import felzenszwalb
 
-    short = min(regions.PIXEL_SIDE, *image.size)
+    short = min(image.size)
+    if short > regions.PIXEL_SIDE:
+        factor = regions.PIXEL_SIDE / short
+        image = image.resize((round(image.width * factor), round(image.height * factor)), resample=2, reducing_gap=2.0)
+    pixels = np.asarray(image.convert("RGB"))
+    rows, cols = pixels.shape[:2]
     found = set()
     for scale in scales:
-        shrink = (min(scales) / scale) ** coarsening
-        side = round(short * shrink)
-        picture = image
-        if side < min(image.size):
-            factor = side / min(image.size)
-            size = (round(image.width * factor), round(image.height * factor))
-            picture = image.resize(size, resample=2, reducing_gap=2.0)
-        pixels = np.asarray(picture.convert("RGB"))
-        rows, cols = pixels.shape[:2]
-        labels = felzenszwalb(
-            pixels, scale=scale * shrink**2, sigma=regions.PIXEL_SIGMA, min_size=regions.PIXEL_MIN_SIZE
-        )
+        labels = felzenszwalb(pixels, scale=scale, sigma=regions.PIXEL_SIGMA, min_size=regions.PIXEL_MIN_SIZE)
         for label in np.unique(labels):
             ys, xs = np.nonzero(labels == label)
             x0, y0, x1, y1 = xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
-            if min(x1 - x0, y1 - y0) < regions.PIXEL_MIN_BOX * side / short:
+            if min(x1 - x0, y1 - y0) < regions.PIXEL_MIN_BOX:
                 continue
             if (x1 - x0) * (y1 - y0) > regions.PIXEL_MAX_FRACTION * rows * cols:
                 continue
-            box = (x0 * width / cols, y0 * height / rows, x1 * width / cols, y1 * height / rows)
-            found.add(tuple(float(np.float32(v)) for v in box))
+            found.add((x0 * width / cols, y0 * height / rows, x1 * width / cols, y1 * height / rows))
     return np.array(sorted(found), dtype=np.float32).reshape(-1, 4)
 
 

@@ -99,10 +99,7 @@ def test_high_detail_indexing_by_hand(scenes, test_encoder):
         assert fine.shape[-1] > dense.shape[-1]
         g = torch.nn.functional.normalize(g, dim=-1)
         # Boxes around pixel segments take the place of the dense map's segments.
-        regions = config.regions
-        pixel_segments = torch.from_numpy(
-            pixel_segments_one_by_one(image, *image.size, regions.pixel_segments, regions.pixel_coarsening)
-        )
+        pixel_segments = torch.from_numpy(pixel_segments_one_by_one(image, *image.size, config.regions.pixel_segments))
         assert len(pixel_segments) and len(segment_boxes(dense, config.regions.segments)[0])
         windows, scales = window_boxes(*image.size, wider.scales, wider.overlap)
         pixel_boxes = torch.cat([pixel_segments, windows])
@@ -130,14 +127,12 @@ def test_pixel_segments_equal_the_label_by_label_reference(scenes, size):
     are in pixels of the full picture, which may be larger than the decoded one (draft decoding)."""
     path = sorted((scenes / "images").glob("*.png"))[1]
     image = Image.open(path).convert("RGB").resize(size)
-    config = RegionConfig()
-    for coarsening in (config.pixel_coarsening, 0.0):  # 0: every scale at full size (older indexes)
-        regions = replace(config, pixel_coarsening=coarsening)
-        for full in (size, (size[0] * 3, size[1] * 3)):
-            got = pixel_segment_boxes(image, *full, regions)
-            expected = pixel_segments_one_by_one(image, *full, regions.pixel_segments, coarsening)
-            assert got.dtype == np.float32 and len(got) == len(expected) > 0
-            np.testing.assert_allclose(got, expected, rtol=1e-6)
+    scales = RegionConfig().pixel_segments
+    for full in (size, (size[0] * 3, size[1] * 3)):
+        got = pixel_segment_boxes(image, *full, scales)
+        expected = pixel_segments_one_by_one(image, *full, scales)
+        assert got.dtype == np.float32 and len(got) == len(expected) > 0
+        np.testing.assert_allclose(got, expected, rtol=1e-6)
 
 
 def test_pixel_segments_box_a_small_object_on_a_speckled_ground():
@@ -146,7 +141,7 @@ def test_pixel_segments_box_a_small_object_on_a_speckled_ground():
     rng = np.random.default_rng(0)
     pixels = (128 + rng.integers(-12, 13, (480, 640, 1))).repeat(3, axis=2).astype(np.uint8)
     pixels[300:318, 400:424] = (200, 30, 30)
-    boxes = pixel_segment_boxes(Image.fromarray(pixels), 640, 480, RegionConfig())
+    boxes = pixel_segment_boxes(Image.fromarray(pixels), 640, 480, RegionConfig().pixel_segments)
     truth = torch.tensor([[400.0, 300.0, 424.0, 318.0]])
     assert float(box_iou(truth, torch.from_numpy(boxes)).max()) >= 0.7
     assert len(boxes) < 50  # the speckles are not boxed one by one
@@ -163,31 +158,9 @@ def test_an_index_keeps_its_detail_and_old_indexes_count_as_normal(scenes, tmp_p
     assert manifest["config"]["regions"]["pixel_segments"] == list(RegionConfig().pixel_segments)
     del manifest["config"]["regions"]["detail"]  # as written before regions.detail existed
     del manifest["config"]["regions"]["pixel_segments"]  # ... and before normal detail had pixel segments
-    del manifest["config"]["regions"]["pixel_coarsening"]  # ... and before coarser scales were shrunk
     manifest_file.write_text(json.dumps(manifest))
     report = build_index(scenes / "images", tmp_path / "old", config_with("normal"), encoder=test_encoder)
     assert not report.committed  # its own settings kept: nothing to re-encode, no --rebuild asked
-
-
-def test_an_index_made_before_coarser_scales_were_shrunk_keeps_segmenting_at_full_size(scenes, tmp_path, test_encoder):
-    """An update of an index without regions.pixel_coarsening encodes its new pictures with every
-    scale at full size, as the index's other pictures were, without asking for --rebuild."""
-    import shutil
-
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    first, second = sorted((scenes / "images").glob("*.png"))[:2]
-    shutil.copy(first, photos)
-    build_index(photos, tmp_path / "old", config_with("normal"), encoder=test_encoder)
-    manifest_file = tmp_path / "old" / "manifest.json"
-    manifest = json.loads(manifest_file.read_text())
-    assert manifest["config"]["regions"]["pixel_coarsening"] == RegionConfig().pixel_coarsening > 0
-    del manifest["config"]["regions"]["pixel_coarsening"]
-    manifest_file.write_text(json.dumps(manifest))
-    shutil.copy(second, photos)
-    report = build_index(photos, tmp_path / "old", config_with("normal"), encoder=test_encoder)
-    assert report.committed
-    assert read_manifest(tmp_path / "old")["config"]["regions"]["pixel_coarsening"] == 0.0
 
 
 def test_a_high_detail_index_of_older_proposals_must_be_rebuilt(scenes, tmp_path, test_encoder):

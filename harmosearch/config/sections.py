@@ -79,12 +79,6 @@ class RegionConfig(Section):
     # 1.00 (flat) and 0.51 to 0.91 (objects over photographs), grounding from 0.55 to 0.95 and
     # 0.24 to 0.43 (benchmarks/proposals_clutter.py).
     pixel_segments: tuple[Annotated[float, Range(0, low_open=True)], ...] = (100.0, 300.0, 1000.0)
-    # Each scale above the finest segments a smaller picture: PIXEL_SIDE x (finest / scale) ** this
-    # (100 at 112 px, 300 at 80, 1000 at 56), for larger segments need fewer pixels to be boxed;
-    # 0: every scale at PIXEL_SIDE, as indexes made before it were. On the validation scenes at
-    # 0.3 the proposal ceiling held (1.00 flat; 0.97 against 0.95 for small objects over
-    # photographs) at 0.6 of the segments' time (benchmarks/proposals_clutter.py).
-    pixel_coarsening: Annotated[float, Range(0, 2)] = 0.3
     max_regions: Positive = 96  # regions kept per image after NMS and de-duplication
     nms_iou: Annotated[float, Range(0, 1, low_open=True)] = 0.7  # boxes overlapping a kept box more are dropped
     # Region vectors this similar to a kept one are dropped (above 1: never).

@@ -157,10 +157,9 @@ def _as_built(manifest: dict[str, Any]) -> tuple[dict[str, Any], Any]:
     """An index's config and proposal constants as this version names them, for the settings an
     older version did not record: regions.detail (normal before it existed) and
     regions.pixel_segments (the scales then kept among the high detail's constants; none at
-    normal detail, where the dense map's segments were the only ones) and
-    regions.pixel_coarsening (0: every scale segmented at full size)."""
+    normal detail, where the dense map's segments were the only ones)."""
     stored = manifest["config"]
-    regions = {"detail": "normal", "pixel_coarsening": 0.0, **stored["regions"]}
+    regions = {"detail": "normal", **stored["regions"]}
     proposals = manifest.get("proposals")
     if "pixel_segments" not in regions:
         pixels = list((proposals or {}).get("pixels") or [])

@@ -127,7 +127,7 @@ class _BatchJob:
                 if self.fine_transform is not None:
                     fine.append(self.fine_transform(image))
                 if self.regions.pixel_segments:
-                    boxes = pixel_segment_boxes(image, width, height, self.regions)
+                    boxes = pixel_segment_boxes(image, width, height, tuple(self.regions.pixel_segments))
                     segments.append(torch.from_numpy(boxes))
                 batch.positions.append(i)
                 batch.sizes.append((width, height))

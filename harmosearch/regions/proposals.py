@@ -189,49 +189,29 @@ def proposal_constants(detail: str) -> dict[str, Any] | None:
     }
 
 
-def pixel_segment_levels(scales: tuple[float, ...], coarsening: float) -> list[tuple[float, float]]:
-    """(shrink, scale as applied) for each configured scale (regions.pixel_coarsening): the
-    finest scale segments the picture at PIXEL_SIDE, a scale s above it the same picture shrunk
-    by (finest / s) ** coarsening, at s times the shrink squared, so that a segment as large in
-    the picture meets the same threshold (Felzenszwalb's k / |C|, |C| in pixels)."""
-    finest = min(scales, default=1.0)
-    out = []
-    for scale in scales:
-        shrink = (finest / scale) ** coarsening
-        out.append((shrink, scale * shrink**2))
-    return out
-
-
-def pixel_segment_boxes(image: Any, width: int, height: int, regions: RegionConfig) -> Any:
+def pixel_segment_boxes(image: Any, width: int, height: int, scales: tuple[float, ...]) -> Any:
     """Boxes (pixels of the full width x height picture) around the segments of a decoded
-    picture (PIL, any size) at each of regions.pixel_segments, rows distinct: float32 [N, 4]
-    (see PIXEL_SIDE and pixel_segment_levels)."""
+    picture (PIL, any size) at each of `scales`, rows distinct: float32 [N, 4] (see PIXEL_SIDE)."""
     import numpy as np
     from scipy.ndimage import find_objects
     from skimage.segmentation import felzenszwalb
 
-    image = image.convert("RGB")
-    short = min(PIXEL_SIDE, min(image.size))
-    pictures: dict[int, Any] = {}
+    factor = PIXEL_SIDE / min(image.size)
+    if factor < 1:
+        size = (max(round(image.width * factor), 1), max(round(image.height * factor), 1))
+        image = image.resize(size, resample=2, reducing_gap=2.0)  # bilinear
+    pixels = np.asarray(image.convert("RGB"))
+    rows, cols = pixels.shape[:2]
     found = []
-    for shrink, scale in pixel_segment_levels(tuple(regions.pixel_segments), regions.pixel_coarsening):
-        side = max(round(short * shrink), PIXEL_MIN_BOX)
-        if side not in pictures:
-            factor = side / min(image.size)
-            size = (max(round(image.width * factor), 1), max(round(image.height * factor), 1))
-            pixels = image.resize(size, resample=2, reducing_gap=2.0) if factor < 1 else image  # bilinear
-            pictures[side] = np.asarray(pixels)
-        pixels = pictures[side]
-        rows, cols = pixels.shape[:2]
+    for scale in scales:
         labels = felzenszwalb(pixels, scale=scale, sigma=PIXEL_SIGMA, min_size=PIXEL_MIN_SIZE)
         # find_objects: each label's bounding slices (labels from 1, so shifted by one).
-        boxes = np.array(
-            [(x.start, y.start, x.stop, y.stop) for y, x in filter(None, find_objects(labels + 1))], dtype=np.int64
-        ).reshape(-1, 4)
-        sides = boxes[:, 2:] - boxes[:, :2]
-        keep = (sides.min(1) >= PIXEL_MIN_BOX * side / short) & (sides.prod(1) <= PIXEL_MAX_FRACTION * rows * cols)
-        found.append(boxes[keep].astype(np.float32) * np.array([width / cols, height / rows] * 2, dtype=np.float32))
-    return np.unique(np.concatenate(found), axis=0) if found else np.zeros((0, 4), np.float32)
+        found += [(x.start, y.start, x.stop, y.stop) for y, x in filter(None, find_objects(labels + 1))]
+    boxes = np.unique(np.array(found, dtype=np.int64).reshape(-1, 4), axis=0)
+    sides = boxes[:, 2:] - boxes[:, :2]
+    keep = (sides.min(1) >= PIXEL_MIN_BOX) & (sides.prod(1) <= PIXEL_MAX_FRACTION * rows * cols)
+    scale_xy = np.array([width / cols, height / rows] * 2, dtype=np.float32)
+    return boxes[keep].astype(np.float32) * scale_xy
 
 
 def from_grid(boxes: Any, width: Any, height: Any, grid: tuple[int, int], image_size: int, resize: str) -> Any:
