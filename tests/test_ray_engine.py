@@ -11,7 +11,6 @@ import pytest
 from harmosearch.indexing import build_index
 from harmosearch.store import read_manifest, verify
 
-from .conftest import TEST_MODEL
 from .test_indexing import CONFIG, assert_same_index
 
 ray = pytest.importorskip("ray", reason="the Ray engine needs ray: pip install 'harmosearch[dist]'")
@@ -120,8 +119,9 @@ def test_staged_shards_of_an_interrupted_run_are_resumed_by_either_engine(photos
     ],
 )
 def test_an_address_without_a_ray_head_is_refused_at_once(photos, tmp_path, address, message):
-    """Ray would retry a head that does not answer for minutes; the engine says so in seconds."""
-    args = ["index", str(photos), "--index", str(tmp_path / "idx"), "--model", TEST_MODEL]
+    """Ray would retry a head that does not answer for minutes; the engine says so in seconds,
+    before any model loads (the one named here does not exist: its error would come first)."""
+    args = ["index", str(photos), "--index", str(tmp_path / "idx"), "--model", "no-such-model"]
     result = subprocess.run(
         [sys.executable, "-m", "harmosearch", *args, "--engine", "ray", "--address", address],
         capture_output=True,

@@ -61,6 +61,10 @@ def build_index(
     photos = Path(photos)
     index = Path(index) if index is not None else default_index_path(photos, config)
     check_folder(index, "--index", IndexStoreError)  # before the photos are scanned
+    if config.index.engine == "ray" and config.ray.address:  # told before the model loads
+        from harmosearch.indexing.engines.ray import check_reachable
+
+        check_reachable(config.ray.address)
     entries, skipped = scan(photos, config.index.include_hidden, config.index.exclude)
     user_boxes = load_user_boxes(boxes_file)
     report = IndexReport(index=index, skipped=skipped)

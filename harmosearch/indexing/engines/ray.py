@@ -154,7 +154,7 @@ def _connect(ray: Any, rc: RayConfig) -> bool:
         return False
     quiet = {"logging_level": logging.WARNING, "log_to_driver": False}
     if rc.address:
-        _check_reachable(rc.address)
+        check_reachable(rc.address)
     try:
         if rc.address:
             ray.init(address=rc.address, **quiet)
@@ -167,7 +167,7 @@ def _connect(ray: Any, rc: RayConfig) -> bool:
     return True
 
 
-def _check_reachable(address: str) -> None:
+def check_reachable(address: str) -> None:
     """EngineError unless something answers at a host:port `address` (ray://host:port too):
     Ray itself retries an unreachable head for minutes, printing warnings."""
     if address == "auto":
