@@ -1,19 +1,17 @@
 """`harmosearch demo` (set-up command 1 of the README) runs end to end with the bundled model."""
 
 import subprocess
-import sys
 
 from harmosearch.config import load_config
 from harmosearch.demo import QUERIES, run_demo, slug, twin_queries
 
+from .forked import HARMOSEARCH, run_command
+
 
 def test_demo_command_indexes_queries_and_draws(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "harmosearch", "demo", str(tmp_path / "demo"), "--n", "24"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    demo = run_command(HARMOSEARCH, ["demo", str(tmp_path / "demo"), "--n", "24"])  # a process of its own
+    stdout, stderr = demo.communicate(timeout=600)
+    result = subprocess.CompletedProcess(demo.pid, demo.returncode, stdout, stderr)
     assert result.returncode == 0, result.stderr
     assert "indexed 28 scenes" in result.stdout and "harmo-mix" in result.stdout  # 24 + 2 twin pairs
     twins = twin_queries(tmp_path / "demo" / "scenes" / "images" / "twins")

@@ -4,7 +4,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -249,13 +248,15 @@ def test_scan_skips_hidden_folders_and_other_extensions(tmp_path):
     assert [e.path for e in scan(tmp_path, include_hidden=True)[0]] == [".cache/a.png", "sub/b.JPG"]
 
 
-def run_cli(*args, env=None):
-    """`harmosearch ARGS` in this process, with `env` set (the model loads in a second, where a
-    new process first spends several importing torch; tests/test_demo.py and the real-process
-    tests of tests/test_cli_fuzz.py run commands in processes of their own)."""
+def run_cli(*args, env=None, cwd=None):
+    """`harmosearch ARGS` in this process, with `env` set, in folder `cwd` (the model loads in a
+    second, where a new process first spends several importing torch; tests/test_demo.py and the
+    real-process tests of tests/test_cli_fuzz.py run commands in processes of their own)."""
     with pytest.MonkeyPatch.context() as patch:
         for name, value in (env or {}).items():
             patch.setenv(name, value)
+        if cwd is not None:
+            patch.chdir(cwd)
         outcome = invoke(list(args))
     return subprocess.CompletedProcess(args, outcome.code, outcome.stdout, outcome.stderr)
 
@@ -307,14 +308,13 @@ def test_an_index_built_in_one_folder_is_found_from_another(photos, tmp_path):
     and `query` and `info`, run elsewhere, find the index there; a user without one is told
     where harmosearch looked."""
     data = tmp_path / "home" / "data"
-    env = {**os.environ, "HOME": str(tmp_path / "home"), "XDG_DATA_HOME": str(data), "HARMOSEARCH_INDEXES": ""}
+    env = {"HOME": str(tmp_path / "home"), "XDG_DATA_HOME": str(data), "HARMOSEARCH_INDEXES": ""}
     here, elsewhere = tmp_path / "here", tmp_path / "elsewhere"
     here.mkdir()
     elsewhere.mkdir()
 
     def harmosearch(*args, cwd, env=env):
-        command = [sys.executable, "-m", "harmosearch", *args]
-        return subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=cwd, env=env)
+        return run_cli(*args, env=env, cwd=cwd)
 
     result = harmosearch("index", str(photos), "--model", TEST_MODEL, "--workers", "0", cwd=here)
     assert result.returncode == 0, result.stderr

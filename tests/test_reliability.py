@@ -5,8 +5,6 @@ import os
 import random
 import shutil
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -26,6 +24,7 @@ from harmosearch.store import SCHEMA_VERSION, IndexReader, read_manifest, staged
 from harmosearch.synth import generate
 
 from .conftest import TEST_MODEL
+from .forked import HARMOSEARCH, run_command
 from .test_indexing import assert_same_index
 
 CONFIG = load_config(
@@ -226,32 +225,12 @@ def run_index(photos, index, *extra, env=None, chunk=None, hooks=None):
     instead of every indexing.engines.local.CHUNK, so that an interrupted run leaves staged work sooner;
     `hooks`: see HOOKED."""
     hooks = {"chunk": chunk, **(hooks or {})} if chunk or hooks else None
-    return subprocess.Popen(
-        [
-            sys.executable,
-            *(["-m", "harmosearch"] if hooks is None else ["-c", HOOKED]),
-            "--config",
-            str(index.parent / "c.toml"),
-            "index",
-            str(photos),
-            "--index",
-            str(index),
-            "--model",
-            TEST_MODEL,
-            "--workers",
-            "0",
-            "--batch-size",
-            "1",
-            *extra,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, **(env or {}), **({"HOOKS": json.dumps(hooks)} if hooks else {})},
-        # A shell starts background jobs with SIGINT ignored, and Python then keeps ignoring it:
-        # give the command the default disposition so that it sees Ctrl-C wherever the tests run.
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
+    argv = ["--config", str(index.parent / "c.toml"), "index", str(photos), "--index", str(index)]
+    argv += ["--model", TEST_MODEL, "--workers", "0", "--batch-size", "1", *extra]
+    # A process of its own, forked from one that has imported torch already (tests/forked.py),
+    # with the default disposition of SIGINT (a shell starts background jobs with it ignored).
+    env = {**os.environ, **(env or {}), **({"HOOKS": json.dumps(hooks)} if hooks else {})}
+    return run_command(HARMOSEARCH if hooks is None else HOOKED, argv, env)
 
 
 def read_lines(path):
@@ -477,13 +456,8 @@ def test_kill_9_during_training_then_resume_matches_an_unbroken_run(tmp_path, sc
         "0.002",
     ]
 
-    def start(out):
-        return subprocess.Popen(
-            [sys.executable, "-m", "harmosearch", *args, "--out", str(out)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+    def start(out):  # a process of its own (tests/forked.py)
+        return run_command(HARMOSEARCH, [*args, "--out", str(out)])
 
     assert start(tmp_path / "whole").wait(timeout=300) == 0
     total = 6  # 12 scenes, batches of 4, 2 epochs

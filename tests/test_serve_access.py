@@ -29,6 +29,7 @@ from harmosearch.serve.guard import COOKIE, MAX_BODY_BYTES
 from harmosearch.serve.server import WarmServer
 
 from .conftest import TEST_MODEL, run_cli_noting_imports
+from .forked import HARMOSEARCH, run_command
 
 CONFIG = load_config(
     overrides={"encoder.model": TEST_MODEL, "encoder.device": "cpu", "index.workers": 0, "regions.max_regions": 12}
@@ -340,16 +341,13 @@ def test_cli_query_goes_through_a_server_that_asks_for_its_token(everywhere, ind
 
 def test_serve_on_every_interface_warns_and_prints_the_address_with_its_token(index, test_encoder, tmp_path):
     own = copy_of(index, tmp_path / "index", test_encoder).path
-    bad = subprocess.run(
-        [sys.executable, "-m", "harmosearch", "serve", "--index", str(own), "--allow-origin", "photos.lan"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert bad.returncode == 2 and "--allow-origin photos.lan: give a scheme, host and port" in bad.stderr
-    command = [sys.executable, "-m", "harmosearch", "serve", "--index", str(own), "--host", "0.0.0.0", "--port", "0"]
+    # Processes of their own (tests/forked.py).
+    bad = run_command(HARMOSEARCH, ["serve", "--index", str(own), "--allow-origin", "photos.lan"])
+    _, stderr = bad.communicate(timeout=60)
+    assert bad.returncode == 2 and "--allow-origin photos.lan: give a scheme, host and port" in stderr
+    command = ["serve", "--index", str(own), "--host", "0.0.0.0", "--port", "0"]
     env = {**os.environ, "HARMOSEARCH_STATE": str(tmp_path / "state")}
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    process = run_command(HARMOSEARCH, command, env)
     try:
         line = process.stdout.readline()
         token = server_token(tmp_path / "state")

@@ -19,6 +19,7 @@ from harmosearch.serve.client import DISCOVERY, Remote, find_server, index_url, 
 from harmosearch.serve.server import WarmServer
 
 from .conftest import TEST_MODEL, run_cli_noting_imports
+from .forked import HARMOSEARCH, run_command
 
 CONFIG = load_config(
     overrides={"encoder.model": TEST_MODEL, "encoder.device": "cpu", "index.workers": 0, "regions.max_regions": 12}
@@ -186,12 +187,7 @@ def test_serve_runs_until_signalled_and_withdraws_its_discovery_file(index, tmp_
         "serve([Path(sys.argv[1])], port=0, thumbnails=Path(sys.argv[2]),\n"
         "      on_ready=lambda url, indexes: print(url, sorted(indexes), flush=True))\n"
     )
-    server = subprocess.Popen(
-        [sys.executable, "-c", script, str(index.path), str(tmp_path / "thumbs")],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    server = run_command(script, [str(index.path), str(tmp_path / "thumbs")])  # a process of its own
     try:
         url, names = server.stdout.readline().split(" ", 1)
         assert names.strip() == "['index']"
@@ -222,18 +218,14 @@ def test_cli_query_is_answered_by_the_running_server_without_heavy_imports(index
     assert warm.returncode == 0, warm.stderr
     assert loaded == []
     assert json.loads(warm.stdout) == expected
-    cold = subprocess.run([sys.executable, "-m", "harmosearch", *args], capture_output=True, text=True, timeout=120)
-    assert cold.returncode == 0, cold.stderr
-    assert json.loads(cold.stdout) == expected
+    cold = run_command(HARMOSEARCH, args)
+    stdout, stderr = cold.communicate(timeout=120)
+    assert cold.returncode == 0, stderr
+    assert json.loads(stdout) == expected
 
 
 def test_serve_command_serves_until_sigterm(index, tmp_path):
-    process = subprocess.Popen(
-        [sys.executable, "-m", "harmosearch", "serve", "--index", str(tmp_path / "index"), "--port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = run_command(HARMOSEARCH, ["serve", "--index", str(tmp_path / "index"), "--port", "0"])
     try:
         line = process.stdout.readline()
         assert line.startswith("serving index at http://127.0.0.1:"), (line, process.stderr.read())
