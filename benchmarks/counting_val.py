@@ -1,6 +1,6 @@
 """Choosing the counting and negation settings on the validation scenes.
 
-    python benchmarks/counting_val.py [--split val] [--n 300] [--detail normal]
+    python benchmarks/counting_val.py [--split val] [--n 300] [--detail normal] [--world flat]
                                       [--quantiles 0.3,0.5,0.6,0.7,0.8] [--overlaps 0.2,0.3,0.5]
                                       [--count-weights 0.5,1,2,4,8] [--negation-weights 0,1,3,5,10,20,30]
                                       [--rival-shares 0] [--centres false] [--segments false]
@@ -61,6 +61,7 @@ def main() -> None:
     parser.add_argument("--split", default="val")
     parser.add_argument("--n", type=int, default=300)
     parser.add_argument("--detail", default="normal")
+    parser.add_argument("--world", choices=("flat", "photo"), default="flat")
     parser.add_argument("--quantiles", type=floats, default=floats("0.3,0.5,0.6,0.7,0.8"))
     parser.add_argument("--overlaps", type=floats, default=floats("0.2,0.3,0.5"))
     parser.add_argument("--count-weights", type=floats, default=floats("0.5,1,2,4,8"))
@@ -97,7 +98,7 @@ def main() -> None:
     for task in args.tasks.split(","):
         grid = grids[task]
         n = args.retrieval_n if task == "retrieval" else args.n
-        bench = load_bench_set("synthetic", None, config.paths.cache_dir, n, task, args.split)
+        bench = load_bench_set("synthetic", None, config.paths.cache_dir, n, task, args.split, world=args.world)
         images = encode_images(encoder, config, bench)
         for setting in grid:
             settings = replace(config, search=replace(config.search, **setting))
@@ -108,6 +109,7 @@ def main() -> None:
                 "task": task,
                 "split": args.split,
                 "detail": args.detail,
+                "world": args.world,
                 "dataset": bench.name,
                 "model": config.encoder.model,
                 **setting,
