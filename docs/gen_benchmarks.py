@@ -797,11 +797,12 @@ def cpu_paths() -> str:
 
 
 def cpu_fidelity() -> str:
-    """The bundled model's bench on test scenes along each CPU path (its latest record each)."""
+    """Today's bundled model's bench on test scenes along each CPU path (its latest record each)."""
     rows = []
     for precision in ("fp32", "bf16", "int8"):
         found = latest(
-            "bench_cpu_paths.jsonl", lambda r, p=precision: (r.data.get("model") or {}).get("precision") == p
+            "bench_cpu_paths.jsonl",
+            lambda r, p=precision: of_bundled(r) and (r.data.get("model") or {}).get("precision") == p,
         )
         if found is None:
             continue

@@ -249,7 +249,11 @@ class SearchConfig(Section):
     # from 0.800 to 0.842 at --detail high (quantile 0.2, overlap 0.2, centres on there).
     count_segments: bool = True
     count_weight: Annotated[float, Range(0)] = 4.0
-    negation_weight: Annotated[float, Range(0)] = 20.0
+    # negation_weight with harmo-mix on both worlds' validation pairs (counting_val.jsonl,
+    # 2026-12-07): pairs won 0.947 at 10 and 0.953 at 20 over photographs, 0.987 at every weight
+    # from 5 on flat scenes; negation P@5 0.391 against 0.379 and 0.499 against 0.477 (20 was
+    # harmo-tiny's choice on flat scenes).
+    negation_weight: Annotated[float, Range(0)] = 10.0
     # Region trust (regions/trust.py): measured when an index is built, on a sample of its own
     # images, how well each region's vector picks out its own box shown alone (0: chance, 1:
     # always). The region part of the fused score (1 - alpha, and the crops' weight in
