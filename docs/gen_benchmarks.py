@@ -56,6 +56,10 @@ BEFORE_THEIR_TIME: dict[str, Any] = {
     "search.count_centres": False,
     "search.count_segments": False,
 }
+# Settings that change only queries that negate something ("without", "no"): a query that
+# negates nothing has no absence term (search/fuse.absence_term), and no task but negation asks
+# such queries (the synthetic captions, phrases, pairs and counting queries negate nothing).
+NEGATION_ONLY = frozenset({"search.negation_weight"})
 UNCOUNTED_TASKS = frozenset({"boxcls", "grounding", "search", "compositional"})
 
 
@@ -92,9 +96,12 @@ def of_bundled(record: Record) -> bool:
 def at_defaults(record: Record, besides: frozenset[str] = frozenset()) -> bool:
     """Whether the record was made with today's defaults for every setting that changes results
     but the keys `besides` (a setting it does not record counts as different, unless
-    BEFORE_THEIR_TIME says what the code did before it existed)."""
+    BEFORE_THEIR_TIME says what the code did before it existed), and but NEGATION_ONLY where it
+    holds no negation task."""
     stored = record.config
     refine = stored.get("search.refine", False)
+    if "negation" not in (record.data.get("tasks") or {}):
+        besides = besides | NEGATION_ONLY
     for key, value in flatten(Config().to_json()).items():
         if key.split(".")[0] not in RESULT_SECTIONS or key in ROW_KEYS or key in besides:
             continue
