@@ -90,6 +90,16 @@ def test_a_bad_index_type_is_refused_before_anything_is_encoded(scenes, tmp_path
     assert time.perf_counter() - started < 30
 
 
+def test_a_bad_index_type_is_named_before_how_an_index_differs(scenes, tmp_path, test_encoder):
+    """An update that asks for a bad index type and other region settings (found by the CLI
+    fuzz): the error is the index type's, which the user can mend, not the rebuild advice."""
+    config = load_config(overrides={"encoder.model": TEST_MODEL, "index.workers": 0})
+    build_index(scenes / "images", tmp_path / "idx", config, encoder=test_encoder)
+    bad = index_args(scenes, tmp_path / "idx", "--index-type", "Bogus,Thing", "--global-only")
+    assert one_error(bad).startswith("bad --index-type 'Bogus,Thing': FAISS cannot parse it")
+    assert "--rebuild" in one_error(index_args(scenes, tmp_path / "idx", "--global-only"))
+
+
 @pytest.mark.parametrize(
     ("index_type", "reason"),
     [

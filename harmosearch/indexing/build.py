@@ -106,6 +106,9 @@ def _settings(config: Config, old: Any, encoder: Any, index: Path) -> tuple[Conf
         config = kept_settings(config.over(stored, KEPT_ON_UPDATE), old.manifest["encoder"])
     config = replace(config, encoder=replace(config.encoder, model=canonical_spec(config.encoder.model)))
     encoder = encoder or (load_encoder(config) if old is None else load_like_index(config, index))
+    requested = config.index.index_type  # a bad one is told before how the index differs
+    if requested != "auto" and (old is None or old.manifest["config"]["index"]["index_type"] != requested):
+        check_index_type(requested, encoder.identity.embed_dim)  # before anything is encoded
     if old is not None:
         check_same_path(index, old.manifest["encoder"], encoder)
         built_with = EncoderIdentity.from_dict(old.manifest["encoder"])
@@ -128,9 +131,6 @@ def _settings(config: Config, old: Any, encoder: Any, index: Path) -> tuple[Conf
                 f"index {index} was built with {what}; re-run with --rebuild to re-encode everything "
                 f"with {encoder.identity.spec!r}"
             )
-    requested = config.index.index_type
-    if requested != "auto" and (old is None or old.manifest["config"]["index"]["index_type"] != requested):
-        check_index_type(requested, encoder.identity.embed_dim)  # before anything is encoded
     return recorded(config, encoder), encoder
 
 
