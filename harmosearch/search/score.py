@@ -112,7 +112,7 @@ def _best_regions(
         rows, offsets = _rows_of(table, images[block], counts[block])
         if len(rows) == 0:
             continue
-        vectors = rows_as_float32(table.vectors, rows)
+        vectors = None if contrast is None else rows_as_float32(table.vectors, rows)  # the rivals' term's
         boxes = table.boxes[rows]
         areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
         bias = None if table.bias is None else table.bias[rows][:, None]
