@@ -69,7 +69,6 @@ class Vocabulary:
     phrases: tuple[str, ...]
     vectors: np.ndarray  # [K, D], L2-normalised
     temperature: float  # the model's logit scale
-    words: tuple[frozenset[str], ...] = field(init=False, repr=False, compare=False)
     # which of the vocabulary's words each phrase holds [K, W], the column of each word, and each
     # phrase's number of words [K]: a lexeme's rivals by array sums, not K set comparisons
     _holds: np.ndarray = field(init=False, repr=False, compare=False)
@@ -82,10 +81,9 @@ class Vocabulary:
         holds = np.zeros((len(words), len(column)), dtype=np.int32)
         for k, phrase in enumerate(words):
             holds[k, [column[w] for w in phrase]] = 1
-        object.__setattr__(self, "words", words)
         object.__setattr__(self, "_holds", holds)
         object.__setattr__(self, "_column", column)
-        object.__setattr__(self, "_sizes", np.array([len(w) for w in words], dtype=np.int32))
+        object.__setattr__(self, "_sizes", holds.sum(1))
 
     def rivals(self, lexeme: frozenset[str]) -> np.ndarray:
         """[K] bool: the entries that name something else than a lexeme of these words: not
