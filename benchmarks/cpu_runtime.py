@@ -5,15 +5,16 @@
 Builds one folder of synthetic scenes (as JPEG photos) into an index with `build_index` and the
 default settings, once per setting: `precision = "fp32"` (the reference), the default (auto),
 int8 with bf16 ruled out (`runtime = "onnxruntime"`), bf16, the default on a CPU said to have
-neither bf16 nor VNNI (HARMOSEARCH_CPU_FEATURES=none), and the default at `--detail high` (what
-the speed buys: issue #32 makes high detail the default only if it costs no more per image than
-normal detail in fp32). Settings that resolve to the same path on this CPU share its timing.
-Rounds alternate between the paths (a slow spell on a shared machine hits all alike); speeds are
-images/s of the build (decoding, pixel segments, both towers' forward passes, regions,
-calibration, Parquet and FAISS) with its region trust measurement taken out (a fixed cost per
-build, up to 96 pictures encoded whatever the library's size, its seconds as the manifest
-records them): the per-image rate of a large library; the whole build's rate is kept beside.
-With --skip-trust no build measures it (on a loaded machine it is most of a small folder's build).
+neither bf16 nor VNNI nor the int8 probe's verdict (HARMOSEARCH_CPU_FEATURES=none: fp32), and
+the default at `--detail high` (what the speed buys: issue #32 makes high detail the default
+only if it costs no more per image than normal detail in fp32). Settings that resolve to the
+same path on this CPU share its timing. Rounds alternate between the paths (a slow spell on a
+shared machine hits all alike); speeds are images/s of the build (decoding, pixel segments, both
+towers' forward passes, regions, calibration, Parquet and FAISS) with its region trust
+measurement taken out (a fixed cost per build, up to 96 pictures encoded whatever the library's
+size, its seconds as the manifest records them): the per-image rate of a large library; the
+whole build's rate is kept beside. With --skip-trust no build measures it (on a loaded machine
+it is most of a small folder's build).
 Ratios are the median of each round's pair with fp32.
 Where bf16 is emulated (no AVX512-BF16 or AMX) it runs on --emulated-n images, paired with fp32
 on the same. Fidelity: the mean cosine of each path's vectors to fp32's, global vectors by photo
@@ -42,6 +43,7 @@ from harmosearch.config import SynthConfig, load_config
 from harmosearch.indexing import build_index
 from harmosearch.model.device import CPU_FEATURES_ENV, cpu_features
 from harmosearch.model.encoder import load_encoder
+from harmosearch.model.int8_probe import measured_speedup
 from harmosearch.store import IndexReader
 from harmosearch.store.manifest import read_manifest
 from harmosearch.synth import generate
@@ -213,6 +215,7 @@ def main() -> None:
                 "emulated_images": args.emulated_n if emulated else 0,
                 "rounds": args.rounds,
                 "cpu_features": sorted(cpu_features()),
+                "int8_probe": measured_speedup(configs[fp32][0].paths.cache_dir),  # without VNNI, auto goes by it
                 "load_average_before": load_before,
                 "load_average_after": list(os.getloadavg()),
                 "settings": resolved,

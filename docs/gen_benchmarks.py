@@ -736,10 +736,12 @@ def cpu_runtime_record() -> Record | None:
     )
 
 
-def features_in_words(features: list[str]) -> str:
+def features_in_words(features: list[str], probe: float | None = None) -> str:
+    """What a record's CPU does natively, and the int8 probe's speed-up where it measured one."""
     words = {"bf16": "native bf16", "vnni": "VNNI"}
     found = [words[f] for f in features if f in words]
-    return " and ".join(found) if found else "neither native bf16 nor VNNI"
+    said = " and ".join(found) if found else "neither native bf16 nor VNNI"
+    return said if probe is None or "vnni" in features else f"{said} (int8 measured {probe:.2f}× fp32 by its probe)"
 
 
 def emulated_bf16(d: dict[str, Any], path: str) -> bool:
@@ -769,7 +771,7 @@ def cpu_paths() -> str:
                 ", ".join(taken_by),
             ]
         )
-    cpu = f"{d['machine']['cpus']} CPU cores with {features_in_words(d['cpu_features'])}"
+    cpu = f"{d['machine']['cpus']} CPU cores with {features_in_words(d['cpu_features'], d.get('int8_probe'))}"
     load = d.get("load_average_before")
     cpu += f", load average {load[0]:.0f}" if load else ""
     header = [
@@ -849,8 +851,9 @@ def cpu_paths_sentence() -> str:
         per_photo = "per photo: the fixed cost of a build's region trust taken out; "
     else:
         per_photo = ""
+    cpu = features_in_words(d["cpu_features"], d.get("int8_probe"))
     return (
-        f"On {d['machine']['cpus']} CPU cores with {features_in_words(d['cpu_features'])}, {d['model']} indexed "
+        f"On {d['machine']['cpus']} CPU cores with {cpu}, {d['model']} indexed "
         f"synthetic JPEG scenes at {rates[default]:.2f} photos/s along this CPU's default path, {default}, against "
         f"{fp32:.2f} in fp32 ({ratios[default]:.2f}×){high_words}{bf16_words} ({per_photo}record "
         f"`cpu_runtime.jsonl` {d['time']})"

@@ -144,7 +144,9 @@ def source_state(root: Path | None = None) -> dict[str, Any]:
 def machine_info() -> dict[str, Any]:
     import torch
 
+    from harmosearch.config import PathsConfig
     from harmosearch.model.device import cpu_features
+    from harmosearch.model.int8_probe import measured_speedup
 
     return {
         "python": platform.python_version(),
@@ -154,6 +156,7 @@ def machine_info() -> dict[str, Any]:
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "cpu_features": sorted(cpu_features()),  # what encoder.precision auto goes by
+        "int8_probe": measured_speedup(PathsConfig().cache_dir),  # and, without VNNI, this
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
 

@@ -44,7 +44,8 @@ class EncoderConfig(Section):
     SECTION: ClassVar[str] = "encoder"
     model: str = DEFAULT_MODEL  # the model of new indexes (--model); an index keeps its own
     device: Device = "auto"  # auto, cpu, cuda or cuda:N; auto: CUDA when a GPU is visible, else the CPU
-    # auto: fp16 on GPU; on CPU bf16 where it is native, int8 where the CPU has VNNI, else fp32
+    # auto: fp16 on GPU; on CPU bf16 where it is native, int8 where the CPU has VNNI or int8
+    # measured faster there (model.int8_probe, once per machine), else fp32
     # (model.device.inference_precision). An index keeps the way its image vectors were made.
     precision: InferencePrecision = "auto"
     # What runs the image and text towers: auto: ONNX Runtime for int8 when installed

@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from harmosearch.errors import ConfigError
@@ -76,15 +78,19 @@ def training_precision(device: Any, precision: str) -> str:
     return "bf16" if cpu_has_native_bf16() else "fp32"
 
 
-def inference_precision(device: Any, precision: str) -> str:
+def inference_precision(device: Any, precision: str, cache_dir: Path | None = None) -> str:
     """What `encoder.precision` means on this device. auto: fp16 on a GPU; on a CPU bf16 where it
-    multiplies bf16 in hardware, else int8 where it has int8 dot products (VNNI), else fp32 (the
-    speeds of each on one CPU: benchmarks/cpu_runtime.py). int8 is for CPUs, fp16 for GPUs."""
+    multiplies bf16 in hardware, else int8 where it has int8 dot products (VNNI) or, without
+    them, where int8 measured faster than fp32 on this CPU (`int8_probe`, run once per machine
+    and cached under `cache_dir`; not run without one), else fp32 (the speeds of each on one
+    CPU: benchmarks/cpu_runtime.py). int8 is for CPUs, fp16 for GPUs."""
     if precision == "auto":
         if device.type != "cpu":
             return "fp16"
         features = cpu_features()
-        return "bf16" if "bf16" in features else "int8" if "vnni" in features else "fp32"
+        if "bf16" in features:
+            return "bf16"
+        return "int8" if int8_suits(cache_dir) else "fp32"
     if precision == "int8" and device.type != "cpu":
         raise ConfigError("encoder.precision int8 is for CPUs; use fp16 or auto on a GPU")
     if precision == "fp16" and device.type == "cpu":
@@ -92,18 +98,17 @@ def inference_precision(device: Any, precision: str) -> str:
     return precision
 
 
-# Overrides what the CPU is found to do natively: "none", or a comma list of CPU_FEATURES, to see
-# (and test) the path another machine takes.
+# Overrides what the CPU is found to do: "none", or a comma list of CPU_FEATURES, to see (and
+# test) the path another machine takes. "int8" stands for the probe's verdict that int8 pays on
+# a CPU without VNNI (model.int8_probe); while it is set the probe does not run.
 CPU_FEATURES_ENV = "HARMOSEARCH_CPU_FEATURES"
-CPU_FEATURES = ("bf16", "vnni")
+CPU_FEATURES = ("bf16", "vnni", "int8")
 
 
 def cpu_features() -> frozenset[str]:
     """What this CPU does in hardware that inference can use: "bf16" (bf16 matrix products:
     AVX512-BF16 or AMX tiles) and "vnni" (int8 dot products: AVX512-VNNI or AVX-VNNI), as torch
-    detects them, or as HARMOSEARCH_CPU_FEATURES says."""
-    import os
-
+    detects them, or as HARMOSEARCH_CPU_FEATURES says (which may also name "int8")."""
     override = os.environ.get(CPU_FEATURES_ENV)
     if override is not None:
         named = {word.strip().lower() for word in override.split(",")} - {"", "none"}
@@ -121,6 +126,19 @@ def cpu_features() -> frozenset[str]:
 
     found = {"bf16"} if has("_is_avx512_bf16_supported", "_is_amx_tile_supported") else set()
     return frozenset(found | ({"vnni"} if has("_is_vnni_supported") else set()))
+
+
+def int8_suits(cache_dir: Path | None = None) -> bool:
+    """Whether int8 is this CPU's fast path: it has VNNI, or the int8 probe, cached under
+    `cache_dir`, measured int8 faster than fp32 here (not run without a `cache_dir`, nor while
+    HARMOSEARCH_CPU_FEATURES says what the CPU does)."""
+    if cpu_features() & {"vnni", "int8"}:
+        return True
+    if cache_dir is None or CPU_FEATURES_ENV in os.environ:
+        return False
+    from harmosearch.model.int8_probe import int8_pays
+
+    return int8_pays(cache_dir)
 
 
 def cpu_has_native_bf16() -> bool:

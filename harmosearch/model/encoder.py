@@ -271,7 +271,8 @@ class Encoder:
         self.image_size = image_size_of(model)
         self.transform = eval_transform(model, config.resize)
         self._transforms = {self.image_size: self.transform}  # by input size
-        path = resolve_path(device, config)
+        self.cache_dir = cache_dir if cache_dir is not None else PathsConfig().cache_dir  # exported graphs, bank texts
+        path = resolve_path(device, config, self.cache_dir)
         grid = tuple(int(g) for g in getattr(model.visual, "grid_size", (0, 0)))
         embed_dim = int(model.visual.output_dim)
         self.identity = EncoderIdentity(
@@ -284,7 +285,6 @@ class Encoder:
             precision=path.precision,
             runtime=path.runtime,
         )
-        self.cache_dir = cache_dir if cache_dir is not None else PathsConfig().cache_dir  # exported graphs, bank texts
         self.runner = runner_for(self.model, path, device, config.dense_mode, self.identity, self.cache_dir)
 
     @property

@@ -1,8 +1,9 @@
 """What runs the towers on this machine, and at which precision: the inference path.
 
 `encoder.precision` and `encoder.runtime` resolve per machine (`resolve_path`): on a CPU, bf16
-through torch where bf16 is native, int8 through ONNX Runtime where the CPU has VNNI and
-onnxruntime is installed, fp32 through torch otherwise; fp16 through torch on a GPU. Two runners
+through torch where bf16 is native, int8 through ONNX Runtime where the CPU has VNNI (or, without
+it, where int8 measured faster here: `int8_probe`) and onnxruntime is installed, fp32 through
+torch otherwise; fp16 through torch on a GPU. Two runners
 with one interface run the towers: `forward(pixels) -> (global, dense)`, the one-pass value-path
 forward of `encoder.vision_forward`, and `forward_text(tokens) -> (global, per-token)`:
 
@@ -55,18 +56,19 @@ def onnxruntime_installed() -> bool:
     return all(importlib.util.find_spec(name) is not None for name in ("onnxruntime", "onnx"))
 
 
-def resolve_path(device: Any, config: EncoderConfig) -> InferencePath:
-    """The inference path `config` asks for on `device`: auto precision per the CPU's features
+def resolve_path(device: Any, config: EncoderConfig, cache_dir: Path | None = None) -> InferencePath:
+    """The inference path `config` asks for on `device`: auto precision per the CPU's features or,
+    on a CPU without VNNI, per the int8 probe cached under `cache_dir`
     (`device.inference_precision`), auto runtime ONNX Runtime for int8 when installed. Where the
     CPU suits int8 but onnxruntime is missing, auto falls back to fp32; a path that cannot run
     here is a ConfigError that says what to change."""
-    from harmosearch.model.device import cpu_features, inference_precision
+    from harmosearch.model.device import inference_precision, int8_suits
 
     runtime, installed = config.runtime, onnxruntime_installed()
     if runtime == "onnxruntime" and config.precision == "auto" and device.type == "cpu":
-        precision = "int8" if "vnni" in cpu_features() else "fp32"
+        precision = "int8" if int8_suits(cache_dir) else "fp32"
     else:
-        precision = inference_precision(device, config.precision)
+        precision = inference_precision(device, config.precision, cache_dir)
     if runtime == "auto":
         runtime = "onnxruntime" if precision == "int8" and installed else "torch"
     if precision == "int8" and runtime == "torch":
