@@ -493,6 +493,16 @@ def query_costs() -> str:
     return table(["warm query", "p50 ms", "over no rivals", "record"], rows)
 
 
+def startup() -> str:
+    """How long `--help` takes against the interpreter's own start (benchmarks/startup.py)."""
+    found = latest("startup.jsonl")
+    wall, cpu = get(found, "median_wall_s") or {}, get(found, "median_cpu_s") or {}
+    rows = [[f"`{name}`", number(wall.get(name), 3), number(cpu.get(name), 3), named(found)] for name in wall]
+    heavy = get(found, "heavy_imports")
+    note = "" if heavy is None else f"\n\nHeavy modules imported by `--help`: {', '.join(heavy) or 'none'}."
+    return table(["command", "wall (s)", "CPU (s)", "record"], rows) + note
+
+
 def query_threads() -> str:
     """A warm query at one thread per OpenMP and BLAS pool (the default) against the pools as
     they are (benchmarks/query_threads.py)."""
@@ -1014,6 +1024,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "vector-search": vector_search,
     "query-costs": query_costs,
     "query-threads": query_threads,
+    "startup": startup,
     "training": training,
     "ablation": ablation,
     "dupes": dupes,

@@ -63,8 +63,7 @@ def bench(
     detail: DetailOption = None,
     device: DeviceOption = None,
 ) -> None:
-    """Benchmark a model: recall@1/5/10 both ways, box classification, grounding, phrase search, compositional
-    pairs, counting and negation."""
+    """Benchmark a model: recall@K both ways, box classes, grounding, phrase search, pairs, counting, negation."""
     import json
 
     config = shapes_model_unless_named(
