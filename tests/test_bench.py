@@ -242,15 +242,21 @@ def pairs(tmp_path_factory):
     return out
 
 
-def test_compositional_task_on_twin_pairs(pairs, tmp_path, monkeypatch):
+def test_compositional_task_on_twin_pairs(pairs, tmp_path, monkeypatch, capsys):
+    from harmosearch.cli.bench import _print_bench
+
     monkeypatch.setenv("HARMOSEARCH_CACHE", str(tmp_path / "cache"))
     config = load_config(overrides={"encoder.model": TEST_MODEL, "encoder.device": "cpu", "index.workers": 0})
-    result = run_bench(config, str(pairs), ("compositional",))["tasks"]["compositional"]
-    assert set(result) >= {"global", "fused", "relations", "dataset", "seconds"}
+    whole = run_bench(config, str(pairs), ("compositional",))
+    result = whole["tasks"]["compositional"]
+    assert set(result) >= {"global", "fused", "relations", "dataset", "seconds", "region_trust"}
     for mode in ("global", "fused", "relations"):
         assert set(result[mode]) == {"relation", "attribute", "all"}
         figures = result[mode]["all"]
         assert figures["pairs"] == 6 and all(0 <= figures[k] <= 1 for k in ("caption_wins", "image_score", "r1"))
+    _print_bench(whole)  # the table `bench` prints: one row per ranking and kind, the trust aside
+    rows = [row for row in capsys.readouterr().out.splitlines() if "relation " in row or "attribute" in row]
+    assert len(rows) == 6 and not any("trust" in row for row in rows)
 
 
 def test_relation_aware_bench_scores_are_the_query_scores(pairs, tmp_path, monkeypatch, test_encoder):

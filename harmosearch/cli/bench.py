@@ -157,6 +157,8 @@ def _mode_rows(table: Any, modes: dict[str, dict[str, float]]) -> None:
         table.add_row(mode, *cells)
 
 
+# Figures of a compositional result that are not a ranking's (the index's measured trust).
+COMPOSITIONAL_ASIDE = ("region_trust",)
 COMPOSITIONAL_COLUMNS = {
     "pairs": (("caption wins", "caption_wins"), ("both captions", "image_score"), ("R@1 among pairs", "r1")),
     "aro": (("accuracy", "accuracy"), ("macro accuracy", "macro_accuracy")),
@@ -167,7 +169,7 @@ def _compositional_rows(table: Any, numbers: dict[str, Any]) -> None:
     """One row per ranking (and kind of twin pair): the share of captions that rank their own
     image above the twin, of pairs where both do, and recall@1 among all pair images; or ARO's
     accuracies."""
-    modes = {k: v for k, v in numbers.items() if isinstance(v, dict)}
+    modes = {k: v for k, v in numbers.items() if k not in COMPOSITIONAL_ASIDE and isinstance(v, dict)}
     aro = "accuracy" in next(iter(modes.values()))
     columns = COMPOSITIONAL_COLUMNS["aro" if aro else "pairs"]
     table.add_column("ranking")
