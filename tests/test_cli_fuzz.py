@@ -4,7 +4,7 @@ Each example runs `harmosearch.cli.main` in this process (loading the tiny test 
 part, about half a second) against a small prebuilt index and scene folder. Whatever the
 arguments, a command ends with exit code 0 or 2 (never 1, an internal error), with no traceback
 and no Python warning, and a failure is one line, the last, that names the argument it is
-about. Typer's own usage errors ("Usage:" and a box) are accepted as they are, with exit code 2.
+about. Typer's own usage errors ("Usage:" and the reason) are accepted as they are, with exit code 2.
 
 Values come from small fixed menus per option: valid ones, hostile ones and odd ones. A hostile
 value must be refused: exit 2, with an error (or Typer's usage box) that names a hostile

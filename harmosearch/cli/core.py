@@ -28,6 +28,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain help and usage errors: Typer's rich panels import rich's Markdown and Traceback
+    # renderers, a third of --help's time (benchmarks/startup.py).
+    rich_markup_mode=None,
 )
 # Markup off: queries, paths and library messages are shown as given, brackets included.
 out = Console(soft_wrap=True, markup=False)
