@@ -63,6 +63,15 @@ def test_save_annotated_into_a_file(index, tmp_path):
     assert message == f"--save-annotated {tmp_path / 'a file'} is a file; give a folder"
 
 
+def test_a_bad_date_is_named_before_options_that_do_not_go_together(scenes, index):
+    """Found by the CLI fuzz: --min-score auto with --image is refused, but a bad --after on the
+    same line is what the user must mend first, and the filters come first in a query."""
+    image = str(next((scenes / "images").iterdir()))
+    both = ["query", "red circle", "--index", str(index), "--min-score", "auto", "--image", image]
+    assert one_error([*both, "--after", "2024-13"]) == "no such date: '2024-13'"
+    assert one_error(both).startswith("--min-score auto does not apply to --image queries")
+
+
 @pytest.mark.parametrize(
     ("index_type", "reason"),
     [

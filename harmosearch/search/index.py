@@ -115,15 +115,15 @@ class Index:
         sort="date" puts the k best newest first. min_score="auto" keeps only results the
         index's calibration finds confident (text queries only)."""
         require_query(text, image)
+        # The filters first: a bad date or folder is named before any mismatch of the options.
+        allowed, filtered = allowed_images(self.reader.images, self.photos_root, Filters(after, before, under))
         weight = 0.0 if not relations else relation_weight
         s = query_settings(settings or self.config.search, k, alpha, min_score, weight, refine)
         s = weighed(text_settings(s, min_score, image is not None, self.calibration is not None, sort), self.trust)
         s = in_cosines(s, self.calibration)
         query = encode_query(self.encoder, text, image, negatives, not global_only, s.relation_weight > 0)
         calibrated = self.calibration is not None and image is None
-        warnings = [*query.warnings, *self._warnings(image is not None)]
-        allowed, filtered = allowed_images(self.reader.images, self.photos_root, Filters(after, before, under))
-        warnings += filtered
+        warnings = [*query.warnings, *self._warnings(image is not None), *filtered]
         contrast = self.vocabularies.contrast(query.embedded_texts, query.lexeme_vectors, s.vocabulary, s.contrast)
         with one_thread_per_pool():  # the query's numeric work is small (model/device.py)
             found = candidates(self.searchable, query, s, allowed)
