@@ -141,8 +141,9 @@ def names_in(args: list[str], environment: bool = True) -> set[str]:
 
 
 def usage_error(outcome: Outcome) -> bool:
-    """Typer's own report of a bad command line: a usage line (mostly) and a box naming the option."""
-    return outcome.code == 2 and ("Usage:" in outcome.stderr or "╭─ Error" in outcome.stderr)
+    """Typer's own report of a bad command line: a usage line (mostly) and "Error: " with the reason
+    (harmosearch's own errors say "error:")."""
+    return outcome.code == 2 and ("Usage:" in outcome.stderr or outcome.stderr.startswith("Error: "))
 
 
 @dataclass
