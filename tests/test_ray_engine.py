@@ -131,3 +131,27 @@ def test_an_address_without_a_ray_head_is_refused_at_once(photos, tmp_path, addr
     assert result.returncode == 2
     assert result.stderr.splitlines()[-1].startswith(f"error: {message}"), result.stderr[-2000:]
     assert len([line for line in result.stderr.splitlines() if line.strip()]) == 1
+
+
+class _Actor:
+    """Stands for a Ray actor handle: check.remote answers at once (a fake `ray.get` passes it on)."""
+
+    def __init__(self, identity):
+        self.check = type("Remote", (), {"remote": staticmethod(lambda photo: ("", identity.to_dict()))})
+
+
+def test_a_worker_that_would_make_vectors_another_way_is_refused_with_the_setting_to_name(test_encoder):
+    from dataclasses import replace
+
+    from harmosearch.errors import EngineError
+    from harmosearch.indexing.engines.ray import _check_actors
+
+    driver = replace(test_encoder.identity, precision="int8", runtime="onnxruntime")
+    same = type("FakeRay", (), {"get": staticmethod(lambda answers: answers)})
+    _check_actors(same, [_Actor(driver), _Actor(driver)], "photo.png", driver)
+    other_cpu = replace(driver, precision="fp32", runtime="torch")  # a node where int8 does not pay
+    with pytest.raises(EngineError, match=r'precision = "int8", runtime = "onnxruntime"'):
+        _check_actors(same, [_Actor(driver), _Actor(other_cpu)], "photo.png", driver)
+    other_weights = replace(driver, weights="0" * 16)
+    with pytest.raises(EngineError, match="install the same harmosearch and model files"):
+        _check_actors(same, [_Actor(other_weights)], "photo.png", driver)

@@ -217,12 +217,16 @@ def _check_actors(ray: Any, actors: list[Any], photo: str, identity: Any) -> Non
             raise EngineError(problem)
         made = EncoderIdentity.from_dict(theirs)
         differs = made.mismatch(identity)
-        if not differs and made.made_with != identity.made_with:  # another CPU, another path
-            differs = f"it makes image vectors in {made.made_with}, the driver in {identity.made_with}"
         if differs:
             raise EngineError(
                 f"a Ray worker loaded {identity.spec!r} with other weights or settings ({differs}); "
                 "install the same harmosearch and model files on every node"
+            )
+        if made.made_with != identity.made_with:  # another CPU, another path (encoder.precision auto)
+            raise EngineError(
+                f"a Ray worker makes image vectors in {made.made_with}, the driver in {identity.made_with}, "
+                "and one index holds one kind; name the path for every node: "
+                f'[encoder] precision = "{identity.precision}", runtime = "{identity.runtime}" (or fp32 and torch)'
             )
 
 
