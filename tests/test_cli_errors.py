@@ -177,6 +177,10 @@ def test_bench_outputs_are_checked_before_the_run(tmp_path, monkeypatch):
         f"the folder of --save-scores {tmp_path / 'a file'} is a file; give a folder"
     )
     assert not (tmp_path / "cache").exists(), "the benchmark ran before its outputs were checked"
+    # Only retrieval has score matrices: with other tasks the option would write nothing (the CLI fuzz).
+    grounding = [*bench[:-1], "grounding", "--save-scores", str(tmp_path / "s.npy")]
+    assert one_error(grounding) == "--save-scores writes the retrieval task's score matrices; add --task retrieval"
+    assert one_error([*grounding, "--dataset", "flickr30k"]).startswith("--dataset flickr30k")  # named first
     outcome = invoke([*bench, "--save-scores", str(tmp_path / "new" / "s.npy"), "--json"])
     assert outcome.code == 0 and (tmp_path / "new" / "s.global.npy").is_file()
 

@@ -61,14 +61,21 @@ def run_bench(
     identity, the resolved config and the machine. `objects` picks the synthetic scenes: mixed
     (the default), small or large (synth.OBJECT_SETS); `world` flat (the default) or photo."""
     started = time.perf_counter()
-    if save_scores is not None:
-        output_file(save_scores, "--save-scores", example="scores.npy")
     tasks = tuple(tasks or default_tasks(dataset, objects))
     unknown = [t for t in tasks if t not in TASKS]
     if unknown:
         raise DataError(f"unknown task {unknown[0]!r}: use {', '.join(TASKS)}")
+    if save_scores is not None:
+        output_file(save_scores, "--save-scores", example="scores.npy")
     if mode not in MODES:
         raise DataError(f"unknown mode {mode!r}: use {', '.join(MODES)}")
+    # Every task's set first: a dataset that cannot be read is named before any model loads.
+    sets = {
+        task: load_bench_set(dataset, data_dir, config.paths.cache_dir, n, task, split, objects, world)
+        for task in tasks
+    }
+    if save_scores is not None and "retrieval" not in tasks:  # the only task with score matrices
+        raise DataError("--save-scores writes the retrieval task's score matrices; add --task retrieval")
     if encoder is None:
         from harmosearch.model.encoder import load_encoder
 
@@ -83,8 +90,7 @@ def run_bench(
         "config": config.to_json(),
         "machine": machine_info(),
     }
-    for task in tasks:
-        bench = load_bench_set(dataset, data_dir, config.paths.cache_dir, n, task, split, objects, world)
+    for task, bench in sets.items():
         missing = [p for p in bench.images if not p.is_file()]
         if missing:
             raise DataError(f"{len(missing)} images of {bench.name} are missing, e.g. {missing[0]}")
