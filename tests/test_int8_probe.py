@@ -50,14 +50,50 @@ def test_the_verdict_is_measured_once_per_machine_and_cached(tmp_path, monkeypat
     assert set(json.loads((tmp_path / "cpu_probe.json").read_text())) == {"test cpu", "another cpu"}
 
 
-def test_a_probe_that_cannot_run_decides_fp32_and_caches_nothing(tmp_path, monkeypatch, unnamed_cpu):
-    calls = probe_measuring(monkeypatch, RuntimeError("no kernels"))
+@pytest.mark.parametrize("error", [RuntimeError("no kernels\nat line 2"), AssertionError()])
+def test_a_probe_that_cannot_run_decides_fp32_once_and_says_why(tmp_path, monkeypatch, unnamed_cpu, error):
+    calls = probe_measuring(monkeypatch, error)
     assert not int8_probe.int8_pays(tmp_path)
-    assert not (tmp_path / "cpu_probe.json").exists()
+    assert not int8_probe.int8_pays(tmp_path)
+    assert len(calls) == 1  # the failure is cached: not retried at every start
+    entry = json.loads((tmp_path / "cpu_probe.json").read_text())["test cpu"]
+    assert entry["speedup"] == 0 and entry["error"] == (str(error).splitlines() or ["AssertionError"])[0]
+
+
+def test_without_onnxruntime_there_is_no_probe_and_auto_stays_fp32(tmp_path, monkeypatch, unnamed_cpu):
+    calls = probe_measuring(monkeypatch, 3.0)
     monkeypatch.setattr(runtimes, "onnxruntime_installed", lambda: False)
     assert not int8_probe.int8_pays(tmp_path)
-    assert len(calls) == 1  # without ONNX Runtime it does not run at all
     assert int8_probe.measured_speedup(tmp_path) is None
+    assert resolve_path(CPU, EncoderConfig(), tmp_path) == InferencePath("fp32", "torch")
+    assert calls == [] and not (tmp_path / "cpu_probe.json").exists()
+
+
+def test_damaged_entries_are_measured_again(tmp_path, monkeypatch, unnamed_cpu):
+    kept = {"speedup": 1.8, "measured": "then"}
+    for damaged in ({}, 3, {"speedup": "x"}, {"speedup": float("nan")}, None):
+        (tmp_path / "cpu_probe.json").write_text(json.dumps({"test cpu": damaged, "other cpu": kept}))
+        calls = probe_measuring(monkeypatch, 1.5)
+        assert int8_probe.int8_pays(tmp_path) and calls == [1.5]
+        assert json.loads((tmp_path / "cpu_probe.json").read_text())["other cpu"] == kept
+    (tmp_path / "cpu_probe.json").write_text("{not json")
+    probe_measuring(monkeypatch, 1.1)
+    assert not int8_probe.int8_pays(tmp_path)
+
+
+def test_the_key_names_onnxruntime_whichever_wheel_installed_it(monkeypatch):
+    pytest.importorskip("onnxruntime")
+    from importlib import metadata
+
+    import onnxruntime
+
+    def no_such_distribution(name):
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(metadata, "version", no_such_distribution)  # as under onnxruntime-gpu
+    key = int8_probe.machine_key()
+    assert f"|onnxruntime {onnxruntime.__version__}|probe {int8_probe.PROBE_VERSION}" in key
+    assert key.count("|") == 3 and "threads" not in key  # every process of a machine shares it
 
 
 def test_auto_takes_int8_without_vnni_only_where_the_probe_says_it_pays(tmp_path, monkeypatch, unnamed_cpu):
@@ -92,5 +128,5 @@ def test_the_probe_times_the_quantised_mlp_against_fp32():
     reference = np.maximum(tokens @ first, 0) @ second
     cosine = (out * reference).sum(1) / np.linalg.norm(out, axis=1) / np.linalg.norm(reference, axis=1)
     assert cosine.mean() > 0.99  # the same products, in int8
-    assert int8_probe.measure_speedup(rounds=1) > 0
-    assert f"probe {int8_probe.PROBE_VERSION}" in int8_probe.machine_key()
+    speedup = int8_probe.measure_speedup(rounds=2, rows=16, width=64, hidden=128)
+    assert np.isfinite(speedup) and speedup > 0

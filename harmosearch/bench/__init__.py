@@ -88,7 +88,7 @@ def run_bench(
         "tasks": {},
         "model": encoder.identity.to_dict(),
         "config": config.to_json(),
-        "machine": machine_info(),
+        "machine": machine_info(config.paths.cache_dir),
     }
     for task, bench in sets.items():
         missing = [p for p in bench.images if not p.is_file()]
@@ -147,7 +147,9 @@ def source_state(root: Path | None = None) -> dict[str, Any]:
     return {"commit": commit.strip() if commit else None, "clean": None if status is None else not changed}
 
 
-def machine_info() -> dict[str, Any]:
+def machine_info(cache_dir: Path | None = None) -> dict[str, Any]:
+    """The machine a record was made on: versions, cores, threads, the CPU's features and the
+    int8 probe's speed-up cached under `cache_dir` (default: the configured cache)."""
     import torch
 
     from harmosearch.config import PathsConfig
@@ -162,7 +164,7 @@ def machine_info() -> dict[str, Any]:
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "cpu_features": sorted(cpu_features()),  # what encoder.precision auto goes by
-        "int8_probe": measured_speedup(PathsConfig().cache_dir),  # and, without VNNI, this
+        "int8_probe": measured_speedup(cache_dir or PathsConfig().cache_dir),  # and, without VNNI, this
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
 

@@ -1,28 +1,35 @@
 """Whether int8 pays on a CPU without VNNI: a short measured probe, cached per machine.
 
 On a CPU with VNNI, `encoder.precision = "auto"` takes int8 from the CPU's features alone. On
-one without (AVX2 only), ONNX Runtime's int8 kernels are slower than VNNI's but may still beat
-fp32: on an AVX2-only AMD EPYC, ViT-B/16 encoded 1.55x faster in int8 (benchmarks/encode.py,
-`encode.jsonl`). Whether they do depends on the CPU, so it is measured, not guessed: the
-transformer MLP of a ViT-B block (768 -> 3072 -> 768 over four pictures' tokens), through
-torch in fp32 and through ONNX Runtime quantised as the towers are (`runtimes.quantise_int8`).
-Most of a tower's time is in such products (on that EPYC the MLP ran 2.15x faster in int8 and
-the whole tower 1.55x), so a probe speed-up of MIN_SPEEDUP, about 1.2x for a whole tower, is
-where int8 starts to pay. The verdict is cached under paths.cache, keyed by the CPU, the thread
-count and ONNX Runtime's version; it takes about three seconds once.
+one without (an x86 CPU with AVX2 only, or an ARM CPU, which torch never says has VNNI), ONNX
+Runtime's int8 kernels are slower than VNNI's but may still beat fp32: on an AVX2-only AMD EPYC,
+ViT-B/16 encoded 1.55-1.69x faster in int8 (`encode.jsonl`, `cpu_runtime.jsonl`). Whether they
+do depends on the CPU, so it is measured, not guessed: the transformer MLP of a ViT-B block
+(768 -> 3072 -> 768 over four pictures' tokens), through torch in fp32 and through ONNX Runtime
+quantised as the towers are (`runtimes.quantise_int8`), at the thread count of the process that
+probes. Most of a tower's time is in such products (on that EPYC the MLP ran 2.1-2.4x faster in
+int8 and the whole tower 1.55-1.69x), so a probe speed-up of MIN_SPEEDUP, about 1.2x for a whole
+tower, is where int8 starts to pay. The verdict is cached under paths.cache, keyed by the CPU's
+model and flags and the versions of ONNX Runtime and of the probe, so every process on a machine
+takes the same path; it takes about three seconds once, under a lock, so that processes starting
+together measure once and not against each other. A probe that fails is cached as no speed-up
+(fp32) with its reason.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import math
 import os
 import platform
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -31,28 +38,31 @@ PROBE_VERSION = 1
 MIN_SPEEDUP = 1.35
 WIDTH, HIDDEN, ROWS = 768, 3072, 4 * 197  # ViT-B's MLP over four 224-px pictures' tokens
 ROUNDS = 7
+CACHE_FILE = "cpu_probe.json"
 
 
 def int8_pays(cache_dir: Path) -> bool:
-    """Whether int8 through ONNX Runtime encodes faster than fp32 on this CPU by MIN_SPEEDUP, as
-    measured once per machine (False without ONNX Runtime, or where the probe cannot run)."""
+    """Whether the probe's MLP ran MIN_SPEEDUP or more faster in int8 (ONNX Runtime) than in
+    fp32 (torch) on this machine, as measured once and cached under `cache_dir` (False without
+    ONNX Runtime, and where the probe could not run)."""
+    speedup = probe(cache_dir)
+    return speedup is not None and speedup >= MIN_SPEEDUP
+
+
+def probe(cache_dir: Path) -> float | None:
+    """This machine's probe speed-up (0 where the probe failed), measured now unless cached;
+    None without ONNX Runtime."""
     from harmosearch.model.runtimes import onnxruntime_installed
 
     if not onnxruntime_installed():
-        return False
-    file, key = cache_dir / "cpu_probe.json", machine_key()
-    known = _read(file)
-    if key not in known:
-        try:
-            speedup = measure_speedup()
-        except Exception as exc:  # a probe that cannot run decides nothing: fp32, as before
-            logger.info("the int8 probe could not run (%s): encoding in fp32", str(exc).splitlines()[0])
-            return False
-        known[key] = {"speedup": round(speedup, 3), "measured": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        _write(file, known)
-        verdict = "encoding in int8" if speedup >= MIN_SPEEDUP else "encoding in fp32"
-        logger.info("int8 ran %.2fx fp32 on this CPU (without VNNI): %s", speedup, verdict)
-    return float(known[key]["speedup"]) >= MIN_SPEEDUP
+        return None
+    file, key = cache_dir / CACHE_FILE, machine_key()
+    with _locked(file):
+        known = _read(file)
+        if key not in known:
+            known[key] = _measured()
+            _write(file, known)
+    return float(known[key]["speedup"])
 
 
 def measured_speedup(cache_dir: Path) -> float | None:
@@ -61,41 +71,51 @@ def measured_speedup(cache_dir: Path) -> float | None:
 
     if not onnxruntime_installed():
         return None
-    entry = _read(cache_dir / "cpu_probe.json").get(machine_key())
+    entry = _read(cache_dir / CACHE_FILE).get(machine_key())
     return None if entry is None else float(entry["speedup"])
 
 
 def machine_key() -> str:
-    """What the probe's verdict holds for: the CPU's model and flags, the threads the encoder
-    uses, ONNX Runtime's version and the probe's."""
+    """What the probe's verdict holds for: the CPU's model and flags, ONNX Runtime's version and
+    the probe's."""
     import hashlib
-    from importlib import metadata
-
-    import torch
 
     name, flags = _cpu_description()
     digest = hashlib.sha256(flags.encode()).hexdigest()[:12]
-    version = metadata.version("onnxruntime")
-    return f"{name}|flags {digest}|{torch.get_num_threads()} threads|onnxruntime {version}|probe {PROBE_VERSION}"
+    return f"{name}|flags {digest}|onnxruntime {_onnxruntime_version()}|probe {PROBE_VERSION}"
 
 
-def measure_speedup(rounds: int = ROUNDS) -> float:
-    """fp32 time over int8 time for the probe's MLP, medians over `rounds` alternated runs after
-    a warm-up of each."""
+def _measured() -> dict[str, object]:
+    """The cache entry of a probe run now: its speed-up, or 0 and the reason it failed."""
+    when = time.strftime("%Y-%m-%dT%H:%M:%S")
+    try:
+        speedup = measure_speedup()
+    except Exception as exc:  # a probe that cannot run decides nothing: fp32, as before
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0]
+        logger.info("the int8 probe could not run (%s): encoding in fp32", reason)
+        return {"speedup": 0.0, "error": reason, "measured": when}
+    verdict = "encoding in int8" if speedup >= MIN_SPEEDUP else "encoding in fp32"
+    logger.info("int8 ran %.2fx fp32 on this CPU (without VNNI): %s", speedup, verdict)
+    return {"speedup": round(speedup, 3), "measured": when}
+
+
+def measure_speedup(rounds: int = ROUNDS, rows: int = ROWS, width: int = WIDTH, hidden: int = HIDDEN) -> float:
+    """fp32 time over int8 time for the probe's MLP (`rows` tokens, `width` -> `hidden` ->
+    `width`), medians over `rounds` alternated runs after a warm-up of each."""
     import numpy as np
     import torch
 
     rng = np.random.default_rng(0)
-    first = (rng.standard_normal((WIDTH, HIDDEN)) / WIDTH**0.5).astype(np.float32)
-    second = (rng.standard_normal((HIDDEN, WIDTH)) / HIDDEN**0.5).astype(np.float32)
-    tokens = rng.standard_normal((ROWS, WIDTH)).astype(np.float32)
+    first = (rng.standard_normal((width, hidden)) / width**0.5).astype(np.float32)
+    second = (rng.standard_normal((hidden, width)) / hidden**0.5).astype(np.float32)
+    tokens = rng.standard_normal((rows, width)).astype(np.float32)
     int8 = _int8_mlp(first, second)
     weights = torch.from_numpy(first), torch.from_numpy(second)
-    rows = torch.from_numpy(tokens)
+    batch = torch.from_numpy(tokens)
 
     def fp32() -> None:
         with torch.inference_mode():
-            torch.relu(rows @ weights[0]) @ weights[1]
+            torch.relu(batch @ weights[0]) @ weights[1]
 
     def quantised() -> None:
         int8({"tokens": tokens})
@@ -111,7 +131,7 @@ def measure_speedup(rounds: int = ROUNDS) -> float:
     return statistics.median(times[fp32]) / statistics.median(times[quantised])
 
 
-def _int8_mlp(first: object, second: object) -> Callable[[dict[str, object]], object]:
+def _int8_mlp(first: Any, second: Any) -> Callable[[dict[str, Any]], Any]:
     """The MLP as an ONNX graph quantised like the towers, as a function of its inputs."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -126,8 +146,8 @@ def _int8_mlp(first: object, second: object) -> Callable[[dict[str, object]], ob
     graph = helper.make_graph(
         nodes,
         "int8_probe",
-        [helper.make_tensor_value_info("tokens", TensorProto.FLOAT, ["rows", WIDTH])],
-        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["rows", WIDTH])],
+        [helper.make_tensor_value_info("tokens", TensorProto.FLOAT, ["rows", first.shape[0]])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["rows", second.shape[1]])],
         initializer=[numpy_helper.from_array(first, "first"), numpy_helper.from_array(second, "second")],
     )
     with tempfile.TemporaryDirectory(prefix="harmosearch-probe-") as folder:
@@ -149,15 +169,52 @@ def _cpu_description() -> tuple[str, str]:
     return fields.get("model name", platform.machine()), fields.get("flags", fields.get("Features", ""))
 
 
-def _read(file: Path) -> dict[str, dict[str, object]]:
+def _onnxruntime_version() -> str:
+    """ONNX Runtime's version, whichever of its wheels installed it (onnxruntime-gpu, -openvino, ...)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("onnxruntime")
+    except metadata.PackageNotFoundError:
+        import onnxruntime
+
+        return str(onnxruntime.__version__)
+
+
+@contextlib.contextmanager
+def _locked(file: Path) -> Iterator[None]:
+    """An exclusive lock on a file beside the cache for the block; no lock where there is no
+    fcntl (Windows) or the lock file cannot be made (a read-only cache: then each process measures)."""
+    try:
+        import fcntl
+
+        file.parent.mkdir(parents=True, exist_ok=True)
+        handle = file.with_name(f"{file.name}.lock").open("a")
+    except (ImportError, OSError):
+        yield
+        return
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def _read(file: Path) -> dict[str, dict[str, Any]]:
+    """The cached verdicts; an entry without a finite speed-up (a damaged or hand-edited file) is
+    left out, so it is measured again."""
     try:
         known = json.loads(file.read_text())
     except (OSError, ValueError):
         return {}
-    return known if isinstance(known, dict) else {}
+    if not isinstance(known, dict):
+        return {}
+    return {
+        key: entry
+        for key, entry in known.items()
+        if isinstance(entry, dict) and isinstance(entry.get("speedup"), int | float) and math.isfinite(entry["speedup"])
+    }
 
 
-def _write(file: Path, known: dict[str, dict[str, object]]) -> None:
+def _write(file: Path, known: dict[str, dict[str, Any]]) -> None:
     """Written whole under a temporary name and renamed; a cache that cannot be written is
     measured again next time."""
     try:
