@@ -222,7 +222,9 @@ def _check_actors(ray: Any, actors: list[Any], photo: str, identity: Any) -> Non
                 f"a Ray worker loaded {identity.spec!r} with other weights or settings ({differs}); "
                 "install the same harmosearch and model files on every node"
             )
-        if made.made_with != identity.made_with:  # another CPU, another path (encoder.precision auto)
+        # Actors are handed the driver's resolved path (build._settings), so this guards against a
+        # node whose runtimes make it otherwise, and against a path left to auto on each node.
+        if made.made_with != identity.made_with:
             raise EngineError(
                 f"a Ray worker makes image vectors in {made.made_with}, the driver in {identity.made_with}, "
                 "and one index holds one kind; name the path for every node: "
