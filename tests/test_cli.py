@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 
@@ -18,6 +19,18 @@ def test_help_does_not_import_heavy_modules():
         result, loaded = run_cli_noting_imports(args, HEAVY)
         assert "Usage" in result.stdout
         assert loaded == [], result.stderr[-300:]  # its time: benchmarks, never a timed assertion
+
+
+def test_help_lists_each_command_with_its_whole_summary():
+    """Plain help: the command list wraps each command's first paragraph, which Click would cut
+    at the terminal's width with "..."."""
+    from harmosearch.cli import COMMANDS
+
+    listed = " ".join(run("--help", env={**os.environ, "COLUMNS": "80"}).stdout.split("Commands:")[1].split())
+    for command in COMMANDS:
+        summary = " ".join(command.__doc__.split("\n\n")[0].split())
+        assert f"{command.__name__} {summary}" in listed
+    assert "..." not in listed
 
 
 def test_library_errors_are_one_line_with_exit_code_2(tmp_path):

@@ -24,4 +24,7 @@ COMMANDS = (
     train.train,
 )
 for command in COMMANDS:
-    app.command()(command)
+    # The whole first paragraph as the command list's line, wrapped: Click cuts its own to the
+    # terminal's width with "...".
+    summary = " ".join((command.__doc__ or "").split("\n\n")[0].split())
+    app.command(short_help=summary)(command)
