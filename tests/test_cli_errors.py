@@ -181,6 +181,7 @@ def test_bench_outputs_are_checked_before_the_run(tmp_path, monkeypatch):
     grounding = [*bench[:-1], "grounding", "--save-scores", str(tmp_path / "s.npy")]
     assert one_error(grounding) == "--save-scores writes the retrieval task's score matrices; add --task retrieval"
     assert one_error([*grounding, "--dataset", "flickr30k"]).startswith("--dataset flickr30k")  # named first
+    assert "'nope'" in one_error([*grounding, "--model", "nope"])  # so is a model that cannot load
     outcome = invoke([*bench, "--save-scores", str(tmp_path / "new" / "s.npy"), "--json"])
     assert outcome.code == 0 and (tmp_path / "new" / "s.global.npy").is_file()
 
