@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from harmosearch.config.fields import Range, coerce, flatten, merge
-from harmosearch.config.sections import SHAPES_MODEL, Config
+from harmosearch.config.sections import MAX_LOSS_WEIGHT, SHAPES_MODEL, Config
 from harmosearch.errors import ConfigError
 
 # Environment variables and the config keys they set (between the defaults and a TOML file).
@@ -82,5 +82,5 @@ def parse_weights(text: str | None) -> dict[str, float]:
         key = key.strip()
         if key not in ("lrc", "gr", "tight"):
             raise ConfigError(f"unknown loss weight {key!r} in {text!r}; use lrc=W,gr=W,tight=W")
-        named[f"train.w_{key}"] = coerce(value.strip(), Annotated[float, Range(0)], f"weight {key}")
+        named[f"train.w_{key}"] = coerce(value.strip(), Annotated[float, Range(0, MAX_LOSS_WEIGHT)], f"weight {key}")
     return named

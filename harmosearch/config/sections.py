@@ -37,6 +37,7 @@ from harmosearch.errors import ConfigError
 DEFAULT_MODEL = "ViT-B-16:laion2b_s34b_b88k"
 SHAPES_MODEL = "harmo-mix"
 BUNDLED_MODELS = ("harmo-mix", "harmo-tiny", "harmo-tiny-gc")
+MAX_LOSS_WEIGHT = 1000.0
 
 
 @dataclass(frozen=True)
@@ -324,9 +325,11 @@ Distractor = Literal["loose", "part", "shift"]
 class TrainConfig(Section):
     SECTION: ClassVar[str] = "train"
     losses: Annotated[tuple[Loss, ...], NonEmpty()] = ("gc", "lrc", "gr")  # total = GC + w_lrc LRC + w_gr GR (+ TIGHT)
-    w_lrc: Annotated[float, Range(0)] = 1.0  # --weights lrc=W
-    w_gr: Annotated[float, Range(0)] = 1.0  # --weights gr=W
-    w_tight: Annotated[float, Range(0)] = 1.0  # --weights tight=W
+    # Loss weights, at most MAX_LOSS_WEIGHT: beyond it one term drowns the others (and the
+    # global loss, whose weight is 1), and training diverges.
+    w_lrc: Annotated[float, Range(0, MAX_LOSS_WEIGHT)] = 1.0  # --weights lrc=W
+    w_gr: Annotated[float, Range(0, MAX_LOSS_WEIGHT)] = 1.0  # --weights gr=W
+    w_tight: Annotated[float, Range(0, MAX_LOSS_WEIGHT)] = 1.0  # --weights tight=W
     loose_factor: Annotated[float, Range(1)] = 2.0  # TIGHT's loose box: the object's box grown this many times
     # TIGHT's off-object boxes, drawn around every linked object: loose (the box grown
     # loose_factor times), part (a random box inside it, 35-65% of each side), shift (the box
