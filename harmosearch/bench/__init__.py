@@ -69,17 +69,16 @@ def run_bench(
         output_file(save_scores, "--save-scores", example="scores.npy")
     if mode not in MODES:
         raise DataError(f"unknown mode {mode!r}: use {', '.join(MODES)}")
-    # Every task's set first: a dataset that cannot be read is named before the model loads.
-    sets = {
-        task: load_bench_set(dataset, data_dir, config.paths.cache_dir, n, task, split, objects, world)
-        for task in tasks
-    }
     if encoder is None:
         from harmosearch.model.encoder import load_encoder
 
         encoder = load_encoder(config)
-    # After every single option is known good (the datasets read, the model loaded): the pair
-    # of options is what to mend then.
+    # Every task's set before any is encoded, then the pair of options: what a single option
+    # gets wrong (the model, a dataset) is named first.
+    sets = {
+        task: load_bench_set(dataset, data_dir, config.paths.cache_dir, n, task, split, objects, world)
+        for task in tasks
+    }
     if save_scores is not None and "retrieval" not in tasks:  # the only task with score matrices
         raise DataError("--save-scores writes the retrieval task's score matrices; add --task retrieval")
     result: dict[str, Any] = {
