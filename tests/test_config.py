@@ -120,7 +120,7 @@ def test_loss_weights_parse_named_or_by_position():
     # Found by the CLI fuzz: with --losses gc the weight of lrc went unchecked by training.
     with pytest.raises(ConfigError, match=r"weight gr must lie in \[0, 1000\], got 1e\+300"):
         parse_weights("lrc=1,gr=1e300")
-    with pytest.raises(ConfigError, match="train.w_tight must lie in"):
+    with pytest.raises(ConfigError, match=r"train\.w_tight must lie in"):
         load_config(overrides={"train.w_tight": 5000})
 
 
