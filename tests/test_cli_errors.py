@@ -79,6 +79,7 @@ def test_a_bad_date_is_named_before_options_that_do_not_go_together(scenes, inde
         ("", "FAISS cannot parse it"),
         ("PQ7", "The dimension of the vector (d) should be a multiple of the number of subquantizers (M)"),
         ("LSH", "FAISS's check metric == METRIC_L2 failed"),
+        ("IVF0,Flat", "an IVF index needs at least one list"),  # built and filled, it failed every search
         ("HNSW0", "FAISS crashed building it for 32-d vectors (SIGABRT)"),
         ("HNSW1", "FAISS crashed building it for 32-d vectors (SIGSEGV)"),
     ],

@@ -90,15 +90,23 @@ try:
 except RuntimeError as exc:
     print(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, file=sys.stderr)
     sys.exit(3)
+ivf = faiss.try_extract_index_ivf(index)
+if ivf is not None and ivf.nlist < 1:
+    print("an IVF index needs at least one list (IVF1 or more)", file=sys.stderr)
+    sys.exit(3)
 vectors = np.random.default_rng(0).standard_normal((100, dim)).astype(np.float32)
 vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
 try:
     if not index.is_trained:
         index.train(vectors)
     index.add(vectors)
-    index.search(vectors[:2], 5)
 except RuntimeError:
-    pass
+    sys.exit(0)  # too few vectors to train or add here, or no plain add: the real build decides
+try:
+    index.search(vectors[:2], 5)
+except RuntimeError as exc:  # it holds vectors but cannot search them
+    print(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, file=sys.stderr)
+    sys.exit(3)
 """
 INDEX_TYPE_HINT = "give an index_factory string such as SQfp16, Flat, HNSW32 or IVF1024,SQ8"
 
