@@ -72,6 +72,17 @@ def test_a_bad_date_is_named_before_options_that_do_not_go_together(scenes, inde
     assert one_error(both).startswith("--min-score auto does not apply to --image queries")
 
 
+def test_an_index_faiss_cannot_search_is_one_line_with_the_rebuild(index, monkeypatch):
+    import harmosearch.store
+
+    def failing(*args, **kwargs):
+        raise RuntimeError("Error in virtual void faiss::IndexIVF::search(...) at x.cpp:3: Error: 'nprobe > 0' failed")
+
+    monkeypatch.setattr(harmosearch.store, "search_vectors", failing)
+    message = one_error(["query", "red circle", "--index", str(index)])
+    assert message.startswith("FAISS cannot search this index (") and "--rebuild" in message
+
+
 @pytest.mark.parametrize(
     ("index_type", "reason"),
     [

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from harmosearch.config import SearchConfig
+from harmosearch.errors import IndexStoreError
 from harmosearch.search.query import Query
 
 # A filtered search scores every allowed image exactly when they hold at most this many regions
@@ -57,7 +58,15 @@ def candidates(where: Searchable, query: Query, s: SearchConfig, allowed: np.nda
     """Candidate image ids, sorted; with filters, among the allowed images only (all of them
     when few, or when FAISS cannot restrict this index type or found fewer than k)."""
     if allowed is None:
-        return _searched(where, query, s, None)
+        try:
+            return _searched(where, query, s, None)
+        except RuntimeError as exc:  # an index FAISS built but cannot search (IVF0 once passed for one)
+            from harmosearch.store.ann import faiss_reason
+
+            raise IndexStoreError(
+                f"FAISS cannot search this index ({faiss_reason(str(exc))}); rebuild it: "
+                "harmosearch index PHOTOS --rebuild --index-type SQfp16"
+            ) from None
     ids = np.flatnonzero(allowed)
     start = where.region_start
     if int((start[ids + 1] - start[ids]).sum()) <= EXACT_SUBSET_REGIONS:
