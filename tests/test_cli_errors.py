@@ -80,7 +80,8 @@ def test_an_index_faiss_cannot_search_is_one_line_with_the_rebuild(index, monkey
 
     monkeypatch.setattr(harmosearch.store, "search_vectors", failing)
     message = one_error(["query", "red circle", "--index", str(index)])
-    assert message.startswith("FAISS cannot search this index (") and "--rebuild" in message
+    assert message.startswith("FAISS cannot search this index: FAISS's check nprobe > 0 failed; make another")
+    assert message.endswith("--index INDEX --index-type SQfp16") and "--rebuild" not in message
 
 
 @pytest.mark.parametrize(
@@ -101,6 +102,38 @@ def test_bad_index_types_are_refused_in_words_without_crashing(index_type, reaso
     message = str(caught.value)
     assert message.startswith(f"bad --index-type {index_type!r}: {reason}")
     assert "faiss::" not in message and ".cpp" not in message
+
+
+STAND_IN_FAISS = """
+METRIC_INNER_PRODUCT = 0
+
+
+class Index:
+    is_trained = True
+
+    def add(self, vectors):
+        pass
+
+    def search(self, vectors, k):
+        raise RuntimeError("Error in void faiss::Thing::search() at x.cpp:1: Error: 'searchable' failed")
+
+
+def index_factory(dim, text, metric):
+    return Index()
+
+
+def try_extract_index_ivf(index):
+    return None
+"""
+
+
+def test_an_index_type_that_holds_vectors_but_cannot_search_is_refused(tmp_path, monkeypatch):
+    """The trial's last step, with a stand-in faiss in its child process (no real string is known
+    to fail there since IVF0 is refused by its own check): built and filled, but no search."""
+    (tmp_path / "faiss.py").write_text(STAND_IN_FAISS)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    with pytest.raises(IndexStoreError, match="bad --index-type 'Thing': FAISS's check searchable failed"):
+        check_index_type("Thing", 32)
 
 
 def test_a_bad_index_type_is_refused_before_anything_is_encoded(scenes, tmp_path):
@@ -192,6 +225,10 @@ def test_bench_outputs_are_checked_before_the_run(tmp_path, monkeypatch):
     # Only retrieval has score matrices: with other tasks the option would write nothing (the CLI fuzz).
     grounding = [*bench[:-1], "grounding", "--save-scores", str(tmp_path / "s.npy")]
     assert one_error(grounding) == "--save-scores writes the retrieval task's score matrices; add --task retrieval"
+    pairs = [*bench[:-1], "compositional", "--objects", "small"]
+    assert one_error(pairs).startswith("twin pairs have objects of the default sizes only")
+    assert not (tmp_path / "cache" / "bench").exists(), "scenes were drawn before options that do not go together"
+    assert "'nope'" in one_error([*pairs, "--model", "nope"])  # a single option's fault first
     assert one_error([*grounding, "--dataset", "flickr30k"]).startswith("--dataset flickr30k")  # named first
     assert "'nope'" in one_error([*grounding, "--model", "nope"])  # so is a model that cannot load
     outcome = invoke([*bench, "--save-scores", str(tmp_path / "new" / "s.npy"), "--json"])

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harmosearch.bench.datasets import ARO_DATASETS, load_bench_set
+from harmosearch.bench.datasets import ARO_DATASETS, check_bench_options, check_synthetic_pairs, load_bench_set
 from harmosearch.bench.tasks import MODES, TASKS, Run
 from harmosearch.bench.vectors import Progress, as_an_index, encode_images
 from harmosearch.config import Config
@@ -69,18 +69,25 @@ def run_bench(
         output_file(save_scores, "--save-scores", example="scores.npy")
     if mode not in MODES:
         raise DataError(f"unknown mode {mode!r}: use {', '.join(MODES)}")
+    # What a single option gets wrong (the model, a dataset's files) is named before options
+    # that do not go together, and those before any synthetic scene is drawn.
+    check_bench_options(dataset, data_dir, n, split, objects, world)
     if encoder is None:
         from harmosearch.model.encoder import load_encoder
 
         encoder = load_encoder(config)
-    # Every task's set before any is encoded, then the pair of options: what a single option
-    # gets wrong (the model, a dataset) is named first.
-    sets = {
-        task: load_bench_set(dataset, data_dir, config.paths.cache_dir, n, task, split, objects, world)
-        for task in tasks
-    }
+    cache = config.paths.cache_dir
+
+    def bench_sets() -> dict[str, Any]:
+        return {t: load_bench_set(dataset, data_dir, cache, n, t, split, objects, world) for t in tasks}
+
+    drawn = dataset == "synthetic"  # other sets are read from disk: cheap, and their faults single options'
+    sets = {} if drawn else bench_sets()
+    for task in tasks if drawn else ():
+        check_synthetic_pairs(task, objects, world)
     if save_scores is not None and "retrieval" not in tasks:  # the only task with score matrices
         raise DataError("--save-scores writes the retrieval task's score matrices; add --task retrieval")
+    sets = bench_sets() if drawn else sets
     result: dict[str, Any] = {
         "dataset": dataset,
         "split": split if dataset == "synthetic" else None,

@@ -198,19 +198,7 @@ def load_bench_set(
     folder; synthetic scenes (of the `objects` set, in the flat or the photo `world`) and twin
     pairs of `split` (val or test) are drawn into the cache on first use (n scenes, or n / 2
     pairs of each kind)."""
-    # Checked for every dataset, so that an option the dataset does not use never passes unnoticed.
-    if not 2 <= n <= MAX_SCENES:
-        raise DataError(f"--n must lie in [2, {MAX_SCENES:,}] scenes, got {n}")
-    if data_dir is not None and data_dir.exists() and not data_dir.is_dir():
-        raise DataError(f"--data-dir {data_dir}: not a folder")
-    if not dataset.strip():
-        raise DataError("--dataset is empty: name a dataset (synthetic, flickr30k, mscoco, ...) or a folder")
-    if split not in SYNTHETIC_SEEDS:
-        raise DataError(f"unknown split {split!r}: use {' or '.join(SYNTHETIC_SEEDS)}")
-    if objects not in OBJECT_SEEDS:
-        raise DataError(f"unknown object set {objects!r}: use {', '.join(OBJECT_SEEDS)}")
-    if world != "flat" and world not in WORLD_SEEDS:
-        raise DataError(f"unknown world {world!r} for a bench set: use flat or {' or '.join(WORLD_SEEDS)}")
+    check_bench_options(dataset, data_dir, n, split, objects, world)
     if dataset in ARO_DATASETS:
         if data_dir is None:
             raise DataError(f"--dataset {dataset} needs --data-dir: the folder with the ARO files and images/")
@@ -231,14 +219,36 @@ def load_bench_set(
     )
 
 
-def _synthetic(data_dir: Path | None, cache: Path, n: int, task: str, split: str, objects: str, world: str) -> BenchSet:
+def check_bench_options(dataset: str, data_dir: Path | None, n: int, split: str, objects: str, world: str) -> None:
+    """Each option of a bench set on its own, checked for every dataset (so that an option the
+    dataset does not use never passes unnoticed), reading and drawing nothing."""
+    if not 2 <= n <= MAX_SCENES:
+        raise DataError(f"--n must lie in [2, {MAX_SCENES:,}] scenes, got {n}")
+    if data_dir is not None and data_dir.exists() and not data_dir.is_dir():
+        raise DataError(f"--data-dir {data_dir}: not a folder")
+    if not dataset.strip():
+        raise DataError("--dataset is empty: name a dataset (synthetic, flickr30k, mscoco, ...) or a folder")
+    if split not in SYNTHETIC_SEEDS:
+        raise DataError(f"unknown split {split!r}: use {' or '.join(SYNTHETIC_SEEDS)}")
+    if objects not in OBJECT_SEEDS:
+        raise DataError(f"unknown object set {objects!r}: use {', '.join(OBJECT_SEEDS)}")
+    if world != "flat" and world not in WORLD_SEEDS:
+        raise DataError(f"unknown world {world!r} for a bench set: use flat or {' or '.join(WORLD_SEEDS)}")
+
+
+def check_synthetic_pairs(task: str, objects: str, world: str) -> None:
+    """The options of a synthetic bench set that do not go together (each good on its own)."""
     if world != "flat" and objects != "mixed":
         raise DataError(f"{world}-world bench sets have objects of the default sizes only; drop --objects")
+    if task == "compositional" and objects != "mixed":
+        raise DataError("twin pairs have objects of the default sizes only; drop --objects for compositional")
+
+
+def _synthetic(data_dir: Path | None, cache: Path, n: int, task: str, split: str, objects: str, world: str) -> BenchSet:
+    check_synthetic_pairs(task, objects, world)
     folder = "" if world == "flat" else f"{world}-"  # flat sets keep the folders they always had
     named = "" if world == "flat" else f" {world} world"
     if task == "compositional":
-        if objects != "mixed":
-            raise DataError("twin pairs have objects of the default sizes only; drop --objects for compositional")
         seed = PAIR_SEEDS[split] if world == "flat" else WORLD_PAIR_SEEDS[world][split]
         root = data_dir or cache / "bench" / f"pairs-{folder}{seed}-{n // 2}"
         if not (root / "annotations.json").is_file():
