@@ -117,6 +117,7 @@ def test_loss_weights_parse_named_or_by_position():
         parse_weights("xyz=1")
     with pytest.raises(ConfigError, match="weight lrc: expected a number"):
         parse_weights("lrc=lots")
+    assert parse_weights("lrc=1000") == {"train.w_lrc": 1000.0}  # the bound itself is a weight
     # Found by the CLI fuzz: with --losses gc the weight of lrc went unchecked by training.
     with pytest.raises(ConfigError, match=r"weight gr must lie in \[0, 1000\], got 1e\+300"):
         parse_weights("lrc=1,gr=1e300")

@@ -60,13 +60,8 @@ def candidates(where: Searchable, query: Query, s: SearchConfig, allowed: np.nda
     if allowed is None:
         try:
             return _searched(where, query, s, None)
-        except RuntimeError as exc:  # an index FAISS built but cannot search (IVF0 once passed for one)
-            from harmosearch.store.ann import faiss_reason
-
-            raise IndexStoreError(
-                f"FAISS cannot search this index ({faiss_reason(str(exc))}); rebuild it: "
-                "harmosearch index PHOTOS --rebuild --index-type SQfp16"
-            ) from None
+        except RuntimeError as exc:
+            raise _unsearchable(exc, bool(where.gpu)) from None
     ids = np.flatnonzero(allowed)
     start = where.region_start
     if int((start[ids + 1] - start[ids]).sum()) <= EXACT_SUBSET_REGIONS:
@@ -76,6 +71,21 @@ def candidates(where: Searchable, query: Query, s: SearchConfig, allowed: np.nda
     except RuntimeError:  # an index type that takes no ID selector
         return ids
     return found if len(found) >= min(s.k, len(ids)) else ids
+
+
+def _unsearchable(exc: RuntimeError, on_gpu: bool) -> IndexStoreError:
+    """What to do about an index FAISS cannot search (an IVF without lists once passed for one)."""
+    from harmosearch.store.ann import faiss_reason
+
+    reason = faiss_reason(str(exc))
+    if on_gpu:
+        return IndexStoreError(
+            f"FAISS cannot search this index on the GPU: {reason}; set search.faiss_gpu = off to search on the CPU"
+        )
+    return IndexStoreError(
+        f"FAISS cannot search this index: {reason}; make another FAISS index from its kept vectors (nothing "
+        "is encoded again): harmosearch index PHOTOS --index INDEX --index-type SQfp16"
+    )
 
 
 def _searched(where: Searchable, query: Query, s: SearchConfig, allowed: np.ndarray | None) -> np.ndarray:

@@ -78,8 +78,9 @@ def training_sample(vectors: np.ndarray, lists: int) -> np.ndarray:
 
 # Tried in a child process: some FAISS checks end the process instead of raising (an assertion
 # aborts; "HNSW1" crashes), and a bad --index-type must end in a message, not a crash. Exit code
-# 3 and a line on stderr: FAISS refused the string. Training on too few random vectors may fail
-# where the real data would not, so errors after construction are left to the real build.
+# 3 and a line on stderr: FAISS refused the string, or built an index that cannot search (an IVF
+# without lists; a search that fails once vectors are in). Training or adding too few random
+# vectors may fail where the real data would not, so those errors are left to the real build.
 _FAISS_TRIAL = """
 import sys
 import faiss
@@ -124,8 +125,8 @@ def faiss_reason(message: str) -> str:
 
 
 def check_index_type(index_type: str, dim: int) -> None:
-    """Raise IndexStoreError when FAISS cannot build `index_type` for `dim`-d vectors (tried in a
-    child process on random vectors; takes about a second)."""
+    """Raise IndexStoreError when FAISS cannot build `index_type` for `dim`-d vectors, or builds
+    one that cannot search them (tried in a child process on random vectors; about a second)."""
     import subprocess
     import sys
 
