@@ -19,10 +19,10 @@ together measure once and not against each other. A probe that fails is cached a
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import math
-import os
 import platform
 import statistics
 import tempfile
@@ -57,12 +57,15 @@ def probe(cache_dir: Path) -> float | None:
     if not onnxruntime_installed():
         return None
     file, key = cache_dir / CACHE_FILE, machine_key()
-    with _locked(file):
-        known = _read(file)
-        if key not in known:
-            known[key] = _measured()
-            _write(file, known)
-    return float(known[key]["speedup"])
+    entry = _read(file).get(key)
+    if entry is None:  # under the lock, read again: another process may have measured meanwhile
+        with _locked(file):
+            known = _read(file)
+            if key not in known:
+                known[key] = _measured()
+                _write(file, known)
+            entry = known[key]
+    return float(entry["speedup"])
 
 
 def measured_speedup(cache_dir: Path) -> float | None:
@@ -158,8 +161,10 @@ def _int8_mlp(first: Any, second: Any) -> Callable[[dict[str, Any]], Any]:
     return lambda inputs: session.run(None, inputs)
 
 
+@functools.cache
 def _cpu_description() -> tuple[str, str]:
-    """The CPU's model name and its feature flags (from /proc/cpuinfo on Linux)."""
+    """The CPU's model name and its feature flags (from /proc/cpuinfo on Linux), read once per
+    process: every encoder that resolves auto asks."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
@@ -215,12 +220,12 @@ def _read(file: Path) -> dict[str, dict[str, Any]]:
 
 
 def _write(file: Path, known: dict[str, dict[str, Any]]) -> None:
-    """Written whole under a temporary name and renamed; a cache that cannot be written is
-    measured again next time."""
+    """Written whole and renamed into place (store.manifest.write_atomic); a cache that cannot be
+    written is measured again next time."""
+    from harmosearch.store.manifest import write_atomic
+
     try:
         file.parent.mkdir(parents=True, exist_ok=True)
-        partial = file.with_name(f".{file.name}.{os.getpid()}")
-        partial.write_text(json.dumps(known, indent=1, sort_keys=True))
-        os.replace(partial, file)
+        write_atomic(file, lambda path: path.write_text(json.dumps(known, indent=1, sort_keys=True)))
     except OSError as exc:
         logger.info("could not cache the int8 probe's verdict in %s: %s", file, exc)
