@@ -81,13 +81,17 @@ def run_bench(
     def bench_sets() -> dict[str, Any]:
         return {t: load_bench_set(dataset, data_dir, cache, n, t, split, objects, world) for t in tasks}
 
-    drawn = dataset == "synthetic"  # other sets are read from disk: cheap, and their faults single options'
-    sets = {} if drawn else bench_sets()
-    for task in tasks if drawn else ():
-        check_synthetic_pairs(task, objects, world)
+    # Synthetic sets are drawn into the cache, after the pair checks; others are read from disk,
+    # cheaply, before them (a missing dataset is a single option's fault).
+    drawn = dataset == "synthetic"
+    sets = None if drawn else bench_sets()
+    if drawn:
+        for task in tasks:
+            check_synthetic_pairs(task, objects, world)
     if save_scores is not None and "retrieval" not in tasks:  # the only task with score matrices
         raise DataError("--save-scores writes the retrieval task's score matrices; add --task retrieval")
-    sets = bench_sets() if drawn else sets
+    if sets is None:
+        sets = bench_sets()
     result: dict[str, Any] = {
         "dataset": dataset,
         "split": split if dataset == "synthetic" else None,
