@@ -96,8 +96,8 @@ def of_bundled(record: Record) -> bool:
 def at_defaults(record: Record, besides: frozenset[str] = frozenset()) -> bool:
     """Whether the record was made with today's defaults for every setting that changes results
     but the keys `besides` (a setting it does not record counts as different, unless
-    BEFORE_THEIR_TIME says what the code did before it existed), and but NEGATION_ONLY where it
-    holds no negation task."""
+    BEFORE_THEIR_TIME says what the code did before it existed) and, where it holds no negation
+    task, NEGATION_ONLY."""
     stored = record.config
     refine = stored.get("search.refine", False)
     if "negation" not in (record.data.get("tasks") or {}):

@@ -149,7 +149,7 @@ def test_a_worker_that_would_make_vectors_another_way_is_refused_with_the_settin
     driver = replace(test_encoder.identity, precision="int8", runtime="onnxruntime")
     same = type("FakeRay", (), {"get": staticmethod(lambda answers: answers)})
     _check_actors(same, [_Actor(driver), _Actor(driver)], "photo.png", driver)
-    other_cpu = replace(driver, precision="fp32", runtime="torch")  # a node where int8 does not pay
+    other_cpu = replace(driver, precision="fp32", runtime="torch")  # a node whose runtimes make fp32
     with pytest.raises(EngineError, match=r'precision = "int8", runtime = "onnxruntime"'):
         _check_actors(same, [_Actor(driver), _Actor(other_cpu)], "photo.png", driver)
     other_weights = replace(driver, weights="0" * 16)
