@@ -12,10 +12,12 @@ from harmosearch.config import SearchConfig, load_config
 from harmosearch.errors import ConfigError
 from harmosearch.indexing import build_index
 from harmosearch.regions.trust import (
+    TRUST_VERSION,
     RegionTrust,
     chance_mrr,
     normalised,
     own_box_mrr,
+    phrase_space_mrr,
     region_weight,
     sample_boxes,
     stored_trust,
@@ -183,6 +185,45 @@ def test_own_box_mrr_against_a_slow_reference():
     assert np.mean(reciprocal[:5]) == 1.0  # picture 0: every region finds its own
     assert normalised(1.0, chance) == 1.0 and normalised(chance, chance) == 0.0 and normalised(0.1, chance) == 0.0
     assert chance_mrr(1) == 1.0
+
+
+def test_trust_sees_only_what_the_phrases_can_ask():
+    """Regions that match their boxes only in what no phrase names (dimensions 4-7 here, as the
+    grain of a photograph) find their own at chance in phrase space; regions that match in what
+    the phrases name find their own first, whatever else they carry."""
+    rng = np.random.default_rng(1)
+    phrases = np.eye(8)[:4]  # the phrases name dimensions 0-3 only
+    picture_of = np.zeros(4, dtype=int)
+    texture = np.eye(8)[4:] * 2.0  # one unnameable trait per box
+    alone = texture + np.full(8, 0.3)
+    mrr, chance = own_box_mrr(texture, alone, picture_of)
+    assert normalised(mrr, chance) == 1.0  # compared as vectors, every region finds its own
+    mrr, chance = phrase_space_mrr(texture, alone, picture_of, phrases)
+    assert normalised(mrr, chance) == 0.0  # seen through the phrases they are all alike
+    named = np.eye(8)[:4] + rng.standard_normal((4, 8)) * [0, 0, 0, 0, 1, 1, 1, 1]
+    mrr, chance = phrase_space_mrr(named, np.eye(8)[:4], picture_of, phrases)
+    assert normalised(mrr, chance) == 1.0
+
+
+def test_a_trust_of_an_earlier_version_ranks_until_the_next_update_measures_it_again(built, scenes):
+    """An index whose manifest holds a trust measured the version-1 way keeps ranking with it; its
+    next update, with nothing to encode, measures it again (only the sampled boxes are encoded)."""
+    from harmosearch.search.index import Index
+
+    path = built["tiny"]
+    manifest_file = path / "manifest.json"
+    manifest = json.loads(manifest_file.read_text())
+    current = manifest["region_trust"]
+    manifest["region_trust"] = {**current, "trust": 0.15, "version": 1}
+    manifest_file.write_text(json.dumps(manifest))
+    config = _config("harmo-tiny")
+    assert Index(path, config).trust.trust == 0.15
+    shown = _flat(invoke(["info", str(path)]).stdout)
+    assert "0.15, regions weighed 0.50" in shown and "the next `harmosearch index` measures it again" in shown
+    report = build_index(scenes / "images", path, config)
+    assert report.committed and report.encoded == 0
+    again = stored_trust(read_manifest(path))
+    assert again.version == TRUST_VERSION == 2 and again.trust == pytest.approx(current["trust"])
 
 
 def test_sampled_boxes_fit_the_share_and_do_not_overlap_much():

@@ -257,15 +257,16 @@ class SearchConfig(Section):
     # harmo-tiny's choice on flat scenes).
     negation_weight: Annotated[float, Range(0)] = 10.0
     # Region trust (regions/trust.py): measured when an index is built, on a sample of its own
-    # images, how well each region's vector picks out its own box shown alone (0: chance, 1:
-    # always). The region part of the fused score (1 - alpha, and the crops' weight in
-    # reordering) is weighed by 0 at or below trust_low, so that regions carrying no signal rank
-    # as --global-only, fully from trust_high, linearly between; an index without a measured trust
-    # ranks as if fully trusted. Chosen on the validation scenes (100, flat and photo world):
-    # trust_low at the most random weights of the bundled architecture reached (0.06 flat, 0.10
-    # photo), trust_high well below what harmo-tiny reached on flat scenes (0.39; 0.32 with another
-    # sample of the same scenes: a sample of about 100 regions is noisy). On photographs, where
-    # its regions were never trained, harmo-tiny measured 0.11: no better than random weights.
+    # images, how well each region's vector picks out its own box shown alone, both seen through
+    # the everyday vocabulary's phrases (0: chance, 1: always). The region part of the fused score
+    # (1 - alpha, and the crops' weight in reordering) is weighed by 0 at or below trust_low, so
+    # that regions carrying no signal rank as --global-only, fully from trust_high, linearly
+    # between; an index without a measured trust ranks as if fully trusted. Chosen with the first
+    # way of measuring (validation scenes, 100, flat and photo world): trust_low at the most
+    # random weights of the bundled architecture reached, trust_high well below what harmo-tiny
+    # reached on flat scenes. Kept for the second (128 pictures of 300 validation scenes,
+    # trust_measures.jsonl): random weights reach 0.06 flat and 0.10 photo, harmo-tiny 0.37 and
+    # 0.17 (harmo-tiny-gc, which no choice looks at, measured 0.12 and 0.14).
     trust_low: Fraction = 0.1
     trust_high: Fraction = 0.2
 
