@@ -226,16 +226,16 @@ def test_training_vocabulary_keeps_the_most_frequent_names_sorted():
     assert training_vocabulary(names, limit=2) == ["blue star", "red circle"]
 
 
-def test_the_bundled_model_knows_the_names_its_training_scenes_annotate(tmp_path):
+def test_the_bundled_model_knows_the_names_its_training_scenes_annotate():
     """harmo-tiny's vocabulary is what `harmosearch train` writes for the scenes make_bundled
-    trains on: every colour-shape name of the synthetic scenes."""
+    trains on: every colour-shape name of the synthetic scenes (each annotation's phrase, which
+    the training set links; the scenes are drawn, not rendered: their pictures add nothing here)."""
     from harmosearch.config import SynthConfig
     from harmosearch.model.loading import BUNDLED_DIR
-    from harmosearch.synth import generate
-    from harmosearch.train.data import load_scene_folder
+    from harmosearch.synth.scenes import sample_scene
 
-    generate(tmp_path / "scenes", SynthConfig(n=400, seed=1000), workers=1)
-    names = [link.text for sample in load_scene_folder(tmp_path / "scenes") for link in sample.links]
+    config = SynthConfig(n=400, seed=1000)
+    names = [obj.phrase for i in range(config.n) for obj in sample_scene(config.seed, i, config).objects]
     bundled = json.loads((BUNDLED_DIR / "harmo-tiny" / "harmosearch.json").read_text())
     assert bundled["vocabulary"] == training_vocabulary(names)
     assert len(bundled["vocabulary"]) == 48
