@@ -16,8 +16,8 @@ RESULTS = Path(__file__).parent / "results"
 @contextlib.contextmanager
 def without_region_trust(skip: bool = True) -> Iterator[None]:
     """Index builds inside the block leave out their region trust measurement
-    (harmosearch.regions.trust): a fixed cost per build, up to 96 pictures encoded whatever the
-    library's size, that the per-image timings of a small folder would otherwise be mostly made
+    (harmosearch.regions.trust): a fixed cost per build, up to 768 boxes alone encoded whatever
+    the library's size, that the per-image timings of a small folder would otherwise be mostly made
     of. Their indexes then have no trust (they rank as fully trusted). skip=False: a no-op."""
     from harmosearch.regions import trust
 

@@ -4,7 +4,7 @@ untrained ones on both worlds?
     python benchmarks/trust_measures.py [--n 200] [--pictures 16,64]
                                         [--models harmo-tiny-vit:random,harmo-tiny,harmo-mix,harmo-tiny-gc]
 
-Region trust (regions/trust.py) decides how much an index's regions count in fusion. Today's
+Region trust (regions/trust.py) decides how much an index's regions count in fusion. Its first
 measure (each region picks out its own box shown alone, among its picture's) put harmo-mix and the
 global-loss stand-in harmo-tiny-gc at the same 0.11 on the photo world's test scenes
 (transfer.jsonl), although fully weighed regions lift harmo-mix's phrase P@5 there from 0.45 to
@@ -13,7 +13,7 @@ regions were trained (harmo-tiny, harmo-mix) above the stand-in and random weigh
 worlds. Measured on validation scenes (search task, seeds no published figure uses), each on
 the first `pictures` of an evenly spaced sample, six boxes per picture as regions/trust samples:
 
-- own box: today's measure (0 chance, 1 always first);
+- own box: version 1's measure (0 chance, 1 always first);
 - own box, segments: the same over segment boxes only (boxes drawn around something);
 - own box, phrase space: the same with both sides projected on the everyday vocabulary's
   phrases (only what text can ask for);

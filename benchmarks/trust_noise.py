@@ -5,7 +5,7 @@
 Region trust (regions/trust.py) weighs the regions in fusion through a ramp from search.trust_low
 to trust_high (0.1 to 0.2): a trust that moves by 0.05 moves the weight by half. On the counting
 test scenes the fp32 and int8 paths, whose vectors agree to a cosine of 0.9999, measured 0.164
-and 0.214 on the 16 pictures sampled today. For each benchmark set below (test seeds, the
+and 0.214 on the 16 pictures version 1 of the measurement sampled. For each benchmark set below (test seeds, the
 bundled model) and each inference path, the trust measured on TRUST_IMAGES pictures and on more
 (regions/trust.sample_images asked for more), and the weight each gives. Nothing is chosen here:
 it says whether a larger sample would make the weight agree across paths, and at what cost.

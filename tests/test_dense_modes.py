@@ -138,7 +138,7 @@ def _prefer(monkeypatch, favourite):
 
     asked = []
 
-    def fake(encoder, pictures, regions):
+    def fake(encoder, pictures, regions, phrases=None):
         asked.append((encoder.config.dense_mode, len(pictures)))
         return 0.9 if encoder.config.dense_mode == favourite else 0.1
 

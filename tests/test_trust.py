@@ -76,6 +76,9 @@ def test_the_manifest_round_trips_the_trust_and_an_update_keeps_it(built, scenes
         trust, seconds=round(trust.seconds, 3)
     )
     assert stored_trust({}) is None  # an index made before trust was measured
+    # a trust written without its version was measured the first way: the next update measures it again
+    unversioned = {k: v for k, v in trust.to_dict().items() if k != "version"}
+    assert stored_trust({"region_trust": unversioned}).version == 1
 
 
 def test_an_index_without_trust_ranks_as_before_and_its_next_update_measures_it(built, scenes):

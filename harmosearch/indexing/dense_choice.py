@@ -22,6 +22,10 @@ import numpy as np
 from harmosearch.model.dense_modes import AUTO_CANDIDATES
 
 CHOICE_KEY = "dense_mode_choice"  # the manifest's record of auto's choice
+# Pictures auto measures each mode on: the index's own trust samples more (regions.trust's
+# TRUST_IMAGES), but auto encodes every picture once per mode, and compares the modes on the same
+# pictures, where the sample's noise moves every mode alike.
+AUTO_PICTURES = 16
 
 
 def pick_dense_mode(trusts: Mapping[str, float | None]) -> str:
@@ -34,9 +38,12 @@ def pick_dense_mode(trusts: Mapping[str, float | None]) -> str:
     return best
 
 
-def sample_trust(encoder: Any, pictures: Sequence[tuple[Any, int, int]], regions: Any) -> float | None:
+def sample_trust(
+    encoder: Any, pictures: Sequence[tuple[Any, int, int]], regions: Any, phrases: np.ndarray | None = None
+) -> float | None:
     """The region trust of `encoder`'s dense mode on decoded pictures (image, full width, full
-    height): regions proposed from its dense map at normal detail, then regions.trust's measurement."""
+    height): regions proposed from its dense map at normal detail, then regions.trust's
+    measurement (through `phrases`, regions.trust.trust_phrases when None)."""
     from harmosearch.regions.proposals import image_regions
     from harmosearch.regions.trust import measure_trust
 
@@ -51,7 +58,7 @@ def sample_trust(encoder: Any, pictures: Sequence[tuple[Any, int, int]], regions
     start = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     vectors = np.concatenate([r.vectors.numpy() for r in found]).astype(np.float32)
     boxes = np.concatenate([r.boxes.numpy() for r in found]).astype(np.float32).reshape(-1, 4)
-    trust = measure_trust(encoder, lambda i: pictures[i], len(pictures), vectors, boxes, start)
+    trust = measure_trust(encoder, lambda i: pictures[i], len(pictures), vectors, boxes, start, phrases)
     return trust.trust if trust is not None else None
 
 
@@ -64,7 +71,15 @@ def choose_dense_mode(
     """auto's choice on sampled pictures, as the manifest records it: {"chosen": mode, "trust":
     {mode: trust or None}}. trust_of(encoder in a mode, pictures, region settings) measures one
     mode (sample_trust unless given)."""
-    measure = trust_of or sample_trust
+    measure = trust_of
+    if measure is None:
+        from harmosearch.regions.trust import trust_phrases
+
+        phrases = trust_phrases(encoder) if pictures else None  # the text side is the same in every mode
+
+        def measure(in_mode: Any, sample: Sequence[tuple[Any, int, int]], settings: Any) -> float | None:
+            return sample_trust(in_mode, sample, settings, phrases)
+
     trusts = {mode: measure(encoder.with_dense_mode(mode), pictures, regions) for mode in AUTO_CANDIDATES}
     return {"chosen": pick_dense_mode(trusts), "trust": trusts, "images": len(pictures)}
 
@@ -76,7 +91,7 @@ def sampled_pictures(entries: Sequence[Any]) -> list[tuple[Any, int, int]]:
 
     stills = [e for e in entries if getattr(e, "kind", "still") == "still"]
     pictures = []
-    for i in sample_images(len(stills)):
+    for i in sample_images(len(stills), AUTO_PICTURES):
         try:
             pictures.append(decode(stills[int(i)].absolute, float("nan")))
         except (OSError, ValueError):

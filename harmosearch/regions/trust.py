@@ -88,7 +88,7 @@ class RegionTrust:
             int(data["regions"]),
             int(data["images"]),
             float(data.get("seconds", 0.0)),
-            int(data.get("version", TRUST_VERSION)),
+            int(data.get("version", 1)),  # a trust written without one was measured the first way
         )
 
 
@@ -228,11 +228,13 @@ def measure_trust(
     region_vectors: np.ndarray,
     boxes: np.ndarray,
     region_start: np.ndarray,
+    phrases: np.ndarray | None = None,
 ) -> RegionTrust | None:
     """The region trust of an index's (or a benchmark's) images and encoder. picture(i) reads
     image i; region_vectors [R, D] as stored, boxes [R, 4] (pixels of the full image), image i's
-    regions at rows region_start[i]:region_start[i + 1]. None when no picture gave two boxes
-    (an empty or tiny library: nothing to measure)."""
+    regions at rows region_start[i]:region_start[i + 1]; phrases: trust_phrases(encoder) when
+    the caller has them already. None when no picture gave two boxes (an empty or tiny library:
+    nothing to measure)."""
     from harmosearch.search.crops import crop_square
 
     started = time.perf_counter()
@@ -257,18 +259,21 @@ def measure_trust(
         return None
     region = np.asarray(region_vectors[np.asarray(rows)], dtype=np.float32)
     crops = whole_vectors(encoder, alone)
-    mrr, chance = phrase_space_mrr(region, crops, np.asarray(picture_of), trust_phrases(encoder))
+    seen_through = trust_phrases(encoder) if phrases is None else phrases
+    mrr, chance = phrase_space_mrr(region, crops, np.asarray(picture_of), seen_through)
     return RegionTrust(normalised(mrr, chance), mrr, len(rows), len(set(picture_of)), time.perf_counter() - started)
 
 
 def trust_phrases(encoder: Any) -> np.ndarray:
     """The phrases trust sees vectors through [K, D]: the everyday vocabulary as `encoder` embeds a
-    query's lexemes, kept under paths.cache as the queries' rivals are (one embedding per model)."""
+    query's lexemes, kept under paths.cache as the queries' rivals are (once per model and
+    settings of its identity)."""
+    from harmosearch.errors import DataError
     from harmosearch.search.contrast import load_vocabulary
 
     vocabulary = load_vocabulary(encoder, "everyday", getattr(encoder, "cache_dir", None))
     if vocabulary is None:
-        raise RuntimeError("the shipped everyday vocabulary is empty")  # a broken install, not a user error
+        raise DataError("the installed everyday vocabulary is empty; reinstall harmosearch")
     return vocabulary.vectors
 
 
