@@ -9,8 +9,8 @@ own `encode_image`, global only); (b) global + regions: that forward, proposals 
 segment boxes given), RoIAlign and selection; (c) a crop-per-region baseline that runs the image
 tower once per region (torch paths); (d) end-to-end `build_index` (find, hash, decode, pixel
 segments, encode, regions, calibration, region trust, store), whole and with the build's fixed
-cost, its region trust measurement (up to 96 pictures encoded, whatever the library's size; its
-seconds as the build's manifest records them), taken out: the per-image rate of a large library.
+cost, its region trust measurement (up to 768 boxes alone encoded, whatever the library's size;
+its seconds as the build's manifest records them), taken out: the per-image rate of a large library.
 And each stage's share of the end-to-end time, each run alone in this process: decoding and
 resizing the files (JPEG draft mode), the pixel segment proposals (regions.pixel_segments), the
 forward, region proposals and pooling, region trust; the rest is hashing, DataLoader workers,
