@@ -266,7 +266,7 @@ class SearchConfig(Section):
     # random weights of the bundled architecture reached, trust_high well below what harmo-tiny
     # reached on flat scenes. Kept for the second (128 pictures of 300 validation scenes,
     # trust_measures.jsonl): random weights reach 0.04 flat and 0.09 photo, harmo-tiny 0.37 and
-    # 0.17 (harmo-tiny-gc, which no choice looks at, measured 0.11 and 0.14).
+    # 0.17 (harmo-tiny-gc, which no choice looks at, measured 0.10 and 0.14).
     trust_low: Fraction = 0.1
     trust_high: Fraction = 0.2
 

@@ -27,7 +27,7 @@ bundled harmo-mix and the global-loss stand-in harmo-tiny-gc alike (0.11 both on
 world's test scenes), although harmo-mix's regions lift its phrase search there from 0.45 to
 0.59 when fully weighed. In phrase space, on 128 pictures of 300 validation scenes
 (benchmarks/trust_measures.py, trust_measures.jsonl): random weights 0.04 (flat) and 0.09
-(photo), harmo-tiny-gc 0.11 and 0.14, harmo-tiny 0.37 and 0.17, harmo-mix 0.37 and 0.24; on 16
+(photo), harmo-tiny-gc 0.10 and 0.14, harmo-tiny 0.37 and 0.17, harmo-mix 0.37 and 0.24; on 16
 pictures the same measure is too noisy to tell them apart (harmo-tiny-gc 0.21 on photographs).
 
 Fusion then uses the effective alpha 1 - (1 - alpha) * w, with w = region_weight(trust): 0 at or
