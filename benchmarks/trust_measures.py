@@ -44,7 +44,6 @@ from harmosearch.config import load_config
 from harmosearch.model.encoder import load_encoder
 from harmosearch.regions import trust as T
 from harmosearch.search.contrast import load_vocabulary
-from harmosearch.search.crops import crop_square
 from harmosearch.search.pictures import decode
 
 PHRASES = 6  # phrases per picture for the phrase-picked boxes
@@ -54,28 +53,16 @@ def rows_of(regions: Any, i: int) -> np.ndarray:
     return np.arange(int(regions.start[i]), int(regions.start[i + 1]))
 
 
-def alone(picture: tuple[Any, int, int], box: np.ndarray) -> Any:
-    """The box shown alone, as regions/trust shows it; picture: (decoded image, full width, height)."""
-    image, width, height = picture
-    return T.box_alone(image, crop_square(box, image.width / width, image.height / height, 0.0))
-
-
 def sampled(encoder: Any, bench: Any, regions: Any, pictures: int, keep: np.ndarray) -> tuple[np.ndarray, ...]:
     """Region rows, their boxes-alone vectors and pictures, sampled as regions/trust samples,
     among the rows `keep` marks."""
-    rows, crops, picture_of = [], [], []
-    for i in T.sample_images(regions.n_images, pictures):
-        own = rows_of(regions, int(i))
-        own = own[keep[own]]
-        picture = decode(bench.images[i], float("nan"))
-        chosen = own[T.sample_boxes(regions.boxes[own], picture[1], picture[2], T.SEED + int(i))]
-        if len(chosen) < 2:
-            continue
-        for row in chosen:
-            crops.append(alone(picture, regions.boxes[row]))
-            rows.append(row)
-            picture_of.append(int(i))
-    return np.asarray(rows), T.whole_vectors(encoder, crops), np.asarray(picture_of)
+
+    def picture(i: int) -> Any:
+        return decode(bench.images[i], float("nan"))
+
+    sample = T.sampled_boxes_alone(picture, regions.n_images, regions.boxes, regions.start, pictures, keep)
+    rows, alone, picture_of = sample
+    return rows, T.whole_vectors(encoder, alone), picture_of
 
 
 def own_box(region: np.ndarray, crops: np.ndarray, picture_of: np.ndarray) -> float:
@@ -115,7 +102,7 @@ def phrase_picked(encoder: Any, bench: Any, images: Any, phrases: np.ndarray, pi
             continue
         picture = decode(bench.images[i], float("nan"))
         for phrase, row in kept:
-            crops.append(alone(picture, regions.boxes[row]))
+            crops.append(T.shown_alone(picture, regions.boxes[row]))
             asked.append(phrase)
             picture_of.append(int(i))
     crop_vectors = T._unit(T.whole_vectors(encoder, crops))
@@ -136,7 +123,7 @@ def measures(encoder: Any, bench: Any, images: Any, phrases: np.ndarray, picture
     region = regions.vectors[rows]
     out = {
         "own box": own_box(region, crops, picture_of),
-        "own box, phrase space": own_box(T._unit(region) @ phrases.T, T._unit(crops) @ phrases.T, picture_of),
+        "own box, phrase space": T.normalised(*T.phrase_space_mrr(region, crops, picture_of, phrases)),
     }
     rows, crops, picture_of = sampled(encoder, bench, regions, pictures, regions.scales == 0.0)
     out["own box, segments"] = own_box(regions.vectors[rows], crops, picture_of)

@@ -98,7 +98,7 @@ def _dense_line(config: dict[str, Any], choice: dict[str, Any] | None) -> str:
 def _trust_line(trust: dict[str, Any] | None, search: Any) -> str:
     """How far ranking believes the index's regions (harmosearch.regions.trust), and the weight
     the region part gets at these search settings."""
-    from harmosearch.regions.trust import TRUST_VERSION, region_weight
+    from harmosearch.regions.trust import measured_the_current_way, region_weight
 
     if trust is None:
         return "not measured (made before it was: the next `harmosearch index` measures it); regions fully weighed"
@@ -112,7 +112,7 @@ def _trust_line(trust: dict[str, Any] | None, search: Any) -> str:
         if weight <= 0
         else f"regions weighed {weight:.2f}"
     )
-    earlier = trust.get("version", 1) != TRUST_VERSION
+    earlier = not measured_the_current_way(trust)
     again = "; measured the way of an earlier version: the next `harmosearch index` measures it again"
     sample = f"{trust['regions']} regions of {trust['images']} images, {trust['seconds']:.1f} s"
     return f"{trust['trust']:.2f}, {weighed} (0: chance, 1: every sampled region picks its own box; {sample})" + (

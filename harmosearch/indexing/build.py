@@ -262,12 +262,11 @@ def _trust(data: IndexData, photos: Path, encoder: Any, old: Any) -> dict[str, A
     an update keeps the one its index measured, a build (or an update of an index made before
     trust was measured) measures it on a sample of the images; None when nothing could be
     sampled."""
-    from harmosearch.regions.trust import TRUST_VERSION, measure_trust, stored_trust
+    from harmosearch.regions.trust import measure_trust, measured_the_current_way, stored_trust
     from harmosearch.search.pictures import decode
 
-    kept = stored_trust(old.manifest) if old is not None else None
-    if kept is not None and kept.version == TRUST_VERSION:
-        return kept.to_dict()
+    if old is not None and measured_the_current_way(old.manifest.get("region_trust")):
+        return stored_trust(old.manifest).to_dict()
     counts = np.bincount(data.regions["image_id"].astype(np.int64), minlength=data.n_images)
     start = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     boxes = np.stack([data.regions[c] for c in ("x0", "y0", "x1", "y1")], axis=1).astype(np.float32)

@@ -13,6 +13,7 @@ never mixes vectors made two ways. Queries encode texts only and need no mode.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -71,16 +72,12 @@ def choose_dense_mode(
     """auto's choice on sampled pictures, as the manifest records it: {"chosen": mode, "trust":
     {mode: trust or None}}. trust_of(encoder in a mode, pictures, region settings) measures one
     mode (sample_trust unless given)."""
-    measure = trust_of
-    if measure is None:
+    if trust_of is None:
         from harmosearch.regions.trust import trust_phrases
 
-        phrases = trust_phrases(encoder) if pictures else None  # the text side is the same in every mode
-
-        def measure(in_mode: Any, sample: Sequence[tuple[Any, int, int]], settings: Any) -> float | None:
-            return sample_trust(in_mode, sample, settings, phrases)
-
-    trusts = {mode: measure(encoder.with_dense_mode(mode), pictures, regions) for mode in AUTO_CANDIDATES}
+        # the text side is the same in every mode: its phrases are embedded once
+        trust_of = functools.partial(sample_trust, phrases=trust_phrases(encoder) if pictures else None)
+    trusts = {mode: trust_of(encoder.with_dense_mode(mode), pictures, regions) for mode in AUTO_CANDIDATES}
     return {"chosen": pick_dense_mode(trusts), "trust": trusts, "images": len(pictures)}
 
 

@@ -132,7 +132,7 @@ def up_to_date(plan: Plan, old: Any, report: IndexReport, config: Config) -> boo
     """Nothing to encode, nothing moved or removed, every file as it was, the same FAISS type,
     a calibration of the current version, and a region trust measured the current way (or tried:
     None when nothing could be sampled)."""
-    from harmosearch.regions.trust import TRUST_VERSION
+    from harmosearch.regions.trust import measured_the_current_way
     from harmosearch.search.calibration import CALIBRATION_VERSION
 
     calibration = old.manifest.get("calibration")
@@ -150,5 +150,5 @@ def up_to_date(plan: Plan, old: Any, report: IndexReport, config: Config) -> boo
             for entry, _, rows, _ in plan.rows
         )
         and (old.n_images == 0 or (calibration or {}).get("version") == CALIBRATION_VERSION)
-        and (old.n_images == 0 or trust is None or (isinstance(trust, dict) and trust.get("version") == TRUST_VERSION))
+        and (old.n_images == 0 or trust is None or measured_the_current_way(trust))
     )

@@ -48,6 +48,7 @@ import numpy as np
 from harmosearch.config import SearchConfig
 
 TRUST_VERSION = 2  # 1: compared in the vectors' own space, on 16 pictures
+FIRST_VERSION = 1  # of a trust stored without its version
 TRUST_IMAGES = 128  # images sampled
 TRUST_BOXES = 6  # region boxes per sampled image
 MIN_SHARE, MAX_SHARE = 0.02, 0.5  # a sampled box's area as a share of its picture's
@@ -88,7 +89,7 @@ class RegionTrust:
             int(data["regions"]),
             int(data["images"]),
             float(data.get("seconds", 0.0)),
-            int(data.get("version", 1)),  # a trust written without one was measured the first way
+            int(data.get("version", FIRST_VERSION)),
         )
 
 
@@ -96,6 +97,12 @@ def stored_trust(manifest: dict[str, Any]) -> RegionTrust | None:
     """The region trust an index's manifest records; None for an index built before it was measured."""
     data = manifest.get("region_trust")
     return RegionTrust.from_dict(data) if isinstance(data, dict) else None
+
+
+def measured_the_current_way(data: Any) -> bool:
+    """Whether a manifest's region_trust entry was measured as this version measures (an update
+    measures any other again; None, a measurement that found nothing to sample, is not one)."""
+    return isinstance(data, dict) and int(data.get("version", FIRST_VERSION)) == TRUST_VERSION
 
 
 def region_weight(trust: RegionTrust | float | None, low: float, high: float) -> float:
@@ -235,33 +242,56 @@ def measure_trust(
     regions at rows region_start[i]:region_start[i + 1]; phrases: trust_phrases(encoder) when
     the caller has them already. None when no picture gave two boxes (an empty or tiny library:
     nothing to measure)."""
-    from harmosearch.search.crops import crop_square
-
     started = time.perf_counter()
+    rows, alone, picture_of = sampled_boxes_alone(picture, n_images, boxes, region_start)
+    if not len(rows):
+        return None
+    region = np.asarray(region_vectors[rows], dtype=np.float32)
+    crops = whole_vectors(encoder, alone)
+    seen_through = trust_phrases(encoder) if phrases is None else phrases
+    mrr, chance = phrase_space_mrr(region, crops, picture_of, seen_through)
+    return RegionTrust(normalised(mrr, chance), mrr, len(rows), len(set(picture_of)), time.perf_counter() - started)
+
+
+def sampled_boxes_alone(
+    picture: Callable[[int], Picture | None],
+    n_images: int,
+    boxes: np.ndarray,
+    region_start: np.ndarray,
+    count: int = TRUST_IMAGES,
+    keep: np.ndarray | None = None,
+) -> tuple[np.ndarray, list[Any], np.ndarray]:
+    """The sample measure_trust measures on: region rows [N], each row's box shown alone (PIL),
+    and the image each came from [N]; up to `count` images (sample_images), sample_boxes of each
+    among its rows that `keep` [R] marks (all without it); an image is left out when it gives
+    fewer than two boxes or cannot be read."""
     rows: list[int] = []
     alone: list[Any] = []
     picture_of: list[int] = []
-    for i in sample_images(n_images):
-        lo, hi = int(region_start[i]), int(region_start[i + 1])
-        read = picture(int(i)) if hi - lo >= 2 else None
+    for i in sample_images(n_images, count):
+        own = np.arange(int(region_start[i]), int(region_start[i + 1]))
+        if keep is not None:
+            own = own[keep[own]]
+        read = picture(int(i)) if len(own) >= 2 else None
         if read is None:
             continue
-        image, width, height = read
-        chosen = sample_boxes(boxes[lo:hi], width, height, SEED + int(i))
+        chosen = own[sample_boxes(boxes[own], read[1], read[2], SEED + int(i))]
         if len(chosen) < 2:
             continue
         for row in chosen:
-            square = crop_square(boxes[lo + row], image.width / width, image.height / height, 0.0)
-            alone.append(box_alone(image, square))
-            rows.append(lo + int(row))
+            alone.append(shown_alone(read, boxes[row]))
+            rows.append(int(row))
             picture_of.append(int(i))
-    if not rows:
-        return None
-    region = np.asarray(region_vectors[np.asarray(rows)], dtype=np.float32)
-    crops = whole_vectors(encoder, alone)
-    seen_through = trust_phrases(encoder) if phrases is None else phrases
-    mrr, chance = phrase_space_mrr(region, crops, np.asarray(picture_of), seen_through)
-    return RegionTrust(normalised(mrr, chance), mrr, len(rows), len(set(picture_of)), time.perf_counter() - started)
+    return np.asarray(rows, dtype=np.int64), alone, np.asarray(picture_of, dtype=np.int64)
+
+
+def shown_alone(read: Picture, box: np.ndarray) -> Any:
+    """`box` (pixels of the full image) of a read picture (image, full width, full height) shown
+    alone: box_alone of the square around it."""
+    from harmosearch.search.crops import crop_square
+
+    image, width, height = read
+    return box_alone(image, crop_square(box, image.width / width, image.height / height, 0.0))
 
 
 def trust_phrases(encoder: Any) -> np.ndarray:
