@@ -43,6 +43,11 @@ def default_tasks(dataset: str, objects: str = "mixed") -> tuple[str, ...]:
 OWN_SCENES = ("counting", "negation")
 
 
+def _check_save_scores(save_scores: Path | None, tasks: tuple[str, ...]) -> None:
+    if save_scores is not None and "retrieval" not in tasks:  # the only task with score matrices
+        raise DataError("--save-scores writes the retrieval task's score matrices; add --task retrieval")
+
+
 def run_bench(
     config: Config,
     dataset: str,
@@ -81,17 +86,14 @@ def run_bench(
     def bench_sets() -> dict[str, Any]:
         return {t: load_bench_set(dataset, data_dir, cache, n, t, split, objects, world) for t in tasks}
 
-    # Synthetic sets are drawn into the cache, after the pair checks; others are read from disk,
-    # cheaply, before them (a missing dataset is a single option's fault).
-    drawn = dataset == "synthetic"
-    sets = None if drawn else bench_sets()
-    if drawn:
+    if dataset == "synthetic":  # drawn into the cache: only once the options go together
         for task in tasks:
             check_synthetic_pairs(task, objects, world)
-    if save_scores is not None and "retrieval" not in tasks:  # the only task with score matrices
-        raise DataError("--save-scores writes the retrieval task's score matrices; add --task retrieval")
-    if sets is None:
+        _check_save_scores(save_scores, tasks)
         sets = bench_sets()
+    else:  # read from disk, cheaply, first: a missing dataset is a single option's fault
+        sets = bench_sets()
+        _check_save_scores(save_scores, tasks)
     result: dict[str, Any] = {
         "dataset": dataset,
         "split": split if dataset == "synthetic" else None,
