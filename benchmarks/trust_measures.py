@@ -60,8 +60,8 @@ def sampled(encoder: Any, bench: Any, regions: Any, pictures: int, keep: np.ndar
     def picture(i: int) -> Any:
         return decode(bench.images[i], float("nan"))
 
-    sample = T.sampled_boxes_alone(picture, regions.n_images, regions.boxes, regions.start, pictures, keep)
-    rows, alone, picture_of = sample
+    images = T.sample_images(regions.n_images, pictures)
+    rows, alone, picture_of = T.sampled_boxes_alone(picture, images, regions.boxes, regions.start, keep)
     return rows, T.whole_vectors(encoder, alone), picture_of
 
 

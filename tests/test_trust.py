@@ -12,15 +12,24 @@ from harmosearch.config import SearchConfig, load_config
 from harmosearch.errors import ConfigError
 from harmosearch.indexing import build_index
 from harmosearch.regions.trust import (
+    TRUST_FIRST,
+    TRUST_IMAGES,
     TRUST_VERSION,
+    TRUST_Z,
     RegionTrust,
     chance_mrr,
+    measure_trust,
     normalised,
     own_box_mrr,
     phrase_space_mrr,
+    reciprocal_ranks,
     region_weight,
     sample_boxes,
+    sample_images,
+    sample_order,
+    settled,
     stored_trust,
+    trust_estimate,
     trusted_settings,
     weighed,
 )
@@ -235,3 +244,78 @@ def test_sampled_boxes_fit_the_share_and_do_not_overlap_much():
     assert 0 not in chosen and 4 not in chosen  # the whole picture and a speck
     assert not {1, 2} <= set(chosen.tolist())  # these two overlap at IoU 0.68
     assert list(chosen) == list(sample_boxes(boxes, 100, 100, seed=0))  # the same sample each time
+
+
+def test_the_sample_order_spreads_every_prefix_evenly():
+    order = sample_order(1000)
+    assert sorted(order.tolist()) == sample_images(1000).tolist()  # the same 128 images
+    for size in (2, 16, 32, 64):  # each prefix of a power of two is an evenly spaced sample
+        gaps = np.diff(np.sort(order[:size]))
+        assert gaps.max() - gaps.min() <= 2 and gaps.min() >= 1000 // size - 2
+    assert list(sample_order(5)) == [0, 4, 2, 1, 3] and list(sample_order(1)) == [0]
+
+
+def test_the_spread_of_trust_against_a_slow_reference():
+    """trust_estimate's spread is the standard error of the mean gain over chance, with the
+    pictures (not the regions) as the independent units, over 1 - chance."""
+    rng = np.random.default_rng(3)
+    picture_of = np.repeat(np.arange(7), [2, 3, 4, 5, 6, 6, 3])
+    regions = rng.standard_normal((len(picture_of), 6))
+    alone = regions + rng.standard_normal(regions.shape)  # regions that half know their boxes
+    trust, mrr, spread = trust_estimate(regions, alone, picture_of)
+    reciprocal, chance = reciprocal_ranks(regions, alone, picture_of)
+    assert mrr == pytest.approx(own_box_mrr(regions, alone, picture_of)[0])
+    assert trust == pytest.approx(normalised(mrr, chance.mean()))
+    gain = reciprocal - chance
+    sums = [sum(gain[i] - gain.mean() for i in range(len(gain)) if picture_of[i] == p) for p in range(7)]
+    slow = (7 / 6 * sum(s * s for s in sums)) ** 0.5 / len(gain) / (1 - chance.mean())
+    assert spread == pytest.approx(slow)
+    assert trust_estimate(regions[:3], alone[:3], np.zeros(3, int))[2] == float("inf")  # one picture
+    assert settled(0.4, 0.05, (0.1, 0.2)) and settled(0.02, 0.02, (0.1, 0.2))
+    assert not settled(0.3, 0.05, (0.1, 0.2)) and not settled(0.15, 0.0, (0.1, 0.2))
+
+
+def _sequential_library(monkeypatch, know_their_boxes: bool):
+    """measure_trust's inputs for 200 pictures of 6 boxes each, with its encoding replaced: a box
+    alone is encoded as its region's vector plus noise (regions that know their boxes) or as
+    noise alone. Returns (arguments, the boxes encoded so far)."""
+    import harmosearch.regions.trust as T
+
+    rng = np.random.default_rng(5)
+    grid = np.array([[x, y, x + 30, y + 30] for x in (0, 35, 70) for y in (0, 50)], dtype=np.float32)
+    boxes = np.tile(grid, (200, 1))
+    vectors = rng.standard_normal((len(boxes), 16)).astype(np.float32)
+    encoded: list[int] = []
+
+    def alone(read, box):  # the row of the box: pictures are their own row numbers here
+        return read[0] * 6 + int(np.flatnonzero((grid == box).all(axis=1))[0])
+
+    def whole(encoder, rows):
+        encoded.extend(rows)
+        noise = rng.standard_normal((len(rows), 16))
+        return (vectors[rows] if know_their_boxes else 0) + noise
+
+    monkeypatch.setattr(T, "shown_alone", alone)
+    monkeypatch.setattr(T, "whole_vectors", whole)
+    start = np.arange(0, len(boxes) + 1, 6)
+    return (None, lambda i: (i, 100, 100), 200, vectors, boxes, start, np.eye(16)), encoded
+
+
+def test_trust_stops_sampling_once_the_weight_it_gives_is_sure(monkeypatch):
+    arguments, encoded = _sequential_library(monkeypatch, know_their_boxes=True)
+    full = measure_trust(*arguments)
+    assert full.images == TRUST_IMAGES and len(encoded) == 6 * TRUST_IMAGES and 0.5 < full.trust < 1
+    encoded.clear()
+    early = measure_trust(*arguments, ramp=(0.1, 0.2))
+    assert early.images == TRUST_FIRST and len(encoded) == 6 * TRUST_FIRST
+    assert early.trust - TRUST_Z * early.spread >= 0.2 and early.to_dict()["spread"] > 0
+    encoded.clear()  # a ramp around the trust: never settled, the whole sample is measured
+    near = measure_trust(*arguments, ramp=(full.trust - 0.01, full.trust + 0.01))
+    assert near.images == TRUST_IMAGES and len(encoded) == 6 * TRUST_IMAGES
+
+
+def test_regions_that_know_nothing_stop_below_the_ramp(monkeypatch):
+    arguments, _ = _sequential_library(monkeypatch, know_their_boxes=False)
+    found = measure_trust(*arguments, ramp=(0.1, 0.2))
+    assert found.images < TRUST_IMAGES and found.trust + TRUST_Z * found.spread <= 0.1
+    assert region_weight(found, 0.1, 0.2) == 0.0

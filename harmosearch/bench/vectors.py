@@ -266,7 +266,7 @@ def as_an_index(
     from harmosearch.regions.trust import weighed
     from harmosearch.search.calibration import in_cosines
 
-    trust = bench_trust(encoder, bench, images)
+    trust = bench_trust(encoder, bench, images, (config.search.trust_low, config.search.trust_high))
     calibration = bench_calibration(encoder, images)
     search = in_cosines(weighed(config.search, trust), calibration)
     images = replace(images, regions=images.regions.penalising_windows(search.window_penalty))
@@ -304,9 +304,10 @@ def phrase_vectors(encoder: Any, phrases: list[str], templates: tuple[str, ...] 
     return np.stack(out).astype(np.float32)
 
 
-def bench_trust(encoder: Any, bench: BenchSet, images: ImageVectors) -> Any:
+def bench_trust(encoder: Any, bench: BenchSet, images: ImageVectors, ramp: tuple[float, float] | None = None) -> Any:
     """The region trust of a benchmark's images (regions/trust.py), measured as an index measures
-    its own: its sampled pictures read as they were encoded (a set of crops, cropped)."""
+    its own: its sampled pictures read as they were encoded (a set of crops, cropped); with the
+    ramp an index would stop at, without it on every sampled picture."""
     from harmosearch.indexing.encode import crop_part
     from harmosearch.regions.trust import measure_trust
     from harmosearch.search.pictures import decode
@@ -318,4 +319,4 @@ def bench_trust(encoder: Any, bench: BenchSet, images: ImageVectors) -> Any:
         return image, width, height
 
     r = images.regions
-    return measure_trust(encoder, picture, r.n_images, r.vectors, r.boxes, r.start)
+    return measure_trust(encoder, picture, r.n_images, r.vectors, r.boxes, r.start, ramp=ramp)

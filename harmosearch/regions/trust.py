@@ -49,7 +49,10 @@ from harmosearch.config import SearchConfig
 
 TRUST_VERSION = 2  # 1: compared in the vectors' own space, on 16 pictures
 FIRST_VERSION = 1  # of a trust stored without its version
-TRUST_IMAGES = 128  # images sampled
+TRUST_IMAGES = 128  # the most images sampled
+TRUST_STEP = 16  # images added to the sample between two looks at it
+TRUST_FIRST = 32  # images in the sample at the first look
+TRUST_Z = 3.0  # the sample stops growing once trust is this many spreads beyond the ramp
 TRUST_BOXES = 6  # region boxes per sampled image
 MIN_SHARE, MAX_SHARE = 0.02, 0.5  # a sampled box's area as a share of its picture's
 MAX_IOU = 0.3  # sampled boxes of one picture overlap at most this much
@@ -70,6 +73,7 @@ class RegionTrust:
     images: int  # images they came from
     seconds: float  # what the measurement took
     version: int = TRUST_VERSION
+    spread: float | None = None  # trust's standard error over its pictures; None: not estimated
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -79,7 +83,7 @@ class RegionTrust:
             "images": self.images,
             "seconds": round(self.seconds, 3),
             "version": self.version,
-        }
+        } | ({} if self.spread is None else {"spread": round(self.spread, 4)})
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RegionTrust:
@@ -90,6 +94,7 @@ class RegionTrust:
             int(data["images"]),
             float(data.get("seconds", 0.0)),
             int(data.get("version", FIRST_VERSION)),
+            None if data.get("spread") is None else float(data["spread"]),
         )
 
 
@@ -181,17 +186,31 @@ def own_box_mrr(region_vectors: np.ndarray, alone_vectors: np.ndarray, picture_o
     """(mean reciprocal rank, its chance value): region i ranks the boxes-alone of its own picture
     (picture_of [N]) by cosine with its vector, both centred on their mean over the sample; ties
     count against it. Chance is H_k / k for a picture of k sampled boxes, averaged over regions."""
+    reciprocal, chance = reciprocal_ranks(region_vectors, alone_vectors, picture_of)
+    return float(reciprocal.mean()), float(chance.mean())
+
+
+def reciprocal_ranks(
+    region_vectors: np.ndarray, alone_vectors: np.ndarray, picture_of: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per region [N]: the reciprocal rank of its own box alone among its picture's (own_box_mrr),
+    and that rank's chance value."""
     r = _unit(_unit(region_vectors) - _unit(region_vectors).mean(axis=0))
     a = _unit(_unit(alone_vectors) - _unit(alone_vectors).mean(axis=0))
-    reciprocal, chance = [], []
+    reciprocal = np.zeros(len(picture_of))
+    chance = np.zeros(len(picture_of))
     for picture in np.unique(picture_of):
         rows = np.flatnonzero(picture_of == picture)
         scores = r[rows] @ a[rows].T
         own = np.diag(scores)[:, None]
-        ranks = (scores >= own).sum(axis=1)  # itself included: ties count against it
-        reciprocal += list(1.0 / ranks)
-        chance += [chance_mrr(len(rows))] * len(rows)
-    return float(np.mean(reciprocal)), float(np.mean(chance))
+        reciprocal[rows] = 1.0 / (scores >= own).sum(axis=1)  # itself included: ties count against it
+        chance[rows] = chance_mrr(len(rows))
+    return reciprocal, chance
+
+
+def phrase_space(vectors: np.ndarray, phrases: np.ndarray) -> np.ndarray:
+    """Vectors [N, D] seen through `phrases` [K, D]: their cosines with each phrase [N, K]."""
+    return _unit(vectors) @ phrases.T
 
 
 def phrase_space_mrr(
@@ -199,7 +218,32 @@ def phrase_space_mrr(
 ) -> tuple[float, float]:
     """own_box_mrr with both sides seen through `phrases` [K, D]: each vector replaced by its
     cosines with the phrases, so that a region and a box alone agree only in what text can ask."""
-    return own_box_mrr(_unit(region_vectors) @ phrases.T, _unit(alone_vectors) @ phrases.T, picture_of)
+    return own_box_mrr(phrase_space(region_vectors, phrases), phrase_space(alone_vectors, phrases), picture_of)
+
+
+def trust_estimate(
+    region_phrases: np.ndarray, alone_phrases: np.ndarray, picture_of: np.ndarray
+) -> tuple[float, float, float]:
+    """(trust, mean reciprocal rank, spread) of a sample already seen through the phrases: trust
+    is the MRR normalised against chance; spread its standard error, the pictures taken as the
+    independent units (a picture's regions share its boxes, so they are not)."""
+    reciprocal, chance = reciprocal_ranks(region_phrases, alone_phrases, picture_of)
+    mrr, base = float(reciprocal.mean()), float(chance.mean())
+    pictures, which = np.unique(picture_of, return_inverse=True)
+    if len(pictures) < 2 or base >= 1.0:
+        return normalised(mrr, base), mrr, float("inf")
+    gain = reciprocal - chance  # over chance, per region
+    residual = np.bincount(which, weights=gain - gain.mean(), minlength=len(pictures))
+    n = len(pictures)
+    spread = float(np.sqrt(n / (n - 1) * np.sum(residual**2)) / len(reciprocal) / (1.0 - base))
+    return normalised(mrr, base), mrr, spread
+
+
+def settled(trust: float, spread: float, ramp: tuple[float, float], z: float = TRUST_Z) -> bool:
+    """Whether a trust measured with this spread lies clearly beyond the ramp (low, high): z spreads
+    below low (weight 0 whatever more pictures say) or above high (weight 1)."""
+    low, high = ramp
+    return trust + z * spread <= low or trust - z * spread >= high
 
 
 def chance_mrr(n: int) -> float:
@@ -236,39 +280,66 @@ def measure_trust(
     boxes: np.ndarray,
     region_start: np.ndarray,
     phrases: np.ndarray | None = None,
+    ramp: tuple[float, float] | None = None,
 ) -> RegionTrust | None:
     """The region trust of an index's (or a benchmark's) images and encoder. picture(i) reads
     image i; region_vectors [R, D] as stored, boxes [R, 4] (pixels of the full image), image i's
     regions at rows region_start[i]:region_start[i + 1]; phrases: trust_phrases(encoder) when
-    the caller has them already. None when no picture gave two boxes (an empty or tiny library:
-    nothing to measure)."""
+    the caller has them already. With a ramp (search.trust_low, trust_high) the sample grows
+    TRUST_STEP images at a time from TRUST_FIRST and stops once trust is settled beyond it (the
+    weight it gives is then sure; settled); without one, all TRUST_IMAGES are measured. None when
+    no picture gave two boxes (an empty or tiny library: nothing to measure)."""
     started = time.perf_counter()
-    rows, alone, picture_of = sampled_boxes_alone(picture, n_images, boxes, region_start)
-    if not len(rows):
+    order = sample_order(n_images)
+    looks = list(range(TRUST_FIRST, len(order), TRUST_STEP)) if ramp is not None else []
+    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    found = None
+    for begin, end in zip([0, *looks], [*looks, len(order)], strict=True):
+        rows, alone, picture_of = sampled_boxes_alone(picture, order[begin:end], boxes, region_start)
+        if len(rows):
+            seen_through = trust_phrases(encoder) if phrases is None else phrases
+            phrases = seen_through
+            region = phrase_space(np.asarray(region_vectors[rows], dtype=np.float32), seen_through)
+            parts.append((region, phrase_space(whole_vectors(encoder, alone), seen_through), picture_of))
+        if not parts:
+            continue
+        region, crops, picture_of = (np.concatenate(side) for side in zip(*parts, strict=True))
+        found = (*trust_estimate(region, crops, picture_of), len(region), len(set(picture_of)))
+        if ramp is not None and settled(found[0], found[2], ramp):
+            break
+    if found is None:
         return None
-    region = np.asarray(region_vectors[rows], dtype=np.float32)
-    crops = whole_vectors(encoder, alone)
-    seen_through = trust_phrases(encoder) if phrases is None else phrases
-    mrr, chance = phrase_space_mrr(region, crops, picture_of, seen_through)
-    return RegionTrust(normalised(mrr, chance), mrr, len(rows), len(set(picture_of)), time.perf_counter() - started)
+    trust, mrr, spread, regions, images = found
+    return RegionTrust(trust, mrr, regions, images, time.perf_counter() - started, spread=spread)
+
+
+def sample_order(n_images: int, count: int = TRUST_IMAGES) -> np.ndarray:
+    """sample_images(n_images, count) in the order they are measured: every prefix spread evenly
+    over the library (positions in bit-reversed order), so that a sample stopped early is still
+    an even one."""
+    sample = sample_images(n_images, count)
+    if len(sample) < 2:
+        return sample
+    bits = int(np.ceil(np.log2(len(sample))))
+    reversed_bits = [int(format(k, f"0{bits}b")[::-1], 2) for k in range(len(sample))]
+    return sample[np.argsort(reversed_bits, kind="stable")]
 
 
 def sampled_boxes_alone(
     picture: Callable[[int], Picture | None],
-    n_images: int,
+    images: np.ndarray,
     boxes: np.ndarray,
     region_start: np.ndarray,
-    count: int = TRUST_IMAGES,
     keep: np.ndarray | None = None,
 ) -> tuple[np.ndarray, list[Any], np.ndarray]:
     """The sample measure_trust measures on: region rows [N], each row's box shown alone (PIL),
-    and the image each came from [N]; up to `count` images (sample_images), sample_boxes of each
-    among its rows that `keep` [R] marks (all without it); an image is left out when it gives
-    fewer than two boxes or cannot be read."""
+    and the image each came from [N]; on each of `images` (rows of the index), sample_boxes of
+    its regions among the rows `keep` [R] marks (all without it); an image is left out when it
+    gives fewer than two boxes or cannot be read."""
     rows: list[int] = []
     alone: list[Any] = []
     picture_of: list[int] = []
-    for i in sample_images(n_images, count):
+    for i in images:
         own = np.arange(int(region_start[i]), int(region_start[i + 1]))
         if keep is not None:
             own = own[keep[own]]
