@@ -115,6 +115,6 @@ def _trust_line(trust: dict[str, Any] | None, search: Any) -> str:
     earlier = not measured_the_current_way(trust)
     again = "; measured the way of an earlier version: the next `harmosearch index` measures it again"
     sample = f"{trust['regions']} regions of {trust['images']} images, {trust['seconds']:.1f} s"
-    return f"{trust['trust']:.2f}, {weighed} (0: chance, 1: every sampled region picks its own box; {sample})" + (
-        again if earlier else ""
-    )
+    spread = f" ± {trust['spread']:.2f}" if trust.get("spread") is not None else ""
+    meaning = "0: chance, 1: every sampled region picks its own box"
+    return f"{trust['trust']:.2f}{spread}, {weighed} ({meaning}; {sample})" + (again if earlier else "")
