@@ -130,6 +130,7 @@ class Variants:
         self.drafted = [open_still(p, encoder.image_size) for p in paths]
         self.segments = self._segment_boxes()
         self.trust_seconds: list[float] = []  # of each end-to-end build, as its manifest records them
+        self.trust: dict[str, Any] = {}  # the last build's region trust, as its manifest records it
 
     def finished(self) -> None:
         if self.device.type == "cuda":
@@ -201,6 +202,7 @@ class Variants:
         build_index(self.work / "scenes" / "images", self.work / "index", self.config, encoder=self.encoder)
         trust = read_manifest(self.work / "index").get("region_trust") or {}
         self.trust_seconds.append(float(trust.get("seconds", 0.0)))
+        self.trust = trust
 
     def end_to_end_small(self) -> None:
         """build_index over the first --small images (a folder of links to them)."""
@@ -309,6 +311,7 @@ def measure(args: argparse.Namespace, work: Path, paths: list[Path], config: Any
             "stage_share_of_end_to_end_without_trust": shares,
             "fixed_seconds": fixed_seconds,
             "trust_skipped_in_rounds": args.skip_trust,
+            "region_trust": v.trust,
             "rounds": args.rounds,
             "seconds_per_round": times,
             "regions_over_raw_time": regions_ratio,

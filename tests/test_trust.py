@@ -307,12 +307,16 @@ def test_trust_stops_sampling_once_the_weight_it_gives_is_sure(monkeypatch):
     full = measure_trust(*arguments)
     assert full.images == TRUST_IMAGES and len(encoded) == 6 * TRUST_IMAGES and 0.5 < full.trust < 1
     encoded.clear()
-    early = measure_trust(*arguments, ramp=(0.1, 0.2))
+    reports = []
+    early = measure_trust(*arguments, ramp=(0.1, 0.2), progress=lambda *report: reports.append(report))
     assert early.images == TRUST_FIRST and len(encoded) == 6 * TRUST_FIRST
+    assert reports == [("region trust", 0, TRUST_IMAGES), ("region trust", TRUST_FIRST, TRUST_FIRST)]
     assert early.trust - TRUST_Z * early.spread >= 0.2 and early.to_dict()["spread"] > 0
     encoded.clear()  # a ramp around the trust: never settled, the whole sample is measured
-    near = measure_trust(*arguments, ramp=(full.trust - 0.01, full.trust + 0.01))
+    reports.clear()
+    near = measure_trust(*arguments, ramp=(full.trust - 0.01, full.trust + 0.01), progress=lambda *r: reports.append(r))
     assert near.images == TRUST_IMAGES and len(encoded) == 6 * TRUST_IMAGES
+    assert [done for _, done, _ in reports] == [0, *range(TRUST_FIRST, TRUST_IMAGES + 1, 16), TRUST_IMAGES]
 
 
 def test_regions_that_know_nothing_stop_below_the_ramp(monkeypatch):

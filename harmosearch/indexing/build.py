@@ -215,7 +215,7 @@ def _encode_and_commit(
     counts = video_counts(data.images)
     report.videos, report.frames = counts["videos"], counts["frames"]
     calibration = _calibration(data, encoder)
-    trust = _trust(data, photos, encoder, old, (config.search.trust_low, config.search.trust_high))
+    trust = _trust(data, photos, encoder, old, (config.search.trust_low, config.search.trust_high), progress)
     stats = {key: getattr(report, key) for key in ("added", "changed", "removed", "renamed", "unchanged", "encoded")}
     write_generation(
         index,
@@ -257,11 +257,14 @@ def _encode(
     return encode_locally(boxed, encoder, config, stage, progress)
 
 
-def _trust(data: IndexData, photos: Path, encoder: Any, old: Any, ramp: tuple[float, float]) -> dict[str, Any] | None:
+def _trust(
+    data: IndexData, photos: Path, encoder: Any, old: Any, ramp: tuple[float, float], progress: Progress | None
+) -> dict[str, Any] | None:
     """The new generation's region trust (harmosearch.regions.trust), as the manifest keeps it:
     an update keeps the one its index measured, a build (or an update of an index made before
     trust was measured) measures it on a sample of the images, grown until the weight it gives
-    on `ramp` (search.trust_low, trust_high) is sure; None when nothing could be sampled."""
+    on `ramp` (search.trust_low, trust_high) is sure (reported to `progress` as the stage
+    "region trust", in pictures); None when nothing could be sampled."""
     from harmosearch.regions.trust import measure_trust, measured_the_current_way, stored_trust
     from harmosearch.search.pictures import decode
 
@@ -278,7 +281,10 @@ def _trust(data: IndexData, photos: Path, encoder: Any, old: Any, ramp: tuple[fl
         except (OSError, ValueError, DataError):  # gone or unreadable since it was encoded: not sampled
             return None
 
-    trust = measure_trust(encoder, picture, data.n_images, data.region_vectors, boxes.reshape(-1, 4), start, ramp=ramp)
+    regions = data.region_vectors
+    trust = measure_trust(
+        encoder, picture, data.n_images, regions, boxes.reshape(-1, 4), start, ramp=ramp, progress=progress
+    )
     return trust.to_dict() if trust is not None else None
 
 

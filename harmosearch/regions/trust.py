@@ -292,32 +292,36 @@ def measure_trust(
     region_start: np.ndarray,
     phrases: np.ndarray | None = None,
     ramp: tuple[float, float] | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> RegionTrust | None:
     """The region trust of an index's (or a benchmark's) images and encoder. picture(i) reads
     image i; region_vectors [R, D] as stored, boxes [R, 4] (pixels of the full image), image i's
     regions at rows region_start[i]:region_start[i + 1]; phrases: trust_phrases(encoder) when
     the caller has them already. With a ramp (search.trust_low, trust_high) the sample grows
     TRUST_STEP images at a time from TRUST_FIRST and stops once trust is settled beyond it (the
-    weight it gives is then sure; settled); without one, all TRUST_IMAGES are measured. None when
-    no picture gave two boxes (an empty or tiny library: nothing to measure)."""
+    weight it gives is then sure; settled); without one, all TRUST_IMAGES are measured. progress
+    (stage, done, total) hears of the pictures measured as "region trust". None when no picture
+    gave two boxes (an empty or tiny library: nothing to measure)."""
     started = time.perf_counter()
     order = sample_order(n_images)
     looks = list(range(TRUST_FIRST, len(order), TRUST_STEP)) if ramp is not None else []
+    report = progress if progress is not None and len(order) else lambda stage, done, total: None
+    report("region trust", 0, len(order))
     parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     found = None
     for begin, end in zip([0, *looks], [*looks, len(order)], strict=True):
         rows, alone, picture_of = sampled_boxes_alone(picture, order[begin:end], boxes, region_start)
         if len(rows):
-            seen_through = trust_phrases(encoder) if phrases is None else phrases
-            phrases = seen_through
-            region = phrase_space(np.asarray(region_vectors[rows], dtype=np.float32), seen_through)
-            parts.append((region, phrase_space(whole_vectors(encoder, alone), seen_through), picture_of))
-        if not parts:
-            continue
-        region, crops, picture_of = (np.concatenate(side) for side in zip(*parts, strict=True))
-        found = (*trust_estimate(region, crops, picture_of), len(region), len(set(picture_of)))
-        if ramp is not None and settled(found[0], found[2], ramp):
-            break
+            phrases = trust_phrases(encoder) if phrases is None else phrases
+            region = phrase_space(np.asarray(region_vectors[rows], dtype=np.float32), phrases)
+            parts.append((region, phrase_space(whole_vectors(encoder, alone), phrases), picture_of))
+        if parts:
+            region, crops, picture_of = (np.concatenate(side) for side in zip(*parts, strict=True))
+            found = (*trust_estimate(region, crops, picture_of), len(region), len(set(picture_of)))
+            if ramp is not None and settled(found[0], found[2], ramp):
+                break
+        report("region trust", end, len(order))
+    report("region trust", end, end)  # a sample stopped early is complete at its size
     if found is None:
         return None
     trust, mrr, spread, regions, images = found
