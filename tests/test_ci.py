@@ -192,3 +192,22 @@ def test_the_tests_of_a_file_or_of_a_class_share_a_worker(tmp_path):
     assert [name for name in ran if name.startswith("f")] == [f"f{i}" for i in range(6)]  # in file order
     assert len({ran[f"A{i}"] for i in range(3)}) == len({ran[f"B{i}"] for i in range(3)}) == 1
     assert {ran[name] for name in ran} == {"gw0", "gw1"}  # both workers had work
+
+
+def test_the_longest_files_start_first_and_exist():
+    """conftest.LONGEST_FIRST names files that are there (a renamed one would silently go back
+    to its alphabetical turn), and the collection puts them first, each file's tests in order."""
+    from tests.conftest import LONGEST_FIRST, pytest_collection_modifyitems
+
+    assert all((ROOT / "tests" / name).is_file() for name in LONGEST_FIRST)
+
+    class Item:
+        def __init__(self, name, test):
+            self.path, self.name = Path(name), test
+
+    items = [Item("test_a.py", 1), Item(LONGEST_FIRST[1], 1), Item("test_a.py", 2), Item(LONGEST_FIRST[0], 1)]
+    items.append(Item(LONGEST_FIRST[1], 2))
+    pytest_collection_modifyitems(items)
+    order = [(item.path.name, item.name) for item in items]
+    first, second = LONGEST_FIRST[:2]
+    assert order == [(first, 1), (second, 1), (second, 2), ("test_a.py", 1), ("test_a.py", 2)]

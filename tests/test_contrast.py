@@ -350,3 +350,18 @@ def test_rivals_by_word_counts_are_the_set_comparisons_written_out():
         w = words_of(lexeme)
         want = [not (w <= words_of(p) or words_of(p) <= w) for p in phrases]
         assert vocabulary.rivals(w).tolist() == want, lexeme
+
+
+def test_a_benchmark_keeps_its_rivals_in_the_encoders_cache_as_an_index_does(tmp_path):
+    from dataclasses import replace
+
+    from harmosearch.bench.vectors import bench_vocabulary
+    from harmosearch.config import SearchConfig
+
+    from .fakes import FakeEncoder
+
+    encoder = FakeEncoder()
+    encoder.cache_dir = tmp_path / "cache"
+    rivals = bench_vocabulary(encoder, SearchConfig())
+    assert rivals is not None and len(list((tmp_path / "cache" / "vocabularies").glob("*.npy"))) == 1
+    assert bench_vocabulary(encoder, replace(SearchConfig(), contrast=0.0)) is None

@@ -274,9 +274,11 @@ def as_an_index(
 
 
 def bench_vocabulary(encoder: Any, settings: SearchConfig) -> Vocabulary | None:
-    """search.vocabulary embedded by `encoder`, as an index embeds it (None when contrast is 0
-    or the vocabulary is empty)."""
-    return None if settings.contrast == 0 else load_vocabulary(encoder, settings.vocabulary)
+    """search.vocabulary embedded by `encoder`, as an index embeds it, kept in the encoder's
+    cache as an index keeps it (None when contrast is 0 or the vocabulary is empty)."""
+    if settings.contrast == 0:
+        return None
+    return load_vocabulary(encoder, settings.vocabulary, getattr(encoder, "cache_dir", None))
 
 
 def phrase_vectors(encoder: Any, phrases: list[str], templates: tuple[str, ...] = PROMPTS) -> np.ndarray:
