@@ -349,3 +349,16 @@ def test_an_unreadable_vocabulary_file(index, tmp_path):
         f"config file {config}: search.vocabulary must be "
         '"everyday", "trained", "none" or a file of phrases, one per line'
     )
+
+
+def test_a_data_dir_below_a_file_is_refused_whatever_the_dataset(scenes, tmp_path):
+    """Found by the CLI fuzz (one run in a few): with a scene folder as --dataset, which does not
+    use --data-dir, a --data-dir below a file passed unnoticed and the bench ran."""
+    (tmp_path / "a file").write_text("x")
+    below = tmp_path / "a file" / "below"
+    bench = ["bench", "--dataset", str(scenes), "--model", TEST_MODEL, "--n", "2", "--task", "retrieval"]
+    expected = f"cannot create --data-dir {below}: {tmp_path / 'a file'} is a file, not a folder"
+    assert one_error([*bench, "--data-dir", str(below)]) == expected
+    assert one_error([*bench, "--data-dir", str(tmp_path / "a file")]) == (
+        f"--data-dir {tmp_path / 'a file'} is a file; give a folder"
+    )

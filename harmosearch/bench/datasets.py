@@ -23,7 +23,7 @@ from typing import Any
 
 from harmosearch.config import MAX_SCENES, SynthConfig
 from harmosearch.errors import DataError
-from harmosearch.folders import is_dir
+from harmosearch.folders import check_folder, is_dir
 
 # Seeds of the synthetic benchmark sets (training scenes use seed 1000, the demo 2026), and of
 # the twin pairs of the compositional task.
@@ -224,8 +224,8 @@ def check_bench_options(dataset: str, data_dir: Path | None, n: int, split: str,
     dataset does not use never passes unnoticed), reading and drawing nothing."""
     if not 2 <= n <= MAX_SCENES:
         raise DataError(f"--n must lie in [2, {MAX_SCENES:,}] scenes, got {n}")
-    if data_dir is not None and data_dir.exists() and not data_dir.is_dir():
-        raise DataError(f"--data-dir {data_dir}: not a folder")
+    if data_dir is not None:  # a folder, or one that could be made (scenes are drawn into it)
+        check_folder(data_dir, "--data-dir")
     if not dataset.strip():
         raise DataError("--dataset is empty: name a dataset (synthetic, flickr30k, mscoco, ...) or a folder")
     if split not in SYNTHETIC_SEEDS:

@@ -37,7 +37,7 @@ every prefix is spread evenly over the library, and stops once trust is TRUST_Z 
 (the pictures as the independent units) beyond the ramp. The rule (first look 32, z 3) was chosen
 on validation scenes (benchmarks/trust_sequential.py, trust_sequential.jsonl): of a grid of first
 looks 16-48 and z 2-4, z 2 gave weights off the full sample's by up to 0.36 in 1% of 200 random
-orders; z 3 never strayed by more than 0.05. On test scenes it measured 32-48 pictures of the
+orders; z 3 and 4 never changed one. On test scenes it measured 32-48 pictures of the
 models whose regions were trained (flat world) and of random weights, all 128 where trust lies
 near the ramp, and gave every weight of the full sample.
 
