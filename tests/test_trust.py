@@ -319,6 +319,15 @@ def test_trust_stops_sampling_once_the_weight_it_gives_is_sure(monkeypatch):
     assert [done for _, done, _ in reports] == [0, *range(TRUST_FIRST, TRUST_IMAGES + 1, 16), TRUST_IMAGES]
 
 
+def test_a_single_sampled_picture_stores_no_spread(monkeypatch):
+    """One picture leaves the spread unknown (infinite to settled, which then never stops):
+    the manifest keeps none rather than a value JSON cannot hold."""
+    arguments, _ = _sequential_library(monkeypatch, know_their_boxes=True)
+    found = measure_trust(*arguments[:2], 1, *arguments[3:], ramp=(0.1, 0.2))
+    assert found.images == 1 and found.spread is None and "spread" not in found.to_dict()
+    json.dumps(found.to_dict(), allow_nan=False)
+
+
 def test_regions_that_know_nothing_stop_below_the_ramp(monkeypatch):
     arguments, _ = _sequential_library(monkeypatch, know_their_boxes=False)
     found = measure_trust(*arguments, ramp=(0.1, 0.2))

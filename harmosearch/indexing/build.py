@@ -281,9 +281,8 @@ def _trust(
         except (OSError, ValueError, DataError):  # gone or unreadable since it was encoded: not sampled
             return None
 
-    regions = data.region_vectors
-    trust = measure_trust(
-        encoder, picture, data.n_images, regions, boxes.reshape(-1, 4), start, ramp=ramp, progress=progress
+    trust = measure_trust(  # boxes [R, 4], also when R is 0: np.stack along axis 1
+        encoder, picture, data.n_images, data.region_vectors, boxes, start, ramp=ramp, progress=progress
     )
     return trust.to_dict() if trust is not None else None
 

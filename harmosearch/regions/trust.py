@@ -325,6 +325,7 @@ def measure_trust(
     if found is None:
         return None
     trust, mrr, spread, regions, images = found
+    spread = spread if np.isfinite(spread) else None  # one picture: no spread to tell (nor JSON's to write)
     return RegionTrust(trust, mrr, regions, images, time.perf_counter() - started, spread=spread)
 
 
