@@ -30,20 +30,23 @@ def pytest_configure(config):
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, cores // workers)))
 
 
-# The files of 20 s or more of test time on two cores (each log's 25 slowest tests show them),
-# longest first, run before the others: xdist hands out whole files (--dist loadscope), and one
-# of these handed out last would keep a worker busy long after the other has run out of work.
+# The files of 14 s or more of test time on two cores (`pytest --durations=0`, summed per file),
+# longest first, run before the others: xdist hands out whole files (--dist loadscope, in this
+# order: --no-loadscope-reorder), and one of these handed out last would keep a worker busy long
+# after the other has run out of work.
 LONGEST_FIRST = (
     "test_ray_engine.py",
     "test_bundled.py",
     "test_reliability.py",
     "test_cli_fuzz.py",
+    "test_serve_client.py",
     "test_bench.py",
     "test_serve_browser.py",
-    "test_distributed_training.py",
     "test_photo_world.py",
     "test_indexing.py",
-    "test_serve_client.py",
+    "test_calibration.py",
+    "test_distributed_training.py",
+    "test_library.py",
     "test_train.py",
 )
 

@@ -160,8 +160,10 @@ def test_every_run_reports_its_slowest_tests_times_out_hung_ones_and_uses_both_c
 
 def test_the_tests_of_a_file_or_of_a_class_share_a_worker(tmp_path):
     """What the suite relies on from --dist: the tests of a file run on one worker, in order (its
-    module fixtures built once), and so do those of a class, whose file may be elsewhere. (With
-    pytest 9, --dist loadgroup silently ignores xdist_group marks: a check like this shows it.)"""
+    module fixtures built once), and so do those of a class, whose file may be elsewhere; files
+    are handed out in the collection's order (conftest.LONGEST_FIRST's), where xdist's default
+    hands out the files of most tests first. (With pytest 9, --dist loadgroup silently ignores
+    xdist_group marks: a check like this shows it.)"""
     import tomllib
 
     options = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]
@@ -179,6 +181,12 @@ def test_the_tests_of_a_file_or_of_a_class_share_a_worker(tmp_path):
     )
     (tmp_path / "test_functions.py").write_text(record + functions)
     (tmp_path / "test_classes.py").write_text(record + classes)
+    # One test, alphabetically last, put first by the collection as LONGEST_FIRST puts a file.
+    (tmp_path / "test_zlast.py").write_text(record + "def test_z():\n    note('z')\n")
+    (tmp_path / "conftest.py").write_text(
+        "def pytest_collection_modifyitems(items):\n"
+        "    items.sort(key=lambda item: item.path.name != 'test_zlast.py')\n"
+    )
     (tmp_path / "pytest.ini").write_text(
         f"[pytest]\naddopts = {options['addopts']} -p no:cacheprovider\ntimeout = 60\nmarkers ={markers}\n"
     )
@@ -186,8 +194,10 @@ def test_the_tests_of_a_file_or_of_a_class_share_a_worker(tmp_path):
         [sys.executable, "-m", "pytest", "-q", str(tmp_path)], cwd=tmp_path, capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0, done.stdout[-2000:]
-    ran = dict(line.split() for line in (tmp_path / "workers.txt").read_text().splitlines())
-    assert len(ran) == 12
+    lines = [line.split() for line in (tmp_path / "workers.txt").read_text().splitlines()]
+    ran = dict(lines)
+    assert len(ran) == 13
+    assert next(name for name, worker in lines if worker == ran["z"]) == "z"  # its worker's first
     assert len({ran[f"f{i}"] for i in range(6)}) == 1
     assert [name for name in ran if name.startswith("f")] == [f"f{i}" for i in range(6)]  # in file order
     assert len({ran[f"A{i}"] for i in range(3)}) == len({ran[f"B{i}"] for i in range(3)}) == 1

@@ -32,7 +32,7 @@ from harmosearch.synth import (
     render_photo,
     sample_photo_scene,
 )
-from harmosearch.synth.photo import Backdrop
+from harmosearch.synth.photo import GREY_PHOTOS, Backdrop
 from harmosearch.synth.photo_drawing import clutter_mask, object_mask
 from harmosearch.synth.photo_scenes import Clutter, Finish, PhotoObject, PhotoScene
 from harmosearch.synth.text import captions
@@ -225,6 +225,7 @@ def test_photographs_are_split_and_every_scene_uses_only_its_splits(tmp_path):
     for name in named:
         pixels = photograph(name)
         assert pixels.dtype == np.uint8 and pixels.ndim in (2, 3) and min(pixels.shape[:2]) >= 150
+        assert (pixels.ndim == 2) == (name in GREY_PHOTOS)
     for split, names in PHOTO_SPLITS.items():
         used = {sample_photo_scene(1, i, SynthConfig(world="photo", photos=split)).background for i in range(120)}
         assert used == set(names), split
@@ -234,6 +235,34 @@ def test_photographs_are_split_and_every_scene_uses_only_its_splits(tmp_path):
     assert {im["background"] for im in pairs["images"]} <= set(PHOTO_SPLITS["test"])
     with pytest.raises(ConfigError):
         SynthConfig(world="photo", photos="holdout")
+
+
+def test_photographs_are_the_pixels_skimage_data_gives_and_register_nothing_with_pillow():
+    """Read from scikit-image's files with Pillow, each photograph equals what `skimage.data`
+    gives (asked in a process of its own: its reader, imageio, registers every Pillow plugin it
+    finds, HEIF's among them, in the process that calls it), and reading them leaves Pillow's
+    formats as they were."""
+    import hashlib
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    named = [name for names in PHOTO_SPLITS.values() for name in names]
+    script = (
+        "import hashlib, sys, numpy as np, skimage.data as d\n"
+        "for name in sys.argv[1:]:\n"
+        "    a = getattr(d, name)()\n"
+        "    a = a[0] if name == 'stereo_motorcycle' else a\n"
+        "    print(name, a.shape, hashlib.sha256(np.ascontiguousarray(a, dtype=np.uint8)).hexdigest())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, *named], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    formats = set(Image.OPEN)
+    photograph.cache_clear()
+    ours = [f"{name} {photograph(name).shape} {hashlib.sha256(photograph(name)).hexdigest()}" for name in named]
+    assert ours == done.stdout.splitlines()
+    assert set(Image.OPEN) == formats and "HEIF" not in formats
 
 
 def test_photo_twins_differ_only_where_flat_twins_do(tmp_path):

@@ -48,17 +48,34 @@ def photo_names(split: str) -> tuple[str, ...]:
     return PHOTO_SPLITS[split]
 
 
+# Each photograph's file in scikit-image's data folder, where its name does not give it.
+_FILES = {
+    "retina": "retina.jpg",
+    "rocket": "rocket.jpg",
+    "hubble_deep_field": "hubble_deep_field.jpg",
+    "immunohistochemistry": "ihc.png",
+    "clock": "clock_motion.png",
+    "stereo_motorcycle": "motorcycle_left.png",  # its left view
+}
+
+
 @functools.cache
 def photograph(name: str) -> np.ndarray:
-    """The photograph as uint8, H x W (grey) or H x W x 3 (colour), from scikit-image's own files."""
-    import skimage.data
+    """The photograph as uint8, H x W (grey) or H x W x 3 (colour), read with Pillow from
+    scikit-image's own files: the pixels `skimage.data` gives, without its reader (imageio),
+    which registers every Pillow plugin it finds (HEIF's among them) in the host process."""
+    from importlib.resources import files
 
     if not any(name in names for names in PHOTO_SPLITS.values()):
         raise ConfigError(f"{name!r} is not one of the photo world's photographs")
-    image = getattr(skimage.data, name)()
-    if name == "stereo_motorcycle":  # (left view, right view, disparity)
-        image = image[0]
-    return np.ascontiguousarray(image, dtype=np.uint8)
+    path = files("skimage") / "data" / _FILES.get(name, f"{name}.png")
+    try:
+        with Image.open(str(path)) as image:
+            return np.ascontiguousarray(np.asarray(image), dtype=np.uint8)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read the photo world's photograph {name!r} ({exc}); reinstall scikit-image"
+        ) from None
 
 
 def sample_backdrop(rng: np.random.Generator, split: str) -> Backdrop:
