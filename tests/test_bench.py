@@ -181,7 +181,13 @@ def test_bench_end_to_end_on_synthetic_scenes_with_cache(scenes, tmp_path, monke
     monkeypatch.setenv("HARMOSEARCH_CACHE", str(tmp_path / "cache"))
     config = load_config(overrides={"encoder.model": TEST_MODEL, "encoder.device": "cpu", "search.refine": True})
     tasks = ("retrieval", "boxcls", "grounding", "search")
+    from harmosearch.bench import vectors
+
+    measured = []  # the tasks of one set share its trust and calibration, measured once
+    trust = vectors.bench_trust
+    monkeypatch.setattr(vectors, "bench_trust", lambda *args, **kw: measured.append(1) or trust(*args, **kw))
     result = run_bench(config, str(scenes), tasks, save_scores=tmp_path / "s.npy")
+    assert len(measured) == 1
     retrieval = result["tasks"]["retrieval"]
     assert set(retrieval["modes"]) == {"global", "fused", "relations", "refined"}  # refined: with search.refine
     assert retrieval["images"] == 12 and retrieval["captions"] == 60
@@ -205,7 +211,13 @@ def test_bench_end_to_end_on_synthetic_scenes_with_cache(scenes, tmp_path, monke
     cached = list((tmp_path / "cache" / "bench").glob("images-*.npz"))
     assert len(cached) == 1
     again = run_bench(config, str(scenes), ("boxcls",))
+    assert len(measured) == 2
     assert again["tasks"]["boxcls"] == {**again["tasks"]["boxcls"], "top1": result["tasks"]["boxcls"]["top1"]}
+
+    def measures(task):  # but the seconds trust took
+        return json.dumps([{**task["region_trust"], "seconds": None}, task["ranking_unit"]])
+
+    assert {measures(task) for task in result["tasks"].values()} == {measures(again["tasks"]["boxcls"])}
     assert again["tasks"]["boxcls"]["image_encoding_seconds"] == result["tasks"]["boxcls"]["image_encoding_seconds"]
 
 

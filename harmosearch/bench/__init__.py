@@ -104,6 +104,7 @@ def run_bench(
         "config": config.to_json(),
         "machine": machine_info(config.paths.cache_dir),
     }
+    measured: dict[str, tuple[Any, Any]] = {}  # a set's trust and calibration, for its every task
     for task, bench in sets.items():
         missing = [p for p in bench.images if not p.is_file()]
         if missing:
@@ -111,7 +112,8 @@ def run_bench(
         t0 = time.perf_counter()
         images = encode_images(encoder, config, bench, progress)
         # ranked as an index of these images ranks: its trust, its unit (and its calibration)
-        ranked, images, trust, calibration = as_an_index(encoder, config, bench, images)
+        ranked, images, trust, calibration = as_an_index(encoder, config, bench, images, measured.get(bench.digest()))
+        measured[bench.digest()] = (trust, calibration)
         figures = TASKS[task](Run(encoder, ranked, bench, images, mode, save_scores, progress, calibration))
         result["tasks"][task] = {
             **figures,

@@ -255,19 +255,23 @@ def bench_calibration(encoder: Any, images: ImageVectors) -> Any:
 
 
 def as_an_index(
-    encoder: Any, config: Config, bench: BenchSet, images: ImageVectors
+    encoder: Any, config: Config, bench: BenchSet, images: ImageVectors, known: tuple[Any, Any] | None = None
 ) -> tuple[Config, ImageVectors, Any, Any]:
     """What a benchmark ranks with, as an index of its images ranks: the settings with the
     regions weighed by the trust measured on these images (regions/trust.py) and the amounts in
     cosines of their calibration's unit (search.calibration.in_cosines), the images' windows
     penalised by that amount; also the trust and the calibration. `config` gives the amounts in
     units, as the config file does; the tasks (bench.tasks.Run) take the returned settings as
-    given."""
+    given. `known`: the (trust, calibration) of these very images, measured for another task of
+    the same run, which are then not measured again."""
     from harmosearch.regions.trust import weighed
     from harmosearch.search.calibration import in_cosines
 
-    trust = bench_trust(encoder, bench, images, (config.search.trust_low, config.search.trust_high))
-    calibration = bench_calibration(encoder, images)
+    if known is None:
+        trust = bench_trust(encoder, bench, images, (config.search.trust_low, config.search.trust_high))
+        calibration = bench_calibration(encoder, images)
+    else:
+        trust, calibration = known
     search = in_cosines(weighed(config.search, trust), calibration)
     images = replace(images, regions=images.regions.penalising_windows(search.window_penalty))
     return replace(config, search=search), images, trust, calibration
