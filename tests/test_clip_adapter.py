@@ -128,3 +128,67 @@ def test_a_tower_resized_once_equals_resizing_on_every_pass(test_encoder):
         for mine, theirs in zip(vision_forward(resized, x, "value"), vision_forward(model, x, "value"), strict=True):
             assert torch.allclose(mine, theirs, atol=1e-5)
     assert tuple(model.visual.grid_size) == (4, 4)  # the model itself is left as it was
+
+
+def tiny_custom_text_clip(**text):
+    """An open_clip CustomTextCLIP (the text tower as `model.text`) of random weights."""
+    import open_clip
+
+    vision = {"image_size": 32, "layers": 1, "width": 32, "patch_size": 16, "head_width": 16}
+    text_cfg = {"context_length": 24, "vocab_size": 64, "width": 32, "heads": 2, "layers": 2, **text}
+    torch.manual_seed(0)
+    return open_clip.CustomTextCLIP(embed_dim=16, vision_cfg=vision, text_cfg=text_cfg).eval()
+
+
+def padded_tokens(lengths, context, vocab=64):
+    """Token rows of the given lengths, each ending in the highest id (an EOT for argmax pooling), padded with 0."""
+    rows = torch.zeros(len(lengths), context, dtype=torch.long)
+    generator = torch.Generator().manual_seed(1)
+    for row, length in zip(rows, lengths, strict=True):
+        row[: length - 1] = torch.randint(1, vocab - 1, (length - 1,), generator=generator)
+        row[length - 1] = vocab - 1
+    return rows
+
+
+@pytest.mark.parametrize("tower", ["clip", "custom"])
+def test_text_without_its_padding_gives_every_feature_a_query_reads(tower, test_encoder):
+    """Under causal attention the padding after a batch's longest text changes no feature of the
+    text's tokens nor the pooled one: cut away, they equal the whole sequence's, and open_clip's
+    own encode_text."""
+    from harmosearch.model.encoder import text_forward
+
+    if tower == "clip":
+        model, tokens = test_encoder.model, test_encoder.tokenize(["a red circle next to a blue star", "one ring"])
+    else:
+        model = tiny_custom_text_clip(pool_type="argmax")
+        tokens = padded_tokens([5, 9], 24)
+    short = TextParts(model).without_padding(tokens)
+    longest = int((tokens != 0).sum(1).max())
+    assert short.shape == (2, longest) and torch.equal(short, tokens[:, :longest])
+    with torch.no_grad():
+        pooled, per_token = text_forward(model, tokens)
+        short_pooled, short_per_token = text_forward(model, short)
+        reference = model.encode_text(tokens)
+    assert torch.allclose(short_pooled, pooled, atol=1e-5) and torch.allclose(short_pooled, reference, atol=1e-5)
+    assert torch.allclose(short_per_token, per_token[:, :longest], atol=1e-5)
+
+
+@pytest.mark.parametrize("text", [{"no_causal_mask": True, "pool_type": "argmax"}, {"pool_type": "last"}])
+def test_text_towers_that_read_later_positions_keep_their_padding(text):
+    """Without a causal mask every position reads the padding; pooled at the last position, the
+    pooled feature is the padding's: such towers get their tokens whole."""
+    model = tiny_custom_text_clip(**text)
+    tokens = padded_tokens([5, 9], 24)
+    assert TextParts(model).without_padding(tokens) is tokens
+
+
+def test_queries_encoded_without_padding_equal_queries_encoded_whole(test_encoder, monkeypatch):
+    """The encoder's torch path cuts the padding (TorchRunner.forward_text): the same global and
+    lexeme vectors as the whole context length gives."""
+    texts = ["two red circles left of a blue square", "a dog", "a bench without people near a tree"]
+    cut = test_encoder.encode_queries(texts)
+    monkeypatch.setattr(TextParts, "without_padding", lambda self, tokens: tokens)
+    whole = test_encoder.encode_queries(texts)
+    for a, b in zip(cut, whole, strict=True):
+        assert torch.allclose(a.global_vector, b.global_vector, atol=1e-5)
+        assert torch.allclose(a.lexeme_vectors, b.lexeme_vectors, atol=1e-5) and len(a.lexeme_vectors) > 0

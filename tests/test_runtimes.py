@@ -95,7 +95,7 @@ def test_int8_vectors_stay_close_to_fp32_from_a_graph_cached_by_fingerprint(tmp_
     pixels = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(4))
     assert_close_to_fp32(int8, fp32, pixels)
     graphs = sorted(g.name for g in (tmp_path / "onnx").glob("*.onnx"))
-    assert graphs == sorted([int8.runner.graph_file(32).name, int8.runner.graph_file().name])
+    assert graphs == sorted([int8.runner.graph_file(32).name, int8.runner.graph_file(text_length=16).name])
     assert graphs[0].startswith(f"{int8.identity.weights}-{int8.identity.config_hash}-32px-int8-")
 
     def no_export(*_):
@@ -148,7 +148,7 @@ def test_int8_graphs_quantise_the_blocks_and_keep_embeddings_and_projections_in_
     int8.encode_pixels(torch.zeros(1, 3, 32, 32))
     int8.encode_texts(["a red circle"])
     for size, projection in ((32, "model.visual.proj"), (None, "model.text_projection")):
-        graph = onnx.load(str(int8.runner.graph_file(size))).graph
+        graph = onnx.load(str(int8.runner.graph_file(size, None if size else 16))).graph
         ops = [node.op_type for node in graph.node]
         weights = {init.name: init.data_type for init in graph.initializer}
         assert ops.count("MatMulInteger") >= 2  # the blocks' products
@@ -164,3 +164,21 @@ def test_int8_graphs_of_the_training_free_dense_maps_stay_close_to_fp32(tmp_path
     fp32 = encoder_at("fp32", tmp_path, **{"encoder.dense_mode": mode})
     assert_close_to_fp32(int8, fp32, torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(5)))
     assert int8.runner.graph_file(32).is_file()
+
+
+def test_texts_run_through_the_graph_of_the_shortest_length_that_holds_them(tmp_path):
+    """Each batch of texts runs through the text graph of the shortest of TEXT_LENGTHS (16, and
+    the test model's context length 32) that holds its longest text, its padding cut as the torch
+    path cuts it: fp32 through ONNX Runtime gives the torch path's query vectors at either length."""
+    needs_onnxruntime()
+    onnx_fp32 = encoder_at("fp32", tmp_path, **{"encoder.runtime": "onnxruntime"})
+    torch_fp32 = encoder_at("fp32", tmp_path)
+    assert onnx_fp32.identity.made_with == "fp32 (onnxruntime)" and onnx_fp32.context_length == 32
+    long = "two red circles left of a blue square and a green star above three small yellow rings"
+    for texts, length in ((["a dog"], 16), (["a bench without people", long], 32)):
+        assert 16 < len(onnx_fp32.tokenizer([long])[0].nonzero()) <= 32
+        for a, b in zip(onnx_fp32.encode_queries(texts), torch_fp32.encode_queries(texts), strict=True):
+            assert torch.allclose(a.global_vector, b.global_vector, atol=1e-4)
+            assert torch.allclose(a.lexeme_vectors, b.lexeme_vectors, atol=1e-4)
+        assert onnx_fp32.runner.graph_file(text_length=length).is_file()
+    assert len(list((tmp_path / "onnx").glob("*text*.onnx"))) == 2

@@ -242,6 +242,15 @@ def run_blocks(transformer: Any, x: Any, attn_mask: Any = None, blocks: Any = No
     return x
 
 
+def _is_causal(mask: Any) -> bool:
+    """An additive mask that hides every later position and no earlier one."""
+    import torch
+
+    blocked = torch.isinf(mask[..., :8, :8]) & (mask[..., :8, :8] < 0)
+    size = blocked.shape[-1]
+    return bool((blocked == torch.ones(size, size, dtype=torch.bool).triu(1)).all())
+
+
 @dataclass(frozen=True)
 class TextParts:
     """A text tower taken apart: per-token features after ln_final, the global pooling, and
@@ -250,19 +259,40 @@ class TextParts:
     model: Any
 
     def tokens(self, text: Any) -> tuple[Any, Any, str, int | None, Any]:
-        """(per-token features [N, T, width] after ln_final, the tokens, pool type, EOS id, projection)."""
+        """(per-token features [N, T, width] after ln_final, the tokens, pool type, EOS id,
+        projection), for T up to the context length (the positions and mask cut to T)."""
         tower = getattr(self.model, "text", None)
+        length = text.shape[1]
         if tower is not None:  # CustomTextCLIP
             if getattr(tower, "cls_emb", None) is not None:
                 raise ModelLoadError("text towers with a class token (CoCa) are not supported")
             x, attn_mask = tower._embeds(text)
+            if attn_mask is not None:  # the causal mask alone is the context length's
+                attn_mask = attn_mask[..., :length, :length]
             x = tower.ln_final(run_blocks(tower.transformer, x, attn_mask))
             return x, text, tower.pool_type, getattr(tower, "eos_id", None), tower.text_projection
         model = self.model
         cast = model.transformer.get_cast_dtype()
-        x = model.token_embedding(text).to(cast) + model.positional_embedding.to(cast)
-        x = model.ln_final(run_blocks(model.transformer, x, model.attn_mask))
+        x = model.token_embedding(text).to(cast) + model.positional_embedding[:length].to(cast)
+        attn_mask = None if model.attn_mask is None else model.attn_mask[:length, :length]
+        x = model.ln_final(run_blocks(model.transformer, x, attn_mask))
         return x, text, model.text_pool_type, getattr(model, "text_eos_id", None), model.text_projection
+
+    def without_padding(self, text: Any) -> Any:
+        """`text` [N, T] without the padding after the batch's last token, where that changes
+        nothing a query reads: under causal attention no position reads a later one, so each
+        token's feature and the feature pooled at a token (the EOT's: argmax or eos; the
+        first) are those of the whole sequence. A query of a few words then costs a few
+        positions instead of the context length (77 for most models). Other towers (no causal
+        mask, pooling over the last position or all of them) get `text` as it is."""
+        tower = getattr(self.model, "text", None)
+        owner = self.model if tower is None else tower
+        mask = getattr(owner, "attn_mask", None)
+        pool = getattr(owner, "text_pool_type" if tower is None else "pool_type", None)
+        if mask is None or pool not in ("argmax", "eos", "first") or not _is_causal(mask):
+            return text
+        used = (text != getattr(owner, "pad_id", 0)).any(0).nonzero()
+        return text[:, : int(used[-1]) + 1 if len(used) else 1]
 
     @staticmethod
     def global_pool(x: Any, text: Any, pool_type: str, eos_id: int | None) -> Any:

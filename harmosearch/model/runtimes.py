@@ -133,18 +133,20 @@ class TorchRunner:
     def forward_text(self, tokens: Any) -> tuple[Any, Any]:
         import torch
 
+        from harmosearch.model.clip_adapter import TextParts
         from harmosearch.model.device import autocast
         from harmosearch.model.encoder import text_forward
 
+        tokens = TextParts(self.model).without_padding(tokens)
         with torch.inference_mode(), autocast(self.device, self.path.precision):
             return text_forward(self.model, tokens.to(self.device))
 
 
 @dataclass
 class OnnxRunner:
-    """The towers through ONNX Runtime: one exported graph per image input size and one for
-    texts, each made once per model and cached; one session per process and graph (sessions do
-    not survive a fork)."""
+    """The towers through ONNX Runtime: one exported graph per image input size and per text
+    length, each made once per model and cached; one session per process and graph (sessions
+    do not survive a fork)."""
 
     model: Any
     path: InferencePath
@@ -157,18 +159,19 @@ class OnnxRunner:
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "sessions": {}}
 
-    def graph_file(self, size: int | None = None) -> Path:
-        """The cached graph of the image tower at `size` pixels, or of the text tower."""
-        ident, part = self.identity, f"{size}px" if size else "text"
+    def graph_file(self, size: int | None = None, text_length: int | None = None) -> Path:
+        """The cached graph of the image tower at `size` pixels, or of the text tower for
+        texts of `text_length` tokens."""
+        ident, part = self.identity, f"{size}px" if size else f"text{text_length}"
         name = f"{ident.weights}-{ident.config_hash}-{part}-{self.path.precision}-v{EXPORT_VERSION}.onnx"
         return self.cache_dir / "onnx" / name
 
     def prepare(self, size: int | None = None, text_length: int = 77) -> Path:
-        """The graph for `size`-pixel images (or for texts of `text_length` tokens, the
-        tokenizer's context length), exported and quantised unless cached."""
+        """The graph for `size`-pixel images (or for texts of `text_length` tokens), exported
+        and quantised unless cached."""
         import torch
 
-        target = self.graph_file(size)
+        target = self.graph_file(size, None if size else text_length)
         if not target.is_file():
             texts = torch.zeros(2, text_length, dtype=torch.long)
             example = torch.zeros(2, 3, size, size) if size else texts
@@ -178,9 +181,10 @@ class OnnxRunner:
     def _run(self, size: int | None, inputs: Any) -> tuple[Any, Any]:
         import torch
 
-        key = (os.getpid(), self.graph_file(size).name)
+        length = None if size else int(inputs.shape[-1])
+        key = (os.getpid(), self.graph_file(size, length).name)
         if key not in self.sessions:
-            self.sessions[key] = onnx_session(self.prepare(size, int(inputs.shape[-1])))
+            self.sessions[key] = onnx_session(self.prepare(size, length or 0))
         session = self.sessions[key]
         first, second = session.run(None, {session.get_inputs()[0].name: inputs.cpu().numpy()})
         return torch.from_numpy(first), torch.from_numpy(second)
@@ -189,7 +193,20 @@ class OnnxRunner:
         return self._run(int(pixels.shape[-1]), pixels.float())
 
     def forward_text(self, tokens: Any) -> tuple[Any, Any]:
-        return self._run(None, tokens.long())
+        """Texts through the graph of the shortest of TEXT_LENGTHS (or the context length) that
+        holds the batch's longest text: the padding cut as the torch path cuts it
+        (TextParts.without_padding), at a few lengths, each a graph of its own (an exported
+        graph's attention has its length built in)."""
+        from harmosearch.model.clip_adapter import TextParts
+
+        used, context = TextParts(self.model).without_padding(tokens).shape[1], int(tokens.shape[1])
+        length = next((n for n in TEXT_LENGTHS if used <= n < context), context)
+        return self._run(None, tokens[:, :length].long())
+
+
+# The text lengths ONNX graphs are made for below the context length: most queries and phrases
+# fit 16 tokens, a caption 32.
+TEXT_LENGTHS = (16, 32)
 
 
 def export_tower(model: Any, dense_mode: str, example: Any, precision: str, target: Path) -> None:
