@@ -310,17 +310,19 @@ def _cli(*args, env=None):
 
 
 @pytest.mark.slow
-def test_synth_and_bench_in_the_photo_world_end_to_end(tmp_path):
-    import os
+def test_synth_and_bench_in_the_photo_world_end_to_end(tmp_path, monkeypatch):
+    """synth in a process of its own, as a user runs it; bench in this one (a new process would
+    spend seconds importing torch first)."""
+    from .conftest import invoke
 
     result = _cli("synth", str(tmp_path / "s"), "--world", "photo", "--photos", "test", "--n", "3", "--size", "64")
     assert result.returncode == 0, result.stderr
     data = json.loads((tmp_path / "s" / "annotations.json").read_text())
     assert data["info"]["world"] == "photo" and len(list((tmp_path / "s" / "images").glob("*.jpg"))) == 3
-    env = {**os.environ, "HARMOSEARCH_CACHE": str(tmp_path / "cache")}
+    monkeypatch.setenv("HARMOSEARCH_CACHE", str(tmp_path / "cache"))
     bench = ["bench", "--world", "photo", "--n", "12", "--model", TEST_MODEL, "--device", "cpu", "--json"]
-    result = _cli(*bench, env=env)
-    assert result.returncode == 0, result.stderr
+    result = invoke(bench)
+    assert result.code == 0, result.stderr
     figures = json.loads(result.stdout)
     assert figures["world"] == "photo" and figures["split"] == "test"
     assert set(figures["tasks"]) == {"retrieval", "boxcls", "grounding", "search", "compositional"}
