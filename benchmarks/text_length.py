@@ -7,8 +7,10 @@ The text tower is causal: a token reads no later one, so the padding after a bat
 text changes no feature a query reads (TextParts.without_padding; the ONNX path runs the graph
 of the shortest of runtimes.TEXT_LENGTHS that holds the batch). Each path (fp32 through torch,
 int8 through ONNX Runtime when it is installed) encodes, in rounds that alternate whole and cut:
-a query alone (`encode_queries`, the median of --queries runs) and the first --phrases of
-search.vocabulary in batches of 256 as `embed_vocabulary` does (a fresh index's first cost).
+a query alone (`encode_queries`, the median of --queries runs), the calibration's bank of
+unrelated queries (search.calibration.NULL_QUERIES, once per model and machine) and the first
+--phrases of search.vocabulary in batches of 256 as `embed_vocabulary` does (a fresh index's
+first cost).
 "Whole" runs the same code with the cut turned off. Fidelity: the largest difference and the
 smallest cosine between whole and cut vectors (global and lexeme). Appended to
 benchmarks/results/text_length.jsonl.
@@ -73,8 +75,12 @@ def measure(encoder, phrases: list[str], rounds: int, queries: int) -> dict:
                 times.append(time.perf_counter() - start)
         return statistics.median(times)
 
-    run(True, phrases[:8]), run(False, phrases[:8])  # graphs exported, sessions opened, caches warm
+    from harmosearch.search.calibration import NULL_QUERIES
+
+    bank = list(NULL_QUERIES)
+    run(True, phrases[:8]), run(False, phrases[:8]), run(True, bank), run(False, bank)  # graphs exported, warm
     whole_s, cut_s = interleaved([lambda: run(True, phrases), lambda: run(False, phrases)], rounds)
+    bank_whole, bank_cut = interleaved([lambda: run(True, bank), lambda: run(False, bank)], rounds)
     q_whole = [query_p50(True) for _ in range(rounds)]
     q_cut = [query_p50(False) for _ in range(rounds)]
     (gw, lw), (gc, lc) = run(True, phrases), run(False, phrases)
@@ -89,6 +95,8 @@ def measure(encoder, phrases: list[str], rounds: int, queries: int) -> dict:
         "phrases": len(phrases),
         "vocabulary_seconds": {"whole": min(whole_s), "cut": min(cut_s)},
         "vocabulary_speedup": round(paired_ratio(whole_s, cut_s), 2),
+        "calibration_bank": {"texts": len(bank), "whole_seconds": min(bank_whole), "cut_seconds": min(bank_cut)},
+        "calibration_bank_speedup": round(paired_ratio(bank_whole, bank_cut), 2),
         "query_p50_ms": {"whole": round(1000 * min(q_whole), 2), "cut": round(1000 * min(q_cut), 2)},
         "query_speedup": round(paired_ratio(q_whole, q_cut), 2),
         "fidelity": {"global": fidelity(gw, gc), "lexemes": fidelity(lw, lc)},
