@@ -192,3 +192,13 @@ def test_queries_encoded_without_padding_equal_queries_encoded_whole(test_encode
     for a, b in zip(cut, whole, strict=True):
         assert torch.allclose(a.global_vector, b.global_vector, atol=1e-5)
         assert torch.allclose(a.lexeme_vectors, b.lexeme_vectors, atol=1e-5) and len(a.lexeme_vectors) > 0
+
+
+def test_only_a_mask_hiding_every_later_position_and_no_earlier_one_is_causal():
+    from harmosearch.model.clip_adapter import _is_causal
+
+    causal = torch.full((10, 10), float("-inf")).triu(1)
+    assert _is_causal(causal)
+    assert not _is_causal(torch.zeros(10, 10))  # hides nothing
+    assert not _is_causal(causal.T)  # hides the earlier positions
+    assert not _is_causal(torch.full((10, 10), -1e4).triu(1))  # a finite penalty lets them through

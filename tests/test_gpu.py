@@ -28,6 +28,9 @@ def test_cuda_encoding_matches_cpu():
     assert float((g_half * g_cpu).sum(-1).min()) > 0.99
     texts = cpu.encode_texts(["a red circle"]), gpu.encode_texts(["a red circle"])
     assert torch.allclose(*texts, atol=1e-4)
+    # a query's lexemes too: the padding cut where the mask lives (TextParts.without_padding)
+    (q_cpu,), (q_gpu,) = (e.encode_queries(["two red circles left of a blue star"]) for e in (cpu, gpu))
+    assert torch.allclose(q_cpu.lexeme_vectors, q_gpu.lexeme_vectors, atol=1e-4)
 
 
 def test_faiss_gpu_search_matches_cpu():

@@ -248,7 +248,7 @@ def _is_causal(mask: Any) -> bool:
 
     blocked = torch.isinf(mask[..., :8, :8]) & (mask[..., :8, :8] < 0)
     size = blocked.shape[-1]
-    return bool((blocked == torch.ones(size, size, dtype=torch.bool).triu(1)).all())
+    return bool((blocked == torch.ones(size, size, dtype=torch.bool, device=mask.device).triu(1)).all())
 
 
 @dataclass(frozen=True)
