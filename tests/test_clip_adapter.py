@@ -202,3 +202,22 @@ def test_only_a_mask_hiding_every_later_position_and_no_earlier_one_is_causal():
     assert not _is_causal(torch.zeros(10, 10))  # hides nothing
     assert not _is_causal(causal.T)  # hides the earlier positions
     assert not _is_causal(torch.full((10, 10), -1e4).triu(1))  # a finite penalty lets them through
+
+
+def test_a_tower_pooling_at_an_eos_that_is_also_its_padding_keeps_the_pooled_token():
+    """Pooled at the first EOS, with the padding of the same id: the cut keeps every row's EOS,
+    and the features equal the whole sequence's (pooled elsewhere, they would not)."""
+    from harmosearch.model.encoder import text_forward
+
+    model = tiny_custom_text_clip(pool_type="eos", eos_id=5, pad_id=5)
+    tokens = torch.full((2, 24), 5, dtype=torch.long)
+    generator = torch.Generator().manual_seed(2)
+    for row, length in zip(tokens, (4, 8), strict=True):
+        row[: length - 1] = torch.randint(6, 64, (length - 1,), generator=generator)  # then the EOS, at length - 1
+    short = TextParts(model).without_padding(tokens)
+    assert short.shape == (2, 8)
+    with torch.no_grad():
+        pooled, per_token = text_forward(model, tokens)
+        short_pooled, short_per_token = text_forward(model, short)
+    assert torch.allclose(short_pooled, pooled, atol=1e-5)
+    assert torch.allclose(short_per_token, per_token[:, :8], atol=1e-5)

@@ -246,7 +246,7 @@ def _is_causal(mask: Any) -> bool:
     """An additive mask that hides every later position and no earlier one."""
     import torch
 
-    blocked = torch.isinf(mask[..., :8, :8]) & (mask[..., :8, :8] < 0)
+    blocked = torch.isinf(mask) & (mask < 0)
     size = blocked.shape[-1]
     return bool((blocked == torch.ones(size, size, dtype=torch.bool, device=mask.device).triu(1)).all())
 
@@ -292,7 +292,13 @@ class TextParts:
         if mask is None or pool not in ("argmax", "eos", "first") or not _is_causal(mask):
             return text
         used = (text != getattr(owner, "pad_id", 0)).any(0).nonzero()
-        return text[:, : int(used[-1]) + 1 if len(used) else 1]
+        keep = int(used[-1]) + 1 if len(used) else 1
+        if pool == "argmax":  # the pooled position kept, whatever the padding's id
+            keep = max(keep, int(text.argmax(-1).max()) + 1)
+        elif pool == "eos":
+            eos = getattr(owner, "text_eos_id" if tower is None else "eos_id", None)
+            keep = max(keep, int((text == eos).int().argmax(-1).max()) + 1)
+        return text[:, :keep]
 
     @staticmethod
     def global_pool(x: Any, text: Any, pool_type: str, eos_id: int | None) -> Any:

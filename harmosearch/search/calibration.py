@@ -311,8 +311,9 @@ def stored_calibration(manifest: dict[str, Any]) -> Calibration | None:
 
 
 # Bumped when the text forward or the query encoding changes, so bank encodings cached by an
-# older harmosearch are made again.
-BANK_CACHE_VERSION = 1
+# older harmosearch are made again (2: texts run without their padding, which in int8 moves the
+# vectors slightly: a batch's activations are quantised together).
+BANK_CACHE_VERSION = 2
 
 
 def cached_bank_encoder(encoder: Any) -> TextEncoder:

@@ -229,9 +229,14 @@ def load_vocabulary(encoder: Any, setting: str, cache: Path | None = None) -> Vo
     return vocabulary
 
 
+# Bumped when the text forward changes, so vocabularies embedded by an older harmosearch are
+# embedded again (2: texts run without their padding, which in int8 moves the vectors slightly).
+VOCABULARY_CACHE_VERSION = 2
+
+
 def _cache_file(cache: Path, encoder: Any, phrases: Sequence[str]) -> Path:
     """Where the vectors of `phrases` embedded by `encoder` are kept under `cache`."""
-    key = json.dumps([encoder.identity.to_dict(), list(phrases)], sort_keys=True)
+    key = json.dumps([VOCABULARY_CACHE_VERSION, encoder.identity.to_dict(), list(phrases)], sort_keys=True)
     return Path(cache).expanduser() / "vocabularies" / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.npy"
 
 
