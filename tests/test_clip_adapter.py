@@ -140,13 +140,14 @@ def tiny_custom_text_clip(**text):
     return open_clip.CustomTextCLIP(embed_dim=16, vision_cfg=vision, text_cfg=text_cfg).eval()
 
 
-def padded_tokens(lengths, context, vocab=64):
-    """Token rows of the given lengths, each ending in the highest id (an EOT for argmax pooling), padded with 0."""
-    rows = torch.zeros(len(lengths), context, dtype=torch.long)
-    generator = torch.Generator().manual_seed(1)
+def padded_tokens(lengths, context, words=(1, 63), end=63, pad=0, seed=1):
+    """Token rows of the given lengths: ids drawn from `words` (low, high: high left out), then
+    `end` (by default the highest id, an EOT for argmax pooling), then `pad` to the context."""
+    rows = torch.full((len(lengths), context), pad, dtype=torch.long)
+    generator = torch.Generator().manual_seed(seed)
     for row, length in zip(rows, lengths, strict=True):
-        row[: length - 1] = torch.randint(1, vocab - 1, (length - 1,), generator=generator)
-        row[length - 1] = vocab - 1
+        row[: length - 1] = torch.randint(*words, (length - 1,), generator=generator)
+        row[length - 1] = end
     return rows
 
 
@@ -210,10 +211,7 @@ def test_a_tower_pooling_at_an_eos_that_is_also_its_padding_keeps_the_pooled_tok
     from harmosearch.model.encoder import text_forward
 
     model = tiny_custom_text_clip(pool_type="eos", eos_id=5, pad_id=5)
-    tokens = torch.full((2, 24), 5, dtype=torch.long)
-    generator = torch.Generator().manual_seed(2)
-    for row, length in zip(tokens, (4, 8), strict=True):
-        row[: length - 1] = torch.randint(6, 64, (length - 1,), generator=generator)  # then the EOS, at length - 1
+    tokens = padded_tokens([4, 8], 24, words=(6, 64), end=5, pad=5, seed=2)
     short = TextParts(model).without_padding(tokens)
     assert short.shape == (2, 8)
     with torch.no_grad():

@@ -112,8 +112,9 @@ def run_bench(
         t0 = time.perf_counter()
         images = encode_images(encoder, config, bench, progress)
         # ranked as an index of these images ranks: its trust, its unit (and its calibration)
-        ranked, images, trust, calibration = as_an_index(encoder, config, bench, images, measured.get(bench.digest()))
-        measured[bench.digest()] = (trust, calibration)
+        digest = bench.digest()
+        ranked, images, trust, calibration = as_an_index(encoder, config, bench, images, measured.get(digest))
+        measured[digest] = (trust, calibration)
         figures = TASKS[task](Run(encoder, ranked, bench, images, mode, save_scores, progress, calibration))
         result["tasks"][task] = {
             **figures,

@@ -261,22 +261,30 @@ class TextParts:
     def tokens(self, text: Any) -> tuple[Any, Any, str, int | None, Any]:
         """(per-token features [N, T, width] after ln_final, the tokens, pool type, EOS id,
         projection), for T up to the context length (the positions and mask cut to T)."""
-        tower = getattr(self.model, "text", None)
+        owner, pool_type, eos_id = self.pooling()
         length = text.shape[1]
-        if tower is not None:  # CustomTextCLIP
-            if getattr(tower, "cls_emb", None) is not None:
+        if owner is not self.model:  # CustomTextCLIP
+            if getattr(owner, "cls_emb", None) is not None:
                 raise ModelLoadError("text towers with a class token (CoCa) are not supported")
-            x, attn_mask = tower._embeds(text)
+            x, attn_mask = owner._embeds(text)
             if attn_mask is not None:  # the causal mask alone is the context length's
                 attn_mask = attn_mask[..., :length, :length]
-            x = tower.ln_final(run_blocks(tower.transformer, x, attn_mask))
-            return x, text, tower.pool_type, getattr(tower, "eos_id", None), tower.text_projection
+            x = owner.ln_final(run_blocks(owner.transformer, x, attn_mask))
+            return x, text, pool_type, eos_id, owner.text_projection
         model = self.model
         cast = model.transformer.get_cast_dtype()
         x = model.token_embedding(text).to(cast) + model.positional_embedding[:length].to(cast)
         attn_mask = None if model.attn_mask is None else model.attn_mask[:length, :length]
         x = model.ln_final(run_blocks(model.transformer, x, attn_mask))
-        return x, text, model.text_pool_type, getattr(model, "text_eos_id", None), model.text_projection
+        return x, text, pool_type, eos_id, model.text_projection
+
+    def pooling(self) -> tuple[Any, str, int | None]:
+        """(what holds the text tower's layers, mask and padding id, its pool type, its EOS id):
+        a CustomTextCLIP's text tower, or a CLIP model itself, which names them text_*."""
+        tower = getattr(self.model, "text", None)
+        if tower is not None:
+            return tower, tower.pool_type, getattr(tower, "eos_id", None)
+        return self.model, self.model.text_pool_type, getattr(self.model, "text_eos_id", None)
 
     def without_padding(self, text: Any) -> Any:
         """`text` [N, T] without the padding after the batch's last token, where that changes
@@ -285,10 +293,8 @@ class TextParts:
         first) are those of the whole sequence. A query of a few words then costs a few
         positions instead of the context length (77 for most models). Other towers (no causal
         mask, pooling over the last position or all of them) get `text` as it is."""
-        tower = getattr(self.model, "text", None)
-        owner = self.model if tower is None else tower
+        owner, pool, eos = self.pooling()
         mask = getattr(owner, "attn_mask", None)
-        pool = getattr(owner, "text_pool_type" if tower is None else "pool_type", None)
         if mask is None or pool not in ("argmax", "eos", "first") or not _is_causal(mask):
             return text
         used = (text != getattr(owner, "pad_id", 0)).any(0).nonzero()
@@ -296,7 +302,6 @@ class TextParts:
         if pool == "argmax":  # the pooled position kept, whatever the padding's id
             keep = max(keep, int(text.argmax(-1).max()) + 1)
         elif pool == "eos":
-            eos = getattr(owner, "text_eos_id" if tower is None else "eos_id", None)
             keep = max(keep, int((text == eos).int().argmax(-1).max()) + 1)
         return text[:, :keep]
 
