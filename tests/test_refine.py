@@ -465,3 +465,26 @@ def test_refine_passes_over_a_photo_deleted_since_indexing(photos, tmp_path, tes
     assert len(response.results) == 3 and top.path in response.warnings[0]
     gone = next(r for r in response.results if r.path == top.path)
     assert [m.box for m in gone.lexemes] == [m.box for m in top.lexemes]
+
+
+def test_refine_with_min_score_auto_and_no_confident_result_returns_none(scene_index, test_encoder):
+    """When min_score "auto" leaves no result, there is nothing to look at again: the search
+    returns no results (it raised in the reordering's fusion of zero candidates; found by
+    tests/test_cli_fuzz.py)."""
+    from harmosearch.search import Index
+
+    path, config = scene_index
+    index = Index(path, config, encoder=test_encoder)
+    s = replace(config.search, rerank=6, crop_weight=0.0)  # reordered by fusing looked-at scores
+    query = "a purple elephant"
+    assert index.search(query, k=6, settings=s).results  # candidates there are, none confident:
+    assert index.search(query, k=6, min_score="auto", settings=s).results == []
+    assert index.search(query, k=6, refine=True, min_score="auto", settings=s).results == []
+
+
+def test_fusing_no_candidates_gives_no_scores():
+    from harmosearch.search.fuse import fuse
+
+    for lexemes in (np.zeros((0, 2), np.float32), np.zeros(0, np.float32)):
+        assert fuse(np.zeros(0, np.float32), lexemes, 0.3).shape == (0,)
+    assert fuse(np.ones(3), np.full(3, 0.5), 0.5).tolist() == [0.75] * 3  # [C]: one lexeme

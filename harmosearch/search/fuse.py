@@ -51,7 +51,9 @@ def fuse(
 ) -> np.ndarray:
     """global_scores [C]; lexeme_scores [C, m] (m may be 0); relation_scores [C, n] -> fused [C]."""
     global_scores = np.asarray(global_scores, dtype=np.float32)
-    lexeme_scores = np.asarray(lexeme_scores, dtype=np.float32).reshape(len(global_scores), -1)
+    lexeme_scores = np.asarray(lexeme_scores, dtype=np.float32)
+    if lexeme_scores.ndim != 2:  # [C] or flat; no candidates cannot be reshaped by -1
+        lexeme_scores = lexeme_scores.reshape(len(global_scores), -1 if len(global_scores) else 0)
     m = lexeme_scores.shape[1]
     if m == 0:
         return global_scores.copy()
