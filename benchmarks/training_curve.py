@@ -1,0 +1,108 @@
+"""How far more training takes the bundled model (issue #29: what training time would reach its
+photo-world targets).
+
+    python benchmarks/training_curve.py [--start harmo-mix] [--steps 1000] [--every 250]
+                                        [--scenes 16000] [--seed 2000] [--n 200]
+
+Draws --scenes fresh scenes of both worlds (seed 2000: neither the recipe's 1000 nor a bench
+set's), trains --start on them with harmo-mix's recipe (the four losses, batches of 128, lr 5e-4
+after a warmup of 50 steps, cosine decay over --steps), a checkpoint every --every steps, and
+benches the start and every checkpoint on the validation scenes of both worlds (phrase search
+P@5 and grounding, --n scenes each, default settings). Appends one record per model and world to
+results/training_curve.jsonl, with the steps trained beyond the start and the training seconds
+they took. Validation scenes only: this measures a trend, it chooses nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import append_result
+from make_bundled import TRAIN
+
+from harmosearch.bench import run_bench
+from harmosearch.config import SynthConfig, load_config
+from harmosearch.synth import generate
+from harmosearch.train.loop import train
+
+WORLDS = ("photo", "flat")
+
+
+def figures(model: str, world: str, n: int) -> dict[str, float]:
+    """Phrase search and grounding of `model` on n validation scenes of `world`."""
+    config = load_config(overrides={"encoder.model": model, "encoder.device": "cpu"})
+    result = run_bench(config, "synthetic", ("search", "grounding"), n=n, split="val", world=world)
+    tasks = result["tasks"]
+    return {
+        "phrase_p5": tasks["search"]["P@5"],
+        "grounding": tasks["grounding"]["accuracy"],
+        "region_trust": tasks["search"]["region_trust"]["trust"],
+        "region_weight": tasks["search"]["region_weight"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, default=Path("runs/training-curve"))
+    parser.add_argument("--start", default="harmo-mix")
+    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--every", type=int, default=250)
+    parser.add_argument("--scenes", type=int, default=16_000)
+    parser.add_argument("--seed", type=int, default=2000)
+    parser.add_argument("--n", type=int, default=200, help="validation scenes per world")
+    args = parser.parse_args()
+    data = args.work / "scenes"
+    started = time.perf_counter()
+    if not (data / "annotations.json").is_file():
+        generate(data, SynthConfig(n=args.scenes, seed=args.seed, world="mixed"), workers=2)
+    print(f"scenes ready in {time.perf_counter() - started:.0f} s", flush=True)
+    overrides = {
+        "encoder.model": args.start,
+        "train.epochs": 10_000,  # --steps decides
+        "train.max_steps": args.steps,
+        "train.lr": 5e-4,
+        "train.warmup_steps": 50,
+        "train.checkpoint_every": args.every,
+    }
+    config = load_config(overrides={**TRAIN, **overrides})
+    seconds: dict[int, float] = {0: 0.0}
+    began = time.perf_counter()
+
+    def on_step(metrics: dict) -> None:
+        if metrics["step"] % args.every == 0:
+            seconds[metrics["step"]] = time.perf_counter() - began
+            print(f"step {metrics['step']} total loss {metrics['total']:.3f}", flush=True)
+
+    result = train(config, data, args.work / "run", on_step=on_step)
+    seconds[result.steps] = time.perf_counter() - began
+    models = {0: args.start}
+    checkpoints = args.work / "run" / "checkpoints"
+    models.update({s: str(checkpoints / f"step_{s:06d}") for s in seconds if 0 < s < result.steps})
+    models[result.steps] = str(result.final)
+    for step, model in sorted(models.items()):
+        for world in WORLDS:
+            got = figures(model, world, args.n)
+            print(f"step {step} {world}: {got}", flush=True)
+            append_result(
+                "training_curve",
+                {
+                    "start": args.start,
+                    "steps_beyond_start": step,
+                    "training_seconds": seconds[step],
+                    "scenes": args.scenes,
+                    "scene_seed": args.seed,
+                    "world": world,
+                    "split": "val",
+                    "n": args.n,
+                    **got,
+                    "train_config": config.to_json()["train"],
+                },
+            )
+
+
+if __name__ == "__main__":
+    main()
