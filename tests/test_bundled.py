@@ -24,14 +24,14 @@ MODEL = {"encoder.model": SHAPES_MODEL, "encoder.device": "cpu"}
 def spec_record() -> dict:
     """The record the spec floors below are read from: the default model's test-split figures at
     today's defaults and the default detail, as the README's headline row picks them
-    (docs/gen_benchmarks.bench: `harmosearch bench --dataset synthetic --split test --n 500
+    (docs/gen_records.bench: `harmosearch bench --dataset synthetic --split test --n 500
     --detail normal --no-refine` on the flat world, 500 scenes, 250 twin pairs of each kind; made
     in int8 through ONNX Runtime, where these tests run fp32 through torch: harmo-tiny's int8 was
     within a point of fp32 on every figure, bench_cpu_paths.jsonl). Retrieval's filter is the
     strictest (its captions count, so its record must be at today's defaults for the counting
     keys too): the whole record is at today's defaults. A new record is taken up by itself; new
     defaults or a new default model without one fail here."""
-    found = docs_module("gen_benchmarks").bench("bench.jsonl", "retrieval", n=500)
+    found = docs_module("gen_records").bench("bench.jsonl", "retrieval", n=500)
     assert found is not None, f"no test record of {SHAPES_MODEL} at today's defaults in bench.jsonl"
     return found.data
 
