@@ -6,19 +6,18 @@ arguments, a command ends with exit code 0 or 2 (never 1, an internal error), wi
 and no Python warning, and a failure is one line, the last, that names the argument it is
 about. Typer's own usage errors ("Usage:" and the reason) are accepted as they are, with exit code 2.
 
-Values come from small fixed menus per option: valid ones, hostile ones and odd ones. A hostile
-value must be refused: exit 2, with an error (or Typer's usage box) that names a hostile
-argument of the line, not just any. An odd value may be taken or refused. Hostile and odd values
-are paths (missing, a file where a folder belongs and the reverse, a symbolic link loop, a
-dangling link, a path below a file, names with spaces, newlines or bytes that are not UTF-8, a
-name too long for the file system, a folder that cannot be written), numbers (0, negative,
-huge, NaN, inf, not a number) and strings (empty, 10,000 characters, other scripts, markup,
-control characters). Valid values are kept small (a few scenes, one training step), so that
-every example ends in about a second. A folder that cannot be written is made read-only and,
-since root writes anywhere (and CI runs as root), the refusal the kernel gives other users is
-simulated in the process (conftest.deny_writes). `serve` is fuzzed up to binding its port, which
-is always taken, so every example must be refused and none serves.
-"""
+Values come from small fixed menus per option (tests/fuzz_menus.py): valid ones, hostile ones
+and odd ones. A hostile value must be refused: exit 2, with an error (or Typer's usage box) that
+names a hostile argument of the line, not just any. An odd value may be taken or refused.
+Hostile and odd values are paths (missing, a file where a folder belongs and the reverse, a
+symbolic link loop, a dangling link, a path below a file, names with spaces, newlines or bytes
+that are not UTF-8, a name too long for the file system, a folder that cannot be written),
+numbers (0, negative, huge, NaN, inf, not a number) and strings (empty, 10,000 characters, other
+scripts, markup, control characters). Valid values are kept small (a few scenes, one training
+step), so that every example ends in about a second. A folder that cannot be written is made
+read-only and, since root writes anywhere (and CI runs as root), the refusal the kernel gives
+other users is simulated in the process (conftest.deny_writes). `serve` is fuzzed up to binding
+its port, which is always taken, so every example must be refused and none serves. """
 
 from __future__ import annotations
 
@@ -46,36 +45,9 @@ from harmosearch.indexing import build_index
 from harmosearch.synth import generate
 
 from .conftest import TEST_MODEL, Outcome, invoke
+from .fuzz_menus import CONFIGS, FLAG, HUGE, MENUS, PATHS, Opt
 
 COMMANDS = ("synth", "index", "query", "info", "bench", "train", "demo", "dupes", "serve")
-HUGE = "99999999999999999999"
-NOT_NUMBERS = ("nan", "inf", "-inf", "1e400", "", "abc")
-STRINGS = (
-    "",
-    " ",
-    "x" * 10_000,
-    "红色的圆",
-    "🐶🎈",
-    "красный круг",
-    "[bold]x[/]",
-    "caf\udce9",  # a byte that is not UTF-8, as Python passes it on from the command line
-    "a\nb",
-    "\x1b[31mred",
-    "-",
-)
-PATH_KINDS = [
-    "missing",
-    "file",
-    "folder",
-    "loop",
-    "dangling",
-    "below a file",
-    "spaces",
-    "newline",
-    "not utf-8",
-    "too long",
-    "read-only",
-]
 WORDS = {  # what an error about an option may call it besides its flag
     "--n": ("synth.n",),
     "--seed": ("synth.seed", "train.seed"),
@@ -326,24 +298,6 @@ def world(tmp_path_factory, test_encoder):
         world.busy.close()
 
 
-PATHS = tuple(f"<{kind}>" for kind in PATH_KINDS)  # made afresh for every example that draws one
-FLAG = "<flag>"  # a flag given without a value
-
-
-@dataclass(frozen=True)
-class Opt:
-    """One argument of a command: its flag (None for a positional one), the values that should
-    work, the hostile ones (which the command must refuse, naming the argument) and the odd ones
-    (strange values it may take or refuse); `always` when every example gives it."""
-
-    flag: str | None
-    valid: tuple[str, ...]
-    hostile: tuple[str, ...] = ()
-    always: bool = False
-    repeat: bool = False
-    odd: tuple[str, ...] = ()
-
-
 def draw_args(data, world: World, command: str, opts: list[Opt]) -> Line:
     """A command line with up to two hostile or odd arguments (--config among them) and valid
     others, so that each example fails for a reason of its own, or runs. An option without valid
@@ -376,167 +330,6 @@ def draw_args(data, world: World, command: str, opts: list[Opt]) -> Line:
     if command == "query" and "--image" in line.args and text and not text[0].strip() and text[0] in line.refused:
         line.refused.remove(text[0])  # TEXT defaults to "": beside --image, a blank one asks for the image alone
     return line
-
-
-CONFIGS = tuple(f"<file:{name}>" for name in ("bad.toml", "unknown key.toml", "wrong type.toml", "huge.toml"))
-# Paths a command writes to: a new or empty folder, or a name with spaces, a newline or a byte
-# that is not UTF-8, may be taken (or refused, naming it); a file, a link loop or a dangling
-# link, a path below a file, a name too long, or a read-only folder must be refused.
-OUT = ("<missing>", "<folder>", "<spaces>", "<newline>", "<not utf-8>")
-NOT_OUT = ("<file>", "<loop>", "<dangling>", "<below a file>", "<too long>", "<read-only>")
-# A file a command writes (--record appends, --save-scores replaces): a folder is refused instead.
-OUT_FILE = ("<missing>", "<file>", "<spaces>", "<newline>", "<not utf-8>")
-NOT_OUT_FILE = ("<folder>", "<loop>", "<dangling>", "<below a file>", "<too long>", "<read-only>")
-# An empty --model means the command's default model (refused by those that have none).
-BAD_MODELS = ("nope", "nope:random", "x" * 10_000, "local-dir:/nowhere", "<folder>")
-MODEL = Opt("--model", (TEST_MODEL,), BAD_MODELS, True, odd=("",))
-DEVICE = Opt("--device", ("cpu", "auto"), ("tpu", "cuda:-1", f"cuda:{HUGE}", "x" * 10_000), odd=("",))
-DETAIL = Opt("--detail", ("normal", "high"), ("", "bogus", "HIGH"))
-REFINE = Opt("--refine", (FLAG,))
-REFINE_SCALE = Opt("--refine-scale", ("1", "1.5"), ("0.5", "5", "-1", *NOT_NUMBERS))
-WORKERS = Opt("--workers", ("0",), ("-1", "65", HUGE, "nan"), True)  # more workers: each loads the model
-
-
-BAD_BOXES = ("inverted boxes", "nan boxes", "coco nan", "coco inverted", "list", "garbage")
-BAD_INDEX_TYPES = ("Bogus,Thing", "", "HNSW0", "HNSW1", "IVF0,Flat", f"IVF{HUGE},Flat", "IDMap,Flat", "LSH", "PQ7")
-BAD_WEIGHTS = ("=,==", "lrc=nan", "lrc=1e300,gr=1e300", "tight=-1", "bogus=1", "1,2,3")
-# Every argument of every command (test_every_option_of_every_command_is_fuzzed keeps it so).
-MENUS: dict[str, list[Opt]] = {
-    "synth": [
-        Opt(None, ("<fresh>",), NOT_OUT, True, odd=OUT),
-        Opt("--n", ("0", "1", "2"), ("-1", HUGE, *NOT_NUMBERS), True),
-        Opt("--seed", ("0", "7"), ("-1", HUGE, "4294967296", *NOT_NUMBERS)),
-        Opt("--size", ("32", "40"), ("31", "0", "-1", "4097", HUGE, *NOT_NUMBERS)),
-        Opt("--objects", ("mixed", "small", "large"), ("", "bogus", "红色", "x" * 10_000)),
-        Opt("--world", ("flat", "photo", "mixed"), ("", "bogus", "PHOTO", "x" * 10_000)),
-        Opt("--photos", ("train", "val", "test"), ("", "bogus", "astronaut")),
-        Opt("--workers", ("1",), ("0", "-1", "65", HUGE, "nan")),
-    ],
-    "index": [
-        # An empty photo folder gives an empty index.
-        Opt(None, ("<scenes images>",), tuple(p for p in PATHS if p != "<folder>"), True, odd=("<folder>",)),
-        Opt("--index", ("<fresh>", "<existing index>"), NOT_OUT, odd=OUT),
-        MODEL,
-        WORKERS,
-        Opt("--boxes", ("<file:boxes.json>", "<file:coco.json>"), (*(f"<file:{n}.json>" for n in BAD_BOXES), *PATHS)),
-        Opt("--index-type", ("Flat", "HNSW32"), (*BAD_INDEX_TYPES, "红色", "x" * 10_000)),
-        DEVICE,
-        Opt("--batch-size", ("1", "4", HUGE), ("0", "-1", *NOT_NUMBERS)),
-        Opt("--global-only", (FLAG,)),
-        Opt("--include-hidden", (FLAG,)),
-        Opt("--exclude", ("*.png", "sub/", "!keep.png"), ("!", "a\\", "[z-a]"), repeat=True, odd=("",)),
-        Opt("--rebuild", (FLAG,)),
-        # The Ray engine starts a cluster (seconds) and is tested on its own (tests/test_ray_engine.py);
-        # here its options must be refused or ignored by the local engine.
-        Opt("--engine", ("local",), ("", "bogus", "RAY", "x" * 10_000)),
-        Opt("--address", ("", "auto", "ray://127.0.0.1:1"), odd=STRINGS[1:]),
-        Opt("--num-workers", ("1", "2", HUGE), ("0", "-1", *NOT_NUMBERS)),
-        Opt("--gpus-per-worker", ("0", "0.5", HUGE), ("-1", "nan", "inf", "-inf", "abc")),
-        DETAIL,
-    ],
-    "query": [
-        Opt(
-            None,
-            ("red circle", "blue square left of a white ring", "红色的圆", "x" * 10_000),
-            ("", " "),
-            True,
-            odd=STRINGS[4:],  # the other strings that are not blank: any of them is a query
-        ),
-        Opt("--index", ("<index>", "<index>", "<orphan>"), PATHS),
-        Opt("-k", ("1", "3", "1000"), ("0", "-1", "1001", HUGE, *NOT_NUMBERS)),  # at most MAX_K
-        Opt("--alpha", ("0", "0.5", "1"), ("-0.1", "1.1", *NOT_NUMBERS)),
-        Opt("--min-score", ("0", "-1", "1e308", "-1e308", "auto"), NOT_NUMBERS),
-        Opt("--relation-weight", ("0", "0.5", "2"), ("-1", *NOT_NUMBERS)),
-        Opt("--no-relations", (FLAG,)),
-        REFINE,
-        REFINE_SCALE,
-        # An empty date is no date.
-        Opt("--after", ("2024", "2024-07", "2020-01-15"), ("2024-13", "garbage", "x" * 10_000), odd=("",)),
-        Opt("--before", ("2030", "2024-07-15T10:00"), ("2024-02-30", "yesterday"), odd=("",)),
-        Opt("--under", (".", "sub"), ("..", "/", "../outside"), repeat=True),
-        Opt("--sort", ("score", "date"), ("", "bogus")),
-        DEVICE,
-        Opt("--image", ("<image>",), ("<not image>", *PATHS)),
-        Opt("--not", ("blue", "红色"), repeat=True, odd=STRINGS),  # any text, even none, is a rival to avoid
-        Opt("--save-annotated", ("<fresh>",), NOT_OUT, odd=OUT),
-        Opt("--global-only", (FLAG,)),
-        Opt("--json", (FLAG,)),
-    ],
-    "info": [
-        Opt(None, ("<index>", "<orphan>"), PATHS),
-        Opt("--verify", (FLAG,)),
-        Opt("--json", (FLAG,)),
-    ],
-    "bench": [
-        Opt("--dataset", ("synthetic", "<scenes>"), ("flickr30k", "mscoco", "", "bogus", "x" * 10_000, *PATHS), True),
-        MODEL,
-        Opt("--n", ("2", "4"), ("0", "1", "-1", HUGE, "nan"), True),
-        # boxcls encodes every class name in many prompts (seconds), so it is drawn less often.
-        Opt(
-            "--task",
-            ("retrieval", "retrieval", "grounding", "search", "search", "boxcls", "compositional"),
-            ("", "bogus"),
-            True,
-            True,
-        ),
-        Opt("--data-dir", ("<fresh>",), NOT_OUT, odd=OUT),
-        Opt("--mode", ("global", "fused", "relations", "all"), ("", "bogus", "both")),
-        Opt("--split", ("val", "test"), ("", "bogus")),
-        Opt("--objects", ("mixed", "small", "large"), ("", "bogus")),
-        Opt("--world", ("flat", "photo"), ("", "bogus", "mixed")),
-        REFINE,
-        REFINE_SCALE,
-        DETAIL,
-        Opt("--save-scores", ("<fresh>",), NOT_OUT_FILE, odd=OUT_FILE),
-        Opt("--record", ("<fresh>",), NOT_OUT_FILE, odd=OUT_FILE),
-        DEVICE,
-        Opt("--json", (FLAG,)),
-    ],
-    "train": [
-        Opt("--data", ("<scenes>",), PATHS, True),
-        Opt("--out", ("<fresh>",), NOT_OUT, True, odd=OUT),
-        MODEL,
-        Opt("--epochs", ("1",), ("0", "-1", "nan")),
-        Opt("--max-steps", ("1",), ("-1", "nan"), True),  # a valid run stays one step long
-        Opt("--batch-size", ("2", "3"), ("0", "1", "-1", HUGE, "nan"), True),
-        WORKERS,
-        # A loss named twice is the loss once.
-        Opt("--losses", ("gc", "gc,lrc,gr", "gc,tight"), ("", "bogus"), odd=("gc,gc",)),
-        Opt("--weights", ("lrc=1,gr=1", "lrc=0.5"), BAD_WEIGHTS, odd=("",)),  # empty: the default weights
-        Opt("--gr-variant", ("caption", "crop"), ("", "bogus")),
-        Opt("--lexeme-source", ("caption", "annotations"), ("bogus",)),
-        Opt("--lexeme-mode", ("token", "prompt"), ("bogus",)),
-        Opt("--match", ("largest", "skip"), ("bogus",)),
-        Opt("--lr", ("1e-3", "1"), ("0", "-1", "2", "1e300", *NOT_NUMBERS)),
-        Opt("--seed", ("0", "5"), ("-1", HUGE, *NOT_NUMBERS)),
-        Opt("--checkpoint-every", ("1", HUGE), ("0", "-1", "nan")),
-        DEVICE,
-        Opt("--fresh", (FLAG,)),
-    ],
-    "demo": [
-        Opt(None, ("<fresh>",), NOT_OUT, True, odd=OUT),
-        MODEL,
-        Opt("--n", ("1",), ("0", "-1", HUGE, "nan"), True),
-    ],
-    "dupes": [
-        Opt(None, ("<index>", "<orphan>"), PATHS),
-        Opt("--threshold", ("0.5", "0.9", "1", "-1"), ("2", *NOT_NUMBERS)),
-        Opt("--json", (FLAG,)),
-    ],
-    # `serve` is fuzzed up to the moment it would bind its port, which is always taken: every
-    # example must be refused, none may serve (refuse_to_serve).
-    "serve": [
-        Opt("--index", ("<index>", "<orphan>"), PATHS, True, True),
-        # An IPv6 address with the IPv4 socket, a name no resolver takes: refused without a lookup.
-        Opt("--host", ("127.0.0.1", "localhost", "0.0.0.0", ""), ("::1", "x" * 10_000)),
-        Opt("--port", (), ("<busy port>", "-1", "65536", HUGE, *NOT_NUMBERS), True),
-        MODEL,
-        DEVICE,
-        Opt("--allow-host", ("photos.lan", "example.org"), repeat=True),
-        Opt("--allow-origin", ("http://photos.lan:8000",), ("photos.lan", "not an origin"), repeat=True),
-        Opt("--require-token", (FLAG,)),
-    ],
-}
 
 
 def fuzz(command: str, examples: int) -> Callable[..., None]:
