@@ -17,7 +17,8 @@ scripts, markup, control characters). Valid values are kept small (a few scenes,
 step), so that every example ends in about a second. A folder that cannot be written is made
 read-only and, since root writes anywhere (and CI runs as root), the refusal the kernel gives
 other users is simulated in the process (conftest.deny_writes). `serve` is fuzzed up to binding
-its port, which is always taken, so every example must be refused and none serves. """
+its port, which is always taken, so every example must be refused and none serves.
+"""
 
 from __future__ import annotations
 
