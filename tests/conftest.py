@@ -41,6 +41,7 @@ LONGEST_FIRST = (
     "test_cli_fuzz.py",
     "test_serve_client.py",
     "test_bench.py",
+    "test_bench_refine.py",
     "test_serve_browser.py",
     "test_photo_world.py",
     "test_indexing.py",
