@@ -38,71 +38,59 @@ VARIANTS = {  # name -> (losses, dense_mode, TIGHT's off-object boxes)
 }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=250)
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--work", type=Path, default=Path("runs/ablation"))
-    parser.add_argument("--scenes", type=Path, default=Path("runs/bundled/scenes"))
-    parser.add_argument("--eval-n", type=int, default=500)
-    parser.add_argument("--split", choices=["val", "test"], default="test")
-    parser.add_argument("--variants", default="", help="names from VARIANTS separated by ';' (default: all)")
-    args = parser.parse_args()
-    if not (args.scenes / "annotations.json").is_file():
-        generate(args.scenes, SynthConfig(n=16_000, seed=1000), workers=2)
-    rows = {}
-    chosen = [v.strip() for v in args.variants.split(";")] if args.variants else list(VARIANTS)
-    for name in chosen:
-        losses, dense_mode, distractors = VARIANTS[name]
-        started = time.perf_counter()
-        config = load_config(
-            overrides={
-                "encoder.model": "harmo-tiny-vit:random",
-                "encoder.dense_mode": dense_mode,
-                "train.losses": losses,
-                "train.max_steps": args.steps,
-                "train.epochs": 100,
-                "train.batch_size": args.batch,
-                "train.lr": 1e-3,
-                "train.warmup_steps": 50,
-                "train.seed": args.seed,
-                "train.checkpoint_every": 10_000,
-                **({"train.distractors": distractors} if distractors else {}),
-            }
-        )
-        run = args.work / "-".join(part.replace(",", "-") for part in (losses, dense_mode, distractors) if part)
-        result = train(config, args.scenes, run, resume=False)
-        train_s = time.perf_counter() - started
-        # Ranked as when the README's ablation tables were made, before search.window_penalty,
-        # search.contrast and search.phrase_alpha existed.
-        eval_config = load_config(
-            overrides={
-                "encoder.model": str(result.final),
-                "search.window_penalty": 0.0,
-                "search.contrast": 0.0,
-                "search.phrase_alpha": 0.5,
-            }
-        )
-        scores = run_bench(
-            eval_config, "synthetic", ("boxcls", "retrieval", "search"), n=args.eval_n, mode="all", split=args.split
-        )
-        box = scores["tasks"]["boxcls"]
-        ret = scores["tasks"]["retrieval"]["modes"]
-        search = scores["tasks"]["search"]
-        rows[name] = {
-            "losses": losses,
-            "dense_mode": dense_mode,
-            "boxcls_top1": box["top1"],
-            "boxcls_top1_per_class": box["top1_per_class"],
-            "t2i_R@1": ret["global"]["t2i_R@1"],
-            "i2t_R@1": ret["global"]["i2t_R@1"],
-            "t2i_R@1_fused": ret["fused"]["t2i_R@1"],
-            "search_P@5": search["P@5"],
-            "search_box@0.5": search["box@0.5"],
-            "train_seconds": round(train_s, 1),
+def run_variant(name: str, args: argparse.Namespace) -> dict:
+    """Train VARIANTS[name] from random weights for args.steps and bench it."""
+    losses, dense_mode, distractors = VARIANTS[name]
+    started = time.perf_counter()
+    config = load_config(
+        overrides={
+            "encoder.model": "harmo-tiny-vit:random",
+            "encoder.dense_mode": dense_mode,
+            "train.losses": losses,
+            "train.max_steps": args.steps,
+            "train.epochs": 100,
+            "train.batch_size": args.batch,
+            "train.lr": 1e-3,
+            "train.warmup_steps": 50,
+            "train.seed": args.seed,
+            "train.checkpoint_every": 10_000,
+            **({"train.distractors": distractors} if distractors else {}),
         }
-        print(name, rows[name], flush=True)
+    )
+    run = args.work / "-".join(part.replace(",", "-") for part in (losses, dense_mode, distractors) if part)
+    result = train(config, args.scenes, run, resume=False)
+    train_s = time.perf_counter() - started
+    # Ranked as when the README's ablation tables were made, before search.window_penalty,
+    # search.contrast and search.phrase_alpha existed.
+    eval_config = load_config(
+        overrides={
+            "encoder.model": str(result.final),
+            "search.window_penalty": 0.0,
+            "search.contrast": 0.0,
+            "search.phrase_alpha": 0.5,
+        }
+    )
+    scores = run_bench(
+        eval_config, "synthetic", ("boxcls", "retrieval", "search"), n=args.eval_n, mode="all", split=args.split
+    )
+    box = scores["tasks"]["boxcls"]
+    ret = scores["tasks"]["retrieval"]["modes"]
+    search = scores["tasks"]["search"]
+    return {
+        "losses": losses,
+        "dense_mode": dense_mode,
+        "boxcls_top1": box["top1"],
+        "boxcls_top1_per_class": box["top1_per_class"],
+        "t2i_R@1": ret["global"]["t2i_R@1"],
+        "i2t_R@1": ret["global"]["i2t_R@1"],
+        "t2i_R@1_fused": ret["fused"]["t2i_R@1"],
+        "search_P@5": search["P@5"],
+        "search_box@0.5": search["box@0.5"],
+        "train_seconds": round(train_s, 1),
+    }
+
+
+def print_table(rows: dict[str, dict]) -> None:
     print()
     print(
         "| variant | box cls Top-1 | box cls Top-1 per class | text→image R@1 | image→text R@1 "
@@ -121,6 +109,27 @@ def main() -> None:
             f"\nbox cls Top-1: {100 * (full['boxcls_top1'] - base['boxcls_top1']):+.1f} points (goal >= +3); "
             f"text→image R@1: {100 * (full['t2i_R@1'] - base['t2i_R@1']):+.1f} points (goal >= -1)"
         )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=250)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--work", type=Path, default=Path("runs/ablation"))
+    parser.add_argument("--scenes", type=Path, default=Path("runs/bundled/scenes"))
+    parser.add_argument("--eval-n", type=int, default=500)
+    parser.add_argument("--split", choices=["val", "test"], default="test")
+    parser.add_argument("--variants", default="", help="names from VARIANTS separated by ';' (default: all)")
+    args = parser.parse_args()
+    if not (args.scenes / "annotations.json").is_file():
+        generate(args.scenes, SynthConfig(n=16_000, seed=1000), workers=2)
+    rows = {}
+    chosen = [v.strip() for v in args.variants.split(";")] if args.variants else list(VARIANTS)
+    for name in chosen:
+        rows[name] = run_variant(name, args)
+        print(name, rows[name], flush=True)
+    print_table(rows)
     append_result(
         "ablation",
         {

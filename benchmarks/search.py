@@ -112,6 +112,21 @@ def run_size(n: int, dim: int, n_queries: int, rng: np.random.Generator, hnsw_ma
             "bytes_per_vector": index_bytes(flat) / n,
         }
     )
+    rows += factory_rows(data, queries, truth, rng, hnsw_max)
+    for row in rows:
+        lat = np.array(row.pop("latencies")) * 1000
+        row.update(
+            {"n": n, "dim": dim, "p50_ms": float(np.percentile(lat, 50)), "p95_ms": float(np.percentile(lat, 95))}
+        )
+    return rows
+
+
+def factory_rows(
+    data: np.ndarray, queries: np.ndarray, truth: np.ndarray, rng: np.random.Generator, hnsw_max: int
+) -> list[dict]:
+    """Latencies, recall@10, size and build time of the approximate FAISS indexes over `data`."""
+    n, dim = data.shape
+    rows = []
     nlist = max(16, int(4 * np.sqrt(n)))
     train = data[rng.choice(n, size=min(n, 60 * nlist), replace=False)]
     specs = [(f"IVF{nlist},Flat", {"nprobe": 16}), (f"IVF{nlist},SQ8", {"nprobe": 16}), ("SQfp16", {})]
@@ -140,11 +155,6 @@ def run_size(n: int, dim: int, n_queries: int, rng: np.random.Generator, hnsw_ma
                 "bytes_per_vector": index_bytes(index) / n,
                 "build_s": build,
             }
-        )
-    for row in rows:
-        lat = np.array(row.pop("latencies")) * 1000
-        row.update(
-            {"n": n, "dim": dim, "p50_ms": float(np.percentile(lat, 50)), "p95_ms": float(np.percentile(lat, 95))}
         )
     return rows
 
