@@ -94,6 +94,12 @@ def test_no_function_over_80_lines_and_no_module_over_500(room):
     assert not found, "over the house's bounds:\n" + "\n".join(found)
 
 
+@pytest.mark.parametrize("folder", ["benchmarks", "docs", "tests"])
+def test_the_same_bounds_hold_for_the_benchmarks_docs_scripts_and_tests(folder):
+    found = oversized(sorted((ROOT / folder).rglob("*.py")))
+    assert not found, "over the house's bounds:\n" + "\n".join(found)
+
+
 def module_level_imports(tree):
     """The import statements that run when the module is imported: everywhere but inside functions."""
     pending = list(tree.body)
