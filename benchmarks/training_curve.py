@@ -37,13 +37,15 @@ WORLDS = ("photo", "flat")
 
 
 def figures(model: str, world: str, n: int) -> dict[str, float]:
-    """Phrase search and grounding of `model` on n validation scenes of `world`."""
+    """Phrase search and grounding of `model` on n validation scenes of `world`, and the share
+    of objects some proposal fits (grounding's ceiling)."""
     config = load_config(overrides={"encoder.model": model, "encoder.device": "cpu"})
     result = run_bench(config, "synthetic", ("search", "grounding"), n=n, split="val", world=world)
     tasks = result["tasks"]
     return {
         "phrase_p5": tasks["search"]["P@5"],
         "grounding": tasks["grounding"]["accuracy"],
+        "proposal_ceiling": tasks["grounding"]["proposal_ceiling"],  # objects some proposal fits
         "region_trust": tasks["search"]["region_trust"]["trust"],
         "region_weight": tasks["search"]["region_weight"],
     }
