@@ -26,6 +26,7 @@ from gen_quality import (
     refine_photo,
     regions,
     retrieval,
+    training_curve,
 )
 from gen_ranking import calibration, counting, counting_cost, rivals, transfer
 from gen_speed import (
@@ -68,6 +69,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "rivals": rivals,
     "refine-photo": refine_photo,
     "photo-world": photo_world,
+    "training-curve": training_curve,
 }
 
 

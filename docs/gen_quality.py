@@ -8,6 +8,7 @@ from pathlib import Path
 
 from gen_records import (
     COUNTING_ONLY,
+    RESULTS,
     ROOT,
     Record,
     at_defaults,
@@ -323,3 +324,35 @@ def proposals() -> str:
     )
     header = ["world, segment boxes", "proposal ceiling", "grounding", "phrase P@5", "box IoU ≥ 0.5"]
     return table(header, rows) + note
+
+
+def training_curve() -> str:
+    """The bundled model trained on (benchmarks/training_curve.py): validation figures of its
+    latest run at each checkpoint, both worlds."""
+    run = list(records("training_curve.jsonl")) if (RESULTS / "training_curve.jsonl").is_file() else []
+    if not run:
+        return "Not measured yet: `python benchmarks/training_curve.py`."
+    newest = max(run, key=lambda r: r.data["time"])
+    same = [r for r in run if r.data["commit"] == newest.data["commit"] and r.data["start"] == newest.data["start"]]
+    figures = {(r.data["steps_beyond_start"], r.data["world"]): r for r in same}
+    rows = []
+    for steps in sorted({s for s, _ in figures}):
+        cells = []
+        for world in ("photo", "flat"):
+            found = figures.get((steps, world))
+            cells += [pct(get(found, "phrase_p5")), pct(get(found, "grounding"))]
+            if world == "photo":
+                cells.append(pct(get(found, "proposal_ceiling")))
+        minutes = get(figures.get((steps, "photo")), "training_seconds")
+        rows.append([f"{steps:,}", number(minutes / 60 if minutes is not None else None, 0), *cells])
+    header = [
+        f"steps beyond {newest.data['start']}",
+        "training minutes",
+        "photo P@5",
+        "photo grounding",
+        "its proposal ceiling",
+        "flat P@5",
+        "flat grounding",
+    ]
+    first, last = min(same, key=lambda r: r.data["time"]), newest
+    return table(header, rows) + f"\n\nRecords: `training_curve.jsonl` {first.data['time']} to {last.data['time']}."
