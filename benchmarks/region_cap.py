@@ -1,8 +1,8 @@
 """What the per-image region cap (regions.max_regions) keeps out on cluttered pictures, and what
-a higher one costs: the bundled model at the default detail on the validation scenes of both
-worlds, at each cap.
+a higher one costs: the bundled model at the default detail (or --detail high, which keeps twice
+the cap) on the validation scenes of both worlds, at each cap.
 
-    python benchmarks/region_cap.py [--caps 96,128,192,256,400] [--n 200]
+    python benchmarks/region_cap.py [--caps 96,128,192,256,400] [--n 200] [--detail normal]
 
 Per cap and world: phrase search P@5 (and its box), grounding and its proposal ceiling (the
 share of annotated objects some kept region fits), caption text->image R@1 fused and
@@ -27,8 +27,9 @@ from harmosearch.config import SHAPES_MODEL, load_config
 from harmosearch.model.encoder import load_encoder
 
 
-def figures(cap: int, world: str, n: int) -> dict:
-    config = load_config(overrides={"encoder.model": SHAPES_MODEL, "encoder.device": "cpu", "regions.max_regions": cap})
+def figures(cap: int, world: str, n: int, detail: str = "normal") -> dict:
+    overrides = {"encoder.model": SHAPES_MODEL, "encoder.device": "cpu", "regions.max_regions": cap}
+    config = load_config(overrides={**overrides, "regions.detail": detail})
     encoder = load_encoder(config)
     tasks = ("search", "grounding", "retrieval")
     out = run_bench(config, "synthetic", tasks, n=n, split="val", world=world, encoder=encoder)["tasks"]
@@ -52,13 +53,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--caps", default="96,128,192,256,400")
     parser.add_argument("--n", type=int, default=200, help="validation scenes per world")
+    parser.add_argument("--detail", default="normal", help="normal or high (which keeps twice the cap)")
     args = parser.parse_args()
     for cap in (int(c) for c in args.caps.split(",")):
         for world in ("photo", "flat"):
-            got = figures(cap, world, args.n)
+            got = figures(cap, world, args.n, args.detail)
             shown = {k: round(v, 3) for k, v in got.items() if isinstance(v, float)}
-            print(f"max_regions {cap}, {world}: {shown}", flush=True)
-            append_result("region_cap_val", {"max_regions": cap, "world": world, "split": "val", "n": args.n, **got})
+            print(f"max_regions {cap}, {world}, {args.detail} detail: {shown}", flush=True)
+            record = {"max_regions": cap, "detail": args.detail, "world": world, "split": "val", "n": args.n}
+            append_result("region_cap_val", {**record, **got})
 
 
 if __name__ == "__main__":
