@@ -468,9 +468,8 @@ def test_refine_passes_over_a_photo_deleted_since_indexing(photos, tmp_path, tes
 
 
 def test_refine_with_min_score_auto_and_no_confident_result_returns_none(scene_index, test_encoder):
-    """When min_score "auto" leaves no result, there is nothing to look at again: the search
-    returns no results (it raised in the reordering's fusion of zero candidates; found by
-    tests/test_cli_fuzz.py)."""
+    """When min_score "auto" leaves no result, the refined search returns none (the reordering
+    fused zero candidates and raised; found by tests/test_cli_fuzz.py)."""
     from harmosearch.search import Index
 
     path, config = scene_index

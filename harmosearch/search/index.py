@@ -138,7 +138,7 @@ class Index:
             # Reordered results meet a numeric min_score with their reordered scores (in rerank).
             later = again and s.rerank > 0 and isinstance(s.min_score, float)
             ranking = rank(scored, fused_scores(scored, s), self._paths, None if later else s.min_score, confident)
-        if again and len(ranking.order):  # min_score "auto" may have left no result to look at
+        if again:
             ranking, looked = rerank(ranking, scored, query, s, self._sight())
             warnings += looked
         results = self._results(scored, ranking.head(s.k), query)
