@@ -76,3 +76,14 @@ def append_result(name: str, payload: dict[str, Any]) -> Path:
     with path.open("a") as f:
         f.write(json.dumps(record, default=str) + "\n")
     return path
+
+
+def search_and_grounding(tasks: dict[str, Any]) -> dict[str, float]:
+    """Phrase search P@5 and its box, grounding and its proposal ceiling (the share of annotated
+    objects some kept region fits) from run_bench's tasks "search" and "grounding"."""
+    return {
+        "phrase_p5": tasks["search"]["P@5"],
+        "phrase_box": tasks["search"]["box@0.5"],
+        "grounding": tasks["grounding"]["accuracy"],
+        "proposal_ceiling": tasks["grounding"]["proposal_ceiling"],
+    }

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import append_result
+from _common import append_result, search_and_grounding
 
 from harmosearch.bench import run_bench
 from harmosearch.bench.datasets import load_bench_set
@@ -37,10 +37,7 @@ def figures(cap: int, world: str, n: int, detail: str = "normal") -> dict:
     start = encode_images(encoder, config, bench).regions.start  # cached by the bench
     modes = out["retrieval"]["modes"]
     return {
-        "phrase_p5": out["search"]["P@5"],
-        "phrase_box": out["search"]["box@0.5"],
-        "grounding": out["grounding"]["accuracy"],
-        "proposal_ceiling": out["grounding"]["proposal_ceiling"],
+        **search_and_grounding(out),
         "t2i_r1_fused": modes["fused"]["t2i_R@1"],
         "t2i_r1_relations": modes["relations"]["t2i_R@1"],
         "regions_per_image": float(start[-1]) / (len(start) - 1),

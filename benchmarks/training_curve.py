@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import append_result
+from _common import append_result, search_and_grounding
 from make_bundled import TRAIN
 
 from harmosearch.bench import run_bench
@@ -43,9 +43,7 @@ def figures(model: str, world: str, n: int) -> dict[str, float]:
     result = run_bench(config, "synthetic", ("search", "grounding"), n=n, split="val", world=world)
     tasks = result["tasks"]
     return {
-        "phrase_p5": tasks["search"]["P@5"],
-        "grounding": tasks["grounding"]["accuracy"],
-        "proposal_ceiling": tasks["grounding"]["proposal_ceiling"],  # objects some proposal fits
+        **search_and_grounding(tasks),
         "region_trust": tasks["search"]["region_trust"]["trust"],
         "region_weight": tasks["search"]["region_weight"],
     }
