@@ -22,6 +22,7 @@ from harmosearch.regions.proposals import (
     HIGH_DETAIL_WINDOWS,
     SEGMENT,
     detail_size,
+    high_detail_cap,
     pixel_segment_boxes,
     pool,
     pool_detailed,
@@ -87,7 +88,7 @@ def test_high_detail_indexing_by_hand(scenes, test_encoder):
     wider = replace(
         config.regions,
         scales=config.regions.scales + HIGH_DETAIL_WINDOWS,
-        max_regions=config.regions.max_regions * HIGH_DETAIL_REGIONS,
+        max_regions=high_detail_cap(config.regions.max_regions),
     )
     for i, path in enumerate(paths):
         image = Image.open(path).convert("RGB")
@@ -188,3 +189,41 @@ def test_a_high_detail_index_of_older_proposals_must_be_rebuilt(scenes, tmp_path
             build_index(scenes / "images", tmp_path / "high", config_with("high"), encoder=test_encoder)
     build_index(scenes / "images", tmp_path / "normal", config_with("normal"), encoder=test_encoder)
     assert "proposals" not in read_manifest(tmp_path / "normal")
+
+
+def test_a_high_detail_index_that_kept_twice_its_cap_is_kept_where_a_cap_keeps_as_many(scenes, tmp_path, test_encoder):
+    """Before high detail kept 1.5 times regions.max_regions it kept twice it: such an index is
+    read as the cap that keeps as many regions now (96 then: 128 now) and updated without
+    re-encoding; where no cap keeps as many (5 then: 10), it must be rebuilt."""
+    build_index(scenes / "images", tmp_path / "high", config_with("high"), encoder=test_encoder)
+    manifest_file = tmp_path / "high" / "manifest.json"
+    manifest = json.loads(manifest_file.read_text())
+    assert manifest["config"]["regions"]["max_regions"] == 128 and manifest["proposals"]["high"][3] == 1.5
+    for then, fits in ((96, True), (97, True), (5, False)):
+        legacy = json.loads(json.dumps(manifest))
+        legacy["config"]["regions"]["max_regions"] = then
+        legacy["proposals"]["high"][3] = 2
+        manifest_file.write_text(json.dumps(legacy))
+        if fits:
+            report = build_index(scenes / "images", tmp_path / "high", config_with("high"), encoder=test_encoder)
+            assert not report.committed
+            continue
+        with pytest.raises(IndexStoreError, match=r"region proposals of an older harmosearch; re-run with --rebuild"):
+            build_index(scenes / "images", tmp_path / "high", config_with("high"), encoder=test_encoder)
+
+
+def test_twice_a_cap_then_is_as_many_regions_now_or_left_as_built():
+    from harmosearch.indexing.build import _older_high_cap
+
+    proposals = {"high": [HIGH_DETAIL_SCALE, FINE_BELOW, list(HIGH_DETAIL_WINDOWS), 2]}
+    left = []
+    for then in range(1, 301):
+        regions, upgraded = _older_high_cap({"max_regions": then, "detail": "high"}, proposals)
+        if upgraded == proposals:
+            assert regions["max_regions"] == then
+            assert all(high_detail_cap(cap) != 2 * then for cap in range(1, 2 * then))  # none keeps as many
+            left.append(then)
+        else:
+            assert high_detail_cap(regions["max_regions"]) == 2 * then
+            assert upgraded["high"] == [*proposals["high"][:3], HIGH_DETAIL_REGIONS]
+    assert left == list(range(2, 301, 3))  # no cap keeps twice 3k + 2

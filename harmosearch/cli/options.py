@@ -54,7 +54,7 @@ DetailOption = Annotated[
     typer.Option(
         "--detail",
         help="normal (default), or high: small regions pooled from a second pass at 1.5x the input size, "
-        "smaller windows, twice the regions; finds small objects, indexing takes longer (README).",
+        "smaller windows, 1.5 times the regions; finds small objects, indexing takes longer (README).",
     ),
 ]
 RefineOption = Annotated[

@@ -4,6 +4,7 @@ generation with its calibration."""
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -172,7 +173,25 @@ def _as_built(manifest: dict[str, Any]) -> tuple[dict[str, Any], Any]:
             scales = list(pixels.pop(1))
             proposals = {**proposals, "pixels": pixels}
         regions["pixel_segments"] = scales
+    regions, proposals = _older_high_cap(regions, proposals)
     return {**stored, "regions": regions}, proposals
+
+
+def _older_high_cap(regions: dict[str, Any], proposals: Any) -> tuple[dict[str, Any], Any]:
+    """A high-detail index built when high detail kept twice regions.max_regions (the last of
+    its "high" constants: 2) as the cap that keeps as many under today's share: its regions are
+    the same, so an update keeps them instead of asking for --rebuild. Where no whole cap gives
+    as many, it is left as built (and is told to rebuild)."""
+    from harmosearch.regions.proposals import HIGH_DETAIL_REGIONS, high_detail_cap
+
+    high = list((proposals or {}).get("high") or [])
+    if len(high) != 4 or high[3] != 2 or HIGH_DETAIL_REGIONS == 2:
+        return regions, proposals
+    kept = regions["max_regions"] * 2
+    cap = math.floor(kept / HIGH_DETAIL_REGIONS)
+    if high_detail_cap(cap) != kept:
+        return regions, proposals
+    return {**regions, "max_regions": cap}, {**proposals, "high": [*high[:3], HIGH_DETAIL_REGIONS]}
 
 
 def _proposals(config: Config) -> Any:

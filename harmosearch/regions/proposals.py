@@ -23,10 +23,13 @@ from harmosearch.config import RegionConfig
 HIGH_DETAIL_SCALE = 1.5
 FINE_BELOW = 3.0
 HIGH_DETAIL_WINDOWS = (0.2, 0.15)
-# ... and keeps this many times regions.max_regions: else the many small windows, the most
-# distinct from the global vector, crowd out the large ones (validation: the proposal ceiling
-# for large objects fell from 0.99 to 0.79).
-HIGH_DETAIL_REGIONS = 2
+# ... and keeps this many times regions.max_regions (rounded up): else the many small windows,
+# the most distinct from the global vector, crowd out the large ones (validation: at the normal
+# detail's cap the proposal ceiling for large objects fell from 0.99 to 0.79). 1.5 times the
+# default 128 is 192; on the validation scenes 256 gained nothing over 192 (photo grounding 77.0
+# against 75.7, 18% more regions; benchmarks/region_cap.py --detail high). Indexes built when
+# high detail kept twice the cap are read as the same regions under this one (indexing/build.py).
+HIGH_DETAIL_REGIONS = 1.5
 # Boxes around segments of the picture's own pixels (regions.pixel_segments, at every detail):
 # Felzenszwalb and Huttenlocher's graph segmentation (scikit-image) of the picture at PIXEL_SIDE
 # pixels on its short side, at each of the configured scales, segments of at least
@@ -168,6 +171,11 @@ def segment_boxes(dense: Any, thresholds: tuple[float, ...], max_fraction: float
     rows = torch.unique(rows, dim=0)  # sorted: by image, then box
     per_image = torch.bincount(rows[:, 0], minlength=batch).tolist()
     return [b.float() for b in torch.split(rows[:, 1:], per_image)]
+
+
+def high_detail_cap(max_regions: int) -> int:
+    """The regions a high detail keeps per image for a regions.max_regions."""
+    return math.ceil(max_regions * HIGH_DETAIL_REGIONS)
 
 
 def proposal_constants(detail: str) -> dict[str, Any] | None:
@@ -404,7 +412,7 @@ def image_regions(
         proposals.append((pixels, labels))
         grid_boxes.append(grid_units)
     if fine is not None:
-        config = replace(config, max_regions=config.max_regions * HIGH_DETAIL_REGIONS)
+        config = replace(config, max_regions=high_detail_cap(config.max_regions))
     return select(proposals, pool_detailed(dense, grid_boxes, fine), global_vectors, config)
 
 
