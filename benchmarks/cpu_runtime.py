@@ -11,7 +11,7 @@ only if it costs no more per image than normal detail in fp32). Settings that re
 same path on this CPU share its timing. Rounds alternate between the paths (a slow spell on a
 shared machine hits all alike); speeds are images/s of the build (decoding, pixel segments, both
 towers' forward passes, regions, calibration, Parquet and FAISS) with its region trust
-measurement taken out (a fixed cost per build, up to 96 pictures encoded whatever the library's
+measurement taken out (a fixed cost per build, boxes of up to 128 pictures encoded whatever the library's
 size, its seconds as the manifest records them): the per-image rate of a large library; the
 whole build's rate is kept beside. With --skip-trust no build measures it (on a loaded machine
 it is most of a small folder's build).
@@ -98,7 +98,7 @@ def mean_cosine(a: dict, b: dict) -> tuple[float, float]:
 
 def timed_builds(photos: Path, work: Path, configs: dict, rounds: int, skip_trust: bool) -> tuple[dict, dict, dict]:
     """Seconds per round of build_index for each path (after a warm-up build that exports), and
-    of each build's region trust measurement (a fixed cost per build: up to 96 pictures encoded,
+    of each build's region trust measurement (a fixed cost per build: boxes of up to 128 pictures encoded,
     whatever the library's size), as the build's manifest records it, of the timed builds and of
     the warm-up build (with skip_trust, no build measures it)."""
     encoders = {}

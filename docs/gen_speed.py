@@ -261,12 +261,13 @@ def cpu_paths() -> str:
     if d.get("trust_skipped_in_rounds"):
         note = (
             "\n\nImages/s per photo: builds without their region trust measurement, a fixed cost per build "
-            "(up to 96 pictures encoded, whatever the library's size)."
+            "(boxes of up to 128 pictures encoded, whatever the library's size)."
         )
     elif "per_image" in d:
         note = (
             "\n\nImages/s per photo: the build's own time less its region trust measurement, a fixed cost "
-            "per build (up to 96 pictures encoded, whatever the library's size); the whole build's rate beside."
+            "per build (boxes of up to 128 pictures encoded, whatever the library's size); the whole build's rate "
+            "beside."
         )
     else:
         note = ""

@@ -104,7 +104,7 @@ def test_user_keys_include_values_equal_to_the_default():
     assert kept.encoder.dense_mode == "value"  # set by the user, though equal to the default
     assert kept.encoder.model == "stored-model" and kept.regions.max_regions == 5
     assert Config().over(stored, keys).encoder.dense_mode == "plain"
-    assert load_config(overrides={"regions.max_regions": 96}).over(stored, keys).regions.max_regions == 96
+    assert load_config(overrides={"regions.max_regions": 128}).over(stored, keys).regions.max_regions == 128
     assert Config().over({"index": {"global_only": True}}, ("index",)) == Config()  # keys of older versions
 
 

@@ -194,8 +194,16 @@ def test_a_high_detail_index_of_older_proposals_must_be_rebuilt(scenes, tmp_path
 def test_a_high_detail_index_that_kept_twice_its_cap_is_kept_where_a_cap_keeps_as_many(scenes, tmp_path, test_encoder):
     """Before high detail kept 1.5 times regions.max_regions it kept twice it: such an index is
     read as the cap that keeps as many regions now (96 then: 128 now) and updated without
-    re-encoding; where no cap keeps as many (5 then: 10), it must be rebuilt."""
-    build_index(scenes / "images", tmp_path / "high", config_with("high"), encoder=test_encoder)
+    re-encoding; where no cap keeps as many (5 then: 10), it must be rebuilt. A new picture then
+    writes the cap as read, with today's constants."""
+    import shutil
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    pictures = sorted((scenes / "images").glob("*.png"))
+    for picture in pictures[:3]:
+        shutil.copy(picture, photos)
+    build_index(photos, tmp_path / "high", config_with("high"), encoder=test_encoder)
     manifest_file = tmp_path / "high" / "manifest.json"
     manifest = json.loads(manifest_file.read_text())
     assert manifest["config"]["regions"]["max_regions"] == 128 and manifest["proposals"]["high"][3] == 1.5
@@ -205,11 +213,18 @@ def test_a_high_detail_index_that_kept_twice_its_cap_is_kept_where_a_cap_keeps_a
         legacy["proposals"]["high"][3] = 2
         manifest_file.write_text(json.dumps(legacy))
         if fits:
-            report = build_index(scenes / "images", tmp_path / "high", config_with("high"), encoder=test_encoder)
+            report = build_index(photos, tmp_path / "high", config_with("high"), encoder=test_encoder)
             assert not report.committed
             continue
         with pytest.raises(IndexStoreError, match=r"region proposals of an older harmosearch; re-run with --rebuild"):
-            build_index(scenes / "images", tmp_path / "high", config_with("high"), encoder=test_encoder)
+            build_index(photos, tmp_path / "high", config_with("high"), encoder=test_encoder)
+    legacy["config"]["regions"]["max_regions"] = 96
+    manifest_file.write_text(json.dumps(legacy))
+    shutil.copy(pictures[3], photos)
+    report = build_index(photos, tmp_path / "high", config_with("high"), encoder=test_encoder)
+    assert report.committed and report.encoded == 1 and report.resumed == 0
+    written = read_manifest(tmp_path / "high")
+    assert written["config"]["regions"]["max_regions"] == 128 and written["proposals"]["high"][3] == 1.5
 
 
 def test_twice_a_cap_then_is_as_many_regions_now_or_left_as_built():

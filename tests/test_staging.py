@@ -159,3 +159,20 @@ def test_staged_work_of_another_model_is_not_resumed(photos, tmp_path, test_enco
     # Work of the same making is kept for the run to resume (the interrupted-run tests resume it).
     save_chunk(claim_staging(tmp_path / "again", made_by), 0, [("x", wrong)])
     assert [c.name for c in claim_staging(tmp_path / "again", made_by).glob("chunk_*.npz")] == ["chunk_000000.npz"]
+
+
+def test_staged_high_detail_work_of_other_proposal_constants_is_not_resumed(photos, tmp_path, test_encoder):
+    """At high detail the regions also depend on the version's proposal constants (how many
+    regions it keeps beside the cap, among others): work staged without them, as a version that
+    kept twice the cap staged it, is dropped, not mixed with regions kept today's way."""
+    from harmosearch.indexing.encode import Encoded
+    from harmosearch.store import claim_staging, save_chunk, sha256_file
+
+    high = CONFIG.with_values({"regions.detail": "high"})
+    entries, _ = scan(photos, False, ())
+    older = {"encoder": test_encoder.identity.to_dict(), "regions": high.to_json()["regions"]}
+    dim = test_encoder.identity.embed_dim
+    wrong = Encoded(8, 8, np.ones(dim, np.float32), np.zeros((1, 4), np.float32), np.ones(1), np.ones((1, dim)))
+    save_chunk(claim_staging(tmp_path / "idx", older), 0, [(sha256_file(e.absolute), wrong) for e in entries[:2]])
+    report = build_index(photos, tmp_path / "idx", high, encoder=test_encoder)
+    assert report.resumed == 0 and report.encoded == len(entries)

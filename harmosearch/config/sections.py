@@ -81,10 +81,11 @@ class RegionConfig(Section):
     # 1.00 (flat) and 0.51 to 0.91 (objects over photographs), grounding from 0.55 to 0.95 and
     # 0.24 to 0.43 (benchmarks/proposals_clutter.py).
     pixel_segments: tuple[Annotated[float, Range(0, low_open=True)], ...] = (100.0, 300.0, 1000.0)
-    # Regions kept per image after NMS and de-duplication (at high detail 1.5 times it). On the
-    # validation scenes at the default detail, 128 against 96 gave objects over photographs a
-    # fitting box 96.2% of the time against 88.7%, grounding 75.9 against 69.9, for 18% more
-    # regions (flat scenes: under a point, 6%); 192 gained nothing more (benchmarks/region_cap.py).
+    # Regions kept per image after NMS and de-duplication (at high detail 1.5 times it, rounded
+    # up). On the validation scenes at the default detail, 128 against 96 gave objects over
+    # photographs a fitting box 96.2% of the time against 88.7%, grounding 75.9 against 69.9, for
+    # 18% more regions (flat scenes: under a point, for 6% more regions); 192 gained nothing more
+    # there (benchmarks/region_cap.py).
     max_regions: Positive = 128
     nms_iou: Annotated[float, Range(0, 1, low_open=True)] = 0.7  # boxes overlapping a kept box more are dropped
     # Region vectors this similar to a kept one are dropped (above 1: never).

@@ -178,10 +178,10 @@ def _as_built(manifest: dict[str, Any]) -> tuple[dict[str, Any], Any]:
 
 
 def _older_high_cap(regions: dict[str, Any], proposals: Any) -> tuple[dict[str, Any], Any]:
-    """A high-detail index built when high detail kept twice regions.max_regions (the last of
-    its "high" constants: 2) as the cap that keeps as many under today's share: its regions are
-    the same, so an update keeps them instead of asking for --rebuild. Where no whole cap gives
-    as many, it is left as built (and is told to rebuild)."""
+    """Read a high-detail index built when high detail kept twice regions.max_regions (the last
+    of its "high" constants: 2) as the cap that keeps as many regions under today's share: its
+    regions are the same, so an update keeps them instead of asking for --rebuild. Where no
+    whole cap keeps as many (twice a cap of 3k + 2), it is left as built and told to rebuild."""
     from harmosearch.regions.proposals import HIGH_DETAIL_REGIONS, high_detail_cap
 
     high = list((proposals or {}).get("high") or [])
@@ -216,7 +216,9 @@ def _encode_and_commit(
 ) -> None:
     """Encode what is new (resuming staged work), then write the next generation (with auto's
     choice of dense map, `choice`, where it made one)."""
-    stage = claim_staging(index, {"encoder": encoder.identity.to_dict(), "regions": config.to_json()["regions"]})
+    # Staged pictures are kept only for the same model, region settings and proposal constants.
+    made_by = {"encoder": encoder.identity.to_dict(), "regions": config.to_json()["regions"]}
+    stage = claim_staging(index, {**made_by, **({"proposals": p} if (p := _proposals(config)) is not None else {})})
     staged = staged_pictures(stage)
     to_encode = plan.to_encode
     report.resumed = sum(1 for _, sha in to_encode if sha in staged)

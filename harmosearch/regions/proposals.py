@@ -26,8 +26,8 @@ HIGH_DETAIL_WINDOWS = (0.2, 0.15)
 # ... and keeps this many times regions.max_regions (rounded up): else the many small windows,
 # the most distinct from the global vector, crowd out the large ones (validation: at the normal
 # detail's cap the proposal ceiling for large objects fell from 0.99 to 0.79). 1.5 times the
-# default 128 is 192; on the validation scenes 256 gained nothing over 192 (photo grounding 77.0
-# against 75.7, 18% more regions; benchmarks/region_cap.py --detail high). Indexes built when
+# default 128 is 192; on the validation scenes 256 gained nothing over 192 (photo grounding 75.7
+# against 77.0, for 18% more regions; benchmarks/region_cap.py --detail high). Indexes built when
 # high detail kept twice the cap are read as the same regions under this one (indexing/build.py).
 HIGH_DETAIL_REGIONS = 1.5
 # Boxes around segments of the picture's own pixels (regions.pixel_segments, at every detail):
