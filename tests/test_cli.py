@@ -68,3 +68,20 @@ def test_synth_command_writes_scenes_and_config_file_applies(tmp_path):
     assert len(data["images"]) == 3
     assert data["images"][0]["width"] == 96
     assert data["info"]["seed"] == 5
+
+
+def test_info_says_how_many_regions_a_picture_keeps_and_when_the_default_keeps_more():
+    from harmosearch.cli.info import regions_line
+
+    def facts(cap, detail="normal", share=None):
+        proposals = None if share is None else {"high": [1.5, 3.0, [0.2, 0.15], share]}
+        return {"regions": 500, "config": {"regions": {"max_regions": cap, "detail": detail}}, "proposals": proposals}
+
+    hint = "today's default keeps {}: `harmosearch index PHOTOS --rebuild` re-encodes at it"
+    assert regions_line(facts(96)) == "500 (at most 96 per picture, normal detail); " + hint.format(128)
+    assert regions_line(facts(128)) == regions_line(facts(200)).replace("200", "128")
+    assert "default" not in regions_line(facts(128)) and "default" not in regions_line(facts(1))  # global-only
+    assert regions_line(facts(96, "high", 2)) == "500 (at most 192 per picture, high detail)"  # kept twice then
+    assert regions_line(facts(96, "high")) == "500 (at most 192 per picture, high detail)"  # before it was recorded
+    assert regions_line(facts(64, "high", 1.5)).endswith(hint.format(192))  # 96 kept
+    assert regions_line(facts(128, "high", 1.5)) == "500 (at most 192 per picture, high detail)"

@@ -48,6 +48,27 @@ def info(
         out.print("verify: every file matches its checksum and all tables are row-aligned")
 
 
+def regions_line(facts: dict[str, Any]) -> str:
+    """The regions an index holds, how many a picture may keep, and, where the index keeps fewer
+    than today's default would (it keeps its own cap on every update), what re-encodes at it."""
+    import math
+
+    from harmosearch.config import RegionConfig
+    from harmosearch.regions.proposals import high_detail_cap
+
+    regions = facts["config"]["regions"]
+    detail, cap = regions.get("detail", "normal"), int(regions["max_regions"])
+    if detail == "high":  # the share its version kept: twice the cap before it was recorded as 1.5
+        share = ((facts.get("proposals") or {}).get("high") or [2] * 4)[3]
+        kept, today = math.ceil(cap * share), high_detail_cap(RegionConfig().max_regions)
+    else:
+        kept, today = cap, RegionConfig().max_regions
+    text = f"{facts['regions']} (at most {kept} per picture, {detail} detail)"
+    if 1 < kept < today:  # not a global-only index, which keeps the whole picture alone
+        text += f"; today's default keeps {today}: `harmosearch index PHOTOS --rebuild` re-encodes at it"
+    return text
+
+
 def _print_info(facts: dict[str, Any], search: Any) -> None:
     import json
 
@@ -60,7 +81,7 @@ def _print_info(facts: dict[str, Any], search: Any) -> None:
     rows = [
         ("photos", facts["photos"]),
         ("images", f"{facts['images']}{frames}"),
-        ("regions", str(facts["regions"])),
+        ("regions", regions_line(facts)),
         (
             "model",
             f"{facts['model']} (weights {facts['weights']}, dim {facts['embed_dim']}, "

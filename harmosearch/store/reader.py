@@ -129,4 +129,6 @@ def describe(root: Path) -> dict[str, Any]:
         "bytes": size_on_disk(root),
         "last_update": {k: v for k, v in manifest.get("last_update", {}).items() if isinstance(v, int)},
         "config": manifest["config"],
+        # How a high detail's regions were proposed beyond the config (regions.proposal_constants)
+        "proposals": manifest.get("proposals"),
     }
